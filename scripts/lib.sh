@@ -1,0 +1,60 @@
+# Shared by the scripts: toolchain versions, running as the postgres user when we are root, and a
+# throwaway PostgreSQL cluster with its own data directory and port. Source it; do not run it.
+PG_MAJOR=15
+PGRX_VERSION=0.18.1
+PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+PG_CONFIG=$PG_BIN/pg_config
+ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+is_root() { [ "$(id -u)" = 0 ]; }
+
+# PostgreSQL refuses to run as root: as root, server-side commands run as the postgres user.
+as_pg() {
+    if is_root; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# sudo when not root, nothing when root (CI and these machines run as root).
+privileged() {
+    if is_root; then "$@"; else sudo "$@"; fi
+}
+
+# `cargo pgrx test` arguments that make it work as root.
+pgrx_test_args() {
+    if is_root; then
+        local pgdata=/tmp/orch_lease-pgrx-test
+        install -d -o postgres -g postgres "$pgdata"
+        echo "--runas postgres --pgdata $pgdata"
+    fi
+}
+
+# `cargo pgrx install` writes into PostgreSQL's directories.
+pgrx_install_args() {
+    is_root || echo "--sudo"
+}
+
+CLUSTER_DIR=""
+# Starts a throwaway cluster in a fresh directory on a free port; exports PGHOST, PGPORT, PGUSER,
+# PGDATABASE and ORCH_LEASE_DSN. Extra arguments are `-c name=value` server settings.
+cluster_start() {
+    CLUSTER_DIR=$(mktemp -d /tmp/orch_lease-cluster.XXXXXX)
+    chmod 755 "$CLUSTER_DIR"
+    is_root && chown postgres:postgres "$CLUSTER_DIR"
+    local port
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    as_pg "$PG_BIN/initdb" -D "$CLUSTER_DIR/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+    as_pg "$PG_BIN/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -w \
+        -o "-p $port -k $CLUSTER_DIR -c listen_addresses=127.0.0.1 -c max_connections=200 $*" start >/dev/null
+    export PGHOST=$CLUSTER_DIR PGPORT=$port PGUSER=postgres PGDATABASE=postgres
+    export ORCH_LEASE_DSN="host=$CLUSTER_DIR port=$port user=postgres dbname=postgres"
+    log "throwaway PostgreSQL $PG_MAJOR on port $port, data in $CLUSTER_DIR"
+}
+
+# Stops the cluster (immediately: it is thrown away) and removes its directory. Safe to call twice.
+cluster_stop() {
+    [ -n "$CLUSTER_DIR" ] && [ -d "$CLUSTER_DIR" ] || return 0
+    as_pg "$PG_BIN/pg_ctl" -D "$CLUSTER_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$CLUSTER_DIR"
+    CLUSTER_DIR=""
+}

@@ -1,0 +1,78 @@
+//! Errors for bad input: each carries a proper SQLSTATE and names the argument at fault.
+//! Lost races never come here: they are outcomes (see `guard`).
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::{PgLogLevel, PgSqlErrorCode};
+
+/// Longest text accepted for identifiers such as work_item, owner or boot_id. It keeps every key well
+/// inside a btree entry and every NOTIFY payload under PostgreSQL's 8000-byte limit.
+pub const MAX_TEXT_BYTES: usize = 1024;
+
+/// Raises an ERROR with the given SQLSTATE, message and optional hint.
+pub fn raise(code: PgSqlErrorCode, message: String, hint: Option<&str>) -> ! {
+    let mut report = ErrorReport::new(code, message, "orch_lease");
+    if let Some(hint) = hint {
+        report = report.set_hint(hint);
+    }
+    report.report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
+/// A required text argument: not NULL, not blank, at most `MAX_TEXT_BYTES`.
+pub fn required<'a>(argument: &str, value: Option<&'a str>) -> &'a str {
+    match value {
+        None => raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("orch_lease: {argument} must not be NULL"),
+            None,
+        ),
+        Some(text) if text.trim().is_empty() => raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("orch_lease: {argument} must not be empty"),
+            None,
+        ),
+        Some(text) => bounded(argument, text),
+    }
+}
+
+/// An optional text argument: NULL is fine, anything given obeys the length bound.
+pub fn optional<'a>(argument: &str, value: Option<&'a str>) -> Option<&'a str> {
+    value.map(|text| bounded(argument, text))
+}
+
+fn bounded<'a>(argument: &str, text: &'a str) -> &'a str {
+    if text.len() > MAX_TEXT_BYTES {
+        raise(
+            PgSqlErrorCode::ERRCODE_STRING_DATA_RIGHT_TRUNCATION,
+            format!(
+                "orch_lease: {argument} is too long ({} bytes, at most {MAX_TEXT_BYTES})",
+                text.len()
+            ),
+            None,
+        );
+    }
+    text
+}
+
+/// A required non-NULL value of any other type.
+pub fn present<T>(argument: &str, value: Option<T>) -> T {
+    value.unwrap_or_else(|| {
+        raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("orch_lease: {argument} must not be NULL"),
+            None,
+        )
+    })
+}
+
+/// A process id: present and positive.
+pub fn positive_pid(argument: &str, value: Option<i32>) -> i32 {
+    let pid = present(argument, value);
+    if pid <= 0 {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("orch_lease: {argument} must be a positive process id, not {pid}"),
+            None,
+        );
+    }
+    pid
+}

@@ -1,0 +1,111 @@
+//! What every function shares: statements prepared once per backend and kept, and the subtransaction
+//! that turns a lost race into an outcome instead of an aborted caller.
+use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::pg_sys::{self, PgTryBuilder};
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
+use pgrx::prelude::PgHeapTuple;
+use pgrx::{AllocatedByRust, PgOid, PgSqlErrorCode, PgTupleDesc};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+
+thread_local! {
+    /// Plans by SQL text. An `Rc` lets a plan run while the map is free for re-entrant callers
+    /// (a trigger on the task table may itself call orch_lease).
+    static PLANS: RefCell<HashMap<String, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
+}
+
+/// Runs `sql` through a plan prepared on first use and cached for the backend's life (PostgreSQL's
+/// plan cache still re-plans it after DDL). Parameter types come from `args`. Plans are prepared as
+/// read-write so that at READ COMMITTED each statement takes a fresh snapshot.
+pub fn run<'conn>(
+    client: &SpiClient<'conn>,
+    sql: &str,
+    args: &[DatumWithOid],
+) -> SpiTupleTable<'conn> {
+    let cached = PLANS.with(|plans| plans.borrow().get(sql).cloned());
+    let plan = cached.unwrap_or_else(|| {
+        let types: Vec<PgOid> = args.iter().map(|arg| PgOid::from(arg.oid())).collect();
+        let plan = Rc::new(
+            client
+                .prepare_mut(sql, &types)
+                .unwrap_or_else(|error| panic!("orch_lease: cannot prepare {sql}: {error}"))
+                .keep(),
+        );
+        PLANS.with(|plans| plans.borrow_mut().insert(sql.to_owned(), Rc::clone(&plan)));
+        plan
+    });
+    client
+        .select(&*plan, None, args)
+        .unwrap_or_else(|error| panic!("orch_lease: cannot run {sql}: {error}"))
+}
+
+/// The SQLSTATEs of a lost race: another transaction got there first and we may not wait for it.
+const LOST_RACE: [PgSqlErrorCode; 3] = [
+    PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+    PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED,
+    PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+];
+
+/// Runs `body` in a subtransaction. When it loses a race (serialization failure at REPEATABLE READ or
+/// SERIALIZABLE, a NOWAIT lock, a deadlock), only the subtransaction is rolled back and `lost` gives
+/// the outcome, so the caller's transaction stays usable. Any other error propagates unchanged.
+pub fn lost_race_as<R>(body: impl FnOnce() -> R, lost: impl FnOnce() -> R) -> R {
+    match subtransaction(body) {
+        Ok(result) => result,
+        Err(error) if LOST_RACE.contains(&sql_error_code(&error)) => lost(),
+        Err(error) => error.rethrow(),
+    }
+}
+
+/// Runs `body` in a subtransaction: committed into the caller's transaction when it returns, rolled
+/// back alone when it raises, the error then handed back.
+pub fn subtransaction<R>(body: impl FnOnce() -> R) -> Result<R, CaughtError> {
+    // SAFETY: the protocol PL/pgSQL follows for an EXCEPTION block: remember the memory context and
+    // resource owner, open the subtransaction, and restore both when it ends either way.
+    let (context, owner) = unsafe { (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner) };
+    let end = move |commit: bool| unsafe {
+        if commit {
+            pg_sys::ReleaseCurrentSubTransaction();
+        } else {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        }
+        pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::CurrentResourceOwner = owner;
+    };
+    unsafe {
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(context);
+    }
+    let attempt = AssertUnwindSafe(move || {
+        let result = body();
+        end(true);
+        Ok(result)
+    });
+    PgTryBuilder::new(attempt)
+        .catch_others(move |error| {
+            end(false);
+            Err(error)
+        })
+        .execute()
+}
+
+/// The SQLSTATE of a caught error (a Rust panic counts as an internal error).
+pub fn sql_error_code(error: &CaughtError) -> PgSqlErrorCode {
+    match error {
+        CaughtError::PostgresError(report)
+        | CaughtError::ErrorReport(report)
+        | CaughtError::RustPanic { ereport: report, .. } => report.sql_error_code(),
+    }
+}
+
+/// Forms a row of the named composite type from its attribute values, in order.
+pub fn composite(type_name: &str, values: Vec<Option<pg_sys::Datum>>) -> PgHeapTuple<'static, AllocatedByRust> {
+    let tupdesc = PgTupleDesc::for_composite_type(type_name)
+        .unwrap_or_else(|| panic!("orch_lease: type {type_name} is missing"));
+    // SAFETY: the values are datums of the type's attributes, in attribute order.
+    unsafe { PgHeapTuple::from_datums(tupdesc, values) }
+        .unwrap_or_else(|error| panic!("orch_lease: cannot form {type_name}: {error}"))
+}

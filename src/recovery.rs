@@ -1,0 +1,160 @@
+//! Owner liveness by boot incarnation instead of heartbeat.
+//!
+//! Each process start registers a fresh boot id for its instance through `transition_lease_recover`.
+//! That supersedes every earlier boot of the instance, which makes all their leases stale: recover
+//! releases them at once, and any acquire that meets one later reclaims it. A 900 s blocking step
+//! needs no heartbeat to stay live; a restart needs no timeout to be recovered from.
+use crate::{errors, guard};
+use pgrx::prelude::*;
+use pgrx::{composite_type, AllocatedByRust, PgSqlErrorCode};
+
+extension_sql!(
+    r#"
+CREATE TABLE orch_lease.boot (
+    boot_id       text PRIMARY KEY,
+    instance      text NOT NULL,
+    pid           integer,
+    registered_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    superseded_at timestamptz,
+    superseded_by text
+);
+CREATE UNIQUE INDEX boot_one_live_per_instance ON orch_lease.boot (instance)
+    WHERE superseded_at IS NULL;
+CREATE INDEX boot_instance ON orch_lease.boot (instance);
+COMMENT ON TABLE orch_lease.boot IS
+    'Boot registry: one row per process incarnation; at most one live (not superseded) per instance.';
+SELECT pg_catalog.pg_extension_config_dump('orch_lease.boot', '');
+"#,
+    name = "boot_table"
+);
+
+/// Instance-level advisory lock class ("boot"): recovers of one instance run one at a time.
+const INSTANCE_LOCK_CLASS: i32 = 0x626f_6f74;
+
+/// Registers `boot_id` as the live incarnation of `instance`, supersedes every earlier boot of that
+/// instance, releases their leases and returns them. Call it once at process start, in its own
+/// transaction. A second call with the same boot returns nothing; a superseded boot is refused.
+#[pg_extern(volatile, parallel_unsafe, requires = ["boot_table", "lease_table", "events"])]
+fn transition_lease_recover(
+    boot_id: Option<&str>,
+    instance: default!(Option<&str>, "'default'"),
+    pid: default!(Option<i32>, "NULL"),
+) -> SetOfIterator<'static, composite_type!('static, "orch_lease.transition_lease")> {
+    let boot_id = errors::required("boot_id", boot_id);
+    let instance = errors::required("instance", instance);
+    if let Some(pid) = pid {
+        errors::positive_pid("pid", Some(pid));
+    }
+
+    let released = Spi::connect(|client| {
+        guard::run(
+            client,
+            "SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))",
+            &[INSTANCE_LOCK_CLASS.into(), instance.into()],
+        );
+        let known = guard::run(
+            client,
+            "SELECT instance, superseded_by, superseded_at::text FROM orch_lease.boot
+              WHERE boot_id = $1",
+            &[boot_id.into()],
+        );
+        if !known.is_empty() {
+            let known = known.first();
+            let registered_for: String = known.get(1).unwrap().unwrap();
+            if registered_for != instance {
+                errors::raise(
+                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                    format!(
+                        "orch_lease: boot \"{boot_id}\" is registered for instance \
+                         \"{registered_for}\", not \"{instance}\""
+                    ),
+                    Some("Each process start needs a fresh boot id."),
+                );
+            }
+            if let Some(successor) = known.get::<String>(2).unwrap() {
+                let when: String = known.get(3).unwrap().unwrap();
+                errors::raise(
+                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    format!(
+                        "orch_lease: boot \"{boot_id}\" was superseded by \"{successor}\" at {when}"
+                    ),
+                    Some("A superseded incarnation must not recover: stop this process."),
+                );
+            }
+            return Vec::new(); // already the live boot: nothing left to recover
+        }
+
+        // Supersede the live boot of this instance. This waits for acquires that share-lock it, so
+        // their leases are committed, and visible, before we release the stale ones below.
+        guard::run(
+            client,
+            "UPDATE orch_lease.boot SET superseded_at = clock_timestamp(), superseded_by = $1
+              WHERE instance = $2 AND superseded_at IS NULL",
+            &[boot_id.into(), instance.into()],
+        );
+        guard::run(
+            client,
+            "INSERT INTO orch_lease.boot (boot_id, instance, pid) VALUES ($1, $2, $3)",
+            &[boot_id.into(), instance.into(), pid.into()],
+        );
+        let released = guard::run(
+            client,
+            "WITH released AS (
+                 DELETE FROM orch_lease.transition_lease l
+                  USING orch_lease.boot b
+                  WHERE b.boot_id = l.owner_boot_id AND b.instance = $2
+                    AND b.superseded_at IS NOT NULL
+                 RETURNING l.*),
+             logged AS (
+                 INSERT INTO orch_lease.lease_event
+                        (event, work_item, old_owner, old_token, old_boot_id, reason)
+                 SELECT 'reclaimed', work_item, owner, token, owner_boot_id,
+                        'recover by boot ' || $1
+                   FROM released)
+             SELECT work_item, token, owner, owner_pid, owner_boot_id, scope, acquired_at
+               FROM released ORDER BY work_item",
+            &[boot_id.into(), instance.into()],
+        );
+        released
+            .map(|row| Released {
+                work_item: row.get(1).unwrap().unwrap(),
+                token: row.get(2).unwrap().unwrap(),
+                owner: row.get(3).unwrap().unwrap(),
+                owner_pid: row.get(4).unwrap().unwrap(),
+                owner_boot_id: row.get(5).unwrap().unwrap(),
+                scope: row.get(6).unwrap(),
+                acquired_at: row.get(7).unwrap().unwrap(),
+            })
+            .collect::<Vec<_>>()
+    });
+    // Rows are built here, in the caller's memory context: SPI frees its own when it finishes.
+    SetOfIterator::new(released.into_iter().map(Released::into_row))
+}
+
+/// A lease that recover released, as an `orch_lease.transition_lease` row.
+struct Released {
+    work_item: String,
+    token: i64,
+    owner: String,
+    owner_pid: i32,
+    owner_boot_id: String,
+    scope: Option<String>,
+    acquired_at: TimestampWithTimeZone,
+}
+
+impl Released {
+    fn into_row(self) -> PgHeapTuple<'static, AllocatedByRust> {
+        guard::composite(
+            "orch_lease.transition_lease",
+            vec![
+                self.work_item.into_datum(),
+                self.token.into_datum(),
+                self.owner.into_datum(),
+                self.owner_pid.into_datum(),
+                self.owner_boot_id.into_datum(),
+                self.scope.into_datum(),
+                self.acquired_at.into_datum(),
+            ],
+        )
+    }
+}

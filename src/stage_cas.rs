@@ -1,0 +1,344 @@
+//! Expected-stage compare-and-swap on the application's own task table: atomicity on the *write*.
+//!
+//! The stage changes only if it still equals the expected one; a lost race changes nothing and says so.
+//! With a lease token the check and the write run under the lease row's lock, so no reclaim or forced
+//! release can slip between them. The task table is the application's: orch_lease adds no column to it.
+use crate::{config, errors, guard};
+use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys::{self, PgTryBuilder};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::{composite_type, AllocatedByRust, PgRelation, PgSqlErrorCode};
+use std::ffi::{CStr, CString};
+
+extension_sql!(
+    r#"
+CREATE TABLE orch_lease.task_table (
+    singleton     boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    relid         regclass NOT NULL,
+    id_column     name NOT NULL,
+    stage_column  name NOT NULL,
+    registered_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+COMMENT ON TABLE orch_lease.task_table IS
+    'The application table whose stage the CAS writes (one per database).';
+SELECT pg_catalog.pg_extension_config_dump('orch_lease.task_table', '');
+
+CREATE TYPE orch_lease.cas_result AS (
+    applied       boolean,
+    outcome       text,
+    current_stage text
+);
+"#,
+    name = "task_table_registry"
+);
+
+/// Names the application's existing table whose stage the CAS writes. The stage column may be text,
+/// varchar or an enum; the id column any type whose input accepts the task ids as text.
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    requires = ["task_table_registry"],
+    sql = r#"
+CREATE FUNCTION orch_lease.register_task_table(
+    task_table regclass, id_column name DEFAULT 'id', stage_column name DEFAULT 'stage'
+) RETURNS void VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'register_task_table_wrapper';
+"#
+)]
+fn register_task_table(
+    task_table: Option<PgRelation>,
+    id_column: Option<&CStr>,
+    stage_column: Option<&CStr>,
+) {
+    let table = errors::present("task_table", task_table);
+    let id_column = errors::present("id_column", id_column).to_string_lossy();
+    let stage_column = errors::present("stage_column", stage_column).to_string_lossy();
+    let qualified = format!("{}.{}", table.namespace(), table.name());
+    if !(table.is_table() || table.is_partitioned_table()) {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            format!("orch_lease: \"{qualified}\" is not a table"),
+            None,
+        );
+    }
+    let column_type = |argument: &str, column: &str| -> pg_sys::Oid {
+        Spi::get_one_with_args::<pg_sys::Oid>(
+            "SELECT atttypid FROM pg_catalog.pg_attribute
+              WHERE attrelid = $1 AND attname = $2::name AND attnum > 0 AND NOT attisdropped",
+            &[table.oid().into(), column.into()],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| {
+            errors::raise(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+                format!("orch_lease: {argument}: column \"{column}\" of \"{qualified}\" does not exist"),
+                None,
+            )
+        })
+    };
+    column_type("id_column", &id_column);
+    let stage_type = column_type("stage_column", &stage_column);
+    let base = unsafe { pg_sys::getBaseType(stage_type) };
+    let is_enum = unsafe { pg_sys::type_is_enum(base) };
+    if !(is_enum || base == pg_sys::TEXTOID || base == pg_sys::VARCHAROID) {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            format!(
+                "orch_lease: stage_column: column \"{stage_column}\" of \"{qualified}\" must be text, \
+                 varchar or an enum"
+            ),
+            None,
+        );
+    }
+    Spi::run_with_args(
+        "INSERT INTO orch_lease.task_table (relid, id_column, stage_column) VALUES ($1, $2::name, $3::name)
+         ON CONFLICT (singleton) DO UPDATE
+            SET relid = EXCLUDED.relid, id_column = EXCLUDED.id_column,
+                stage_column = EXCLUDED.stage_column, registered_at = clock_timestamp()",
+        &[table.oid().into(), id_column.as_ref().into(), stage_column.as_ref().into()],
+    )
+    .unwrap();
+}
+
+/// The registered task table, with the statements that write it.
+struct TaskTable {
+    id_type: pg_sys::Oid,
+    stage_type: pg_sys::Oid,
+    /// `UPDATE … SET stage = $3 WHERE id = $1 AND stage = $2`
+    compare_and_set: String,
+    /// `SELECT stage::text … WHERE id = $1`
+    read_stage: String,
+    /// `UPDATE … SET stage = $2 WHERE id = $1`: the kill-switch-off write
+    unconditional: String,
+}
+
+fn task_table() -> TaskTable {
+    let found = Spi::connect(|client| {
+        let row = guard::run(
+            client,
+            "SELECT c.oid IS NOT NULL, t.relid::oid::text,
+                    quote_ident(n.nspname) || '.' || quote_ident(c.relname),
+                    quote_ident(t.id_column), quote_ident(t.stage_column), i.atttypid, s.atttypid
+               FROM orch_lease.task_table t
+               LEFT JOIN pg_catalog.pg_class c ON c.oid = t.relid
+               LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+               LEFT JOIN pg_catalog.pg_attribute i
+                      ON i.attrelid = t.relid AND i.attname = t.id_column AND NOT i.attisdropped
+               LEFT JOIN pg_catalog.pg_attribute s
+                      ON s.attrelid = t.relid AND s.attname = t.stage_column AND NOT s.attisdropped",
+            &[],
+        );
+        if row.is_empty() {
+            return None;
+        }
+        let row = row.first();
+        let value = |n| row.get::<String>(n).unwrap();
+        Some((
+            row.get::<bool>(1).unwrap().unwrap(),
+            value(2).unwrap(),
+            value(3),
+            value(4),
+            value(5),
+            row.get::<pg_sys::Oid>(6).unwrap(),
+            row.get::<pg_sys::Oid>(7).unwrap(),
+        ))
+    });
+    let Some((exists, relid, table, id, stage, id_type, stage_type)) = found else {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "orch_lease: no task table is registered".into(),
+            Some("Call orch_lease.register_task_table('your_tasks'::regclass, 'id', 'stage') first."),
+        );
+    };
+    let reregister = "The task table changed since it was registered: call orch_lease.register_task_table again.";
+    if !exists {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            format!("orch_lease: the registered task table (oid {relid}) no longer exists"),
+            Some(reregister),
+        );
+    }
+    let (table, id, stage) = (table.unwrap(), id.unwrap(), stage.unwrap());
+    let (Some(id_type), Some(stage_type)) = (id_type, stage_type) else {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+            format!("orch_lease: column {id} or {stage} of the task table {table} no longer exists"),
+            Some(reregister),
+        );
+    };
+    TaskTable {
+        id_type,
+        stage_type,
+        compare_and_set: format!("UPDATE {table} SET {stage} = $3 WHERE {id} = $1 AND {stage} = $2 RETURNING true"),
+        read_stage: format!("SELECT {stage}::text FROM {table} WHERE {id} = $1"),
+        unconditional: format!("UPDATE {table} SET {stage} = $2 WHERE {id} = $1 RETURNING true"),
+    }
+}
+
+/// Converts `text` to a value of the column type `type_oid` with that type's own input function, so a
+/// stage the enum lacks or an id the id type rejects fails with the type's SQLSTATE, naming `argument`.
+fn typed(argument: &'static str, text: &str, type_oid: pg_sys::Oid) -> Typed {
+    let text = CString::new(text).expect("PostgreSQL text holds no NUL byte");
+    let datum = PgTryBuilder::new(|| unsafe {
+        let (mut input, mut io_param) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
+        pg_sys::getTypeInputInfo(type_oid, &mut input, &mut io_param);
+        pg_sys::OidInputFunctionCall(input, text.as_ptr().cast_mut(), io_param, -1)
+    })
+    .catch_others(|error| match error {
+        pg_sys::panic::CaughtError::PostgresError(report) => errors::raise(
+            report.sql_error_code(),
+            format!("orch_lease: {argument}: {}", report.message()),
+            None,
+        ),
+        other => other.rethrow(),
+    })
+    .execute();
+    Typed(datum, type_oid)
+}
+
+/// A value converted to a column's type, allocated in the function's memory context.
+#[derive(Clone, Copy)]
+struct Typed(pg_sys::Datum, pg_sys::Oid);
+
+impl Typed {
+    fn arg(self) -> DatumWithOid<'static> {
+        // SAFETY: the datum is a value of that type, alive for the whole function call.
+        unsafe { DatumWithOid::new(self.0, self.1) }
+    }
+}
+
+/// What a CAS decided, before it becomes an `orch_lease.cas_result` row.
+struct Cas {
+    applied: bool,
+    outcome: &'static str,
+    current_stage: Option<String>,
+}
+
+impl Cas {
+    fn said(applied: bool, outcome: &'static str) -> Self {
+        Cas { applied, outcome, current_stage: None }
+    }
+
+    fn into_row(self) -> PgHeapTuple<'static, AllocatedByRust> {
+        guard::composite(
+            "orch_lease.cas_result",
+            vec![self.applied.into_datum(), self.outcome.into_datum(), self.current_stage.into_datum()],
+        )
+    }
+}
+
+/// How a CAS uses the lease on its work item.
+#[derive(Clone, Copy)]
+enum LeaseUse {
+    /// No token: a plain CAS.
+    Unchecked,
+    /// The lease must be held with this token, and stays held (share-locked until commit).
+    Held(i64),
+    /// The lease must be held with this token, and is released whatever the CAS outcome.
+    Released(i64),
+}
+
+/// Sets the task's stage to `new_stage` if it is still `expected_stage`. With `lease_token`, only while
+/// the lease on work_item = task_id is held with that token.
+#[pg_extern(volatile, parallel_unsafe, requires = ["task_table_registry", "lease_table"])]
+fn update_task_stage_cas(
+    task_id: Option<&str>,
+    expected_stage: Option<&str>,
+    new_stage: Option<&str>,
+    lease_token: default!(Option<i64>, "NULL"),
+) -> composite_type!('static, "orch_lease.cas_result") {
+    let lease = lease_token.map_or(LeaseUse::Unchecked, LeaseUse::Held);
+    stage_cas(("task_id", task_id), expected_stage, new_stage, lease).into_row()
+}
+
+/// The lease-guarded CAS and the release of that lease, in one atomic step. The lease is released
+/// whatever the CAS outcome: the attempt is over. A NULL token (from a disabled or out-of-scope grant)
+/// makes it a plain CAS.
+#[pg_extern(volatile, parallel_unsafe, requires = ["task_table_registry", "lease_table"])]
+fn commit_stage_cas(
+    work_item: Option<&str>,
+    token: Option<i64>,
+    expected_stage: Option<&str>,
+    new_stage: Option<&str>,
+) -> composite_type!('static, "orch_lease.cas_result") {
+    let lease = token.map_or(LeaseUse::Unchecked, LeaseUse::Released);
+    stage_cas(("work_item", work_item), expected_stage, new_stage, lease).into_row()
+}
+
+fn stage_cas(
+    (id_argument, task_id): (&'static str, Option<&str>),
+    expected_stage: Option<&str>,
+    new_stage: Option<&str>,
+    lease: LeaseUse,
+) -> Cas {
+    let task_id = errors::required(id_argument, task_id);
+    let expected_stage = errors::present("expected_stage", expected_stage);
+    let new_stage = errors::present("new_stage", new_stage);
+    let table = task_table();
+    // Convert every input before anything is written: bad input is an error with nothing changed.
+    let id = typed(id_argument, task_id, table.id_type);
+    let expected = typed("expected_stage", expected_stage, table.stage_type);
+    let new = typed("new_stage", new_stage, table.stage_type);
+
+    Spi::connect(|client| {
+        if !config::enabled() {
+            let written = guard::run(client, &table.unconditional, &[id.arg(), new.arg()]);
+            return match written.is_empty() {
+                false => Cas::said(true, "unconditional"),
+                true => Cas::said(false, "not_found"),
+            };
+        }
+        let write = || {
+            guard::lost_race_as(
+                || compare_and_set(client, &table, id, expected, new),
+                // REPEATABLE READ / SERIALIZABLE: the row changed after our snapshot.
+                || Cas::said(false, "stage_mismatch"),
+            )
+        };
+        let (token, statement) = match lease {
+            LeaseUse::Unchecked => return write(),
+            LeaseUse::Held(token) => (
+                token,
+                "SELECT true FROM orch_lease.transition_lease
+                  WHERE work_item = $1 AND token = $2 FOR SHARE",
+            ),
+            LeaseUse::Released(token) => (
+                token,
+                "DELETE FROM orch_lease.transition_lease WHERE work_item = $1 AND token = $2
+                 RETURNING true",
+            ),
+        };
+        let lease_lost = || Cas::said(false, "lease_lost");
+        guard::lost_race_as(
+            || match guard::run(client, statement, &[task_id.into(), token.into()]).is_empty() {
+                true => lease_lost(),
+                false => write(),
+            },
+            lease_lost,
+        )
+    })
+}
+
+fn compare_and_set(
+    client: &SpiClient<'_>,
+    table: &TaskTable,
+    id: Typed,
+    expected: Typed,
+    new: Typed,
+) -> Cas {
+    let written = guard::run(client, &table.compare_and_set, &[id.arg(), expected.arg(), new.arg()]);
+    if !written.is_empty() {
+        return Cas::said(true, "applied");
+    }
+    let current = guard::run(client, &table.read_stage, &[id.arg()]);
+    match current.is_empty() {
+        true => Cas::said(false, "not_found"),
+        false => Cas {
+            applied: false,
+            outcome: "stage_mismatch",
+            current_stage: current.first().get::<String>(1).unwrap(),
+        },
+    }
+}
