@@ -1,0 +1,294 @@
+//! The incident, replayed with real processes and real connections.
+//!
+//! Several actors (monitor, webhook, reconciler, job reaper, deploy finalizer) run as separate
+//! processes and race to advance the same tasks out of `queued`. Three of them merge (`queued →
+//! merged`), two roll back (`queued → rolled_back`); each transition has an irreversible effect that is
+//! recorded on its own autocommit statement, outside any lease or CAS transaction, with start and end
+//! marks. In `naive` mode an actor reads the stage and writes it with a bare UPDATE; in `lease` mode it
+//! acquires the transition lease, re-reads the stage under it, and commits with `commit_stage_cas`.
+use postgres::{Client, NoTls};
+use std::process::{Child, Command};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The actors of the incident, and the transition each of them wants to make.
+pub const ACTORS: [(&str, &str); 5] = [
+    ("monitor", "merged"),
+    ("webhook", "merged"),
+    ("reconciler", "rolled_back"),
+    ("job-reaper", "rolled_back"),
+    ("deploy-finalizer", "merged"),
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Read the stage, apply the effect, `UPDATE … SET stage = $new WHERE id = $id`.
+    Naive,
+    /// Acquire the lease, re-check the stage, apply the effect, `commit_stage_cas`.
+    Lease,
+}
+
+impl Mode {
+    pub fn parse(text: &str) -> Result<Mode, String> {
+        match text {
+            "naive" => Ok(Mode::Naive),
+            "lease" => Ok(Mode::Lease),
+            other => Err(format!("mode must be naive or lease, not {other:?}")),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Naive => "naive",
+            Mode::Lease => "lease",
+        }
+    }
+}
+
+pub fn connect(dsn: &str) -> Client {
+    Client::connect(dsn, NoTls).unwrap_or_else(|error| panic!("cannot connect to {dsn}: {error}"))
+}
+
+/// Creates the application's side of the demo: a task table with a stage-history trigger, the effect
+/// log and the attempt log, all fresh, and registers the task table with orch_lease.
+pub fn prepare(client: &mut Client, items: usize) {
+    client
+        .batch_execute(
+            "CREATE EXTENSION IF NOT EXISTS orch_lease;
+             DROP TABLE IF EXISTS demo_task, demo_history, demo_effect, demo_attempt CASCADE;
+             CREATE TABLE demo_task (id text PRIMARY KEY, stage text NOT NULL);
+             CREATE TABLE demo_history (task_id text, from_stage text, to_stage text,
+                                        at timestamptz DEFAULT clock_timestamp());
+             CREATE OR REPLACE FUNCTION demo_log_stage() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 INSERT INTO demo_history (task_id, from_stage, to_stage) VALUES (OLD.id, OLD.stage, NEW.stage);
+                 RETURN NULL;
+             END $$;
+             CREATE TRIGGER demo_log_stage AFTER UPDATE OF stage ON demo_task
+                 FOR EACH ROW EXECUTE FUNCTION demo_log_stage();
+             CREATE TABLE demo_effect (id bigserial PRIMARY KEY, task_id text, actor text, effect text,
+                                       started_at timestamptz DEFAULT clock_timestamp(), ended_at timestamptz);
+             CREATE TABLE demo_attempt (actor text, task_id text, outcome text);
+             TRUNCATE orch_lease.transition_lease;
+             SELECT orch_lease.register_task_table('demo_task');",
+        )
+        .expect("demo schema");
+    client
+        .execute(
+            "INSERT INTO demo_task SELECT 'task-' || i, 'queued' FROM generate_series(1, $1::int) i",
+            &[&(items as i32)],
+        )
+        .expect("demo tasks");
+}
+
+/// What one actor process is told.
+pub struct ActorPlan {
+    pub dsn: String,
+    pub mode: Mode,
+    pub role: String,
+    pub items: usize,
+    pub effect_ms: u64,
+    /// Wall-clock start, in ms since the epoch, so that every actor starts together.
+    pub start_at_ms: u128,
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()
+}
+
+/// The body of one actor process: walk every task and try to advance it.
+pub fn run_actor(plan: &ActorPlan) {
+    let target = ACTORS
+        .iter()
+        .find(|(role, _)| *role == plan.role)
+        .map(|(_, target)| *target)
+        .unwrap_or("merged");
+    let mut db = connect(&plan.dsn);
+    let pid = std::process::id() as i32;
+    let boot_id = format!("{}-{pid}-{}", plan.role, now_ms());
+    if plan.mode == Mode::Lease {
+        // A fresh incarnation: register it, and take back whatever an earlier one left behind.
+        db.query("SELECT * FROM orch_lease.transition_lease_recover($1, $2, $3)", &[&boot_id, &plan.role, &pid])
+            .expect("recover");
+    }
+    let wait = plan.start_at_ms.saturating_sub(now_ms());
+    std::thread::sleep(Duration::from_millis(wait as u64));
+
+    for i in 1..=plan.items {
+        let task = format!("task-{i}");
+        let outcome = match plan.mode {
+            Mode::Naive => advance_naively(&mut db, plan, &task, target),
+            Mode::Lease => advance_with_lease(&mut db, plan, &task, target, pid, &boot_id),
+        };
+        db.execute("INSERT INTO demo_attempt VALUES ($1, $2, $3)", &[&plan.role, &task, &outcome])
+            .expect("attempt log");
+    }
+}
+
+fn stage_of(db: &mut Client, task: &str) -> String {
+    db.query_one("SELECT stage FROM demo_task WHERE id = $1", &[&task]).expect("stage").get(0)
+}
+
+/// The irreversible effect: marked on its own autocommit statements, before and after.
+fn apply_effect(db: &mut Client, plan: &ActorPlan, task: &str, target: &str) {
+    let effect = if target == "merged" { "merge_pr" } else { "rollback" };
+    let id: i64 = db
+        .query_one(
+            "INSERT INTO demo_effect (task_id, actor, effect) VALUES ($1, $2, $3) RETURNING id",
+            &[&task, &plan.role, &effect],
+        )
+        .expect("effect start")
+        .get(0);
+    std::thread::sleep(Duration::from_millis(plan.effect_ms));
+    db.execute("UPDATE demo_effect SET ended_at = clock_timestamp() WHERE id = $1", &[&id]).expect("effect end");
+}
+
+fn advance_naively(db: &mut Client, plan: &ActorPlan, task: &str, target: &str) -> String {
+    if stage_of(db, task) != "queued" {
+        return "skipped".into();
+    }
+    apply_effect(db, plan, task, target);
+    db.execute("UPDATE demo_task SET stage = $2 WHERE id = $1", &[&task, &target]).expect("bare update");
+    "applied".into()
+}
+
+fn advance_with_lease(
+    db: &mut Client,
+    plan: &ActorPlan,
+    task: &str,
+    target: &str,
+    pid: i32,
+    boot_id: &str,
+) -> String {
+    let grant = db
+        .query_one(
+            "SELECT acquired, outcome, token FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)",
+            &[&task, &plan.role, &pid, &boot_id],
+        )
+        .expect("acquire");
+    let (acquired, outcome, token): (bool, String, Option<i64>) = (grant.get(0), grant.get(1), grant.get(2));
+    if !acquired {
+        return outcome; // held, busy or superseded: someone else owns this transition
+    }
+    // Under the lease, nobody else can be here: re-check that the transition is still to be made.
+    if stage_of(db, task) != "queued" {
+        db.execute("SELECT orch_lease.transition_lease_release($1, $2)", &[&task, &token]).expect("release");
+        return "skipped".into();
+    }
+    apply_effect(db, plan, task, target);
+    let result = db
+        .query_one(
+            "SELECT outcome FROM orch_lease.commit_stage_cas($1, $2, 'queued', $3)",
+            &[&task, &token, &target],
+        )
+        .expect("commit");
+    result.get(0)
+}
+
+/// Starts one process per actor, running `orch-race actor …`, and waits for them all.
+pub fn race(exe: &std::path::Path, dsn: &str, mode: Mode, items: usize, effect_ms: u64) {
+    let start_at = now_ms() + 700;
+    let children: Vec<Child> = ACTORS
+        .iter()
+        .map(|(role, _)| {
+            Command::new(exe)
+                .args(["actor", "--mode", mode.name(), "--role", role])
+                .args(["--items", &items.to_string(), "--effect-ms", &effect_ms.to_string()])
+                .args(["--start-at", &start_at.to_string(), "--dsn", dsn])
+                .spawn()
+                .expect("spawn actor")
+        })
+        .collect();
+    for mut child in children {
+        let status = child.wait().expect("actor exit");
+        assert!(status.success(), "an actor failed: {status}");
+    }
+}
+
+/// What the race left behind, measured from the database.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub items: i64,
+    pub effects: i64,
+    /// Tasks whose transition effect ran more than once.
+    pub duplicated_items: i64,
+    /// Pairs of effects on one task whose start–end intervals overlap (two owners inside at once).
+    pub overlapping_effects: i64,
+    /// Tasks whose history holds more than one transition, or both `merged` and `rolled_back`.
+    pub contradictory_items: i64,
+    /// Tasks that left `queued` exactly once.
+    pub moved_once: i64,
+    /// Per actor: (actor, effects applied, refusals as "outcome×n").
+    pub per_actor: Vec<(String, i64, String)>,
+}
+
+pub fn report(db: &mut Client) -> Report {
+    let one = |db: &mut Client, sql: &str| -> i64 { db.query_one(sql, &[]).expect(sql).get(0) };
+    let per_actor = db
+        .query(
+            "SELECT a.actor,
+                    (SELECT count(*) FROM demo_effect e WHERE e.actor = a.actor),
+                    coalesce(string_agg(a.outcome || '×' || a.n, ' ' ORDER BY a.outcome)
+                             FILTER (WHERE a.outcome NOT IN ('applied')), '')
+               FROM (SELECT actor, outcome, count(*) AS n FROM demo_attempt GROUP BY 1, 2) a
+              GROUP BY a.actor ORDER BY a.actor",
+            &[],
+        )
+        .expect("per actor")
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    Report {
+        items: one(db, "SELECT count(*) FROM demo_task"),
+        effects: one(db, "SELECT count(*) FROM demo_effect"),
+        duplicated_items: one(
+            db,
+            "SELECT count(*) FROM (SELECT task_id FROM demo_effect GROUP BY 1 HAVING count(*) > 1) d",
+        ),
+        overlapping_effects: one(
+            db,
+            "SELECT count(*) FROM demo_effect a JOIN demo_effect b
+                ON a.task_id = b.task_id AND a.id < b.id
+               AND a.started_at < coalesce(b.ended_at, 'infinity') AND b.started_at < coalesce(a.ended_at, 'infinity')",
+        ),
+        contradictory_items: one(
+            db,
+            "SELECT count(*) FROM (SELECT task_id FROM demo_history GROUP BY 1
+                HAVING count(*) > 1 OR count(DISTINCT to_stage) > 1) c",
+        ),
+        moved_once: one(
+            db,
+            "SELECT count(*) FROM (SELECT task_id FROM demo_history WHERE from_stage = 'queued'
+                GROUP BY 1 HAVING count(*) = 1) m
+              WHERE NOT EXISTS (SELECT 1 FROM demo_history h WHERE h.task_id = m.task_id AND h.from_stage <> 'queued')",
+        ),
+        per_actor,
+    }
+}
+
+impl Report {
+    /// Each transition's effect ran exactly once, and every task moved exactly once.
+    pub fn exactly_once(&self) -> bool {
+        self.effects == self.items
+            && self.duplicated_items == 0
+            && self.overlapping_effects == 0
+            && self.contradictory_items == 0
+            && self.moved_once == self.items
+    }
+
+    pub fn print(&self, mode: Mode) {
+        println!("\n  {} mode: {} tasks, 5 actors racing on every one", mode.name(), self.items);
+        println!("  {:<18} {:>8}  refused / skipped", "actor", "effects");
+        for (actor, effects, refusals) in &self.per_actor {
+            println!("  {actor:<18} {effects:>8}  {refusals}");
+        }
+        println!("  effects applied            {:>5}  (one per task is right: {})", self.effects, self.items);
+        println!("  tasks with duplicate effects {:>3}", self.duplicated_items);
+        println!("  overlapping effects        {:>5}  (two owners inside one task at once)", self.overlapping_effects);
+        println!("  contradictory histories    {:>5}  (moved twice, or merged and rolled back)", self.contradictory_items);
+        println!("  tasks moved exactly once   {:>5}", self.moved_once);
+        println!(
+            "  verdict: {}",
+            if self.exactly_once() { "EXACTLY ONCE" } else { "DUPLICATED EFFECTS / CONTRADICTORY HISTORY" }
+        );
+    }
+}

@@ -1,0 +1,67 @@
+//! `orch-race race --mode naive|lease` replays the incident and prints what happened;
+//! `orch-race actor …` is one actor process (started by `race`).
+use orch_lease_harness::{connect, prepare, race, report, run_actor, ActorPlan, Mode};
+use std::collections::HashMap;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else { usage() };
+    let options: HashMap<&str, &str> = rest
+        .chunks(2)
+        .map(|pair| match pair {
+            [key, value] if key.starts_with("--") => (&key[2..], value.as_str()),
+            _ => usage(),
+        })
+        .collect();
+    let get = |key: &str, default: &str| options.get(key).copied().unwrap_or(default).to_string();
+    let number = |key: &str, default: &str| get(key, default).parse::<u64>().unwrap_or_else(|_| usage());
+    let dsn = options
+        .get("dsn")
+        .map(|dsn| dsn.to_string())
+        .or_else(|| std::env::var("ORCH_LEASE_DSN").ok())
+        .unwrap_or_else(|| usage());
+    let mode = Mode::parse(&get("mode", "lease")).unwrap_or_else(|error| {
+        eprintln!("{error}");
+        usage()
+    });
+    let items = number("items", "20") as usize;
+    let effect_ms = number("effect-ms", "20");
+    match command.as_str() {
+        "race" => {
+            let mut db = connect(&dsn);
+            prepare(&mut db, items);
+            race(&std::env::current_exe().unwrap(), &dsn, mode, items, effect_ms);
+            let report = report(&mut db);
+            report.print(mode);
+            if let Some(expect) = options.get("expect") {
+                let held = match *expect {
+                    "exactly-once" => report.exactly_once(),
+                    "duplicates" => !report.exactly_once(),
+                    _ => usage(),
+                };
+                if !held {
+                    eprintln!("expected {expect}, but the race gave {report:?}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        "actor" => run_actor(&ActorPlan {
+            dsn,
+            mode,
+            role: get("role", "monitor"),
+            items,
+            effect_ms,
+            start_at_ms: number("start-at", "0") as u128,
+        }),
+        _ => usage(),
+    }
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: orch-race race [--mode naive|lease] [--items 20] [--effect-ms 20] [--expect exactly-once|duplicates] [--dsn DSN]\n\
+         \x20      orch-race actor --mode M --role R --items N --effect-ms E --start-at MS --dsn DSN\n\
+         DSN defaults to $ORCH_LEASE_DSN"
+    );
+    std::process::exit(2)
+}
