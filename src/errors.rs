@@ -7,12 +7,21 @@ use pgrx::{PgLogLevel, PgSqlErrorCode};
 /// inside a btree entry and every NOTIFY payload under PostgreSQL's 8000-byte limit.
 pub const MAX_TEXT_BYTES: usize = 1024;
 
-/// Raises an ERROR with the given SQLSTATE, message and optional hint.
-pub fn raise(code: PgSqlErrorCode, message: String, hint: Option<&str>) -> ! {
-    let mut report = ErrorReport::new(code, message, "orch_lease");
-    if let Some(hint) = hint {
-        report = report.set_hint(hint);
-    }
+/// Raises an ERROR with the given SQLSTATE and message.
+pub fn raise(code: PgSqlErrorCode, message: String) -> ! {
+    explain(ErrorReport::new(code, message, "orch_lease"))
+}
+
+/// Raises an ERROR with a hint (what to do) and, when there is one, a detail (what was found).
+pub fn raise_hinted(code: PgSqlErrorCode, message: String, hint: &str, detail: Option<String>) -> ! {
+    let report = ErrorReport::new(code, message, "orch_lease").set_hint(hint);
+    explain(match detail {
+        Some(detail) => report.set_detail(detail),
+        None => report,
+    })
+}
+
+fn explain(report: ErrorReport) -> ! {
     report.report(PgLogLevel::ERROR);
     unreachable!("ERROR does not return")
 }
@@ -23,12 +32,10 @@ pub fn required<'a>(argument: &str, value: Option<&'a str>) -> &'a str {
         None => raise(
             PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
             format!("orch_lease: {argument} must not be NULL"),
-            None,
         ),
         Some(text) if text.trim().is_empty() => raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("orch_lease: {argument} must not be empty"),
-            None,
         ),
         Some(text) => bounded(argument, text),
     }
@@ -47,7 +54,6 @@ fn bounded<'a>(argument: &str, text: &'a str) -> &'a str {
                 "orch_lease: {argument} is too long ({} bytes, at most {MAX_TEXT_BYTES})",
                 text.len()
             ),
-            None,
         );
     }
     text
@@ -59,7 +65,6 @@ pub fn present<T>(argument: &str, value: Option<T>) -> T {
         raise(
             PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
             format!("orch_lease: {argument} must not be NULL"),
-            None,
         )
     })
 }
@@ -71,7 +76,6 @@ pub fn positive_pid(argument: &str, value: Option<i32>) -> i32 {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("orch_lease: {argument} must be a positive process id, not {pid}"),
-            None,
         );
     }
     pid

@@ -62,23 +62,23 @@ fn transition_lease_recover(
             let known = known.first();
             let registered_for: String = known.get(1).unwrap().unwrap();
             if registered_for != instance {
-                errors::raise(
+                errors::raise_hinted(
                     PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
                     format!(
                         "orch_lease: boot \"{boot_id}\" is registered for instance \
                          \"{registered_for}\", not \"{instance}\""
                     ),
-                    Some("Each process start needs a fresh boot id."),
+                    "Each process start needs a fresh boot id.",
+                    None,
                 );
             }
             if let Some(successor) = known.get::<String>(2).unwrap() {
                 let when: String = known.get(3).unwrap().unwrap();
-                errors::raise(
+                errors::raise_hinted(
                     PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                    format!(
-                        "orch_lease: boot \"{boot_id}\" was superseded by \"{successor}\" at {when}"
-                    ),
-                    Some("A superseded incarnation must not recover: stop this process."),
+                    format!("orch_lease: boot \"{boot_id}\" was superseded by \"{successor}\""),
+                    "A superseded incarnation must not recover: stop this process.",
+                    Some(format!("Superseded at {when}.")),
                 );
             }
             return Vec::new(); // already the live boot: nothing left to recover

@@ -59,7 +59,6 @@ fn register_task_table(
         errors::raise(
             PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
             format!("orch_lease: \"{qualified}\" is not a table"),
-            None,
         );
     }
     let column_type = |argument: &str, column: &str| -> pg_sys::Oid {
@@ -74,7 +73,6 @@ fn register_task_table(
             errors::raise(
                 PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
                 format!("orch_lease: {argument}: column \"{column}\" of \"{qualified}\" does not exist"),
-                None,
             )
         })
     };
@@ -89,7 +87,6 @@ fn register_task_table(
                 "orch_lease: stage_column: column \"{stage_column}\" of \"{qualified}\" must be text, \
                  varchar or an enum"
             ),
-            None,
         );
     }
     Spi::run_with_args(
@@ -146,26 +143,29 @@ fn task_table() -> TaskTable {
         ))
     });
     let Some((exists, relid, table, id, stage, id_type, stage_type)) = found else {
-        errors::raise(
+        errors::raise_hinted(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             "orch_lease: no task table is registered".into(),
-            Some("Call orch_lease.register_task_table('your_tasks'::regclass, 'id', 'stage') first."),
+            "Call orch_lease.register_task_table('your_tasks'::regclass, 'id', 'stage') first.",
+            None,
         );
     };
     let reregister = "The task table changed since it was registered: call orch_lease.register_task_table again.";
     if !exists {
-        errors::raise(
+        errors::raise_hinted(
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
             format!("orch_lease: the registered task table (oid {relid}) no longer exists"),
-            Some(reregister),
+            reregister,
+            None,
         );
     }
     let (table, id, stage) = (table.unwrap(), id.unwrap(), stage.unwrap());
     let (Some(id_type), Some(stage_type)) = (id_type, stage_type) else {
-        errors::raise(
+        errors::raise_hinted(
             PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
             format!("orch_lease: column {id} or {stage} of the task table {table} no longer exists"),
-            Some(reregister),
+            reregister,
+            None,
         );
     };
     TaskTable {
@@ -190,7 +190,6 @@ fn typed(argument: &'static str, text: &str, type_oid: pg_sys::Oid) -> Typed {
         pg_sys::panic::CaughtError::PostgresError(report) => errors::raise(
             report.sql_error_code(),
             format!("orch_lease: {argument}: {}", report.message()),
-            None,
         ),
         other => other.rethrow(),
     })

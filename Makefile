@@ -1,0 +1,24 @@
+# orch_lease — every entry point installs what it needs first (scripts/setup.sh) and is safe to rerun.
+.PHONY: demo test setup install lint clean
+
+demo:        ## Replay the incident: five actor processes race with and without orch_lease
+	scripts/demo.sh
+
+test:        ## Every test: in-process, pg_regress, real-connection races and the incident regression
+	scripts/test.sh
+
+setup:       ## Install PostgreSQL 15, clang, cargo-pgrx and run cargo pgrx init (only what is missing)
+	scripts/setup.sh
+
+install: setup  ## Build and install the extension into the system PostgreSQL 15
+	. scripts/lib.sh && cargo pgrx install --release --pg-config "$$PG_CONFIG" $$(pgrx_install_args)
+
+lint: setup  ## rustfmt and clippy, warnings are errors
+	cargo fmt --all -- --check
+	cd harness && cargo fmt -- --check
+	cargo clippy --all-targets --features "pg15 pg_test" -- -D warnings
+	cd harness && cargo clippy --all-targets -- -D warnings
+
+clean:
+	cargo clean
+	cd harness && cargo clean

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# `make test`: every test, against real PostgreSQL servers. Installs what is missing first.
+#   1. in-process #[pg_test]s (cargo pgrx test: its own temporary server)
+#   2. pg_regress specs that read as documentation of the SQL contract
+#   3. real-connection tests: the contract under concurrency and the five-process incident race
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT_DIR"
+scripts/setup.sh
+trap cluster_stop EXIT
+
+log "1/3 in-process tests (cargo pgrx test)"
+# One at a time: the tests share one database, and a parallel test holding a lease would be a
+# real contender (busy) for another.
+RUST_TEST_THREADS=1 cargo pgrx test pg$PG_MAJOR $(pgrx_test_args)
+
+log "installing orch_lease into PostgreSQL $PG_MAJOR"
+cargo pgrx install --pg-config "$PG_CONFIG" $(pgrx_install_args) >/dev/null
+
+cluster_start
+log "2/3 pg_regress"
+"$PG_BIN/createdb" orch_lease_regress
+mkdir -p target/pg_regress
+specs=$(cd tests/pg_regress/sql && ls ./*.sql | sed 's|^\./||; s|\.sql$||')
+# shellcheck disable=SC2086 # one argument per spec
+"$(dirname "$("$PG_CONFIG" --pgxs)")/../test/regress/pg_regress" \
+    --use-existing --host="$PGHOST" --port="$PGPORT" --user=postgres --dbname=orch_lease_regress \
+    --inputdir=tests/pg_regress --outputdir=target/pg_regress $specs
+
+log "3/3 real-connection tests (contract races, incident regression)"
+cargo test --manifest-path harness/Cargo.toml
