@@ -8,11 +8,12 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT_DIR"
 scripts/setup.sh
 trap cluster_stop EXIT
+results=$(mktemp /tmp/orch_lease-test.XXXXXX)
 
 log "1/3 in-process tests (cargo pgrx test)"
 # One at a time: the tests share one database, and a parallel test holding a lease would be a
 # real contender (busy) for another.
-RUST_TEST_THREADS=1 cargo pgrx test pg$PG_MAJOR $(pgrx_test_args)
+RUST_TEST_THREADS=1 cargo pgrx test pg$PG_MAJOR $(pgrx_test_args) 2>&1 | tee -a "$results"
 
 log "installing orch_lease into PostgreSQL $PG_MAJOR"
 cargo pgrx install --pg-config "$PG_CONFIG" $(pgrx_install_args) >/dev/null
@@ -25,7 +26,12 @@ specs=$(cd tests/pg_regress/sql && ls ./*.sql | sed 's|^\./||; s|\.sql$||')
 # shellcheck disable=SC2086 # one argument per spec
 "$(dirname "$("$PG_CONFIG" --pgxs)")/../test/regress/pg_regress" \
     --use-existing --host="$PGHOST" --port="$PGPORT" --user=postgres --dbname=orch_lease_regress \
-    --inputdir=tests/pg_regress --outputdir=target/pg_regress $specs
+    --inputdir=tests/pg_regress --outputdir=target/pg_regress $specs 2>&1 | tee -a "$results"
 
 log "3/3 real-connection tests (contract races, incident regression)"
-cargo test --manifest-path harness/Cargo.toml
+cargo test --manifest-path harness/Cargo.toml 2>&1 | tee -a "$results"
+
+# One closing line for the whole run (every step above already stopped the script on a failure).
+passed=$(awk '/^test result: ok\./ { n += $4 } /^ *All [0-9]+ tests passed/ { n += $2 } END { print n + 0 }' "$results")
+rm -f "$results"
+echo "orch_lease: $passed passed, 0 failed"

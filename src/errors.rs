@@ -13,7 +13,12 @@ pub fn raise(code: PgSqlErrorCode, message: String) -> ! {
 }
 
 /// Raises an ERROR with a hint (what to do) and, when there is one, a detail (what was found).
-pub fn raise_hinted(code: PgSqlErrorCode, message: String, hint: &str, detail: Option<String>) -> ! {
+pub fn raise_hinted(
+    code: PgSqlErrorCode,
+    message: String,
+    hint: &str,
+    detail: Option<String>,
+) -> ! {
     let report = ErrorReport::new(code, message, "orch_lease").set_hint(hint);
     explain(match detail {
         Some(detail) => report.set_detail(detail),

@@ -1,10 +1,10 @@
 //! What every function shares: statements prepared once per backend and kept, and the subtransaction
 //! that turns a lost race into an outcome instead of an aborted caller.
 use pgrx::datum::DatumWithOid;
-use pgrx::pg_sys::panic::CaughtError;
+use pgrx::pg_sys::panic::{CaughtError, ErrorReportWithLevel};
 use pgrx::pg_sys::{self, PgTryBuilder};
-use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
 use pgrx::prelude::PgHeapTuple;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
 use pgrx::{AllocatedByRust, PgOid, PgSqlErrorCode, PgTupleDesc};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -55,14 +55,14 @@ const LOST_RACE: [PgSqlErrorCode; 3] = [
 pub fn lost_race_as<R>(body: impl FnOnce() -> R, lost: impl FnOnce() -> R) -> R {
     match subtransaction(body) {
         Ok(result) => result,
-        Err(error) if LOST_RACE.contains(&sql_error_code(&error)) => lost(),
+        Err(error) if LOST_RACE.contains(&report_of(&error).sql_error_code()) => lost(),
         Err(error) => error.rethrow(),
     }
 }
 
 /// Runs `body` in a subtransaction: committed into the caller's transaction when it returns, rolled
 /// back alone when it raises, the error then handed back.
-pub fn subtransaction<R>(body: impl FnOnce() -> R) -> Result<R, CaughtError> {
+pub fn subtransaction<R>(body: impl FnOnce() -> R) -> Result<R, Box<CaughtError>> {
     // SAFETY: the protocol PL/pgSQL follows for an EXCEPTION block: remember the memory context and
     // resource owner, open the subtransaction, and restore both when it ends either way.
     let (context, owner) = unsafe { (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner) };
@@ -87,22 +87,27 @@ pub fn subtransaction<R>(body: impl FnOnce() -> R) -> Result<R, CaughtError> {
     PgTryBuilder::new(attempt)
         .catch_others(move |error| {
             end(false);
-            Err(error)
+            Err(Box::new(error))
         })
         .execute()
 }
 
-/// The SQLSTATE of a caught error (a Rust panic counts as an internal error).
-pub fn sql_error_code(error: &CaughtError) -> PgSqlErrorCode {
+/// The report of a caught error, whatever raised it (a Rust panic reports as an internal error).
+pub fn report_of(error: &CaughtError) -> &ErrorReportWithLevel {
     match error {
         CaughtError::PostgresError(report)
         | CaughtError::ErrorReport(report)
-        | CaughtError::RustPanic { ereport: report, .. } => report.sql_error_code(),
+        | CaughtError::RustPanic {
+            ereport: report, ..
+        } => report,
     }
 }
 
 /// Forms a row of the named composite type from its attribute values, in order.
-pub fn composite(type_name: &str, values: Vec<Option<pg_sys::Datum>>) -> PgHeapTuple<'static, AllocatedByRust> {
+pub fn composite(
+    type_name: &str,
+    values: Vec<Option<pg_sys::Datum>>,
+) -> PgHeapTuple<'static, AllocatedByRust> {
     let tupdesc = PgTupleDesc::for_composite_type(type_name)
         .unwrap_or_else(|| panic!("orch_lease: type {type_name} is missing"));
     // SAFETY: the values are datums of the type's attributes, in attribute order.

@@ -6,7 +6,7 @@
 use crate::{config, errors, events, guard};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::{composite_type, AllocatedByRust,};
+use pgrx::{composite_type, AllocatedByRust};
 
 extension_sql!(
     r#"
@@ -60,8 +60,18 @@ struct Grant {
     holder: Option<Holder>,
 }
 
-fn grant(acquired: bool, outcome: &'static str, token: Option<i64>, holder: Option<Holder>) -> Grant {
-    Grant { acquired, outcome, token, holder }
+fn grant(
+    acquired: bool,
+    outcome: &'static str,
+    token: Option<i64>,
+    holder: Option<Holder>,
+) -> Grant {
+    Grant {
+        acquired,
+        outcome,
+        token,
+        holder,
+    }
 }
 
 impl Grant {
@@ -76,7 +86,9 @@ impl Grant {
                 self.token.into_datum(),
                 holder.as_ref().and_then(|h| h.owner.as_str().into_datum()),
                 holder.as_ref().and_then(|h| h.pid.into_datum()),
-                holder.as_ref().and_then(|h| h.boot_id.as_str().into_datum()),
+                holder
+                    .as_ref()
+                    .and_then(|h| h.boot_id.as_str().into_datum()),
                 holder.as_ref().and_then(|h| h.since.into_datum()),
             ],
         )
@@ -105,9 +117,18 @@ fn transition_lease_acquire(
     if !config::covers_scope(scope) {
         return grant(true, "out_of_scope", None, None).into_row();
     }
-    let request = Request { work_item, owner, owner_pid, boot_id, scope };
+    let request = Request {
+        work_item,
+        owner,
+        owner_pid,
+        boot_id,
+        scope,
+    };
     Spi::connect(|client| {
-        guard::lost_race_as(|| acquire(client, &request), || grant(false, "busy", None, None))
+        guard::lost_race_as(
+            || acquire(client, &request),
+            || grant(false, "busy", None, None),
+        )
     })
     .into_row()
 }
@@ -129,7 +150,11 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>) -> Grant {
         "SELECT (SELECT b.superseded_at IS NOT NULL FROM orch_lease.boot b
                   WHERE b.boot_id = $2 FOR SHARE NOWAIT),
                 pg_catalog.pg_try_advisory_xact_lock($3, pg_catalog.hashtext($1))",
-        &[request.work_item.into(), request.boot_id.into(), ITEM_LOCK_CLASS.into()],
+        &[
+            request.work_item.into(),
+            request.boot_id.into(),
+            ITEM_LOCK_CLASS.into(),
+        ],
     )
     .first();
     if gate.get::<bool>(1).unwrap().unwrap_or(false) {

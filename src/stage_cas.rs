@@ -72,7 +72,9 @@ fn register_task_table(
         .unwrap_or_else(|| {
             errors::raise(
                 PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
-                format!("orch_lease: {argument}: column \"{column}\" of \"{qualified}\" does not exist"),
+                format!(
+                    "orch_lease: {argument}: column \"{column}\" of \"{qualified}\" does not exist"
+                ),
             )
         })
     };
@@ -163,7 +165,9 @@ fn task_table() -> TaskTable {
     let (Some(id_type), Some(stage_type)) = (id_type, stage_type) else {
         errors::raise_hinted(
             PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
-            format!("orch_lease: column {id} or {stage} of the task table {table} no longer exists"),
+            format!(
+                "orch_lease: column {id} or {stage} of the task table {table} no longer exists"
+            ),
             reregister,
             None,
         );
@@ -171,7 +175,9 @@ fn task_table() -> TaskTable {
     TaskTable {
         id_type,
         stage_type,
-        compare_and_set: format!("UPDATE {table} SET {stage} = $3 WHERE {id} = $1 AND {stage} = $2 RETURNING true"),
+        compare_and_set: format!(
+            "UPDATE {table} SET {stage} = $3 WHERE {id} = $1 AND {stage} = $2 RETURNING true"
+        ),
         read_stage: format!("SELECT {stage}::text FROM {table} WHERE {id} = $1"),
         unconditional: format!("UPDATE {table} SET {stage} = $2 WHERE {id} = $1 RETURNING true"),
     }
@@ -217,13 +223,21 @@ struct Cas {
 
 impl Cas {
     fn said(applied: bool, outcome: &'static str) -> Self {
-        Cas { applied, outcome, current_stage: None }
+        Cas {
+            applied,
+            outcome,
+            current_stage: None,
+        }
     }
 
     fn into_row(self) -> PgHeapTuple<'static, AllocatedByRust> {
         guard::composite(
             "orch_lease.cas_result",
-            vec![self.applied.into_datum(), self.outcome.into_datum(), self.current_stage.into_datum()],
+            vec![
+                self.applied.into_datum(),
+                self.outcome.into_datum(),
+                self.current_stage.into_datum(),
+            ],
         )
     }
 }
@@ -327,7 +341,11 @@ fn compare_and_set(
     expected: Typed,
     new: Typed,
 ) -> Cas {
-    let written = guard::run(client, &table.compare_and_set, &[id.arg(), expected.arg(), new.arg()]);
+    let written = guard::run(
+        client,
+        &table.compare_and_set,
+        &[id.arg(), expected.arg(), new.arg()],
+    );
     if !written.is_empty() {
         return Cas::said(true, "applied");
     }

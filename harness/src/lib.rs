@@ -92,7 +92,10 @@ pub struct ActorPlan {
 }
 
 fn now_ms() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
 }
 
 /// The body of one actor process: walk every task and try to advance it.
@@ -107,8 +110,11 @@ pub fn run_actor(plan: &ActorPlan) {
     let boot_id = format!("{}-{pid}-{}", plan.role, now_ms());
     if plan.mode == Mode::Lease {
         // A fresh incarnation: register it, and take back whatever an earlier one left behind.
-        db.query("SELECT * FROM orch_lease.transition_lease_recover($1, $2, $3)", &[&boot_id, &plan.role, &pid])
-            .expect("recover");
+        db.query(
+            "SELECT * FROM orch_lease.transition_lease_recover($1, $2, $3)",
+            &[&boot_id, &plan.role, &pid],
+        )
+        .expect("recover");
     }
     let wait = plan.start_at_ms.saturating_sub(now_ms());
     std::thread::sleep(Duration::from_millis(wait as u64));
@@ -119,18 +125,27 @@ pub fn run_actor(plan: &ActorPlan) {
             Mode::Naive => advance_naively(&mut db, plan, &task, target),
             Mode::Lease => advance_with_lease(&mut db, plan, &task, target, pid, &boot_id),
         };
-        db.execute("INSERT INTO demo_attempt VALUES ($1, $2, $3)", &[&plan.role, &task, &outcome])
-            .expect("attempt log");
+        db.execute(
+            "INSERT INTO demo_attempt VALUES ($1, $2, $3)",
+            &[&plan.role, &task, &outcome],
+        )
+        .expect("attempt log");
     }
 }
 
 fn stage_of(db: &mut Client, task: &str) -> String {
-    db.query_one("SELECT stage FROM demo_task WHERE id = $1", &[&task]).expect("stage").get(0)
+    db.query_one("SELECT stage FROM demo_task WHERE id = $1", &[&task])
+        .expect("stage")
+        .get(0)
 }
 
 /// The irreversible effect: marked on its own autocommit statements, before and after.
 fn apply_effect(db: &mut Client, plan: &ActorPlan, task: &str, target: &str) {
-    let effect = if target == "merged" { "merge_pr" } else { "rollback" };
+    let effect = if target == "merged" {
+        "merge_pr"
+    } else {
+        "rollback"
+    };
     let id: i64 = db
         .query_one(
             "INSERT INTO demo_effect (task_id, actor, effect) VALUES ($1, $2, $3) RETURNING id",
@@ -139,7 +154,11 @@ fn apply_effect(db: &mut Client, plan: &ActorPlan, task: &str, target: &str) {
         .expect("effect start")
         .get(0);
     std::thread::sleep(Duration::from_millis(plan.effect_ms));
-    db.execute("UPDATE demo_effect SET ended_at = clock_timestamp() WHERE id = $1", &[&id]).expect("effect end");
+    db.execute(
+        "UPDATE demo_effect SET ended_at = clock_timestamp() WHERE id = $1",
+        &[&id],
+    )
+    .expect("effect end");
 }
 
 fn advance_naively(db: &mut Client, plan: &ActorPlan, task: &str, target: &str) -> String {
@@ -147,7 +166,11 @@ fn advance_naively(db: &mut Client, plan: &ActorPlan, task: &str, target: &str) 
         return "skipped".into();
     }
     apply_effect(db, plan, task, target);
-    db.execute("UPDATE demo_task SET stage = $2 WHERE id = $1", &[&task, &target]).expect("bare update");
+    db.execute(
+        "UPDATE demo_task SET stage = $2 WHERE id = $1",
+        &[&task, &target],
+    )
+    .expect("bare update");
     "applied".into()
 }
 
@@ -165,13 +188,18 @@ fn advance_with_lease(
             &[&task, &plan.role, &pid, &boot_id],
         )
         .expect("acquire");
-    let (acquired, outcome, token): (bool, String, Option<i64>) = (grant.get(0), grant.get(1), grant.get(2));
+    let (acquired, outcome, token): (bool, String, Option<i64>) =
+        (grant.get(0), grant.get(1), grant.get(2));
     if !acquired {
         return outcome; // held, busy or superseded: someone else owns this transition
     }
     // Under the lease, nobody else can be here: re-check that the transition is still to be made.
     if stage_of(db, task) != "queued" {
-        db.execute("SELECT orch_lease.transition_lease_release($1, $2)", &[&task, &token]).expect("release");
+        db.execute(
+            "SELECT orch_lease.transition_lease_release($1, $2)",
+            &[&task, &token],
+        )
+        .expect("release");
         return "skipped".into();
     }
     apply_effect(db, plan, task, target);
@@ -192,7 +220,12 @@ pub fn race(exe: &std::path::Path, dsn: &str, mode: Mode, items: usize, effect_m
         .map(|(role, _)| {
             Command::new(exe)
                 .args(["actor", "--mode", mode.name(), "--role", role])
-                .args(["--items", &items.to_string(), "--effect-ms", &effect_ms.to_string()])
+                .args([
+                    "--items",
+                    &items.to_string(),
+                    "--effect-ms",
+                    &effect_ms.to_string(),
+                ])
                 .args(["--start-at", &start_at.to_string(), "--dsn", dsn])
                 .spawn()
                 .expect("spawn actor")
@@ -276,19 +309,39 @@ impl Report {
     }
 
     pub fn print(&self, mode: Mode) {
-        println!("\n  {} mode: {} tasks, 5 actors racing on every one", mode.name(), self.items);
+        println!(
+            "\n  {} mode: {} tasks, 5 actors racing on every one",
+            mode.name(),
+            self.items
+        );
         println!("  {:<18} {:>8}  refused / skipped", "actor", "effects");
         for (actor, effects, refusals) in &self.per_actor {
             println!("  {actor:<18} {effects:>8}  {refusals}");
         }
-        println!("  effects applied            {:>5}  (one per task is right: {})", self.effects, self.items);
-        println!("  tasks with duplicate effects {:>3}", self.duplicated_items);
-        println!("  overlapping effects        {:>5}  (two owners inside one task at once)", self.overlapping_effects);
-        println!("  contradictory histories    {:>5}  (moved twice, or merged and rolled back)", self.contradictory_items);
+        println!(
+            "  effects applied            {:>5}  (one per task is right: {})",
+            self.effects, self.items
+        );
+        println!(
+            "  tasks with duplicate effects {:>3}",
+            self.duplicated_items
+        );
+        println!(
+            "  overlapping effects        {:>5}  (two owners inside one task at once)",
+            self.overlapping_effects
+        );
+        println!(
+            "  contradictory histories    {:>5}  (moved twice, or merged and rolled back)",
+            self.contradictory_items
+        );
         println!("  tasks moved exactly once   {:>5}", self.moved_once);
         println!(
             "  verdict: {}",
-            if self.exactly_once() { "EXACTLY ONCE" } else { "DUPLICATED EFFECTS / CONTRADICTORY HISTORY" }
+            if self.exactly_once() {
+                "EXACTLY ONCE"
+            } else {
+                "DUPLICATED EFFECTS / CONTRADICTORY HISTORY"
+            }
         );
     }
 }

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some((command, rest)) = args.split_first() else { usage() };
+    let Some((command, rest)) = args.split_first() else {
+        usage()
+    };
     let options: HashMap<&str, &str> = rest
         .chunks(2)
         .map(|pair| match pair {
@@ -14,7 +16,8 @@ fn main() {
         })
         .collect();
     let get = |key: &str, default: &str| options.get(key).copied().unwrap_or(default).to_string();
-    let number = |key: &str, default: &str| get(key, default).parse::<u64>().unwrap_or_else(|_| usage());
+    let number =
+        |key: &str, default: &str| get(key, default).parse::<u64>().unwrap_or_else(|_| usage());
     let dsn = options
         .get("dsn")
         .map(|dsn| dsn.to_string())
@@ -30,7 +33,13 @@ fn main() {
         "race" => {
             let mut db = connect(&dsn);
             prepare(&mut db, items);
-            race(&std::env::current_exe().unwrap(), &dsn, mode, items, effect_ms);
+            race(
+                &std::env::current_exe().unwrap(),
+                &dsn,
+                mode,
+                items,
+                effect_ms,
+            );
             let report = report(&mut db);
             report.print(mode);
             if let Some(expect) = options.get("expect") {

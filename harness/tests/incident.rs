@@ -14,8 +14,14 @@ fn the_lease_and_cas_close_the_duplicate_effect_race() {
     prepare(&mut db, 20);
     race(exe, &common::dsn(), Mode::Naive, 20, 20);
     let naive = report(&mut db);
-    assert!(naive.duplicated_items > 0, "the bare UPDATE path must show duplicates: {naive:?}");
-    assert!(naive.contradictory_items > 0, "and contradictory histories: {naive:?}");
+    assert!(
+        naive.duplicated_items > 0,
+        "the bare UPDATE path must show duplicates: {naive:?}"
+    );
+    assert!(
+        naive.contradictory_items > 0,
+        "and contradictory histories: {naive:?}"
+    );
     assert!(!naive.exactly_once());
 
     prepare(&mut db, 20);
@@ -26,6 +32,9 @@ fn the_lease_and_cas_close_the_duplicate_effect_race() {
     assert_eq!(leased.overlapping_effects, 0, "{leased:?}");
     assert_eq!(leased.contradictory_items, 0, "{leased:?}");
     assert_eq!(leased.moved_once, 20, "{leased:?}");
-    let leases: i64 = db.query_one("SELECT count(*) FROM orch_lease.transition_lease", &[]).unwrap().get(0);
+    let leases: i64 = db
+        .query_one("SELECT count(*) FROM orch_lease.transition_lease", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(leases, 0, "every lease was released by its commit");
 }

@@ -28,7 +28,11 @@ fn a_release_in_flight_makes_acquire_busy_not_blocked() {
     b.batch_execute("SET statement_timeout = '2s'").unwrap();
     let (_, token) = acquire(&mut a, "task-1", "monitor", "boot-a");
     let mut tx = a.transaction().unwrap();
-    tx.execute("SELECT orch_lease.commit_stage_cas('task-1', $1, 'queued', 'merged')", &[&token]).unwrap();
+    tx.execute(
+        "SELECT orch_lease.commit_stage_cas('task-1', $1, 'queued', 'merged')",
+        &[&token],
+    )
+    .unwrap();
     let (outcome, _) = acquire(&mut b, "task-1", "webhook", "boot-b");
     assert!(outcome == "held" || outcome == "busy", "got {outcome}");
     tx.commit().unwrap();
@@ -45,8 +49,13 @@ fn repeatable_read_and_serializable_callers_get_outcomes_and_stay_usable() {
             0 => postgres::IsolationLevel::RepeatableRead,
             _ => postgres::IsolationLevel::Serializable,
         };
-        let mut tx = a.build_transaction().isolation_level(isolation).start().unwrap();
-        tx.query("SELECT count(*) FROM orch_lease.transition_lease", &[]).unwrap(); // take the snapshot
+        let mut tx = a
+            .build_transaction()
+            .isolation_level(isolation)
+            .start()
+            .unwrap();
+        tx.query("SELECT count(*) FROM orch_lease.transition_lease", &[])
+            .unwrap(); // take the snapshot
 
         // Another actor acquires and commits after our snapshot.
         let (_, token) = acquire(&mut b, &item, "webhook", "boot-b");
@@ -54,21 +63,40 @@ fn repeatable_read_and_serializable_callers_get_outcomes_and_stay_usable() {
             .query_one("SELECT outcome FROM orch_lease.transition_lease_acquire($1, 'monitor', 1, 'boot-a')", &[&item])
             .unwrap()
             .get(0);
-        assert_eq!(grant, "busy", "{level}: a grant committed after our snapshot");
+        assert_eq!(
+            grant, "busy",
+            "{level}: a grant committed after our snapshot"
+        );
 
         // …and moves the stage after our snapshot: our CAS loses, without an error.
-        assert_eq!(cas(&mut b, "commit_stage_cas($1, $2, 'queued', 'merged')", &[&item, &token]), "applied");
+        assert_eq!(
+            cas(
+                &mut b,
+                "commit_stage_cas($1, $2, 'queued', 'merged')",
+                &[&item, &token]
+            ),
+            "applied"
+        );
         let lost: String = tx
-            .query_one("SELECT outcome FROM orch_lease.update_task_stage_cas($1, 'queued', 'rolled_back')", &[&item])
+            .query_one(
+                "SELECT outcome FROM orch_lease.update_task_stage_cas($1, 'queued', 'rolled_back')",
+                &[&item],
+            )
             .unwrap()
             .get(0);
         assert_eq!(lost, "stage_mismatch", "{level}");
-        let released: bool =
-            tx.query_one("SELECT orch_lease.transition_lease_release($1, $2)", &[&item, &token]).unwrap().get(0);
+        let released: bool = tx
+            .query_one(
+                "SELECT orch_lease.transition_lease_release($1, $2)",
+                &[&item, &token],
+            )
+            .unwrap()
+            .get(0);
         assert!(!released, "{level}: the lease is already gone");
         let still: i32 = tx.query_one("SELECT 1", &[]).unwrap().get(0);
         assert_eq!(still, 1, "{level}: the caller's transaction is usable");
-        tx.commit().unwrap_or_else(|error| panic!("{level}: commit failed: {error}"));
+        tx.commit()
+            .unwrap_or_else(|error| panic!("{level}: commit failed: {error}"));
         assert_eq!(stage(&mut b, &item), "merged", "{level}: written once");
     }
 }
@@ -79,7 +107,10 @@ fn of_two_cas_writers_with_the_same_expected_stage_exactly_one_applies() {
     let mut a = connect(&dsn);
     let mut tx = a.transaction().unwrap();
     let first: String = tx
-        .query_one("SELECT outcome FROM orch_lease.update_task_stage_cas('task-1', 'queued', 'merged')", &[])
+        .query_one(
+            "SELECT outcome FROM orch_lease.update_task_stage_cas('task-1', 'queued', 'merged')",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(first, "applied");
@@ -91,9 +122,15 @@ fn of_two_cas_writers_with_the_same_expected_stage_exactly_one_applies() {
             .unwrap();
         (row.get::<_, String>(0), row.get::<_, Option<String>>(1))
     });
-    assert!(waiting, "the second writer waits for the first one's row lock");
+    assert!(
+        waiting,
+        "the second writer waits for the first one's row lock"
+    );
     tx.commit().unwrap();
-    assert_eq!(second.join().unwrap(), ("stage_mismatch".into(), Some("merged".into())));
+    assert_eq!(
+        second.join().unwrap(),
+        ("stage_mismatch".into(), Some("merged".into()))
+    );
     assert_eq!(stage(&mut a, "task-1"), "merged");
 }
 
@@ -105,10 +142,20 @@ fn a_commit_racing_a_force_release_never_writes_after_losing_the_lease() {
     // Force first: the commit waits for it, then finds the lease gone and writes nothing.
     let (_, token) = acquire(&mut a, "task-1", "monitor", "boot-a");
     let mut tx = a.transaction().unwrap();
-    assert!(tx.query_one("SELECT orch_lease.transition_lease_force_release('task-1')", &[]).unwrap().get::<_, bool>(0));
+    assert!(tx
+        .query_one(
+            "SELECT orch_lease.transition_lease_force_release('task-1')",
+            &[]
+        )
+        .unwrap()
+        .get::<_, bool>(0));
     let committer_dsn = dsn.clone();
     let (commit, waiting) = blocked(move || {
-        cas(&mut connect(&committer_dsn), "commit_stage_cas('task-1', $1, 'queued', 'merged')", &[&token])
+        cas(
+            &mut connect(&committer_dsn),
+            "commit_stage_cas('task-1', $1, 'queued', 'merged')",
+            &[&token],
+        )
     });
     assert!(waiting);
     tx.commit().unwrap();
@@ -119,27 +166,41 @@ fn a_commit_racing_a_force_release_never_writes_after_losing_the_lease() {
     let (_, token) = acquire(&mut a, "task-2", "monitor", "boot-a");
     let mut tx = a.transaction().unwrap();
     let applied: String = tx
-        .query_one("SELECT outcome FROM orch_lease.commit_stage_cas('task-2', $1, 'queued', 'merged')", &[&token])
+        .query_one(
+            "SELECT outcome FROM orch_lease.commit_stage_cas('task-2', $1, 'queued', 'merged')",
+            &[&token],
+        )
         .unwrap()
         .get(0);
     assert_eq!(applied, "applied");
     let forcer_dsn = dsn.clone();
     let (forced, waiting) = blocked(move || {
         connect(&forcer_dsn)
-            .query_one("SELECT orch_lease.transition_lease_force_release('task-2')", &[])
+            .query_one(
+                "SELECT orch_lease.transition_lease_force_release('task-2')",
+                &[],
+            )
             .unwrap()
             .get::<_, bool>(0)
     });
     assert!(waiting, "the force release waits for the commit's row lock");
     tx.commit().unwrap();
-    assert!(!forced.join().unwrap(), "the lease was already released by the commit");
+    assert!(
+        !forced.join().unwrap(),
+        "the lease was already released by the commit"
+    );
 }
 
 #[test]
 fn recover_waits_for_a_zombie_acquire_and_then_releases_its_lease() {
     let dsn = fresh_database("race_recover");
     let mut zombie = connect(&dsn);
-    zombie.query("SELECT * FROM orch_lease.transition_lease_recover('boot-1', 'orchestrator')", &[]).unwrap();
+    zombie
+        .query(
+            "SELECT * FROM orch_lease.transition_lease_recover('boot-1', 'orchestrator')",
+            &[],
+        )
+        .unwrap();
     let mut tx = zombie.transaction().unwrap();
     let grant: String = tx
         .query_one("SELECT outcome FROM orch_lease.transition_lease_acquire('task-1', 'monitor', 1, 'boot-1')", &[])
@@ -156,11 +217,24 @@ fn recover_waits_for_a_zombie_acquire_and_then_releases_its_lease() {
             .map(|row| row.get::<_, String>(0))
             .collect::<Vec<_>>()
     });
-    assert!(waiting, "recover waits for the in-flight acquire of the boot it supersedes");
+    assert!(
+        waiting,
+        "recover waits for the in-flight acquire of the boot it supersedes"
+    );
     tx.commit().unwrap();
-    assert_eq!(recovered.join().unwrap(), vec!["task-1".to_string()], "and then releases its lease");
-    assert_eq!(acquire(&mut zombie, "task-1", "monitor", "boot-1").0, "superseded");
-    let left: i64 = zombie.query_one("SELECT count(*) FROM orch_lease.transition_lease", &[]).unwrap().get(0);
+    assert_eq!(
+        recovered.join().unwrap(),
+        vec!["task-1".to_string()],
+        "and then releases its lease"
+    );
+    assert_eq!(
+        acquire(&mut zombie, "task-1", "monitor", "boot-1").0,
+        "superseded"
+    );
+    let left: i64 = zombie
+        .query_one("SELECT count(*) FROM orch_lease.transition_lease", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(left, 0);
 }
 
@@ -170,26 +244,72 @@ fn forced_and_stale_reclaims_are_announced() {
     let mut listener = connect(&dsn);
     listener.batch_execute("LISTEN orch_lease").unwrap();
     let mut actor = connect(&dsn);
-    actor.query("SELECT * FROM orch_lease.transition_lease_recover('boot-1', 'orchestrator')", &[]).unwrap();
+    actor
+        .query(
+            "SELECT * FROM orch_lease.transition_lease_recover('boot-1', 'orchestrator')",
+            &[],
+        )
+        .unwrap();
     let (_, token) = acquire(&mut actor, "task-1", "monitor", "boot-1");
-    actor.execute("SELECT orch_lease.transition_lease_force_release('task-1', $1, 'on-call')", &[&token]).unwrap();
+    actor
+        .execute(
+            "SELECT orch_lease.transition_lease_force_release('task-1', $1, 'on-call')",
+            &[&token],
+        )
+        .unwrap();
     acquire(&mut actor, "task-2", "monitor", "boot-1");
-    actor.query("SELECT * FROM orch_lease.transition_lease_recover('boot-2', 'orchestrator')", &[]).unwrap();
+    actor
+        .query(
+            "SELECT * FROM orch_lease.transition_lease_recover('boot-2', 'orchestrator')",
+            &[],
+        )
+        .unwrap();
 
     let mut payloads = Vec::new();
     let mut notifications = listener.notifications();
     let mut iter = notifications.timeout_iter(std::time::Duration::from_secs(5));
     while payloads.len() < 2 {
         use postgres::fallible_iterator::FallibleIterator;
-        let note = iter.next().expect("notification").expect("two notifications within 5 s");
+        let note = iter
+            .next()
+            .expect("notification")
+            .expect("two notifications within 5 s");
         assert_eq!(note.channel(), "orch_lease");
         payloads.push(note.payload().to_string());
     }
-    assert!(payloads[0].contains("\"event\":\"forced\""), "{}", payloads[0]);
-    assert!(payloads[0].contains("\"work_item\":\"task-1\""), "{}", payloads[0]);
-    assert!(payloads[0].contains("\"old_owner\":\"monitor\""), "{}", payloads[0]);
-    assert!(payloads[0].contains(&format!("\"old_token\":{}", token.unwrap())), "{}", payloads[0]);
-    assert!(payloads[0].contains("\"reason\":\"on-call\""), "{}", payloads[0]);
-    assert!(payloads[1].contains("\"event\":\"reclaimed\""), "{}", payloads[1]);
-    assert!(payloads[1].contains("\"work_item\":\"task-2\""), "{}", payloads[1]);
+    assert!(
+        payloads[0].contains("\"event\":\"forced\""),
+        "{}",
+        payloads[0]
+    );
+    assert!(
+        payloads[0].contains("\"work_item\":\"task-1\""),
+        "{}",
+        payloads[0]
+    );
+    assert!(
+        payloads[0].contains("\"old_owner\":\"monitor\""),
+        "{}",
+        payloads[0]
+    );
+    assert!(
+        payloads[0].contains(&format!("\"old_token\":{}", token.unwrap())),
+        "{}",
+        payloads[0]
+    );
+    assert!(
+        payloads[0].contains("\"reason\":\"on-call\""),
+        "{}",
+        payloads[0]
+    );
+    assert!(
+        payloads[1].contains("\"event\":\"reclaimed\""),
+        "{}",
+        payloads[1]
+    );
+    assert!(
+        payloads[1].contains("\"work_item\":\"task-2\""),
+        "{}",
+        payloads[1]
+    );
 }

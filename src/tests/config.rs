@@ -20,11 +20,24 @@ mod tests {
     fn kill_switch_off_makes_the_cas_an_unconditional_write() {
         tasks("text", &[(1, "review")]);
         run("SET LOCAL orch_lease.enabled = off");
-        assert_eq!(cas("orch_lease.update_task_stage_cas('1', 'queued', 'merged')"), "true|unconditional|");
-        assert_eq!(stage_of(1), "merged", "written although the expected stage did not match");
-        assert_eq!(cas("orch_lease.commit_stage_cas('1', 12345, 'queued', 'done')"), "true|unconditional|");
+        assert_eq!(
+            cas("orch_lease.update_task_stage_cas('1', 'queued', 'merged')"),
+            "true|unconditional|"
+        );
+        assert_eq!(
+            stage_of(1),
+            "merged",
+            "written although the expected stage did not match"
+        );
+        assert_eq!(
+            cas("orch_lease.commit_stage_cas('1', 12345, 'queued', 'done')"),
+            "true|unconditional|"
+        );
         assert_eq!(stage_of(1), "done", "written although no lease was held");
-        assert_eq!(cas("orch_lease.update_task_stage_cas('2', 'queued', 'merged')"), "false|not_found|");
+        assert_eq!(
+            cas("orch_lease.update_task_stage_cas('2', 'queued', 'merged')"),
+            "false|not_found|"
+        );
     }
 
     #[pg_test]
@@ -39,10 +52,21 @@ mod tests {
         };
         assert_eq!(outcome("'enduro'"), "out_of_scope");
         assert_eq!(outcome("'billing'"), "acquired");
-        assert_eq!(outcome("NULL"), "acquired", "an unscoped item is always covered");
-        assert_eq!(count("orch_lease.transition_lease WHERE scope = 'enduro'"), 0);
+        assert_eq!(
+            outcome("NULL"),
+            "acquired",
+            "an unscoped item is always covered"
+        );
+        assert_eq!(
+            count("orch_lease.transition_lease WHERE scope = 'enduro'"),
+            0
+        );
         run("SET LOCAL orch_lease.scopes = ''");
-        assert_eq!(outcome("'enduro'"), "acquired", "an empty list covers every scope");
+        assert_eq!(
+            outcome("'enduro'"),
+            "acquired",
+            "an empty list covers every scope"
+        );
     }
 
     #[pg_test]
@@ -62,5 +86,4 @@ mod tests {
         run("RESET ROLE");
         assert_eq!(one::<String>("SHOW orch_lease.enabled"), Some("on".into()));
     }
-
 }

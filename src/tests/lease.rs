@@ -8,7 +8,10 @@ mod tests {
         let first = token_of("job-1", "monitor", "boot-a");
         let second = token_of("job-2", "monitor", "boot-a");
         assert!(second > first);
-        assert!(one::<bool>(&format!("SELECT orch_lease.transition_lease_release('job-1', {first})")).unwrap());
+        assert!(one::<bool>(&format!(
+            "SELECT orch_lease.transition_lease_release('job-1', {first})"
+        ))
+        .unwrap());
         let third = token_of("job-1", "webhook", "boot-b");
         assert!(third > second, "a re-grant gets a new, larger token");
         assert_eq!(count("orch_lease.transition_lease"), 2);
@@ -24,7 +27,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(row, "false|held|true|monitor|4242|boot-a|true");
-        assert_eq!(one::<i64>("SELECT token FROM orch_lease.transition_lease"), Some(token));
+        assert_eq!(
+            one::<i64>("SELECT token FROM orch_lease.transition_lease"),
+            Some(token)
+        );
     }
 
     #[pg_test]
@@ -45,7 +51,11 @@ mod tests {
         assert_eq!(parts.next(), Some("reclaimed"));
         let new: i64 = parts.next().unwrap().parse().unwrap();
         assert!(new > old);
-        assert_eq!(parts.next(), Some("monitor"), "the grant names the previous holder");
+        assert_eq!(
+            parts.next(),
+            Some("monitor"),
+            "the grant names the previous holder"
+        );
         assert_eq!(
             one::<String>("SELECT concat_ws('|', owner, token) FROM orch_lease.transition_lease"),
             Some(format!("reaper|{new}"))
@@ -72,34 +82,59 @@ mod tests {
     fn release_frees_only_the_exact_lease() {
         let token = token_of("job-1", "monitor", "boot-a");
         let release = |token: &str| {
-            one::<bool>(&format!("SELECT orch_lease.transition_lease_release('job-1', {token})")).unwrap()
+            one::<bool>(&format!(
+                "SELECT orch_lease.transition_lease_release('job-1', {token})"
+            ))
+            .unwrap()
         };
-        assert!(!release(&(token + 1).to_string()), "a wrong token frees nothing");
+        assert!(
+            !release(&(token + 1).to_string()),
+            "a wrong token frees nothing"
+        );
         assert!(!release("NULL"), "a NULL token frees nothing");
         assert!(!release("-1"));
         assert!(!release(&i64::MAX.to_string()));
         assert_eq!(count("orch_lease.transition_lease"), 1);
         assert!(release(&token.to_string()));
-        assert!(!release(&token.to_string()), "the second release finds nothing");
+        assert!(
+            !release(&token.to_string()),
+            "the second release finds nothing"
+        );
         assert_eq!(count("orch_lease.transition_lease"), 0);
     }
 
     #[pg_test]
     fn a_stale_token_after_a_re_acquire_frees_nothing() {
         let old = token_of("job-1", "monitor", "boot-a");
-        run(&format!("SELECT orch_lease.transition_lease_release('job-1', {old})"));
+        run(&format!(
+            "SELECT orch_lease.transition_lease_release('job-1', {old})"
+        ));
         let new = token_of("job-1", "webhook", "boot-b");
-        assert_eq!(one::<bool>(&format!("SELECT orch_lease.transition_lease_release('job-1', {old})")), Some(false));
-        assert_eq!(one::<i64>("SELECT token FROM orch_lease.transition_lease"), Some(new));
+        assert_eq!(
+            one::<bool>(&format!(
+                "SELECT orch_lease.transition_lease_release('job-1', {old})"
+            )),
+            Some(false)
+        );
+        assert_eq!(
+            one::<i64>("SELECT token FROM orch_lease.transition_lease"),
+            Some(new)
+        );
     }
 
     #[pg_test]
     fn force_release_with_an_expected_token_frees_only_that_lease() {
         let token = token_of("job-1", "monitor", "boot-a");
         let forced = |args: String| {
-            one::<bool>(&format!("SELECT orch_lease.transition_lease_force_release({args})")).unwrap()
+            one::<bool>(&format!(
+                "SELECT orch_lease.transition_lease_force_release({args})"
+            ))
+            .unwrap()
         };
-        assert!(!forced(format!("'job-1', {}", token + 1)), "a re-acquired lease is never freed");
+        assert!(
+            !forced(format!("'job-1', {}", token + 1)),
+            "a re-acquired lease is never freed"
+        );
         assert_eq!(count("orch_lease.transition_lease"), 1);
         assert_eq!(count("orch_lease.lease_event"), 0);
         assert!(forced(format!("'job-1', {token}, 'stuck since Tuesday'")));
@@ -113,8 +148,14 @@ mod tests {
     #[pg_test]
     fn force_release_without_a_token_frees_whatever_is_held() {
         token_of("job-1", "monitor", "boot-a");
-        assert_eq!(one::<bool>("SELECT orch_lease.transition_lease_force_release('job-1')"), Some(true));
-        assert_eq!(one::<String>("SELECT reason FROM orch_lease.lease_event"), Some("manual".into()));
+        assert_eq!(
+            one::<bool>("SELECT orch_lease.transition_lease_force_release('job-1')"),
+            Some(true)
+        );
+        assert_eq!(
+            one::<String>("SELECT reason FROM orch_lease.lease_event"),
+            Some("manual".into())
+        );
         assert_eq!(count("orch_lease.transition_lease"), 0);
     }
 
@@ -122,13 +163,41 @@ mod tests {
     fn bad_input_is_refused_with_a_sqlstate_naming_the_argument() {
         use PgSqlErrorCode::*;
         let acquire = "SELECT orch_lease.transition_lease_acquire";
-        assert_error(&format!("{acquire}(NULL, 'o', 1, 'b')"), ERRCODE_NULL_VALUE_NOT_ALLOWED, "work_item must not be NULL");
-        assert_error(&format!("{acquire}('', 'o', 1, 'b')"), ERRCODE_INVALID_PARAMETER_VALUE, "work_item must not be empty");
-        assert_error(&format!("{acquire}('  ', 'o', 1, 'b')"), ERRCODE_INVALID_PARAMETER_VALUE, "work_item must not be empty");
-        assert_error(&format!("{acquire}('j', NULL, 1, 'b')"), ERRCODE_NULL_VALUE_NOT_ALLOWED, "owner must not be NULL");
-        assert_error(&format!("{acquire}('j', 'o', NULL, 'b')"), ERRCODE_NULL_VALUE_NOT_ALLOWED, "owner_pid must not be NULL");
-        assert_error(&format!("{acquire}('j', 'o', -5, 'b')"), ERRCODE_INVALID_PARAMETER_VALUE, "owner_pid must be a positive");
-        assert_error(&format!("{acquire}('j', 'o', 1, '')"), ERRCODE_INVALID_PARAMETER_VALUE, "owner_boot_id must not be empty");
+        assert_error(
+            &format!("{acquire}(NULL, 'o', 1, 'b')"),
+            ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "work_item must not be NULL",
+        );
+        assert_error(
+            &format!("{acquire}('', 'o', 1, 'b')"),
+            ERRCODE_INVALID_PARAMETER_VALUE,
+            "work_item must not be empty",
+        );
+        assert_error(
+            &format!("{acquire}('  ', 'o', 1, 'b')"),
+            ERRCODE_INVALID_PARAMETER_VALUE,
+            "work_item must not be empty",
+        );
+        assert_error(
+            &format!("{acquire}('j', NULL, 1, 'b')"),
+            ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "owner must not be NULL",
+        );
+        assert_error(
+            &format!("{acquire}('j', 'o', NULL, 'b')"),
+            ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "owner_pid must not be NULL",
+        );
+        assert_error(
+            &format!("{acquire}('j', 'o', -5, 'b')"),
+            ERRCODE_INVALID_PARAMETER_VALUE,
+            "owner_pid must be a positive",
+        );
+        assert_error(
+            &format!("{acquire}('j', 'o', 1, '')"),
+            ERRCODE_INVALID_PARAMETER_VALUE,
+            "owner_boot_id must not be empty",
+        );
         assert_error(
             &format!("{acquire}(repeat('x', 1025), 'o', 1, 'b')"),
             ERRCODE_STRING_DATA_RIGHT_TRUNCATION,
@@ -144,7 +213,11 @@ mod tests {
             ERRCODE_NULL_VALUE_NOT_ALLOWED,
             "reason must not be NULL",
         );
-        assert_eq!(count("orch_lease.transition_lease"), 0, "nothing was written");
+        assert_eq!(
+            count("orch_lease.transition_lease"),
+            0,
+            "nothing was written"
+        );
     }
 
     #[pg_test]
@@ -152,7 +225,10 @@ mod tests {
         let item = "tâche-🚀-'; DROP TABLE orch_lease.transition_lease; --";
         let quoted = item.replace('\'', "''");
         token_of(&quoted, "wébhook", "boot-Ω");
-        assert_eq!(one::<String>("SELECT work_item FROM orch_lease.transition_lease"), Some(item.into()));
+        assert_eq!(
+            one::<String>("SELECT work_item FROM orch_lease.transition_lease"),
+            Some(item.into())
+        );
     }
 
     #[pg_test]
@@ -177,5 +253,4 @@ mod tests {
             "cannot delete from view",
         );
     }
-
 }

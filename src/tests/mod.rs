@@ -25,14 +25,8 @@ pub fn error_of(sql: &str) -> (PgSqlErrorCode, String) {
     match guard::subtransaction(|| Spi::run(sql)) {
         Ok(_) => panic!("expected an error from: {sql}"),
         Err(error) => {
-            let message = match &error {
-                pg_sys::panic::CaughtError::PostgresError(report)
-                | pg_sys::panic::CaughtError::ErrorReport(report)
-                | pg_sys::panic::CaughtError::RustPanic { ereport: report, .. } => {
-                    report.message().to_string()
-                }
-            };
-            (guard::sql_error_code(&error), message)
+            let report = guard::report_of(&error);
+            (report.sql_error_code(), report.message().to_string())
         }
     }
 }
@@ -41,7 +35,10 @@ pub fn error_of(sql: &str) -> (PgSqlErrorCode, String) {
 pub fn assert_error(sql: &str, code: PgSqlErrorCode, needle: &str) {
     let (actual, message) = error_of(sql);
     assert_eq!(actual, code, "{sql} raised {actual:?}: {message}");
-    assert!(message.contains(needle), "{sql}: message {message:?} lacks {needle:?}");
+    assert!(
+        message.contains(needle),
+        "{sql}: message {message:?} lacks {needle:?}"
+    );
 }
 
 /// `transition_lease_acquire(...)` as `outcome|token-or-empty|holder-or-empty`.
@@ -63,9 +60,13 @@ pub fn token_of(item: &str, owner: &str, boot: &str) -> i64 {
 
 /// A task table `tasks(id bigint, stage <stage_type>)` with rows, registered with orch_lease.
 pub fn tasks(stage_type: &str, rows: &[(i64, &str)]) {
-    run(&format!("CREATE TABLE public.tasks (id bigint PRIMARY KEY, stage {stage_type} NOT NULL)"));
+    run(&format!(
+        "CREATE TABLE public.tasks (id bigint PRIMARY KEY, stage {stage_type} NOT NULL)"
+    ));
     for (id, stage) in rows {
-        run(&format!("INSERT INTO public.tasks VALUES ({id}, '{stage}')"));
+        run(&format!(
+            "INSERT INTO public.tasks VALUES ({id}, '{stage}')"
+        ));
     }
     run("SELECT orch_lease.register_task_table('public.tasks')");
 }
@@ -79,7 +80,10 @@ pub fn cas(call: &str) -> String {
 }
 
 pub fn stage_of(id: i64) -> String {
-    one::<String>(&format!("SELECT stage::text FROM public.tasks WHERE id = {id}")).unwrap()
+    one::<String>(&format!(
+        "SELECT stage::text FROM public.tasks WHERE id = {id}"
+    ))
+    .unwrap()
 }
 
 pub fn count(sql_from_where: &str) -> i64 {

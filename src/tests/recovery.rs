@@ -14,7 +14,11 @@ mod tests {
     #[pg_test]
     fn recover_registers_the_boot_and_is_idempotent() {
         assert_eq!(recover("boot-1"), "");
-        assert_eq!(recover("boot-1"), "", "a second call with the same boot returns nothing");
+        assert_eq!(
+            recover("boot-1"),
+            "",
+            "a second call with the same boot returns nothing"
+        );
         assert_eq!(
             one::<String>("SELECT concat_ws('|', instance, pid, (superseded_at IS NULL)::text) FROM orch_lease.boot"),
             Some("orchestrator|77|true".into())
@@ -37,7 +41,10 @@ mod tests {
             one::<String>("SELECT superseded_by FROM orch_lease.boot WHERE boot_id = 'boot-1'"),
             Some("boot-2".into())
         );
-        assert_eq!(count("orch_lease.lease_event WHERE event = 'reclaimed' AND reason LIKE 'recover%'"), 2);
+        assert_eq!(
+            count("orch_lease.lease_event WHERE event = 'reclaimed' AND reason LIKE 'recover%'"),
+            2
+        );
         assert_eq!(recover("boot-2"), "");
     }
 
@@ -90,5 +97,4 @@ mod tests {
         );
         assert_eq!(count("orch_lease.boot WHERE superseded_at IS NULL"), 2);
     }
-
 }

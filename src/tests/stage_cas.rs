@@ -6,7 +6,10 @@ mod tests {
     #[pg_test]
     fn a_cas_applies_only_from_the_expected_stage() {
         tasks("text", &[(1, "queued")]);
-        assert_eq!(cas("orch_lease.update_task_stage_cas('1', 'queued', 'merged')"), "true|applied|");
+        assert_eq!(
+            cas("orch_lease.update_task_stage_cas('1', 'queued', 'merged')"),
+            "true|applied|"
+        );
         assert_eq!(stage_of(1), "merged");
         assert_eq!(
             cas("orch_lease.update_task_stage_cas('1', 'queued', 'rolled_back')"),
@@ -14,27 +17,44 @@ mod tests {
             "a lost race changes nothing and says what the stage is"
         );
         assert_eq!(stage_of(1), "merged");
-        assert_eq!(cas("orch_lease.update_task_stage_cas('404', 'queued', 'merged')"), "false|not_found|");
+        assert_eq!(
+            cas("orch_lease.update_task_stage_cas('404', 'queued', 'merged')"),
+            "false|not_found|"
+        );
     }
 
     #[pg_test]
     fn a_cas_with_a_token_needs_the_lease() {
         tasks("text", &[(1, "queued")]);
-        assert_eq!(cas("orch_lease.update_task_stage_cas('1', 'queued', 'merged', 99)"), "false|lease_lost|");
+        assert_eq!(
+            cas("orch_lease.update_task_stage_cas('1', 'queued', 'merged', 99)"),
+            "false|lease_lost|"
+        );
         assert_eq!(stage_of(1), "queued", "nothing written without the lease");
         let token = token_of("1", "monitor", "boot-a");
         assert_eq!(
-            cas(&format!("orch_lease.update_task_stage_cas('1', 'queued', 'merged', {token})")),
+            cas(&format!(
+                "orch_lease.update_task_stage_cas('1', 'queued', 'merged', {token})"
+            )),
             "true|applied|"
         );
-        assert_eq!(count("orch_lease.transition_lease"), 1, "update_task_stage_cas keeps the lease");
+        assert_eq!(
+            count("orch_lease.transition_lease"),
+            1,
+            "update_task_stage_cas keeps the lease"
+        );
     }
 
     #[pg_test]
     fn commit_applies_and_releases_in_one_step() {
         tasks("text", &[(1, "queued")]);
         let token = token_of("1", "monitor", "boot-a");
-        assert_eq!(cas(&format!("orch_lease.commit_stage_cas('1', {token}, 'queued', 'merged')")), "true|applied|");
+        assert_eq!(
+            cas(&format!(
+                "orch_lease.commit_stage_cas('1', {token}, 'queued', 'merged')"
+            )),
+            "true|applied|"
+        );
         assert_eq!(stage_of(1), "merged");
         assert_eq!(count("orch_lease.transition_lease"), 0);
     }
@@ -44,28 +64,53 @@ mod tests {
         tasks("text", &[(1, "merged")]);
         let token = token_of("1", "monitor", "boot-a");
         assert_eq!(
-            cas(&format!("orch_lease.commit_stage_cas('1', {token}, 'queued', 'merged')")),
+            cas(&format!(
+                "orch_lease.commit_stage_cas('1', {token}, 'queued', 'merged')"
+            )),
             "false|stage_mismatch|merged"
         );
-        assert_eq!(count("orch_lease.transition_lease"), 0, "the attempt is over: lease released");
+        assert_eq!(
+            count("orch_lease.transition_lease"),
+            0,
+            "the attempt is over: lease released"
+        );
     }
 
     #[pg_test]
     fn commit_with_a_lost_lease_writes_nothing() {
         tasks("text", &[(1, "queued")]);
         let old = token_of("1", "monitor", "boot-a");
-        run(&format!("SELECT orch_lease.transition_lease_force_release('1', {old})"));
+        run(&format!(
+            "SELECT orch_lease.transition_lease_force_release('1', {old})"
+        ));
         let new = token_of("1", "reaper", "boot-b");
-        assert_eq!(cas(&format!("orch_lease.commit_stage_cas('1', {old}, 'queued', 'merged')")), "false|lease_lost|");
+        assert_eq!(
+            cas(&format!(
+                "orch_lease.commit_stage_cas('1', {old}, 'queued', 'merged')"
+            )),
+            "false|lease_lost|"
+        );
         assert_eq!(stage_of(1), "queued");
-        assert_eq!(one::<i64>("SELECT token FROM orch_lease.transition_lease"), Some(new), "the new lease stays");
-        assert_eq!(cas(&format!("orch_lease.commit_stage_cas('1', {new}, 'queued', 'merged')")), "true|applied|");
+        assert_eq!(
+            one::<i64>("SELECT token FROM orch_lease.transition_lease"),
+            Some(new),
+            "the new lease stays"
+        );
+        assert_eq!(
+            cas(&format!(
+                "orch_lease.commit_stage_cas('1', {new}, 'queued', 'merged')"
+            )),
+            "true|applied|"
+        );
     }
 
     #[pg_test]
     fn a_null_token_commit_is_a_plain_cas() {
         tasks("text", &[(1, "queued")]);
-        assert_eq!(cas("orch_lease.commit_stage_cas('1', NULL, 'queued', 'merged')"), "true|applied|");
+        assert_eq!(
+            cas("orch_lease.commit_stage_cas('1', NULL, 'queued', 'merged')"),
+            "true|applied|"
+        );
     }
 
     #[pg_test]
@@ -88,7 +133,10 @@ mod tests {
             "task_id: invalid input syntax for type bigint",
         );
         assert_eq!(stage_of(1), "queued");
-        assert_eq!(cas("orch_lease.update_task_stage_cas('1', 'queued', 'rolled_back')"), "true|applied|");
+        assert_eq!(
+            cas("orch_lease.update_task_stage_cas('1', 'queued', 'rolled_back')"),
+            "true|applied|"
+        );
     }
 
     #[pg_test]
@@ -101,7 +149,11 @@ mod tests {
             PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
             "new_stage",
         );
-        assert_eq!(count("orch_lease.transition_lease"), 1, "bad input changes nothing");
+        assert_eq!(
+            count("orch_lease.transition_lease"),
+            1,
+            "bad input changes nothing"
+        );
     }
 
     #[pg_test]
@@ -110,7 +162,10 @@ mod tests {
         run("CREATE TABLE \"App Schema\".\"Job\" (\"Job Id\" text PRIMARY KEY, \"Phase\" varchar(20))");
         run("INSERT INTO \"App Schema\".\"Job\" VALUES ('a', 'new')");
         run("SELECT orch_lease.register_task_table('\"App Schema\".\"Job\"', 'Job Id', 'Phase')");
-        assert_eq!(cas("orch_lease.update_task_stage_cas('a', 'new', 'built')"), "true|applied|");
+        assert_eq!(
+            cas("orch_lease.update_task_stage_cas('a', 'new', 'built')"),
+            "true|applied|"
+        );
         assert_eq!(
             one::<String>("SELECT \"Phase\"::text FROM \"App Schema\".\"Job\""),
             Some("built".into())
@@ -128,12 +183,36 @@ mod tests {
         run("CREATE TABLE public.t (id int PRIMARY KEY, stage text, n int)");
         run("CREATE VIEW public.v AS SELECT * FROM public.t");
         let register = "SELECT orch_lease.register_task_table";
-        assert_error(&format!("{register}('public.t', 'nope')"), ERRCODE_UNDEFINED_COLUMN, "id_column: column \"nope\"");
-        assert_error(&format!("{register}('public.t', 'id', 'nope')"), ERRCODE_UNDEFINED_COLUMN, "stage_column");
-        assert_error(&format!("{register}('public.t', 'id', 'n')"), ERRCODE_DATATYPE_MISMATCH, "must be text, varchar or an enum");
-        assert_error(&format!("{register}('public.v')"), ERRCODE_WRONG_OBJECT_TYPE, "is not a table");
-        assert_error(&format!("{register}(NULL)"), ERRCODE_NULL_VALUE_NOT_ALLOWED, "task_table must not be NULL");
-        assert_error(&format!("{register}('public.missing')"), ERRCODE_UNDEFINED_TABLE, "does not exist");
+        assert_error(
+            &format!("{register}('public.t', 'nope')"),
+            ERRCODE_UNDEFINED_COLUMN,
+            "id_column: column \"nope\"",
+        );
+        assert_error(
+            &format!("{register}('public.t', 'id', 'nope')"),
+            ERRCODE_UNDEFINED_COLUMN,
+            "stage_column",
+        );
+        assert_error(
+            &format!("{register}('public.t', 'id', 'n')"),
+            ERRCODE_DATATYPE_MISMATCH,
+            "must be text, varchar or an enum",
+        );
+        assert_error(
+            &format!("{register}('public.v')"),
+            ERRCODE_WRONG_OBJECT_TYPE,
+            "is not a table",
+        );
+        assert_error(
+            &format!("{register}(NULL)"),
+            ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "task_table must not be NULL",
+        );
+        assert_error(
+            &format!("{register}('public.missing')"),
+            ERRCODE_UNDEFINED_TABLE,
+            "does not exist",
+        );
         assert_eq!(count("orch_lease.task_table"), 0);
         run(&format!("{register}('public.t')"));
         assert_eq!(count("orch_lease.task_table"), 1);
@@ -165,11 +244,26 @@ mod tests {
     fn cas_input_errors_name_the_argument() {
         tasks("text", &[(1, "queued")]);
         use PgSqlErrorCode::*;
-        assert_error("SELECT orch_lease.update_task_stage_cas(NULL, 'a', 'b')", ERRCODE_NULL_VALUE_NOT_ALLOWED, "task_id must not be NULL");
-        assert_error("SELECT orch_lease.update_task_stage_cas('1', NULL, 'b')", ERRCODE_NULL_VALUE_NOT_ALLOWED, "expected_stage must not be NULL");
-        assert_error("SELECT orch_lease.commit_stage_cas('1', 1, 'a', NULL)", ERRCODE_NULL_VALUE_NOT_ALLOWED, "new_stage must not be NULL");
-        assert_error("SELECT orch_lease.commit_stage_cas('', 1, 'a', 'b')", ERRCODE_INVALID_PARAMETER_VALUE, "work_item must not be empty");
+        assert_error(
+            "SELECT orch_lease.update_task_stage_cas(NULL, 'a', 'b')",
+            ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "task_id must not be NULL",
+        );
+        assert_error(
+            "SELECT orch_lease.update_task_stage_cas('1', NULL, 'b')",
+            ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "expected_stage must not be NULL",
+        );
+        assert_error(
+            "SELECT orch_lease.commit_stage_cas('1', 1, 'a', NULL)",
+            ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "new_stage must not be NULL",
+        );
+        assert_error(
+            "SELECT orch_lease.commit_stage_cas('', 1, 'a', 'b')",
+            ERRCODE_INVALID_PARAMETER_VALUE,
+            "work_item must not be empty",
+        );
         assert_eq!(stage_of(1), "queued");
     }
-
 }

@@ -15,8 +15,12 @@ pub fn connect() -> Client {
 /// running in parallel do not share the (per-database) task-table registration. Returns its DSN.
 pub fn fresh_database(name: &str) -> String {
     let mut admin = connect();
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
-    admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
     let dsn = format!("{} dbname={name}", dsn());
     let mut db = orch_lease_harness::connect(&dsn);
     db.batch_execute(
@@ -42,11 +46,15 @@ pub fn acquire(db: &mut Client, item: &str, owner: &str, boot: &str) -> (String,
 
 /// A CAS call's outcome, e.g. `cas(db, "commit_stage_cas($1, $2, 'queued', 'merged')", &[..])`.
 pub fn cas(db: &mut Client, call: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> String {
-    db.query_one(&format!("SELECT outcome FROM orch_lease.{call}"), params).unwrap().get(0)
+    db.query_one(&format!("SELECT outcome FROM orch_lease.{call}"), params)
+        .unwrap()
+        .get(0)
 }
 
 pub fn stage(db: &mut Client, id: &str) -> String {
-    db.query_one("SELECT stage FROM tasks WHERE id = $1", &[&id]).unwrap().get(0)
+    db.query_one("SELECT stage FROM tasks WHERE id = $1", &[&id])
+        .unwrap()
+        .get(0)
 }
 
 /// Runs `work` on its own thread and says, after a pause, whether it is still blocked.
