@@ -2,7 +2,9 @@
 # `make test`: every test, against real PostgreSQL servers. Installs what is missing first.
 #   1. in-process #[pg_test]s (cargo pgrx test: its own temporary server)
 #   2. pg_regress specs that read as documentation of the SQL contract
-#   3. real-connection tests: the contract under concurrency and the five-process incident race
+#   3. isolation specs: every interleaving of racing sessions, at each isolation level
+#   4. real-connection tests: the contract under concurrency, hostile input, the five-process incident
+#      race and a soak with injected faults
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT_DIR"
@@ -10,7 +12,7 @@ scripts/setup.sh
 trap cluster_stop EXIT
 results=$(mktemp /tmp/orch_lease-test.XXXXXX)
 
-log "1/3 in-process tests (cargo pgrx test)"
+log "1/4 in-process tests (cargo pgrx test)"
 # One at a time: the tests share one database, and a parallel test holding a lease would be a
 # real contender (busy) for another.
 RUST_TEST_THREADS=1 cargo pgrx test pg$PG_MAJOR $(pgrx_test_args) 2>&1 | tee -a "$results"
@@ -19,7 +21,7 @@ log "installing orch_lease into PostgreSQL $PG_MAJOR"
 cargo pgrx install --pg-config "$PG_CONFIG" $(pgrx_install_args) >/dev/null
 
 cluster_start
-log "2/3 pg_regress"
+log "2/4 pg_regress"
 "$PG_BIN/createdb" orch_lease_regress
 mkdir -p target/pg_regress
 specs=$(cd tests/pg_regress/sql && ls ./*.sql | sed 's|^\./||; s|\.sql$||')
@@ -28,7 +30,16 @@ specs=$(cd tests/pg_regress/sql && ls ./*.sql | sed 's|^\./||; s|\.sql$||')
     --use-existing --host="$PGHOST" --port="$PGPORT" --user=postgres --dbname=orch_lease_regress \
     --inputdir=tests/pg_regress --outputdir=target/pg_regress $specs 2>&1 | tee -a "$results"
 
-log "3/3 real-connection tests (contract races, incident regression)"
+log "3/4 isolation specs"
+"$PG_BIN/createdb" orch_lease_isolation
+mkdir -p target/isolation
+specs=$(cd tests/isolation/specs && ls ./*.spec | sed 's|^\./||; s|\.spec$||')
+# shellcheck disable=SC2086 # one argument per spec
+"$(dirname "$("$PG_CONFIG" --pgxs)")/../test/isolation/pg_isolation_regress" \
+    --use-existing --host="$PGHOST" --port="$PGPORT" --user=postgres --dbname=orch_lease_isolation \
+    --inputdir=tests/isolation --outputdir=target/isolation $specs 2>&1 | tee -a "$results"
+
+log "4/4 real-connection tests"
 cargo test --manifest-path harness/Cargo.toml 2>&1 | tee -a "$results"
 
 # One closing line for the whole run (every step above already stopped the script on a failure).
