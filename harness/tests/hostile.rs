@@ -1,0 +1,179 @@
+//! Hostile input, table-driven: every function, fed NULLs, empty and very long strings, odd Unicode,
+//! identifiers that try SQL injection, negative and huge tokens, unknown enum stages. Each case must
+//! end in its documented SQLSTATE or outcome, and must leave every row of every table unchanged.
+mod common;
+use postgres::Client;
+
+/// What a case must end in: an error with this SQLSTATE, or this first column (as text).
+enum Expect {
+    Error(&'static str),
+    Returns(&'static str),
+}
+use Expect::{Error, Returns};
+
+const A: &str = "SELECT outcome FROM orch_lease.transition_lease_acquire";
+const CAS: &str = "SELECT outcome FROM orch_lease.update_task_stage_cas";
+const COMMIT: &str = "SELECT outcome FROM orch_lease.commit_stage_cas";
+const REL: &str = "SELECT orch_lease.transition_lease_release";
+const FORCE: &str = "SELECT orch_lease.transition_lease_force_release";
+const RECOVER: &str = "SELECT count(*) FROM orch_lease.transition_lease_recover";
+const REGISTER: &str = "SELECT orch_lease.register_task_table";
+
+fn cases() -> Vec<(String, Expect)> {
+    let long = "x".repeat(1025);
+    let long_unicode = "é".repeat(600); // 1200 bytes in 600 characters
+    let c = |sql: String, expect: Expect| (sql, expect);
+    vec![
+        // transition_lease_acquire
+        c(format!("{A}(NULL, 'o', 1, 'live-boot')"), Error("22004")),
+        c(format!("{A}('', 'o', 1, 'live-boot')"), Error("22023")),
+        c(format!("{A}(' \t\n ', 'o', 1, 'live-boot')"), Error("22023")),
+        c(format!("{A}('{long}', 'o', 1, 'live-boot')"), Error("22001")),
+        c(format!("{A}('{long_unicode}', 'o', 1, 'live-boot')"), Error("22001")),
+        c(format!("{A}('t', NULL, 1, 'live-boot')"), Error("22004")),
+        c(format!("{A}('t', '', 1, 'live-boot')"), Error("22023")),
+        c(format!("{A}('t', '{long}', 1, 'live-boot')"), Error("22001")),
+        c(format!("{A}('t', 'o', NULL, 'live-boot')"), Error("22004")),
+        c(format!("{A}('t', 'o', 0, 'live-boot')"), Error("22023")),
+        c(format!("{A}('t', 'o', -1, 'live-boot')"), Error("22023")),
+        c(format!("{A}('t', 'o', 2147483648, 'live-boot')"), Error("42883")),
+        c(format!("{A}('t', 'o', 1, NULL)"), Error("22004")),
+        c(format!("{A}('t', 'o', 1, '')"), Error("22023")),
+        c(format!("{A}('t', 'o', 1, '{long}')"), Error("22001")),
+        c(format!("{A}('t', 'o', 1, 'live-boot', '{long}')"), Error("22001")),
+        c(format!("{A}('held-item', 'o''); DROP TABLE tasks; --', 1, 'live-boot')"), Returns("held")),
+        c(format!("{A}('held-item', 'o\u{202e}drowssap', 1, 'b\u{200b}')"), Returns("held")),
+        c(format!("{A}('held-item', '🚀', 1, 'dead-boot')"), Returns("superseded")),
+        // transition_lease_release
+        c(format!("{REL}(NULL, 1)"), Error("22004")),
+        c(format!("{REL}('', 1)"), Error("22023")),
+        c(format!("{REL}('{long}', 1)"), Error("22001")),
+        c(format!("{REL}('held-item', NULL)"), Returns("f")),
+        c(format!("{REL}('held-item', -1)"), Returns("f")),
+        c(format!("{REL}('held-item', 0)"), Returns("f")),
+        c(format!("{REL}('held-item', 9223372036854775807)"), Returns("f")),
+        c(format!("{REL}('held-item', -9223372036854775808)"), Returns("f")),
+        c(format!("{REL}('held-item', 9223372036854775808)"), Error("42883")),
+        c(format!("{REL}('held-item''; DELETE FROM orch_lease.transition_lease; --', 1)"), Returns("f")),
+        // transition_lease_force_release
+        c(format!("{FORCE}(NULL)"), Error("22004")),
+        c(format!("{FORCE}('')"), Error("22023")),
+        c(format!("{FORCE}('held-item', NULL, NULL)"), Error("22004")),
+        c(format!("{FORCE}('held-item', NULL, '')"), Error("22023")),
+        c(format!("{FORCE}('held-item', NULL, '{long}')"), Error("22001")),
+        c(format!("{FORCE}('held-item', -5)"), Returns("f")),
+        c(format!("{FORCE}('no-such-item')"), Returns("f")),
+        // transition_lease_recover
+        c(format!("{RECOVER}(NULL)"), Error("22004")),
+        c(format!("{RECOVER}('')"), Error("22023")),
+        c(format!("{RECOVER}('{long}')"), Error("22001")),
+        c(format!("{RECOVER}('b', NULL)"), Error("22004")),
+        c(format!("{RECOVER}('b', '')"), Error("22023")),
+        c(format!("{RECOVER}('b', 'i', 0)"), Error("22023")),
+        c(format!("{RECOVER}('b', 'i', -7)"), Error("22023")),
+        c(format!("{RECOVER}('dead-boot', 'orchestrator')"), Error("55000")),
+        c(format!("{RECOVER}('live-boot', 'billing')"), Error("22023")),
+        c(format!("{RECOVER}('live-boot', 'orchestrator')"), Returns("0")),
+        // register_task_table
+        c(format!("{REGISTER}(NULL)"), Error("22004")),
+        c(format!("{REGISTER}('no_such_table')"), Error("42P01")),
+        c(format!("{REGISTER}('tasks; DROP TABLE tasks')"), Error("42602")),
+        c(format!("{REGISTER}('tasks', 'id; DROP TABLE tasks --')"), Error("42703")),
+        c(format!("{REGISTER}('tasks', 'id', '\"stage\"')"), Error("42703")),
+        c(format!("{REGISTER}('tasks', 'id', '')"), Error("42703")),
+        c(format!("{REGISTER}('tasks', NULL)"), Error("22004")),
+        c(format!("{REGISTER}('tasks', 'id', 'attempts')"), Error("42804")),
+        c(format!("{REGISTER}('tasks_view')"), Error("42809")),
+        c(format!("{REGISTER}('tasks_seq')"), Error("42809")),
+        // update_task_stage_cas
+        c(format!("{CAS}(NULL, 'queued', 'merged')"), Error("22004")),
+        c(format!("{CAS}('', 'queued', 'merged')"), Error("22023")),
+        c(format!("{CAS}('abc', 'queued', 'merged')"), Error("22P02")),
+        c(format!("{CAS}('99999999999999999999', 'queued', 'merged')"), Error("22003")),
+        c(format!("{CAS}('1', NULL, 'merged')"), Error("22004")),
+        c(format!("{CAS}('1', 'queued', NULL)"), Error("22004")),
+        c(format!("{CAS}('1', 'queued', 'mergd')"), Error("22P02")),
+        c(format!("{CAS}('1', 'bogus', 'merged')"), Error("22P02")),
+        c(format!("{CAS}('1', 'QUEUED', 'merged')"), Error("22P02")),
+        c(format!("{CAS}('1', 'queued ', 'merged')"), Error("22P02")),
+        c(format!("{CAS}('1', 'queued', 'merged''; UPDATE tasks SET stage = ''done''; --')"), Error("22P02")),
+        c(format!("{CAS}('1', 'queued', '')"), Error("22P02")),
+        c(format!("{CAS}('1', 'queued', 'merged', -1)"), Returns("lease_lost")),
+        c(format!("{CAS}('1', 'queued', 'merged', 9223372036854775807)"), Returns("lease_lost")),
+        c(format!("{CAS}('404', 'queued', 'merged')"), Returns("not_found")),
+        c(format!("{CAS}('1', 'merged', 'queued')"), Returns("stage_mismatch")),
+        // commit_stage_cas
+        c(format!("{COMMIT}(NULL, 1, 'queued', 'merged')"), Error("22004")),
+        c(format!("{COMMIT}('1', 0, 'queued', 'merged')"), Returns("lease_lost")),
+        c(format!("{COMMIT}('1', -9223372036854775808, 'queued', 'merged')"), Returns("lease_lost")),
+        c(format!("{COMMIT}('1', 1, 'queued', 'mërged')"), Error("22P02")),
+        c(format!("{COMMIT}('one', 1, 'queued', 'merged')"), Error("22P02")),
+        // settings
+        c("SET orch_lease.enabled = 'maybe'".into(), Error("22023")),
+    ]
+}
+
+/// Every row of every table the cases could touch, as one fingerprint.
+fn fingerprint(db: &mut Client) -> String {
+    db.query_one(
+        "SELECT md5(string_agg(r, '|' ORDER BY r)) FROM (
+             SELECT 'lease ' || l::text AS r FROM orch_lease.transition_lease l
+             UNION ALL SELECT 'boot ' || b::text FROM orch_lease.boot b
+             UNION ALL SELECT 'event ' || e::text FROM orch_lease.lease_event e
+             UNION ALL SELECT 'registry ' || t::text FROM orch_lease.task_table t
+             UNION ALL SELECT 'task ' || t::text FROM tasks t) rows",
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
+#[test]
+fn every_bad_input_gets_its_documented_answer_and_changes_nothing() {
+    let dsn = common::fresh_database("hostile");
+    let mut db = orch_lease_harness::connect(&dsn);
+    db.batch_execute(
+        "DROP TABLE tasks;
+         CREATE TYPE task_stage AS ENUM ('queued', 'merged', 'rolled_back');
+         CREATE TABLE tasks (id bigint PRIMARY KEY, stage task_stage NOT NULL, attempts int DEFAULT 0);
+         INSERT INTO tasks (id, stage) VALUES (1, 'queued');
+         CREATE VIEW tasks_view AS SELECT * FROM tasks;
+         CREATE SEQUENCE tasks_seq;
+         SELECT orch_lease.register_task_table('tasks');
+         SELECT count(*) FROM orch_lease.transition_lease_recover('dead-boot', 'orchestrator');
+         SELECT count(*) FROM orch_lease.transition_lease_recover('live-boot', 'orchestrator');
+         SELECT orch_lease.transition_lease_acquire('held-item', 'monitor', 1, 'live-boot');",
+    )
+    .unwrap();
+    let cases = cases();
+    assert!(cases.len() >= 50, "at least 50 hostile inputs, got {}", cases.len());
+
+    let before = fingerprint(&mut db);
+    let mut failures = Vec::new();
+    for (sql, expect) in &cases {
+        let got = match db.simple_query(sql) {
+            Ok(messages) => {
+                let first = messages.iter().find_map(|message| match message {
+                    postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap_or("NULL").to_string()),
+                    _ => None,
+                });
+                Ok(first.unwrap_or_default())
+            }
+            Err(error) => Err(error.code().map(|code| code.code().to_string()).unwrap_or_default()),
+        };
+        let fine = match (expect, &got) {
+            (Error(code), Err(got)) => code == got,
+            (Returns(value), Ok(got)) => value == got,
+            _ => false,
+        };
+        let changed = fingerprint(&mut db) != before;
+        if !fine || changed {
+            let wanted = match expect {
+                Error(code) => format!("error {code}"),
+                Returns(value) => format!("returns {value}"),
+            };
+            failures.push(format!("{sql:.120}\n    wanted {wanted}, got {got:?}, rows changed: {changed}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
