@@ -1,11 +1,14 @@
 # orch_lease — every entry point installs what it needs first (scripts/setup.sh) and is safe to rerun.
-.PHONY: demo test setup install lint clean
+.PHONY: demo test soak setup install lint clean
 
 demo:        ## Replay the incident: five actor processes race with and without orch_lease
 	scripts/demo.sh
 
 test:        ## Every test: in-process, pg_regress, real-connection races and the incident regression
 	scripts/test.sh
+
+soak:        ## The long soak with injected faults (figures for docs/reliability.md)
+	scripts/soak.sh
 
 setup:       ## Install PostgreSQL 15, clang, cargo-pgrx and run cargo pgrx init (only what is missing)
 	scripts/setup.sh

@@ -48,6 +48,10 @@ cluster_start() {
         -o "-p $port -k $CLUSTER_DIR -c listen_addresses=127.0.0.1 -c max_connections=200 $*" start >/dev/null
     export PGHOST=$CLUSTER_DIR PGPORT=$port PGUSER=postgres PGDATABASE=postgres
     export ORCH_LEASE_DSN="host=$CLUSTER_DIR port=$port user=postgres dbname=postgres"
+    # How the soak crashes and restarts the server: an immediate stop, then a start with the same options.
+    local pg_ctl="$PG_BIN/pg_ctl -D $CLUSTER_DIR/data -l $CLUSTER_DIR/server.log -m immediate -w restart"
+    if is_root; then pg_ctl="runuser -u postgres -- $pg_ctl"; fi
+    export ORCH_LEASE_RESTART_CMD="$pg_ctl >/dev/null"
     log "throwaway PostgreSQL $PG_MAJOR on port $port, data in $CLUSTER_DIR"
 }
 

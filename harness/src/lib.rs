@@ -6,6 +6,8 @@
 //! recorded on its own autocommit statement, outside any lease or CAS transaction, with start and end
 //! marks. In `naive` mode an actor reads the stage and writes it with a bare UPDATE; in `lease` mode it
 //! acquires the transition lease, re-reads the stage under it, and commits with `commit_stage_cas`.
+pub mod soak;
+
 use postgres::{Client, NoTls};
 use std::process::{Child, Command};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -343,5 +345,30 @@ impl Report {
                 "DUPLICATED EFFECTS / CONTRADICTORY HISTORY"
             }
         );
+    }
+}
+
+/// Wall-clock nanoseconds: every process on this machine reads the same clock.
+pub fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// A small xorshift generator: enough to pick victims and tasks, no dependency.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn seeded(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    /// A number in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
     }
 }

@@ -1,6 +1,6 @@
 //! `orch-race race --mode naive|lease` replays the incident and prints what happened;
 //! `orch-race actor …` is one actor process (started by `race`).
-use orch_lease_harness::{connect, prepare, race, report, run_actor, ActorPlan, Mode};
+use orch_lease_harness::{connect, prepare, race, report, run_actor, soak, ActorPlan, Mode};
 use std::collections::HashMap;
 
 fn main() {
@@ -54,6 +54,41 @@ fn main() {
                 }
             }
         }
+        "soak" => {
+            let plan = soak::Plan {
+                dsn,
+                mode,
+                actors: number("actors", "8") as usize,
+                items: number("items", "500") as usize,
+                effect_ms: number("effect-ms", "3"),
+                faults: get("faults", "on") == "on",
+                restart_command: std::env::var("ORCH_LEASE_RESTART_CMD").ok(),
+                server_restarts: number("restarts", "1") as usize,
+                max_attempts: number("max-attempts", "400"),
+                budget: std::time::Duration::from_secs(number("budget-s", "600")),
+            };
+            let report = soak::run(&std::env::current_exe().unwrap(), &plan);
+            report.print(mode);
+            let wanted = get("expect", "any");
+            let ok = match wanted.as_str() {
+                "holds" => report.holds(),
+                "violations" => !report.holds(),
+                "any" => true,
+                _ => usage(),
+            };
+            if !ok {
+                eprintln!("expected {wanted}, but the soak gave {report:?}");
+                std::process::exit(1);
+            }
+        }
+        "soak-actor" => soak::run_actor(
+            &dsn,
+            mode,
+            &get("role", "actor-0"),
+            std::path::Path::new(&get("dir", ".")),
+            number("effect-ms", "3"),
+            number("max-attempts", "400"),
+        ),
         "actor" => run_actor(&ActorPlan {
             dsn,
             mode,
@@ -69,6 +104,9 @@ fn main() {
 fn usage() -> ! {
     eprintln!(
         "usage: orch-race race [--mode naive|lease] [--items 20] [--effect-ms 20] [--expect exactly-once|duplicates] [--dsn DSN]\n\
+         \x20      orch-race soak [--mode lease|naive] [--actors 8] [--items 500] [--effect-ms 3] [--faults on|off]\n\
+         \x20                     [--restarts 1] [--max-attempts 400] [--budget-s 600] [--expect holds|violations]\n\
+         \x20                     (server restarts run $ORCH_LEASE_RESTART_CMD)\n\
          \x20      orch-race actor --mode M --role R --items N --effect-ms E --start-at MS --dsn DSN\n\
          DSN defaults to $ORCH_LEASE_DSN"
     );

@@ -27,23 +27,50 @@ fn cases() -> Vec<(String, Expect)> {
         // transition_lease_acquire
         c(format!("{A}(NULL, 'o', 1, 'live-boot')"), Error("22004")),
         c(format!("{A}('', 'o', 1, 'live-boot')"), Error("22023")),
-        c(format!("{A}(' \t\n ', 'o', 1, 'live-boot')"), Error("22023")),
-        c(format!("{A}('{long}', 'o', 1, 'live-boot')"), Error("22001")),
-        c(format!("{A}('{long_unicode}', 'o', 1, 'live-boot')"), Error("22001")),
+        c(
+            format!("{A}(' \t\n ', 'o', 1, 'live-boot')"),
+            Error("22023"),
+        ),
+        c(
+            format!("{A}('{long}', 'o', 1, 'live-boot')"),
+            Error("22001"),
+        ),
+        c(
+            format!("{A}('{long_unicode}', 'o', 1, 'live-boot')"),
+            Error("22001"),
+        ),
         c(format!("{A}('t', NULL, 1, 'live-boot')"), Error("22004")),
         c(format!("{A}('t', '', 1, 'live-boot')"), Error("22023")),
-        c(format!("{A}('t', '{long}', 1, 'live-boot')"), Error("22001")),
+        c(
+            format!("{A}('t', '{long}', 1, 'live-boot')"),
+            Error("22001"),
+        ),
         c(format!("{A}('t', 'o', NULL, 'live-boot')"), Error("22004")),
         c(format!("{A}('t', 'o', 0, 'live-boot')"), Error("22023")),
         c(format!("{A}('t', 'o', -1, 'live-boot')"), Error("22023")),
-        c(format!("{A}('t', 'o', 2147483648, 'live-boot')"), Error("42883")),
+        c(
+            format!("{A}('t', 'o', 2147483648, 'live-boot')"),
+            Error("42883"),
+        ),
         c(format!("{A}('t', 'o', 1, NULL)"), Error("22004")),
         c(format!("{A}('t', 'o', 1, '')"), Error("22023")),
         c(format!("{A}('t', 'o', 1, '{long}')"), Error("22001")),
-        c(format!("{A}('t', 'o', 1, 'live-boot', '{long}')"), Error("22001")),
-        c(format!("{A}('held-item', 'o''); DROP TABLE tasks; --', 1, 'live-boot')"), Returns("held")),
-        c(format!("{A}('held-item', 'o\u{202e}drowssap', 1, 'b\u{200b}')"), Returns("held")),
-        c(format!("{A}('held-item', '🚀', 1, 'dead-boot')"), Returns("superseded")),
+        c(
+            format!("{A}('t', 'o', 1, 'live-boot', '{long}')"),
+            Error("22001"),
+        ),
+        c(
+            format!("{A}('held-item', 'o''); DROP TABLE tasks; --', 1, 'live-boot')"),
+            Returns("held"),
+        ),
+        c(
+            format!("{A}('held-item', 'o\u{202e}drowssap', 1, 'b\u{200b}')"),
+            Returns("held"),
+        ),
+        c(
+            format!("{A}('held-item', '🚀', 1, 'dead-boot')"),
+            Returns("superseded"),
+        ),
         // transition_lease_release
         c(format!("{REL}(NULL, 1)"), Error("22004")),
         c(format!("{REL}('', 1)"), Error("22023")),
@@ -51,16 +78,31 @@ fn cases() -> Vec<(String, Expect)> {
         c(format!("{REL}('held-item', NULL)"), Returns("f")),
         c(format!("{REL}('held-item', -1)"), Returns("f")),
         c(format!("{REL}('held-item', 0)"), Returns("f")),
-        c(format!("{REL}('held-item', 9223372036854775807)"), Returns("f")),
-        c(format!("{REL}('held-item', -9223372036854775808)"), Returns("f")),
-        c(format!("{REL}('held-item', 9223372036854775808)"), Error("42883")),
-        c(format!("{REL}('held-item''; DELETE FROM orch_lease.transition_lease; --', 1)"), Returns("f")),
+        c(
+            format!("{REL}('held-item', 9223372036854775807)"),
+            Returns("f"),
+        ),
+        c(
+            format!("{REL}('held-item', -9223372036854775808)"),
+            Returns("f"),
+        ),
+        c(
+            format!("{REL}('held-item', 9223372036854775808)"),
+            Error("42883"),
+        ),
+        c(
+            format!("{REL}('held-item''; DELETE FROM orch_lease.transition_lease; --', 1)"),
+            Returns("f"),
+        ),
         // transition_lease_force_release
         c(format!("{FORCE}(NULL)"), Error("22004")),
         c(format!("{FORCE}('')"), Error("22023")),
         c(format!("{FORCE}('held-item', NULL, NULL)"), Error("22004")),
         c(format!("{FORCE}('held-item', NULL, '')"), Error("22023")),
-        c(format!("{FORCE}('held-item', NULL, '{long}')"), Error("22001")),
+        c(
+            format!("{FORCE}('held-item', NULL, '{long}')"),
+            Error("22001"),
+        ),
         c(format!("{FORCE}('held-item', -5)"), Returns("f")),
         c(format!("{FORCE}('no-such-item')"), Returns("f")),
         // transition_lease_recover
@@ -71,43 +113,94 @@ fn cases() -> Vec<(String, Expect)> {
         c(format!("{RECOVER}('b', '')"), Error("22023")),
         c(format!("{RECOVER}('b', 'i', 0)"), Error("22023")),
         c(format!("{RECOVER}('b', 'i', -7)"), Error("22023")),
-        c(format!("{RECOVER}('dead-boot', 'orchestrator')"), Error("55000")),
+        c(
+            format!("{RECOVER}('dead-boot', 'orchestrator')"),
+            Error("55000"),
+        ),
         c(format!("{RECOVER}('live-boot', 'billing')"), Error("22023")),
-        c(format!("{RECOVER}('live-boot', 'orchestrator')"), Returns("0")),
+        c(
+            format!("{RECOVER}('live-boot', 'orchestrator')"),
+            Returns("0"),
+        ),
         // register_task_table
         c(format!("{REGISTER}(NULL)"), Error("22004")),
         c(format!("{REGISTER}('no_such_table')"), Error("42P01")),
-        c(format!("{REGISTER}('tasks; DROP TABLE tasks')"), Error("42602")),
-        c(format!("{REGISTER}('tasks', 'id; DROP TABLE tasks --')"), Error("42703")),
-        c(format!("{REGISTER}('tasks', 'id', '\"stage\"')"), Error("42703")),
+        c(
+            format!("{REGISTER}('tasks; DROP TABLE tasks')"),
+            Error("42602"),
+        ),
+        c(
+            format!("{REGISTER}('tasks', 'id; DROP TABLE tasks --')"),
+            Error("42703"),
+        ),
+        c(
+            format!("{REGISTER}('tasks', 'id', '\"stage\"')"),
+            Error("42703"),
+        ),
         c(format!("{REGISTER}('tasks', 'id', '')"), Error("42703")),
         c(format!("{REGISTER}('tasks', NULL)"), Error("22004")),
-        c(format!("{REGISTER}('tasks', 'id', 'attempts')"), Error("42804")),
+        c(
+            format!("{REGISTER}('tasks', 'id', 'attempts')"),
+            Error("42804"),
+        ),
         c(format!("{REGISTER}('tasks_view')"), Error("42809")),
         c(format!("{REGISTER}('tasks_seq')"), Error("42809")),
         // update_task_stage_cas
         c(format!("{CAS}(NULL, 'queued', 'merged')"), Error("22004")),
         c(format!("{CAS}('', 'queued', 'merged')"), Error("22023")),
         c(format!("{CAS}('abc', 'queued', 'merged')"), Error("22P02")),
-        c(format!("{CAS}('99999999999999999999', 'queued', 'merged')"), Error("22003")),
+        c(
+            format!("{CAS}('99999999999999999999', 'queued', 'merged')"),
+            Error("22003"),
+        ),
         c(format!("{CAS}('1', NULL, 'merged')"), Error("22004")),
         c(format!("{CAS}('1', 'queued', NULL)"), Error("22004")),
         c(format!("{CAS}('1', 'queued', 'mergd')"), Error("22P02")),
         c(format!("{CAS}('1', 'bogus', 'merged')"), Error("22P02")),
         c(format!("{CAS}('1', 'QUEUED', 'merged')"), Error("22P02")),
         c(format!("{CAS}('1', 'queued ', 'merged')"), Error("22P02")),
-        c(format!("{CAS}('1', 'queued', 'merged''; UPDATE tasks SET stage = ''done''; --')"), Error("22P02")),
+        c(
+            format!("{CAS}('1', 'queued', 'merged''; UPDATE tasks SET stage = ''done''; --')"),
+            Error("22P02"),
+        ),
         c(format!("{CAS}('1', 'queued', '')"), Error("22P02")),
-        c(format!("{CAS}('1', 'queued', 'merged', -1)"), Returns("lease_lost")),
-        c(format!("{CAS}('1', 'queued', 'merged', 9223372036854775807)"), Returns("lease_lost")),
-        c(format!("{CAS}('404', 'queued', 'merged')"), Returns("not_found")),
-        c(format!("{CAS}('1', 'merged', 'queued')"), Returns("stage_mismatch")),
+        c(
+            format!("{CAS}('1', 'queued', 'merged', -1)"),
+            Returns("lease_lost"),
+        ),
+        c(
+            format!("{CAS}('1', 'queued', 'merged', 9223372036854775807)"),
+            Returns("lease_lost"),
+        ),
+        c(
+            format!("{CAS}('404', 'queued', 'merged')"),
+            Returns("not_found"),
+        ),
+        c(
+            format!("{CAS}('1', 'merged', 'queued')"),
+            Returns("stage_mismatch"),
+        ),
         // commit_stage_cas
-        c(format!("{COMMIT}(NULL, 1, 'queued', 'merged')"), Error("22004")),
-        c(format!("{COMMIT}('1', 0, 'queued', 'merged')"), Returns("lease_lost")),
-        c(format!("{COMMIT}('1', -9223372036854775808, 'queued', 'merged')"), Returns("lease_lost")),
-        c(format!("{COMMIT}('1', 1, 'queued', 'mërged')"), Error("22P02")),
-        c(format!("{COMMIT}('one', 1, 'queued', 'merged')"), Error("22P02")),
+        c(
+            format!("{COMMIT}(NULL, 1, 'queued', 'merged')"),
+            Error("22004"),
+        ),
+        c(
+            format!("{COMMIT}('1', 0, 'queued', 'merged')"),
+            Returns("lease_lost"),
+        ),
+        c(
+            format!("{COMMIT}('1', -9223372036854775808, 'queued', 'merged')"),
+            Returns("lease_lost"),
+        ),
+        c(
+            format!("{COMMIT}('1', 1, 'queued', 'mërged')"),
+            Error("22P02"),
+        ),
+        c(
+            format!("{COMMIT}('one', 1, 'queued', 'merged')"),
+            Error("22P02"),
+        ),
         // settings
         c("SET orch_lease.enabled = 'maybe'".into(), Error("22023")),
     ]
@@ -146,7 +239,11 @@ fn every_bad_input_gets_its_documented_answer_and_changes_nothing() {
     )
     .unwrap();
     let cases = cases();
-    assert!(cases.len() >= 50, "at least 50 hostile inputs, got {}", cases.len());
+    assert!(
+        cases.len() >= 50,
+        "at least 50 hostile inputs, got {}",
+        cases.len()
+    );
 
     let before = fingerprint(&mut db);
     let mut failures = Vec::new();
@@ -154,12 +251,17 @@ fn every_bad_input_gets_its_documented_answer_and_changes_nothing() {
         let got = match db.simple_query(sql) {
             Ok(messages) => {
                 let first = messages.iter().find_map(|message| match message {
-                    postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap_or("NULL").to_string()),
+                    postgres::SimpleQueryMessage::Row(row) => {
+                        Some(row.get(0).unwrap_or("NULL").to_string())
+                    }
                     _ => None,
                 });
                 Ok(first.unwrap_or_default())
             }
-            Err(error) => Err(error.code().map(|code| code.code().to_string()).unwrap_or_default()),
+            Err(error) => Err(error
+                .code()
+                .map(|code| code.code().to_string())
+                .unwrap_or_default()),
         };
         let fine = match (expect, &got) {
             (Error(code), Err(got)) => code == got,
@@ -172,8 +274,16 @@ fn every_bad_input_gets_its_documented_answer_and_changes_nothing() {
                 Error(code) => format!("error {code}"),
                 Returns(value) => format!("returns {value}"),
             };
-            failures.push(format!("{sql:.120}\n    wanted {wanted}, got {got:?}, rows changed: {changed}"));
+            failures.push(format!(
+                "{sql:.120}\n    wanted {wanted}, got {got:?}, rows changed: {changed}"
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
