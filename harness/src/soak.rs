@@ -436,7 +436,8 @@ pub struct Report {
 
 fn check(db: &mut Client, dir: &Path, plan: &Plan, faults: &Faults, elapsed: Duration) -> Report {
     // Effects from the incarnations' files.
-    let mut runs: BTreeMap<(String, String), Vec<(u128, Option<u128>, PathBuf)>> = BTreeMap::new();
+    // (task, transition) → the runs of its effect, as (started, ended or died) in ns.
+    let mut runs: BTreeMap<(String, String), Vec<(u128, Option<u128>)>> = BTreeMap::new();
     let mut committed: Vec<(String, String)> = Vec::new();
     let mut killed_inside = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
