@@ -462,11 +462,9 @@ fn check(db: &mut Client, dir: &Path, plan: &Plan, faults: &Faults, elapsed: Dur
                         (t.as_str(), transition.as_str()),
                         (*task, format!("{from}>{to}").as_str())
                     );
-                    runs.entry((t, transition)).or_default().push((
-                        started,
-                        Some(at.parse().unwrap()),
-                        path.clone(),
-                    ));
+                    runs.entry((t, transition))
+                        .or_default()
+                        .push((started, Some(at.parse().unwrap())));
                 }
                 ["D", task, to, outcome, _] => {
                     inside = false;
@@ -482,7 +480,7 @@ fn check(db: &mut Client, dir: &Path, plan: &Plan, faults: &Faults, elapsed: Dur
             let died = faults.kill_time.get(&path).copied();
             runs.entry((task, transition))
                 .or_default()
-                .push((started, died, path.clone()));
+                .push((started, died));
         }
         killed_inside += usize::from(inside);
     }
