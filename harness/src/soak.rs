@@ -434,10 +434,12 @@ pub struct Report {
     pub elapsed: Duration,
 }
 
+/// One run of an effect: when it started and when it ended (or its process died), in ns.
+type Run = (u128, Option<u128>);
+
 fn check(db: &mut Client, dir: &Path, plan: &Plan, faults: &Faults, elapsed: Duration) -> Report {
     // Effects from the incarnations' files.
-    // (task, transition) → the runs of its effect, as (started, ended or died) in ns.
-    let mut runs: BTreeMap<(String, String), Vec<(u128, Option<u128>)>> = BTreeMap::new();
+    let mut runs: BTreeMap<(String, String), Vec<Run>> = BTreeMap::new();
     let mut committed: Vec<(String, String)> = Vec::new();
     let mut killed_inside = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
