@@ -8,6 +8,7 @@ source "$(dirname "$0")/lib.sh"
 packages=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang pkg-config
           libssl-dev build-essential python3)
 is_root && packages+=(sudo) # cargo pgrx test --runas uses sudo
+command -v npm >/dev/null || packages+=(nodejs npm) # the Node.js example
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

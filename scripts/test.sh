@@ -5,6 +5,7 @@
 #   3. isolation specs: every interleaving of racing sessions, at each isolation level
 #   4. real-connection tests: the contract under concurrency, hostile input, the five-process incident
 #      race and a soak with injected faults
+#   5. the client examples (Python, Node.js, Rust), each racing three copies of itself
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT_DIR"
@@ -12,7 +13,7 @@ scripts/setup.sh
 trap cluster_stop EXIT
 results=$(mktemp /tmp/orch_lease-test.XXXXXX)
 
-log "1/4 in-process tests (cargo pgrx test)"
+log "1/5 in-process tests (cargo pgrx test)"
 # One at a time: the tests share one database, and a parallel test holding a lease would be a
 # real contender (busy) for another.
 RUST_TEST_THREADS=1 cargo pgrx test pg$PG_MAJOR $(pgrx_test_args) 2>&1 | tee -a "$results"
@@ -21,7 +22,7 @@ log "installing orch_lease into PostgreSQL $PG_MAJOR"
 cargo pgrx install --pg-config "$PG_CONFIG" $(pgrx_install_args) >/dev/null
 
 cluster_start
-log "2/4 pg_regress"
+log "2/5 pg_regress"
 "$PG_BIN/createdb" orch_lease_regress
 mkdir -p target/pg_regress
 specs=$(cd tests/pg_regress/sql && ls ./*.sql | sed 's|^\./||; s|\.sql$||')
@@ -30,7 +31,7 @@ specs=$(cd tests/pg_regress/sql && ls ./*.sql | sed 's|^\./||; s|\.sql$||')
     --use-existing --host="$PGHOST" --port="$PGPORT" --user=postgres --dbname=orch_lease_regress \
     --inputdir=tests/pg_regress --outputdir=target/pg_regress $specs 2>&1 | tee -a "$results"
 
-log "3/4 isolation specs"
+log "3/5 isolation specs"
 "$PG_BIN/createdb" orch_lease_isolation
 mkdir -p target/isolation
 specs=$(cd tests/isolation/specs && ls ./*.spec | sed 's|^\./||; s|\.spec$||')
@@ -39,10 +40,13 @@ specs=$(cd tests/isolation/specs && ls ./*.spec | sed 's|^\./||; s|\.spec$||')
     --use-existing --host="$PGHOST" --port="$PGPORT" --user=postgres --dbname=orch_lease_isolation \
     --inputdir=tests/isolation --outputdir=target/isolation $specs 2>&1 | tee -a "$results"
 
-log "4/4 real-connection tests"
+log "4/5 real-connection tests"
 cargo test --manifest-path harness/Cargo.toml 2>&1 | tee -a "$results"
 
+log "5/5 client examples"
+scripts/examples.sh 2>&1 | tee -a "$results"
+
 # One closing line for the whole run (every step above already stopped the script on a failure).
-passed=$(awk '/^test result: ok\./ { n += $4 } /^ *All [0-9]+ tests passed/ { n += $2 } END { print n + 0 }' "$results")
+passed=$(awk '/^test result: ok\./ { n += $4 } /^ *All [0-9]+ tests passed/ { n += $2 } /^examples: [0-9]+ passed/ { n += $2 } END { print n + 0 }' "$results")
 rm -f "$results"
 echo "orch_lease: $passed passed, 0 failed"

@@ -1,0 +1,95 @@
+// An orch_lease actor in Node.js (node-postgres): owner-exclusion and atomic stage writes through SQL.
+//
+//   node actor.js --dsn postgres://... --instance deploy-finalizer task-1 task-2 ...
+//   node actor.js --dsn postgres://... --listen 10      # print NOTIFY orch_lease alerts for 10 s
+//
+// Each task moves queued -> merged with one irreversible effect, recorded in example_effect. Run several
+// copies at once: each effect still happens once.
+'use strict';
+const { Client } = require('pg');
+const crypto = require('node:crypto');
+
+const FROM_STAGE = 'queued';
+const TO_STAGE = 'merged';
+
+// The pretend irreversible effect. In real life: idempotent, or checked before it is redone.
+async function mergePullRequest(db, task, actor) {
+  await db.query('INSERT INTO example_effect (task_id, actor) VALUES ($1, $2)', [task, actor]);
+  await new Promise((resolve) => setTimeout(resolve, 20));
+}
+
+// One attempt at one transition; returns what happened, for the summary.
+async function advance(db, task, actor, pid, bootId) {
+  const grant = (await db.query(
+    'SELECT acquired, outcome, token, holder FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)',
+    [task, actor, pid, bootId])).rows[0];
+  if (grant.outcome === 'superseded') {
+    // A newer incarnation of this instance exists: this process is a zombie and must stop.
+    console.error(`${actor}: boot ${bootId} was superseded; exiting`);
+    process.exit(1);
+  }
+  // held: a live owner is doing it; busy: someone is acquiring it right now.
+  if (!grant.acquired) return grant.outcome;
+  // acquired, reclaimed, disabled or out_of_scope (token null): re-check the stage under the lease.
+  const { stage } = (await db.query('SELECT stage FROM example_task WHERE id = $1', [task])).rows[0];
+  if (stage !== FROM_STAGE) {
+    await db.query('SELECT orch_lease.transition_lease_release($1, $2)', [task, grant.token]);
+    return 'already_done';
+  }
+  await mergePullRequest(db, task, actor);
+  const result = (await db.query(
+    'SELECT applied, outcome, current_stage FROM orch_lease.commit_stage_cas($1, $2, $3, $4)',
+    [task, grant.token, FROM_STAGE, TO_STAGE])).rows[0];
+  if (result.outcome === 'lease_lost') {
+    console.error(`${actor}: lease on ${task} lost after the effect; stage not written`);
+  } else if (result.outcome === 'stage_mismatch') {
+    console.error(`${actor}: ${task} is already ${result.current_stage}; nothing written`);
+  }
+  return grant.outcome === 'reclaimed' ? `reclaimed+${result.outcome}` : result.outcome;
+}
+
+async function runActor(dsn, instance, items) {
+  const db = new Client({ connectionString: dsn });
+  await db.connect();
+  const pid = process.pid;
+  const bootId = `${instance}-${crypto.randomUUID()}`; // a fresh boot id per process start
+  const recovered = await db.query(
+    'SELECT work_item, token FROM orch_lease.transition_lease_recover($1, $2, $3)', [bootId, instance, pid]);
+  for (const lease of recovered.rows) {
+    console.log(`${instance}: recovered lease on ${lease.work_item} (token ${lease.token}) from a previous incarnation`);
+  }
+  const outcomes = {};
+  for (const task of items) {
+    const outcome = await advance(db, task, instance, pid, bootId);
+    outcomes[outcome] = (outcomes[outcome] || 0) + 1;
+  }
+  console.log(`${instance}: ` + Object.keys(outcomes).sort().map((k) => `${k}=${outcomes[k]}`).join(' '));
+  await db.end();
+}
+
+// The alerting bridge: every forced or stale reclaim arrives as JSON on channel orch_lease.
+async function listen(dsn, seconds) {
+  const db = new Client({ connectionString: dsn });
+  await db.connect();
+  db.on('notification', (note) => {
+    const event = JSON.parse(note.payload);
+    console.log(`ALERT ${event.event} ${event.work_item} from ${event.old_owner} (token ${event.old_token}): ${event.reason}`);
+  });
+  await db.query('LISTEN orch_lease');
+  console.log('listening');
+  await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+  await db.end();
+}
+
+const args = process.argv.slice(2);
+const option = (name, fallback) => {
+  const at = args.indexOf(`--${name}`);
+  return at >= 0 ? args.splice(at, 2)[1] : fallback;
+};
+const dsn = option('dsn');
+const instance = option('instance', 'node-actor');
+const seconds = option('listen');
+(seconds ? listen(dsn, Number(seconds)) : runActor(dsn, instance, args)).catch((error) => {
+  console.error(error);
+  process.exit(1);
+});

@@ -1,0 +1,112 @@
+//! An orch_lease actor in Rust (the `postgres` crate): owner-exclusion and atomic stage writes through SQL.
+//!
+//!     actor --dsn "host=... dbname=..." --instance reconciler task-1 task-2 ...
+//!     actor --dsn "..." --listen 10        # print NOTIFY orch_lease alerts for 10 s
+//!
+//! Each task moves queued -> merged with one irreversible effect, recorded in example_effect. Run several
+//! copies at once: each effect still happens once.
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::{Client, NoTls};
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const FROM_STAGE: &str = "queued";
+const TO_STAGE: &str = "merged";
+
+/// The pretend irreversible effect. In real life: idempotent, or checked before it is redone.
+fn merge_pull_request(db: &mut Client, task: &str, actor: &str) -> Result<(), postgres::Error> {
+    db.execute("INSERT INTO example_effect (task_id, actor) VALUES ($1, $2)", &[&task, &actor])?;
+    std::thread::sleep(Duration::from_millis(20));
+    Ok(())
+}
+
+/// One attempt at one transition; returns what happened, for the summary.
+fn advance(db: &mut Client, task: &str, actor: &str, pid: i32, boot_id: &str) -> Result<String, postgres::Error> {
+    let grant = db.query_one(
+        "SELECT acquired, outcome, token FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)",
+        &[&task, &actor, &pid, &boot_id],
+    )?;
+    let (acquired, outcome, token): (bool, String, Option<i64>) = (grant.get(0), grant.get(1), grant.get(2));
+    if outcome == "superseded" {
+        // A newer incarnation of this instance exists: this process is a zombie and must stop.
+        eprintln!("{actor}: boot {boot_id} was superseded; exiting");
+        std::process::exit(1);
+    }
+    if !acquired {
+        return Ok(outcome); // held: a live owner is doing it; busy: someone is acquiring it right now
+    }
+    // acquired, reclaimed, disabled or out_of_scope (token None): re-check the stage under the lease.
+    let stage: String = db.query_one("SELECT stage FROM example_task WHERE id = $1", &[&task])?.get(0);
+    if stage != FROM_STAGE {
+        db.execute("SELECT orch_lease.transition_lease_release($1, $2)", &[&task, &token])?;
+        return Ok("already_done".into());
+    }
+    merge_pull_request(db, task, actor)?;
+    let result = db.query_one(
+        "SELECT outcome, current_stage FROM orch_lease.commit_stage_cas($1, $2, $3, $4)",
+        &[&task, &token, &FROM_STAGE, &TO_STAGE],
+    )?;
+    let (committed, current): (String, Option<String>) = (result.get(0), result.get(1));
+    match committed.as_str() {
+        "lease_lost" => eprintln!("{actor}: lease on {task} lost after the effect; stage not written"),
+        "stage_mismatch" => eprintln!("{actor}: {task} is already {current:?}; nothing written"),
+        _ => {}
+    }
+    Ok(if outcome == "reclaimed" { format!("reclaimed+{committed}") } else { committed })
+}
+
+fn run_actor(dsn: &str, instance: &str, items: &[String]) -> Result<(), postgres::Error> {
+    let mut db = Client::connect(dsn, NoTls)?;
+    let pid = std::process::id() as i32;
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let boot_id = format!("{instance}-{pid}-{nanos}"); // a fresh boot id per process start
+    for lease in db.query(
+        "SELECT work_item, token FROM orch_lease.transition_lease_recover($1, $2, $3)",
+        &[&boot_id, &instance, &pid],
+    )? {
+        let (item, token): (String, i64) = (lease.get(0), lease.get(1));
+        println!("{instance}: recovered lease on {item} (token {token}) from a previous incarnation");
+    }
+    let mut outcomes = BTreeMap::new();
+    for task in items {
+        *outcomes.entry(advance(&mut db, task, instance, pid, &boot_id)?).or_insert(0) += 1;
+    }
+    let summary: Vec<String> = outcomes.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("{instance}: {}", summary.join(" "));
+    Ok(())
+}
+
+/// The alerting bridge: every forced or stale reclaim arrives as JSON on channel orch_lease.
+fn listen(dsn: &str, seconds: u64) -> Result<(), postgres::Error> {
+    let mut db = Client::connect(dsn, NoTls)?;
+    db.batch_execute("LISTEN orch_lease")?;
+    println!("listening");
+    let deadline = SystemTime::now() + Duration::from_secs(seconds);
+    let mut notifications = db.notifications();
+    while let Ok(left) = deadline.duration_since(SystemTime::now()) {
+        if let Some(note) = notifications.timeout_iter(left).next()? {
+            println!("ALERT {}", note.payload()); // a JSON object: event, work_item, old_owner, old_token, reason…
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut option = |name: &str| {
+        let at = args.iter().position(|a| a == name)?;
+        let value = args.get(at + 1).cloned();
+        args.drain(at..(at + 2).min(args.len()));
+        value
+    };
+    let dsn = option("--dsn").expect("--dsn is required");
+    let instance = option("--instance").unwrap_or_else(|| "rust-actor".into());
+    let result = match option("--listen") {
+        Some(seconds) => listen(&dsn, seconds.parse().expect("--listen SECONDS")),
+        None => run_actor(&dsn, &instance, &args),
+    };
+    if let Err(error) = result {
+        eprintln!("{error}");
+        std::process::exit(1);
+    }
+}
