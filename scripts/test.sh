@@ -5,7 +5,7 @@
 #   3. isolation specs: every interleaving of racing sessions, at each isolation level
 #   4. real-connection tests: the contract under concurrency, hostile input, the five-process incident
 #      race and a soak with injected faults
-#   5. the client examples (Python, Node.js, Rust), each racing three copies of itself
+#   5. the client examples (Python, Node.js, Rust), each racing three copies of itself, and the demo
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT_DIR"
@@ -43,8 +43,9 @@ specs=$(cd tests/isolation/specs && ls ./*.spec | sed 's|^\./||; s|\.spec$||')
 log "4/5 real-connection tests"
 cargo test --manifest-path harness/Cargo.toml 2>&1 | tee -a "$results"
 
-log "5/5 client examples"
+log "5/5 client examples and the demo"
 scripts/examples.sh 2>&1 | tee -a "$results"
+harness/target/debug/orch-race demo # asserts its own outcome
 
 # One closing line for the whole run (every step above already stopped the script on a failure).
 passed=$(awk '/^test result: ok\./ { n += $4 } /^ *All [0-9]+ tests passed/ { n += $2 } /^examples: [0-9]+ passed/ { n += $2 } END { print n + 0 }' "$results")

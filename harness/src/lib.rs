@@ -6,6 +6,7 @@
 //! recorded on its own autocommit statement, outside any lease or CAS transaction, with start and end
 //! marks. In `naive` mode an actor reads the stage and writes it with a bare UPDATE; in `lease` mode it
 //! acquires the transition lease, re-reads the stage under it, and commits with `commit_stage_cas`.
+pub mod demo;
 pub mod soak;
 
 use postgres::{Client, NoTls};
@@ -91,6 +92,8 @@ pub struct ActorPlan {
     pub effect_ms: u64,
     /// Wall-clock start, in ms since the epoch, so that every actor starts together.
     pub start_at_ms: u128,
+    /// Die (exit 137, no commit, no release) right after the first lease is granted.
+    pub crash_after_grant: bool,
 }
 
 fn now_ms() -> u128 {
@@ -195,6 +198,13 @@ fn advance_with_lease(
     if !acquired {
         return outcome; // held, busy or superseded: someone else owns this transition
     }
+    if plan.crash_after_grant {
+        println!(
+            "  {} (pid {pid}) was granted {task} (token {token:?}) and crashed before its merge",
+            plan.role
+        );
+        std::process::exit(137);
+    }
     // Under the lease, nobody else can be here: re-check that the transition is still to be made.
     if stage_of(db, task) != "queued" {
         db.execute(
@@ -216,10 +226,31 @@ fn advance_with_lease(
 
 /// Starts one process per actor, running `orch-race actor …`, and waits for them all.
 pub fn race(exe: &std::path::Path, dsn: &str, mode: Mode, items: usize, effect_ms: u64) {
+    race_of(
+        exe,
+        dsn,
+        mode,
+        &ACTORS.map(|(role, _)| role),
+        items,
+        effect_ms,
+        &[],
+    )
+}
+
+/// Starts one `orch-race actor` process per role (with `extra` arguments) and waits for them all.
+pub fn race_of(
+    exe: &std::path::Path,
+    dsn: &str,
+    mode: Mode,
+    roles: &[&str],
+    items: usize,
+    effect_ms: u64,
+    extra: &[&str],
+) {
     let start_at = now_ms() + 700;
-    let children: Vec<Child> = ACTORS
+    let children: Vec<Child> = roles
         .iter()
-        .map(|(role, _)| {
+        .map(|role| {
             Command::new(exe)
                 .args(["actor", "--mode", mode.name(), "--role", role])
                 .args([
@@ -229,13 +260,19 @@ pub fn race(exe: &std::path::Path, dsn: &str, mode: Mode, items: usize, effect_m
                     &effect_ms.to_string(),
                 ])
                 .args(["--start-at", &start_at.to_string(), "--dsn", dsn])
+                .args(extra)
                 .spawn()
                 .expect("spawn actor")
         })
         .collect();
     for mut child in children {
         let status = child.wait().expect("actor exit");
-        assert!(status.success(), "an actor failed: {status}");
+        let crashed_on_purpose =
+            extra.contains(&"--crash-after-grant") && status.code() == Some(137);
+        assert!(
+            status.success() || crashed_on_purpose,
+            "an actor failed: {status}"
+        );
     }
 }
 
@@ -310,11 +347,11 @@ impl Report {
             && self.moved_once == self.items
     }
 
-    pub fn print(&self, mode: Mode) {
+    pub fn print(&self, title: &str) {
         println!(
-            "\n  {} mode: {} tasks, 5 actors racing on every one",
-            mode.name(),
-            self.items
+            "\n  {title}: {} tasks, {} actors racing on every one",
+            self.items,
+            self.per_actor.len()
         );
         println!("  {:<18} {:>8}  refused / skipped", "actor", "effects");
         for (actor, effects, refusals) in &self.per_actor {

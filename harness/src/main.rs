@@ -1,6 +1,6 @@
 //! `orch-race race --mode naive|lease` replays the incident and prints what happened;
 //! `orch-race actor …` is one actor process (started by `race`).
-use orch_lease_harness::{connect, prepare, race, report, run_actor, soak, ActorPlan, Mode};
+use orch_lease_harness::{connect, demo, prepare, race, report, run_actor, soak, ActorPlan, Mode};
 use std::collections::HashMap;
 
 fn main() {
@@ -41,7 +41,7 @@ fn main() {
                 effect_ms,
             );
             let report = report(&mut db);
-            report.print(mode);
+            report.print(&format!("{} mode", mode.name()));
             if let Some(expect) = options.get("expect") {
                 let held = match *expect {
                     "exactly-once" => report.exactly_once(),
@@ -96,7 +96,9 @@ fn main() {
             items,
             effect_ms,
             start_at_ms: number("start-at", "0") as u128,
+            crash_after_grant: get("crash-after-grant", "no") == "yes",
         }),
+        "demo" => demo::run(&std::env::current_exe().unwrap(), &dsn),
         _ => usage(),
     }
 }
@@ -107,6 +109,7 @@ fn usage() -> ! {
          \x20      orch-race soak [--mode lease|naive] [--actors 8] [--items 500] [--effect-ms 3] [--faults on|off]\n\
          \x20                     [--restarts 1] [--max-attempts 400] [--budget-s 600] [--expect holds|violations]\n\
          \x20                     (server restarts run $ORCH_LEASE_RESTART_CMD)\n\
+         \x20      orch-race demo          (the incident, kill-switch off and on, then a crash and its recovery)\n\
          \x20      orch-race actor --mode M --role R --items N --effect-ms E --start-at MS --dsn DSN\n\
          DSN defaults to $ORCH_LEASE_DSN"
     );
