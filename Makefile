@@ -1,5 +1,5 @@
 # orch_lease — every entry point installs what it needs first (scripts/setup.sh) and is safe to rerun.
-.PHONY: demo test soak setup install lint clean
+.PHONY: demo test soak bench setup install lint clean
 
 demo:        ## Replay the incident: five actor processes race with and without orch_lease
 	scripts/demo.sh
@@ -9,6 +9,9 @@ test:        ## Every test: in-process, pg_regress, real-connection races and th
 
 soak:        ## The long soak with injected faults (figures for docs/reliability.md)
 	scripts/soak.sh
+
+bench:       ## Benchmarks against raw SQL, a PL/pgSQL twin and advisory locks; writes docs/benchmarks.md
+	scripts/bench.sh
 
 setup:       ## Install PostgreSQL 15, clang, cargo-pgrx and run cargo pgrx init (only what is missing)
 	scripts/setup.sh

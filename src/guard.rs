@@ -103,13 +103,29 @@ pub fn report_of(error: &CaughtError) -> &ErrorReportWithLevel {
     }
 }
 
+thread_local! {
+    /// Composite type oids by name: parsing a type name costs a trip through the SQL parser.
+    static TYPES: RefCell<HashMap<&'static str, pg_sys::Oid>> = RefCell::new(HashMap::new());
+}
+
 /// Forms a row of the named composite type from its attribute values, in order.
 pub fn composite(
-    type_name: &str,
+    type_name: &'static str,
     values: Vec<Option<pg_sys::Datum>>,
 ) -> PgHeapTuple<'static, AllocatedByRust> {
-    let tupdesc = PgTupleDesc::for_composite_type(type_name)
-        .unwrap_or_else(|| panic!("orch_lease: type {type_name} is missing"));
+    // A cached oid goes stale only if the extension was dropped and created again in this backend:
+    // then its type has no relation any more, and the name is looked up again.
+    let cached = TYPES
+        .with(|types| types.borrow().get(type_name).copied())
+        .filter(|oid| unsafe { pg_sys::get_typ_typrelid(*oid) } != pg_sys::InvalidOid);
+    let tupdesc = cached
+        .and_then(PgTupleDesc::for_composite_type_by_oid)
+        .unwrap_or_else(|| {
+            let tupdesc = PgTupleDesc::for_composite_type(type_name)
+                .unwrap_or_else(|| panic!("orch_lease: type {type_name} is missing"));
+            TYPES.with(|types| types.borrow_mut().insert(type_name, tupdesc.oid()));
+            tupdesc
+        });
     // SAFETY: the values are datums of the type's attributes, in attribute order.
     unsafe { PgHeapTuple::from_datums(tupdesc, values) }
         .unwrap_or_else(|error| panic!("orch_lease: cannot form {type_name}: {error}"))

@@ -7,7 +7,7 @@ use crate::{config, errors, guard};
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::{self, PgTryBuilder};
 use pgrx::prelude::*;
-use pgrx::spi::SpiClient;
+use pgrx::spi::{quote_identifier, SpiClient};
 use pgrx::{composite_type, AllocatedByRust, PgRelation, PgSqlErrorCode};
 use std::ffi::{CStr, CString};
 
@@ -114,37 +114,23 @@ struct TaskTable {
 }
 
 fn task_table() -> TaskTable {
-    let found = Spi::connect(|client| {
+    let registered = Spi::connect(|client| {
         let row = guard::run(
             client,
-            "SELECT c.oid IS NOT NULL, t.relid::oid::text,
-                    quote_ident(n.nspname) || '.' || quote_ident(c.relname),
-                    quote_ident(t.id_column), quote_ident(t.stage_column), i.atttypid, s.atttypid
-               FROM orch_lease.task_table t
-               LEFT JOIN pg_catalog.pg_class c ON c.oid = t.relid
-               LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-               LEFT JOIN pg_catalog.pg_attribute i
-                      ON i.attrelid = t.relid AND i.attname = t.id_column AND NOT i.attisdropped
-               LEFT JOIN pg_catalog.pg_attribute s
-                      ON s.attrelid = t.relid AND s.attname = t.stage_column AND NOT s.attisdropped",
+            "SELECT relid::oid, id_column::text, stage_column::text FROM orch_lease.task_table",
             &[],
         );
-        if row.is_empty() {
-            return None;
-        }
-        let row = row.first();
-        let value = |n| row.get::<String>(n).unwrap();
-        Some((
-            row.get::<bool>(1).unwrap().unwrap(),
-            value(2).unwrap(),
-            value(3),
-            value(4),
-            value(5),
-            row.get::<pg_sys::Oid>(6).unwrap(),
-            row.get::<pg_sys::Oid>(7).unwrap(),
-        ))
+        (!row.is_empty()).then(|| {
+            let row = row.first();
+            let value = |n| row.get::<String>(n).unwrap().unwrap();
+            (
+                row.get::<pg_sys::Oid>(1).unwrap().unwrap(),
+                value(2),
+                value(3),
+            )
+        })
     });
-    let Some((exists, relid, table, id, stage, id_type, stage_type)) = found else {
+    let Some((relid, id, stage)) = registered else {
         errors::raise_hinted(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             "orch_lease: no task table is registered".into(),
@@ -152,26 +138,38 @@ fn task_table() -> TaskTable {
             None,
         );
     };
+    // Names and types come from the catalog caches on every call, so a renamed or dropped table or
+    // column is noticed at once; the statements built from them are prepared once and cached.
     let reregister = "The task table changed since it was registered: call orch_lease.register_task_table again.";
-    if !exists {
+    let (Some(table), Some(schema)) = (catalog_name(unsafe { pg_sys::get_rel_name(relid) }), {
+        let namespace = unsafe { pg_sys::get_rel_namespace(relid) };
+        catalog_name(unsafe { pg_sys::get_namespace_name(namespace) })
+    }) else {
         errors::raise_hinted(
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-            format!("orch_lease: the registered task table (oid {relid}) no longer exists"),
-            reregister,
-            None,
-        );
-    }
-    let (table, id, stage) = (table.unwrap(), id.unwrap(), stage.unwrap());
-    let (Some(id_type), Some(stage_type)) = (id_type, stage_type) else {
-        errors::raise_hinted(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
             format!(
-                "orch_lease: column {id} or {stage} of the task table {table} no longer exists"
+                "orch_lease: the registered task table (oid {}) no longer exists",
+                relid.to_u32()
             ),
             reregister,
             None,
         );
     };
+    let column_type = |column: &str| {
+        let name = CString::new(column).expect("a column name holds no NUL byte");
+        let attnum = unsafe { pg_sys::get_attnum(relid, name.as_ptr()) };
+        (attnum != 0).then(|| unsafe { pg_sys::get_atttype(relid, attnum) })
+    };
+    let (Some(id_type), Some(stage_type)) = (column_type(&id), column_type(&stage)) else {
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+            format!("orch_lease: column {id} or {stage} of the task table {schema}.{table} no longer exists"),
+            reregister,
+            None,
+        );
+    };
+    let table = format!("{}.{}", quote_identifier(&schema), quote_identifier(&table));
+    let (id, stage) = (quote_identifier(&id), quote_identifier(&stage));
     TaskTable {
         id_type,
         stage_type,
@@ -181,6 +179,15 @@ fn task_table() -> TaskTable {
         read_stage: format!("SELECT {stage}::text FROM {table} WHERE {id} = $1"),
         unconditional: format!("UPDATE {table} SET {stage} = $2 WHERE {id} = $1 RETURNING true"),
     }
+}
+
+/// A name the catalog cache handed back (NULL when the object is gone).
+fn catalog_name(name: *mut std::ffi::c_char) -> Option<String> {
+    (!name.is_null()).then(|| {
+        unsafe { CStr::from_ptr(name) }
+            .to_string_lossy()
+            .into_owned()
+    })
 }
 
 /// Converts `text` to a value of the column type `type_oid` with that type's own input function, so a

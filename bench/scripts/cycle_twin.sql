@@ -1,0 +1,3 @@
+\set item random(1, 100000)
+SELECT coalesce(token, 0) AS tok FROM twin.acquire(:item::text, 'bench', 1, 'bench-boot') \gset
+SELECT outcome FROM twin.commit(:item::text, :tok, 'queued', 'queued');

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# `make bench` (not part of `make test`): a tuned throwaway cluster, pgbench custom scripts, ratios against
+# baselines measured in the same run, and docs/benchmarks.md with its plot. BENCH_RUNS and BENCH_SECONDS
+# size it (defaults 3 and 5: about 25 minutes on 2 cores).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT_DIR"
+scripts/setup.sh
+trap cluster_stop EXIT
+
+log "building and installing orch_lease (release)"
+cargo pgrx install --release --pg-config "$PG_CONFIG" $(pgrx_install_args) >/dev/null
+venv=target/bench/venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q -r bench/requirements.txt
+cluster_start -c shared_buffers=512MB -c checkpoint_timeout=30min -c max_wal_size=4GB
+PATH="$PG_BIN:$PATH" "$venv/bin/python" bench/run.py
