@@ -142,14 +142,21 @@ struct Request<'a> {
 }
 
 fn acquire(client: &SpiClient<'_>, request: &Request<'_>) -> Grant {
-    // The gate: the caller's own boot must not be superseded (a zombie gets nothing), and no other
-    // transaction may be acquiring this item right now. The boot row is share-locked so that a
-    // concurrent recover, which supersedes it, waits for us and then sees our lease.
-    let gate = guard::run(
+    // One statement: the gate and the current holder. The gate: the caller's own boot must not be
+    // superseded (a zombie gets nothing), and no other transaction may be acquiring this item right now
+    // (a transaction-level advisory lock, never waited for). The boot row is share-locked so that a
+    // concurrent recover, which supersedes it, waits for us and then sees our lease. The holder is read
+    // without locking: a visible row is the holder as of now, even if its release is in flight.
+    let current = guard::run(
         client,
         "SELECT (SELECT b.superseded_at IS NOT NULL FROM orch_lease.boot b
                   WHERE b.boot_id = $2 FOR SHARE NOWAIT),
-                pg_catalog.pg_try_advisory_xact_lock($3, pg_catalog.hashtext($1))",
+                pg_catalog.pg_try_advisory_xact_lock($3, pg_catalog.hashtext($1)),
+                l.token, l.owner, l.owner_pid, l.owner_boot_id, l.acquired_at,
+                h.superseded_at IS NOT NULL
+           FROM (VALUES (true)) AS one_row
+           LEFT JOIN orch_lease.transition_lease l ON l.work_item = $1
+           LEFT JOIN orch_lease.boot h ON h.boot_id = l.owner_boot_id",
         &[
             request.work_item.into(),
             request.boot_id.into(),
@@ -157,24 +164,14 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>) -> Grant {
         ],
     )
     .first();
-    if gate.get::<bool>(1).unwrap().unwrap_or(false) {
+    if current.get::<bool>(1).unwrap().unwrap_or(false) {
         return grant(false, "superseded", None, None);
     }
-    if !gate.get::<bool>(2).unwrap().unwrap_or(false) {
+    if !current.get::<bool>(2).unwrap().unwrap_or(false) {
         return grant(false, "busy", None, None);
     }
-
-    // Read without locking: a visible row is the holder as of now, even if its release is in flight.
-    let current = guard::run(
-        client,
-        "SELECT l.token, l.owner, l.owner_pid, l.owner_boot_id, l.acquired_at,
-                b.superseded_at IS NOT NULL
-           FROM orch_lease.transition_lease l
-           LEFT JOIN orch_lease.boot b ON b.boot_id = l.owner_boot_id
-          WHERE l.work_item = $1",
-        &[request.work_item.into()],
-    );
-    if current.is_empty() {
+    let Some(token) = current.get::<i64>(3).unwrap() else {
+        // Free as of this statement's snapshot. A grant committed since is caught by ON CONFLICT.
         let granted = guard::run(
             client,
             "INSERT INTO orch_lease.transition_lease
@@ -190,21 +187,25 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>) -> Grant {
                 request.scope.into(),
             ],
         );
-        // No row: a lease committed after our snapshot (REPEATABLE READ) — someone else is there.
-        return match granted.first().get::<i64>(1).unwrap() {
-            Some(token) => grant(true, "acquired", Some(token), None),
-            None => grant(false, "busy", None, None),
-        };
-    }
-    let current = current.first();
-    let holder = Holder {
-        token: current.get(1).unwrap().unwrap(),
-        owner: current.get(2).unwrap().unwrap(),
-        pid: current.get(3).unwrap().unwrap(),
-        boot_id: current.get(4).unwrap().unwrap(),
-        since: current.get(5).unwrap().unwrap(),
+        // No row: a lease was committed after our snapshot — someone else is there.
+        if granted.is_empty() {
+            return grant(false, "busy", None, None);
+        }
+        return grant(
+            true,
+            "acquired",
+            granted.first().get::<i64>(1).unwrap(),
+            None,
+        );
     };
-    let holder_dead = current.get::<bool>(6).unwrap().unwrap();
+    let holder = Holder {
+        token,
+        owner: current.get(4).unwrap().unwrap(),
+        pid: current.get(5).unwrap().unwrap(),
+        boot_id: current.get(6).unwrap().unwrap(),
+        since: current.get(7).unwrap().unwrap(),
+    };
+    let holder_dead = current.get::<bool>(8).unwrap().unwrap();
     if !holder_dead {
         return grant(false, "held", None, Some(holder));
     }
@@ -233,9 +234,15 @@ fn reclaim(client: &SpiClient<'_>, request: &Request<'_>, dead: Holder) -> Grant
             dead.token.into(),
         ],
     );
-    let Some(token) = taken.first().get::<i64>(1).unwrap() else {
+    // No row: the dead holder's lease was released or taken over since we read it.
+    if taken.is_empty() {
         return grant(false, "busy", None, None);
-    };
+    }
+    let token: i64 = taken
+        .first()
+        .get(1)
+        .unwrap()
+        .expect("a reclaimed lease has a token");
     events::record(
         client,
         events::Taken {

@@ -23,6 +23,7 @@ mod stage_cas;
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     config::init();
+    stage_cas::init();
 }
 
 /// Required by `cargo pgrx test`.

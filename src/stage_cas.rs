@@ -9,7 +9,9 @@ use pgrx::pg_sys::{self, PgTryBuilder};
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, SpiClient};
 use pgrx::{composite_type, AllocatedByRust, PgRelation, PgSqlErrorCode};
+use std::cell::{Cell, RefCell};
 use std::ffi::{CStr, CString};
+use std::rc::Rc;
 
 extension_sql!(
     r#"
@@ -99,10 +101,17 @@ fn register_task_table(
         &[table.oid().into(), id_column.as_ref().into(), stage_column.as_ref().into()],
     )
     .unwrap();
+    // Every backend's cached description of the task table is stale from our commit on.
+    let registry =
+        Spi::get_one::<pg_sys::Oid>("SELECT 'orch_lease.task_table'::regclass::oid").unwrap();
+    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(registry.expect("the registry table exists")) };
 }
 
 /// The registered task table, with the statements that write it.
 struct TaskTable {
+    /// The registry relation and the task table: DDL on either invalidates this description.
+    registry: pg_sys::Oid,
+    relid: pg_sys::Oid,
     id_type: pg_sys::Oid,
     stage_type: pg_sys::Oid,
     /// `UPDATE … SET stage = $3 WHERE id = $1 AND stage = $2`
@@ -113,24 +122,63 @@ struct TaskTable {
     unconditional: String,
 }
 
-fn task_table() -> TaskTable {
+thread_local! {
+    /// The task table as last described, with the invalidation generation it was described in.
+    static TASK_TABLE: RefCell<Option<(u64, Rc<TaskTable>)>> = const { RefCell::new(None) };
+    /// Bumped by every relcache invalidation that concerns the registry or the task table.
+    static GENERATION: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Registers the invalidation callback that keeps the cached task-table description honest: any DDL
+/// on the task table (a renamed column, a dropped table) and every `register_task_table` invalidate it.
+pub fn init() {
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(forget_task_table), pg_sys::Datum::from(0))
+    };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn forget_task_table(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    let concerned = TASK_TABLE.with(|cached| match cached.try_borrow() {
+        Ok(cached) => cached.as_ref().is_none_or(|(_, table)| {
+            relid == pg_sys::InvalidOid || relid == table.registry || relid == table.relid
+        }),
+        Err(_) => true,
+    });
+    if concerned {
+        GENERATION.with(|generation| generation.set(generation.get() + 1));
+    }
+}
+
+/// The registered task table, described once and cached until an invalidation concerns it.
+fn task_table() -> Rc<TaskTable> {
+    let generation = GENERATION.with(Cell::get);
+    let cached = TASK_TABLE.with(|cached| cached.borrow().clone());
+    if let Some((described_in, table)) = cached {
+        if described_in == generation {
+            return table;
+        }
+    }
+    let table = Rc::new(describe_task_table());
+    TASK_TABLE.with(|cached| *cached.borrow_mut() = Some((generation, Rc::clone(&table))));
+    table
+}
+
+fn describe_task_table() -> TaskTable {
     let registered = Spi::connect(|client| {
         let row = guard::run(
             client,
-            "SELECT relid::oid, id_column::text, stage_column::text FROM orch_lease.task_table",
+            "SELECT tableoid, relid::oid, id_column::text, stage_column::text FROM orch_lease.task_table",
             &[],
         );
         (!row.is_empty()).then(|| {
             let row = row.first();
+            let oid = |n| row.get::<pg_sys::Oid>(n).unwrap().unwrap();
             let value = |n| row.get::<String>(n).unwrap().unwrap();
-            (
-                row.get::<pg_sys::Oid>(1).unwrap().unwrap(),
-                value(2),
-                value(3),
-            )
+            (oid(1), oid(2), value(3), value(4))
         })
     });
-    let Some((relid, id, stage)) = registered else {
+    let Some((registry, relid, id, stage)) = registered else {
         errors::raise_hinted(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             "orch_lease: no task table is registered".into(),
@@ -171,6 +219,8 @@ fn task_table() -> TaskTable {
     let table = format!("{}.{}", quote_identifier(&schema), quote_identifier(&table));
     let (id, stage) = (quote_identifier(&id), quote_identifier(&stage));
     TaskTable {
+        registry,
+        relid,
         id_type,
         stage_type,
         compare_and_set: format!(
@@ -310,33 +360,45 @@ fn stage_cas(
                 true => Cas::said(false, "not_found"),
             };
         }
-        let write = || {
-            guard::lost_race_as(
-                || compare_and_set(client, &table, id, expected, new),
-                // REPEATABLE READ / SERIALIZABLE: the row changed after our snapshot.
-                || Cas::said(false, "stage_mismatch"),
-            )
-        };
-        let (token, statement) = match lease {
-            LeaseUse::Unchecked => return write(),
-            LeaseUse::Held(token) => (
+        let claim = match lease {
+            LeaseUse::Unchecked => None,
+            LeaseUse::Held(token) => Some((
                 token,
                 "SELECT true FROM orch_lease.transition_lease
                   WHERE work_item = $1 AND token = $2 FOR SHARE",
-            ),
-            LeaseUse::Released(token) => (
+            )),
+            LeaseUse::Released(token) => Some((
                 token,
                 "DELETE FROM orch_lease.transition_lease WHERE work_item = $1 AND token = $2
                  RETURNING true",
-            ),
+            )),
+        };
+        // Does the lease still hold with this token? Locks it (or releases it) as a side effect.
+        let holds = |(token, statement): (i64, &str)| {
+            !guard::run(client, statement, &[task_id.into(), token.into()]).is_empty()
         };
         let lease_lost = || Cas::said(false, "lease_lost");
         guard::lost_race_as(
-            || match guard::run(client, statement, &[task_id.into(), token.into()]).is_empty() {
-                true => lease_lost(),
-                false => write(),
+            || match claim {
+                Some(claim) if !holds(claim) => lease_lost(),
+                _ => compare_and_set(client, &table, id, expected, new),
             },
-            lease_lost,
+            // A lost race (REPEATABLE READ / SERIALIZABLE, a deadlock) rolled the attempt back. Claim
+            // the lease again on its own: if it still holds, the stage changed under us; and a commit
+            // still releases it, since the attempt is over.
+            || match claim {
+                Some(claim) => guard::lost_race_as(
+                    || {
+                        if holds(claim) {
+                            Cas::said(false, "stage_mismatch")
+                        } else {
+                            lease_lost()
+                        }
+                    },
+                    lease_lost,
+                ),
+                None => Cas::said(false, "stage_mismatch"),
+            },
         )
     })
 }

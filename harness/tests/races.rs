@@ -313,3 +313,62 @@ fn forced_and_stale_reclaims_are_announced() {
         payloads[1]
     );
 }
+
+#[test]
+fn many_actors_hammering_few_items_only_ever_get_outcomes() {
+    // Regression: an acquire whose insert met a grant committed after its snapshot panicked instead of
+    // answering busy. Eight threads race acquire / commit / release on three items, with stale holders
+    // to reclaim; every call must answer with a documented outcome.
+    let dsn = fresh_database("race_hammer");
+    let mut setup = connect(&dsn);
+    setup
+        .query(
+            "SELECT * FROM orch_lease.transition_lease_recover('dead', 'ghost')",
+            &[],
+        )
+        .unwrap();
+    setup
+        .query(
+            "SELECT * FROM orch_lease.transition_lease_recover('ghost-2', 'ghost')",
+            &[],
+        )
+        .unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|n| {
+            let dsn = dsn.clone();
+            std::thread::spawn(move || {
+                let mut db = connect(&dsn);
+                let mut seen = std::collections::BTreeSet::new();
+                for i in 0..600 {
+                    let item = format!("task-{}", i % 3 + 1);
+                    if n == 0 && i % 50 == 0 {
+                        // A lease left behind by a superseded boot, for the others to reclaim.
+                        db.execute(
+                            "INSERT INTO orch_lease.transition_lease (work_item, token, owner, owner_pid, owner_boot_id)
+                             VALUES ($1, nextval('orch_lease.token_seq'), 'ghost', 1, 'dead') ON CONFLICT DO NOTHING",
+                            &[&item],
+                        )
+                        .unwrap();
+                    }
+                    let (outcome, token) = acquire(&mut db, &item, &format!("actor-{n}"), &format!("boot-{n}"));
+                    assert!(["acquired", "held", "busy", "reclaimed"].contains(&outcome.as_str()), "{outcome}");
+                    if token.is_some() {
+                        let call = if i % 2 == 0 {
+                            "commit_stage_cas($1, $2, 'queued', 'queued')"
+                        } else {
+                            "update_task_stage_cas($1, 'queued', 'queued', $2)"
+                        };
+                        let result = cas(&mut db, call, &[&item, &token]);
+                        assert!(["applied", "lease_lost"].contains(&result.as_str()), "{result}");
+                        db.execute("SELECT orch_lease.transition_lease_release($1, $2)", &[&item, &token]).unwrap();
+                    }
+                    seen.insert(outcome);
+                }
+                seen
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("no call raised an error");
+    }
+}

@@ -106,7 +106,10 @@ fn main() {
         None => run_actor(&dsn, &instance, &args),
     };
     if let Err(error) = result {
-        eprintln!("{error}");
+        match error.as_db_error() {
+            Some(db) => eprintln!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+            None => eprintln!("{error}"),
+        }
         std::process::exit(1);
     }
 }
