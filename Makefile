@@ -17,7 +17,7 @@ setup:       ## Install PostgreSQL 15, clang, cargo-pgrx and run cargo pgrx init
 	scripts/setup.sh
 
 install: setup  ## Build and install the extension into the system PostgreSQL 15
-	. scripts/lib.sh && cargo pgrx install --release --pg-config "$$PG_CONFIG" $$(pgrx_install_args)
+	. scripts/lib.sh && install_release
 
 lint: setup  ## rustfmt and clippy, warnings are errors
 	cargo fmt --all -- --check

@@ -8,8 +8,7 @@ cd "$ROOT_DIR"
 scripts/setup.sh
 trap cluster_stop EXIT
 
-log "building and installing orch_lease (release)"
-cargo pgrx install --release --pg-config "$PG_CONFIG" $(pgrx_install_args) >/dev/null
+install_release
 venv=target/bench/venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q -r bench/requirements.txt

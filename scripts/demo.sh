@@ -9,8 +9,7 @@ cd "$ROOT_DIR"
 scripts/setup.sh
 trap cluster_stop EXIT
 
-log "building and installing orch_lease"
-cargo pgrx install --release --pg-config "$PG_CONFIG" $(pgrx_install_args) >/dev/null
+install_release
 cargo build --quiet --release --manifest-path harness/Cargo.toml
 cluster_start
 psql -X -q -c "CREATE EXTENSION orch_lease" -c "SELECT extversion AS orch_lease FROM pg_extension WHERE extname = 'orch_lease'"

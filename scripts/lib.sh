@@ -34,6 +34,27 @@ pgrx_install_args() {
     is_root || echo "--sudo"
 }
 
+# Builds orch_lease with fat LTO and installs it into the system PostgreSQL.
+install_release() {
+    log "building and installing orch_lease (release)"
+    cargo pgrx install --release --pg-config "$PG_CONFIG" $(pgrx_install_args) >/dev/null
+}
+
+# Runs a pg_regress-style suite against the running cluster: suite_run DRIVER INPUTDIR KIND, where DRIVER is
+# regress/pg_regress or isolation/pg_isolation_regress and the specs are every file of INPUTDIR/KIND.
+suite_run() {
+    local driver=$1 inputdir=$2 kind=$3 name
+    name=$(basename "$inputdir")
+    "$PG_BIN/createdb" "orch_lease_$name"
+    mkdir -p "target/$name"
+    local specs
+    specs=$(cd "$inputdir/$kind" && ls | sed 's|\.[a-z]*$||')
+    # shellcheck disable=SC2086 # one argument per spec
+    "$(dirname "$("$PG_CONFIG" --pgxs)")/../test/$driver" \
+        --use-existing --host="$PGHOST" --port="$PGPORT" --user=postgres --dbname="orch_lease_$name" \
+        --inputdir="$inputdir" --outputdir="target/$name" $specs
+}
+
 CLUSTER_DIR=""
 # Starts a throwaway cluster in a fresh directory on a free port; exports PGHOST, PGPORT, PGUSER,
 # PGDATABASE and ORCH_LEASE_DSN. Extra arguments are `-c name=value` server settings.

@@ -7,8 +7,7 @@ cd "$ROOT_DIR"
 scripts/setup.sh
 trap cluster_stop EXIT
 
-log "building and installing orch_lease"
-cargo pgrx install --release --pg-config "$PG_CONFIG" $(pgrx_install_args) >/dev/null
+install_release
 cargo build --quiet --release --manifest-path harness/Cargo.toml
 cluster_start
 race=harness/target/release/orch-race

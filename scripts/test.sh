@@ -23,22 +23,13 @@ cargo pgrx install --pg-config "$PG_CONFIG" $(pgrx_install_args) >/dev/null
 
 cluster_start
 log "2/5 pg_regress"
-"$PG_BIN/createdb" orch_lease_regress
-mkdir -p target/pg_regress
-specs=$(cd tests/pg_regress/sql && ls ./*.sql | sed 's|^\./||; s|\.sql$||')
-# shellcheck disable=SC2086 # one argument per spec
-"$(dirname "$("$PG_CONFIG" --pgxs)")/../test/regress/pg_regress" \
-    --use-existing --host="$PGHOST" --port="$PGPORT" --user=postgres --dbname=orch_lease_regress \
-    --inputdir=tests/pg_regress --outputdir=target/pg_regress $specs 2>&1 | tee -a "$results"
+suite_run regress/pg_regress tests/pg_regress sql 2>&1 | tee -a "$results"
 
 log "3/5 isolation specs"
-"$PG_BIN/createdb" orch_lease_isolation
-mkdir -p target/isolation
-specs=$(cd tests/isolation/specs && ls ./*.spec | sed 's|^\./||; s|\.spec$||')
-# shellcheck disable=SC2086 # one argument per spec
-"$(dirname "$("$PG_CONFIG" --pgxs)")/../test/isolation/pg_isolation_regress" \
-    --use-existing --host="$PGHOST" --port="$PGPORT" --user=postgres --dbname=orch_lease_isolation \
-    --inputdir=tests/isolation --outputdir=target/isolation $specs 2>&1 | tee -a "$results"
+suite_run isolation/pg_isolation_regress tests/isolation specs 2>&1 | tee -a "$results"
+
+log "3/5 the upgrade path (0.1.0 -> current)"
+scripts/upgrade-test.sh 2>&1 | tee -a "$results"
 
 log "4/5 real-connection tests"
 cargo test --manifest-path harness/Cargo.toml 2>&1 | tee -a "$results"
@@ -48,6 +39,6 @@ scripts/examples.sh 2>&1 | tee -a "$results"
 harness/target/debug/orch-race demo # asserts its own outcome
 
 # One closing line for the whole run (every step above already stopped the script on a failure).
-passed=$(awk '/^test result: ok\./ { n += $4 } /^ *All [0-9]+ tests passed/ { n += $2 } /^examples: [0-9]+ passed/ { n += $2 } END { print n + 0 }' "$results")
+passed=$(awk '/^test result: ok\./ { n += $4 } /^ *All [0-9]+ tests passed/ { n += $2 } /^(examples|upgrade): [0-9]+ passed/ { n += $2 } END { print n + 0 }' "$results")
 rm -f "$results"
 echo "orch_lease: $passed passed, 0 failed"

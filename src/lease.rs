@@ -3,7 +3,7 @@
 //! One row per held lease. A grant draws a fencing token from one sequence, so every grant's token is
 //! larger than all before it. A lease has no TTL: its holder is dead only when its boot incarnation was
 //! superseded (see `recovery`), and the only age bound is a reaper's ceiling.
-use crate::{config, errors, events, guard};
+use crate::{config, errors, events, guard, recovery};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{composite_type, AllocatedByRust};
@@ -111,19 +111,41 @@ fn transition_lease_acquire(
     let boot_id = errors::required("owner_boot_id", owner_boot_id);
     let scope = errors::optional("scope", scope);
 
-    if !config::enabled() {
-        return grant(true, "disabled", None, None).into_row();
-    }
-    if !config::covers_scope(scope) {
-        return grant(true, "out_of_scope", None, None).into_row();
-    }
-    let request = Request {
+    request_lease(Request {
         work_item,
         owner,
         owner_pid,
-        boot_id,
+        boot_id: boot_id.to_string(),
         scope,
-    };
+    })
+}
+
+/// Asks for a session-bound lease on `work_item`: it is live while the calling database session is,
+/// and stale as soon as that backend is gone (its pid and start time identify it, so a reused pid does
+/// not keep it alive); the next acquire reclaims it. Not for transaction-mode connection poolers, where
+/// the session is not the actor's.
+#[pg_extern(volatile, parallel_unsafe, requires = ["lease_table", "events"])]
+fn transition_lease_acquire_session(
+    work_item: Option<&str>,
+    owner: Option<&str>,
+    scope: default!(Option<&str>, "NULL"),
+) -> composite_type!('static, "orch_lease.lease_grant") {
+    request_lease(Request {
+        work_item: errors::required("work_item", work_item),
+        owner: errors::required("owner", owner),
+        owner_pid: unsafe { pg_sys::MyProcPid },
+        boot_id: recovery::this_session_boot_id(),
+        scope: errors::optional("scope", scope),
+    })
+}
+
+fn request_lease(request: Request<'_>) -> PgHeapTuple<'static, AllocatedByRust> {
+    if !config::enabled() {
+        return grant(true, "disabled", None, None).into_row();
+    }
+    if !config::covers_scope(request.scope) {
+        return grant(true, "out_of_scope", None, None).into_row();
+    }
     Spi::connect(|client| {
         guard::lost_race_as(
             || acquire(client, &request),
@@ -137,7 +159,7 @@ struct Request<'a> {
     work_item: &'a str,
     owner: &'a str,
     owner_pid: i32,
-    boot_id: &'a str,
+    boot_id: String,
     scope: Option<&'a str>,
 }
 
@@ -159,7 +181,7 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>) -> Grant {
            LEFT JOIN orch_lease.boot h ON h.boot_id = l.owner_boot_id",
         &[
             request.work_item.into(),
-            request.boot_id.into(),
+            request.boot_id.as_str().into(),
             ITEM_LOCK_CLASS.into(),
         ],
     )
@@ -183,7 +205,7 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>) -> Grant {
                 request.work_item.into(),
                 request.owner.into(),
                 request.owner_pid.into(),
-                request.boot_id.into(),
+                request.boot_id.as_str().into(),
                 request.scope.into(),
             ],
         );
@@ -205,7 +227,9 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>) -> Grant {
         boot_id: current.get(6).unwrap().unwrap(),
         since: current.get(7).unwrap().unwrap(),
     };
-    let holder_dead = current.get::<bool>(8).unwrap().unwrap();
+    // Dead: its boot was superseded, or it was a session-bound lease and that session is gone.
+    let holder_dead =
+        current.get::<bool>(8).unwrap().unwrap() || recovery::session_gone(&holder.boot_id);
     if !holder_dead {
         return grant(false, "held", None, Some(holder));
     }
@@ -229,7 +253,7 @@ fn reclaim(client: &SpiClient<'_>, request: &Request<'_>, dead: Holder) -> Grant
             request.work_item.into(),
             request.owner.into(),
             request.owner_pid.into(),
-            request.boot_id.into(),
+            request.boot_id.as_str().into(),
             request.scope.into(),
             dead.token.into(),
         ],

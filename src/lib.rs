@@ -17,6 +17,7 @@ mod guard;
 mod lease;
 mod recovery;
 mod stage_cas;
+mod stage_rules;
 
 ::pgrx::pg_module_magic!(name, version);
 

@@ -158,3 +158,35 @@ impl Released {
         )
     }
 }
+
+/// Boot ids of session-bound leases: `session:<backend pid>:<backend start, µs since 2000>`.
+const SESSION_BOOT: &str = "session:";
+
+/// The boot id that stands for this database session.
+pub fn this_session_boot_id() -> String {
+    let (pid, started) = unsafe { (pg_sys::MyProcPid, pg_sys::MyStartTimestamp) };
+    format!("{SESSION_BOOT}{pid}:{started}")
+}
+
+/// Is this a session-bound boot id whose session has ended? (False for every other boot id.)
+pub fn session_gone(boot_id: &str) -> bool {
+    session_alive(boot_id) == Some(false)
+}
+
+/// Whether the session behind a session-bound boot id is still connected: a backend with that pid and
+/// that start time exists. NULL for a boot id that is not session-bound. The backend list is read
+/// afresh, not from the transaction's cached snapshot, so a session started since is seen.
+#[pg_extern(volatile, parallel_safe)]
+fn session_alive(boot_id: &str) -> Option<bool> {
+    let (pid, started) = boot_id.strip_prefix(SESSION_BOOT)?.split_once(':')?;
+    let (pid, started): (i32, i64) = (pid.parse().ok()?, started.parse().ok()?);
+    Some(unsafe {
+        pg_sys::pgstat_clear_backend_activity_snapshot();
+        (1..=pg_sys::pgstat_fetch_stat_numbackends()).any(|backend| {
+            let entry = pg_sys::pgstat_fetch_stat_local_beentry(backend);
+            !entry.is_null()
+                && (*entry).backendStatus.st_procpid == pid
+                && (*entry).backendStatus.st_proc_start_timestamp == started
+        })
+    })
+}

@@ -3,13 +3,14 @@
 //! The stage changes only if it still equals the expected one; a lost race changes nothing and says so.
 //! With a lease token the check and the write run under the lease row's lock, so no reclaim or forced
 //! release can slip between them. The task table is the application's: orch_lease adds no column to it.
-use crate::{config, errors, guard};
+use crate::{config, errors, guard, stage_rules};
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::{self, PgTryBuilder};
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, SpiClient};
 use pgrx::{composite_type, AllocatedByRust, PgRelation, PgSqlErrorCode};
 use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::ffi::{CStr, CString};
 use std::rc::Rc;
 
@@ -101,17 +102,43 @@ fn register_task_table(
         &[table.oid().into(), id_column.as_ref().into(), stage_column.as_ref().into()],
     )
     .unwrap();
-    // Every backend's cached description of the task table is stale from our commit on.
-    let registry =
-        Spi::get_one::<pg_sys::Oid>("SELECT 'orch_lease.task_table'::regclass::oid").unwrap();
-    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(registry.expect("the registry table exists")) };
+    forget_everywhere("orch_lease.task_table");
+}
+
+/// Makes every backend's cached task-table description stale from our commit on, by invalidating one
+/// of the relations it is read from.
+pub fn forget_everywhere(relation: &str) {
+    let oid = Spi::get_one_with_args::<pg_sys::Oid>("SELECT $1::regclass::oid", &[relation.into()])
+        .unwrap()
+        .expect("an orch_lease relation");
+    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(oid) };
+}
+
+/// The registered task table, quoted and schema-qualified, with its id and stage column names.
+pub fn registered_names() -> (String, String, String) {
+    let table = task_table();
+    (
+        table.qualified.clone(),
+        table.id_column.clone(),
+        table.stage_column.clone(),
+    )
+}
+
+/// Checks that `stage` is a value of the stage column's type (an enum label it has).
+pub fn check_stage(argument: &'static str, stage: &str) {
+    typed(argument, stage, task_table().stage_type);
 }
 
 /// The registered task table, with the statements that write it.
 struct TaskTable {
-    /// The registry relation and the task table: DDL on either invalidates this description.
-    registry: pg_sys::Oid,
-    relid: pg_sys::Oid,
+    /// The relations this description is read from: an invalidation of any of them renews it.
+    sources: [pg_sys::Oid; 3],
+    /// The task table, schema-qualified and quoted, and its columns' plain names.
+    qualified: String,
+    id_column: String,
+    stage_column: String,
+    /// The allowed transitions (expected, new), when a stage graph is registered.
+    graph: Option<HashSet<(String, String)>>,
     id_type: pg_sys::Oid,
     stage_type: pg_sys::Oid,
     /// `UPDATE … SET stage = $3 WHERE id = $1 AND stage = $2`
@@ -140,9 +167,9 @@ pub fn init() {
 #[pg_guard]
 unsafe extern "C-unwind" fn forget_task_table(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
     let concerned = TASK_TABLE.with(|cached| match cached.try_borrow() {
-        Ok(cached) => cached.as_ref().is_none_or(|(_, table)| {
-            relid == pg_sys::InvalidOid || relid == table.registry || relid == table.relid
-        }),
+        Ok(cached) => cached
+            .as_ref()
+            .is_none_or(|(_, table)| relid == pg_sys::InvalidOid || table.sources.contains(&relid)),
         Err(_) => true,
     });
     if concerned {
@@ -168,17 +195,27 @@ fn describe_task_table() -> TaskTable {
     let registered = Spi::connect(|client| {
         let row = guard::run(
             client,
-            "SELECT tableoid, relid::oid, id_column::text, stage_column::text FROM orch_lease.task_table",
+            "SELECT tableoid, relid::oid, id_column::text, stage_column::text,
+                    'orch_lease.stage_transition'::regclass::oid,
+                    (SELECT array_agg(from_stage || '->' || to_stage) FROM orch_lease.stage_transition)
+               FROM orch_lease.task_table",
             &[],
         );
         (!row.is_empty()).then(|| {
             let row = row.first();
             let oid = |n| row.get::<pg_sys::Oid>(n).unwrap().unwrap();
             let value = |n| row.get::<String>(n).unwrap().unwrap();
-            (oid(1), oid(2), value(3), value(4))
+            let graph = row.get::<Vec<String>>(6).unwrap().map(|edges| {
+                edges
+                    .iter()
+                    .filter_map(|edge| edge.split_once("->"))
+                    .map(|(from, to)| (from.to_string(), to.to_string()))
+                    .collect::<HashSet<_>>()
+            });
+            ([oid(1), oid(2), oid(5)], value(3), value(4), graph)
         })
     });
-    let Some((registry, relid, id, stage)) = registered else {
+    let Some((sources, id, stage, graph)) = registered else {
         errors::raise_hinted(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             "orch_lease: no task table is registered".into(),
@@ -186,8 +223,9 @@ fn describe_task_table() -> TaskTable {
             None,
         );
     };
-    // Names and types come from the catalog caches on every call, so a renamed or dropped table or
-    // column is noticed at once; the statements built from them are prepared once and cached.
+    // Names and types come from the catalog caches; DDL on the task table invalidates this description,
+    // so a renamed or dropped table or column is noticed at once.
+    let relid = sources[1];
     let reregister = "The task table changed since it was registered: call orch_lease.register_task_table again.";
     let (Some(table), Some(schema)) = (catalog_name(unsafe { pg_sys::get_rel_name(relid) }), {
         let namespace = unsafe { pg_sys::get_rel_namespace(relid) };
@@ -217,10 +255,17 @@ fn describe_task_table() -> TaskTable {
         );
     };
     let table = format!("{}.{}", quote_identifier(&schema), quote_identifier(&table));
-    let (id, stage) = (quote_identifier(&id), quote_identifier(&stage));
+    let (id_column, stage_column) = (id, stage);
+    let (id, stage) = (
+        quote_identifier(&id_column),
+        quote_identifier(&stage_column),
+    );
     TaskTable {
-        registry,
-        relid,
+        sources,
+        qualified: table.clone(),
+        id_column,
+        stage_column,
+        graph,
         id_type,
         stage_type,
         compare_and_set: format!(
@@ -354,7 +399,9 @@ fn stage_cas(
 
     Spi::connect(|client| {
         if !config::enabled() {
-            let written = guard::run(client, &table.unconditional, &[id.arg(), new.arg()]);
+            let written = stage_rules::as_cas_write(|| {
+                guard::run(client, &table.unconditional, &[id.arg(), new.arg()])
+            });
             return match written.is_empty() {
                 false => Cas::said(true, "unconditional"),
                 true => Cas::said(false, "not_found"),
@@ -378,9 +425,13 @@ fn stage_cas(
             !guard::run(client, statement, &[task_id.into(), token.into()]).is_empty()
         };
         let lease_lost = || Cas::said(false, "lease_lost");
+        let allowed = table.graph.as_ref().is_none_or(|graph| {
+            graph.contains(&(expected_stage.to_string(), new_stage.to_string()))
+        });
         guard::lost_race_as(
             || match claim {
                 Some(claim) if !holds(claim) => lease_lost(),
+                _ if !allowed => Cas::said(false, "invalid_transition"),
                 _ => compare_and_set(client, &table, id, expected, new),
             },
             // A lost race (REPEATABLE READ / SERIALIZABLE, a deadlock) rolled the attempt back. Claim
@@ -410,11 +461,13 @@ fn compare_and_set(
     expected: Typed,
     new: Typed,
 ) -> Cas {
-    let written = guard::run(
-        client,
-        &table.compare_and_set,
-        &[id.arg(), expected.arg(), new.arg()],
-    );
+    let written = stage_rules::as_cas_write(|| {
+        guard::run(
+            client,
+            &table.compare_and_set,
+            &[id.arg(), expected.arg(), new.arg()],
+        )
+    });
     if !written.is_empty() {
         return Cas::said(true, "applied");
     }

@@ -79,30 +79,24 @@ pub fn run(exe: &Path, dsn: &str) {
         }
     });
     listening.recv().unwrap();
-    let crash = ["--crash-after-grant", "yes"];
-    race_of(
-        exe,
-        dsn,
-        Mode::Lease,
-        &["deploy-finalizer"],
-        3,
-        effect_ms,
-        &crash,
-    );
+    let finalizer = |extra: &[&str]| {
+        race_of(
+            exe,
+            dsn,
+            Mode::Lease,
+            &["deploy-finalizer"],
+            3,
+            effect_ms,
+            extra,
+        )
+    };
+    finalizer(&["--crash-after-grant", "yes"]);
     println!("  The process is gone, but no heartbeat has to time out: its boot is simply still registered.");
     status(&mut db);
     println!(
         "  deploy-finalizer restarts with a fresh boot id and calls transition_lease_recover:"
     );
-    race_of(
-        exe,
-        dsn,
-        Mode::Lease,
-        &["deploy-finalizer"],
-        3,
-        effect_ms,
-        &[],
-    );
+    finalizer(&[]);
     let alert = received
         .recv_timeout(Duration::from_secs(10))
         .expect("the alert arrives");

@@ -51,36 +51,42 @@ pub fn connect(dsn: &str) -> Client {
     Client::connect(dsn, NoTls).unwrap_or_else(|error| panic!("cannot connect to {dsn}: {error}"))
 }
 
-/// Creates the application's side of the demo: a task table with a stage-history trigger, the effect
-/// log and the attempt log, all fresh, and registers the task table with orch_lease.
+/// Creates the application's side of the race: tasks with their history (see `create_tasks`), the
+/// effect log and the attempt log, all fresh.
 pub fn prepare(client: &mut Client, items: usize) {
+    create_tasks(client, "demo", items);
     client
         .batch_execute(
-            "CREATE EXTENSION IF NOT EXISTS orch_lease;
-             DROP TABLE IF EXISTS demo_task, demo_history, demo_effect, demo_attempt CASCADE;
-             CREATE TABLE demo_task (id text PRIMARY KEY, stage text NOT NULL);
-             CREATE TABLE demo_history (task_id text, from_stage text, to_stage text,
-                                        at timestamptz DEFAULT clock_timestamp());
-             CREATE OR REPLACE FUNCTION demo_log_stage() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN
-                 INSERT INTO demo_history (task_id, from_stage, to_stage) VALUES (OLD.id, OLD.stage, NEW.stage);
-                 RETURN NULL;
-             END $$;
-             CREATE TRIGGER demo_log_stage AFTER UPDATE OF stage ON demo_task
-                 FOR EACH ROW EXECUTE FUNCTION demo_log_stage();
+            "DROP TABLE IF EXISTS demo_effect, demo_attempt;
              CREATE TABLE demo_effect (id bigserial PRIMARY KEY, task_id text, actor text, effect text,
                                        started_at timestamptz DEFAULT clock_timestamp(), ended_at timestamptz);
-             CREATE TABLE demo_attempt (actor text, task_id text, outcome text);
-             TRUNCATE orch_lease.transition_lease;
-             SELECT orch_lease.register_task_table('demo_task');",
+             CREATE TABLE demo_attempt (actor text, task_id text, outcome text);",
         )
-        .expect("demo schema");
+        .expect("demo logs");
+}
+
+/// A fresh application task table `{prefix}_task` with `items` tasks in `queued`, a trigger-fed
+/// `{prefix}_history` of every stage change, registered with orch_lease; no lease left from before.
+pub fn create_tasks(client: &mut Client, prefix: &str, items: usize) {
     client
-        .execute(
-            "INSERT INTO demo_task SELECT 'task-' || i, 'queued' FROM generate_series(1, $1::int) i",
-            &[&(items as i32)],
-        )
-        .expect("demo tasks");
+        .batch_execute(&format!(
+            "CREATE EXTENSION IF NOT EXISTS orch_lease;
+             DROP TABLE IF EXISTS {prefix}_task, {prefix}_history;
+             CREATE TABLE {prefix}_task (id text PRIMARY KEY, stage text NOT NULL);
+             CREATE TABLE {prefix}_history (seq bigserial PRIMARY KEY, task_id text, from_stage text,
+                                            to_stage text, at timestamptz DEFAULT clock_timestamp());
+             CREATE OR REPLACE FUNCTION {prefix}_log_stage() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 INSERT INTO {prefix}_history (task_id, from_stage, to_stage) VALUES (OLD.id, OLD.stage, NEW.stage);
+                 RETURN NULL;
+             END $$;
+             CREATE TRIGGER {prefix}_log_stage AFTER UPDATE OF stage ON {prefix}_task
+                 FOR EACH ROW EXECUTE FUNCTION {prefix}_log_stage();
+             INSERT INTO {prefix}_task SELECT 'task-' || i, 'queued' FROM generate_series(1, {items}) i;
+             TRUNCATE orch_lease.transition_lease;
+             SELECT orch_lease.register_task_table('{prefix}_task');"
+        ))
+        .expect("task table");
 }
 
 /// What one actor process is told.

@@ -5,7 +5,7 @@
 //! ends, `D` when the commit that closes the transition has answered (with its outcome). Between `S` and
 //! `D` the actor is inside the transition's side-effect region. Afterwards the files and the database are checked against the
 //! invariants and the figures printed.
-use crate::{connect, now_ns, Mode, Rng};
+use crate::{connect, create_tasks, now_ns, Mode, Rng};
 use postgres::Client;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -22,30 +22,11 @@ fn next_stage(stage: &str) -> Option<&'static str> {
     PIPELINE.get(at + 1).copied()
 }
 
-/// The application tables of the soak, fresh, with a stage-history trigger; registered with orch_lease.
+/// The application tables of the soak (see `create_tasks`), with an index on the unfinished tasks.
 pub fn prepare(db: &mut Client, items: usize) {
-    db.batch_execute(
-        "CREATE EXTENSION IF NOT EXISTS orch_lease;
-         DROP TABLE IF EXISTS soak_task, soak_history CASCADE;
-         CREATE TABLE soak_task (id text PRIMARY KEY, stage text NOT NULL);
-         CREATE INDEX soak_task_open ON soak_task (id) WHERE stage <> 'deployed';
-         CREATE TABLE soak_history (seq bigserial PRIMARY KEY, task_id text, from_stage text, to_stage text);
-         CREATE OR REPLACE FUNCTION soak_log_stage() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-             INSERT INTO soak_history (task_id, from_stage, to_stage) VALUES (OLD.id, OLD.stage, NEW.stage);
-             RETURN NULL;
-         END $$;
-         CREATE TRIGGER soak_log_stage AFTER UPDATE OF stage ON soak_task
-             FOR EACH ROW EXECUTE FUNCTION soak_log_stage();
-         TRUNCATE orch_lease.transition_lease;
-         SELECT orch_lease.register_task_table('soak_task');",
-    )
-    .expect("soak schema");
-    db.execute(
-        "INSERT INTO soak_task SELECT 'task-' || i, 'queued' FROM generate_series(1, $1::int) i",
-        &[&(items as i32)],
-    )
-    .expect("soak tasks");
+    create_tasks(db, "soak", items);
+    db.batch_execute("CREATE INDEX soak_task_open ON soak_task (id) WHERE stage <> 'deployed'")
+        .expect("soak index");
 }
 
 /// One actor incarnation: its session, its boot, its effect log, and the commit it still owes.

@@ -372,3 +372,57 @@ fn many_actors_hammering_few_items_only_ever_get_outcomes() {
         thread.join().expect("no call raised an error");
     }
 }
+
+#[test]
+fn a_session_bound_lease_dies_with_its_session() {
+    let dsn = fresh_database("race_session");
+    let mut holder = connect(&dsn);
+    let grant: String = holder
+        .query_one(
+            "SELECT outcome FROM orch_lease.transition_lease_acquire_session('task-1', 'webhook')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(grant, "acquired");
+    let mut other = connect(&dsn);
+    assert_eq!(
+        acquire(&mut other, "task-1", "monitor", "boot-m").0,
+        "held",
+        "live while its session is"
+    );
+
+    let pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    drop(holder); // the session ends: no ceiling, no reaper needed
+    let gone = std::time::Instant::now();
+    while other
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+            &[&pid],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+        > 0
+    {
+        assert!(
+            gone.elapsed() < std::time::Duration::from_secs(10),
+            "the backend did not exit"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let liveness: String = other
+        .query_one(
+            "SELECT liveness FROM orch_lease.transition_lease_status",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(liveness, "stale");
+    assert_eq!(
+        acquire(&mut other, "task-1", "monitor", "boot-m").0,
+        "reclaimed"
+    );
+}

@@ -4,6 +4,7 @@ mod config;
 mod lease;
 mod recovery;
 mod stage_cas;
+mod stage_rules;
 
 use crate::guard;
 pub use pgrx::prelude::*;

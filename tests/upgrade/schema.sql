@@ -1,0 +1,39 @@
+-- Everything that makes up the orch_lease schema, one sorted line per fact, so that an upgraded install
+-- and a fresh one can be compared with diff.
+SELECT line FROM (
+    SELECT 'function ' || p.oid::regprocedure || ' ' || pg_get_function_result(p.oid) || ' ' ||
+           pg_get_function_arguments(p.oid) || ' vol=' || p.provolatile::text || ' par=' || p.proparallel::text ||
+           ' strict=' || p.proisstrict || ' secdef=' || p.prosecdef || ' config=' || coalesce(p.proconfig::text, '') ||
+           ' src=' || p.prosrc AS line
+      FROM pg_proc p WHERE p.pronamespace = 'orch_lease'::regnamespace
+    UNION ALL
+    SELECT 'column ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) ||
+           ' notnull=' || a.attnotnull || ' default=' || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
+      FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+      LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+     WHERE c.relnamespace = 'orch_lease'::regnamespace
+    UNION ALL
+    SELECT 'relation ' || c.relname || ' kind=' || c.relkind::text
+      FROM pg_class c WHERE c.relnamespace = 'orch_lease'::regnamespace
+    UNION ALL
+    SELECT 'index ' || regexp_replace(indexdef, '\s+', ' ', 'g') FROM pg_indexes WHERE schemaname = 'orch_lease'
+    UNION ALL
+    SELECT 'constraint ' || conrelid::regclass || ' ' || pg_get_constraintdef(oid)
+      FROM pg_constraint WHERE connamespace = 'orch_lease'::regnamespace
+    UNION ALL
+    SELECT 'view ' || viewname || ' ' || regexp_replace(definition, '\s+', ' ', 'g')
+      FROM pg_views WHERE schemaname = 'orch_lease'
+    UNION ALL
+    SELECT 'trigger ' || tgrelid::regclass || ' ' || pg_get_triggerdef(t.oid)
+      FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+     WHERE c.relnamespace = 'orch_lease'::regnamespace AND NOT t.tgisinternal
+    UNION ALL
+    SELECT 'comment ' || coalesce(c.relname, '') || ' ' || d.description
+      FROM pg_description d JOIN pg_class c ON c.oid = d.objoid AND d.classoid = 'pg_class'::regclass
+     WHERE c.relnamespace = 'orch_lease'::regnamespace
+    UNION ALL
+    SELECT 'type ' || t.typname FROM pg_type t
+     WHERE t.typnamespace = 'orch_lease'::regnamespace AND t.typtype = 'c'
+    UNION ALL
+    SELECT 'config-dump ' || unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'orch_lease'
+) facts ORDER BY line;
