@@ -18,6 +18,9 @@ const REL: &str = "SELECT orch_lease.transition_lease_release";
 const FORCE: &str = "SELECT orch_lease.transition_lease_force_release";
 const RECOVER: &str = "SELECT count(*) FROM orch_lease.transition_lease_recover";
 const REGISTER: &str = "SELECT orch_lease.register_task_table";
+const GRAPH: &str = "SELECT orch_lease.register_stage_graph";
+const GUARD: &str = "SELECT orch_lease.install_bypass_guard";
+const SESSION: &str = "SELECT outcome FROM orch_lease.transition_lease_acquire_session";
 
 fn cases() -> Vec<(String, Expect)> {
     let long = "x".repeat(1025);
@@ -201,6 +204,22 @@ fn cases() -> Vec<(String, Expect)> {
             format!("{COMMIT}('one', 1, 'queued', 'merged')"),
             Error("22P02"),
         ),
+        // register_stage_graph, install_bypass_guard, transition_lease_acquire_session (0.2.0)
+        c(format!("{GRAPH}(NULL)"), Error("22004")),
+        c(format!("{GRAPH}(ARRAY[NULL]::text[])"), Error("22004")),
+        c(format!("{GRAPH}(ARRAY['queued'])"), Error("22023")),
+        c(format!("{GRAPH}(ARRAY['queued -> '])"), Error("22023")),
+        c(format!("{GRAPH}(ARRAY['queued -> nope'])"), Error("22P02")),
+        c(format!("{GRAPH}(ARRAY['queued -> merged''); DROP TABLE tasks; --'])"), Error("22P02")),
+        c(format!("{GRAPH}(ARRAY['merged -> queued'], ARRAY['merged'])"), Error("22023")),
+        c(format!("{GRAPH}(ARRAY['queued -> merged'], NULL)"), Error("22004")),
+        c(format!("{GUARD}(NULL)"), Error("22004")),
+        c(format!("{GUARD}('')"), Error("22023")),
+        c(format!("{GUARD}('reject; DROP TABLE tasks')"), Error("22023")),
+        c(format!("{SESSION}(NULL, 'o')"), Error("22004")),
+        c(format!("{SESSION}('', 'o')"), Error("22023")),
+        c(format!("{SESSION}('t', '{long}')"), Error("22001")),
+        c(format!("{SESSION}('held-item', 'o')"), Returns("held")),
         // settings
         c("SET orch_lease.enabled = 'maybe'".into(), Error("22023")),
     ]
@@ -214,6 +233,10 @@ fn fingerprint(db: &mut Client) -> String {
              UNION ALL SELECT 'boot ' || b::text FROM orch_lease.boot b
              UNION ALL SELECT 'event ' || e::text FROM orch_lease.lease_event e
              UNION ALL SELECT 'registry ' || t::text FROM orch_lease.task_table t
+             UNION ALL SELECT 'graph ' || g::text FROM orch_lease.stage_transition g
+             UNION ALL SELECT 'terminal ' || g::text FROM orch_lease.terminal_stage g
+             UNION ALL SELECT 'bypass ' || b::text FROM orch_lease.bypass_log b
+             UNION ALL SELECT 'trigger ' || tgname FROM pg_trigger WHERE tgrelid = 'tasks'::regclass
              UNION ALL SELECT 'task ' || t::text FROM tasks t) rows",
         &[],
     )
