@@ -210,12 +210,24 @@ fn cases() -> Vec<(String, Expect)> {
         c(format!("{GRAPH}(ARRAY['queued'])"), Error("22023")),
         c(format!("{GRAPH}(ARRAY['queued -> '])"), Error("22023")),
         c(format!("{GRAPH}(ARRAY['queued -> nope'])"), Error("22P02")),
-        c(format!("{GRAPH}(ARRAY['queued -> merged''); DROP TABLE tasks; --'])"), Error("22P02")),
-        c(format!("{GRAPH}(ARRAY['merged -> queued'], ARRAY['merged'])"), Error("22023")),
-        c(format!("{GRAPH}(ARRAY['queued -> merged'], NULL)"), Error("22004")),
+        c(
+            format!("{GRAPH}(ARRAY['queued -> merged''); DROP TABLE tasks; --'])"),
+            Error("22P02"),
+        ),
+        c(
+            format!("{GRAPH}(ARRAY['merged -> queued'], ARRAY['merged'])"),
+            Error("22023"),
+        ),
+        c(
+            format!("{GRAPH}(ARRAY['queued -> merged'], NULL)"),
+            Error("22004"),
+        ),
         c(format!("{GUARD}(NULL)"), Error("22004")),
         c(format!("{GUARD}('')"), Error("22023")),
-        c(format!("{GUARD}('reject; DROP TABLE tasks')"), Error("22023")),
+        c(
+            format!("{GUARD}('reject; DROP TABLE tasks')"),
+            Error("22023"),
+        ),
         c(format!("{SESSION}(NULL, 'o')"), Error("22004")),
         c(format!("{SESSION}('', 'o')"), Error("22023")),
         c(format!("{SESSION}('t', '{long}')"), Error("22001")),
