@@ -4,9 +4,7 @@
 # size it (defaults 3 and 5: about 25 minutes on 2 cores).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-cd "$ROOT_DIR"
-scripts/setup.sh
-trap cluster_stop EXIT
+begin
 
 install_release
 venv=target/bench/venv

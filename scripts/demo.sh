@@ -5,9 +5,7 @@
 # its restart recovers it while a listener receives the alert. See harness/src/demo.rs.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-cd "$ROOT_DIR"
-scripts/setup.sh
-trap cluster_stop EXIT
+begin
 
 install_release
 cargo build --quiet --release --manifest-path harness/Cargo.toml

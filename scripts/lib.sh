@@ -34,6 +34,14 @@ pgrx_install_args() {
     is_root || echo "--sudo"
 }
 
+# The start of every entry point: from the project root, with what it needs installed, and with any
+# server it starts stopped on exit, whatever happens.
+begin() {
+    cd "$ROOT_DIR"
+    scripts/setup.sh
+    trap cluster_stop EXIT
+}
+
 # Builds orch_lease with fat LTO and installs it into the system PostgreSQL.
 install_release() {
     log "building and installing orch_lease (release)"

@@ -3,9 +3,7 @@
 #   SOAK_ACTORS=8 SOAK_ITEMS=5000 SOAK_RESTARTS=5 make soak
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-cd "$ROOT_DIR"
-scripts/setup.sh
-trap cluster_stop EXIT
+begin
 
 install_release
 cargo build --quiet --release --manifest-path harness/Cargo.toml

@@ -8,9 +8,7 @@
 #   5. the client examples (Python, Node.js, Rust), each racing three copies of itself, and the demo
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-cd "$ROOT_DIR"
-scripts/setup.sh
-trap cluster_stop EXIT
+begin
 results=$(mktemp /tmp/orch_lease-test.XXXXXX)
 
 log "1/5 in-process tests (cargo pgrx test)"
