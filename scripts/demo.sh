@@ -7,9 +7,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 begin
 
-install_release
-cargo build --quiet --release --manifest-path harness/Cargo.toml
-cluster_start
+release_cluster
 psql -X -q -c "CREATE EXTENSION orch_lease" -c "SELECT extversion AS orch_lease FROM pg_extension WHERE extname = 'orch_lease'"
 
 harness/target/release/orch-race demo

@@ -48,6 +48,13 @@ install_release() {
     cargo pgrx install --release --pg-config "$PG_CONFIG" $(pgrx_install_args) >/dev/null
 }
 
+# Release builds of orch_lease (installed) and of the harness (orch-race), and a throwaway cluster.
+release_cluster() {
+    install_release
+    cargo build --quiet --release --manifest-path harness/Cargo.toml
+    cluster_start "$@"
+}
+
 # Runs a pg_regress-style suite against the running cluster: suite_run DRIVER INPUTDIR KIND, where DRIVER is
 # regress/pg_regress or isolation/pg_isolation_regress and the specs are every file of INPUTDIR/KIND.
 suite_run() {

@@ -5,9 +5,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 begin
 
-install_release
-cargo build --quiet --release --manifest-path harness/Cargo.toml
-cluster_start
+release_cluster
 race=harness/target/release/orch-race
 log "lease mode, with faults"
 $race soak --mode lease --actors "${SOAK_ACTORS:-8}" --items "${SOAK_ITEMS:-5000}" --effect-ms 10 \
