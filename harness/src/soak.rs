@@ -123,8 +123,11 @@ impl Actor {
         if let Some(code) = error.code().map(|code| code.code()) {
             assert!(
                 code.starts_with("57") || code.starts_with("08"),
-                "{}: unexpected database error: {error}",
-                self.instance
+                "{}: unexpected database error: {}",
+                self.instance,
+                error
+                    .as_db_error()
+                    .map_or(error.to_string(), |db| db.message().to_string())
             );
         }
         self.db = connect_retrying(&self.dsn, &self.instance);

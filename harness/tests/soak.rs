@@ -39,9 +39,18 @@ fn under_kills_terminations_and_server_crashes_every_invariant_holds_and_the_nai
         "holds",
     ]);
     assert!(held, "invariants violated:\n{report}");
+    // Two restarts are planned, at 1/3 and 2/3 of the progress; the issue asks for at least one.
+    let restarts: u32 = report
+        .lines()
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix("faults: immediate server restarts")
+        })
+        .and_then(|figure| figure.trim().parse().ok())
+        .expect("the report counts the server restarts");
     assert!(
-        report.contains("faults: immediate server restarts                 2"),
-        "{report}"
+        restarts >= 1,
+        "the server must have crashed at least once:\n{report}"
     );
 
     let (found, report) = soak(&[
