@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every psql snippet of docs/runbook.md, in order, in a fresh database of the running throwaway
+# cluster (from scripts/test.sh), and checks that they did what the runbook says.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT_DIR"
+"$PG_BIN/dropdb" --if-exists orch_lease_runbook
+"$PG_BIN/createdb" orch_lease_runbook
+snippets=target/runbook.sql
+awk '/^```sql$/ { on = 1; next } /^```$/ { on = 0 } on' docs/runbook.md > "$snippets"
+psql -X -q -v ON_ERROR_STOP=1 -d orch_lease_runbook -f "$snippets" > target/runbook.out
+q() { psql -X -q -t -A -d orch_lease_runbook -c "$1"; }
+check() { [ "$(q "$1")" = "$2" ] || { echo "runbook: $3 (got $(q "$1"), wanted $2)"; exit 1; }; }
+check "SELECT count(*) FROM orch_lease.lease_event WHERE event = 'forced' AND work_item = 'PR-130'" 1 \
+      "section 2 force-released the stuck lease"
+check "SELECT stage FROM runbook_tasks WHERE id = 'job-1914'" deployed "section 3 moved the stage through the CAS"
+check "SELECT count(*) FROM orch_lease.boot WHERE instance = 'monitor' AND superseded_at IS NULL" 1 \
+      "section 4 left one live incarnation"
+check "SELECT count(*) FROM pg_db_role_setting WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = 'orch_lease_runbook')" 0 \
+      "section 5 turned the kill-switch back on"
+echo "runbook: $(grep -c '^```sql$' docs/runbook.md) snippets ran"
+echo "runbook: 1 passed, 0 failed"
