@@ -12,7 +12,8 @@ use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 
 thread_local! {
-    /// Plans by SQL text. An `Rc` lets a plan run while the map is free for re-entrant callers
+    /// Plans by SQL text and parameter types. An `Rc` lets a plan run while the map is free for
+    /// re-entrant callers
     /// (a trigger on the task table may itself call orch_lease).
     static PLANS: RefCell<HashMap<String, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
 }
@@ -25,16 +26,24 @@ pub fn run<'conn>(
     sql: &str,
     args: &[DatumWithOid],
 ) -> SpiTupleTable<'conn> {
-    let cached = PLANS.with(|plans| plans.borrow().get(sql).cloned());
+    // The same text can come with other parameter types (a task table registered again with other
+    // column types): the types are part of the key.
+    let types: Vec<PgOid> = args.iter().map(|arg| PgOid::from(arg.oid())).collect();
+    let key = format!(
+        "{sql}\n{:?}",
+        args.iter()
+            .map(|arg| arg.oid().to_u32())
+            .collect::<Vec<_>>()
+    );
+    let cached = PLANS.with(|plans| plans.borrow().get(&key).cloned());
     let plan = cached.unwrap_or_else(|| {
-        let types: Vec<PgOid> = args.iter().map(|arg| PgOid::from(arg.oid())).collect();
         let plan = Rc::new(
             client
                 .prepare_mut(sql, &types)
                 .unwrap_or_else(|error| panic!("orch_lease: cannot prepare {sql}: {error}"))
                 .keep(),
         );
-        PLANS.with(|plans| plans.borrow_mut().insert(sql.to_owned(), Rc::clone(&plan)));
+        PLANS.with(|plans| plans.borrow_mut().insert(key, Rc::clone(&plan)));
         plan
     });
     client

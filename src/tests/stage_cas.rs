@@ -266,4 +266,28 @@ mod tests {
         );
         assert_eq!(stage_of(1), "queued");
     }
+
+    #[pg_test]
+    fn a_table_registered_again_with_other_column_types_gets_fresh_plans() {
+        // Regression: plans were cached by SQL text alone, and the same text with other parameter
+        // types reused a plan prepared for the old types.
+        tasks("text", &[(1, "queued")]);
+        assert_eq!(
+            cas("orch_lease.update_task_stage_cas('1', 'queued', 'merged')"),
+            "true|applied|"
+        );
+        run("DROP TABLE public.tasks");
+        run("CREATE TYPE public.phase AS ENUM ('queued', 'merged')");
+        run("CREATE TABLE public.tasks (id text PRIMARY KEY, stage public.phase NOT NULL)");
+        run("INSERT INTO public.tasks VALUES ('a-1', 'queued')");
+        run("SELECT orch_lease.register_task_table('public.tasks')");
+        assert_eq!(
+            cas("orch_lease.update_task_stage_cas('a-1', 'queued', 'merged')"),
+            "true|applied|"
+        );
+        assert_eq!(
+            one::<String>("SELECT stage::text FROM public.tasks"),
+            Some("merged".into())
+        );
+    }
 }
