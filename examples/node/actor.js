@@ -20,15 +20,21 @@ async function mergePullRequest(db, task, actor) {
 
 // One attempt at one transition; returns what happened, for the summary.
 async function advance(db, task, actor, pid, bootId) {
-  const grant = (await db.query(
-    'SELECT acquired, outcome, token, holder FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)',
-    [task, actor, pid, bootId])).rows[0];
+  let grant;
+  for (let attempt = 0; attempt < 5; attempt++) {
+    grant = (await db.query(
+      'SELECT acquired, outcome, token, holder FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)',
+      [task, actor, pid, bootId])).rows[0];
+    if (grant.outcome !== 'busy') break;
+    // busy: another transaction is acquiring it right now; try again in a moment.
+    await new Promise((resolve) => setTimeout(resolve, 10 * (attempt + 1)));
+  }
   if (grant.outcome === 'superseded') {
     // A newer incarnation of this instance exists: this process is a zombie and must stop.
     console.error(`${actor}: boot ${bootId} was superseded; exiting`);
     process.exit(1);
   }
-  // held: a live owner is doing it; busy: someone is acquiring it right now.
+  // held: a live owner is doing it; busy (still, after retries): leave it for the next round.
   if (!grant.acquired) return grant.outcome;
   // acquired, reclaimed, disabled or out_of_scope (token null): re-check the stage under the lease.
   const { stage } = (await db.query('SELECT stage FROM example_task WHERE id = $1', [task])).rows[0];

@@ -26,16 +26,19 @@ def merge_pull_request(db, task, actor):
 
 def advance(db, task, actor, pid, boot_id):
     """One attempt at one transition; returns what happened, for the summary."""
-    grant = db.execute(
-        "SELECT acquired, outcome, token, holder FROM orch_lease.transition_lease_acquire(%s, %s, %s, %s)",
-        (task, actor, pid, boot_id),
-    ).fetchone()
-    acquired, outcome, token, holder = grant
+    for attempt in range(5):
+        acquired, outcome, token, holder = db.execute(
+            "SELECT acquired, outcome, token, holder FROM orch_lease.transition_lease_acquire(%s, %s, %s, %s)",
+            (task, actor, pid, boot_id),
+        ).fetchone()
+        if outcome != "busy":
+            break
+        time.sleep(0.01 * (attempt + 1))  # busy: another transaction is acquiring it right now
     if outcome == "superseded":
         # A newer incarnation of this instance exists: this process is a zombie and must stop.
         sys.exit(f"{actor}: boot {boot_id} was superseded; exiting")
     if not acquired:
-        # held: a live owner (holder) is doing it; busy: someone is acquiring it right now.
+        # held: a live owner (holder) is doing it; busy (still, after retries): leave it for the next round.
         return outcome
     # acquired, reclaimed (from a dead incarnation), disabled or out_of_scope (token NULL): go ahead,
     # but first re-check the stage under the lease: the transition may already have been made.

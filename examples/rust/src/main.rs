@@ -15,30 +15,52 @@ const TO_STAGE: &str = "merged";
 
 /// The pretend irreversible effect. In real life: idempotent, or checked before it is redone.
 fn merge_pull_request(db: &mut Client, task: &str, actor: &str) -> Result<(), postgres::Error> {
-    db.execute("INSERT INTO example_effect (task_id, actor) VALUES ($1, $2)", &[&task, &actor])?;
+    db.execute(
+        "INSERT INTO example_effect (task_id, actor) VALUES ($1, $2)",
+        &[&task, &actor],
+    )?;
     std::thread::sleep(Duration::from_millis(20));
     Ok(())
 }
 
 /// One attempt at one transition; returns what happened, for the summary.
-fn advance(db: &mut Client, task: &str, actor: &str, pid: i32, boot_id: &str) -> Result<String, postgres::Error> {
-    let grant = db.query_one(
-        "SELECT acquired, outcome, token FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)",
-        &[&task, &actor, &pid, &boot_id],
-    )?;
-    let (acquired, outcome, token): (bool, String, Option<i64>) = (grant.get(0), grant.get(1), grant.get(2));
+fn advance(
+    db: &mut Client,
+    task: &str,
+    actor: &str,
+    pid: i32,
+    boot_id: &str,
+) -> Result<String, postgres::Error> {
+    let mut attempt = 0;
+    let (acquired, outcome, token): (bool, String, Option<i64>) = loop {
+        let grant = db.query_one(
+            "SELECT acquired, outcome, token FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)",
+            &[&task, &actor, &pid, &boot_id],
+        )?;
+        attempt += 1;
+        if grant.get::<_, String>(1) != "busy" || attempt == 5 {
+            break (grant.get(0), grant.get(1), grant.get(2));
+        }
+        // busy: another transaction is acquiring it right now; try again in a moment.
+        std::thread::sleep(Duration::from_millis(10 * attempt));
+    };
     if outcome == "superseded" {
         // A newer incarnation of this instance exists: this process is a zombie and must stop.
         eprintln!("{actor}: boot {boot_id} was superseded; exiting");
         std::process::exit(1);
     }
     if !acquired {
-        return Ok(outcome); // held: a live owner is doing it; busy: someone is acquiring it right now
+        return Ok(outcome); // held: a live owner is doing it; busy (after retries): the next round
     }
     // acquired, reclaimed, disabled or out_of_scope (token None): re-check the stage under the lease.
-    let stage: String = db.query_one("SELECT stage FROM example_task WHERE id = $1", &[&task])?.get(0);
+    let stage: String = db
+        .query_one("SELECT stage FROM example_task WHERE id = $1", &[&task])?
+        .get(0);
     if stage != FROM_STAGE {
-        db.execute("SELECT orch_lease.transition_lease_release($1, $2)", &[&task, &token])?;
+        db.execute(
+            "SELECT orch_lease.transition_lease_release($1, $2)",
+            &[&task, &token],
+        )?;
         return Ok("already_done".into());
     }
     merge_pull_request(db, task, actor)?;
@@ -48,28 +70,41 @@ fn advance(db: &mut Client, task: &str, actor: &str, pid: i32, boot_id: &str) ->
     )?;
     let (committed, current): (String, Option<String>) = (result.get(0), result.get(1));
     match committed.as_str() {
-        "lease_lost" => eprintln!("{actor}: lease on {task} lost after the effect; stage not written"),
+        "lease_lost" => {
+            eprintln!("{actor}: lease on {task} lost after the effect; stage not written")
+        }
         "stage_mismatch" => eprintln!("{actor}: {task} is already {current:?}; nothing written"),
         _ => {}
     }
-    Ok(if outcome == "reclaimed" { format!("reclaimed+{committed}") } else { committed })
+    Ok(if outcome == "reclaimed" {
+        format!("reclaimed+{committed}")
+    } else {
+        committed
+    })
 }
 
 fn run_actor(dsn: &str, instance: &str, items: &[String]) -> Result<(), postgres::Error> {
     let mut db = Client::connect(dsn, NoTls)?;
     let pid = std::process::id() as i32;
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let boot_id = format!("{instance}-{pid}-{nanos}"); // a fresh boot id per process start
     for lease in db.query(
         "SELECT work_item, token FROM orch_lease.transition_lease_recover($1, $2, $3)",
         &[&boot_id, &instance, &pid],
     )? {
         let (item, token): (String, i64) = (lease.get(0), lease.get(1));
-        println!("{instance}: recovered lease on {item} (token {token}) from a previous incarnation");
+        println!(
+            "{instance}: recovered lease on {item} (token {token}) from a previous incarnation"
+        );
     }
     let mut outcomes = BTreeMap::new();
     for task in items {
-        *outcomes.entry(advance(&mut db, task, instance, pid, &boot_id)?).or_insert(0) += 1;
+        *outcomes
+            .entry(advance(&mut db, task, instance, pid, &boot_id)?)
+            .or_insert(0) += 1;
     }
     let summary: Vec<String> = outcomes.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!("{instance}: {}", summary.join(" "));
