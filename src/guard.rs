@@ -12,11 +12,14 @@ use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 
 thread_local! {
-    /// Plans by SQL text and parameter types. An `Rc` lets a plan run while the map is free for
-    /// re-entrant callers
-    /// (a trigger on the task table may itself call orch_lease).
-    static PLANS: RefCell<HashMap<String, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
+    /// Plans by SQL text, each with the parameter types it was prepared for: the same text can come
+    /// with other types (a task table registered again with other column types). An `Rc` lets a plan
+    /// run while the map is free for re-entrant callers (a trigger on the task table may call orch_lease).
+    static PLANS: RefCell<HashMap<String, Vec<Prepared>>> = RefCell::new(HashMap::new());
 }
+
+/// A kept plan and the parameter types it was prepared for.
+type Prepared = (Vec<pg_sys::Oid>, Rc<OwnedPreparedStatement>);
 
 /// Runs `sql` through a plan prepared on first use and cached for the backend's life (PostgreSQL's
 /// plan cache still re-plans it after DDL). Parameter types come from `args`. Plans are prepared as
@@ -26,24 +29,32 @@ pub fn run<'conn>(
     sql: &str,
     args: &[DatumWithOid],
 ) -> SpiTupleTable<'conn> {
-    // The same text can come with other parameter types (a task table registered again with other
-    // column types): the types are part of the key.
-    let types: Vec<PgOid> = args.iter().map(|arg| PgOid::from(arg.oid())).collect();
-    let key = format!(
-        "{sql}\n{:?}",
-        args.iter()
-            .map(|arg| arg.oid().to_u32())
-            .collect::<Vec<_>>()
-    );
-    let cached = PLANS.with(|plans| plans.borrow().get(&key).cloned());
+    let same_types =
+        |types: &[pg_sys::Oid]| types.iter().copied().eq(args.iter().map(|arg| arg.oid()));
+    let cached = PLANS.with(|plans| {
+        let plans = plans.borrow();
+        let prepared = plans.get(sql)?;
+        prepared
+            .iter()
+            .find(|(types, _)| same_types(types))
+            .map(|(_, plan)| Rc::clone(plan))
+    });
     let plan = cached.unwrap_or_else(|| {
+        let types: Vec<pg_sys::Oid> = args.iter().map(|arg| arg.oid()).collect();
+        let oids: Vec<PgOid> = types.iter().map(|oid| PgOid::from(*oid)).collect();
         let plan = Rc::new(
             client
-                .prepare_mut(sql, &types)
+                .prepare_mut(sql, &oids)
                 .unwrap_or_else(|error| panic!("orch_lease: cannot prepare {sql}: {error}"))
                 .keep(),
         );
-        PLANS.with(|plans| plans.borrow_mut().insert(key, Rc::clone(&plan)));
+        PLANS.with(|plans| {
+            plans
+                .borrow_mut()
+                .entry(sql.to_owned())
+                .or_default()
+                .push((types, Rc::clone(&plan)))
+        });
         plan
     });
     client

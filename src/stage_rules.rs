@@ -162,12 +162,8 @@ fn register_stage_graph(
     }
     let froms: Vec<&str> = pairs.iter().map(|(from, _)| from.as_str()).collect();
     let tos: Vec<&str> = pairs.iter().map(|(_, to)| to.as_str()).collect();
-    Spi::run_with_args(
-        "DELETE FROM orch_lease.stage_transition;
-         DELETE FROM orch_lease.terminal_stage",
-        &[],
-    )
-    .unwrap();
+    Spi::run("DELETE FROM orch_lease.stage_transition; DELETE FROM orch_lease.terminal_stage")
+        .unwrap();
     Spi::run_with_args(
         "INSERT INTO orch_lease.stage_transition SELECT DISTINCT * FROM unnest($1::text[], $2::text[])",
         &[froms.into(), tos.into()],
