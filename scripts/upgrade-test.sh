@@ -1,46 +1,63 @@
 #!/usr/bin/env bash
-# The upgrade path, against the running throwaway cluster (from scripts/test.sh): install the frozen
-# 0.1.0 script, make leases, boots, events and tasks, ALTER EXTENSION orch_lease UPDATE, and check that
-# nothing was lost and that the upgraded schema is exactly a fresh install's.
+# The upgrade path, against the running throwaway cluster (from scripts/test.sh): for each released
+# version, install its frozen script, make leases, boots, events and tasks, ALTER EXTENSION orch_lease
+# UPDATE (chaining the upgrade scripts), and check that nothing was lost, that the upgraded install
+# works, and that its schema — grants included — is exactly a fresh install's.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT_DIR"
-privileged cp sql/orch_lease--0.1.0.sql "$("$PG_CONFIG" --sharedir)/extension/"
+privileged cp sql/orch_lease--0.1.0.sql sql/orch_lease--0.2.0.sql "$("$PG_CONFIG" --sharedir)/extension/"
 
 q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d "$1" -c "$2"; }
-for db in orch_lease_upgraded orch_lease_fresh; do "$PG_BIN/dropdb" --if-exists "$db"; "$PG_BIN/createdb" "$db"; done
+fresh=orch_lease_fresh
+"$PG_BIN/dropdb" --if-exists "$fresh"; "$PG_BIN/createdb" "$fresh"
+q "$fresh" "CREATE EXTENSION orch_lease"
+version=$(q "$fresh" "SELECT extversion FROM pg_extension WHERE extname = 'orch_lease'")
+q "$fresh" "$(cat tests/upgrade/schema.sql)" > target/schema-fresh.txt
 
-q orch_lease_upgraded "CREATE EXTENSION orch_lease VERSION '0.1.0'"
-# Data made through the 0.1.0 schema. (The library is already the new one; its functions that read
-# tables of the new version cannot run until the update, so the tasks' stages are set with plain SQL.)
-q orch_lease_upgraded "
+# The data, written with plain SQL as the released versions' functions would have written it: the
+# library installed is the current one, whose functions need the current schema.
+data="
     CREATE TABLE tasks (id bigint PRIMARY KEY, stage text NOT NULL);
     INSERT INTO tasks SELECT i, CASE WHEN i % 2 = 0 THEN 'merged' ELSE 'queued' END FROM generate_series(1, 50) i;
-    SELECT orch_lease.register_task_table('tasks');
-    SELECT count(*) FROM orch_lease.transition_lease_recover('boot-1', 'orchestrator', 1);
-    SELECT count(*) FROM generate_series(1, 20) i, LATERAL orch_lease.transition_lease_acquire(i::text, 'monitor', 1, 'boot-1') g;
-    SELECT orch_lease.transition_lease_force_release('20', NULL, 'before the upgrade');" >/dev/null
+    INSERT INTO orch_lease.task_table (relid, id_column, stage_column) VALUES ('tasks', 'id', 'stage');
+    INSERT INTO orch_lease.boot (boot_id, instance, pid, superseded_at, superseded_by)
+         VALUES ('boot-0', 'orchestrator', 1, now(), 'boot-1');
+    INSERT INTO orch_lease.boot (boot_id, instance, pid) VALUES ('boot-1', 'orchestrator', 2);
+    INSERT INTO orch_lease.transition_lease (work_item, token, owner, owner_pid, owner_boot_id)
+         SELECT i::text, nextval('orch_lease.token_seq'), 'monitor', 2, 'boot-1' FROM generate_series(1, 20) i;
+    INSERT INTO orch_lease.lease_event (event, work_item, old_owner, old_token, old_boot_id, new_owner, new_token, reason)
+         VALUES ('reclaimed', '30', 'webhook', 30, 'boot-0', NULL, NULL, 'recover by boot boot-1'),
+                ('reclaimed', '31', 'webhook', 31, 'boot-0', 'monitor', 32, 'holder boot superseded'),
+                ('forced', '33', 'monitor', 33, 'boot-1', NULL, NULL, 'before the upgrade');"
+# The rows as the released versions know them: every column they had.
 fingerprint="SELECT md5(string_agg(r, '|' ORDER BY r)) FROM (
     SELECT l::text AS r FROM orch_lease.transition_lease l UNION ALL SELECT b::text FROM orch_lease.boot b
-    UNION ALL SELECT e::text FROM orch_lease.lease_event e UNION ALL SELECT t::text FROM tasks t
-    UNION ALL SELECT last_value::text FROM orch_lease.token_seq) rows"
-before=$(q orch_lease_upgraded "$fingerprint")
+    UNION ALL SELECT (e.event_id, e.at, e.event, e.work_item, e.old_owner, e.old_token, e.old_boot_id,
+                      e.new_owner, e.new_token, e.reason)::text FROM orch_lease.lease_event e
+    UNION ALL SELECT t::text FROM tasks t UNION ALL SELECT last_value::text FROM orch_lease.token_seq) rows"
 
-q orch_lease_upgraded "ALTER EXTENSION orch_lease UPDATE"
-version=$(q orch_lease_upgraded "SELECT extversion FROM pg_extension WHERE extname = 'orch_lease'")
-after=$(q orch_lease_upgraded "$fingerprint")
-[ "$before" = "$after" ] || { echo "upgrade: leases, boots, events or stages changed"; exit 1; }
+for from in 0.1.0 0.2.0; do
+    db=orch_lease_upgraded_from_${from//./_}
+    "$PG_BIN/dropdb" --if-exists "$db"; "$PG_BIN/createdb" "$db"
+    q "$db" "CREATE EXTENSION orch_lease VERSION '$from'"
+    q "$db" "$data" >/dev/null
+    before=$(q "$db" "$fingerprint")
+    q "$db" "ALTER EXTENSION orch_lease UPDATE"
+    [ "$before" = "$(q "$db" "$fingerprint")" ] || { echo "upgrade from $from: leases, boots, events or stages changed"; exit 1; }
 
-# The upgraded install works: the leases made before it can be committed.
-outcome=$(q orch_lease_upgraded "SELECT outcome FROM orch_lease.commit_stage_cas('1', (SELECT token FROM orch_lease.transition_lease WHERE work_item = '1'), 'queued', 'merged')")
-[ "$outcome" = applied ] || { echo "upgrade: a lease made before the update does not commit ($outcome)"; exit 1; }
+    # The upgraded install works: a lease made before it commits, and the history counts old and new.
+    outcome=$(q "$db" "SELECT outcome FROM orch_lease.commit_stage_cas('1', (SELECT token FROM orch_lease.transition_lease WHERE work_item = '1'), 'queued', 'merged')")
+    [ "$outcome" = applied ] || { echo "upgrade from $from: a lease made before the update does not commit ($outcome)"; exit 1; }
+    counts=$(q "$db" "SELECT string_agg(label || '=' || value, ' ' ORDER BY label) FROM orch_lease.transition_lease_metrics()
+                       WHERE metric IN ('orch_lease_reclaims_total', 'orch_lease_grants_total', 'orch_lease_cas_total') AND value > 0")
+    [ "$counts" = "applied=1 manual=1 reclaimed=1 stale=2" ] || { echo "upgrade from $from: metrics after the update: $counts"; exit 1; }
 
-q orch_lease_fresh "CREATE EXTENSION orch_lease"
-q orch_lease_upgraded "$(cat tests/upgrade/schema.sql)" > target/schema-upgraded.txt
-q orch_lease_fresh "$(cat tests/upgrade/schema.sql)" > target/schema-fresh.txt
-if ! diff -u target/schema-fresh.txt target/schema-upgraded.txt; then
-    echo "upgrade: the upgraded schema differs from a fresh $version install (above)"
-    exit 1
-fi
-echo "upgrade 0.1.0 -> $version: data kept, schema identical to a fresh install ($(wc -l < target/schema-fresh.txt) facts)"
+    q "$db" "$(cat tests/upgrade/schema.sql)" > "target/schema-from-$from.txt"
+    if ! diff -u target/schema-fresh.txt "target/schema-from-$from.txt"; then
+        echo "upgrade from $from: the upgraded schema differs from a fresh $version install (above)"
+        exit 1
+    fi
+    echo "upgrade $from -> $version: data kept, schema identical to a fresh install ($(wc -l < target/schema-fresh.txt) facts)"
+done
 echo "upgrade: 1 passed, 0 failed"

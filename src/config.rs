@@ -1,10 +1,26 @@
-//! GUCs: the kill-switch and the lease scope list. Both are superuser-set (PGC_SUSET), so an ordinary
-//! actor role can neither switch the lease off for itself nor exempt its own scope.
+//! GUCs: the kill-switch, the lease scope list and the lease history's extent and retention. All are
+//! superuser-set (PGC_SUSET), so an ordinary actor role can neither switch the lease off for itself,
+//! exempt its own scope, nor hide its own events from the history.
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::PostgresGucEnum;
 use std::ffi::CString;
 
 static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 static SCOPES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static HISTORY: GucSetting<History> = GucSetting::<History>::new(History::All);
+static HISTORY_RETENTION: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"7 days"));
+
+/// What the lease history records.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq)]
+pub enum History {
+    /// Every grant, refusal, release, takeover and stage CAS.
+    #[name = c"all"]
+    All,
+    /// Only leases taken away from their holder (reclaimed, reaped, forced): what alerts are made of.
+    #[name = c"takeovers"]
+    Takeovers,
+}
 
 pub fn init() {
     GucRegistry::define_bool_guc(
@@ -26,6 +42,29 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_enum_guc(
+        c"orch_lease.history",
+        c"What the lease history (orch_lease.lease_event) records: all or takeovers.",
+        c"all records every grant, refusal, release, takeover and stage CAS (what the metrics count); \
+          takeovers records only leases taken away from their holder, which are always recorded and announced.",
+        &HISTORY,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"orch_lease.history_retention",
+        c"How long transition_lease_prune keeps lease history by default (an interval).",
+        c"Events older than this are removed by orch_lease.transition_lease_prune() and folded into the \
+          counters the metrics report, so the counts never go down.",
+        &HISTORY_RETENTION,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+}
+
+/// Does the history record routine events (grants, refusals, releases, CAS), not only takeovers?
+pub fn history_all() -> bool {
+    HISTORY.get() == History::All
 }
 
 /// Is the kill-switch on (orch_lease active)?

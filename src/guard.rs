@@ -6,7 +6,7 @@ use pgrx::pg_sys::{self, PgTryBuilder};
 use pgrx::prelude::PgHeapTuple;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
 use pgrx::{AllocatedByRust, PgOid, PgSqlErrorCode, PgTupleDesc};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
@@ -149,4 +149,73 @@ pub fn composite(
     // SAFETY: the values are datums of the type's attributes, in attribute order.
     unsafe { PgHeapTuple::from_datums(tupdesc, values) }
         .unwrap_or_else(|error| panic!("orch_lease: cannot form {type_name}: {error}"))
+}
+
+thread_local! {
+    /// The role that called orch_lease, while `as_owner` runs statements as the extension's owner.
+    static CALLER: Cell<Option<pg_sys::Oid>> = const { Cell::new(None) };
+}
+
+/// Runs orch_lease's own statements on its own tables as the extension's owner, with `search_path`
+/// pinned to `pg_catalog, pg_temp` — what a SECURITY DEFINER function with a pinned path does, but
+/// around these statements only: the stage CAS writes the application's task table outside it, with
+/// the caller's own privileges, row-level security and search_path. Roles get orch_lease's functions,
+/// never its tables (see `roles`). An error unwinding out of `body` aborts the (sub)transaction,
+/// which restores both the user and the setting.
+pub fn as_owner<R>(body: impl FnOnce() -> R) -> R {
+    let (mut caller, mut context) = (pg_sys::InvalidOid, 0);
+    // SAFETY: what fmgr_security_definer does around a SECURITY DEFINER call.
+    let nest_level = unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut caller, &mut context);
+        let nest_level = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        pg_sys::SetUserIdAndSecContext(
+            extension_owner(),
+            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+        nest_level
+    };
+    let outer = CALLER.replace(Some(CALLER.get().unwrap_or(caller)));
+    let result = body();
+    CALLER.set(outer);
+    unsafe {
+        pg_sys::SetUserIdAndSecContext(caller, context);
+        pg_sys::AtEOXact_GUC(true, nest_level);
+    }
+    result
+}
+
+/// The role that called orch_lease (the current user outside `as_owner`).
+pub fn caller() -> pg_sys::Oid {
+    CALLER
+        .get()
+        .unwrap_or_else(|| unsafe { pg_sys::GetUserId() })
+}
+
+/// The owner of the `orch_lease` schema: the role that created the extension.
+fn extension_owner() -> pg_sys::Oid {
+    unsafe {
+        let schema = pg_sys::get_namespace_oid(c"orch_lease".as_ptr(), false);
+        let tuple = pg_sys::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
+            schema.into(),
+        );
+        assert!(
+            !tuple.is_null(),
+            "orch_lease: its schema has no catalog row"
+        );
+        let owner =
+            (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_namespace>(tuple)).nspowner;
+        pg_sys::ReleaseSysCache(tuple);
+        owner
+    }
 }

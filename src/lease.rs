@@ -146,13 +146,42 @@ fn request_lease(request: Request<'_>) -> PgHeapTuple<'static, AllocatedByRust> 
     if !config::covers_scope(request.scope) {
         return grant(true, "out_of_scope", None, None).into_row();
     }
-    Spi::connect(|client| {
-        guard::lost_race_as(
-            || acquire(client, &request),
-            || grant(false, "busy", None, None),
-        )
+    guard::as_owner(|| {
+        Spi::connect(|client| {
+            let decided = guard::lost_race_as(
+                || acquire(client, &request),
+                || grant(false, "busy", None, None),
+            );
+            record_grant(client, &request, &decided);
+            decided
+        })
     })
     .into_row()
+}
+
+/// Records a grant or a refusal in the history (a reclaim recorded its own takeover).
+fn record_grant(client: &SpiClient<'_>, request: &Request<'_>, decided: &Grant) {
+    let event = match decided.outcome {
+        "acquired" => "acquired",
+        "held" | "busy" | "superseded" => "refused",
+        _ => return,
+    };
+    let holder = decided.holder.as_ref();
+    events::record(
+        client,
+        events::Event {
+            event,
+            outcome: decided.outcome,
+            work_item: request.work_item,
+            actor: Some(request.owner),
+            old_owner: holder.map(|h| h.owner.as_str()),
+            old_token: holder.map(|h| h.token),
+            old_boot_id: holder.map(|h| h.boot_id.as_str()),
+            new_owner: decided.acquired.then_some(request.owner),
+            new_token: decided.token,
+            ..Default::default()
+        },
+    );
 }
 
 struct Request<'a> {
@@ -175,10 +204,9 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>) -> Grant {
                   WHERE b.boot_id = $2 FOR SHARE NOWAIT),
                 pg_catalog.pg_try_advisory_xact_lock($3, pg_catalog.hashtext($1)),
                 l.token, l.owner, l.owner_pid, l.owner_boot_id, l.acquired_at,
-                h.superseded_at IS NOT NULL
+                orch_lease.boot_liveness(l.owner_boot_id) = 'stale'
            FROM (VALUES (true)) AS one_row
-           LEFT JOIN orch_lease.transition_lease l ON l.work_item = $1
-           LEFT JOIN orch_lease.boot h ON h.boot_id = l.owner_boot_id",
+           LEFT JOIN orch_lease.transition_lease l ON l.work_item = $1",
         &[
             request.work_item.into(),
             request.boot_id.as_str().into(),
@@ -228,8 +256,7 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>) -> Grant {
         since: current.get(7).unwrap().unwrap(),
     };
     // Dead: its boot was superseded, or it was a session-bound lease and that session is gone.
-    let holder_dead =
-        current.get::<bool>(8).unwrap().unwrap() || recovery::session_gone(&holder.boot_id);
+    let holder_dead = current.get::<bool>(8).unwrap().unwrap_or(false);
     if !holder_dead {
         return grant(false, "held", None, Some(holder));
     }
@@ -269,15 +296,18 @@ fn reclaim(client: &SpiClient<'_>, request: &Request<'_>, dead: Holder) -> Grant
         .expect("a reclaimed lease has a token");
     events::record(
         client,
-        events::Taken {
+        events::Event {
             event: "reclaimed",
+            outcome: "reclaimed",
             work_item: request.work_item,
-            old_owner: &dead.owner,
-            old_token: dead.token,
-            old_boot_id: &dead.boot_id,
+            actor: Some(request.owner),
+            old_owner: Some(&dead.owner),
+            old_token: Some(dead.token),
+            old_boot_id: Some(&dead.boot_id),
             new_owner: Some(request.owner),
             new_token: Some(token),
-            reason: "holder boot superseded",
+            reason: Some("holder is dead (boot superseded or session gone)"),
+            ..Default::default()
         },
     );
     grant(true, "reclaimed", Some(token), Some(dead))
@@ -289,19 +319,40 @@ fn reclaim(client: &SpiClient<'_>, request: &Request<'_>, dead: Holder) -> Grant
 fn transition_lease_release(work_item: Option<&str>, token: Option<i64>) -> bool {
     let work_item = errors::required("work_item", work_item);
     let Some(token) = token else { return false };
-    Spi::connect(|client| {
-        guard::lost_race_as(
-            || {
-                let gone = guard::run(
-                    client,
-                    "DELETE FROM orch_lease.transition_lease WHERE work_item = $1 AND token = $2
-                     RETURNING token",
-                    &[work_item.into(), token.into()],
-                );
-                !gone.is_empty()
-            },
-            || false,
-        )
+    guard::as_owner(|| {
+        Spi::connect(|client| {
+            guard::lost_race_as(
+                || {
+                    let gone = guard::run(
+                        client,
+                        "DELETE FROM orch_lease.transition_lease WHERE work_item = $1 AND token = $2
+                         RETURNING owner, owner_boot_id",
+                        &[work_item.into(), token.into()],
+                    );
+                    if gone.is_empty() {
+                        return false;
+                    }
+                    let gone = gone.first();
+                    let owner: String = gone.get(1).unwrap().unwrap();
+                    let boot_id: String = gone.get(2).unwrap().unwrap();
+                    events::record(
+                        client,
+                        events::Event {
+                            event: "released",
+                            outcome: "released",
+                            work_item,
+                            actor: Some(&owner),
+                            old_owner: Some(&owner),
+                            old_token: Some(token),
+                            old_boot_id: Some(&boot_id),
+                            ..Default::default()
+                        },
+                    );
+                    true
+                },
+                || false,
+            )
+        })
     })
 }
 
@@ -315,38 +366,40 @@ fn transition_lease_force_release(
 ) -> bool {
     let work_item = errors::required("work_item", work_item);
     let reason = errors::required("reason", reason);
-    Spi::connect(|client| {
-        guard::lost_race_as(
-            || {
-                let gone = guard::run(
-                    client,
-                    "DELETE FROM orch_lease.transition_lease
-                      WHERE work_item = $1 AND ($2::bigint IS NULL OR token = $2)
-                     RETURNING owner, token, owner_boot_id",
-                    &[work_item.into(), expected_token.into()],
-                );
-                if gone.is_empty() {
-                    return false;
-                }
-                let gone = gone.first();
-                let old_owner: String = gone.get(1).unwrap().unwrap();
-                let old_boot_id: String = gone.get(3).unwrap().unwrap();
-                events::record(
-                    client,
-                    events::Taken {
-                        event: "forced",
-                        work_item,
-                        old_owner: &old_owner,
-                        old_token: gone.get(2).unwrap().unwrap(),
-                        old_boot_id: &old_boot_id,
-                        new_owner: None,
-                        new_token: None,
-                        reason,
-                    },
-                );
-                true
-            },
-            || false,
-        )
+    guard::as_owner(|| {
+        Spi::connect(|client| {
+            guard::lost_race_as(
+                || {
+                    let gone = guard::run(
+                        client,
+                        "DELETE FROM orch_lease.transition_lease
+                          WHERE work_item = $1 AND ($2::bigint IS NULL OR token = $2)
+                         RETURNING owner, token, owner_boot_id",
+                        &[work_item.into(), expected_token.into()],
+                    );
+                    if gone.is_empty() {
+                        return false;
+                    }
+                    let gone = gone.first();
+                    let old_owner: String = gone.get(1).unwrap().unwrap();
+                    let old_boot_id: String = gone.get(3).unwrap().unwrap();
+                    events::record(
+                        client,
+                        events::Event {
+                            event: "forced",
+                            outcome: "forced",
+                            work_item,
+                            old_owner: Some(&old_owner),
+                            old_token: gone.get(2).unwrap(),
+                            old_boot_id: Some(&old_boot_id),
+                            reason: Some(reason),
+                            ..Default::default()
+                        },
+                    );
+                    true
+                },
+                || false,
+            )
+        })
     })
 }

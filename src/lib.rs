@@ -16,6 +16,7 @@ mod events;
 mod guard;
 mod lease;
 mod recovery;
+mod roles;
 mod stage_cas;
 mod stage_rules;
 

@@ -3,7 +3,7 @@
 //! The stage changes only if it still equals the expected one; a lost race changes nothing and says so.
 //! With a lease token the check and the write run under the lease row's lock, so no reclaim or forced
 //! release can slip between them. The task table is the application's: orch_lease adds no column to it.
-use crate::{config, errors, guard, stage_rules};
+use crate::{config, errors, events, guard, stage_rules};
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::{self, PgTryBuilder};
 use pgrx::prelude::*;
@@ -94,15 +94,17 @@ fn register_task_table(
             ),
         );
     }
-    Spi::run_with_args(
-        "INSERT INTO orch_lease.task_table (relid, id_column, stage_column) VALUES ($1, $2::name, $3::name)
-         ON CONFLICT (singleton) DO UPDATE
-            SET relid = EXCLUDED.relid, id_column = EXCLUDED.id_column,
-                stage_column = EXCLUDED.stage_column, registered_at = clock_timestamp()",
-        &[table.oid().into(), id_column.as_ref().into(), stage_column.as_ref().into()],
-    )
-    .unwrap();
-    forget_everywhere("orch_lease.task_table");
+    guard::as_owner(|| {
+        Spi::run_with_args(
+            "INSERT INTO orch_lease.task_table (relid, id_column, stage_column) VALUES ($1, $2::name, $3::name)
+             ON CONFLICT (singleton) DO UPDATE
+                SET relid = EXCLUDED.relid, id_column = EXCLUDED.id_column,
+                    stage_column = EXCLUDED.stage_column, registered_at = clock_timestamp()",
+            &[table.oid().into(), id_column.as_ref().into(), stage_column.as_ref().into()],
+        )
+        .unwrap();
+        forget_everywhere("orch_lease.task_table");
+    });
 }
 
 /// Makes every backend's cached task-table description stale from our commit on, by invalidating one
@@ -192,8 +194,9 @@ fn task_table() -> Rc<TaskTable> {
 }
 
 fn describe_task_table() -> TaskTable {
-    let registered = Spi::connect(|client| {
-        let row = guard::run(
+    let registered = guard::as_owner(|| {
+        Spi::connect(|client| {
+            let row = guard::run(
             client,
             "SELECT tableoid, relid::oid, id_column::text, stage_column::text,
                     'orch_lease.stage_transition'::regclass::oid,
@@ -201,18 +204,19 @@ fn describe_task_table() -> TaskTable {
                FROM orch_lease.task_table",
             &[],
         );
-        (!row.is_empty()).then(|| {
-            let row = row.first();
-            let oid = |n| row.get::<pg_sys::Oid>(n).unwrap().unwrap();
-            let value = |n| row.get::<String>(n).unwrap().unwrap();
-            let graph = row.get::<Vec<String>>(6).unwrap().map(|edges| {
-                edges
-                    .iter()
-                    .filter_map(|edge| edge.split_once("->"))
-                    .map(|(from, to)| (from.to_string(), to.to_string()))
-                    .collect::<HashSet<_>>()
-            });
-            ([oid(1), oid(2), oid(5)], value(3), value(4), graph)
+            (!row.is_empty()).then(|| {
+                let row = row.first();
+                let oid = |n| row.get::<pg_sys::Oid>(n).unwrap().unwrap();
+                let value = |n| row.get::<String>(n).unwrap().unwrap();
+                let graph = row.get::<Vec<String>>(6).unwrap().map(|edges| {
+                    edges
+                        .iter()
+                        .filter_map(|edge| edge.split_once("->"))
+                        .map(|(from, to)| (from.to_string(), to.to_string()))
+                        .collect::<HashSet<_>>()
+                });
+                ([oid(1), oid(2), oid(5)], value(3), value(4), graph)
+            })
         })
     });
     let Some((sources, id, stage, graph)) = registered else {
@@ -422,13 +426,15 @@ fn stage_cas(
         };
         // Does the lease still hold with this token? Locks it (or releases it) as a side effect.
         let holds = |(token, statement): (i64, &str)| {
-            !guard::run(client, statement, &[task_id.into(), token.into()]).is_empty()
+            guard::as_owner(|| {
+                !guard::run(client, statement, &[task_id.into(), token.into()]).is_empty()
+            })
         };
         let lease_lost = || Cas::said(false, "lease_lost");
         let allowed = table.graph.as_ref().is_none_or(|graph| {
             graph.contains(&(expected_stage.to_string(), new_stage.to_string()))
         });
-        guard::lost_race_as(
+        let cas = guard::lost_race_as(
             || match claim {
                 Some(claim) if !holds(claim) => lease_lost(),
                 _ if !allowed => Cas::said(false, "invalid_transition"),
@@ -450,7 +456,26 @@ fn stage_cas(
                 ),
                 None => Cas::said(false, "stage_mismatch"),
             },
-        )
+        );
+        guard::as_owner(|| {
+            events::record(
+                client,
+                events::Event {
+                    event: if cas.applied {
+                        "cas_applied"
+                    } else {
+                        "cas_lost"
+                    },
+                    outcome: cas.outcome,
+                    work_item: task_id,
+                    old_token: claim.map(|(token, _)| token),
+                    stage_from: Some(expected_stage),
+                    stage_to: Some(new_stage),
+                    ..Default::default()
+                },
+            )
+        });
+        cas
     })
 }
 

@@ -1,6 +1,6 @@
 //! Rules on stage writes beyond the CAS: the transitions that make sense (a stage graph), and a guard on
 //! the task table that notices, or refuses, a stage write that bypasses the CAS.
-use crate::{config, errors, stage_cas};
+use crate::{config, errors, guard, stage_cas};
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, quote_literal};
 use pgrx::PgSqlErrorCode;
@@ -33,7 +33,7 @@ SELECT pg_catalog.pg_extension_config_dump('orch_lease.bypass_log', '');
 
 -- The bypass guard: a BEFORE UPDATE trigger on the task table. Arguments: mode, stage column, id column.
 CREATE FUNCTION orch_lease.bypass_guard() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     old_stage text := to_jsonb(OLD) ->> TG_ARGV[1];
     new_stage text := to_jsonb(NEW) ->> TG_ARGV[1];
@@ -160,6 +160,10 @@ fn register_stage_graph(
     for stage in &terminal {
         stage_cas::check_stage("terminal_stages", stage);
     }
+    guard::as_owner(|| replace_stage_graph(&pairs, terminal));
+}
+
+fn replace_stage_graph(pairs: &[(String, String)], terminal: Vec<String>) {
     let froms: Vec<&str> = pairs.iter().map(|(from, _)| from.as_str()).collect();
     let tos: Vec<&str> = pairs.iter().map(|(_, to)| to.as_str()).collect();
     Spi::run("DELETE FROM orch_lease.stage_transition; DELETE FROM orch_lease.terminal_stage")

@@ -62,8 +62,8 @@ mod tests {
         );
         assert_eq!(
             one::<String>(
-                "SELECT concat_ws('|', event, work_item, old_owner, old_token, new_owner, new_token)
-                   FROM orch_lease.lease_event"
+                &format!("SELECT concat_ws('|', event, work_item, old_owner, old_token, new_owner, new_token)
+                   FROM {TAKEOVERS}")
             ),
             Some(format!("reclaimed|job-1|monitor|{old}|reaper|{new}"))
         );
@@ -136,10 +136,12 @@ mod tests {
             "a re-acquired lease is never freed"
         );
         assert_eq!(count("orch_lease.transition_lease"), 1);
-        assert_eq!(count("orch_lease.lease_event"), 0);
+        assert_eq!(count(TAKEOVERS), 0);
         assert!(forced(format!("'job-1', {token}, 'stuck since Tuesday'")));
         assert_eq!(
-            one::<String>("SELECT concat_ws('|', event, old_owner, old_token, reason) FROM orch_lease.lease_event"),
+            one::<String>(&format!(
+                "SELECT concat_ws('|', event, old_owner, old_token, reason) FROM {TAKEOVERS}"
+            )),
             Some(format!("forced|monitor|{token}|stuck since Tuesday"))
         );
         assert!(!forced("'job-1'".into()), "nothing left to free");
@@ -153,7 +155,7 @@ mod tests {
             Some(true)
         );
         assert_eq!(
-            one::<String>("SELECT reason FROM orch_lease.lease_event"),
+            one::<String>(&format!("SELECT reason FROM {TAKEOVERS}")),
             Some("manual".into())
         );
         assert_eq!(count("orch_lease.transition_lease"), 0);

@@ -1,8 +1,10 @@
 //! In-process tests: each runs inside one backend, in a transaction the harness rolls back.
 //! Races between sessions are tested from outside, with real connections (`tests/`).
 mod config;
+mod events;
 mod lease;
 mod recovery;
+mod roles;
 mod stage_cas;
 mod stage_rules;
 
@@ -86,6 +88,10 @@ pub fn stage_of(id: i64) -> String {
     ))
     .unwrap()
 }
+
+/// The history's takeovers: the events that are always recorded and announced.
+pub const TAKEOVERS: &str =
+    "orch_lease.lease_event WHERE event IN ('reclaimed', 'reaped', 'forced')";
 
 pub fn count(sql_from_where: &str) -> i64 {
     one::<i64>(&format!("SELECT count(*) FROM {sql_from_where}")).unwrap()

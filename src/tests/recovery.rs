@@ -97,4 +97,94 @@ mod tests {
         );
         assert_eq!(count("orch_lease.boot WHERE superseded_at IS NULL"), 2);
     }
+
+    /// A lease inserted as it would be held: `boot` need not be registered.
+    fn held(item: &str, boot: &str, age: &str) {
+        run(&format!(
+            "INSERT INTO orch_lease.transition_lease (work_item, token, owner, owner_pid, owner_boot_id, acquired_at)
+             VALUES ('{item}', nextval('orch_lease.token_seq'), 'monitor', 4242, '{boot}', clock_timestamp() - interval '{age}')"
+        ));
+    }
+
+    fn liveness(item: &str) -> String {
+        one::<String>(&format!(
+            "SELECT orch_lease.transition_lease_liveness('{item}')"
+        ))
+        .unwrap()
+    }
+
+    #[pg_test]
+    fn reap_takes_dead_leases_and_leases_over_the_ceiling_and_leaves_the_rest() {
+        recover("boot-1");
+        recover("boot-2"); // boot-1 is superseded now
+        held("dead", "boot-1", "1 second");
+        held("old", "boot-2", "2 hours");
+        held("young", "boot-2", "1 minute");
+        held("unregistered", "boot-x", "1 minute");
+        held("unregistered-old", "boot-x", "3 hours");
+        assert_eq!(
+            one::<String>(
+                "SELECT string_agg(concat_ws(':', work_item, kind, owner, (age_s >= 3600 OR kind = 'stale')::text), ' ')
+                   FROM orch_lease.transition_lease_reap(3600)"
+            ),
+            Some("dead:stale:monitor:true old:ceiling:monitor:true unregistered-old:ceiling:monitor:true".into())
+        );
+        assert_eq!(
+            one::<String>("SELECT string_agg(work_item, ' ' ORDER BY work_item) FROM orch_lease.transition_lease"),
+            Some("unregistered young".into()),
+            "live or unknown leases under the ceiling stay"
+        );
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT string_agg(concat_ws(':', work_item, event, outcome, old_owner), ' ' ORDER BY work_item) FROM {TAKEOVERS}"
+            )),
+            Some("dead:reclaimed:stale:monitor old:reaped:ceiling:monitor unregistered-old:reaped:ceiling:monitor".into())
+        );
+        assert!(
+            one::<String>("SELECT reason FROM orch_lease.lease_event WHERE work_item = 'old'")
+                .unwrap()
+                .contains("over the ceiling of 3600 s")
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM orch_lease.transition_lease_reap(3600)"),
+            Some(0),
+            "a second run finds nothing"
+        );
+    }
+
+    #[pg_test]
+    fn reap_refuses_a_missing_or_non_positive_ceiling() {
+        assert_error(
+            "SELECT * FROM orch_lease.transition_lease_reap(NULL)",
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "max_running_s must not be NULL",
+        );
+        for bad in ["0", "-5"] {
+            assert_error(
+                &format!("SELECT * FROM orch_lease.transition_lease_reap({bad})"),
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                "max_running_s must be a positive number of seconds",
+            );
+        }
+    }
+
+    #[pg_test]
+    fn liveness_says_none_live_stale_or_unknown() {
+        recover("boot-1");
+        recover("boot-2");
+        held("stale", "boot-1", "1 second");
+        held("live", "boot-2", "1 second");
+        held("unknown", "boot-x", "1 second");
+        run("INSERT INTO orch_lease.transition_lease (work_item, token, owner, owner_pid, owner_boot_id)
+             VALUES ('gone-session', 99, 'webhook', pg_backend_pid(), 'session:' || pg_backend_pid() || ':12345')");
+        for item in ["none", "live", "stale", "unknown"] {
+            assert_eq!(liveness(item), item);
+        }
+        assert_eq!(liveness("gone-session"), "stale");
+        assert_error(
+            "SELECT orch_lease.transition_lease_liveness(NULL)",
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "work_item must not be NULL",
+        );
+    }
 }

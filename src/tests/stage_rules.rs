@@ -193,7 +193,7 @@ mod tests {
         let grant = acquire("job-1", "monitor", "boot-b");
         assert!(grant.starts_with("reclaimed|"), "{grant}");
         assert_eq!(
-            one::<String>("SELECT event FROM orch_lease.lease_event"),
+            one::<String>(&format!("SELECT event FROM {TAKEOVERS}")),
             Some("reclaimed".into())
         );
     }

@@ -35,5 +35,21 @@ SELECT line FROM (
     SELECT 'type ' || t.typname FROM pg_type t
      WHERE t.typnamespace = 'orch_lease'::regnamespace AND t.typtype = 'c'
     UNION ALL
+    SELECT 'comment function ' || p.oid::regprocedure || ' ' || d.description
+      FROM pg_description d JOIN pg_proc p ON p.oid = d.objoid AND d.classoid = 'pg_proc'::regclass
+     WHERE p.pronamespace = 'orch_lease'::regnamespace
+    UNION ALL
+    SELECT 'grants function ' || p.oid::regprocedure || ' ' ||
+           coalesce((SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(p.proacl) a), 'default')
+      FROM pg_proc p WHERE p.pronamespace = 'orch_lease'::regnamespace
+    UNION ALL
+    SELECT 'grants relation ' || c.relname || ' ' ||
+           coalesce((SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(c.relacl) a), 'default')
+      FROM pg_class c WHERE c.relnamespace = 'orch_lease'::regnamespace
+    UNION ALL
+    SELECT 'grants schema ' ||
+           coalesce((SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(n.nspacl) a), 'default')
+      FROM pg_namespace n WHERE n.nspname = 'orch_lease'
+    UNION ALL
     SELECT 'config-dump ' || unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'orch_lease'
 ) facts ORDER BY line;

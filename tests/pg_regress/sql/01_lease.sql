@@ -32,7 +32,9 @@ SELECT outcome, token FROM orch_lease.transition_lease_acquire('PR-130', 'webhoo
 -- The manual release: with expected_token it can never free a lease re-acquired meanwhile.
 SELECT orch_lease.transition_lease_force_release('PR-130', 1, 'stuck');
 SELECT orch_lease.transition_lease_force_release('PR-130', 2, 'stuck after a 900 s merge re-test');
-SELECT event, work_item, old_owner, old_token, reason FROM orch_lease.lease_event;
+
+-- The lease history: every grant, refusal, release and takeover, with who and which token.
+SELECT event, outcome, work_item, actor, old_owner, old_token, reason FROM orch_lease.lease_event ORDER BY event_id;
 
 -- Bad input is an error with a SQLSTATE that names the argument.
 \set VERBOSITY terse

@@ -1,0 +1,67 @@
+//! Least privilege. Two roles, created when missing (roles are cluster-wide and outlive the extension):
+//! - `orch_lease_actor`: acquire, release, the stage CAS and commit, liveness, metrics, and reading
+//!   the status view and the lease tables;
+//! - `orch_lease_admin`: everything an actor may, plus force_release, recover, reap, prune and the
+//!   registrations.
+//! PUBLIC gets nothing, and nobody but the extension's owner writes the lease tables: the functions do
+//! it for their callers (`guard::as_owner`), each only in the way it is meant to. The stage CAS writes
+//! the application's task table with the caller's own privileges and row-level security. `pg_monitor`
+//! may read the status view and the metrics, for postgres_exporter.
+use pgrx::prelude::*;
+
+extension_sql!(
+    r#"
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'orch_lease_actor') THEN
+        CREATE ROLE orch_lease_actor NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'orch_lease_admin') THEN
+        CREATE ROLE orch_lease_admin NOLOGIN;
+    END IF;
+    IF NOT pg_catalog.pg_has_role('orch_lease_admin', 'orch_lease_actor', 'MEMBER') THEN
+        GRANT orch_lease_actor TO orch_lease_admin;
+    END IF;
+END
+$$;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA orch_lease FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA orch_lease FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA orch_lease FROM PUBLIC;
+GRANT USAGE ON SCHEMA orch_lease TO orch_lease_actor, pg_monitor;
+
+GRANT EXECUTE ON FUNCTION
+    orch_lease.transition_lease_acquire(text, text, integer, text, text),
+    orch_lease.transition_lease_acquire_session(text, text, text),
+    orch_lease.transition_lease_release(text, bigint),
+    orch_lease.update_task_stage_cas(text, text, text, bigint),
+    orch_lease.commit_stage_cas(text, bigint, text, text),
+    orch_lease.transition_lease_liveness(text),
+    orch_lease.stage_write_allowed()
+    TO orch_lease_actor;
+GRANT EXECUTE ON FUNCTION
+    orch_lease.session_alive(text),
+    orch_lease.boot_liveness(text),
+    orch_lease.transition_lease_metrics()
+    TO orch_lease_actor, pg_monitor;
+GRANT SELECT ON
+    orch_lease.transition_lease, orch_lease.boot, orch_lease.lease_event, orch_lease.event_count,
+    orch_lease.task_table, orch_lease.stage_transition, orch_lease.terminal_stage, orch_lease.bypass_log,
+    orch_lease.transition_lease_status
+    TO orch_lease_actor;
+GRANT SELECT ON orch_lease.transition_lease_status, orch_lease.boot TO pg_monitor;
+
+GRANT EXECUTE ON FUNCTION
+    orch_lease.transition_lease_force_release(text, bigint, text),
+    orch_lease.transition_lease_recover(text, text, integer),
+    orch_lease.transition_lease_reap(integer),
+    orch_lease.transition_lease_prune(interval),
+    orch_lease.register_task_table(regclass, name, name),
+    orch_lease.register_stage_graph(text[], text[]),
+    orch_lease.install_bypass_guard(text),
+    orch_lease.bypass_guard()
+    TO orch_lease_admin;
+"#,
+    name = "roles",
+    finalize
+);
