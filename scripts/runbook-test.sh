@@ -13,6 +13,8 @@ q() { psql -X -q -t -A -d orch_lease_runbook -c "$1"; }
 check() { [ "$(q "$1")" = "$2" ] || { echo "runbook: $3 (got $(q "$1"), wanted $2)"; exit 1; }; }
 check "SELECT count(*) FROM orch_lease.lease_event WHERE event = 'forced' AND work_item = 'PR-130'" 1 \
       "section 2 force-released the stuck lease"
+check "SELECT string_agg(event || ':' || outcome, ' ') FROM orch_lease.lease_event WHERE work_item = 'PR-131' AND event <> 'acquired'" "reaped:ceiling" \
+      "section 2 reaped the lease over the age ceiling, and only that one"
 check "SELECT stage FROM runbook_tasks WHERE id = 'job-1914'" deployed "section 3 moved the stage through the CAS"
 check "SELECT count(*) FROM orch_lease.boot WHERE instance = 'monitor' AND superseded_at IS NULL" 1 \
       "section 4 left one live incarnation"

@@ -34,7 +34,7 @@ SELECT orch_lease.transition_lease_force_release('PR-130', 1, 'stuck');
 SELECT orch_lease.transition_lease_force_release('PR-130', 2, 'stuck after a 900 s merge re-test');
 
 -- The lease history: every grant, refusal, release and takeover, with who and which token.
-SELECT event, outcome, work_item, actor, old_owner, old_token, reason FROM orch_lease.lease_event ORDER BY event_id;
+SELECT event, outcome, work_item, actor, new_token, old_owner, old_token, reason FROM orch_lease.lease_event ORDER BY event_id;
 
 -- Bad input is an error with a SQLSTATE that names the argument.
 \set VERBOSITY terse
