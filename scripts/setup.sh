@@ -5,8 +5,8 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-packages=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang pkg-config
-          libssl-dev build-essential python3)
+packages=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-$PG_MAJOR-cron libclang-dev clang
+          pkg-config libssl-dev build-essential python3)
 is_root && packages+=(sudo) # cargo pgrx test --runas uses sudo
 command -v npm >/dev/null || packages+=(nodejs npm) # the Node.js example
 missing=()

@@ -26,9 +26,10 @@ suite_run regress/pg_regress tests/pg_regress sql 2>&1 | tee -a "$results"
 log "3/5 isolation specs"
 suite_run isolation/pg_isolation_regress tests/isolation specs 2>&1 | tee -a "$results"
 
-log "3/5 the upgrade path (0.1.0 -> current) and the runbook's psql snippets"
+log "3/5 the upgrade path (each release -> current), the runbook's and the operations page's psql snippets"
 scripts/upgrade-test.sh 2>&1 | tee -a "$results"
 scripts/runbook-test.sh 2>&1 | tee -a "$results"
+scripts/cron-test.sh 2>&1 | tee -a "$results" # its own cluster, with pg_cron preloaded
 
 log "4/5 real-connection tests"
 cargo test --manifest-path harness/Cargo.toml 2>&1 | tee -a "$results"
@@ -38,6 +39,6 @@ scripts/examples.sh 2>&1 | tee -a "$results"
 harness/target/debug/orch-race demo # asserts its own outcome
 
 # One closing line for the whole run (every step above already stopped the script on a failure).
-passed=$(awk '/^test result: ok\./ { n += $4 } /^ *All [0-9]+ tests passed/ { n += $2 } /^(examples|upgrade|runbook): [0-9]+ passed/ { n += $2 } END { print n + 0 }' "$results")
+passed=$(awk '/^test result: ok\./ { n += $4 } /^ *All [0-9]+ tests passed/ { n += $2 } /^(examples|upgrade|runbook|cron): [0-9]+ passed/ { n += $2 } END { print n + 0 }' "$results")
 rm -f "$results"
 echo "orch_lease: $passed passed, 0 failed"

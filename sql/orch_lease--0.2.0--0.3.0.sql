@@ -39,12 +39,10 @@ DROP TRIGGER announce ON orch_lease.lease_event;
 CREATE OR REPLACE FUNCTION orch_lease.announce_event() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM pg_notify('orch_lease', json_build_object(
-        'version', 1, 'event_id', NEW.event_id, 'at', NEW.at, 'event', NEW.event,
-        'outcome', NEW.outcome, 'work_item', NEW.work_item,
-        'old_owner', NEW.old_owner, 'old_token', NEW.old_token, 'old_boot_id', NEW.old_boot_id,
-        'new_owner', NEW.new_owner, 'new_token', NEW.new_token, 'reason', NEW.reason,
-        'by_role', NEW.by_role)::text);
+    PERFORM pg_notify('orch_lease', row_to_json(payload)::text)
+       FROM (SELECT 1 AS version, NEW.event_id, NEW.at, NEW.event, NEW.outcome, NEW.work_item,
+                    NEW.old_owner, NEW.old_token, NEW.old_boot_id, NEW.new_owner, NEW.new_token,
+                    NEW.reason, NEW.by_role) payload;
     RETURN NULL;
 END
 $$;

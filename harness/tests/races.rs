@@ -278,6 +278,11 @@ fn forced_and_stale_reclaims_are_announced() {
         payloads.push(note.payload().to_string());
     }
     assert!(
+        payloads[0].starts_with("{\"version\":1,"),
+        "payload format version 1: {}",
+        payloads[0]
+    );
+    assert!(
         payloads[0].contains("\"event\":\"forced\""),
         "{}",
         payloads[0]
@@ -424,5 +429,79 @@ fn a_session_bound_lease_dies_with_its_session() {
     assert_eq!(
         acquire(&mut other, "task-1", "monitor", "boot-m").0,
         "reclaimed"
+    );
+}
+
+#[test]
+fn the_reaper_skips_a_lease_in_use_and_announces_what_it_takes() {
+    let dsn = fresh_database("race_reap");
+    let mut listener = connect(&dsn);
+    listener.batch_execute("LISTEN orch_lease").unwrap();
+    let mut actor = connect(&dsn);
+    actor
+        .query(
+            "SELECT * FROM orch_lease.transition_lease_recover('boot-1', 'orchestrator')",
+            &[],
+        )
+        .unwrap();
+    let (_, token) = acquire(&mut actor, "task-1", "deployer", "boot-1");
+    actor
+        .batch_execute(
+            "UPDATE orch_lease.transition_lease SET acquired_at = now() - interval '2 hours'",
+        )
+        .unwrap();
+
+    // The holder is in the middle of a CAS under its lease: the reaper passes it by without waiting.
+    actor.batch_execute("BEGIN").unwrap();
+    assert_eq!(
+        cas(
+            &mut actor,
+            "update_task_stage_cas('task-1', 'queued', 'deploying', $1)",
+            &[&token]
+        ),
+        "applied"
+    );
+    let mut reaper = connect(&dsn);
+    reaper
+        .batch_execute("SET statement_timeout = '5s'")
+        .unwrap();
+    let reap = "SELECT work_item, kind FROM orch_lease.transition_lease_reap(3600)";
+    assert!(
+        reaper.query(reap, &[]).unwrap().is_empty(),
+        "a lease in use is skipped, not waited for"
+    );
+    actor.batch_execute("COMMIT").unwrap();
+
+    let reaped = reaper.query(reap, &[]).unwrap();
+    assert_eq!(reaped.len(), 1);
+    assert_eq!(
+        (reaped[0].get::<_, String>(0), reaped[0].get::<_, String>(1)),
+        ("task-1".to_string(), "ceiling".to_string())
+    );
+    use postgres::fallible_iterator::FallibleIterator;
+    let mut notifications = listener.notifications();
+    let note = notifications
+        .timeout_iter(std::time::Duration::from_secs(5))
+        .next()
+        .expect("notification")
+        .expect("an announcement within 5 s");
+    let payload = note.payload();
+    for needle in [
+        "{\"version\":1,",
+        "\"event\":\"reaped\"",
+        "\"outcome\":\"ceiling\"",
+        "\"old_owner\":\"deployer\"",
+        &format!("\"old_token\":{}", token.unwrap()),
+    ] {
+        assert!(payload.contains(needle), "{needle} in {payload}");
+    }
+    assert_eq!(
+        cas(
+            &mut actor,
+            "commit_stage_cas('task-1', $1, 'deploying', 'deployed')",
+            &[&token]
+        ),
+        "lease_lost",
+        "the reaped holder's late commit writes nothing"
     );
 }
