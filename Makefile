@@ -1,11 +1,17 @@
 # orch_lease — every entry point installs what it needs first (scripts/setup.sh) and is safe to rerun.
-.PHONY: demo test soak bench setup install lint clean
+.PHONY: demo test test-matrix test-ha soak bench setup install lint clean
 
 demo:        ## Replay the incident: five actor processes race with and without orch_lease
 	scripts/demo.sh
 
 test:        ## Every test: in-process, pg_regress, real-connection races and the incident regression
 	scripts/test.sh
+
+test-matrix: ## In-process, pg_regress and isolation tests on PostgreSQL 14, 16, 17 and 18 (make test covers 15)
+	scripts/matrix.sh
+
+test-ha:     ## Only the failover test: a primary, a synchronous standby, a hard stop and a promotion
+	scripts/setup.sh && scripts/ha-test.sh
 
 soak:        ## The long soak with injected faults (figures for docs/reliability.md)
 	scripts/soak.sh

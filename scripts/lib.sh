@@ -1,9 +1,10 @@
 # Shared by the scripts: toolchain versions, running as the postgres user when we are root, and a
 # throwaway PostgreSQL cluster with its own data directory and port. Source it; do not run it.
-PG_MAJOR=15
+# PostgreSQL 15 is Debian's and the default; scripts/matrix.sh points these at other majors.
+PG_MAJOR=${PG_MAJOR:-15}
 PGRX_VERSION=0.18.1
-PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
-PG_CONFIG=$PG_BIN/pg_config
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
+PG_BIN=$(dirname "$PG_CONFIG")
 ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -66,7 +67,7 @@ suite_run() {
     specs=$(cd "$inputdir/$kind" && ls | sed 's|\.[a-z]*$||')
     # shellcheck disable=SC2086 # one argument per spec
     "$(dirname "$("$PG_CONFIG" --pgxs)")/../test/$driver" \
-        --use-existing --host="$PGHOST" --port="$PGPORT" --user=postgres --dbname="orch_lease_$name" \
+        --use-existing --bindir="$PG_BIN" --host="$PGHOST" --port="$PGPORT" --user=postgres --dbname="orch_lease_$name" \
         --inputdir="$inputdir" --outputdir="target/$name" $specs
 }
 

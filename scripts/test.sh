@@ -30,6 +30,7 @@ log "3/5 the upgrade path (each release -> current), the runbook's and the opera
 scripts/upgrade-test.sh 2>&1 | tee -a "$results"
 scripts/runbook-test.sh 2>&1 | tee -a "$results"
 scripts/cron-test.sh 2>&1 | tee -a "$results" # its own cluster, with pg_cron preloaded
+scripts/ha-test.sh 2>&1 | tee -a "$results"   # a primary and a synchronous standby, one failover
 
 log "4/5 real-connection tests"
 cargo test --manifest-path harness/Cargo.toml 2>&1 | tee -a "$results"
@@ -39,6 +40,6 @@ scripts/examples.sh 2>&1 | tee -a "$results"
 harness/target/debug/orch-race demo # asserts its own outcome
 
 # One closing line for the whole run (every step above already stopped the script on a failure).
-passed=$(awk '/^test result: ok\./ { n += $4 } /^ *All [0-9]+ tests passed/ { n += $2 } /^(examples|upgrade|runbook|cron): [0-9]+ passed/ { n += $2 } END { print n + 0 }' "$results")
+passed=$(awk '/^test result: ok\./ { n += $4 } /^#? *All [0-9]+ tests passed/ { n += $(NF-2) } /^(examples|upgrade|runbook|cron|failover): [0-9]+ passed/ { n += $2 } END { print n + 0 }' "$results")
 rm -f "$results"
 echo "orch_lease: $passed passed, 0 failed"

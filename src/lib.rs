@@ -5,9 +5,11 @@
 //!   incarnation (`recovery`) rather than a heartbeat;
 //! - an *expected-stage compare-and-swap* on the application's own task table (`stage_cas`).
 //!
-//! Everything lives in the `orch_lease` schema. `config` holds the kill-switch and scope GUCs,
-//! `events` the reclaim log, its NOTIFY and the status view, `errors` the SQLSTATE-carrying input
-//! errors, and `guard` the machinery shared by every function (cached plans, lost-race handling).
+//! Everything lives in the `orch_lease` schema. `recovery` also holds the reaper; `config` the
+//! kill-switch, scope and history GUCs; `events` the lease history, its NOTIFY, the status view and
+//! the metrics; `stage_rules` the stage graph and the bypass guard; `roles` the grants; `errors` the
+//! SQLSTATE-carrying input errors; and `guard` the machinery shared by every function (cached plans,
+//! lost-race handling, running orch_lease's own statements as the extension's owner).
 use pgrx::prelude::*;
 
 mod config;

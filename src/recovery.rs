@@ -180,7 +180,7 @@ fn session_alive(boot_id: &str) -> Option<bool> {
     Some(unsafe {
         pg_sys::pgstat_clear_backend_activity_snapshot();
         (1..=pg_sys::pgstat_fetch_stat_numbackends()).any(|backend| {
-            let entry = pg_sys::pgstat_fetch_stat_local_beentry(backend);
+            let entry = local_backend_status(backend);
             !entry.is_null()
                 && (*entry).backendStatus.st_procpid == pid
                 && (*entry).backendStatus.st_proc_start_timestamp == started
@@ -287,4 +287,16 @@ fn transition_lease_liveness(work_item: Option<&str>) -> String {
             }
         })
     })
+}
+
+/// The backend status entry at a 1-based index of this transaction's snapshot of the backend list
+/// (renamed in PostgreSQL 16).
+#[cfg(any(feature = "pg14", feature = "pg15"))]
+unsafe fn local_backend_status(index: i32) -> *mut pg_sys::LocalPgBackendStatus {
+    pg_sys::pgstat_fetch_stat_local_beentry(index)
+}
+
+#[cfg(not(any(feature = "pg14", feature = "pg15")))]
+unsafe fn local_backend_status(index: i32) -> *mut pg_sys::LocalPgBackendStatus {
+    pg_sys::pgstat_get_local_beentry_by_index(index)
 }

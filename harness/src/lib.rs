@@ -7,6 +7,7 @@
 //! marks. In `naive` mode an actor reads the stage and writes it with a bare UPDATE; in `lease` mode it
 //! acquires the transition lease, re-reads the stage under it, and commits with `commit_stage_cas`.
 pub mod demo;
+pub mod failover;
 pub mod soak;
 
 use postgres::{Client, NoTls};

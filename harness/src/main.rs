@@ -1,6 +1,8 @@
 //! `orch-race race --mode naive|lease` replays the incident and prints what happened;
 //! `orch-race actor …` is one actor process (started by `race`).
-use orch_lease_harness::{connect, demo, prepare, race, report, run_actor, soak, ActorPlan, Mode};
+use orch_lease_harness::{
+    connect, demo, failover, prepare, race, report, run_actor, soak, ActorPlan, Mode,
+};
 use std::collections::HashMap;
 
 fn main() {
@@ -99,6 +101,38 @@ fn main() {
             crash_after_grant: get("crash-after-grant", "no") == "yes",
         }),
         "demo" => demo::run(&std::env::current_exe().unwrap(), &dsn),
+        "failover" => {
+            let command = |name: &str| std::env::var(name).unwrap_or_else(|_| usage());
+            let plan = failover::Plan {
+                primary_dsn: get("primary-dsn", ""),
+                dsn,
+                actors: number("actors", "6") as usize,
+                items: number("items", "40") as usize,
+                before: std::time::Duration::from_secs(number("before-s", "4")),
+                after: std::time::Duration::from_secs(number("after-s", "4")),
+                crash: command("ORCH_LEASE_CRASH_CMD"),
+                promote: command("ORCH_LEASE_PROMOTE_CMD"),
+                freeze: std::env::var("ORCH_LEASE_FREEZE_CMD")
+                    .ok()
+                    .map(|freeze| (freeze, command("ORCH_LEASE_THAW_CMD"))),
+                dir: std::path::PathBuf::from(get("dir", "target/failover")),
+            };
+            let mut db = connect(&plan.primary_dsn);
+            failover::prepare(&mut db, plan.items);
+            let report = failover::run(&std::env::current_exe().unwrap(), &plan);
+            report.print();
+            if get("expect", "holds") == "holds" && !report.holds() {
+                eprintln!("failover: committed work was lost or a token repeated: {report:?}");
+                std::process::exit(1);
+            }
+        }
+        "failover-actor" => failover::run_actor(
+            &dsn,
+            &get("role", "actor-0"),
+            number("items", "40") as usize,
+            std::path::Path::new(&get("dir", ".")),
+            number("seconds", "8"),
+        ),
         _ => usage(),
     }
 }
