@@ -20,5 +20,12 @@ check "SELECT count(*) FROM orch_lease.boot WHERE instance = 'monitor' AND super
       "section 4 left one live incarnation"
 check "SELECT count(*) FROM pg_db_role_setting WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = 'orch_lease_runbook')" 0 \
       "section 5 turned the kill-switch back on"
+# docs/scale-out.md names orch_lease's tables and functions for Citus: every one must exist as written.
+grep -o "create_distributed_function('[^']*'" docs/scale-out.md | cut -d"'" -f2 | while read -r function; do
+    q "SELECT '$function'::regprocedure" >/dev/null || { echo "scale-out.md: no function $function"; exit 1; }
+done
+grep -oE "create_(distributed|reference)_table\('orch_lease\.[a-z_]*'" docs/scale-out.md | cut -d"'" -f2 | while read -r table; do
+    q "SELECT '$table'::regclass" >/dev/null || { echo "scale-out.md: no table $table"; exit 1; }
+done
 echo "runbook: $(grep -c '^```sql$' docs/runbook.md) snippets ran"
 echo "runbook: 1 passed, 0 failed"
