@@ -193,6 +193,8 @@ fn session_alive(boot_id: &str) -> Option<bool> {
 /// ceiling, the only bound a lease has; live leases under the ceiling are left alone. A lease in use
 /// by a running transaction right now (a CAS committing under it) is skipped until the next run.
 /// Each lease taken is logged and announced, and returned with its kind: `stale` or `ceiling`.
+// The column names must be spelled out in the signature for pgrx to declare RETURNS TABLE.
+#[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_unsafe, requires = ["lease_table", "events"])]
 fn transition_lease_reap(
     max_running_s: Option<i32>,

@@ -3,6 +3,7 @@
 //!   the status view and the lease tables;
 //! - `orch_lease_admin`: everything an actor may, plus force_release, recover, reap, prune and the
 //!   registrations.
+//!
 //! PUBLIC gets nothing, and nobody but the extension's owner writes the lease tables: the functions do
 //! it for their callers (`guard::as_owner`), each only in the way it is meant to. The stage CAS writes
 //! the application's task table with the caller's own privileges and row-level security. `pg_monitor`

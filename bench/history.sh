@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# What the lease history costs: the acquire + commit cycle (bench/scripts/cycle_orch_lease.sql) with
+# orch_lease.history = all (every grant and CAS recorded) against takeovers (only takeovers), and the
+# raw-SQL floor (cycle_raw.sql), each measured in this run. Prints medians and ratios.
+# BENCH_RUNS (3) × BENCH_SECONDS (5) per variant, at 1 and 4 clients.
+set -euo pipefail
+source "$(dirname "$0")/../scripts/lib.sh"
+begin
+install_release
+cluster_start -c shared_buffers=512MB -c checkpoint_timeout=30min -c max_wal_size=4GB
+runs=${BENCH_RUNS:-3} seconds=${BENCH_SECONDS:-5}
+psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
+CREATE EXTENSION orch_lease;
+CREATE TABLE bench_task (id bigint PRIMARY KEY, stage text NOT NULL);
+INSERT INTO bench_task SELECT i, 'queued' FROM generate_series(0, 100000) i;
+CREATE TABLE raw_lease (work_item text PRIMARY KEY, token bigint, owner text, owner_pid int, owner_boot_id text);
+CREATE SEQUENCE raw_token;
+SELECT orch_lease.register_task_table('bench_task');
+SELECT count(*) FROM orch_lease.transition_lease_recover('bench-boot', 'bench', 1);
+VACUUM ANALYZE;
+SQL
+tps() { # script clients history → median tps of $runs runs
+    local script=$1 clients=$2 history=$3
+    for _ in $(seq "$runs"); do
+        PGOPTIONS="-c orch_lease.history=$history" "$PG_BIN/pgbench" -n -M prepared -T "$seconds" \
+            -c "$clients" -j "$clients" -f "bench/scripts/$script" 2>/dev/null | awk '/^tps/ { print $3 }'
+    done | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+}
+printf '%-8s %12s %12s %12s %16s %16s\n' clients raw takeovers all 'all÷takeovers' 'all÷raw'
+for clients in 1 4; do
+    raw=$(tps cycle_raw.sql "$clients" all)
+    takeovers=$(tps cycle_orch_lease.sql "$clients" takeovers)
+    all=$(tps cycle_orch_lease.sql "$clients" all)
+    printf '%-8s %12.0f %12.0f %12.0f %16.2f %16.2f\n' "$clients" "$raw" "$takeovers" "$all" \
+        "$(awk -v a="$all" -v b="$takeovers" 'BEGIN { print a / b }')" \
+        "$(awk -v a="$all" -v b="$raw" 'BEGIN { print a / b }')"
+done
