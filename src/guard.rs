@@ -184,9 +184,16 @@ pub fn as_owner<R>(body: impl FnOnce() -> R) -> R {
         );
         nest_level
     };
-    let outer = CALLER.replace(Some(CALLER.get().unwrap_or(caller)));
+    // Restored however `body` ends: an error unwinding through here must not leave this caller behind
+    // for the next call of the backend (its history would name the wrong role).
+    struct RestoreCaller(Option<pg_sys::Oid>);
+    impl Drop for RestoreCaller {
+        fn drop(&mut self) {
+            CALLER.set(self.0);
+        }
+    }
+    let _restore = RestoreCaller(CALLER.replace(Some(CALLER.get().unwrap_or(caller))));
     let result = body();
-    CALLER.set(outer);
     unsafe {
         pg_sys::SetUserIdAndSecContext(caller, context);
         pg_sys::AtEOXact_GUC(true, nest_level);

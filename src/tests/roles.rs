@@ -190,4 +190,24 @@ mod tests {
         );
         assert_eq!(count("evil.hits"), 1);
     }
+
+    #[pg_test]
+    fn an_error_inside_orch_lease_does_not_leave_its_caller_behind() {
+        run("CREATE ROLE oncall IN ROLE orch_lease_admin");
+        run("SELECT * FROM orch_lease.transition_lease_recover('boot-1', 'orchestrator')");
+        run("SELECT * FROM orch_lease.transition_lease_recover('boot-2', 'orchestrator')");
+        run("SET LOCAL ROLE oncall");
+        assert_error(
+            "SELECT * FROM orch_lease.transition_lease_recover('boot-1', 'orchestrator')",
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "was superseded",
+        );
+        run("RESET ROLE");
+        token_of("job-1", "monitor", "boot-2");
+        assert_eq!(
+            one::<bool>("SELECT by_role = current_user FROM orch_lease.lease_event WHERE event = 'acquired'"),
+            Some(true),
+            "the next call's history names its own caller"
+        );
+    }
 }
