@@ -4,6 +4,7 @@
 //! larger than all before it. A lease has no TTL: its holder is dead only when its boot incarnation was
 //! superseded (see `recovery`), and the only age bound is a reaper's ceiling.
 use crate::{config, errors, events, guard, recovery};
+use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{composite_type, AllocatedByRust};
@@ -319,41 +320,12 @@ fn reclaim(client: &SpiClient<'_>, request: &Request<'_>, dead: Holder) -> Grant
 fn transition_lease_release(work_item: Option<&str>, token: Option<i64>) -> bool {
     let work_item = errors::required("work_item", work_item);
     let Some(token) = token else { return false };
-    guard::as_owner(|| {
-        Spi::connect(|client| {
-            guard::lost_race_as(
-                || {
-                    let gone = guard::run(
-                        client,
-                        "DELETE FROM orch_lease.transition_lease WHERE work_item = $1 AND token = $2
-                         RETURNING owner, owner_boot_id",
-                        &[work_item.into(), token.into()],
-                    );
-                    if gone.is_empty() {
-                        return false;
-                    }
-                    let gone = gone.first();
-                    let owner: String = gone.get(1).unwrap().unwrap();
-                    let boot_id: String = gone.get(2).unwrap().unwrap();
-                    events::record(
-                        client,
-                        events::Event {
-                            event: "released",
-                            outcome: "released",
-                            work_item,
-                            actor: Some(&owner),
-                            old_owner: Some(&owner),
-                            old_token: Some(token),
-                            old_boot_id: Some(&boot_id),
-                            ..Default::default()
-                        },
-                    );
-                    true
-                },
-                || false,
-            )
-        })
-    })
+    end_lease(
+        "DELETE FROM orch_lease.transition_lease WHERE work_item = $1 AND token = $2
+         RETURNING owner, token, owner_boot_id",
+        &[work_item.into(), token.into()],
+        (work_item, "released", None),
+    )
 }
 
 /// The manual release for the people on call. With `expected_token` it frees only that lease, so it can
@@ -366,33 +338,45 @@ fn transition_lease_force_release(
 ) -> bool {
     let work_item = errors::required("work_item", work_item);
     let reason = errors::required("reason", reason);
+    end_lease(
+        "DELETE FROM orch_lease.transition_lease
+          WHERE work_item = $1 AND ($2::bigint IS NULL OR token = $2)
+         RETURNING owner, token, owner_boot_id",
+        &[work_item.into(), expected_token.into()],
+        (work_item, "forced", Some(reason)),
+    )
+}
+
+/// Ends the lease `delete` removes (it returns owner, token, owner_boot_id) and records it as `event`:
+/// `released` by its holder, or `forced` for `reason`. False when there was no such lease, or when it is
+/// being used or ended by another transaction right now.
+fn end_lease(
+    delete: &str,
+    args: &[DatumWithOid],
+    (work_item, event, reason): (&str, &str, Option<&str>),
+) -> bool {
     guard::as_owner(|| {
         Spi::connect(|client| {
             guard::lost_race_as(
                 || {
-                    let gone = guard::run(
-                        client,
-                        "DELETE FROM orch_lease.transition_lease
-                          WHERE work_item = $1 AND ($2::bigint IS NULL OR token = $2)
-                         RETURNING owner, token, owner_boot_id",
-                        &[work_item.into(), expected_token.into()],
-                    );
+                    let gone = guard::run(client, delete, args);
                     if gone.is_empty() {
                         return false;
                     }
                     let gone = gone.first();
-                    let old_owner: String = gone.get(1).unwrap().unwrap();
-                    let old_boot_id: String = gone.get(3).unwrap().unwrap();
+                    let owner: String = gone.get(1).unwrap().unwrap();
+                    let boot_id: String = gone.get(3).unwrap().unwrap();
                     events::record(
                         client,
                         events::Event {
-                            event: "forced",
-                            outcome: "forced",
+                            event,
+                            outcome: event,
                             work_item,
-                            old_owner: Some(&old_owner),
+                            actor: (event == "released").then_some(owner.as_str()),
+                            old_owner: Some(&owner),
                             old_token: gone.get(2).unwrap(),
-                            old_boot_id: Some(&old_boot_id),
-                            reason: Some(reason),
+                            old_boot_id: Some(&boot_id),
+                            reason,
                             ..Default::default()
                         },
                     );

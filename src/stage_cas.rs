@@ -197,13 +197,13 @@ fn describe_task_table() -> TaskTable {
     let registered = guard::as_owner(|| {
         Spi::connect(|client| {
             let row = guard::run(
-            client,
-            "SELECT tableoid, relid::oid, id_column::text, stage_column::text,
-                    'orch_lease.stage_transition'::regclass::oid,
-                    (SELECT array_agg(from_stage || '->' || to_stage) FROM orch_lease.stage_transition)
-               FROM orch_lease.task_table",
-            &[],
-        );
+                client,
+                "SELECT tableoid, relid::oid, id_column::text, stage_column::text,
+                        'orch_lease.stage_transition'::regclass::oid,
+                        (SELECT array_agg(from_stage || '->' || to_stage) FROM orch_lease.stage_transition)
+                   FROM orch_lease.task_table",
+                &[],
+            );
             (!row.is_empty()).then(|| {
                 let row = row.first();
                 let oid = |n| row.get::<pg_sys::Oid>(n).unwrap().unwrap();

@@ -240,16 +240,7 @@ fn recover_waits_for_a_zombie_acquire_and_then_releases_its_lease() {
 
 #[test]
 fn forced_and_stale_reclaims_are_announced() {
-    let dsn = fresh_database("race_notify");
-    let mut listener = connect(&dsn);
-    listener.batch_execute("LISTEN orch_lease").unwrap();
-    let mut actor = connect(&dsn);
-    actor
-        .query(
-            "SELECT * FROM orch_lease.transition_lease_recover('boot-1', 'orchestrator')",
-            &[],
-        )
-        .unwrap();
+    let (_, mut listener, mut actor) = listening("race_notify");
     let (_, token) = acquire(&mut actor, "task-1", "monitor", "boot-1");
     actor
         .execute(
@@ -434,16 +425,7 @@ fn a_session_bound_lease_dies_with_its_session() {
 
 #[test]
 fn the_reaper_skips_a_lease_in_use_and_announces_what_it_takes() {
-    let dsn = fresh_database("race_reap");
-    let mut listener = connect(&dsn);
-    listener.batch_execute("LISTEN orch_lease").unwrap();
-    let mut actor = connect(&dsn);
-    actor
-        .query(
-            "SELECT * FROM orch_lease.transition_lease_recover('boot-1', 'orchestrator')",
-            &[],
-        )
-        .unwrap();
+    let (dsn, mut listener, mut actor) = listening("race_reap");
     let (_, token) = acquire(&mut actor, "task-1", "deployer", "boot-1");
     actor
         .batch_execute(
@@ -504,4 +486,19 @@ fn the_reaper_skips_a_lease_in_use_and_announces_what_it_takes() {
         "lease_lost",
         "the reaped holder's late commit writes nothing"
     );
+}
+
+/// A fresh database, a connection listening on `orch_lease`, and an actor whose boot-1 is registered.
+fn listening(database: &str) -> (String, postgres::Client, postgres::Client) {
+    let dsn = fresh_database(database);
+    let mut listener = connect(&dsn);
+    listener.batch_execute("LISTEN orch_lease").unwrap();
+    let mut actor = connect(&dsn);
+    actor
+        .query(
+            "SELECT * FROM orch_lease.transition_lease_recover('boot-1', 'orchestrator')",
+            &[],
+        )
+        .unwrap();
+    (dsn, listener, actor)
 }
