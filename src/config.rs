@@ -60,6 +60,19 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    reserve_prefix();
+}
+
+/// `orch_lease.*` names only the settings above: a typo (`orch_lease.enable`) is an error, not a
+/// silently ignored placeholder.
+#[cfg(feature = "pg14")]
+fn reserve_prefix() {
+    unsafe { pgrx::pg_sys::EmitWarningsOnPlaceholders(c"orch_lease".as_ptr()) }
+}
+
+#[cfg(not(feature = "pg14"))]
+fn reserve_prefix() {
+    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"orch_lease".as_ptr()) }
 }
 
 /// Does the history record routine events (grants, refusals, releases, CAS), not only takeovers?

@@ -1,10 +1,10 @@
 //! Errors for bad input: each carries a proper SQLSTATE and names the argument at fault.
-//! Lost races never come here: they are outcomes (see `guard`).
+//! Lost races never come here: they are outcomes (see `races`).
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
 
-/// Longest text accepted for identifiers such as work_item, owner or boot_id. It keeps every key well
-/// inside a btree entry and every NOTIFY payload under PostgreSQL's 8000-byte limit.
+/// Longest text accepted for identifiers such as work_item, owner or boot_id, and for stages. It keeps
+/// every key well inside a btree entry. (NOTIFY payloads cut every value shorter still: see `events`.)
 pub const MAX_TEXT_BYTES: usize = 1024;
 
 /// Raises an ERROR with the given SQLSTATE and message.
@@ -24,6 +24,19 @@ pub fn raise_hinted(
         Some(detail) => report.set_detail(detail),
         None => report,
     })
+}
+
+/// Raises an internal fault (XX000): orch_lease's own statement or row did not behave. The message is
+/// short; DETAIL names what failed, never Rust internals.
+pub fn internal(what: &str, subject: &str, error: impl std::fmt::Display) -> ! {
+    let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
+    let report = ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        format!("orch_lease: internal error: {what}"),
+        "orch_lease",
+    )
+    .set_detail(format!("{subject}: {error}"));
+    explain(report)
 }
 
 fn explain(report: ErrorReport) -> ! {
@@ -62,6 +75,11 @@ fn bounded<'a>(argument: &str, text: &'a str) -> &'a str {
         );
     }
     text
+}
+
+/// A required text argument that may be empty (a stage): not NULL, at most `MAX_TEXT_BYTES`.
+pub fn bounded_present<'a>(argument: &str, value: Option<&'a str>) -> &'a str {
+    bounded(argument, present(argument, value))
 }
 
 /// A required non-NULL value of any other type.

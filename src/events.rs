@@ -1,12 +1,15 @@
-//! Observability: the lease history, its alerts, the status view and the metrics.
+//! The lease history and its alerts.
 //!
 //! `orch_lease.lease_event` is an append-only history: every grant, refusal, release and stage CAS
 //! (with `orch_lease.history = all`, the default) and every lease taken away from its holder (always).
 //! A takeover — reclaimed from a dead holder, reaped at the age ceiling, forced by hand — is also
 //! announced on channel `orch_lease` with a JSON payload of a stable, versioned shape, so an alerting
 //! bridge needs only `LISTEN orch_lease`. `transition_lease_prune` bounds the history and folds what it
-//! removes into `event_count`, so the counters `transition_lease_metrics` reports never go down.
-use crate::{config, guard};
+//! removes into `event_count`, so the counters the metrics report never go down.
+//!
+//! `Event` and `COLUMNS` are the one definition of a history row: every writer goes through `record`
+//! or `record_all`.
+use crate::{config, owner, plans};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
@@ -35,6 +38,8 @@ CREATE INDEX lease_event_at ON orch_lease.lease_event USING brin (at);
 COMMENT ON TABLE orch_lease.lease_event IS
     'Lease history, append-only: grants, refusals, releases, takeovers (reclaimed, reaped, forced) and stage CAS outcomes.';
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.lease_event', '');
+-- Its identity sequence too: a restored history must go on numbering after the restored rows.
+SELECT pg_catalog.pg_extension_config_dump('orch_lease.lease_event_event_id_seq', '');
 
 CREATE TABLE orch_lease.event_count (
     event   text NOT NULL,
@@ -46,50 +51,34 @@ COMMENT ON TABLE orch_lease.event_count IS
     'Counts of the history events that transition_lease_prune removed: the metrics add them back.';
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.event_count', '');
 
--- The alert: one NOTIFY per takeover, payload format version 1 (docs/sql-reference.md).
+-- The alert: one NOTIFY per takeover, payload format version 1 (docs/sql-reference.md). Every text value
+-- is cut to 120 characters (a trailing … marks a cut, and "truncated" says whether any was), so the
+-- payload stays far under NOTIFY's 8000 bytes for every accepted input; the history row keeps them whole.
 CREATE FUNCTION orch_lease.announce_event() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM pg_notify('orch_lease', row_to_json(payload)::text)
-       FROM (SELECT 1 AS version, NEW.event_id, NEW.at, NEW.event, NEW.outcome, NEW.work_item,
-                    NEW.old_owner, NEW.old_token, NEW.old_boot_id, NEW.new_owner, NEW.new_token,
-                    NEW.reason, NEW.by_role) payload;
+       FROM (SELECT 1 AS version, NEW.event_id, NEW.at, NEW.event, NEW.outcome, cut.v[1] AS work_item,
+                    cut.v[2] AS old_owner, NEW.old_token, cut.v[3] AS old_boot_id, cut.v[4] AS new_owner,
+                    NEW.new_token, cut.v[5] AS reason, NEW.by_role, cut.truncated
+               FROM (SELECT array_agg(CASE WHEN length(x) > 120 THEN left(x, 120) || '…' ELSE x END
+                                      ORDER BY n) AS v,
+                            coalesce(bool_or(length(x) > 120), false) AS truncated
+                       FROM unnest(ARRAY[NEW.work_item, NEW.old_owner, NEW.old_boot_id, NEW.new_owner,
+                                         NEW.reason]) WITH ORDINALITY AS u (x, n)) cut) payload;
     RETURN NULL;
 END
 $$;
+COMMENT ON FUNCTION orch_lease.announce_event() IS
+    'Trigger of lease_event: announces each takeover on channel orch_lease (payload format version 1).';
 -- Row-level with a WHEN clause: routine events queue no trigger call at all.
 CREATE TRIGGER announce AFTER INSERT ON orch_lease.lease_event
     FOR EACH ROW WHEN (NEW.event IN ('reclaimed', 'reaped', 'forced'))
     EXECUTE FUNCTION orch_lease.announce_event();
 
--- Liveness of a lease holder's boot: live, stale (boot superseded, or session gone), NULL if unknown.
-CREATE FUNCTION orch_lease.boot_liveness(owner_boot_id text) RETURNS text
-LANGUAGE sql STABLE AS $$
-    SELECT CASE orch_lease.session_alive($1)
-                WHEN true THEN 'live'
-                WHEN false THEN 'stale'
-                ELSE (SELECT CASE WHEN b.superseded_at IS NULL THEN 'live' ELSE 'stale' END
-                        FROM orch_lease.boot b WHERE b.boot_id = $1) END
-$$;
-
-CREATE VIEW orch_lease.transition_lease_status AS
-SELECT l.work_item,
-       l.owner,
-       l.owner_pid,
-       l.owner_boot_id,
-       b.instance,
-       l.token,
-       l.scope,
-       l.acquired_at,
-       round(extract(epoch FROM clock_timestamp() - l.acquired_at), 3) AS age_s,
-       coalesce(orch_lease.boot_liveness(l.owner_boot_id), 'unknown') AS liveness
-  FROM orch_lease.transition_lease l
-  LEFT JOIN orch_lease.boot b ON b.boot_id = l.owner_boot_id;
-COMMENT ON VIEW orch_lease.transition_lease_status IS
-    'Every held lease with its owner, age and liveness (live; stale = boot superseded or session gone; unknown = boot never registered).';
-
 -- Bounded history: removes events older than `older_than` (default orch_lease.history_retention) and
--- adds their counts to event_count in the same statement, so no count is lost or counted twice.
+-- adds their counts to event_count in the same statement, so no count is lost or counted twice. Boots
+-- superseded before the cut-off that no lease names any more go too.
 CREATE FUNCTION orch_lease.transition_lease_prune(older_than interval DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -111,60 +100,22 @@ BEGIN
              SELECT event, outcome, n FROM tally
              ON CONFLICT (event, outcome) DO UPDATE SET n = c.n + EXCLUDED.n)
     SELECT coalesce(sum(n), 0) INTO removed FROM tally;
+    DELETE FROM orch_lease.boot b
+     WHERE b.superseded_at < clock_timestamp() - retention
+       AND NOT EXISTS (SELECT FROM orch_lease.transition_lease l WHERE l.owner_boot_id = b.boot_id);
     RETURN removed;
 END
 $$;
 COMMENT ON FUNCTION orch_lease.transition_lease_prune(interval) IS
-    'Removes lease history older than older_than (default: orch_lease.history_retention); returns how many events.';
-
--- One query for a scraper: counters (never going down: pruned events live on in event_count) and gauges.
-CREATE FUNCTION orch_lease.transition_lease_metrics()
-RETURNS TABLE (metric text, label text, value double precision)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    WITH counted AS (
-        SELECT event, outcome, count(*) AS n FROM orch_lease.lease_event GROUP BY event, outcome
-        UNION ALL
-        SELECT event, outcome, n FROM orch_lease.event_count),
-    series (metric, label, event, outcome) AS (VALUES
-        ('orch_lease_grants_total', 'acquired', 'acquired', NULL),
-        ('orch_lease_grants_total', 'reclaimed', 'reclaimed', 'reclaimed'),
-        ('orch_lease_refusals_total', 'held', 'refused', 'held'),
-        ('orch_lease_refusals_total', 'busy', 'refused', 'busy'),
-        ('orch_lease_refusals_total', 'superseded', 'refused', 'superseded'),
-        ('orch_lease_releases_total', 'released', 'released', NULL),
-        ('orch_lease_reclaims_total', 'stale', 'reclaimed', NULL),
-        ('orch_lease_reclaims_total', 'ceiling', 'reaped', NULL),
-        ('orch_lease_reclaims_total', 'manual', 'forced', NULL),
-        ('orch_lease_cas_total', 'applied', 'cas_applied', NULL),
-        ('orch_lease_cas_total', 'stage_mismatch', 'cas_lost', 'stage_mismatch'),
-        ('orch_lease_cas_total', 'lease_lost', 'cas_lost', 'lease_lost'),
-        ('orch_lease_cas_total', 'not_found', 'cas_lost', 'not_found'),
-        ('orch_lease_cas_total', 'invalid_transition', 'cas_lost', 'invalid_transition'))
-    SELECT s.metric, s.label, coalesce(sum(c.n), 0)::float8
-      FROM series s
-      LEFT JOIN counted c ON c.event = s.event AND c.outcome = coalesce(s.outcome, c.outcome)
-     GROUP BY s.metric, s.label
-    UNION ALL
-    SELECT 'orch_lease_leases', v.liveness, count(l.work_item)::float8
-      FROM (VALUES ('live'), ('stale'), ('unknown')) v (liveness)
-      LEFT JOIN orch_lease.transition_lease_status l ON l.liveness = v.liveness
-     GROUP BY v.liveness
-    UNION ALL
-    SELECT 'orch_lease_oldest_live_lease_age_seconds', '',
-           coalesce(max(age_s) FILTER (WHERE liveness = 'live'), 0)::float8
-      FROM orch_lease.transition_lease_status
-     ORDER BY 1, 2
-$$;
-COMMENT ON FUNCTION orch_lease.transition_lease_metrics() IS
-    'Counters (grants, refusals, releases, reclaims by kind, CAS outcomes) and gauges (leases by liveness, oldest live lease age).';
+    'Removes lease history older than older_than (default: orch_lease.history_retention), and boots superseded before then; returns how many events.';
 "#,
     name = "events",
-    requires = ["lease_table", "boot_table", recovery::session_alive]
+    requires = ["lease_table", "boot_table"]
 );
 
 /// One lease history event. `old_*` is the lease the event took away or ran into (for a CAS, the
 /// token it ran under); `new_*` the lease it granted.
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 pub struct Event<'a> {
     pub event: &'a str,
     pub outcome: &'a str,
@@ -181,34 +132,93 @@ pub struct Event<'a> {
     pub reason: Option<&'a str>,
 }
 
+/// The columns an event fills, in the order `record` and `record_all` pass them; `by_role` last.
+const COLUMNS: &str = "event, outcome, work_item, actor, old_owner, old_token, old_boot_id, \
+                       new_owner, new_token, stage_from, stage_to, reason, by_role";
+
 /// Takeovers: always recorded, whatever `orch_lease.history` says, and announced.
 const TAKEOVERS: [&str; 3] = ["reclaimed", "reaped", "forced"];
 
-/// Records one event in the history (a takeover is announced by the table's trigger).
+fn recorded(event: &Event<'_>) -> bool {
+    config::history_all() || TAKEOVERS.contains(&event.event)
+}
+
+thread_local! {
+    static INSERT_ONE: String = format!(
+        "INSERT INTO orch_lease.lease_event ({COLUMNS})
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, pg_catalog.pg_get_userbyid($13))"
+    );
+    static INSERT_ALL: String = format!(
+        "INSERT INTO orch_lease.lease_event ({COLUMNS})
+         SELECT *, pg_catalog.pg_get_userbyid($13)
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+                       $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[])"
+    );
+}
+
+/// Records one event in the history (a takeover is announced by the table's trigger). Run as the
+/// extension's owner; `by_role` is the caller.
 pub fn record(client: &SpiClient<'_>, event: Event<'_>) {
-    if !(config::history_all() || TAKEOVERS.contains(&event.event)) {
+    if !recorded(&event) {
         return;
     }
-    guard::run(
-        client,
-        "INSERT INTO orch_lease.lease_event
-             (event, outcome, work_item, actor, old_owner, old_token, old_boot_id, new_owner, new_token,
-              stage_from, stage_to, reason, by_role)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, pg_catalog.pg_get_userbyid($13))",
-        &[
-            event.event.into(),
-            event.outcome.into(),
-            event.work_item.into(),
-            event.actor.into(),
-            event.old_owner.into(),
-            event.old_token.into(),
-            event.old_boot_id.into(),
-            event.new_owner.into(),
-            event.new_token.into(),
-            event.stage_from.into(),
-            event.stage_to.into(),
-            event.reason.into(),
-            guard::caller().into(),
-        ],
-    );
+    INSERT_ONE.with(|sql| {
+        plans::run(
+            client,
+            sql,
+            &[
+                event.event.into(),
+                event.outcome.into(),
+                event.work_item.into(),
+                event.actor.into(),
+                event.old_owner.into(),
+                event.old_token.into(),
+                event.old_boot_id.into(),
+                event.new_owner.into(),
+                event.new_token.into(),
+                event.stage_from.into(),
+                event.stage_to.into(),
+                event.reason.into(),
+                owner::caller().into(),
+            ],
+        )
+    });
+}
+
+/// Records many events with one statement (recover's and the reaper's takeovers).
+pub fn record_all(client: &SpiClient<'_>, events: &[Event<'_>]) {
+    let events: Vec<&Event> = events.iter().filter(|event| recorded(event)).collect();
+    if events.is_empty() {
+        return;
+    }
+    fn text<'a>(
+        events: &[&Event<'a>],
+        field: fn(&Event<'a>) -> Option<&'a str>,
+    ) -> Vec<Option<&'a str>> {
+        events.iter().map(|event| field(event)).collect()
+    }
+    fn token(events: &[&Event<'_>], field: fn(&Event<'_>) -> Option<i64>) -> Vec<Option<i64>> {
+        events.iter().map(|event| field(event)).collect()
+    }
+    INSERT_ALL.with(|sql| {
+        plans::run(
+            client,
+            sql,
+            &[
+                text(&events, |e| Some(e.event)).into(),
+                text(&events, |e| Some(e.outcome)).into(),
+                text(&events, |e| Some(e.work_item)).into(),
+                text(&events, |e| e.actor).into(),
+                text(&events, |e| e.old_owner).into(),
+                token(&events, |e| e.old_token).into(),
+                text(&events, |e| e.old_boot_id).into(),
+                text(&events, |e| e.new_owner).into(),
+                token(&events, |e| e.new_token).into(),
+                text(&events, |e| e.stage_from).into(),
+                text(&events, |e| e.stage_to).into(),
+                text(&events, |e| e.reason).into(),
+                owner::caller().into(),
+            ],
+        )
+    });
 }

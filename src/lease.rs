@@ -1,13 +1,21 @@
 //! The transition lease: owner-exclusion on *entry* to a side-effectful transition.
 //!
-//! One row per held lease. A grant draws a fencing token from one sequence, so every grant's token is
-//! larger than all before it. A lease has no TTL: its holder is dead only when its boot incarnation was
-//! superseded (see `recovery`), and the only age bound is a reaper's ceiling.
-use crate::{config, errors, events, guard, recovery};
+//! One row per held lease, keyed by the work item's canonical key (`task_table::key`). A grant draws a
+//! fencing token from one sequence, so every grant's token is larger than all before it. A lease has no
+//! TTL: its holder is dead only when its boot incarnation was superseded (see `recovery`), and the only
+//! age bound is a reaper's ceiling. A lease is its holder's capability: only the role that acquired it
+//! may end it or commit under it; an operator uses force_release, which is announced.
+//!
+//! This module is the only writer of `orch_lease.transition_lease`: the CAS claims, keeps or ends a
+//! lease through `claim`, recovery through `end_superseded` and `reap`; each records its own events.
+use crate::events::{self, Event};
+use crate::races::{self, Lost};
+use crate::rows::{self, column, nullable};
+use crate::{config, errors, owner, plans, recovery, task_table};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
-use pgrx::spi::SpiClient;
-use pgrx::{composite_type, AllocatedByRust};
+use pgrx::spi::{SpiClient, SpiHeapTupleData};
+use pgrx::{composite_type, AllocatedByRust, PgSqlErrorCode};
 
 extension_sql!(
     r#"
@@ -20,10 +28,13 @@ CREATE TABLE orch_lease.transition_lease (
     owner_pid     integer NOT NULL,
     owner_boot_id text NOT NULL,
     scope         text,
-    acquired_at   timestamptz NOT NULL DEFAULT clock_timestamp()
+    acquired_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    holder_role   text
 );
 CREATE INDEX transition_lease_owner_boot_id ON orch_lease.transition_lease (owner_boot_id);
 COMMENT ON TABLE orch_lease.transition_lease IS 'One row per held transition lease.';
+COMMENT ON COLUMN orch_lease.transition_lease.holder_role IS
+    'The role that acquired the lease: only it may release it or commit under it (NULL: acquired before 0.4.0).';
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.transition_lease', '');
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.token_seq', '');
 
@@ -37,7 +48,8 @@ CREATE TYPE orch_lease.lease_grant AS (
     held_since     timestamptz
 );
 "#,
-    name = "lease_table"
+    name = "lease_table",
+    requires = ["task_table_registry"]
 );
 
 /// Per-item transaction-level advisory lock class ("orch" in ASCII). Its two-key form keeps it apart
@@ -61,25 +73,20 @@ struct Grant {
     holder: Option<Holder>,
 }
 
-fn grant(
-    acquired: bool,
-    outcome: &'static str,
-    token: Option<i64>,
-    holder: Option<Holder>,
-) -> Grant {
-    Grant {
-        acquired,
-        outcome,
-        token,
-        holder,
-    }
-}
-
 impl Grant {
+    fn new(acquired: bool, outcome: &'static str) -> Self {
+        Grant {
+            acquired,
+            outcome,
+            token: None,
+            holder: None,
+        }
+    }
+
     /// Built in the caller's memory context, after SPI has finished (SPI frees its own on exit).
     fn into_row(self) -> PgHeapTuple<'static, AllocatedByRust> {
         let holder = self.holder;
-        guard::composite(
+        rows::composite(
             "orch_lease.lease_grant",
             vec![
                 self.acquired.into_datum(),
@@ -97,8 +104,8 @@ impl Grant {
 }
 
 /// Asks for the transition lease on `work_item`. Never waits and never raises on contention: the
-/// outcome says what happened (acquired, held, reclaimed, busy, superseded, disabled, out_of_scope).
-#[pg_extern(volatile, parallel_unsafe, requires = ["lease_table", "events"])]
+/// outcome says what happened (acquired, held, reclaimed, busy, retry, superseded, disabled, out_of_scope).
+#[pg_extern(volatile, parallel_unsafe, requires = ["lease_table", "events", "liveness"])]
 fn transition_lease_acquire(
     work_item: Option<&str>,
     owner: Option<&str>,
@@ -113,7 +120,7 @@ fn transition_lease_acquire(
     let scope = errors::optional("scope", scope);
 
     request_lease(Request {
-        work_item,
+        key: task_table::key("work_item", work_item),
         owner,
         owner_pid,
         boot_id: boot_id.to_string(),
@@ -125,14 +132,15 @@ fn transition_lease_acquire(
 /// and stale as soon as that backend is gone (its pid and start time identify it, so a reused pid does
 /// not keep it alive); the next acquire reclaims it. Not for transaction-mode connection poolers, where
 /// the session is not the actor's.
-#[pg_extern(volatile, parallel_unsafe, requires = ["lease_table", "events"])]
+#[pg_extern(volatile, parallel_unsafe, requires = ["lease_table", "events", "liveness"])]
 fn transition_lease_acquire_session(
     work_item: Option<&str>,
     owner: Option<&str>,
     scope: default!(Option<&str>, "NULL"),
 ) -> composite_type!('static, "orch_lease.lease_grant") {
+    let work_item = errors::required("work_item", work_item);
     request_lease(Request {
-        work_item: errors::required("work_item", work_item),
+        key: task_table::key("work_item", work_item),
         owner: errors::required("owner", owner),
         owner_pid: unsafe { pg_sys::MyProcPid },
         boot_id: recovery::this_session_boot_id(),
@@ -140,18 +148,30 @@ fn transition_lease_acquire_session(
     })
 }
 
+struct Request<'a> {
+    key: String,
+    owner: &'a str,
+    owner_pid: i32,
+    boot_id: String,
+    scope: Option<&'a str>,
+}
+
 fn request_lease(request: Request<'_>) -> PgHeapTuple<'static, AllocatedByRust> {
     if !config::enabled() {
-        return grant(true, "disabled", None, None).into_row();
+        return Grant::new(true, "disabled").into_row();
     }
     if !config::covers_scope(request.scope) {
-        return grant(true, "out_of_scope", None, None).into_row();
+        return Grant::new(true, "out_of_scope").into_row();
     }
-    guard::as_owner(|| {
+    let role = owner::caller_name();
+    owner::as_owner(|| {
         Spi::connect(|client| {
-            let decided = guard::lost_race_as(
-                || acquire(client, &request),
-                || grant(false, "busy", None, None),
+            let decided = races::lost_race_as(
+                || acquire(client, &request, &role),
+                |lost| match lost {
+                    Lost::Locked => Grant::new(false, "busy"),
+                    Lost::Conflict => Grant::new(false, "retry"),
+                },
             );
             record_grant(client, &request, &decided);
             decided
@@ -164,16 +184,16 @@ fn request_lease(request: Request<'_>) -> PgHeapTuple<'static, AllocatedByRust> 
 fn record_grant(client: &SpiClient<'_>, request: &Request<'_>, decided: &Grant) {
     let event = match decided.outcome {
         "acquired" => "acquired",
-        "held" | "busy" | "superseded" => "refused",
+        "held" | "busy" | "superseded" | "retry" => "refused",
         _ => return,
     };
     let holder = decided.holder.as_ref();
     events::record(
         client,
-        events::Event {
+        Event {
             event,
             outcome: decided.outcome,
-            work_item: request.work_item,
+            work_item: &request.key,
             actor: Some(request.owner),
             old_owner: holder.map(|h| h.owner.as_str()),
             old_token: holder.map(|h| h.token),
@@ -185,122 +205,112 @@ fn record_grant(client: &SpiClient<'_>, request: &Request<'_>, decided: &Grant) 
     );
 }
 
-struct Request<'a> {
-    work_item: &'a str,
-    owner: &'a str,
-    owner_pid: i32,
-    boot_id: String,
-    scope: Option<&'a str>,
-}
-
-fn acquire(client: &SpiClient<'_>, request: &Request<'_>) -> Grant {
+fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
     // One statement: the gate and the current holder. The gate: the caller's own boot must not be
     // superseded (a zombie gets nothing), and no other transaction may be acquiring this item right now
     // (a transaction-level advisory lock, never waited for). The boot row is share-locked so that a
     // concurrent recover, which supersedes it, waits for us and then sees our lease. The holder is read
     // without locking: a visible row is the holder as of now, even if its release is in flight.
-    let current = guard::run(
+    let current = plans::run(
         client,
         "SELECT (SELECT b.superseded_at IS NOT NULL FROM orch_lease.boot b
-                  WHERE b.boot_id = $2 FOR SHARE NOWAIT),
-                pg_catalog.pg_try_advisory_xact_lock($3, pg_catalog.hashtext($1)),
+                  WHERE b.boot_id = $2 FOR SHARE NOWAIT) AS superseded,
+                pg_catalog.pg_try_advisory_xact_lock($3, pg_catalog.hashtext($1)) AS gate,
                 l.token, l.owner, l.owner_pid, l.owner_boot_id, l.acquired_at,
-                orch_lease.boot_liveness(l.owner_boot_id) = 'stale'
+                orch_lease.boot_liveness(l.owner_boot_id) = 'stale' AS dead
            FROM (VALUES (true)) AS one_row
            LEFT JOIN orch_lease.transition_lease l ON l.work_item = $1",
         &[
-            request.work_item.into(),
+            request.key.as_str().into(),
             request.boot_id.as_str().into(),
             ITEM_LOCK_CLASS.into(),
         ],
     )
     .first();
-    if current.get::<bool>(1).unwrap().unwrap_or(false) {
-        return grant(false, "superseded", None, None);
+    if nullable::<bool>(&current, "superseded").unwrap_or(false) {
+        return Grant::new(false, "superseded");
     }
-    if !current.get::<bool>(2).unwrap().unwrap_or(false) {
-        return grant(false, "busy", None, None);
+    if !nullable::<bool>(&current, "gate").unwrap_or(false) {
+        return Grant::new(false, "busy");
     }
-    let Some(token) = current.get::<i64>(3).unwrap() else {
+    let Some(token) = nullable::<i64>(&current, "token") else {
         // Free as of this statement's snapshot. A grant committed since is caught by ON CONFLICT.
-        let granted = guard::run(
+        let granted = plans::run(
             client,
             "INSERT INTO orch_lease.transition_lease
-                    (work_item, token, owner, owner_pid, owner_boot_id, scope)
-             VALUES ($1, nextval('orch_lease.token_seq'), $2, $3, $4, $5)
+                    (work_item, token, owner, owner_pid, owner_boot_id, scope, holder_role)
+             VALUES ($1, nextval('orch_lease.token_seq'), $2, $3, $4, $5, $6)
              ON CONFLICT (work_item) DO NOTHING
              RETURNING token",
             &[
-                request.work_item.into(),
+                request.key.as_str().into(),
                 request.owner.into(),
                 request.owner_pid.into(),
                 request.boot_id.as_str().into(),
                 request.scope.into(),
+                role.into(),
             ],
         );
         // No row: a lease was committed after our snapshot — someone else is there.
         if granted.is_empty() {
-            return grant(false, "busy", None, None);
+            return Grant::new(false, "busy");
         }
-        return grant(
-            true,
-            "acquired",
-            granted.first().get::<i64>(1).unwrap(),
-            None,
-        );
+        return Grant {
+            token: Some(column(&granted.first(), "token")),
+            ..Grant::new(true, "acquired")
+        };
     };
     let holder = Holder {
         token,
-        owner: current.get(4).unwrap().unwrap(),
-        pid: current.get(5).unwrap().unwrap(),
-        boot_id: current.get(6).unwrap().unwrap(),
-        since: current.get(7).unwrap().unwrap(),
+        owner: column(&current, "owner"),
+        pid: column(&current, "owner_pid"),
+        boot_id: column(&current, "owner_boot_id"),
+        since: column(&current, "acquired_at"),
     };
     // Dead: its boot was superseded, or it was a session-bound lease and that session is gone.
-    let holder_dead = current.get::<bool>(8).unwrap().unwrap_or(false);
-    if !holder_dead {
-        return grant(false, "held", None, Some(holder));
+    if !nullable::<bool>(&current, "dead").unwrap_or(false) {
+        return Grant {
+            holder: Some(holder),
+            ..Grant::new(false, "held")
+        };
     }
-    reclaim(client, request, holder)
+    reclaim(client, request, role, holder)
 }
 
 /// Takes over the lease of a holder whose boot was superseded: new owner, new token, logged and
 /// announced. NOWAIT: if the dead holder's lease is being released or committed right now, we are busy.
-fn reclaim(client: &SpiClient<'_>, request: &Request<'_>, dead: Holder) -> Grant {
-    let taken = guard::run(
+fn reclaim(client: &SpiClient<'_>, request: &Request<'_>, role: &str, dead: Holder) -> Grant {
+    let taken = plans::run(
         client,
         "WITH locked AS (
              SELECT work_item FROM orch_lease.transition_lease
               WHERE work_item = $1 AND token = $6 FOR UPDATE NOWAIT)
          UPDATE orch_lease.transition_lease l
             SET token = nextval('orch_lease.token_seq'), owner = $2, owner_pid = $3,
-                owner_boot_id = $4, scope = $5, acquired_at = clock_timestamp()
+                owner_boot_id = $4, scope = $5, acquired_at = clock_timestamp(), holder_role = $7
            FROM locked WHERE l.work_item = locked.work_item
          RETURNING l.token",
         &[
-            request.work_item.into(),
+            request.key.as_str().into(),
             request.owner.into(),
             request.owner_pid.into(),
             request.boot_id.as_str().into(),
             request.scope.into(),
             dead.token.into(),
+            role.into(),
         ],
     );
     // No row: the dead holder's lease was released or taken over since we read it.
     if taken.is_empty() {
-        return grant(false, "busy", None, None);
+        return Grant::new(false, "busy");
     }
-    let token: i64 = taken
-        .first()
-        .get(1)
-        .unwrap()
-        .expect("a reclaimed lease has a token");
+    let token: i64 = column(&taken.first(), "token");
     events::record(
         client,
-        events::Event {
+        Event {
             event: "reclaimed",
             outcome: "reclaimed",
-            work_item: request.work_item,
+            work_item: &request.key,
             actor: Some(request.owner),
             old_owner: Some(&dead.owner),
             old_token: Some(dead.token),
@@ -311,20 +321,28 @@ fn reclaim(client: &SpiClient<'_>, request: &Request<'_>, dead: Holder) -> Grant
             ..Default::default()
         },
     );
-    grant(true, "reclaimed", Some(token), Some(dead))
+    Grant {
+        token: Some(token),
+        holder: Some(dead),
+        ..Grant::new(true, "reclaimed")
+    }
 }
 
 /// Releases the lease on `work_item` if, and only if, it is still held with `token`. A stale or NULL
-/// token (what a disabled or out-of-scope grant hands out) is a `false`, never an error.
-#[pg_extern(volatile, parallel_unsafe, requires = ["lease_table"])]
+/// token (what a disabled or out-of-scope grant hands out) is a `false`, never an error; another role's
+/// lease is an error (42501): a token is its holder's capability.
+#[pg_extern(volatile, parallel_unsafe, requires = ["lease_table", "events"])]
 fn transition_lease_release(work_item: Option<&str>, token: Option<i64>) -> bool {
     let work_item = errors::required("work_item", work_item);
+    let key = task_table::key("work_item", work_item);
     let Some(token) = token else { return false };
+    let role = owner::caller_name();
     end_lease(
         "DELETE FROM orch_lease.transition_lease WHERE work_item = $1 AND token = $2
-         RETURNING owner, token, owner_boot_id",
-        &[work_item.into(), token.into()],
-        (work_item, "released", None),
+         RETURNING owner, token, owner_boot_id, holder_role",
+        &[key.as_str().into(), token.into()],
+        (&key, "released", None),
+        Some(&role),
     )
 }
 
@@ -338,43 +356,47 @@ fn transition_lease_force_release(
 ) -> bool {
     let work_item = errors::required("work_item", work_item);
     let reason = errors::required("reason", reason);
+    let key = task_table::key("work_item", work_item);
     end_lease(
         "DELETE FROM orch_lease.transition_lease
           WHERE work_item = $1 AND ($2::bigint IS NULL OR token = $2)
-         RETURNING owner, token, owner_boot_id",
-        &[work_item.into(), expected_token.into()],
-        (work_item, "forced", Some(reason)),
+         RETURNING owner, token, owner_boot_id, holder_role",
+        &[key.as_str().into(), expected_token.into()],
+        (&key, "forced", Some(reason)),
+        None,
     )
 }
 
-/// Ends the lease `delete` removes (it returns owner, token, owner_boot_id) and records it as `event`:
-/// `released` by its holder, or `forced` for `reason`. False when there was no such lease, or when it is
-/// being used or ended by another transaction right now.
+/// Ends the lease `delete` removes (it returns owner, token, owner_boot_id, holder_role) and records it
+/// as `event`: `released` by its holder (whose role must be `holder`), or `forced` for `reason`. False
+/// when there was no such lease, or when it is being used or ended by another transaction right now.
 fn end_lease(
     delete: &str,
     args: &[DatumWithOid],
-    (work_item, event, reason): (&str, &str, Option<&str>),
+    (key, event, reason): (&str, &str, Option<&str>),
+    holder: Option<&str>,
 ) -> bool {
-    guard::as_owner(|| {
+    owner::as_owner(|| {
         Spi::connect(|client| {
-            guard::lost_race_as(
+            races::lost_race_as(
                 || {
-                    let gone = guard::run(client, delete, args);
-                    if gone.is_empty() {
+                    let Some(gone) = plans::run(client, delete, args).next() else {
                         return false;
+                    };
+                    if let Some(role) = holder {
+                        owns(key, &gone, role);
                     }
-                    let gone = gone.first();
-                    let owner: String = gone.get(1).unwrap().unwrap();
-                    let boot_id: String = gone.get(3).unwrap().unwrap();
+                    let (owner, boot_id): (String, String) =
+                        (column(&gone, "owner"), column(&gone, "owner_boot_id"));
                     events::record(
                         client,
-                        events::Event {
+                        Event {
                             event,
                             outcome: event,
-                            work_item,
+                            work_item: key,
                             actor: (event == "released").then_some(owner.as_str()),
                             old_owner: Some(&owner),
-                            old_token: gone.get(2).unwrap(),
+                            old_token: nullable(&gone, "token"),
                             old_boot_id: Some(&boot_id),
                             reason,
                             ..Default::default()
@@ -382,8 +404,187 @@ fn end_lease(
                     );
                     true
                 },
-                || false,
+                |_| false,
             )
         })
     })
+}
+
+/// Raises 42501 unless the lease in `row` (with a `holder_role` column) is held by `role`. Leases from
+/// before 0.4.0 name no role: whoever has their token may end them.
+fn owns(key: &str, row: &impl rows::Row, role: &str) {
+    if let Some(holder) = nullable::<String>(row, "holder_role") {
+        if holder != role {
+            errors::raise_hinted(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!("orch_lease: the lease on \"{key}\" is held by another role"),
+                "Only the role that acquired a lease may release it or commit under it; \
+                 an operator uses orch_lease.transition_lease_force_release.",
+                Some(format!(
+                    "Held by role \"{holder}\"; called by role \"{role}\"."
+                )),
+            );
+        }
+    }
+}
+
+/// What a CAS does with the lease it runs under.
+#[derive(Clone, Copy)]
+pub enum Claim {
+    /// Keep it, share-locked until the caller's transaction ends, so no one takes it meanwhile.
+    Keep,
+    /// End it: the attempt is over, whatever the CAS outcome.
+    End,
+}
+
+/// Does the caller's role hold the lease on `key` with `token`? Keeps (share-locks) or ends it as a
+/// side effect. Another role's lease with this token is an error (42501). Run as the extension's owner.
+pub fn claim(client: &SpiClient<'_>, key: &str, token: i64, how: Claim, role: &str) -> bool {
+    let statement = match how {
+        Claim::Keep => {
+            "SELECT holder_role FROM orch_lease.transition_lease
+              WHERE work_item = $1 AND token = $2 FOR SHARE"
+        }
+        Claim::End => {
+            "DELETE FROM orch_lease.transition_lease WHERE work_item = $1 AND token = $2
+             RETURNING holder_role"
+        }
+    };
+    match plans::run(client, statement, &[key.into(), token.into()]).next() {
+        Some(lease) => {
+            owns(key, &lease, role);
+            true
+        }
+        None => false,
+    }
+}
+
+/// A lease that recovery ended, as an `orch_lease.transition_lease` row.
+pub struct Ended {
+    pub work_item: String,
+    pub token: i64,
+    pub owner: String,
+    pub owner_pid: i32,
+    pub owner_boot_id: String,
+    pub scope: Option<String>,
+    pub acquired_at: TimestampWithTimeZone,
+    pub holder_role: Option<String>,
+}
+
+impl Ended {
+    fn of(row: &SpiHeapTupleData<'_>) -> Self {
+        Ended {
+            work_item: column(row, "work_item"),
+            token: column(row, "token"),
+            owner: column(row, "owner"),
+            owner_pid: column(row, "owner_pid"),
+            owner_boot_id: column(row, "owner_boot_id"),
+            scope: nullable(row, "scope"),
+            acquired_at: column(row, "acquired_at"),
+            holder_role: nullable(row, "holder_role"),
+        }
+    }
+
+    /// Its history event: a lease taken away from its holder.
+    fn event<'a>(&'a self, event: &'a str, outcome: &'a str, reason: &'a str) -> Event<'a> {
+        Event {
+            event,
+            outcome,
+            work_item: &self.work_item,
+            old_owner: Some(&self.owner),
+            old_token: Some(self.token),
+            old_boot_id: Some(&self.owner_boot_id),
+            reason: Some(reason),
+            ..Default::default()
+        }
+    }
+
+    pub fn into_row(self) -> PgHeapTuple<'static, AllocatedByRust> {
+        rows::composite(
+            "orch_lease.transition_lease",
+            vec![
+                self.work_item.into_datum(),
+                self.token.into_datum(),
+                self.owner.into_datum(),
+                self.owner_pid.into_datum(),
+                self.owner_boot_id.into_datum(),
+                self.scope.into_datum(),
+                self.acquired_at.into_datum(),
+                self.holder_role.into_datum(),
+            ],
+        )
+    }
+}
+
+/// Ends every lease of the superseded boots of `instance` (recover, by boot `by_boot`): each is a
+/// `reclaimed` event with outcome `recovered`, announced. Run as the extension's owner.
+pub fn end_superseded(client: &SpiClient<'_>, instance: &str, by_boot: &str) -> Vec<Ended> {
+    let ended: Vec<Ended> = plans::run(
+        client,
+        "DELETE FROM orch_lease.transition_lease l
+          USING orch_lease.boot b
+          WHERE b.boot_id = l.owner_boot_id AND b.instance = $1 AND b.superseded_at IS NOT NULL
+         RETURNING l.*",
+        &[instance.into()],
+    )
+    .map(|row| Ended::of(&row))
+    .collect();
+    let reason = format!("recover by boot {by_boot}");
+    let logged: Vec<Event> = ended
+        .iter()
+        .map(|lease| lease.event("reclaimed", "recovered", &reason))
+        .collect();
+    events::record_all(client, &logged);
+    ended
+}
+
+/// A lease the reaper took, with its kind (`stale` or `ceiling`) and age.
+pub type Reaped = (Ended, &'static str, f64);
+
+/// The reaper's sweep: ends leases whose holder is dead (`stale`, a `reclaimed` event) and leases held
+/// longer than `ceiling_s` whatever their liveness (`ceiling`, a `reaped` event). A lease in use by a
+/// running transaction right now is skipped until the next run. Run as the extension's owner.
+pub fn reap(client: &SpiClient<'_>, ceiling_s: i32) -> Vec<Reaped> {
+    let reaped: Vec<Reaped> = plans::run(
+        client,
+        "WITH doomed AS (
+             SELECT l.work_item, l.token,
+                    orch_lease.boot_liveness(l.owner_boot_id) IS NOT DISTINCT FROM 'stale' AS dead
+               FROM orch_lease.transition_lease l
+              WHERE orch_lease.boot_liveness(l.owner_boot_id) = 'stale'
+                 OR l.acquired_at < clock_timestamp() - make_interval(secs => $1)
+                FOR UPDATE SKIP LOCKED)
+         DELETE FROM orch_lease.transition_lease l USING doomed d
+          WHERE l.work_item = d.work_item AND l.token = d.token
+         RETURNING l.*, d.dead, extract(epoch FROM clock_timestamp() - l.acquired_at)::float8 AS age_s",
+        &[ceiling_s.into()],
+    )
+    .map(|row| {
+        let kind = match column::<bool>(&row, "dead") {
+            true => "stale",
+            false => "ceiling",
+        };
+        (Ended::of(&row), kind, column::<f64>(&row, "age_s"))
+    })
+    .collect();
+    let reasons: Vec<String> = reaped
+        .iter()
+        .map(|(_, kind, age_s)| match *kind {
+            "stale" => "reap: holder is dead".to_string(),
+            _ => format!(
+                "reap: held {} s, over the ceiling of {ceiling_s} s",
+                age_s.round()
+            ),
+        })
+        .collect();
+    let logged: Vec<Event> = reaped
+        .iter()
+        .zip(&reasons)
+        .map(|((lease, kind, _), reason)| match *kind {
+            "stale" => lease.event("reclaimed", "stale", reason),
+            _ => lease.event("reaped", "ceiling", reason),
+        })
+        .collect();
+    events::record_all(client, &logged);
+    reaped
 }

@@ -5,29 +5,39 @@
 //!   incarnation (`recovery`) rather than a heartbeat;
 //! - an *expected-stage compare-and-swap* on the application's own task table (`stage_cas`).
 //!
-//! Everything lives in the `orch_lease` schema. `recovery` also holds the reaper; `config` the
-//! kill-switch, scope and history GUCs; `events` the lease history, its NOTIFY, the status view and
-//! the metrics; `stage_rules` the stage graph and the bypass guard; `roles` the grants; `errors` the
-//! SQLSTATE-carrying input errors; and `guard` the machinery shared by every function (cached plans,
-//! lost-race handling, running orch_lease's own statements as the extension's owner).
+//! Data flows one way. `task_table` describes the registered table and keys work items; `lease` is the
+//! only writer of leases, `recovery` of boots, `events` of the history (and its alerts); `stage_cas`
+//! writes the task table, `stage_rules` checks writes against the stage graph and the bypass guard;
+//! `status` only reads (status view, history view, metrics). Shared machinery: `plans` (cached
+//! statements), `races` (a lost race as an outcome), `rows` (reading and forming rows), `owner` (the
+//! switch to the extension's owner), `errors` (SQLSTATEs), `config` (GUCs), `roles` (grants).
 use pgrx::prelude::*;
 
 mod config;
 mod errors;
 mod events;
-mod guard;
 mod lease;
+mod owner;
+mod plans;
+mod races;
 mod recovery;
 mod roles;
+mod rows;
 mod stage_cas;
 mod stage_rules;
+mod status;
+mod task_table;
 
 ::pgrx::pg_module_magic!(name, version);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // Errors reach the client as PostgreSQL raised them: never with a Rust backtrace in DETAIL, whatever
+    // RUST_BACKTRACE says in the server's environment (std reads this before RUST_BACKTRACE, once).
+    // SAFETY: the backend is single-threaded while a library loads.
+    unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     config::init();
-    stage_cas::init();
+    task_table::init();
 }
 
 /// Required by `cargo pgrx test`.

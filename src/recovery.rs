@@ -1,12 +1,15 @@
-//! Owner liveness by boot incarnation instead of heartbeat.
+//! Owner liveness by boot incarnation instead of heartbeat, and the reaper.
 //!
 //! Each process start registers a fresh boot id for its instance through `transition_lease_recover`.
 //! That supersedes every earlier boot of the instance, which makes all their leases stale: recover
-//! releases them at once, and any acquire that meets one later reclaims it. A 900 s blocking step
-//! needs no heartbeat to stay live; a restart needs no timeout to be recovered from.
-use crate::{errors, guard};
+//! ends them at once, and any acquire that meets one later reclaims it. A 900 s blocking step needs no
+//! heartbeat to stay live; a restart needs no timeout to be recovered from. This module owns the boot
+//! registry and the one definition of liveness (`boot_liveness`, `session_alive`).
+use crate::lease::{self, Ended};
+use crate::rows::{column, nullable};
+use crate::{errors, owner, plans, task_table};
 use pgrx::prelude::*;
-use pgrx::{composite_type, AllocatedByRust, PgSqlErrorCode};
+use pgrx::{composite_type, PgSqlErrorCode};
 
 extension_sql!(
     r#"
@@ -16,24 +19,47 @@ CREATE TABLE orch_lease.boot (
     pid           integer,
     registered_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     superseded_at timestamptz,
-    superseded_by text
+    superseded_by text,
+    registered_by text
 );
 CREATE UNIQUE INDEX boot_one_live_per_instance ON orch_lease.boot (instance)
     WHERE superseded_at IS NULL;
 CREATE INDEX boot_instance ON orch_lease.boot (instance);
 COMMENT ON TABLE orch_lease.boot IS
     'Boot registry: one row per process incarnation; at most one live (not superseded) per instance.';
+COMMENT ON COLUMN orch_lease.boot.registered_by IS
+    'The role that registered this boot: only it (or an orch_lease_admin) recovers its instance (NULL: before 0.4.0).';
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.boot', '');
 "#,
     name = "boot_table"
+);
+
+extension_sql!(
+    r#"
+-- Liveness of a lease holder's boot: live, stale (boot superseded, or session gone), NULL if unknown.
+CREATE FUNCTION orch_lease.boot_liveness(owner_boot_id text) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT CASE orch_lease.session_alive($1)
+                WHEN true THEN 'live'
+                WHEN false THEN 'stale'
+                ELSE (SELECT CASE WHEN b.superseded_at IS NULL THEN 'live' ELSE 'stale' END
+                        FROM orch_lease.boot b WHERE b.boot_id = $1) END
+$$;
+COMMENT ON FUNCTION orch_lease.boot_liveness(text) IS
+    'Liveness of a boot: live, stale (superseded, or its session gone), NULL when never registered.';
+"#,
+    name = "liveness",
+    requires = ["boot_table", session_alive]
 );
 
 /// Instance-level advisory lock class ("boot"): recovers of one instance run one at a time.
 const INSTANCE_LOCK_CLASS: i32 = 0x626f_6f74;
 
 /// Registers `boot_id` as the live incarnation of `instance`, supersedes every earlier boot of that
-/// instance, releases their leases and returns them. Call it once at process start, in its own
-/// transaction. A second call with the same boot returns nothing; a superseded boot is refused.
+/// instance, ends their leases and returns them. Call it once at process start, in its own READ
+/// COMMITTED transaction. A second call with the same boot returns nothing; a superseded boot is
+/// refused. An actor recovers instances its role registered, or new ones; another role's instance
+/// takes an `orch_lease_admin`.
 #[pg_extern(volatile, parallel_unsafe, requires = ["boot_table", "lease_table", "events"])]
 fn transition_lease_recover(
     boot_id: Option<&str>,
@@ -45,36 +71,39 @@ fn transition_lease_recover(
     if let Some(pid) = pid {
         errors::positive_pid("pid", Some(pid));
     }
+    read_committed_only("transition_lease_recover");
+    let role = owner::caller_name();
+    let admin = owner::caller_is_member_of(c"orch_lease_admin");
 
-    let released = guard::as_owner(|| {
+    let ended = owner::as_owner(|| {
         Spi::connect(|client| {
-            guard::run(
+            plans::run(
                 client,
                 "SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))",
                 &[INSTANCE_LOCK_CLASS.into(), instance.into()],
             );
-            let known = guard::run(
+            let known = plans::run(
                 client,
-                "SELECT instance, superseded_by, superseded_at::text FROM orch_lease.boot
-              WHERE boot_id = $1",
+                "SELECT instance, superseded_by, superseded_at::text AS superseded_at
+                   FROM orch_lease.boot WHERE boot_id = $1",
                 &[boot_id.into()],
             );
             if !known.is_empty() {
                 let known = known.first();
-                let registered_for: String = known.get(1).unwrap().unwrap();
+                let registered_for: String = column(&known, "instance");
                 if registered_for != instance {
                     errors::raise_hinted(
                         PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
                         format!(
                             "orch_lease: boot \"{boot_id}\" is registered for instance \
-                         \"{registered_for}\", not \"{instance}\""
+                             \"{registered_for}\", not \"{instance}\""
                         ),
                         "Each process start needs a fresh boot id.",
                         None,
                     );
                 }
-                if let Some(successor) = known.get::<String>(2).unwrap() {
-                    let when: String = known.get(3).unwrap().unwrap();
+                if let Some(successor) = nullable::<String>(&known, "superseded_by") {
+                    let when: String = column(&known, "superseded_at");
                     errors::raise_hinted(
                         PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                         format!("orch_lease: boot \"{boot_id}\" was superseded by \"{successor}\""),
@@ -84,80 +113,63 @@ fn transition_lease_recover(
                 }
                 return Vec::new(); // already the live boot: nothing left to recover
             }
+            let latest = plans::run(
+                client,
+                "SELECT registered_by FROM orch_lease.boot WHERE instance = $1
+                  ORDER BY registered_at DESC LIMIT 1",
+                &[instance.into()],
+            );
+            if let Some(latest) = latest.into_iter().next() {
+                let registered_by = nullable::<String>(&latest, "registered_by");
+                if !admin && registered_by.as_deref() != Some(role.as_str()) {
+                    errors::raise_hinted(
+                        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                        format!(
+                            "orch_lease: instance \"{instance}\" was registered by another role"
+                        ),
+                        "An actor recovers only the instances its own role registered; \
+                         another role's instance takes a member of orch_lease_admin.",
+                        Some(format!(
+                            "Registered by {}; called by role \"{role}\".",
+                            registered_by
+                                .map_or("a role before 0.4.0".into(), |r| format!("role \"{r}\""))
+                        )),
+                    );
+                }
+            }
 
             // Supersede the live boot of this instance. This waits for acquires that share-lock it, so
-            // their leases are committed, and visible, before we release the stale ones below.
-            guard::run(
+            // their leases are committed, and visible, before we end the stale ones below.
+            plans::run(
                 client,
                 "UPDATE orch_lease.boot SET superseded_at = clock_timestamp(), superseded_by = $1
-              WHERE instance = $2 AND superseded_at IS NULL",
+                  WHERE instance = $2 AND superseded_at IS NULL",
                 &[boot_id.into(), instance.into()],
             );
-            guard::run(
+            plans::run(
                 client,
-                "INSERT INTO orch_lease.boot (boot_id, instance, pid) VALUES ($1, $2, $3)",
-                &[boot_id.into(), instance.into(), pid.into()],
+                "INSERT INTO orch_lease.boot (boot_id, instance, pid, registered_by) VALUES ($1, $2, $3, $4)",
+                &[boot_id.into(), instance.into(), pid.into(), role.as_str().into()],
             );
-            let released = guard::run(
-            client,
-            "WITH released AS (
-                 DELETE FROM orch_lease.transition_lease l
-                  USING orch_lease.boot b
-                  WHERE b.boot_id = l.owner_boot_id AND b.instance = $2
-                    AND b.superseded_at IS NOT NULL
-                 RETURNING l.*),
-             logged AS (
-                 INSERT INTO orch_lease.lease_event
-                        (event, outcome, work_item, old_owner, old_token, old_boot_id, reason, by_role)
-                 SELECT 'reclaimed', 'recovered', work_item, owner, token, owner_boot_id,
-                        'recover by boot ' || $1, pg_catalog.pg_get_userbyid($3)
-                   FROM released)
-             SELECT work_item, token, owner, owner_pid, owner_boot_id, scope, acquired_at
-               FROM released ORDER BY work_item",
-            &[boot_id.into(), instance.into(), guard::caller().into()],
-        );
-            released
-                .map(|row| Released {
-                    work_item: row.get(1).unwrap().unwrap(),
-                    token: row.get(2).unwrap().unwrap(),
-                    owner: row.get(3).unwrap().unwrap(),
-                    owner_pid: row.get(4).unwrap().unwrap(),
-                    owner_boot_id: row.get(5).unwrap().unwrap(),
-                    scope: row.get(6).unwrap(),
-                    acquired_at: row.get(7).unwrap().unwrap(),
-                })
-                .collect::<Vec<_>>()
+            let mut ended = lease::end_superseded(client, instance, boot_id);
+            ended.sort_by(|a, b| a.work_item.cmp(&b.work_item));
+            ended
         })
     });
     // Rows are built here, in the caller's memory context: SPI frees its own when it finishes.
-    SetOfIterator::new(released.into_iter().map(Released::into_row))
+    SetOfIterator::new(ended.into_iter().map(Ended::into_row))
 }
 
-/// A lease that recover released, as an `orch_lease.transition_lease` row.
-struct Released {
-    work_item: String,
-    token: i64,
-    owner: String,
-    owner_pid: i32,
-    owner_boot_id: String,
-    scope: Option<String>,
-    acquired_at: TimestampWithTimeZone,
-}
-
-impl Released {
-    fn into_row(self) -> PgHeapTuple<'static, AllocatedByRust> {
-        guard::composite(
-            "orch_lease.transition_lease",
-            vec![
-                self.work_item.into_datum(),
-                self.token.into_datum(),
-                self.owner.into_datum(),
-                self.owner_pid.into_datum(),
-                self.owner_boot_id.into_datum(),
-                self.scope.into_datum(),
-                self.acquired_at.into_datum(),
-            ],
-        )
+/// Recover and the reaper must see every lease committed until now, which a transaction snapshot
+/// (REPEATABLE READ, SERIALIZABLE) taken earlier does not: there they refuse.
+fn read_committed_only(function: &str) {
+    if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_INVALID_TRANSACTION_STATE,
+            format!("orch_lease: {function} must run at READ COMMITTED"),
+            "Call it in its own transaction at READ COMMITTED (the default isolation level).",
+            None,
+        );
     }
 }
 
@@ -195,7 +207,7 @@ fn session_alive(boot_id: &str) -> Option<bool> {
 /// Each lease taken is logged and announced, and returned with its kind: `stale` or `ceiling`.
 // The column names must be spelled out in the signature for pgrx to declare RETURNS TABLE.
 #[allow(clippy::type_complexity)]
-#[pg_extern(volatile, parallel_unsafe, requires = ["lease_table", "events"])]
+#[pg_extern(volatile, parallel_unsafe, requires = ["lease_table", "events", "liveness"])]
 fn transition_lease_reap(
     max_running_s: Option<i32>,
 ) -> TableIterator<
@@ -220,72 +232,41 @@ fn transition_lease_reap(
             ),
         );
     }
-    let reaped = guard::as_owner(|| {
-        Spi::connect(|client| {
-            guard::run(
-                client,
-                "WITH doomed AS (
-                     SELECT l.work_item, l.token,
-                            CASE WHEN orch_lease.boot_liveness(l.owner_boot_id) = 'stale'
-                                 THEN 'stale' ELSE 'ceiling' END AS kind
-                       FROM orch_lease.transition_lease l
-                      WHERE orch_lease.boot_liveness(l.owner_boot_id) = 'stale'
-                         OR l.acquired_at < clock_timestamp() - make_interval(secs => $1)
-                        FOR UPDATE SKIP LOCKED),
-                 gone AS (
-                     DELETE FROM orch_lease.transition_lease l USING doomed d
-                      WHERE l.work_item = d.work_item AND l.token = d.token
-                     RETURNING l.*, d.kind,
-                               extract(epoch FROM clock_timestamp() - l.acquired_at)::float8 AS age_s),
-                 logged AS (
-                     INSERT INTO orch_lease.lease_event
-                            (event, outcome, work_item, old_owner, old_token, old_boot_id, reason, by_role)
-                     SELECT CASE kind WHEN 'stale' THEN 'reclaimed' ELSE 'reaped' END, kind, work_item,
-                            owner, token, owner_boot_id,
-                            CASE kind WHEN 'stale' THEN 'reap: holder is dead'
-                                 ELSE format('reap: held %s s, over the ceiling of %s s', round(age_s), $1)
-                            END,
-                            pg_catalog.pg_get_userbyid($2)
-                       FROM gone)
-                 SELECT work_item, kind, token, owner, owner_pid, owner_boot_id, acquired_at, age_s
-                   FROM gone ORDER BY work_item",
-                &[ceiling.into(), guard::caller().into()],
-            )
-            .map(|row| {
-                (
-                    row.get(1).unwrap().unwrap(),
-                    row.get(2).unwrap().unwrap(),
-                    row.get(3).unwrap().unwrap(),
-                    row.get(4).unwrap().unwrap(),
-                    row.get(5).unwrap().unwrap(),
-                    row.get(6).unwrap().unwrap(),
-                    row.get(7).unwrap().unwrap(),
-                    row.get(8).unwrap().unwrap(),
-                )
-            })
-            .collect::<Vec<_>>()
-        })
-    });
-    TableIterator::new(reaped)
+    read_committed_only("transition_lease_reap");
+    let mut reaped = owner::as_owner(|| Spi::connect(|client| lease::reap(client, ceiling)));
+    reaped.sort_by(|(a, ..), (b, ..)| a.work_item.cmp(&b.work_item));
+    TableIterator::new(reaped.into_iter().map(|(lease, kind, age_s)| {
+        (
+            lease.work_item,
+            kind.to_string(),
+            lease.token,
+            lease.owner,
+            lease.owner_pid,
+            lease.owner_boot_id,
+            lease.acquired_at,
+            age_s,
+        )
+    }))
 }
 
 /// The liveness of the lease on `work_item`, for a reaper that decides job by job: `none` (no lease),
 /// `live`, `stale` (its holder's boot was superseded, or its session is gone) or `unknown` (its boot
 /// was never registered through recover).
-#[pg_extern(volatile, parallel_unsafe, requires = ["lease_table", "events"])]
+#[pg_extern(volatile, parallel_unsafe, requires = ["lease_table", "liveness"])]
 fn transition_lease_liveness(work_item: Option<&str>) -> String {
     let work_item = errors::required("work_item", work_item);
-    guard::as_owner(|| {
+    let key = task_table::key("work_item", work_item);
+    owner::as_owner(|| {
         Spi::connect(|client| {
-            let lease = guard::run(
+            let lease = plans::run(
                 client,
-                "SELECT coalesce(orch_lease.boot_liveness(owner_boot_id), 'unknown')
+                "SELECT coalesce(orch_lease.boot_liveness(owner_boot_id), 'unknown') AS liveness
                    FROM orch_lease.transition_lease WHERE work_item = $1",
-                &[work_item.into()],
+                &[key.as_str().into()],
             );
             match lease.is_empty() {
                 true => "none".to_string(),
-                false => lease.first().get::<String>(1).unwrap().unwrap(),
+                false => column(&lease.first(), "liveness"),
             }
         })
     })

@@ -1,13 +1,15 @@
 //! Least privilege. Two roles, created when missing (roles are cluster-wide and outlive the extension):
-//! - `orch_lease_actor`: acquire, release, the stage CAS and commit, liveness, metrics, and reading
-//!   the status view and the lease tables;
-//! - `orch_lease_admin`: everything an actor may, plus force_release, recover, reap, prune and the
-//!   registrations.
+//! - `orch_lease_actor`: acquire, release, the stage CAS and commit, recover of its own instances,
+//!   liveness, metrics, and reading the status view and history of its own role (tokens are
+//!   capabilities: an actor never reads another role's);
+//! - `orch_lease_admin`: everything an actor may, plus force_release, recover of any instance, reap,
+//!   prune, the registrations, and reading every lease table.
 //!
 //! PUBLIC gets nothing, and nobody but the extension's owner writes the lease tables: the functions do
-//! it for their callers (`guard::as_owner`), each only in the way it is meant to. The stage CAS writes
+//! it for their callers (`owner::as_owner`), each only in the way it is meant to. The stage CAS writes
 //! the application's task table with the caller's own privileges and row-level security. `pg_monitor`
-//! may read the status view and the metrics, for postgres_exporter.
+//! may read the status view and the metrics, for postgres_exporter. Nobody but the extension's owner
+//! executes the bypass guard, so only `install_bypass_guard` attaches it, to the registered table.
 use pgrx::prelude::*;
 
 extension_sql!(
@@ -37,8 +39,9 @@ GRANT EXECUTE ON FUNCTION
     orch_lease.transition_lease_release(text, bigint),
     orch_lease.update_task_stage_cas(text, text, text, bigint),
     orch_lease.commit_stage_cas(text, bigint, text, text),
+    orch_lease.transition_lease_recover(text, text, integer),
     orch_lease.transition_lease_liveness(text),
-    orch_lease.stage_write_allowed()
+    orch_lease.work_item_key(text)
     TO orch_lease_actor;
 GRANT EXECUTE ON FUNCTION
     orch_lease.session_alive(text),
@@ -46,21 +49,21 @@ GRANT EXECUTE ON FUNCTION
     orch_lease.transition_lease_metrics()
     TO orch_lease_actor, pg_monitor;
 GRANT SELECT ON
-    orch_lease.transition_lease, orch_lease.boot, orch_lease.lease_event, orch_lease.event_count,
-    orch_lease.task_table, orch_lease.stage_transition, orch_lease.terminal_stage, orch_lease.bypass_log,
-    orch_lease.transition_lease_status
+    orch_lease.boot, orch_lease.task_table, orch_lease.stage_transition, orch_lease.terminal_stage,
+    orch_lease.transition_lease_status, orch_lease.lease_history
     TO orch_lease_actor;
-GRANT SELECT ON orch_lease.transition_lease_status, orch_lease.boot TO pg_monitor;
+GRANT SELECT ON orch_lease.transition_lease_status, orch_lease.lease_history, orch_lease.boot TO pg_monitor;
 
 GRANT EXECUTE ON FUNCTION
     orch_lease.transition_lease_force_release(text, bigint, text),
-    orch_lease.transition_lease_recover(text, text, integer),
     orch_lease.transition_lease_reap(integer),
     orch_lease.transition_lease_prune(interval),
     orch_lease.register_task_table(regclass, name, name),
     orch_lease.register_stage_graph(text[], text[]),
-    orch_lease.install_bypass_guard(text),
-    orch_lease.bypass_guard()
+    orch_lease.install_bypass_guard(text)
+    TO orch_lease_admin;
+GRANT SELECT ON
+    orch_lease.transition_lease, orch_lease.lease_event, orch_lease.event_count, orch_lease.bypass_log
     TO orch_lease_admin;
 "#,
     name = "roles",

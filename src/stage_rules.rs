@@ -1,10 +1,12 @@
-//! Rules on stage writes beyond the CAS: the transitions that make sense (a stage graph), and a guard on
-//! the task table that notices, or refuses, a stage write that bypasses the CAS.
-use crate::{config, errors, guard, stage_cas};
+//! Rules on stage writes beyond the CAS: the transitions that make sense (a stage graph with terminal
+//! stages), and a guard on the task table that notices, or refuses, a stage write that bypasses the CAS.
+//! A plain client of the CAS: it asks `stage_cas` which write is the CAS's own.
+use crate::stage_cas::{self, CasWrite};
+use crate::{config, errors, owner, plans, task_table};
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, quote_literal};
-use pgrx::PgSqlErrorCode;
-use std::cell::Cell;
+use pgrx::{AllocatedByPostgres, PgSqlErrorCode};
+use std::ffi::{CStr, CString};
 
 extension_sql!(
     r#"
@@ -26,70 +28,106 @@ CREATE TABLE orch_lease.bypass_log (
     by_role    name NOT NULL DEFAULT current_user
 );
 COMMENT ON TABLE orch_lease.bypass_log IS
-    'Stage writes that bypassed the CAS while the bypass guard was in warn mode.';
+    'Stage writes that bypassed the CAS while the bypass guard was in warn mode, with the role that wrote them.';
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.stage_transition', '');
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.terminal_stage', '');
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.bypass_log', '');
-
--- The bypass guard: a BEFORE UPDATE trigger on the task table. Arguments: mode, stage column, id column.
-CREATE FUNCTION orch_lease.bypass_guard() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    old_stage text := to_jsonb(OLD) ->> TG_ARGV[1];
-    new_stage text := to_jsonb(NEW) ->> TG_ARGV[1];
-    task_id   text := to_jsonb(NEW) ->> TG_ARGV[2];
-BEGIN
-    IF old_stage IS NOT DISTINCT FROM new_stage OR orch_lease.stage_write_allowed() THEN
-        RETURN NEW;
-    END IF;
-    IF TG_ARGV[0] = 'reject' THEN
-        RAISE EXCEPTION 'orch_lease: the stage of % % was written outside the stage CAS (% -> %)',
-                        TG_TABLE_NAME, task_id, old_stage, new_stage
-              USING ERRCODE = '55000',
-                    HINT = 'Write the stage with orch_lease.update_task_stage_cas or orch_lease.commit_stage_cas.';
-    END IF;
-    INSERT INTO orch_lease.bypass_log (task_table, task_id, old_stage, new_stage)
-    VALUES (TG_RELID, task_id, old_stage, new_stage);
-    RAISE WARNING 'orch_lease: the stage of % % was written outside the stage CAS (% -> %)',
-                  TG_TABLE_NAME, task_id, old_stage, new_stage;
-    RETURN NEW;
-END
-$$;
 "#,
     name = "stage_rules",
-    requires = ["task_table_registry", stage_write_allowed]
+    requires = ["task_table_registry"]
 );
 
-thread_local! {
-    /// Set while the CAS itself writes the stage: the only stage write the bypass guard lets through.
-    static CAS_WRITING: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs the CAS's own stage write. A guard resets the flag even when the write raises.
-pub fn as_cas_write<R>(write: impl FnOnce() -> R) -> R {
-    struct Reset;
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            CAS_WRITING.with(|flag| flag.set(false));
+/// The bypass guard: a BEFORE UPDATE OF stage row trigger on the task table, arguments (mode, stage
+/// column, id column). It runs as the role that writes the row (SECURITY INVOKER), reads the two
+/// columns with their types' output functions, and only its log entry is written as the extension's
+/// owner, from plain text. Writes through the CAS pass; so does everything while the kill-switch is off.
+#[pg_trigger(sql = r#"
+CREATE FUNCTION orch_lease.bypass_guard() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'bypass_guard_wrapper';
+COMMENT ON FUNCTION orch_lease.bypass_guard() IS
+    'The bypass guard trigger (installed by install_bypass_guard): notices or refuses stage writes outside the CAS.';
+"#)]
+fn bypass_guard<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, std::convert::Infallible> {
+    let passes = trigger.new();
+    let args = trigger.extra_args().unwrap_or_default();
+    let [mode, stage_column, id_column] = args.as_slice() else {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "orch_lease: bypass_guard takes (mode, stage column, id column): install it with orch_lease.install_bypass_guard".into(),
+        );
+    };
+    let data = trigger.trigger_data();
+    let column_text = |tuple: *mut pg_sys::HeapTupleData, column: &str| -> Option<String> {
+        let name = CString::new(column).ok()?;
+        unsafe {
+            let tupdesc = (*data.tg_relation).rd_att;
+            let attnum = pg_sys::SPI_fnumber(tupdesc, name.as_ptr());
+            if attnum <= 0 {
+                errors::raise(
+                    PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+                    format!("orch_lease: bypass_guard: column \"{column}\" does not exist"),
+                );
+            }
+            let text = pg_sys::SPI_getvalue(tuple, tupdesc, attnum);
+            (!text.is_null()).then(|| CStr::from_ptr(text).to_string_lossy().into_owned())
+        }
+    };
+    let old_stage = column_text(data.tg_trigtuple, stage_column);
+    let new_stage = column_text(data.tg_newtuple, stage_column);
+    if old_stage == new_stage || !config::enabled() {
+        return Ok(passes);
+    }
+    let task_id = column_text(data.tg_newtuple, id_column);
+    let relid = unsafe { (*data.tg_relation).rd_id };
+    if let (Some(key), Some(stage)) = (task_id.clone(), new_stage.clone()) {
+        if stage_cas::is_cas_write(&CasWrite { relid, key, stage }) {
+            return Ok(passes);
         }
     }
-    CAS_WRITING.with(|flag| flag.set(true));
-    let _reset = Reset;
-    write()
+    let table = trigger.table_name().unwrap_or_default();
+    let shown = |value: &Option<String>| value.clone().unwrap_or_else(|| "<NULL>".into());
+    let what = format!(
+        "orch_lease: the stage of {table} {} was written outside the stage CAS ({} -> {})",
+        shown(&task_id),
+        shown(&old_stage),
+        shown(&new_stage)
+    );
+    if mode == "reject" {
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            what,
+            "Write the stage with orch_lease.update_task_stage_cas or orch_lease.commit_stage_cas.",
+            None,
+        );
+    }
+    let by_role = owner::caller_name();
+    owner::as_owner(|| {
+        Spi::connect(|client| {
+            plans::run(
+                client,
+                "INSERT INTO orch_lease.bypass_log (task_table, task_id, old_stage, new_stage, by_role)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    relid.into(),
+                    task_id.as_deref().into(),
+                    old_stage.as_deref().into(),
+                    new_stage.as_deref().into(),
+                    by_role.as_str().into(),
+                ],
+            );
+        })
+    });
+    pgrx::warning!("{what}");
+    Ok(passes)
 }
 
-/// True while the stage CAS is writing, or when the kill-switch is off: what the bypass guard lets pass.
-/// It can be read from SQL, never set.
-#[pg_extern(volatile, parallel_unsafe)]
-fn stage_write_allowed() -> bool {
-    !config::enabled() || CAS_WRITING.with(Cell::get)
-}
-
-/// Installs (or, with `off`, removes) the bypass guard on the registered task table. `warn` logs each
-/// stage write that does not come through the CAS to `orch_lease.bypass_log` and raises a WARNING;
-/// `reject` refuses it with SQLSTATE 55000. Writes through the CAS always pass; so does everything while
-/// the kill-switch is off.
-#[pg_extern(volatile, parallel_unsafe, requires = ["stage_rules"])]
+/// Installs (or, with `off`, removes) the bypass guard on the registered task table, which the caller
+/// must own. `warn` logs each stage write that does not come through the CAS to
+/// `orch_lease.bypass_log` and raises a WARNING; `reject` refuses it with SQLSTATE 55000. Writes
+/// through the CAS always pass; so does everything while the kill-switch is off.
+#[pg_extern(volatile, parallel_unsafe, requires = ["stage_rules", bypass_guard])]
 fn install_bypass_guard(mode: default!(Option<&str>, "'warn'")) {
     let mode = errors::required("mode", mode);
     if !["off", "warn", "reject"].contains(&mode) {
@@ -98,27 +136,55 @@ fn install_bypass_guard(mode: default!(Option<&str>, "'warn'")) {
             format!("orch_lease: mode must be off, warn or reject, not \"{mode}\""),
         );
     }
-    let (table, id_column, stage_column) = stage_cas::registered_names();
-    Spi::run(&format!(
-        "DROP TRIGGER IF EXISTS orch_lease_bypass_guard ON {table}"
-    ))
-    .unwrap();
-    if mode != "off" {
-        Spi::run(&format!(
-            "CREATE TRIGGER orch_lease_bypass_guard BEFORE UPDATE OF {} ON {table}
-             FOR EACH ROW EXECUTE FUNCTION orch_lease.bypass_guard({}, {}, {})",
-            quote_identifier(&stage_column),
-            quote_literal(mode),
-            quote_literal(&stage_column),
-            quote_literal(&id_column),
-        ))
-        .unwrap();
+    let table = task_table::task_table();
+    if !task_table::caller_owns(table.relid) {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!(
+                "orch_lease: must be the owner of {} to guard it",
+                table.qualified
+            ),
+        );
     }
+    // The trigger is created by the extension's owner: nobody else may execute bypass_guard, so nobody
+    // attaches it to another table.
+    owner::as_owner(|| {
+        Spi::connect(|client| {
+            let installed = plans::run(
+                client,
+                "SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = 'orch_lease_bypass_guard'",
+                &[table.relid.into()],
+            );
+            if !installed.is_empty() {
+                client_run(&format!(
+                    "DROP TRIGGER orch_lease_bypass_guard ON {}",
+                    table.qualified
+                ));
+            }
+        });
+        if mode != "off" {
+            client_run(&format!(
+                "CREATE TRIGGER orch_lease_bypass_guard BEFORE UPDATE OF {} ON {}
+                 FOR EACH ROW EXECUTE FUNCTION orch_lease.bypass_guard({}, {}, {})",
+                quote_identifier(&table.stage_column),
+                table.qualified,
+                quote_literal(mode),
+                quote_literal(&table.stage_column),
+                quote_literal(&table.id_column),
+            ));
+        }
+    });
+}
+
+/// Runs a utility statement (DDL: nothing to plan and keep).
+fn client_run(sql: &str) {
+    Spi::run(sql).unwrap_or_else(|error| errors::internal("cannot run", sql, error));
 }
 
 /// Registers the allowed stage transitions, each written `'from -> to'`, and the terminal stages (which
 /// no transition may leave). Replaces any earlier graph; an empty list removes it. With a graph, a CAS
-/// whose (expected, new) pair is not in it answers `invalid_transition` and writes nothing.
+/// whose (expected, new) pair is not in it answers `invalid_transition` and writes nothing; so does a
+/// CAS out of a terminal stage, graph or not.
 #[pg_extern(volatile, parallel_unsafe, requires = ["stage_rules"])]
 fn register_stage_graph(
     transitions: Option<Vec<Option<String>>>,
@@ -146,37 +212,48 @@ fn register_stage_graph(
             }
         })
         .collect();
-    // Every stage named must be a value of the stage column's type (an enum label it has).
-    for (from, to) in &pairs {
-        stage_cas::check_stage("transitions", from);
-        stage_cas::check_stage("transitions", to);
-        if terminal.contains(from) {
-            errors::raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("orch_lease: terminal stage \"{from}\" has a transition out of it (to \"{to}\")"),
-            );
-        }
+    // Every stage named must be a value of the stage column's type (an enum label it has), and is
+    // stored as that type writes it.
+    let table = task_table::task_table();
+    let stage = |argument: &'static str, stage: &str| {
+        errors::bounded_present(argument, Some(stage));
+        task_table::output(task_table::typed(argument, stage, table.stage_type))
+    };
+    let pairs: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(from, to)| (stage("transitions", from), stage("transitions", to)))
+        .collect();
+    let terminal: Vec<String> = terminal
+        .iter()
+        .map(|terminal| stage("terminal_stages", terminal))
+        .collect();
+    if let Some((from, to)) = pairs.iter().find(|(from, _)| terminal.contains(from)) {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!(
+                "orch_lease: terminal stage \"{from}\" has a transition out of it (to \"{to}\")"
+            ),
+        );
     }
-    for stage in &terminal {
-        stage_cas::check_stage("terminal_stages", stage);
-    }
-    guard::as_owner(|| replace_stage_graph(&pairs, terminal));
+    owner::as_owner(|| replace_stage_graph(&pairs, terminal));
 }
 
 fn replace_stage_graph(pairs: &[(String, String)], terminal: Vec<String>) {
     let froms: Vec<&str> = pairs.iter().map(|(from, _)| from.as_str()).collect();
     let tos: Vec<&str> = pairs.iter().map(|(_, to)| to.as_str()).collect();
-    Spi::run("DELETE FROM orch_lease.stage_transition; DELETE FROM orch_lease.terminal_stage")
-        .unwrap();
-    Spi::run_with_args(
-        "INSERT INTO orch_lease.stage_transition SELECT DISTINCT * FROM unnest($1::text[], $2::text[])",
-        &[froms.into(), tos.into()],
-    )
-    .unwrap();
-    Spi::run_with_args(
-        "INSERT INTO orch_lease.terminal_stage SELECT DISTINCT unnest($1::text[])",
-        &[terminal.into()],
-    )
-    .unwrap();
-    stage_cas::forget_everywhere("orch_lease.stage_transition");
+    Spi::connect(|client| {
+        plans::run(client, "DELETE FROM orch_lease.stage_transition", &[]);
+        plans::run(client, "DELETE FROM orch_lease.terminal_stage", &[]);
+        plans::run(
+            client,
+            "INSERT INTO orch_lease.stage_transition SELECT DISTINCT * FROM unnest($1::text[], $2::text[])",
+            &[froms.into(), tos.into()],
+        );
+        plans::run(
+            client,
+            "INSERT INTO orch_lease.terminal_stage SELECT DISTINCT unnest($1::text[])",
+            &[terminal.into()],
+        );
+    });
+    task_table::forget_everywhere("orch_lease.stage_transition");
 }

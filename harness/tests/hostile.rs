@@ -25,6 +25,10 @@ const SESSION: &str = "SELECT outcome FROM orch_lease.transition_lease_acquire_s
 fn cases() -> Vec<(String, Expect)> {
     let long = "x".repeat(1025);
     let long_unicode = "é".repeat(600); // 1200 bytes in 600 characters
+                                        // At the length limit: 1,024 quotes, and 1,024 control characters, as SQL expressions.
+    let quotes = "repeat('''', 1024)";
+    let too_many_quotes = "repeat('''', 1025)";
+    let controls = "repeat(chr(1), 1024)";
     let c = |sql: String, expect: Expect| (sql, expect);
     vec![
         // transition_lease_acquire
@@ -42,72 +46,60 @@ fn cases() -> Vec<(String, Expect)> {
             format!("{A}('{long_unicode}', 'o', 1, 'live-boot')"),
             Error("22001"),
         ),
-        c(format!("{A}('t', NULL, 1, 'live-boot')"), Error("22004")),
-        c(format!("{A}('t', '', 1, 'live-boot')"), Error("22023")),
+        c(format!("{A}('3', NULL, 1, 'live-boot')"), Error("22004")),
+        c(format!("{A}('3', '', 1, 'live-boot')"), Error("22023")),
         c(
-            format!("{A}('t', '{long}', 1, 'live-boot')"),
+            format!("{A}('3', '{long}', 1, 'live-boot')"),
             Error("22001"),
         ),
-        c(format!("{A}('t', 'o', NULL, 'live-boot')"), Error("22004")),
-        c(format!("{A}('t', 'o', 0, 'live-boot')"), Error("22023")),
-        c(format!("{A}('t', 'o', -1, 'live-boot')"), Error("22023")),
+        c(format!("{A}('3', 'o', NULL, 'live-boot')"), Error("22004")),
+        c(format!("{A}('3', 'o', 0, 'live-boot')"), Error("22023")),
+        c(format!("{A}('3', 'o', -1, 'live-boot')"), Error("22023")),
         c(
-            format!("{A}('t', 'o', 2147483648, 'live-boot')"),
+            format!("{A}('3', 'o', 2147483648, 'live-boot')"),
             Error("42883"),
         ),
-        c(format!("{A}('t', 'o', 1, NULL)"), Error("22004")),
-        c(format!("{A}('t', 'o', 1, '')"), Error("22023")),
-        c(format!("{A}('t', 'o', 1, '{long}')"), Error("22001")),
+        c(format!("{A}('3', 'o', 1, NULL)"), Error("22004")),
+        c(format!("{A}('3', 'o', 1, '')"), Error("22023")),
+        c(format!("{A}('3', 'o', 1, '{long}')"), Error("22001")),
         c(
-            format!("{A}('t', 'o', 1, 'live-boot', '{long}')"),
+            format!("{A}('3', 'o', 1, 'live-boot', '{long}')"),
             Error("22001"),
         ),
         c(
-            format!("{A}('held-item', 'o''); DROP TABLE tasks; --', 1, 'live-boot')"),
+            format!("{A}('2', 'o''); DROP TABLE tasks; --', 1, 'live-boot')"),
             Returns("held"),
         ),
         c(
-            format!("{A}('held-item', 'o\u{202e}drowssap', 1, 'b\u{200b}')"),
+            format!("{A}('2', 'o\u{202e}drowssap', 1, 'b\u{200b}')"),
             Returns("held"),
         ),
         c(
-            format!("{A}('held-item', '🚀', 1, 'dead-boot')"),
+            format!("{A}('2', '🚀', 1, 'dead-boot')"),
             Returns("superseded"),
         ),
         // transition_lease_release
         c(format!("{REL}(NULL, 1)"), Error("22004")),
         c(format!("{REL}('', 1)"), Error("22023")),
         c(format!("{REL}('{long}', 1)"), Error("22001")),
-        c(format!("{REL}('held-item', NULL)"), Returns("f")),
-        c(format!("{REL}('held-item', -1)"), Returns("f")),
-        c(format!("{REL}('held-item', 0)"), Returns("f")),
+        c(format!("{REL}('2', NULL)"), Returns("f")),
+        c(format!("{REL}('2', -1)"), Returns("f")),
+        c(format!("{REL}('2', 0)"), Returns("f")),
+        c(format!("{REL}('2', 9223372036854775807)"), Returns("f")),
+        c(format!("{REL}('2', -9223372036854775808)"), Returns("f")),
+        c(format!("{REL}('2', 9223372036854775808)"), Error("42883")),
         c(
-            format!("{REL}('held-item', 9223372036854775807)"),
-            Returns("f"),
-        ),
-        c(
-            format!("{REL}('held-item', -9223372036854775808)"),
-            Returns("f"),
-        ),
-        c(
-            format!("{REL}('held-item', 9223372036854775808)"),
-            Error("42883"),
-        ),
-        c(
-            format!("{REL}('held-item''; DELETE FROM orch_lease.transition_lease; --', 1)"),
-            Returns("f"),
+            format!("{REL}('2''; DELETE FROM orch_lease.transition_lease; --', 1)"),
+            Error("22P02"),
         ),
         // transition_lease_force_release
         c(format!("{FORCE}(NULL)"), Error("22004")),
         c(format!("{FORCE}('')"), Error("22023")),
-        c(format!("{FORCE}('held-item', NULL, NULL)"), Error("22004")),
-        c(format!("{FORCE}('held-item', NULL, '')"), Error("22023")),
-        c(
-            format!("{FORCE}('held-item', NULL, '{long}')"),
-            Error("22001"),
-        ),
-        c(format!("{FORCE}('held-item', -5)"), Returns("f")),
-        c(format!("{FORCE}('no-such-item')"), Returns("f")),
+        c(format!("{FORCE}('2', NULL, NULL)"), Error("22004")),
+        c(format!("{FORCE}('2', NULL, '')"), Error("22023")),
+        c(format!("{FORCE}('2', NULL, '{long}')"), Error("22001")),
+        c(format!("{FORCE}('2', -5)"), Returns("f")),
+        c(format!("{FORCE}('404')"), Returns("f")),
         // transition_lease_recover
         c(format!("{RECOVER}(NULL)"), Error("22004")),
         c(format!("{RECOVER}('')"), Error("22023")),
@@ -230,8 +222,70 @@ fn cases() -> Vec<(String, Expect)> {
         ),
         c(format!("{SESSION}(NULL, 'o')"), Error("22004")),
         c(format!("{SESSION}('', 'o')"), Error("22023")),
-        c(format!("{SESSION}('t', '{long}')"), Error("22001")),
-        c(format!("{SESSION}('held-item', 'o')"), Returns("held")),
+        c(format!("{SESSION}('3', '{long}')"), Error("22001")),
+        c(format!("{SESSION}('2', 'o')"), Returns("held")),
+        // 0.4.0: one task, one key — every spelling of the held task 2 is that lease.
+        c(format!("{A}('02', 'o', 1, 'live-boot')"), Returns("held")),
+        c(format!("{A}('+2', 'o', 1, 'live-boot')"), Returns("held")),
+        c(format!("{A}(' 2', 'o', 1, 'live-boot')"), Returns("held")),
+        c(format!("{SESSION}('0002', 'o')"), Returns("held")),
+        c(format!("{A}('two', 'o', 1, 'live-boot')"), Error("22P02")),
+        c(format!("{A}('2.0', 'o', 1, 'live-boot')"), Error("22P02")),
+        c(
+            format!("{A}('99999999999999999999', 'o', 1, 'live-boot')"),
+            Error("22003"),
+        ),
+        c(format!("{REL}('two', 1)"), Error("22P02")),
+        c(format!("{FORCE}('two')"), Error("22P02")),
+        c(
+            "SELECT orch_lease.transition_lease_liveness('two')".into(),
+            Error("22P02"),
+        ),
+        c(
+            "SELECT orch_lease.work_item_key('+0002')".into(),
+            Returns("2"),
+        ),
+        c(
+            "SELECT orch_lease.work_item_key(NULL)".into(),
+            Error("22004"),
+        ),
+        // 1,024 bytes of quotes and of control characters in every text argument: accepted, harmless.
+        c(
+            format!("{A}('2', {quotes}, 1, 'live-boot')"),
+            Returns("held"),
+        ),
+        c(
+            format!("{A}('2', {controls}, 1, {controls})"),
+            Returns("held"),
+        ),
+        c(
+            format!("{A}('2', 'o', 1, 'live-boot', {quotes})"),
+            Returns("held"),
+        ),
+        c(
+            format!("{A}('2', 'o', 1, 'live-boot', {controls})"),
+            Returns("held"),
+        ),
+        c(
+            format!("{SESSION}('2', {controls}, {quotes})"),
+            Returns("held"),
+        ),
+        c(
+            format!("{A}('2', {too_many_quotes}, 1, 'live-boot')"),
+            Error("22001"),
+        ),
+        c(format!("{CAS}('1', {quotes}, 'merged')"), Error("22P02")),
+        c(format!("{CAS}('1', 'queued', {controls})"), Error("22P02")),
+        c(
+            format!("{CAS}('1', 'queued', {too_many_quotes})"),
+            Error("22001"),
+        ),
+        c(format!("{FORCE}('404', NULL, {controls})"), Returns("f")),
+        c(
+            format!("{FORCE}('404', NULL, {too_many_quotes})"),
+            Error("22001"),
+        ),
+        c(format!("{RECOVER}('live-boot', {quotes})"), Error("22023")),
         // settings
         c("SET orch_lease.enabled = 'maybe'".into(), Error("22023")),
     ]
@@ -279,7 +333,7 @@ fn every_bad_input_gets_its_documented_answer_and_changes_nothing() {
          SELECT orch_lease.register_task_table('tasks');
          SELECT count(*) FROM orch_lease.transition_lease_recover('dead-boot', 'orchestrator');
          SELECT count(*) FROM orch_lease.transition_lease_recover('live-boot', 'orchestrator');
-         SELECT orch_lease.transition_lease_acquire('held-item', 'monitor', 1, 'live-boot');",
+         SELECT orch_lease.transition_lease_acquire('2', 'monitor', 1, 'live-boot');",
     )
     .unwrap();
     let cases = cases();

@@ -64,11 +64,11 @@ fn repeatable_read_and_serializable_callers_get_outcomes_and_stay_usable() {
             .unwrap()
             .get(0);
         assert_eq!(
-            grant, "busy",
-            "{level}: a grant committed after our snapshot"
+            grant, "retry",
+            "{level}: a grant committed after our snapshot cannot be seen from it: run again"
         );
 
-        // …and moves the stage after our snapshot: our CAS loses, without an error.
+        // …and moves the stage after our snapshot: our CAS cannot run, and says so without an error.
         assert_eq!(
             cas(
                 &mut b,
@@ -84,7 +84,10 @@ fn repeatable_read_and_serializable_callers_get_outcomes_and_stay_usable() {
             )
             .unwrap()
             .get(0);
-        assert_eq!(lost, "stage_mismatch", "{level}");
+        assert_eq!(
+            lost, "retry",
+            "{level}: not stage_mismatch, which our snapshot would not show"
+        );
         let released: bool = tx
             .query_one(
                 "SELECT orch_lease.transition_lease_release($1, $2)",

@@ -8,7 +8,7 @@ mod roles;
 mod stage_cas;
 mod stage_rules;
 
-use crate::guard;
+use crate::races;
 pub use pgrx::prelude::*;
 pub use pgrx::PgSqlErrorCode;
 
@@ -25,10 +25,10 @@ pub fn run(sql: &str) {
 /// The SQLSTATE that `sql` raises (it must raise), and its message. Runs in a subtransaction, so the
 /// test's transaction carries on.
 pub fn error_of(sql: &str) -> (PgSqlErrorCode, String) {
-    match guard::subtransaction(|| Spi::run(sql)) {
+    match races::subtransaction(|| Spi::run(sql)) {
         Ok(_) => panic!("expected an error from: {sql}"),
         Err(error) => {
-            let report = guard::report_of(&error);
+            let report = races::report_of(&error);
             (report.sql_error_code(), report.message().to_string())
         }
     }

@@ -45,7 +45,7 @@ mod tests {
         assert!(count("orch_lease.transition_lease_metrics()") > 10);
         assert_eq!(
             one::<String>(
-                "SELECT by_role::text FROM orch_lease.lease_event WHERE event = 'cas_applied'"
+                "SELECT by_role::text FROM orch_lease.lease_history WHERE event = 'cas_applied'"
             ),
             Some("app".into()),
             "the history names the caller, not the extension's owner"
@@ -59,7 +59,8 @@ mod tests {
         run("SET LOCAL ROLE app");
         for call in [
             format!("SELECT orch_lease.transition_lease_force_release('1', {token})"),
-            "SELECT * FROM orch_lease.transition_lease_recover('boot-z')".into(),
+            "SELECT * FROM orch_lease.transition_lease".into(),
+            "SELECT * FROM orch_lease.lease_event".into(),
             "SELECT * FROM orch_lease.transition_lease_reap(1)".into(),
             "SELECT orch_lease.transition_lease_prune('0 seconds')".into(),
             "SELECT orch_lease.register_task_table('public.tasks')".into(),
@@ -105,8 +106,8 @@ mod tests {
     #[pg_test]
     fn the_cas_writes_with_the_callers_own_privileges() {
         app_with("SELECT");
-        let token = token_of("1", "monitor", "boot-a");
         run("SET LOCAL ROLE app");
+        let token = token_of("1", "monitor", "boot-a");
         denied(&format!(
             "SELECT * FROM orch_lease.commit_stage_cas('1', {token}, 'queued', 'merged')"
         ));

@@ -13,7 +13,7 @@ SELECT line FROM (
       LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
      WHERE c.relnamespace = 'orch_lease'::regnamespace
     UNION ALL
-    SELECT 'relation ' || c.relname || ' kind=' || c.relkind::text
+    SELECT 'relation ' || c.relname || ' kind=' || c.relkind::text || ' options=' || coalesce(c.reloptions::text, '')
       FROM pg_class c WHERE c.relnamespace = 'orch_lease'::regnamespace
     UNION ALL
     SELECT 'index ' || regexp_replace(indexdef, '\s+', ' ', 'g') FROM pg_indexes WHERE schemaname = 'orch_lease'

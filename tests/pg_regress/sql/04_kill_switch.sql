@@ -7,8 +7,8 @@ SELECT id, stage FROM tasks WHERE id = 1;
 RESET orch_lease.enabled;
 
 SET orch_lease.scopes = 'orchestrator';
-SELECT acquired, outcome, token FROM orch_lease.transition_lease_acquire('enduro-7', 'monitor', 101, 'monitor-boot-1', 'enduro');
-SELECT acquired, outcome FROM orch_lease.transition_lease_acquire('orch-7', 'monitor', 101, 'monitor-boot-1', 'orchestrator');
+SELECT acquired, outcome, token FROM orch_lease.transition_lease_acquire('1007', 'monitor', 101, 'monitor-boot-1', 'enduro');
+SELECT acquired, outcome FROM orch_lease.transition_lease_acquire('2007', 'monitor', 101, 'monitor-boot-1', 'orchestrator');
 RESET orch_lease.scopes;
 
 -- Neither setting is for an ordinary actor role.

@@ -1,0 +1,1028 @@
+//! Security and correctness holes of 0.3.0, one regression test each, over real connections and real
+//! roles. Each test asserts the 0.4.0 contract; it collects every violation it sees before failing, so
+//! that a red run says all that is wrong, not only the first thing.
+mod common;
+use common::*;
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::{Client, Error, IsolationLevel, Row};
+use std::fmt::Debug;
+use std::time::{Duration, Instant};
+
+/// The contract violations one test found.
+#[derive(Default)]
+struct Verdict(Vec<String>);
+
+impl Verdict {
+    fn check(&mut self, ok: bool, what: impl std::fmt::Display) {
+        if !ok {
+            self.0.push(what.to_string());
+        }
+    }
+
+    fn eq<T: PartialEq + Debug>(&mut self, what: &str, actual: T, expected: T) {
+        if actual != expected {
+            self.0
+                .push(format!("{what}: expected {expected:?}, got {actual:?}"));
+        }
+    }
+
+    /// A call that must succeed: its value, or None with the error recorded.
+    fn ok<T>(&mut self, what: &str, result: Result<T, Error>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(error) => {
+                let error = self.describe(&error);
+                self.0
+                    .push(format!("{what}: expected success, got {error}"));
+                None
+            }
+        }
+    }
+
+    /// A call whose first column must be `expected` (as text).
+    fn answers(&mut self, what: &str, result: Result<String, Error>, expected: &str) {
+        if let Some(actual) = self.ok(what, result) {
+            self.eq(what, actual.as_str(), expected);
+        }
+    }
+
+    /// A call that must fail with SQLSTATE `code`.
+    fn sqlstate<T: Debug>(&mut self, what: &str, result: Result<T, Error>, code: &str) {
+        match result {
+            Ok(value) => self.0.push(format!(
+                "{what}: expected SQLSTATE {code}, got success: {value:?}"
+            )),
+            Err(error) => {
+                let described = self.describe(&error);
+                if error.code().map(|state| state.code()) != Some(code) {
+                    self.0
+                        .push(format!("{what}: expected SQLSTATE {code}, got {described}"));
+                }
+            }
+        }
+    }
+
+    /// A call that must fail, with whatever SQLSTATE.
+    fn fails<T: Debug>(&mut self, what: &str, result: Result<T, Error>) {
+        match result {
+            Ok(value) => self
+                .0
+                .push(format!("{what}: expected an error, got success: {value:?}")),
+            Err(error) => {
+                self.describe(&error);
+            }
+        }
+    }
+
+    /// Text that reaches users (an error, a tool's stderr) must not expose Rust internals.
+    fn no_internals(&mut self, text: &str) {
+        if text.contains("backtrace") || text.contains(".rs:") {
+            let start: String = text.trim().chars().take(160).collect();
+            self.0.push(format!(
+                "a message exposes Rust internals ({} bytes): {start:?}…",
+                text.len()
+            ));
+        }
+    }
+
+    /// An error as `SQLSTATE: message (detail)`; its every text field is checked by `no_internals`.
+    fn describe(&mut self, error: &Error) -> String {
+        let Some(db) = error.as_db_error() else {
+            return error.to_string();
+        };
+        for text in [Some(db.message()), db.detail(), db.hint(), db.where_()]
+            .into_iter()
+            .flatten()
+        {
+            self.no_internals(text);
+        }
+        let mut described = format!("{}: {}", db.code().code(), db.message());
+        if let Some(detail) = db.detail() {
+            let detail: String = detail.trim().chars().take(160).collect();
+            described.push_str(&format!(" (detail: {detail})"));
+        }
+        described
+    }
+
+    fn finish(self) {
+        assert!(
+            self.0.is_empty(),
+            "{} contract violation(s):\n  - {}",
+            self.0.len(),
+            self.0.join("\n  - ")
+        );
+    }
+}
+
+/// `transition_lease_acquire(item, owner, 1, boot)` → (outcome, token).
+fn grant(
+    db: &mut impl postgres::GenericClient,
+    item: &str,
+    owner: &str,
+    boot: &str,
+) -> Result<(String, Option<i64>), Error> {
+    db.query_one(
+        "SELECT outcome, token FROM orch_lease.transition_lease_acquire($1, $2, 1, $3)",
+        &[&item, &owner, &boot],
+    )
+    .map(|row| (row.get(0), row.get(1)))
+}
+
+/// The outcome of `orch_lease.{call}` (a CAS).
+fn outcome(
+    db: &mut impl postgres::GenericClient,
+    call: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+) -> Result<String, Error> {
+    db.query_one(&format!("SELECT outcome FROM orch_lease.{call}"), params)
+        .map(|row| row.get(0))
+}
+
+/// The token of the lease on `item`, read by the superuser; None when there is no lease.
+fn lease_token(superuser: &mut Client, item: &str) -> Option<i64> {
+    superuser
+        .query_opt(
+            "SELECT token FROM orch_lease.transition_lease WHERE work_item = $1",
+            &[&item],
+        )
+        .unwrap()
+        .map(|row| row.get(0))
+}
+
+fn first_texts(rows: &[Row]) -> Vec<String> {
+    rows.iter().map(|row| row.get(0)).collect()
+}
+
+// 1. The bypass guard ran the task table's own code (an enum's cast to json, reached by to_jsonb) as the
+//    extension's owner, a superuser: a table owner could make itself superuser with one bare UPDATE.
+#[test]
+fn the_bypass_guard_lends_the_extension_owner_s_rights_to_nobody() {
+    let role = "orch_sec_guard_owner";
+    let dsn = fresh_database_with("sec_bypass_guard", "");
+    login_role(role, &["orch_lease_actor"]);
+    let mut superuser = connect_timed(&dsn);
+    superuser
+        .batch_execute(&format!("CREATE SCHEMA app AUTHORIZATION {role}"))
+        .unwrap();
+    let mut owner = connect_timed(&dsn_as(&dsn, role));
+    owner
+        .batch_execute(&format!(
+            "CREATE TYPE app.task_stage AS ENUM ('queued', 'merged');
+             CREATE TABLE app.tasks (id text PRIMARY KEY, stage app.task_stage NOT NULL);
+             INSERT INTO app.tasks VALUES ('task-1', 'queued');
+             CREATE FUNCTION app.stage_json(app.task_stage) RETURNS json LANGUAGE plpgsql AS $f$
+             BEGIN
+                 BEGIN
+                     EXECUTE format('ALTER ROLE %I SUPERUSER', '{role}');
+                 EXCEPTION WHEN OTHERS THEN NULL;
+                 END;
+                 RETURN to_json($1::text);
+             END $f$;
+             CREATE CAST (app.task_stage AS json) WITH FUNCTION app.stage_json(app.task_stage);"
+        ))
+        .unwrap();
+    superuser
+        .batch_execute(
+            "SELECT orch_lease.register_task_table('app.tasks');
+             SELECT orch_lease.install_bypass_guard('warn');",
+        )
+        .unwrap();
+
+    let mut v = Verdict::default();
+    v.ok(
+        "the owner's bare stage UPDATE (the guard in warn mode lets it through)",
+        owner.execute(
+            "UPDATE app.tasks SET stage = 'merged' WHERE id = 'task-1'",
+            &[],
+        ),
+    );
+    let escalated: bool = superuser
+        .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&role])
+        .unwrap()
+        .get(0);
+    v.check(
+        !escalated,
+        format!("{role} made itself SUPERUSER: the guard ran its cast with the extension owner's rights"),
+    );
+    let by_role = superuser
+        .query("SELECT by_role::text FROM orch_lease.bypass_log", &[])
+        .unwrap();
+    v.eq(
+        "bypass_log.by_role of the bare UPDATE",
+        first_texts(&by_role),
+        vec![role.to_string()],
+    );
+    superuser
+        .batch_execute(&format!("ALTER ROLE {role} NOSUPERUSER"))
+        .unwrap();
+    v.finish();
+}
+
+// 2. A takeover announcement built from 1000 control characters (6000 bytes once JSON-escaped) was over
+//    NOTIFY's 8000-byte limit: reap, force_release, a reclaiming acquire and recover all raised.
+#[test]
+fn takeovers_of_leases_with_huge_control_character_names_are_announced_cut() {
+    let dsn = fresh_database_with("sec_notify_long", TEXT_TASKS);
+    let mut listener = orch_lease_harness::connect(&dsn);
+    listener.batch_execute("LISTEN orch_lease").unwrap();
+    let mut actor = connect_timed(&dsn);
+    let mut superuser = connect_timed(&dsn);
+    actor
+        .query(
+            "SELECT * FROM orch_lease.transition_lease_recover('boot-1', 'orchestrator')",
+            &[],
+        )
+        .unwrap();
+    let noise = "\u{1}".repeat(1000); // allowed: at most 1024 bytes
+    let item = |tag: &str| format!("{noise}{tag}");
+    let mut v = Verdict::default();
+    let mut takeovers = 0;
+
+    // Forced.
+    let forced = item("force");
+    if let Some((_, token)) = v.ok(
+        "acquire (force)",
+        grant(&mut actor, &forced, &noise, "boot-1"),
+    ) {
+        takeovers += 1;
+        let released = actor
+            .query_one(
+                "SELECT orch_lease.transition_lease_force_release($1, $2, $3)",
+                &[&forced, &token, &noise],
+            )
+            .map(|row| row.get::<_, bool>(0));
+        if let Some(released) = v.ok("force_release", released) {
+            v.check(released, "force_release answered false");
+        }
+    }
+
+    // Reaped at the age ceiling.
+    let reaped = item("reap");
+    if v.ok(
+        "acquire (reap)",
+        grant(&mut actor, &reaped, &noise, "boot-1"),
+    )
+    .is_some()
+    {
+        takeovers += 1;
+        superuser
+            .execute(
+                "UPDATE orch_lease.transition_lease SET acquired_at = now() - interval '2 hours'
+                  WHERE work_item = $1",
+                &[&reaped],
+            )
+            .unwrap();
+        let rows = actor.query(
+            "SELECT work_item FROM orch_lease.transition_lease_reap(3600)",
+            &[],
+        );
+        if let Some(rows) = v.ok("transition_lease_reap(3600)", rows) {
+            v.eq(
+                "reaped work items",
+                first_texts(&rows),
+                vec![reaped.clone()],
+            );
+        }
+    }
+
+    // Reclaimed from a session-bound lease whose session is gone.
+    let abandoned = item("session");
+    let mut session = connect_timed(&dsn);
+    let pid: i32 = session
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let session_grant = session
+        .query_one(
+            "SELECT outcome FROM orch_lease.transition_lease_acquire_session($1, $2)",
+            &[&abandoned, &noise],
+        )
+        .map(|row| row.get(0));
+    v.answers("acquire_session", session_grant, "acquired");
+    drop(session);
+    let gone = Instant::now();
+    while superuser
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+            &[&pid],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+        > 0
+    {
+        assert!(
+            gone.elapsed() < Duration::from_secs(10),
+            "the backend did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    takeovers += 1;
+    let reclaim = grant(&mut actor, &abandoned, "monitor", "boot-m").map(|(outcome, _)| outcome);
+    v.answers("reclaiming acquire", reclaim, "reclaimed");
+
+    // Recovered: the holder's boot is superseded by a new one.
+    let recovered = item("recover");
+    if v.ok(
+        "acquire (recover)",
+        grant(&mut actor, &recovered, &noise, "boot-1"),
+    )
+    .is_some()
+    {
+        takeovers += 1;
+        let rows = actor.query(
+            "SELECT work_item FROM orch_lease.transition_lease_recover('boot-2', 'orchestrator')",
+            &[],
+        );
+        if let Some(rows) = v.ok("recover by a new boot", rows) {
+            v.eq(
+                "recovered work items",
+                first_texts(&rows),
+                vec![recovered.clone()],
+            );
+        }
+    }
+
+    let mut payloads = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut notifications = listener.notifications();
+    while payloads.len() < takeovers {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match notifications.timeout_iter(left).next() {
+            Ok(Some(note)) => payloads.push(note.payload().to_string()),
+            Ok(None) => break,
+            Err(error) => panic!("listener: {error}"),
+        }
+    }
+    v.eq("announcements received", payloads.len(), takeovers);
+    for payload in &payloads {
+        v.check(
+            payload.len() < 8000,
+            format!("a payload of {} bytes", payload.len()),
+        );
+        let truncated = actor
+            .query_one("SELECT ($1::text::json ->> 'truncated')", &[payload])
+            .map(|row| row.get::<_, Option<String>>(0));
+        if let Some(truncated) = v.ok("the payload parses as JSON", truncated) {
+            v.eq(
+                "the payload's \"truncated\"",
+                truncated.as_deref(),
+                Some("true"),
+            );
+        }
+    }
+    v.finish();
+}
+
+// 3. Work items were raw text: '42' and '042' were two leases, so two owners, on one bigint task.
+#[test]
+fn one_task_is_one_lease_however_its_id_is_spelled() {
+    let mut v = Verdict::default();
+    let dsn = fresh_database_with(
+        "sec_keys_bigint",
+        "CREATE TABLE tasks (id bigint PRIMARY KEY, stage text NOT NULL);
+         INSERT INTO tasks VALUES (42, 'queued');
+         SELECT orch_lease.register_task_table('tasks');",
+    );
+    let mut db = connect_timed(&dsn);
+    let (first, token) = grant(&mut db, "42", "owner-a", "boot-a").unwrap();
+    assert_eq!(first, "acquired");
+    for spelling in ["042", "+42", " 42"] {
+        let second = grant(&mut db, spelling, "owner-b", "boot-b").map(|(outcome, _)| outcome);
+        v.answers(
+            &format!("acquire('{spelling}') by another owner"),
+            second,
+            "held",
+        );
+    }
+    v.sqlstate(
+        "acquire('abc') on a bigint task table",
+        grant(&mut db, "abc", "owner-b", "boot-b"),
+        "22P02",
+    );
+    let key = db
+        .query_one("SELECT orch_lease.work_item_key('042')", &[])
+        .map(|row| row.get(0));
+    v.answers("work_item_key('042')", key, "42");
+    let commit = outcome(
+        &mut db,
+        "commit_stage_cas('042', $1, 'queued', 'merged')",
+        &[&token],
+    );
+    v.answers("commit_stage_cas('042', token of '42')", commit, "applied");
+
+    let dsn = fresh_database_with(
+        "sec_keys_uuid",
+        "CREATE TABLE tasks (id uuid PRIMARY KEY, stage text NOT NULL);
+         INSERT INTO tasks VALUES ('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'queued');
+         SELECT orch_lease.register_task_table('tasks');",
+    );
+    let mut db = connect_timed(&dsn);
+    let (first, _) = grant(
+        &mut db,
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        "owner-a",
+        "boot-a",
+    )
+    .unwrap();
+    assert_eq!(first, "acquired");
+    for spelling in [
+        "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+        "{A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11}",
+        "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+    ] {
+        let second = grant(&mut db, spelling, "owner-b", "boot-b").map(|(outcome, _)| outcome);
+        v.answers(
+            &format!("acquire('{spelling}') by another owner"),
+            second,
+            "held",
+        );
+    }
+    v.finish();
+}
+
+// 4. A CAS that could not lock the task row (lock_timeout) answered stage_mismatch, and commit_stage_cas
+//    deleted the lease: the actor gave up a transition nobody else had made.
+#[test]
+fn a_cas_that_times_out_on_the_row_lock_says_retry_and_keeps_the_lease() {
+    let dsn = fresh_database_with("sec_lock_timeout", TEXT_TASKS);
+    let (mut locker, mut actor, mut superuser) = (
+        connect_timed(&dsn),
+        connect_timed(&dsn),
+        connect_timed(&dsn),
+    );
+    actor.batch_execute("SET lock_timeout = '200ms'").unwrap();
+    let (first, token) = grant(&mut actor, "task-1", "monitor", "boot-1").unwrap();
+    assert_eq!(first, "acquired");
+    let mut v = Verdict::default();
+
+    let mut lock = locker.transaction().unwrap();
+    lock.query("SELECT 1 FROM tasks WHERE id = 'task-1' FOR UPDATE", &[])
+        .unwrap();
+    let update = outcome(
+        &mut actor,
+        "update_task_stage_cas('task-1', 'queued', 'merged', $1)",
+        &[&token],
+    );
+    v.answers(
+        "update_task_stage_cas with the token, row locked",
+        update,
+        "retry",
+    );
+    let commit = outcome(
+        &mut actor,
+        "commit_stage_cas('task-1', $1, 'queued', 'merged')",
+        &[&token],
+    );
+    v.answers("commit_stage_cas, row locked", commit, "retry");
+    v.eq(
+        "stage after the timed-out CAS",
+        stage(&mut superuser, "task-1"),
+        "queued".to_string(),
+    );
+    v.eq(
+        "the lease after a retry (same token)",
+        lease_token(&mut superuser, "task-1"),
+        token,
+    );
+    lock.rollback().unwrap();
+
+    let commit = outcome(
+        &mut actor,
+        "commit_stage_cas('task-1', $1, 'queued', 'merged')",
+        &[&token],
+    );
+    v.answers(
+        "commit_stage_cas retried once the row is free",
+        commit,
+        "applied",
+    );
+    v.finish();
+}
+
+// 5. Any actor holding another actor's token (from the status view or the lease table, which every actor
+//    could read) could release that actor's lease or commit under it.
+#[test]
+fn another_actor_s_token_is_neither_readable_nor_usable() {
+    let (role_a, role_b) = ("orch_sec_token_a", "orch_sec_token_b");
+    let dsn = fresh_database_with("sec_foreign_token", TEXT_TASKS);
+    login_role(role_a, &["orch_lease_actor"]);
+    login_role(role_b, &["orch_lease_actor"]);
+    let mut superuser = connect_timed(&dsn);
+    superuser
+        .batch_execute(&format!(
+            "GRANT SELECT, UPDATE ON tasks TO {role_a}, {role_b}"
+        ))
+        .unwrap();
+    let mut a = connect_timed(&dsn_as(&dsn, role_a));
+    let mut b = connect_timed(&dsn_as(&dsn, role_b));
+    let (first, token) = grant(&mut a, "task-1", "actor-a", "boot-a").unwrap();
+    assert_eq!(first, "acquired");
+    let mut v = Verdict::default();
+
+    let status = b.query(
+        "SELECT token FROM orch_lease.transition_lease_status WHERE work_item = 'task-1'",
+        &[],
+    );
+    if let Some(rows) = v.ok("B reads the status view", status) {
+        let tokens: Vec<Option<i64>> = rows.iter().map(|row| row.get(0)).collect();
+        v.check(
+            tokens.iter().all(Option::is_none),
+            format!("B reads A's token in transition_lease_status: {tokens:?}"),
+        );
+    }
+    v.sqlstate(
+        "B reads orch_lease.transition_lease",
+        b.query("SELECT * FROM orch_lease.transition_lease", &[])
+            .map(|rows| format!("{} row(s)", rows.len())),
+        "42501",
+    );
+
+    let release = b
+        .query_one(
+            "SELECT orch_lease.transition_lease_release('task-1', $1)",
+            &[&token],
+        )
+        .map(|row| row.get::<_, bool>(0));
+    v.sqlstate("B releases A's lease with A's token", release, "42501");
+    v.eq(
+        "A's lease after B's release",
+        lease_token(&mut superuser, "task-1"),
+        token,
+    );
+
+    let commit = outcome(
+        &mut b,
+        "commit_stage_cas('task-1', $1, 'queued', 'merged')",
+        &[&token],
+    );
+    v.sqlstate("B commits with A's token", commit, "42501");
+    let update = outcome(
+        &mut b,
+        "update_task_stage_cas('task-1', 'queued', 'merged', $1)",
+        &[&token],
+    );
+    v.sqlstate("B's update_task_stage_cas with A's token", update, "42501");
+    v.eq(
+        "stage after B's attempts",
+        stage(&mut superuser, "task-1"),
+        "queued".to_string(),
+    );
+    v.eq(
+        "A's lease after B's attempts",
+        lease_token(&mut superuser, "task-1"),
+        token,
+    );
+
+    let commit = outcome(
+        &mut a,
+        "commit_stage_cas('task-1', $1, 'queued', 'merged')",
+        &[&token],
+    );
+    v.answers("A commits with its own token", commit, "applied");
+    v.finish();
+}
+
+/// The directory of the client programs matching the server's major version.
+fn pg_bin(db: &mut Client) -> std::path::PathBuf {
+    if let Ok(dir) = std::env::var("ORCH_LEASE_PG_BIN") {
+        return dir.into();
+    }
+    let version: String = db.query_one("SHOW server_version_num", &[]).unwrap().get(0);
+    let major = version.parse::<u32>().unwrap() / 10000;
+    format!("/usr/lib/postgresql/{major}/bin").into()
+}
+
+/// Runs a client program; its stderr must show no error and no Rust internals.
+fn run_tool(v: &mut Verdict, what: &str, program: std::path::PathBuf, args: &[&str]) {
+    let output = std::process::Command::new(&program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {}: {error}", program.display()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    v.no_internals(&stderr);
+    v.check(
+        output.status.success() && !stderr.contains("ERROR"),
+        format!("{what}: {} — {}", output.status, stderr.trim()),
+    );
+}
+
+// 6. The history's identity sequence was not dumped: after pg_dump and a restore, the first event of the
+//    first acquire hit lease_event_pkey (23505).
+#[test]
+fn a_dumped_and_restored_database_grants_new_larger_tokens() {
+    let dsn = fresh_database_with("sec_dump", TEXT_TASKS);
+    let mut db = connect_timed(&dsn);
+    db.query(
+        "SELECT * FROM orch_lease.transition_lease_recover('boot-1', 'orchestrator')",
+        &[],
+    )
+    .unwrap();
+    let mut tokens = Vec::new();
+    for item in ["task-1", "task-2", "task-3"] {
+        let (first, token) = grant(&mut db, item, "monitor", "boot-1").unwrap();
+        assert_eq!(first, "acquired");
+        tokens.push(token.unwrap());
+    }
+    assert_eq!(
+        outcome(
+            &mut db,
+            "commit_stage_cas('task-1', $1, 'queued', 'merged')",
+            &[&tokens[0]]
+        )
+        .unwrap(),
+        "applied"
+    );
+    db.execute(
+        "SELECT orch_lease.transition_lease_force_release('task-2', $1, 'on-call')",
+        &[&tokens[1]],
+    )
+    .unwrap();
+    db.batch_execute(
+        "SELECT orch_lease.register_stage_graph(ARRAY['queued -> merged', 'merged -> done'], ARRAY['done']);
+         SELECT count(*) FROM orch_lease.transition_lease_recover('boot-2', 'orchestrator');",
+    )
+    .unwrap();
+    let (first, token) = grant(&mut db, "task-4", "monitor", "boot-2").unwrap();
+    assert_eq!(first, "acquired");
+    tokens.push(token.unwrap());
+    let before = *tokens.iter().max().unwrap();
+
+    let bin = pg_bin(&mut db);
+    let mut v = Verdict::default();
+    for format in ["plain", "custom"] {
+        let target = format!("sec_dump_{format}");
+        let mut admin = connect();
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {target} WITH (FORCE)"))
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {target}"))
+            .unwrap();
+        let target_dsn = format!("{} dbname={target}", common::dsn());
+        let file = std::env::temp_dir().join(format!(
+            "orch_lease-sec-dump-{}.{format}",
+            std::process::id()
+        ));
+        let file_arg = file.to_str().unwrap();
+        let dump_format = if format == "plain" { "-Fp" } else { "-Fc" };
+        run_tool(
+            &mut v,
+            &format!("pg_dump {dump_format}"),
+            bin.join("pg_dump"),
+            &["--no-password", dump_format, "-f", file_arg, "-d", &dsn],
+        );
+        if format == "plain" {
+            run_tool(
+                &mut v,
+                "psql restore",
+                bin.join("psql"),
+                &[
+                    "-X",
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-d",
+                    &target_dsn,
+                    "-f",
+                    file_arg,
+                ],
+            );
+        } else {
+            run_tool(
+                &mut v,
+                "pg_restore",
+                bin.join("pg_restore"),
+                &["--exit-on-error", "-d", &target_dsn, file_arg],
+            );
+        }
+        let _ = std::fs::remove_file(&file);
+
+        let mut restored = connect_timed(&target_dsn);
+        if let Some((outcome, token)) = v.ok(
+            &format!("{format} restore: acquire a new item"),
+            grant(&mut restored, "task-5", "monitor", "boot-2"),
+        ) {
+            v.eq(
+                &format!("{format} restore: acquire a new item"),
+                outcome.as_str(),
+                "acquired",
+            );
+            v.check(
+                token.is_some_and(|token| token > before),
+                format!("{format} restore: new token {token:?} is not above {before}"),
+            );
+        }
+        let held = grant(&mut restored, "task-4", "webhook", "boot-w").map(|(outcome, _)| outcome);
+        v.answers(
+            &format!("{format} restore: the lease held before the dump"),
+            held,
+            "held",
+        );
+        let graph = outcome(
+            &mut restored,
+            "update_task_stage_cas('task-6', 'queued', 'done')",
+            &[],
+        );
+        v.answers(
+            &format!("{format} restore: the stage graph"),
+            graph,
+            "invalid_transition",
+        );
+    }
+    v.finish();
+}
+
+// 7. recover was admin-only, so an actor could not register its own boot; and nothing stopped one actor
+//    from superseding another's instance.
+#[test]
+fn an_actor_recovers_its_own_instance_and_no_other() {
+    let (first, second, admin) = (
+        "orch_sec_recover_a",
+        "orch_sec_recover_b",
+        "orch_sec_recover_admin",
+    );
+    let dsn = fresh_database_with("sec_actor_recover", TEXT_TASKS);
+    login_role(first, &["orch_lease_actor"]);
+    login_role(second, &["orch_lease_actor"]);
+    login_role(admin, &["orch_lease_admin"]);
+    let recover = |role: &str, boot: &str| {
+        connect_timed(&dsn_as(&dsn, role))
+            .query(
+                "SELECT * FROM orch_lease.transition_lease_recover($1, 'worker-a')",
+                &[&boot],
+            )
+            .map(|rows| rows.len())
+    };
+    let mut v = Verdict::default();
+    v.ok(
+        "an actor recovers instance worker-a",
+        recover(first, "boot-1"),
+    );
+    v.sqlstate(
+        "another actor recovers worker-a",
+        recover(second, "boot-2"),
+        "42501",
+    );
+    v.ok("an admin recovers worker-a", recover(admin, "boot-3"));
+    v.sqlstate(
+        "the first actor recovers worker-a, now registered by the admin",
+        recover(first, "boot-4"),
+        "42501",
+    );
+    v.finish();
+}
+
+// 8. With the kill-switch off, commit_stage_cas wrote the stage but kept the lease: when the switch came
+//    back on, the item stayed held by a transition that had finished.
+#[test]
+fn a_commit_with_the_kill_switch_off_also_ends_the_lease() {
+    let dsn = fresh_database_with("sec_kill_switch", TEXT_TASKS);
+    let mut db = connect_timed(&dsn);
+    let (first, token) = grant(&mut db, "task-1", "monitor", "boot-1").unwrap();
+    assert_eq!(first, "acquired");
+    let mut v = Verdict::default();
+    db.batch_execute("SET orch_lease.enabled = off").unwrap();
+    let commit = outcome(
+        &mut db,
+        "commit_stage_cas('task-1', $1, 'queued', 'merged')",
+        &[&token],
+    );
+    v.answers(
+        "commit_stage_cas with the switch off",
+        commit,
+        "unconditional",
+    );
+    db.batch_execute("RESET orch_lease.enabled").unwrap();
+    v.eq(
+        "stage written",
+        stage(&mut db, "task-1"),
+        "merged".to_string(),
+    );
+    v.eq(
+        "the lease once the switch is on again",
+        lease_token(&mut db, "task-1"),
+        None,
+    );
+    let again = grant(&mut db, "task-1", "webhook", "boot-2").map(|(outcome, _)| outcome);
+    v.answers("a new acquire of the item", again, "acquired");
+    v.finish();
+}
+
+// 9. Terminal stages were only enforced against listed transitions: with none listed, a task left 'done'.
+#[test]
+fn a_terminal_stage_is_left_by_no_cas() {
+    let dsn = fresh_database_with(
+        "sec_terminal",
+        &format!("{TEXT_TASKS} UPDATE tasks SET stage = 'done' WHERE id = 'task-1';"),
+    );
+    let mut db = connect_timed(&dsn);
+    db.batch_execute("SELECT orch_lease.register_stage_graph('{}', '{done}')")
+        .unwrap();
+    let mut v = Verdict::default();
+    let cas = outcome(
+        &mut db,
+        "update_task_stage_cas('task-1', 'done', 'queued')",
+        &[],
+    );
+    v.answers(
+        "update_task_stage_cas out of terminal 'done'",
+        cas,
+        "invalid_transition",
+    );
+    v.eq("stage", stage(&mut db, "task-1"), "done".to_string());
+    v.finish();
+}
+
+// 10. register_task_table accepted a table its caller does not own, and an id column that is not a key.
+#[test]
+fn register_task_table_wants_the_owner_and_a_unique_id() {
+    let admin = "orch_sec_register_admin";
+    let dsn = fresh_database_with(
+        "sec_register",
+        &format!(
+            "{TEXT_TASKS}
+             CREATE TABLE other_tasks (id text PRIMARY KEY, stage text NOT NULL);
+             CREATE TABLE tenant_tasks (tenant integer, id text, stage text NOT NULL,
+                                        PRIMARY KEY (tenant, id));
+             CREATE TABLE loose_tasks (id text NOT NULL, stage text NOT NULL);"
+        ),
+    );
+    login_role(admin, &["orch_lease_admin"]);
+    let mut superuser = connect_timed(&dsn);
+    superuser
+        .batch_execute(&format!(
+            "GRANT SELECT, UPDATE ON tasks, other_tasks TO {admin}"
+        ))
+        .unwrap();
+    let mut v = Verdict::default();
+    let by_admin = connect_timed(&dsn_as(&dsn, admin))
+        .batch_execute("SELECT orch_lease.register_task_table('other_tasks')");
+    v.sqlstate(
+        "an admin registers a table it does not own",
+        by_admin,
+        "42501",
+    );
+    for table in ["tenant_tasks", "loose_tasks"] {
+        let registered =
+            superuser.batch_execute(&format!("SELECT orch_lease.register_task_table('{table}')"));
+        v.fails(
+            &format!("register {table}, whose id column is not unique by itself"),
+            registered,
+        );
+    }
+    v.finish();
+}
+
+// 11. recover and reap ran at REPEATABLE READ / SERIALIZABLE, where they cannot see the leases committed
+//     after their snapshot.
+#[test]
+fn recover_and_reap_refuse_a_transaction_snapshot() {
+    let dsn = fresh_database_with("sec_isolation_refused", TEXT_TASKS);
+    let mut db = connect_timed(&dsn);
+    let mut v = Verdict::default();
+    let calls = [
+        (
+            "recover",
+            "SELECT count(*) FROM orch_lease.transition_lease_recover('boot-1', 'orchestrator')",
+        ),
+        (
+            "reap",
+            "SELECT count(*) FROM orch_lease.transition_lease_reap(3600)",
+        ),
+    ];
+    for level in ["REPEATABLE READ", "SERIALIZABLE"] {
+        for (what, call) in calls {
+            db.batch_execute(&format!("BEGIN ISOLATION LEVEL {level}"))
+                .unwrap();
+            v.sqlstate(
+                &format!("{what} at {level}"),
+                db.query_one(call, &[]).map(|row| row.get::<_, i64>(0)),
+                "25000",
+            );
+            db.batch_execute("ROLLBACK").unwrap();
+        }
+    }
+    for (what, call) in calls {
+        v.ok(
+            &format!("{what} at READ COMMITTED"),
+            db.query_one(call, &[]).map(|row| row.get::<_, i64>(0)),
+        );
+    }
+    v.finish();
+}
+
+// 12. orch_lease.* settings were not reserved: a typo of the kill-switch was silently accepted.
+#[test]
+fn a_misspelt_orch_lease_setting_is_an_error() {
+    let dsn = fresh_database_with("sec_guc_typo", TEXT_TASKS);
+    let mut db = connect_timed(&dsn);
+    db.query_one("SELECT orch_lease.transition_lease_liveness('task-1')", &[])
+        .unwrap(); // orch_lease is loaded in this session
+    let mut v = Verdict::default();
+    for typo in [
+        "SET orch_lease.enable = off",
+        "SET orch_lease.scope = 'deploy'",
+    ] {
+        v.fails(typo, db.batch_execute(typo));
+    }
+    v.ok(
+        "SET orch_lease.enabled = off",
+        db.batch_execute("SET orch_lease.enabled = off; RESET orch_lease.enabled"),
+    );
+    v.finish();
+}
+
+// 13a. A serialization failure inside acquire was reported as 'busy' (someone else is acquiring), when
+//      nobody was: the caller must retry in a new transaction.
+#[test]
+fn a_serialization_failure_inside_acquire_is_retry_not_busy() {
+    let dsn = fresh_database_with("sec_ssi_acquire", TEXT_TASKS);
+    let (mut one, mut two) = (connect_timed(&dsn), connect_timed(&dsn));
+    let mut first = one
+        .build_transaction()
+        .isolation_level(IsolationLevel::Serializable)
+        .start()
+        .unwrap();
+    let mut second = two
+        .build_transaction()
+        .isolation_level(IsolationLevel::Serializable)
+        .start()
+        .unwrap();
+    // Each reads the item the other will acquire: a read-write cycle once both have written.
+    let probe = "SELECT count(*) FROM orch_lease.transition_lease WHERE work_item = $1";
+    first.query_one(probe, &[&"task-2"]).unwrap();
+    second.query_one(probe, &[&"task-1"]).unwrap();
+    let (granted, _) = grant(&mut first, "task-1", "first", "boot-1").unwrap();
+    assert_eq!(granted, "acquired");
+    first.commit().unwrap();
+
+    let mut v = Verdict::default();
+    let closing = grant(&mut second, "task-2", "second", "boot-2").map(|(outcome, _)| outcome);
+    v.answers(
+        "acquire closing a read-write cycle (nobody else acquires task-2)",
+        closing,
+        "retry",
+    );
+    v.ok(
+        "the caller's transaction stays usable",
+        second.query_one("SELECT 1", &[]),
+    );
+    let _ = second.rollback();
+    let again = grant(&mut two, "task-2", "second", "boot-2").map(|(outcome, _)| outcome);
+    v.answers("acquire retried in a new transaction", again, "acquired");
+    v.finish();
+}
+
+// 13b. A CAS at REPEATABLE READ on a row updated after the snapshot (another column, the stage still the
+//      expected one) answered stage_mismatch, and commit_stage_cas dropped the lease.
+#[test]
+fn a_cas_on_a_row_updated_after_the_snapshot_is_retry() {
+    let dsn = fresh_database_with(
+        "sec_rr_cas",
+        &format!("{TEXT_TASKS} ALTER TABLE tasks ADD COLUMN note text;"),
+    );
+    let (mut one, mut two) = (connect_timed(&dsn), connect_timed(&dsn));
+    let (granted, token) = grant(&mut one, "task-2", "monitor", "boot-1").unwrap();
+    assert_eq!(granted, "acquired");
+    let mut v = Verdict::default();
+    for (item, call) in [
+        (
+            "task-1",
+            "update_task_stage_cas('task-1', 'queued', 'merged')",
+        ),
+        (
+            "task-2",
+            "commit_stage_cas('task-2', $1, 'queued', 'merged')",
+        ),
+    ] {
+        let mut snapshot = one
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .start()
+            .unwrap();
+        snapshot
+            .query_one("SELECT stage FROM tasks WHERE id = $1", &[&item])
+            .unwrap();
+        two.execute("UPDATE tasks SET note = 'touched' WHERE id = $1", &[&item])
+            .unwrap();
+        let params: &[&(dyn postgres::types::ToSql + Sync)] =
+            if item == "task-2" { &[&token] } else { &[] };
+        v.answers(call, outcome(&mut snapshot, call, params), "retry");
+        v.ok(
+            &format!("{call}: the transaction stays usable"),
+            snapshot.query_one("SELECT 1", &[]),
+        );
+        let _ = snapshot.rollback();
+        v.eq(
+            &format!("{call}: stage"),
+            stage(&mut two, item),
+            "queued".to_string(),
+        );
+    }
+    v.eq(
+        "the lease after commit_stage_cas said retry",
+        lease_token(&mut two, "task-2"),
+        token,
+    );
+    v.finish();
+}

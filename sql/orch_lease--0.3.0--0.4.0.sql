@@ -1,0 +1,213 @@
+-- orch_lease 0.3.0 -> 0.4.0: one owner means one owner. Leases keyed by the task id's canonical form and
+-- held by a role; boots registered by a role; a bypass guard that runs no user code with raised rights;
+-- NOTIFY payloads that always fit; a history that survives dump and restore; actors that recover their
+-- own instances and read only their own role's leases.
+-- Hand-written; never edit it once released. The result must equal a fresh 0.4.0 install:
+-- scripts/upgrade-test.sh compares them.
+
+-- A lease is its holder's capability: the role that acquired it. For a lease from 0.3.0 that is the
+-- role its grant's history names, when the history still has it; NULL otherwise (whoever has the token).
+ALTER TABLE orch_lease.transition_lease ADD COLUMN holder_role text;
+COMMENT ON COLUMN orch_lease.transition_lease.holder_role IS
+    'The role that acquired the lease: only it may release it or commit under it (NULL: acquired before 0.4.0).';
+UPDATE orch_lease.transition_lease l
+   SET holder_role = granted.by_role
+  FROM (SELECT DISTINCT ON (new_token) new_token, by_role
+          FROM orch_lease.lease_event
+         WHERE event IN ('acquired', 'reclaimed') AND new_token IS NOT NULL
+         ORDER BY new_token, at DESC) granted
+ WHERE granted.new_token = l.token;
+
+ALTER TABLE orch_lease.boot ADD COLUMN registered_by text;
+COMMENT ON COLUMN orch_lease.boot.registered_by IS
+    'The role that registered this boot: only it (or an orch_lease_admin) recovers its instance (NULL: before 0.4.0).';
+
+-- One task, one key: every spelling of a task id is one lease.
+CREATE FUNCTION orch_lease.work_item_key(work_item text) RETURNS text
+STABLE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'work_item_key_wrapper';
+REVOKE ALL ON FUNCTION orch_lease.work_item_key(text) FROM PUBLIC;
+-- Leases held across the upgrade take their canonical key. An id the task table's id type rejects, or
+-- two leases on one task, stop the upgrade with what to do.
+DO $$
+DECLARE
+    lease record;
+    key text;
+BEGIN
+    FOR lease IN SELECT work_item, token FROM orch_lease.transition_lease LOOP
+        BEGIN
+            key := orch_lease.work_item_key(lease.work_item);
+        EXCEPTION WHEN data_exception THEN
+            RAISE EXCEPTION 'orch_lease 0.4.0: the lease on work item "%" (token %) is not an id of the registered task table',
+                            lease.work_item, lease.token
+                  USING ERRCODE = '55000',
+                        HINT = 'Release it (or orch_lease.transition_lease_force_release it) on 0.3.0, then update again.';
+        END;
+        IF key <> lease.work_item THEN
+            IF EXISTS (SELECT FROM orch_lease.transition_lease WHERE work_item = key) THEN
+                RAISE EXCEPTION 'orch_lease 0.4.0: work items "%" and "%" are one task, and both are leased',
+                                lease.work_item, key
+                      USING ERRCODE = '55000',
+                            HINT = 'Two actors hold this task: force-release one lease on 0.3.0, then update again.';
+            END IF;
+            UPDATE orch_lease.transition_lease SET work_item = key WHERE work_item = lease.work_item;
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- A restored history goes on numbering after the restored rows.
+SELECT pg_catalog.pg_extension_config_dump('orch_lease.lease_event_event_id_seq', '');
+
+-- The alert: every text value cut to 120 characters, so a takeover never fails on NOTIFY's limit.
+CREATE OR REPLACE FUNCTION orch_lease.announce_event() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM pg_notify('orch_lease', row_to_json(payload)::text)
+       FROM (SELECT 1 AS version, NEW.event_id, NEW.at, NEW.event, NEW.outcome, cut.v[1] AS work_item,
+                    cut.v[2] AS old_owner, NEW.old_token, cut.v[3] AS old_boot_id, cut.v[4] AS new_owner,
+                    NEW.new_token, cut.v[5] AS reason, NEW.by_role, cut.truncated
+               FROM (SELECT array_agg(CASE WHEN length(x) > 120 THEN left(x, 120) || '…' ELSE x END
+                                      ORDER BY n) AS v,
+                            coalesce(bool_or(length(x) > 120), false) AS truncated
+                       FROM unnest(ARRAY[NEW.work_item, NEW.old_owner, NEW.old_boot_id, NEW.new_owner,
+                                         NEW.reason]) WITH ORDINALITY AS u (x, n)) cut) payload;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION orch_lease.announce_event() IS
+    'Trigger of lease_event: announces each takeover on channel orch_lease (payload format version 1).';
+
+-- Prune removes superseded boots no lease names any more, too.
+CREATE OR REPLACE FUNCTION orch_lease.transition_lease_prune(older_than interval DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    retention interval := coalesce(older_than,
+                                   current_setting('orch_lease.history_retention', true)::interval,
+                                   interval '7 days');
+    removed bigint;
+BEGIN
+    IF retention < interval '0' THEN
+        RAISE EXCEPTION 'orch_lease: older_than must not be negative, not %', retention
+              USING ERRCODE = '22023';
+    END IF;
+    WITH gone AS (
+             DELETE FROM orch_lease.lease_event WHERE at < clock_timestamp() - retention
+             RETURNING event, outcome),
+         tally AS (SELECT event, outcome, count(*) AS n FROM gone GROUP BY event, outcome),
+         folded AS (
+             INSERT INTO orch_lease.event_count AS c (event, outcome, n)
+             SELECT event, outcome, n FROM tally
+             ON CONFLICT (event, outcome) DO UPDATE SET n = c.n + EXCLUDED.n)
+    SELECT coalesce(sum(n), 0) INTO removed FROM tally;
+    DELETE FROM orch_lease.boot b
+     WHERE b.superseded_at < clock_timestamp() - retention
+       AND NOT EXISTS (SELECT FROM orch_lease.transition_lease l WHERE l.owner_boot_id = b.boot_id);
+    RETURN removed;
+END
+$$;
+COMMENT ON FUNCTION orch_lease.transition_lease_prune(interval) IS
+    'Removes lease history older than older_than (default: orch_lease.history_retention), and boots superseded before then; returns how many events.';
+
+COMMENT ON FUNCTION orch_lease.boot_liveness(text) IS
+    'Liveness of a boot: live, stale (superseded, or its session gone), NULL when never registered.';
+
+-- The bypass guard: a C trigger that runs as the role writing the row (no more SECURITY DEFINER).
+CREATE OR REPLACE FUNCTION orch_lease.bypass_guard() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'bypass_guard_wrapper';
+ALTER FUNCTION orch_lease.bypass_guard() SECURITY INVOKER RESET ALL;
+COMMENT ON FUNCTION orch_lease.bypass_guard() IS
+    'The bypass guard trigger (installed by install_bypass_guard): notices or refuses stage writes outside the CAS.';
+COMMENT ON TABLE orch_lease.bypass_log IS
+    'Stage writes that bypassed the CAS while the bypass guard was in warn mode, with the role that wrote them.';
+COMMENT ON FUNCTION orch_lease.register_task_table(regclass, name, name) IS
+    'Registers the application table whose stage the CAS writes: the caller must own it, and its id column must be unique.';
+
+-- What each role sees: actors their own role's leases and history; tokens are capabilities.
+CREATE OR REPLACE VIEW orch_lease.transition_lease_status WITH (security_barrier) AS
+SELECT l.work_item,
+       l.owner,
+       l.owner_pid,
+       l.owner_boot_id,
+       b.instance,
+       CASE WHEN pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
+              OR pg_catalog.pg_has_role('pg_monitor', 'USAGE')
+              OR l.holder_role = CURRENT_USER THEN l.token END AS token,
+       l.scope,
+       l.acquired_at,
+       round(extract(epoch FROM clock_timestamp() - l.acquired_at), 3) AS age_s,
+       coalesce(orch_lease.boot_liveness(l.owner_boot_id), 'unknown') AS liveness,
+       l.holder_role
+  FROM orch_lease.transition_lease l
+  LEFT JOIN orch_lease.boot b ON b.boot_id = l.owner_boot_id
+ WHERE pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
+    OR pg_catalog.pg_has_role('pg_monitor', 'USAGE')
+    OR l.holder_role = CURRENT_USER;
+COMMENT ON VIEW orch_lease.transition_lease_status IS
+    'Every held lease with its owner, age and liveness (live; stale = boot superseded or session gone; unknown = boot never registered). Actors see their own role''s leases only.';
+
+CREATE VIEW orch_lease.lease_history WITH (security_barrier) AS
+SELECT e.*
+  FROM orch_lease.lease_event e
+ WHERE pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
+    OR pg_catalog.pg_has_role('pg_monitor', 'USAGE')
+    OR e.by_role = CURRENT_USER;
+COMMENT ON VIEW orch_lease.lease_history IS
+    'The lease history as the reader may see it: actors see the events their own role caused.';
+
+-- Metrics: the new outcome retry is counted too.
+CREATE OR REPLACE FUNCTION orch_lease.transition_lease_metrics()
+RETURNS TABLE (metric text, label text, value double precision)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    WITH counted AS (
+        SELECT event, outcome, count(*) AS n FROM orch_lease.lease_event GROUP BY event, outcome
+        UNION ALL
+        SELECT event, outcome, n FROM orch_lease.event_count),
+    series (metric, label, event, outcome) AS (VALUES
+        ('orch_lease_grants_total', 'acquired', 'acquired', NULL),
+        ('orch_lease_grants_total', 'reclaimed', 'reclaimed', 'reclaimed'),
+        ('orch_lease_refusals_total', 'held', 'refused', 'held'),
+        ('orch_lease_refusals_total', 'busy', 'refused', 'busy'),
+        ('orch_lease_refusals_total', 'superseded', 'refused', 'superseded'),
+        ('orch_lease_refusals_total', 'retry', 'refused', 'retry'),
+        ('orch_lease_releases_total', 'released', 'released', NULL),
+        ('orch_lease_reclaims_total', 'stale', 'reclaimed', NULL),
+        ('orch_lease_reclaims_total', 'ceiling', 'reaped', NULL),
+        ('orch_lease_reclaims_total', 'manual', 'forced', NULL),
+        ('orch_lease_cas_total', 'applied', 'cas_applied', NULL),
+        ('orch_lease_cas_total', 'stage_mismatch', 'cas_lost', 'stage_mismatch'),
+        ('orch_lease_cas_total', 'lease_lost', 'cas_lost', 'lease_lost'),
+        ('orch_lease_cas_total', 'not_found', 'cas_lost', 'not_found'),
+        ('orch_lease_cas_total', 'invalid_transition', 'cas_lost', 'invalid_transition'),
+        ('orch_lease_cas_total', 'retry', 'cas_lost', 'retry'))
+    SELECT s.metric, s.label, coalesce(sum(c.n), 0)::float8
+      FROM series s
+      LEFT JOIN counted c ON c.event = s.event AND c.outcome = coalesce(s.outcome, c.outcome)
+     GROUP BY s.metric, s.label
+    UNION ALL
+    SELECT 'orch_lease_leases', v.liveness, count(l.work_item)::float8
+      FROM (VALUES ('live'), ('stale'), ('unknown')) v (liveness)
+      LEFT JOIN orch_lease.transition_lease_status l ON l.liveness = v.liveness
+     GROUP BY v.liveness
+    UNION ALL
+    SELECT 'orch_lease_oldest_live_lease_age_seconds', '',
+           coalesce(max(age_s) FILTER (WHERE liveness = 'live'), 0)::float8
+      FROM orch_lease.transition_lease_status
+     ORDER BY 1, 2
+$$;
+
+-- Grants. Actors recover their own instances and read only what is theirs; nobody but the extension's
+-- owner executes the bypass guard (so nobody attaches it to another table) or the CAS marker.
+REVOKE EXECUTE ON FUNCTION orch_lease.stage_write_allowed() FROM orch_lease_actor;
+REVOKE EXECUTE ON FUNCTION orch_lease.bypass_guard() FROM orch_lease_admin;
+REVOKE EXECUTE ON FUNCTION orch_lease.transition_lease_recover(text, text, integer) FROM orch_lease_admin;
+GRANT EXECUTE ON FUNCTION
+    orch_lease.transition_lease_recover(text, text, integer),
+    orch_lease.work_item_key(text)
+    TO orch_lease_actor;
+REVOKE SELECT ON
+    orch_lease.transition_lease, orch_lease.lease_event, orch_lease.event_count, orch_lease.bypass_log
+    FROM orch_lease_actor;
+GRANT SELECT ON
+    orch_lease.transition_lease, orch_lease.lease_event, orch_lease.event_count, orch_lease.bypass_log
+    TO orch_lease_admin;
+GRANT SELECT ON orch_lease.lease_history TO orch_lease_actor, pg_monitor;

@@ -1,0 +1,105 @@
+//! The owner switch: orch_lease's own statements on its own tables run as the extension's owner, with
+//! `search_path` pinned — what a SECURITY DEFINER function with a pinned path does, but around those
+//! statements only. Everything else (the CAS's write of the application's task table, the id type's
+//! conversions, the bypass guard) runs as the caller. Inside the switch, only orch_lease's own SQL on
+//! its own tables runs: never a user's operator, cast, trigger or output function.
+use crate::errors;
+use pgrx::prelude::*;
+use std::cell::Cell;
+
+thread_local! {
+    /// The role that called orch_lease, while `as_owner` runs statements as the extension's owner.
+    static CALLER: Cell<Option<pg_sys::Oid>> = const { Cell::new(None) };
+    /// The extension's oid and owner, as last read.
+    static OWNER: Cell<Option<(pg_sys::Oid, pg_sys::Oid)>> = const { Cell::new(None) };
+}
+
+/// Runs `body` as the extension's owner with `search_path = pg_catalog, pg_temp`. An error unwinding
+/// out of `body` aborts the (sub)transaction, which restores both the user and the setting.
+pub fn as_owner<R>(body: impl FnOnce() -> R) -> R {
+    let owner = extension_owner();
+    let (mut caller, mut context) = (pg_sys::InvalidOid, 0);
+    // SAFETY: what fmgr_security_definer does around a SECURITY DEFINER call.
+    let nest_level = unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut caller, &mut context);
+        let nest_level = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+        nest_level
+    };
+    // Restored however `body` ends: an error unwinding through here must not leave this caller behind
+    // for the next call of the backend (its history would name the wrong role).
+    struct RestoreCaller(Option<pg_sys::Oid>);
+    impl Drop for RestoreCaller {
+        fn drop(&mut self) {
+            CALLER.set(self.0);
+        }
+    }
+    let _restore = RestoreCaller(CALLER.replace(Some(CALLER.get().unwrap_or(caller))));
+    let result = body();
+    unsafe {
+        pg_sys::SetUserIdAndSecContext(caller, context);
+        pg_sys::AtEOXact_GUC(true, nest_level);
+    }
+    result
+}
+
+/// The role that called orch_lease (the current user outside `as_owner`).
+pub fn caller() -> pg_sys::Oid {
+    CALLER
+        .get()
+        .unwrap_or_else(|| unsafe { pg_sys::GetUserId() })
+}
+
+/// The name of the role that called orch_lease: what a lease and the history record.
+pub fn caller_name() -> String {
+    role_name(caller())
+}
+
+/// A role's name (roles are recorded by name: oids do not survive a dump and restore).
+pub fn role_name(role: pg_sys::Oid) -> String {
+    let name = unsafe { pg_sys::GetUserNameFromId(role, false) };
+    unsafe { std::ffi::CStr::from_ptr(name) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Is the caller a member of `role` (directly or not)? False when the role does not exist.
+pub fn caller_is_member_of(role: &std::ffi::CStr) -> bool {
+    let oid = unsafe { pg_sys::get_role_oid(role.as_ptr(), true) };
+    oid != pg_sys::InvalidOid && unsafe { pg_sys::has_privs_of_role(caller(), oid) }
+}
+
+/// The role that owns the extension (`pg_extension.extowner`) — not the owner of the schema, which
+/// someone else may have created beforehand.
+fn extension_owner() -> pg_sys::Oid {
+    let extension = unsafe { pg_sys::get_extension_oid(c"orch_lease".as_ptr(), true) };
+    if let Some((cached, owner)) = OWNER.get() {
+        if cached == extension {
+            return owner;
+        }
+    }
+    // Read as the caller: pg_extension is readable by everyone, and the operator is spelled out so
+    // that nothing in the caller's search_path can stand in for it.
+    let owner = Spi::get_one_with_args::<pg_sys::Oid>(
+        "SELECT extowner FROM pg_catalog.pg_extension WHERE oid OPERATOR(pg_catalog.=) $1",
+        &[extension.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| errors::internal("the extension has no catalog row", "orch_lease", ""));
+    OWNER.set(Some((extension, owner)));
+    owner
+}

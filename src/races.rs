@@ -1,0 +1,82 @@
+//! A lost race is an outcome, not an aborted caller: the attempt runs in a subtransaction, and when it
+//! loses only the subtransaction is rolled back.
+use pgrx::pg_sys::panic::{CaughtError, ErrorReportWithLevel};
+use pgrx::pg_sys::{self, PgTryBuilder};
+use pgrx::PgSqlErrorCode;
+use std::panic::AssertUnwindSafe;
+
+/// How an attempt lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lost {
+    /// A lock could not be taken: NOWAIT, or the caller's `lock_timeout` ran out. Someone is there.
+    Locked,
+    /// A serialization failure (REPEATABLE READ / SERIALIZABLE) or a deadlock: nothing can be said
+    /// about the others, only that this attempt must run again (in a new transaction at RR / SER).
+    Conflict,
+}
+
+impl Lost {
+    fn of(code: PgSqlErrorCode) -> Option<Lost> {
+        match code {
+            PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE => Some(Lost::Locked),
+            PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE
+            | PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED => Some(Lost::Conflict),
+            _ => None,
+        }
+    }
+}
+
+/// Runs `body` in a subtransaction. When it loses a race, only the subtransaction is rolled back and
+/// `lost` gives the outcome, so the caller's transaction stays usable. Any other error propagates.
+pub fn lost_race_as<R>(body: impl FnOnce() -> R, lost: impl FnOnce(Lost) -> R) -> R {
+    match subtransaction(body) {
+        Ok(result) => result,
+        Err(error) => match Lost::of(report_of(&error).sql_error_code()) {
+            Some(how) => lost(how),
+            None => error.rethrow(),
+        },
+    }
+}
+
+/// Runs `body` in a subtransaction: committed into the caller's transaction when it returns, rolled
+/// back alone when it raises, the error then handed back.
+pub fn subtransaction<R>(body: impl FnOnce() -> R) -> Result<R, Box<CaughtError>> {
+    // SAFETY: the protocol PL/pgSQL follows for an EXCEPTION block: remember the memory context and
+    // resource owner, open the subtransaction, and restore both when it ends either way.
+    let (context, owner) = unsafe { (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner) };
+    let end = move |commit: bool| unsafe {
+        if commit {
+            pg_sys::ReleaseCurrentSubTransaction();
+        } else {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        }
+        pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::CurrentResourceOwner = owner;
+    };
+    unsafe {
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(context);
+    }
+    let attempt = AssertUnwindSafe(move || {
+        let result = body();
+        end(true);
+        Ok(result)
+    });
+    PgTryBuilder::new(attempt)
+        .catch_others(move |error| {
+            end(false);
+            Err(Box::new(error))
+        })
+        .execute()
+}
+
+/// The report of a caught error, whatever raised it (a Rust panic reports as an internal error).
+pub fn report_of(error: &CaughtError) -> &ErrorReportWithLevel {
+    match error {
+        CaughtError::PostgresError(report)
+        | CaughtError::ErrorReport(report)
+        | CaughtError::RustPanic {
+            ereport: report, ..
+        } => report,
+    }
+}
