@@ -59,6 +59,11 @@ for from in 0.1.0 0.2.0 0.3.0; do
     q "$db" "$data" >/dev/null
     q "$db" "$(events_of "$from")" >/dev/null
     before=$(q "$db" "$fingerprint")
+    # Until the update, the old functions with the new library say what to do (not "column does not exist").
+    if stale=$(q "$db" "SELECT outcome FROM orch_lease.transition_lease_acquire('1', 'o', 1, 'b')" 2>&1) ||
+       ! grep -q "Run ALTER EXTENSION orch_lease UPDATE" <<<"$stale"; then
+        echo "upgrade from $from: a call before the update answered: $stale"; exit 1
+    fi
     q "$db" "ALTER EXTENSION orch_lease UPDATE"
     [ "$before" = "$(q "$db" "$fingerprint")" ] || { echo "upgrade from $from: leases, boots, events or stages changed"; exit 1; }
 

@@ -40,14 +40,14 @@ BEGIN
             RAISE EXCEPTION 'orch_lease 0.4.0: the lease on work item "%" (token %) is not an id of the registered task table',
                             lease.work_item, lease.token
                   USING ERRCODE = '55000',
-                        HINT = 'Release it (or orch_lease.transition_lease_force_release it) on 0.3.0, then update again.';
+                        HINT = 'Remove that lease as a superuser (DELETE FROM orch_lease.transition_lease WHERE work_item = ...), then update again.';
         END;
         IF key <> lease.work_item THEN
             IF EXISTS (SELECT FROM orch_lease.transition_lease WHERE work_item = key) THEN
                 RAISE EXCEPTION 'orch_lease 0.4.0: work items "%" and "%" are one task, and both are leased',
                                 lease.work_item, key
                       USING ERRCODE = '55000',
-                            HINT = 'Two actors hold this task: force-release one lease on 0.3.0, then update again.';
+                            HINT = 'Two actors hold this task: remove one of the two leases as a superuser, then update again.';
             END IF;
             UPDATE orch_lease.transition_lease SET work_item = key WHERE work_item = lease.work_item;
         END IF;
@@ -55,27 +55,33 @@ BEGIN
 END
 $$;
 
--- A restored history goes on numbering after the restored rows.
+-- A restored history goes on numbering after the restored rows (and one restored by 0.3.0, whose dump
+-- left the sequence behind, is repaired here).
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.lease_event_event_id_seq', '');
+SELECT pg_catalog.setval('orch_lease.lease_event_event_id_seq',
+                         greatest(max(e.event_id), (SELECT last_value FROM orch_lease.lease_event_event_id_seq)))
+  FROM orch_lease.lease_event e HAVING max(e.event_id) > 0;
 
--- The alert: every text value cut to 120 characters, so a takeover never fails on NOTIFY's limit.
-CREATE OR REPLACE FUNCTION orch_lease.announce_event() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM pg_notify('orch_lease', row_to_json(payload)::text)
-       FROM (SELECT 1 AS version, NEW.event_id, NEW.at, NEW.event, NEW.outcome, cut.v[1] AS work_item,
-                    cut.v[2] AS old_owner, NEW.old_token, cut.v[3] AS old_boot_id, cut.v[4] AS new_owner,
-                    NEW.new_token, cut.v[5] AS reason, NEW.by_role, cut.truncated
-               FROM (SELECT array_agg(CASE WHEN length(x) > 120 THEN left(x, 120) || '…' ELSE x END
-                                      ORDER BY n) AS v,
-                            coalesce(bool_or(length(x) > 120), false) AS truncated
-                       FROM unnest(ARRAY[NEW.work_item, NEW.old_owner, NEW.old_boot_id, NEW.new_owner,
-                                         NEW.reason]) WITH ORDINALITY AS u (x, n)) cut) payload;
-    RETURN NULL;
-END
+-- The alert: sent by the statement that records a takeover, not by a trigger (a restored history
+-- announces nothing), with every text value cut to 120 characters, so a takeover never fails on
+-- NOTIFY's limit.
+DROP TRIGGER announce ON orch_lease.lease_event;
+DROP FUNCTION orch_lease.announce_event();
+CREATE FUNCTION orch_lease.announcement(e orch_lease.lease_event) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT row_to_json(payload)::text
+      FROM (SELECT 1 AS version, e.event_id, e.at, e.event, e.outcome, cut.v[1] AS work_item,
+                   cut.v[2] AS old_owner, e.old_token, cut.v[3] AS old_boot_id, cut.v[4] AS new_owner,
+                   e.new_token, cut.v[5] AS reason, e.by_role, cut.truncated
+              FROM (SELECT array_agg(CASE WHEN length(x) > 120 THEN left(x, 120) || '…' ELSE x END
+                                     ORDER BY n) AS v,
+                           coalesce(bool_or(length(x) > 120), false) AS truncated
+                      FROM unnest(ARRAY[e.work_item, e.old_owner, e.old_boot_id, e.new_owner, e.reason])
+                           WITH ORDINALITY AS u (x, n)) cut) payload
 $$;
-COMMENT ON FUNCTION orch_lease.announce_event() IS
-    'Trigger of lease_event: announces each takeover on channel orch_lease (payload format version 1).';
+REVOKE ALL ON FUNCTION orch_lease.announcement(orch_lease.lease_event) FROM PUBLIC;
+COMMENT ON FUNCTION orch_lease.announcement(orch_lease.lease_event) IS
+    'The NOTIFY payload (format version 1) that announces a takeover recorded in lease_event.';
 
 -- Prune removes superseded boots no lease names any more, too.
 CREATE OR REPLACE FUNCTION orch_lease.transition_lease_prune(older_than interval DEFAULT NULL) RETURNS bigint
@@ -146,13 +152,19 @@ COMMENT ON VIEW orch_lease.transition_lease_status IS
     'Every held lease with its owner, age and liveness (live; stale = boot superseded or session gone; unknown = boot never registered). Actors see their own role''s leases only.';
 
 CREATE VIEW orch_lease.lease_history WITH (security_barrier) AS
-SELECT e.*
+SELECT e.event_id, e.at, e.event, e.work_item, e.old_owner,
+       CASE WHEN pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
+              OR pg_catalog.pg_has_role('pg_monitor', 'USAGE') THEN e.old_token END AS old_token,
+       e.old_boot_id, e.new_owner,
+       CASE WHEN pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
+              OR pg_catalog.pg_has_role('pg_monitor', 'USAGE') THEN e.new_token END AS new_token,
+       e.reason, e.outcome, e.actor, e.stage_from, e.stage_to, e.by_role
   FROM orch_lease.lease_event e
  WHERE pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
     OR pg_catalog.pg_has_role('pg_monitor', 'USAGE')
     OR e.by_role = CURRENT_USER;
 COMMENT ON VIEW orch_lease.lease_history IS
-    'The lease history as the reader may see it: actors see the events their own role caused.';
+    'The lease history as the reader may see it: actors see the events their own role caused, without tokens.';
 
 -- Metrics: the new outcome retry is counted too.
 CREATE OR REPLACE FUNCTION orch_lease.transition_lease_metrics()

@@ -4,8 +4,10 @@
 //! (with `orch_lease.history = all`, the default) and every lease taken away from its holder (always).
 //! A takeover — reclaimed from a dead holder, reaped at the age ceiling, forced by hand — is also
 //! announced on channel `orch_lease` with a JSON payload of a stable, versioned shape, so an alerting
-//! bridge needs only `LISTEN orch_lease`. `transition_lease_prune` bounds the history and folds what it
-//! removes into `event_count`, so the counters the metrics report never go down.
+//! bridge needs only `LISTEN orch_lease`. The statement that records it announces it: a history
+//! restored from a dump, or written by hand, announces nothing. `transition_lease_prune` bounds the
+//! history and folds what it removes into `event_count`, so the counters the metrics report never go
+//! down.
 //!
 //! `Event` and `COLUMNS` are the one definition of a history row: every writer goes through `record`
 //! or `record_all`.
@@ -51,30 +53,24 @@ COMMENT ON TABLE orch_lease.event_count IS
     'Counts of the history events that transition_lease_prune removed: the metrics add them back.';
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.event_count', '');
 
--- The alert: one NOTIFY per takeover, payload format version 1 (docs/sql-reference.md). Every text value
--- is cut to 120 characters (a trailing … marks a cut, and "truncated" says whether any was), so the
--- payload stays far under NOTIFY's 8000 bytes for every accepted input; the history row keeps them whole.
-CREATE FUNCTION orch_lease.announce_event() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM pg_notify('orch_lease', row_to_json(payload)::text)
-       FROM (SELECT 1 AS version, NEW.event_id, NEW.at, NEW.event, NEW.outcome, cut.v[1] AS work_item,
-                    cut.v[2] AS old_owner, NEW.old_token, cut.v[3] AS old_boot_id, cut.v[4] AS new_owner,
-                    NEW.new_token, cut.v[5] AS reason, NEW.by_role, cut.truncated
-               FROM (SELECT array_agg(CASE WHEN length(x) > 120 THEN left(x, 120) || '…' ELSE x END
-                                      ORDER BY n) AS v,
-                            coalesce(bool_or(length(x) > 120), false) AS truncated
-                       FROM unnest(ARRAY[NEW.work_item, NEW.old_owner, NEW.old_boot_id, NEW.new_owner,
-                                         NEW.reason]) WITH ORDINALITY AS u (x, n)) cut) payload;
-    RETURN NULL;
-END
+-- The alert: one NOTIFY per takeover, payload format version 1 (docs/sql-reference.md), sent by the
+-- statement that records the takeover (so a restored history announces nothing). Every text value is
+-- cut to 120 characters (a trailing … marks a cut, and "truncated" says whether any was), so the payload
+-- stays far under NOTIFY's 8000 bytes for every accepted input; the history row keeps them whole.
+CREATE FUNCTION orch_lease.announcement(e orch_lease.lease_event) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT row_to_json(payload)::text
+      FROM (SELECT 1 AS version, e.event_id, e.at, e.event, e.outcome, cut.v[1] AS work_item,
+                   cut.v[2] AS old_owner, e.old_token, cut.v[3] AS old_boot_id, cut.v[4] AS new_owner,
+                   e.new_token, cut.v[5] AS reason, e.by_role, cut.truncated
+              FROM (SELECT array_agg(CASE WHEN length(x) > 120 THEN left(x, 120) || '…' ELSE x END
+                                     ORDER BY n) AS v,
+                           coalesce(bool_or(length(x) > 120), false) AS truncated
+                      FROM unnest(ARRAY[e.work_item, e.old_owner, e.old_boot_id, e.new_owner, e.reason])
+                           WITH ORDINALITY AS u (x, n)) cut) payload
 $$;
-COMMENT ON FUNCTION orch_lease.announce_event() IS
-    'Trigger of lease_event: announces each takeover on channel orch_lease (payload format version 1).';
--- Row-level with a WHEN clause: routine events queue no trigger call at all.
-CREATE TRIGGER announce AFTER INSERT ON orch_lease.lease_event
-    FOR EACH ROW WHEN (NEW.event IN ('reclaimed', 'reaped', 'forced'))
-    EXECUTE FUNCTION orch_lease.announce_event();
+COMMENT ON FUNCTION orch_lease.announcement(orch_lease.lease_event) IS
+    'The NOTIFY payload (format version 1) that announces a takeover recorded in lease_event.';
 
 -- Bounded history: removes events older than `older_than` (default orch_lease.history_retention) and
 -- adds their counts to event_count in the same statement, so no count is lost or counted twice. Boots
@@ -143,26 +139,46 @@ fn recorded(event: &Event<'_>) -> bool {
     config::history_all() || TAKEOVERS.contains(&event.event)
 }
 
+/// The takeovers among the rows a statement recorded, announced.
+const ANNOUNCE: &str = "SELECT pg_catalog.pg_notify('orch_lease', orch_lease.announcement(r.event))
+                          FROM recorded r WHERE (r.event).event IN ('reclaimed', 'reaped', 'forced')";
+
 thread_local! {
+    /// A routine event: recorded, not announced.
     static INSERT_ONE: String = format!(
         "INSERT INTO orch_lease.lease_event ({COLUMNS})
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, pg_catalog.pg_get_userbyid($13))"
     );
+    /// A takeover: recorded and announced.
+    static INSERT_ANNOUNCED: String = format!(
+        "WITH recorded AS (
+             INSERT INTO orch_lease.lease_event ({COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, pg_catalog.pg_get_userbyid($13))
+             RETURNING lease_event AS event)
+         {ANNOUNCE}"
+    );
     static INSERT_ALL: String = format!(
-        "INSERT INTO orch_lease.lease_event ({COLUMNS})
-         SELECT *, pg_catalog.pg_get_userbyid($13)
-           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
-                       $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[])"
+        "WITH recorded AS (
+             INSERT INTO orch_lease.lease_event ({COLUMNS})
+             SELECT *, pg_catalog.pg_get_userbyid($13)
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+                           $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[])
+             RETURNING lease_event AS event)
+         {ANNOUNCE}"
     );
 }
 
-/// Records one event in the history (a takeover is announced by the table's trigger). Run as the
-/// extension's owner; `by_role` is the caller.
+/// Records one event in the history, and announces it if it is a takeover. Run as the extension's
+/// owner; `by_role` is the caller.
 pub fn record(client: &SpiClient<'_>, event: Event<'_>) {
     if !recorded(&event) {
         return;
     }
-    INSERT_ONE.with(|sql| {
+    let statement = match TAKEOVERS.contains(&event.event) {
+        true => &INSERT_ANNOUNCED,
+        false => &INSERT_ONE,
+    };
+    statement.with(|sql| {
         plans::run(
             client,
             sql,
@@ -185,7 +201,7 @@ pub fn record(client: &SpiClient<'_>, event: Event<'_>) {
     });
 }
 
-/// Records many events with one statement (recover's and the reaper's takeovers).
+/// Records many events with one statement (recover's and the reaper's takeovers), announcing each.
 pub fn record_all(client: &SpiClient<'_>, events: &[Event<'_>]) {
     let events: Vec<&Event> = events.iter().filter(|event| recorded(event)).collect();
     if events.is_empty() {

@@ -210,11 +210,16 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
     // superseded (a zombie gets nothing), and no other transaction may be acquiring this item right now
     // (a transaction-level advisory lock, never waited for). The boot row is share-locked so that a
     // concurrent recover, which supersedes it, waits for us and then sees our lease. The holder is read
-    // without locking: a visible row is the holder as of now, even if its release is in flight.
+    // without locking: a visible row is the holder as of now, even if its release is in flight. A boot
+    // another role registered is neither locked nor used: it is that role's incarnation, not ours
+    // (boots from before 0.4.0 name no role).
     let current = plans::run(
         client,
-        "SELECT (SELECT b.superseded_at IS NOT NULL FROM orch_lease.boot b
-                  WHERE b.boot_id = $2 FOR SHARE NOWAIT) AS superseded,
+        "SELECT EXISTS (SELECT FROM orch_lease.boot b
+                         WHERE b.boot_id = $2 AND b.registered_by <> $4) AS foreign_boot,
+                (SELECT b.superseded_at IS NOT NULL FROM orch_lease.boot b
+                  WHERE b.boot_id = $2 AND (b.registered_by IS NULL OR b.registered_by = $4)
+                    FOR SHARE NOWAIT) AS superseded,
                 pg_catalog.pg_try_advisory_xact_lock($3, pg_catalog.hashtext($1)) AS gate,
                 l.token, l.owner, l.owner_pid, l.owner_boot_id, l.acquired_at,
                 orch_lease.boot_liveness(l.owner_boot_id) = 'stale' AS dead
@@ -224,9 +229,18 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
             request.key.as_str().into(),
             request.boot_id.as_str().into(),
             ITEM_LOCK_CLASS.into(),
+            role.into(),
         ],
     )
     .first();
+    if column::<bool>(&current, "foreign_boot") {
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("orch_lease: boot \"{}\" was registered by another role", request.boot_id),
+            "Acquire with the boot id your own process registered through transition_lease_recover.",
+            None,
+        );
+    }
     if nullable::<bool>(&current, "superseded").unwrap_or(false) {
         return Grant::new(false, "superseded");
     }
@@ -415,14 +429,13 @@ fn end_lease(
 fn owns(key: &str, row: &impl rows::Row, role: &str) {
     if let Some(holder) = nullable::<String>(row, "holder_role") {
         if holder != role {
+            // The holder's role is not named: an actor does not see other roles' leases.
             errors::raise_hinted(
                 PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
                 format!("orch_lease: the lease on \"{key}\" is held by another role"),
                 "Only the role that acquired a lease may release it or commit under it; \
                  an operator uses orch_lease.transition_lease_force_release.",
-                Some(format!(
-                    "Held by role \"{holder}\"; called by role \"{role}\"."
-                )),
+                Some(format!("Called by role \"{role}\".")),
             );
         }
     }

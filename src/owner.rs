@@ -5,13 +5,14 @@
 //! its own tables runs: never a user's operator, cast, trigger or output function.
 use crate::errors;
 use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
 use std::cell::Cell;
 
 thread_local! {
     /// The role that called orch_lease, while `as_owner` runs statements as the extension's owner.
     static CALLER: Cell<Option<pg_sys::Oid>> = const { Cell::new(None) };
-    /// The extension's oid and owner, as last read.
-    static OWNER: Cell<Option<(pg_sys::Oid, pg_sys::Oid)>> = const { Cell::new(None) };
+    /// The extension's oid, owner and schema, as last read.
+    static OWNER: Cell<Option<(pg_sys::Oid, pg_sys::Oid, pg_sys::Oid)>> = const { Cell::new(None) };
 }
 
 /// Runs `body` as the extension's owner with `search_path = pg_catalog, pg_temp`. An error unwinding
@@ -82,24 +83,70 @@ pub fn caller_is_member_of(role: &std::ffi::CStr) -> bool {
     oid != pg_sys::InvalidOid && unsafe { pg_sys::has_privs_of_role(caller(), oid) }
 }
 
-/// The role that owns the extension (`pg_extension.extowner`) — not the owner of the schema, which
-/// someone else may have created beforehand.
+/// The role that owns the extension (`pg_extension.extowner`) — not the owner of the schema. The schema
+/// named `orch_lease`, which every statement names, must be the extension's own and owned by that role:
+/// a schema someone else created beforehand, or swapped in by a rename, is refused.
 fn extension_owner() -> pg_sys::Oid {
     let extension = unsafe { pg_sys::get_extension_oid(c"orch_lease".as_ptr(), true) };
-    if let Some((cached, owner)) = OWNER.get() {
-        if cached == extension {
-            return owner;
+    let (owner, schema) = match OWNER.get() {
+        Some((cached, owner, schema)) if cached == extension => (owner, schema),
+        _ => {
+            let (owner, schema, version) = read_extension(extension);
+            if version != env!("CARGO_PKG_VERSION") {
+                // Not cached: the next call looks again, after ALTER EXTENSION … UPDATE.
+                errors::raise_hinted(
+                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    format!(
+                        "orch_lease: the installed library is {}, the extension in this database is {version}",
+                        env!("CARGO_PKG_VERSION")
+                    ),
+                    "Run ALTER EXTENSION orch_lease UPDATE in this database.",
+                    None,
+                );
+            }
+            OWNER.set(Some((extension, owner, schema)));
+            (owner, schema)
         }
+    };
+    let named = unsafe { pg_sys::get_namespace_oid(c"orch_lease".as_ptr(), true) };
+    if named != schema || schema_owner(schema) != Some(owner) {
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "orch_lease: the schema orch_lease is not the extension's own".into(),
+            "It must be the schema CREATE EXTENSION orch_lease made, owned by the role that created the \
+             extension. Ask a superuser to check pg_namespace and pg_extension.",
+            None,
+        );
     }
-    // Read as the caller: pg_extension is readable by everyone, and the operator is spelled out so
-    // that nothing in the caller's search_path can stand in for it.
-    let owner = Spi::get_one_with_args::<pg_sys::Oid>(
-        "SELECT extowner FROM pg_catalog.pg_extension WHERE oid OPERATOR(pg_catalog.=) $1",
+    owner
+}
+
+/// The extension's owner, schema and version, read as the caller: pg_extension is readable by everyone,
+/// and the operator is spelled out so that nothing in the caller's search_path can stand in for it.
+fn read_extension(extension: pg_sys::Oid) -> (pg_sys::Oid, pg_sys::Oid, String) {
+    Spi::get_three_with_args::<pg_sys::Oid, pg_sys::Oid, String>(
+        "SELECT extowner, extnamespace, extversion FROM pg_catalog.pg_extension
+          WHERE oid OPERATOR(pg_catalog.=) $1",
         &[extension.into()],
     )
     .ok()
-    .flatten()
-    .unwrap_or_else(|| errors::internal("the extension has no catalog row", "orch_lease", ""));
-    OWNER.set(Some((extension, owner)));
-    owner
+    .and_then(|(owner, schema, version)| Some((owner?, schema?, version?)))
+    .unwrap_or_else(|| errors::internal("the extension has no catalog row", "orch_lease", ""))
+}
+
+/// The owner of a schema, from the catalog cache.
+fn schema_owner(schema: pg_sys::Oid) -> Option<pg_sys::Oid> {
+    unsafe {
+        let tuple = pg_sys::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
+            schema.into(),
+        );
+        if tuple.is_null() {
+            return None;
+        }
+        let owner =
+            (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_namespace>(tuple)).nspowner;
+        pg_sys::ReleaseSysCache(tuple);
+        Some(owner)
+    }
 }

@@ -9,6 +9,7 @@ use crate::lease::{self, Ended};
 use crate::rows::{column, nullable};
 use crate::{errors, owner, plans, task_table};
 use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
 use pgrx::{composite_type, PgSqlErrorCode};
 
 extension_sql!(
@@ -82,62 +83,10 @@ fn transition_lease_recover(
                 "SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))",
                 &[INSTANCE_LOCK_CLASS.into(), instance.into()],
             );
-            let known = plans::run(
-                client,
-                "SELECT instance, superseded_by, superseded_at::text AS superseded_at
-                   FROM orch_lease.boot WHERE boot_id = $1",
-                &[boot_id.into()],
-            );
-            if !known.is_empty() {
-                let known = known.first();
-                let registered_for: String = column(&known, "instance");
-                if registered_for != instance {
-                    errors::raise_hinted(
-                        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                        format!(
-                            "orch_lease: boot \"{boot_id}\" is registered for instance \
-                             \"{registered_for}\", not \"{instance}\""
-                        ),
-                        "Each process start needs a fresh boot id.",
-                        None,
-                    );
-                }
-                if let Some(successor) = nullable::<String>(&known, "superseded_by") {
-                    let when: String = column(&known, "superseded_at");
-                    errors::raise_hinted(
-                        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                        format!("orch_lease: boot \"{boot_id}\" was superseded by \"{successor}\""),
-                        "A superseded incarnation must not recover: stop this process.",
-                        Some(format!("Superseded at {when}.")),
-                    );
-                }
+            if already_registered(client, boot_id, instance) {
                 return Vec::new(); // already the live boot: nothing left to recover
             }
-            let latest = plans::run(
-                client,
-                "SELECT registered_by FROM orch_lease.boot WHERE instance = $1
-                  ORDER BY registered_at DESC LIMIT 1",
-                &[instance.into()],
-            );
-            if let Some(latest) = latest.into_iter().next() {
-                let registered_by = nullable::<String>(&latest, "registered_by");
-                if !admin && registered_by.as_deref() != Some(role.as_str()) {
-                    errors::raise_hinted(
-                        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                        format!(
-                            "orch_lease: instance \"{instance}\" was registered by another role"
-                        ),
-                        "An actor recovers only the instances its own role registered; \
-                         another role's instance takes a member of orch_lease_admin.",
-                        Some(format!(
-                            "Registered by {}; called by role \"{role}\".",
-                            registered_by
-                                .map_or("a role before 0.4.0".into(), |r| format!("role \"{r}\""))
-                        )),
-                    );
-                }
-            }
-
+            let registrant = instance_registrant(client, (boot_id, instance), &role, admin);
             // Supersede the live boot of this instance. This waits for acquires that share-lock it, so
             // their leases are committed, and visible, before we end the stale ones below.
             plans::run(
@@ -149,7 +98,7 @@ fn transition_lease_recover(
             plans::run(
                 client,
                 "INSERT INTO orch_lease.boot (boot_id, instance, pid, registered_by) VALUES ($1, $2, $3, $4)",
-                &[boot_id.into(), instance.into(), pid.into(), role.as_str().into()],
+                &[boot_id.into(), instance.into(), pid.into(), registrant.as_str().into()],
             );
             let mut ended = lease::end_superseded(client, instance, boot_id);
             ended.sort_by(|a, b| a.work_item.cmp(&b.work_item));
@@ -158,6 +107,95 @@ fn transition_lease_recover(
     });
     // Rows are built here, in the caller's memory context: SPI frees its own when it finishes.
     SetOfIterator::new(ended.into_iter().map(Ended::into_row))
+}
+
+/// Is `boot_id` registered already? Then it must be the live boot of `instance`: a boot of another
+/// instance, or a superseded one, is an error.
+fn already_registered(client: &SpiClient<'_>, boot_id: &str, instance: &str) -> bool {
+    let known = plans::run(
+        client,
+        "SELECT instance, superseded_by, superseded_at::text AS superseded_at
+           FROM orch_lease.boot WHERE boot_id = $1",
+        &[boot_id.into()],
+    );
+    if known.is_empty() {
+        return false;
+    }
+    let known = known.first();
+    let registered_for: String = column(&known, "instance");
+    if registered_for != instance {
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!(
+                "orch_lease: boot \"{boot_id}\" is registered for instance \"{registered_for}\", not \"{instance}\""
+            ),
+            "Each process start needs a fresh boot id.",
+            None,
+        );
+    }
+    if let Some(successor) = nullable::<String>(&known, "superseded_by") {
+        let when: String = column(&known, "superseded_at");
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("orch_lease: boot \"{boot_id}\" was superseded by \"{successor}\""),
+            "A superseded incarnation must not recover: stop this process.",
+            Some(format!("Superseded at {when}.")),
+        );
+    }
+    true
+}
+
+/// The role a new boot of `instance` is registered for. An instance belongs to the role that
+/// registered its latest boot: only that role, or an orch_lease_admin (on its behalf), recovers it; a
+/// new instance belongs to the caller. The boot id must be new to everyone else too: a boot id that
+/// another role's leases name, or a session's, is not the caller's to adopt.
+fn instance_registrant(
+    client: &SpiClient<'_>,
+    (boot_id, instance): (&str, &str),
+    role: &str,
+    admin: bool,
+) -> String {
+    if boot_id.starts_with(SESSION_BOOT) {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("orch_lease: boot ids beginning with \"{SESSION_BOOT}\" stand for database sessions"),
+        );
+    }
+    let found = plans::run(
+        client,
+        "SELECT (SELECT registered_by FROM orch_lease.boot WHERE instance = $1
+                  ORDER BY registered_at DESC LIMIT 1) AS registered_by,
+                EXISTS (SELECT FROM orch_lease.boot WHERE instance = $1) AS known,
+                EXISTS (SELECT FROM orch_lease.transition_lease
+                         WHERE owner_boot_id = $2 AND holder_role IS DISTINCT FROM $3) AS adopted",
+        &[instance.into(), boot_id.into(), role.into()],
+    )
+    .first();
+    if column::<bool>(&found, "adopted") && !admin {
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("orch_lease: boot \"{boot_id}\" is named by leases of another role"),
+            "Each process start needs a fresh boot id of its own.",
+            None,
+        );
+    }
+    let registered_by = nullable::<String>(&found, "registered_by");
+    match (column::<bool>(&found, "known"), registered_by) {
+        (false, _) => role.to_string(),
+        (true, Some(owner)) if owner == role => owner,
+        (true, Some(owner)) if admin => owner,
+        (true, None) if admin => role.to_string(),
+        (true, registered_by) => errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("orch_lease: instance \"{instance}\" was registered by another role"),
+            "An actor recovers only the instances its own role registered; \
+             another role's instance takes a member of orch_lease_admin.",
+            Some(format!(
+                "Registered by {}; called by role \"{role}\".",
+                registered_by.map_or("a role before 0.4.0".into(), |_| "another role".to_string())
+            )),
+        ),
+    }
 }
 
 /// Recover and the reaper must see every lease committed until now, which a transaction snapshot

@@ -16,6 +16,14 @@ extension_sql!(
     r#"
 DO $$
 BEGIN
+    -- The schema must be the installer's: a schema someone else created beforehand is theirs to rename
+    -- or fill, and every orch_lease statement runs in it as the extension's owner.
+    IF (SELECT nspowner FROM pg_catalog.pg_namespace WHERE nspname OPERATOR(pg_catalog.=) 'orch_lease')
+       OPERATOR(pg_catalog.<>) (SELECT oid FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) current_user) THEN
+        RAISE EXCEPTION 'orch_lease: the schema orch_lease exists and belongs to another role'
+              USING ERRCODE = '42501',
+                    HINT = 'Drop or rename that schema (or have its owner give it to you), then CREATE EXTENSION orch_lease.';
+    END IF;
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'orch_lease_actor') THEN
         CREATE ROLE orch_lease_actor NOLOGIN;
     END IF;

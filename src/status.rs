@@ -32,13 +32,19 @@ COMMENT ON VIEW orch_lease.transition_lease_status IS
     'Every held lease with its owner, age and liveness (live; stale = boot superseded or session gone; unknown = boot never registered). Actors see their own role''s leases only.';
 
 CREATE VIEW orch_lease.lease_history WITH (security_barrier) AS
-SELECT e.*
+SELECT e.event_id, e.at, e.event, e.work_item, e.old_owner,
+       CASE WHEN pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
+              OR pg_catalog.pg_has_role('pg_monitor', 'USAGE') THEN e.old_token END AS old_token,
+       e.old_boot_id, e.new_owner,
+       CASE WHEN pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
+              OR pg_catalog.pg_has_role('pg_monitor', 'USAGE') THEN e.new_token END AS new_token,
+       e.reason, e.outcome, e.actor, e.stage_from, e.stage_to, e.by_role
   FROM orch_lease.lease_event e
  WHERE pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
     OR pg_catalog.pg_has_role('pg_monitor', 'USAGE')
     OR e.by_role = CURRENT_USER;
 COMMENT ON VIEW orch_lease.lease_history IS
-    'The lease history as the reader may see it: actors see the events their own role caused.';
+    'The lease history as the reader may see it: actors see the events their own role caused, without tokens.';
 
 -- One query for a scraper: counters (never going down: pruned events live on in event_count) and gauges.
 CREATE FUNCTION orch_lease.transition_lease_metrics()

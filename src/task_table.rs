@@ -101,38 +101,20 @@ fn register_task_table(
             ),
         );
     }
-    equality_operator("id_column", id_type);
+    check_id_column(table.oid(), id_attnum, &qualified);
     let held = owner::as_owner(|| {
         Spi::connect(|client| {
-            let unique = plans::run(
-                client,
-                "SELECT EXISTS (SELECT FROM pg_catalog.pg_index i
-                                 WHERE i.indrelid = $1 AND i.indisunique AND i.indimmediate
-                                   AND i.indnkeyatts = 1 AND i.indkey[0] = $2
-                                   AND i.indpred IS NULL AND i.indexprs IS NULL) AS unique",
-                &[table.oid().into(), id_attnum.into()],
-            )
-            .first();
-            let held = plans::run(
+            plans::run(
                 client,
                 "SELECT work_item FROM orch_lease.transition_lease",
                 &[],
             )
             .map(|lease| rows::column::<String>(&lease, "work_item"))
-            .collect::<Vec<_>>();
-            (rows::column::<bool>(&unique, "unique"), held)
+            .collect::<Vec<String>>()
         })
     });
-    if !held.0 {
-        errors::raise_hinted(
-            PgSqlErrorCode::ERRCODE_INVALID_COLUMN_REFERENCE,
-            format!("orch_lease: id_column: column \"{id_column}\" of \"{qualified}\" is not unique by itself"),
-            "The CAS must find one row per id: give the id column a primary key or a unique constraint.",
-            None,
-        );
-    }
     // Leases held now must already be keyed the way the new id type keys them.
-    for item in held.1 {
+    for item in held {
         let key = canonical("work_item", &item, id_type);
         if key != item {
             errors::raise_hinted(
@@ -156,6 +138,65 @@ fn register_task_table(
         });
         forget_everywhere("orch_lease.task_table");
     });
+}
+
+/// Id types whose text form is canonical under their equality: one value, one spelling (as their
+/// output function writes it, whatever the session's settings). Not numeric (1 = 1.0), bpchar (trailing
+/// blanks), floats (0 = -0), time types (time zone, DateStyle), citext or nondeterministic collations.
+const KEYABLE_IDS: [pg_sys::Oid; 6] = [
+    pg_sys::INT2OID,
+    pg_sys::INT4OID,
+    pg_sys::INT8OID,
+    pg_sys::UUIDOID,
+    pg_sys::TEXTOID,
+    pg_sys::VARCHAROID,
+];
+
+/// The id column must key a task by one spelling and find one row: a keyable type (a domain over one
+/// is fine), a deterministic collation, and a unique index on the column alone. Checked when the table
+/// is registered, and again whenever its description is renewed (after DDL on it).
+fn check_id_column(relid: pg_sys::Oid, attnum: i16, qualified: &str) {
+    let (mut id_type, mut typmod, mut collation) = (pg_sys::InvalidOid, 0, pg_sys::InvalidOid);
+    unsafe {
+        pg_sys::get_atttypetypmodcoll(relid, attnum, &mut id_type, &mut typmod, &mut collation)
+    };
+    let base = unsafe { pg_sys::getBaseType(id_type) };
+    let deterministic = collation == pg_sys::InvalidOid
+        || unsafe { pg_sys::get_collation_isdeterministic(collation) };
+    if !KEYABLE_IDS.contains(&base) || !deterministic {
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            format!(
+                "orch_lease: id_column: the id column of \"{qualified}\" must be smallint, integer, bigint, \
+                 uuid, or text or varchar with a deterministic collation"
+            ),
+            "Two spellings of one id must be one lease: orch_lease keys work items by the id's text, which \
+             these types write one way only.",
+            None,
+        );
+    }
+    equality_operator("id_column", id_type);
+    let unique = owner::as_owner(|| {
+        Spi::connect(|client| {
+            let unique = plans::run(
+                client,
+                "SELECT EXISTS (SELECT FROM pg_catalog.pg_index i
+                                 WHERE i.indrelid = $1 AND i.indisunique AND i.indimmediate
+                                   AND i.indnkeyatts = 1 AND i.indkey[0] = $2
+                                   AND i.indpred IS NULL AND i.indexprs IS NULL) AS unique",
+                &[relid.into(), attnum.into()],
+            );
+            rows::column::<bool>(&unique.first(), "unique")
+        })
+    });
+    if !unique {
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_INVALID_COLUMN_REFERENCE,
+            format!("orch_lease: id_column: the id column of \"{qualified}\" is not unique by itself"),
+            "The CAS must find one row per id: give the id column a primary key or a unique constraint.",
+            None,
+        );
+    }
 }
 
 /// Does the caller own the table (or belong to the role that does)?
@@ -243,11 +284,17 @@ thread_local! {
 }
 
 /// Registers the callbacks that keep the cached description honest: any DDL on the task table (a
-/// renamed column, a dropped table) and every registration invalidate it, and so does the end of a
-/// transaction that described it from its own snapshot.
+/// renamed column, a dropped table or index), a renamed schema and every registration invalidate it,
+/// and so does the end of a transaction that described it from its own snapshot.
 pub fn init() {
     unsafe {
         pg_sys::CacheRegisterRelcacheCallback(Some(forget_task_table), pg_sys::Datum::from(0));
+        // A renamed schema changes the task table's qualified name without touching its relcache entry.
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
+            Some(forget_on_schema_change),
+            pg_sys::Datum::from(0),
+        );
         pg_sys::RegisterXactCallback(Some(forget_snapshot_bound), std::ptr::null_mut());
     }
 }
@@ -268,6 +315,11 @@ unsafe extern "C-unwind" fn forget_task_table(_arg: pg_sys::Datum, relid: pg_sys
     if concerned {
         forget();
     }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn forget_on_schema_change(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+    forget();
 }
 
 #[pg_guard]
@@ -401,6 +453,11 @@ fn describe_task_table() -> Option<TaskTable> {
         );
     };
     let qualified = format!("{}.{}", quote_identifier(&schema), quote_identifier(&table));
+    let id_attnum = {
+        let name = CString::new(id_column.as_str()).expect("a column name holds no NUL byte");
+        unsafe { pg_sys::get_attnum(relid, name.as_ptr()) }
+    };
+    check_id_column(relid, id_attnum, &qualified);
     let (id, stage) = (
         quote_identifier(&id_column),
         quote_identifier(&stage_column),

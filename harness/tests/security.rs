@@ -764,9 +764,14 @@ fn an_actor_recovers_its_own_instance_and_no_other() {
         "42501",
     );
     v.ok("an admin recovers worker-a", recover(admin, "boot-3"));
-    v.sqlstate(
-        "the first actor recovers worker-a, now registered by the admin",
+    // The admin recovered it on its owner's behalf: the instance stays the first actor's.
+    v.ok(
+        "the first actor recovers worker-a after the admin did",
         recover(first, "boot-4"),
+    );
+    v.sqlstate(
+        "the second actor still may not",
+        recover(second, "boot-5"),
         "42501",
     );
     v.finish();
@@ -1023,6 +1028,290 @@ fn a_cas_on_a_row_updated_after_the_snapshot_is_retry() {
         "the lease after commit_stage_cas said retry",
         lease_token(&mut two, "task-2"),
         token,
+    );
+    v.finish();
+}
+
+// The red team's findings against the first 0.4.0 build (docs/security.md): each was reproduced there,
+// and each test below failed on that build.
+
+// F1. Another role's live token sat in the history an actor reads (its own 'held' refusal names the
+//     holder's token).
+#[test]
+fn the_history_shows_an_actor_no_token() {
+    let (alice, bob) = ("orch_sec_f1_alice", "orch_sec_f1_bob");
+    let dsn = fresh_database_with("sec_f1", TEXT_TASKS);
+    login_role(alice, &["orch_lease_actor"]);
+    login_role(bob, &["orch_lease_actor"]);
+    let mut v = Verdict::default();
+    let mut a = connect_timed(&dsn_as(&dsn, alice));
+    let mut b = connect_timed(&dsn_as(&dsn, bob));
+    v.answers(
+        "alice acquires",
+        grant(&mut a, "task-1", "alice", "boot-alice").map(|(outcome, _)| outcome),
+        "acquired",
+    );
+    v.answers(
+        "bob is refused",
+        grant(&mut b, "task-1", "bob", "boot-bob").map(|(outcome, _)| outcome),
+        "held",
+    );
+    let tokens = b.query(
+        "SELECT count(*) FILTER (WHERE old_token IS NOT NULL OR new_token IS NOT NULL)
+           FROM orch_lease.lease_history",
+        &[],
+    );
+    if let Some(rows) = v.ok("bob reads the history", tokens) {
+        v.eq(
+            "tokens bob sees in the history",
+            rows[0].get::<_, i64>(0),
+            0,
+        );
+    }
+    v.finish();
+}
+
+// F3. The task-table owner's code (a domain CHECK on the stage column) ran as whoever registered the
+//     stage graph — a superuser too.
+#[test]
+fn registering_a_stage_graph_runs_no_code_of_the_table_owner() {
+    let owner = "orch_sec_f3_owner";
+    let dsn = fresh_database_with(
+        "sec_f3",
+        "CREATE TABLE hits (who name); GRANT INSERT ON hits TO PUBLIC;",
+    );
+    login_role(owner, &["orch_lease_admin"]);
+    let mut v = Verdict::default();
+    let mut superuser = connect_timed(&dsn);
+    superuser
+        .batch_execute(&format!(
+            "GRANT CREATE ON SCHEMA public TO {owner};
+             SET ROLE {owner};
+             CREATE FUNCTION public.noted(text) RETURNS boolean LANGUAGE sql
+                 AS $$ INSERT INTO public.hits VALUES (current_user) RETURNING true $$;
+             CREATE DOMAIN public.stage_t AS text CHECK (public.noted(VALUE));
+             CREATE DOMAIN public.id_t AS bigint CHECK (public.noted(VALUE::text));
+             CREATE TABLE public.tasks (id public.id_t PRIMARY KEY, stage public.stage_t);
+             SELECT orch_lease.register_task_table('public.tasks');
+             RESET ROLE;"
+        ))
+        .unwrap();
+    v.ok(
+        "a superuser registers a stage graph",
+        superuser.execute(
+            "SELECT orch_lease.register_stage_graph('{\"queued -> merged\"}')",
+            &[],
+        ),
+    );
+    v.ok(
+        "a superuser force-releases an item",
+        superuser.execute("SELECT orch_lease.transition_lease_force_release('7')", &[]),
+    );
+    v.ok(
+        "a superuser asks the liveness of an item",
+        superuser.execute("SELECT orch_lease.transition_lease_liveness('7')", &[]),
+    );
+    let hits = superuser
+        .query_one("SELECT count(*) FROM hits", &[])
+        .unwrap()
+        .get::<_, i64>(0);
+    v.eq("calls of the table owner's code", hits, 0);
+    v.finish();
+}
+
+// F4 and F11. An actor acquired with another role's boot id (share-locking it: that role's recover then
+// hung), and registered another role's boot id as its own (ending that role's leases by recover).
+#[test]
+fn a_boot_id_is_its_registrant_s_alone() {
+    let (alice, bob) = ("orch_sec_f11_alice", "orch_sec_f11_bob");
+    let dsn = fresh_database_with("sec_f11", TEXT_TASKS);
+    login_role(alice, &["orch_lease_actor"]);
+    login_role(bob, &["orch_lease_actor"]);
+    let mut v = Verdict::default();
+    let mut a = connect_timed(&dsn_as(&dsn, alice));
+    let mut b = connect_timed(&dsn_as(&dsn, bob));
+    v.ok(
+        "alice registers her boot",
+        a.query(
+            "SELECT * FROM orch_lease.transition_lease_recover('boot-alice', 'alice')",
+            &[],
+        ),
+    );
+    v.answers(
+        "alice acquires",
+        grant(&mut a, "task-1", "alice", "boot-alice").map(|(outcome, _)| outcome),
+        "acquired",
+    );
+    v.answers(
+        "alice acquires with an unregistered boot",
+        grant(&mut a, "task-2", "alice", "boot-unregistered").map(|(outcome, _)| outcome),
+        "acquired",
+    );
+    v.sqlstate(
+        "bob acquires with alice's boot",
+        grant(&mut b, "task-3", "bob", "boot-alice").map(|(outcome, _)| outcome),
+        "42501",
+    );
+    v.sqlstate(
+        "bob registers the boot id alice's leases name",
+        b.query(
+            "SELECT * FROM orch_lease.transition_lease_recover('boot-unregistered', 'bob')",
+            &[],
+        ),
+        "42501",
+    );
+    let session: String = a
+        .query_one("SELECT owner_boot_id FROM orch_lease.transition_lease_acquire_session('task-4', 'alice') g
+                      JOIN orch_lease.transition_lease_status s ON s.work_item = 'task-4'", &[])
+        .map(|row| row.get(0))
+        .unwrap_or_default();
+    v.sqlstate(
+        "bob registers alice's session as a boot",
+        b.query(
+            "SELECT * FROM orch_lease.transition_lease_recover($1, 'bob')",
+            &[&session],
+        ),
+        "22023",
+    );
+    let held = a
+        .query_one(
+            "SELECT count(*) FROM orch_lease.transition_lease_status",
+            &[],
+        )
+        .map(|row| row.get::<_, i64>(0));
+    if let Some(held) = v.ok("alice counts her leases", held) {
+        v.eq("alice's leases, all still held", held, 3);
+    }
+    v.finish();
+}
+
+// F7. A schema named orch_lease created beforehand by another role became the extension's schema, and
+//     its owner could swap objects under every orch_lease statement run as the extension's owner.
+#[test]
+fn the_extension_refuses_a_schema_someone_else_made() {
+    let squatter = "orch_sec_f7_squatter";
+    fresh_database_with("sec_f7_roles", "");
+    login_role(squatter, &[]);
+    let mut admin = connect();
+    for statement in [
+        "DROP DATABASE IF EXISTS sec_f7 WITH (FORCE)".to_string(),
+        format!("CREATE DATABASE sec_f7 OWNER {squatter}"),
+    ] {
+        admin.batch_execute(&statement).unwrap();
+    }
+    let dsn = format!("{} dbname=sec_f7", common::dsn());
+    let mut v = Verdict::default();
+    let mut squat = connect_timed(&dsn_as(&dsn, squatter));
+    squat.batch_execute("CREATE SCHEMA orch_lease").unwrap();
+    let mut superuser = connect_timed(&dsn);
+    v.sqlstate(
+        "CREATE EXTENSION into the squatter's schema",
+        superuser.batch_execute("CREATE EXTENSION orch_lease"),
+        "42501",
+    );
+    v.finish();
+}
+
+// F9. After the task table's schema was renamed and a table of the old name made, a session that had
+//     described the task table before wrote the new table.
+#[test]
+fn a_renamed_schema_does_not_redirect_the_cas() {
+    let dsn = fresh_database_with(
+        "sec_f9",
+        "CREATE SCHEMA app;
+         CREATE TABLE app.tasks (id bigint PRIMARY KEY, stage text NOT NULL);
+         INSERT INTO app.tasks VALUES (1, 'queued'), (2, 'queued');
+         SELECT orch_lease.register_task_table('app.tasks');",
+    );
+    let mut v = Verdict::default();
+    let mut actor = connect_timed(&dsn);
+    let mut dba = connect_timed(&dsn);
+    let cas = |db: &mut Client, id: &str| {
+        db.query_one(
+            "SELECT outcome FROM orch_lease.update_task_stage_cas($1, 'queued', 'merged')",
+            &[&id],
+        )
+        .map(|row| row.get::<_, String>(0))
+    };
+    v.answers(
+        "a CAS describes the task table",
+        cas(&mut actor, "1"),
+        "applied",
+    );
+    dba.batch_execute(
+        "ALTER SCHEMA app RENAME TO app_old;
+         CREATE SCHEMA app;
+         CREATE TABLE app.tasks (id bigint PRIMARY KEY, stage text NOT NULL);
+         INSERT INTO app.tasks VALUES (2, 'queued');",
+    )
+    .unwrap();
+    v.answers(
+        "the same session's next CAS",
+        cas(&mut actor, "2"),
+        "applied",
+    );
+    let stages = dba
+        .query_one(
+            "SELECT (SELECT stage FROM app_old.tasks WHERE id = 2) || ' ' || (SELECT stage FROM app.tasks WHERE id = 2)",
+            &[],
+        )
+        .map(|row| row.get::<_, String>(0));
+    v.answers(
+        "the registered table moved, the impostor did not",
+        stages,
+        "merged queued",
+    );
+    v.finish();
+}
+
+// F10. Restoring a dump (or any INSERT into the history) announced every takeover again.
+#[test]
+fn a_history_row_written_by_hand_is_not_announced() {
+    let dsn = fresh_database_with("sec_f10", TEXT_TASKS);
+    let mut v = Verdict::default();
+    let mut listener = connect_timed(&dsn);
+    listener.batch_execute("LISTEN orch_lease").unwrap();
+    let mut superuser = connect_timed(&dsn);
+    superuser
+        .batch_execute(
+            "INSERT INTO orch_lease.lease_event (event, outcome, work_item, reason)
+             VALUES ('forced', 'forced', 'task-1', 'restored from a dump')",
+        )
+        .unwrap();
+    v.answers(
+        "a real force release",
+        superuser
+            .query_one(
+                "SELECT orch_lease.transition_lease_force_release('task-2')::text",
+                &[],
+            )
+            .map(|row| row.get::<_, String>(0)),
+        "false",
+    );
+    let acquired = grant(&mut superuser, "task-3", "o", "boot-1").map(|(outcome, _)| outcome);
+    v.answers("an acquire", acquired, "acquired");
+    v.answers(
+        "its force release",
+        superuser
+            .query_one(
+                "SELECT orch_lease.transition_lease_force_release('task-3')::text",
+                &[],
+            )
+            .map(|row| row.get::<_, String>(0)),
+        "true",
+    );
+    let mut received = Vec::new();
+    let mut notifications = listener.notifications();
+    let mut waiting = notifications.timeout_iter(std::time::Duration::from_millis(500));
+    while let Ok(Some(note)) = waiting.next() {
+        received.push(note.payload().to_string());
+    }
+    v.eq("announcements", received.len(), 1);
+    v.check(
+        received
+            .iter()
+            .all(|payload| payload.contains("\"work_item\":\"task-3\"")),
+        format!("only the real takeover is announced: {received:?}"),
     );
     v.finish();
 }

@@ -166,9 +166,9 @@ mod tests {
         run("CREATE FUNCTION evil.eq(text, text) RETURNS boolean LANGUAGE plpgsql AS
              $$ BEGIN INSERT INTO evil.hits VALUES (current_user); RETURN $1 OPERATOR(pg_catalog.=) $2; END $$");
         run("CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.eq)");
-        run("SELECT * FROM orch_lease.transition_lease_recover('boot-a', 'orchestrator')");
         run("SET LOCAL search_path = evil, pg_catalog, public");
         run("SET LOCAL ROLE app");
+        run("SELECT * FROM orch_lease.transition_lease_recover('boot-a', 'orchestrator')");
         let token = token_of("1", "monitor", "boot-a");
         acquire("1", "webhook", "boot-b");
         run("SELECT orch_lease.transition_lease_liveness('1')");

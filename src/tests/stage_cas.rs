@@ -219,6 +219,49 @@ mod tests {
     }
 
     #[pg_test]
+    fn an_id_type_with_two_spellings_for_one_value_is_refused() {
+        // numeric 1 = 1.0, bpchar 'a' = 'a  ', float8 0 = -0: two keys, one row. (red-team finding F2)
+        for id_type in [
+            "numeric",
+            "char(8)",
+            "float8",
+            "timestamptz",
+            "text COLLATE \"und-x-icu\"",
+        ] {
+            let nondeterministic = id_type.contains("COLLATE");
+            if nondeterministic {
+                run("CREATE COLLATION IF NOT EXISTS public.ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)");
+            }
+            let id_type = id_type.replace("\"und-x-icu\"", "public.ci");
+            run("DROP TABLE IF EXISTS public.odd");
+            run(&format!(
+                "CREATE TABLE public.odd (id {id_type} PRIMARY KEY, stage text)"
+            ));
+            assert_error(
+                "SELECT orch_lease.register_task_table('public.odd')",
+                PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+                "must be smallint, integer, bigint, uuid, or text or varchar with a deterministic collation",
+            );
+        }
+        run("CREATE DOMAIN public.task_id AS bigint CHECK (VALUE > 0)");
+        run("DROP TABLE public.odd");
+        run("CREATE TABLE public.odd (id public.task_id PRIMARY KEY, stage text)");
+        run("SELECT orch_lease.register_task_table('public.odd')");
+        assert_eq!(
+            one::<String>("SELECT orch_lease.work_item_key('+007')"),
+            Some("7".into()),
+            "a domain over bigint keys as bigint"
+        );
+        // DDL after registration is checked when the description is renewed.
+        run("ALTER TABLE public.odd DROP CONSTRAINT odd_pkey");
+        assert_error(
+            "SELECT orch_lease.work_item_key('7')",
+            PgSqlErrorCode::ERRCODE_INVALID_COLUMN_REFERENCE,
+            "is not unique by itself",
+        );
+    }
+
+    #[pg_test]
     fn a_cas_without_a_registered_table_says_what_to_do() {
         assert_error(
             "SELECT orch_lease.update_task_stage_cas('1', 'a', 'b')",

@@ -1,0 +1,189 @@
+//! The role matrix: every role against every function, table, view and sequence of orch_lease, each
+//! cell asserted by calling it (in a transaction rolled back afterwards), not read from the catalog.
+//! A cell is "allowed" when the call does not fail with 42501 (insufficient privilege), "denied" when
+//! it does. The calls are valid for every role, so a 42501 can only mean the role may not.
+mod common;
+use postgres::Client;
+
+/// The roles, as column headings: superuser, the extension's owner (another superuser: only a
+/// superuser creates orch_lease), an orch_lease_admin, an orch_lease_actor, a pg_monitor member, a
+/// login with no grant, and the owner of the task table (no orch_lease role).
+const ROLES: [(&str, &str); 7] = [
+    ("SU", "postgres"),
+    ("OW", "matrix_extension_owner"),
+    ("AD", "matrix_admin"),
+    ("AC", "matrix_actor"),
+    ("MO", "matrix_monitor"),
+    ("NO", "matrix_nobody"),
+    ("TO", "matrix_table_owner"),
+];
+
+/// Each row: what is called, the call, and the roles allowed (all others must be denied).
+fn matrix() -> Vec<(&'static str, &'static str, &'static str)> {
+    const ACTORS: &str = "SU OW AD AC";
+    const ADMINS: &str = "SU OW AD";
+    const READERS: &str = "SU OW AD AC MO";
+    const OWNERS: &str = "SU OW";
+    vec![
+        ("acquire", "SELECT orch_lease.transition_lease_acquire('1', 'o', 1, 'b')", ACTORS),
+        ("acquire_session", "SELECT orch_lease.transition_lease_acquire_session('1', 'o')", ACTORS),
+        ("release", "SELECT orch_lease.transition_lease_release('1', NULL)", ACTORS),
+        ("update_task_stage_cas", "SELECT orch_lease.update_task_stage_cas('1', 'queued', 'merged')", ACTORS),
+        ("commit_stage_cas", "SELECT orch_lease.commit_stage_cas('1', NULL, 'queued', 'merged')", ACTORS),
+        ("recover (a new instance)", "SELECT orch_lease.transition_lease_recover('boot-new', 'new-instance')", ACTORS),
+        ("recover (the admin's instance)", "SELECT orch_lease.transition_lease_recover('boot-2', 'admins-instance')", ADMINS),
+        ("liveness", "SELECT orch_lease.transition_lease_liveness('1')", ACTORS),
+        ("work_item_key", "SELECT orch_lease.work_item_key('01')", ACTORS),
+        ("metrics", "SELECT count(*) FROM orch_lease.transition_lease_metrics()", READERS),
+        ("boot_liveness", "SELECT orch_lease.boot_liveness('b')", READERS),
+        ("session_alive", "SELECT orch_lease.session_alive('b')", READERS),
+        ("stage_write_allowed", "SELECT orch_lease.stage_write_allowed()", OWNERS),
+        ("force_release", "SELECT orch_lease.transition_lease_force_release('1')", ADMINS),
+        ("reap", "SELECT count(*) FROM orch_lease.transition_lease_reap(3600)", ADMINS),
+        ("prune", "SELECT orch_lease.transition_lease_prune('1 day')", ADMINS),
+        ("register_stage_graph", "SELECT orch_lease.register_stage_graph('{}')", ADMINS),
+        // The registrations also want the task table's owner: an admin who does not own it may not.
+        ("register_task_table", "SELECT orch_lease.register_task_table('tasks')", OWNERS),
+        ("install_bypass_guard", "SELECT orch_lease.install_bypass_guard('off')", OWNERS),
+        ("register_task_table (own table)", "SELECT orch_lease.register_task_table('admin_tasks')", ADMINS),
+        // Nobody but a superuser attaches the bypass guard by hand (not even to a table of its own).
+        ("bypass_guard by hand", "CREATE TRIGGER g BEFORE UPDATE ON admin_tasks FOR EACH ROW EXECUTE FUNCTION orch_lease.bypass_guard('warn', 'stage', 'id')", OWNERS),
+        ("select transition_lease", "SELECT count(*) FROM orch_lease.transition_lease", ADMINS),
+        ("select lease_event", "SELECT count(*) FROM orch_lease.lease_event", ADMINS),
+        ("select event_count", "SELECT count(*) FROM orch_lease.event_count", ADMINS),
+        ("select bypass_log", "SELECT count(*) FROM orch_lease.bypass_log", ADMINS),
+        ("select boot", "SELECT count(*) FROM orch_lease.boot", READERS),
+        ("select task_table", "SELECT count(*) FROM orch_lease.task_table", ACTORS),
+        ("select stage_transition", "SELECT count(*) FROM orch_lease.stage_transition", ACTORS),
+        ("select terminal_stage", "SELECT count(*) FROM orch_lease.terminal_stage", ACTORS),
+        ("select transition_lease_status", "SELECT count(*) FROM orch_lease.transition_lease_status", READERS),
+        ("select lease_history", "SELECT count(*) FROM orch_lease.lease_history", READERS),
+        ("write transition_lease", "DELETE FROM orch_lease.transition_lease", OWNERS),
+        ("write boot", "UPDATE orch_lease.boot SET pid = 1", OWNERS),
+        ("write lease_event", "DELETE FROM orch_lease.lease_event", OWNERS),
+        ("write event_count", "INSERT INTO orch_lease.event_count VALUES ('acquired', 'acquired', 1)", OWNERS),
+        ("write task_table", "UPDATE orch_lease.task_table SET id_column = 'stage'", OWNERS),
+        ("write stage_transition", "DELETE FROM orch_lease.stage_transition", OWNERS),
+        ("write terminal_stage", "INSERT INTO orch_lease.terminal_stage VALUES ('merged')", OWNERS),
+        ("write bypass_log", "DELETE FROM orch_lease.bypass_log", OWNERS),
+        ("nextval token_seq", "SELECT nextval('orch_lease.token_seq')", OWNERS),
+        ("nextval lease_event_event_id_seq", "SELECT nextval('orch_lease.lease_event_event_id_seq')", OWNERS),
+        ("set orch_lease.enabled", "SET LOCAL orch_lease.enabled = off", "SU OW"),
+    ]
+}
+
+/// The roles, the database with orch_lease created by its own (superuser) owner, a task table owned
+/// by the table owner and registered, a table of the admin's own, and an instance the admin registered.
+fn setup() -> String {
+    common::fresh_database("role_matrix_boot"); // makes sure orch_lease's roles exist
+    for (short, role) in ROLES {
+        match short {
+            "SU" => {}
+            "OW" => {
+                let mut admin = common::connect();
+                admin
+                    .batch_execute(&format!(
+                        "DO $$ BEGIN
+                             IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN
+                                 CREATE ROLE {role} LOGIN SUPERUSER;
+                             END IF;
+                         END $$"
+                    ))
+                    .unwrap();
+            }
+            "AD" => common::login_role(role, &["orch_lease_admin"]),
+            "AC" => common::login_role(role, &["orch_lease_actor"]),
+            "MO" => common::login_role(role, &["pg_monitor"]),
+            _ => common::login_role(role, &[]),
+        }
+    }
+    let mut admin = common::connect();
+    for statement in [
+        "DROP DATABASE IF EXISTS role_matrix WITH (FORCE)",
+        "CREATE DATABASE role_matrix OWNER matrix_extension_owner",
+    ] {
+        admin.batch_execute(statement).unwrap();
+    }
+    let dsn = format!("{} dbname=role_matrix", common::dsn());
+    let mut owner = orch_lease_harness::connect(&common::dsn_as(&dsn, "matrix_extension_owner"));
+    owner
+        .batch_execute(
+            "CREATE EXTENSION orch_lease;
+             CREATE TABLE tasks (id bigint PRIMARY KEY, stage text NOT NULL);
+             INSERT INTO tasks VALUES (1, 'queued');
+             ALTER TABLE tasks OWNER TO matrix_table_owner;
+             GRANT SELECT, UPDATE ON tasks TO PUBLIC;
+             CREATE TABLE admin_tasks (id bigint PRIMARY KEY, stage text NOT NULL);
+             ALTER TABLE admin_tasks OWNER TO matrix_admin;
+             GRANT TRIGGER ON admin_tasks TO PUBLIC;
+             SELECT orch_lease.register_task_table('tasks');
+             SET ROLE matrix_admin;
+             SELECT count(*) FROM orch_lease.transition_lease_recover('boot-1', 'admins-instance');
+             RESET ROLE;",
+        )
+        .unwrap();
+    dsn
+}
+
+/// Does `role` get 42501 from `call`? Any other outcome (a result, another error) is "allowed".
+fn denied(db: &mut Client, role: &str, call: &str) -> Result<bool, String> {
+    db.batch_execute(&format!("BEGIN; SET LOCAL ROLE {role}"))
+        .unwrap();
+    let result = db.batch_execute(call);
+    db.batch_execute("ROLLBACK").unwrap();
+    match result {
+        Ok(()) => Ok(false),
+        Err(error) => match error.code().map(|code| code.code()) {
+            Some("42501") => Ok(true),
+            Some(other) => Err(format!("{other}: {error}")),
+            None => Err(error.to_string()),
+        },
+    }
+}
+
+#[test]
+fn every_role_against_every_object() {
+    let dsn = setup();
+    let mut db = orch_lease_harness::connect(&dsn);
+    let mut failures = Vec::new();
+    let mut cells = 0;
+    println!("{:<36} {}", "", ROLES.map(|(short, _)| short).join(" "));
+    for (what, call, allowed) in matrix() {
+        let mut line = format!("{what:<36}");
+        for (short, role) in ROLES {
+            let expected_denied = !allowed.split(' ').any(|a| a == short);
+            let cell = match denied(&mut db, role, call) {
+                Ok(is_denied) => {
+                    if is_denied != expected_denied {
+                        failures.push(format!(
+                            "{what} as {short} ({role}): {} but expected {}",
+                            if is_denied { "denied" } else { "allowed" },
+                            if expected_denied { "denied" } else { "allowed" }
+                        ));
+                    }
+                    if is_denied {
+                        "--"
+                    } else {
+                        "ok"
+                    }
+                }
+                Err(error) => {
+                    failures.push(format!(
+                        "{what} as {short} ({role}): unexpected error {error}"
+                    ));
+                    "!!"
+                }
+            };
+            cells += 1;
+            line.push_str(&format!(" {cell}"));
+        }
+        println!("{line}");
+    }
+    assert!(cells >= 250, "the matrix covers {cells} cells");
+    assert!(
+        failures.is_empty(),
+        "{} of {cells} cells wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
