@@ -25,8 +25,9 @@ async function advance(db, task, actor, pid, bootId) {
     grant = (await db.query(
       'SELECT acquired, outcome, token, holder FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)',
       [task, actor, pid, bootId])).rows[0];
-    if (grant.outcome !== 'busy') break;
-    // busy: another transaction is acquiring it right now; try again in a moment.
+    if (grant.outcome !== 'busy' && grant.outcome !== 'retry') break;
+    // busy: another transaction is acquiring it right now; retry: a lost race rolled the attempt back.
+    // Either way, try again in a moment.
     await new Promise((resolve) => setTimeout(resolve, 10 * (attempt + 1)));
   }
   if (grant.outcome === 'superseded') {
@@ -34,7 +35,7 @@ async function advance(db, task, actor, pid, bootId) {
     console.error(`${actor}: boot ${bootId} was superseded; exiting`);
     process.exit(1);
   }
-  // held: a live owner is doing it; busy (still, after retries): leave it for the next round.
+  // held: a live owner is doing it; busy or retry (still, after retries): leave it for the next round.
   if (!grant.acquired) return grant.outcome;
   // acquired, reclaimed, disabled or out_of_scope (token null): re-check the stage under the lease.
   const { stage } = (await db.query('SELECT stage FROM example_task WHERE id = $1', [task])).rows[0];
@@ -43,9 +44,15 @@ async function advance(db, task, actor, pid, bootId) {
     return 'already_done';
   }
   await mergePullRequest(db, task, actor);
-  const result = (await db.query(
-    'SELECT applied, outcome, current_stage FROM orch_lease.commit_stage_cas($1, $2, $3, $4)',
-    [task, grant.token, FROM_STAGE, TO_STAGE])).rows[0];
+  let result;
+  for (let attempt = 0; attempt < 5; attempt++) {
+    result = (await db.query(
+      'SELECT applied, outcome, current_stage FROM orch_lease.commit_stage_cas($1, $2, $3, $4)',
+      [task, grant.token, FROM_STAGE, TO_STAGE])).rows[0];
+    if (result.outcome !== 'retry') break;
+    // retry: the commit could not run (a lock timeout, a deadlock); the lease is still ours.
+    await new Promise((resolve) => setTimeout(resolve, 10 * (attempt + 1)));
+  }
   if (result.outcome === 'lease_lost') {
     console.error(`${actor}: lease on ${task} lost after the effect; stage not written`);
   } else if (result.outcome === 'stage_mismatch') {

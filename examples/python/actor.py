@@ -31,14 +31,16 @@ def advance(db, task, actor, pid, boot_id):
             "SELECT acquired, outcome, token, holder FROM orch_lease.transition_lease_acquire(%s, %s, %s, %s)",
             (task, actor, pid, boot_id),
         ).fetchone()
-        if outcome != "busy":
+        if outcome not in ("busy", "retry"):
             break
-        time.sleep(0.01 * (attempt + 1))  # busy: another transaction is acquiring it right now
+        # busy: another transaction is acquiring it right now; retry: a lost race (deadlock, serialization
+        # failure) rolled the attempt back. Either way, ask again in a moment.
+        time.sleep(0.01 * (attempt + 1))
     if outcome == "superseded":
         # A newer incarnation of this instance exists: this process is a zombie and must stop.
         sys.exit(f"{actor}: boot {boot_id} was superseded; exiting")
     if not acquired:
-        # held: a live owner (holder) is doing it; busy (still, after retries): leave it for the next round.
+        # held: a live owner (holder) is doing it; busy or retry (still, after retries): the next round.
         return outcome
     # acquired, reclaimed (from a dead incarnation), disabled or out_of_scope (token NULL): go ahead,
     # but first re-check the stage under the lease: the transition may already have been made.
@@ -47,10 +49,15 @@ def advance(db, task, actor, pid, boot_id):
         db.execute("SELECT orch_lease.transition_lease_release(%s, %s)", (task, token))
         return "already_done"
     merge_pull_request(db, task, actor)
-    applied, result, current = db.execute(
-        "SELECT applied, outcome, current_stage FROM orch_lease.commit_stage_cas(%s, %s, %s, %s)",
-        (task, token, FROM_STAGE, TO_STAGE),
-    ).fetchone()
+    for attempt in range(5):
+        applied, result, current = db.execute(
+            "SELECT applied, outcome, current_stage FROM orch_lease.commit_stage_cas(%s, %s, %s, %s)",
+            (task, token, FROM_STAGE, TO_STAGE),
+        ).fetchone()
+        if result != "retry":
+            break
+        # retry: the commit could not run (a lock timeout, a deadlock); the lease is still ours.
+        time.sleep(0.01 * (attempt + 1))
     if result == "lease_lost":
         # Someone force-released or reclaimed our lease: nothing was written. Alert a human: the
         # effect ran, the stage did not move.

@@ -38,10 +38,12 @@ fn advance(
             &[&task, &actor, &pid, &boot_id],
         )?;
         attempt += 1;
-        if grant.get::<_, String>(1) != "busy" || attempt == 5 {
-            break (grant.get(0), grant.get(1), grant.get(2));
+        let outcome: String = grant.get(1);
+        if !matches!(outcome.as_str(), "busy" | "retry") || attempt == 5 {
+            break (grant.get(0), outcome, grant.get(2));
         }
-        // busy: another transaction is acquiring it right now; try again in a moment.
+        // busy: another transaction is acquiring it right now; retry: a lost race rolled the attempt
+        // back. Either way, try again in a moment.
         std::thread::sleep(Duration::from_millis(10 * attempt));
     };
     if outcome == "superseded" {
@@ -50,7 +52,7 @@ fn advance(
         std::process::exit(1);
     }
     if !acquired {
-        return Ok(outcome); // held: a live owner is doing it; busy (after retries): the next round
+        return Ok(outcome); // held: a live owner is doing it; busy, retry (after retries): next round
     }
     // acquired, reclaimed, disabled or out_of_scope (token None): re-check the stage under the lease.
     let stage: String = db
@@ -64,11 +66,19 @@ fn advance(
         return Ok("already_done".into());
     }
     merge_pull_request(db, task, actor)?;
-    let result = db.query_one(
-        "SELECT outcome, current_stage FROM orch_lease.commit_stage_cas($1, $2, $3, $4)",
-        &[&task, &token, &FROM_STAGE, &TO_STAGE],
-    )?;
-    let (committed, current): (String, Option<String>) = (result.get(0), result.get(1));
+    let mut attempt = 0;
+    let (committed, current): (String, Option<String>) = loop {
+        let result = db.query_one(
+            "SELECT outcome, current_stage FROM orch_lease.commit_stage_cas($1, $2, $3, $4)",
+            &[&task, &token, &FROM_STAGE, &TO_STAGE],
+        )?;
+        attempt += 1;
+        if result.get::<_, String>(0) != "retry" || attempt == 5 {
+            break (result.get(0), result.get(1));
+        }
+        // retry: the commit could not run (a lock timeout, a deadlock); the lease is still ours.
+        std::thread::sleep(Duration::from_millis(10 * attempt));
+    };
     match committed.as_str() {
         "lease_lost" => {
             eprintln!("{actor}: lease on {task} lost after the effect; stage not written")
