@@ -1315,3 +1315,142 @@ fn a_history_row_written_by_hand_is_not_announced() {
     );
     v.finish();
 }
+
+// Found by reading 0.3.0 (issue #12's second list), each shown red on 0.3.0.
+
+// A new stage graph absorbed inside a REPEATABLE READ transaction was described from that transaction's
+// snapshot and stayed cached past its COMMIT: the session went on allowing what the graph forbids.
+#[test]
+fn a_stage_graph_registered_meanwhile_is_seen_after_a_repeatable_read_transaction() {
+    let dsn = fresh_database_with(
+        "sec_rr_cache",
+        "CREATE TABLE tasks (id bigint PRIMARY KEY, stage text NOT NULL);
+         INSERT INTO tasks SELECT i, 'queued' FROM generate_series(1, 3) i;
+         SELECT orch_lease.register_task_table('tasks');",
+    );
+    let mut v = Verdict::default();
+    let mut actor = connect_timed(&dsn);
+    let mut admin = connect_timed(&dsn);
+    let cas = |db: &mut Client, id: &str| {
+        db.query_one(
+            "SELECT outcome FROM orch_lease.update_task_stage_cas($1, 'queued', 'merged')",
+            &[&id],
+        )
+        .map(|row| row.get::<_, String>(0))
+    };
+    actor
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM tasks")
+        .unwrap();
+    admin
+        .batch_execute("SELECT orch_lease.register_stage_graph('{\"queued -> rolled_back\"}')")
+        .unwrap();
+    v.answers("a CAS in the old snapshot", cas(&mut actor, "1"), "applied");
+    actor.batch_execute("COMMIT").unwrap();
+    v.answers(
+        "the next CAS, after that transaction",
+        cas(&mut actor, "2"),
+        "invalid_transition",
+    );
+    v.finish();
+}
+
+// The CAS found the task row with `=` resolved through the caller's search_path, so an operator the
+// caller planted ran inside the CAS (with the bypass guard's door open).
+#[test]
+fn the_cas_uses_the_id_type_s_own_equality() {
+    let dsn = fresh_database_with(
+        "sec_operator",
+        "CREATE TABLE tasks (id bigint PRIMARY KEY, stage text NOT NULL);
+         INSERT INTO tasks VALUES (1, 'queued'), (2, 'queued');
+         SELECT orch_lease.register_task_table('tasks');
+         CREATE SCHEMA evil;
+         CREATE TABLE evil.hits (who name);
+         CREATE FUNCTION evil.eq(bigint, bigint) RETURNS boolean LANGUAGE plpgsql AS
+             $$ BEGIN INSERT INTO evil.hits VALUES (current_user); RETURN $1 OPERATOR(pg_catalog.=) $2; END $$;
+         CREATE OPERATOR evil.= (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = evil.eq);",
+    );
+    let mut v = Verdict::default();
+    let mut db = connect_timed(&dsn);
+    db.batch_execute("SET search_path = evil, pg_catalog, public")
+        .unwrap();
+    v.answers(
+        "a CAS with the operator planted ahead of pg_catalog",
+        db.query_one(
+            "SELECT outcome FROM orch_lease.update_task_stage_cas('1', 'queued', 'merged')",
+            &[],
+        )
+        .map(|row| row.get::<_, String>(0)),
+        "applied",
+    );
+    let hits = db
+        .query_one("SELECT count(*) FROM evil.hits", &[])
+        .unwrap()
+        .get::<_, i64>(0);
+    v.eq("calls of the planted operator", hits, 0);
+    v.finish();
+}
+
+// A CAS made by a trigger on the task table, inside another CAS, reset the "CAS is writing" mark when
+// it ended: the outer CAS's own write was then refused by the bypass guard as a bypass.
+#[test]
+fn a_cas_inside_a_cas_leaves_the_outer_one_its_mark() {
+    let dsn = fresh_database_with(
+        "sec_nested",
+        "CREATE TABLE tasks (id bigint PRIMARY KEY, stage text NOT NULL);
+         INSERT INTO tasks VALUES (1, 'queued'), (2, 'queued');
+         SELECT orch_lease.register_task_table('tasks');
+         SELECT orch_lease.install_bypass_guard('reject');
+         -- Fires before the guard (triggers fire in name order): moving 1 moves 2 too, through the CAS.
+         CREATE FUNCTION follow() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.id = 1 THEN
+                 PERFORM orch_lease.update_task_stage_cas('2', 'queued', 'merged');
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER a_follow BEFORE UPDATE OF stage ON tasks FOR EACH ROW EXECUTE FUNCTION follow();",
+    );
+    let mut v = Verdict::default();
+    let mut db = connect_timed(&dsn);
+    v.answers(
+        "the outer CAS",
+        db.query_one(
+            "SELECT outcome FROM orch_lease.update_task_stage_cas('1', 'queued', 'merged')",
+            &[],
+        )
+        .map(|row| row.get::<_, String>(0)),
+        "applied",
+    );
+    let stages = db
+        .query_one("SELECT string_agg(stage, ' ' ORDER BY id) FROM tasks", &[])
+        .map(|row| row.get::<_, String>(0));
+    v.answers("both tasks", stages, "merged merged");
+    v.finish();
+}
+
+// Boot rows were never pruned: a fleet that restarts often grew the registry without bound.
+#[test]
+fn prune_removes_old_superseded_boots_no_lease_names() {
+    let dsn = fresh_database_with("sec_boots", TEXT_TASKS);
+    let mut v = Verdict::default();
+    let mut db = connect_timed(&dsn);
+    db.batch_execute(
+        "SELECT count(*) FROM orch_lease.transition_lease_recover('boot-1', 'worker');
+         SELECT count(*) FROM orch_lease.transition_lease_recover('boot-2', 'worker');
+         SELECT count(*) FROM orch_lease.transition_lease_recover('boot-3', 'worker');
+         SELECT orch_lease.transition_lease_acquire('task-1', 'w', 1, 'boot-3');",
+    )
+    .unwrap();
+    v.ok(
+        "prune",
+        db.execute("SELECT orch_lease.transition_lease_prune('0 seconds')", &[]),
+    );
+    let boots = db
+        .query_one(
+            "SELECT string_agg(boot_id, ' ' ORDER BY boot_id) FROM orch_lease.boot",
+            &[],
+        )
+        .map(|row| row.get::<_, String>(0));
+    v.answers("the boots left: the live one", boots, "boot-3");
+    v.finish();
+}
