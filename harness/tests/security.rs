@@ -728,8 +728,47 @@ fn a_dumped_and_restored_database_grants_new_larger_tokens() {
             graph,
             "invalid_transition",
         );
+        every_function_works(&mut v, &mut restored, format, tokens[3]);
     }
     v.finish();
+}
+
+/// After a restore: the rest of the contract, each function called once, and the history numbering on.
+fn every_function_works(v: &mut Verdict, db: &mut Client, format: &str, held_token: i64) {
+    let events_before: i64 = db
+        .query_one("SELECT max(event_id) FROM orch_lease.lease_event", &[])
+        .unwrap()
+        .get(0);
+    let calls: [(&str, &str); 11] = [
+        ("commit under the lease held before the dump", "SELECT outcome FROM orch_lease.commit_stage_cas('task-4', $1, 'queued', 'merged')"),
+        ("acquire", "SELECT outcome FROM orch_lease.transition_lease_acquire('task-7', 'monitor', 1, 'boot-2') WHERE $1::bigint IS NOT NULL"),
+        ("release", "SELECT orch_lease.transition_lease_release('task-7', (SELECT token FROM orch_lease.transition_lease WHERE work_item = 'task-7'))::text WHERE $1::bigint IS NOT NULL"),
+        ("force_release", "SELECT orch_lease.transition_lease_force_release('task-5')::text WHERE $1::bigint IS NOT NULL"),
+        ("recover", "SELECT count(*)::text FROM orch_lease.transition_lease_recover('boot-3', 'orchestrator') WHERE $1::bigint IS NOT NULL"),
+        ("liveness", "SELECT orch_lease.transition_lease_liveness('task-1') WHERE $1::bigint IS NOT NULL"),
+        ("reap", "SELECT count(*)::text FROM orch_lease.transition_lease_reap(3600) WHERE $1::bigint IS NOT NULL"),
+        ("prune", "SELECT orch_lease.transition_lease_prune('1 day')::text WHERE $1::bigint IS NOT NULL"),
+        ("metrics", "SELECT (count(*) > 10)::text FROM orch_lease.transition_lease_metrics() WHERE $1::bigint IS NOT NULL"),
+        ("status view", "SELECT count(*)::text FROM orch_lease.transition_lease_status WHERE $1::bigint IS NOT NULL"),
+        ("work_item_key", "SELECT orch_lease.work_item_key(' task-1') WHERE $1::bigint IS NOT NULL"),
+    ];
+    let expected = [
+        "applied", "acquired", "true", "true", "0", "none", "0", "0", "true", "0", " task-1",
+    ];
+    for ((what, sql), expected) in calls.iter().zip(expected) {
+        let answer = db
+            .query_one(*sql, &[&held_token])
+            .map(|row| row.get::<_, String>(0));
+        v.answers(&format!("{format} restore: {what}"), answer, expected);
+    }
+    let events_after: i64 = db
+        .query_one("SELECT max(event_id) FROM orch_lease.lease_event", &[])
+        .unwrap()
+        .get(0);
+    v.check(
+        events_after > events_before,
+        format!("{format} restore: the history numbers on ({events_before} -> {events_after})"),
+    );
 }
 
 // 7. recover was admin-only, so an actor could not register its own boot; and nothing stopped one actor
