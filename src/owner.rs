@@ -11,8 +11,8 @@ use std::cell::Cell;
 thread_local! {
     /// The role that called orch_lease, while `as_owner` runs statements as the extension's owner.
     static CALLER: Cell<Option<pg_sys::Oid>> = const { Cell::new(None) };
-    /// The extension's oid, owner and schema, as last read.
-    static OWNER: Cell<Option<(pg_sys::Oid, pg_sys::Oid, pg_sys::Oid)>> = const { Cell::new(None) };
+    /// The extension's owner and schema, as last read and checked.
+    static OWNER: Cell<Option<(pg_sys::Oid, pg_sys::Oid)>> = const { Cell::new(None) };
 }
 
 /// Runs `body` as the extension's owner with `search_path = pg_catalog, pg_temp`. An error unwinding
@@ -87,28 +87,28 @@ pub fn caller_is_member_of(role: &std::ffi::CStr) -> bool {
 /// named `orch_lease`, which every statement names, must be the extension's own and owned by that role:
 /// a schema someone else created beforehand, or swapped in by a rename, is refused.
 fn extension_owner() -> pg_sys::Oid {
-    let extension = unsafe { pg_sys::get_extension_oid(c"orch_lease".as_ptr(), true) };
-    let (owner, schema) = match OWNER.get() {
-        Some((cached, owner, schema)) if cached == extension => (owner, schema),
-        _ => {
-            let (owner, schema, version) = read_extension(extension);
-            if version != env!("CARGO_PKG_VERSION") {
-                // Not cached: the next call looks again, after ALTER EXTENSION … UPDATE.
-                errors::raise_hinted(
-                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                    format!(
-                        "orch_lease: the installed library is {}, the extension in this database is {version}",
-                        env!("CARGO_PKG_VERSION")
-                    ),
-                    "Run ALTER EXTENSION orch_lease UPDATE in this database.",
-                    None,
-                );
-            }
-            OWNER.set(Some((extension, owner, schema)));
-            (owner, schema)
-        }
-    };
     let named = unsafe { pg_sys::get_namespace_oid(c"orch_lease".as_ptr(), true) };
+    // The fast path: the same schema as last time, still owned by the same role. A dropped and created
+    // again extension has a new schema (it is the extension's member), so it takes the slow path.
+    if let Some((owner, schema)) = OWNER.get() {
+        if schema == named && schema_owner(schema) == Some(owner) {
+            return owner;
+        }
+    }
+    let extension = unsafe { pg_sys::get_extension_oid(c"orch_lease".as_ptr(), true) };
+    let (owner, schema, version) = read_extension(extension);
+    if version != env!("CARGO_PKG_VERSION") {
+        // Not cached: the next call looks again, after ALTER EXTENSION … UPDATE.
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!(
+                "orch_lease: the installed library is {}, the extension in this database is {version}",
+                env!("CARGO_PKG_VERSION")
+            ),
+            "Run ALTER EXTENSION orch_lease UPDATE in this database.",
+            None,
+        );
+    }
     if named != schema || schema_owner(schema) != Some(owner) {
         errors::raise_hinted(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
@@ -118,6 +118,7 @@ fn extension_owner() -> pg_sys::Oid {
             None,
         );
     }
+    OWNER.set(Some((owner, schema)));
     owner
 }
 
