@@ -223,3 +223,33 @@ GRANT SELECT ON
     orch_lease.transition_lease, orch_lease.lease_event, orch_lease.event_count, orch_lease.bypass_log
     TO orch_lease_admin;
 GRANT SELECT ON orch_lease.lease_history TO orch_lease_actor, pg_monitor;
+
+-- Every function says what it is for (\df+).
+COMMENT ON FUNCTION orch_lease.transition_lease_acquire(text, text, integer, text, text) IS
+    'Asks for the transition lease on a work item; never waits, never raises on contention: acquired, held, reclaimed, busy, retry, superseded, disabled or out_of_scope.';
+COMMENT ON FUNCTION orch_lease.transition_lease_acquire_session(text, text, text) IS
+    'Asks for a lease that lives as long as the calling database session (not behind a transaction pooler).';
+COMMENT ON FUNCTION orch_lease.transition_lease_release(text, bigint) IS
+    'Ends the lease on a work item if it is still held with this token; only the role that acquired it may (42501 otherwise).';
+COMMENT ON FUNCTION orch_lease.transition_lease_force_release(text, bigint, text) IS
+    'For the people on call: ends the lease on a work item (only that token, if given), recorded as forced and announced.';
+COMMENT ON FUNCTION orch_lease.update_task_stage_cas(text, text, text, bigint) IS
+    'Sets a task''s stage only if it still equals the expected one (and, with a token, while the caller''s role holds its lease): applied, stage_mismatch, not_found, lease_lost, invalid_transition or retry.';
+COMMENT ON FUNCTION orch_lease.commit_stage_cas(text, bigint, text, text) IS
+    'The lease-guarded stage CAS and the end of that lease in one step; on retry the lease is kept.';
+COMMENT ON FUNCTION orch_lease.stage_write_allowed() IS
+    'True while the stage CAS is writing or the kill-switch is off; kept for the bypass guard of releases before 0.4.0.';
+COMMENT ON FUNCTION orch_lease.transition_lease_recover(text, text, integer) IS
+    'At process start: registers a fresh boot of an instance, supersedes the earlier ones and ends their leases (returned). READ COMMITTED only.';
+COMMENT ON FUNCTION orch_lease.transition_lease_reap(integer) IS
+    'The reaper: ends leases of dead holders (stale) and leases held longer than max_running_s (ceiling), each recorded and announced. READ COMMITTED only.';
+COMMENT ON FUNCTION orch_lease.transition_lease_liveness(text) IS
+    'The liveness of the lease on a work item: none, live, stale or unknown.';
+COMMENT ON FUNCTION orch_lease.session_alive(text) IS
+    'Whether the database session behind a session-bound boot id is still connected (NULL for other boot ids).';
+COMMENT ON FUNCTION orch_lease.register_stage_graph(text[], text[]) IS
+    'Registers the allowed transitions (''from -> to'') and the terminal stages; an empty list removes the graph.';
+COMMENT ON FUNCTION orch_lease.install_bypass_guard(text) IS
+    'Installs the bypass guard on the registered task table (warn or reject), or removes it (off); the caller must own the table.';
+COMMENT ON FUNCTION orch_lease.work_item_key(text) IS
+    'The key orch_lease uses for a work item: the registered id type''s canonical form of it (every spelling of one id is one key).';

@@ -601,3 +601,23 @@ pub fn reap(client: &SpiClient<'_>, ceiling_s: i32) -> Vec<Reaped> {
     events::record_all(client, &logged);
     reaped
 }
+
+extension_sql!(
+    r#"
+COMMENT ON FUNCTION orch_lease.transition_lease_acquire(text, text, integer, text, text) IS
+    'Asks for the transition lease on a work item; never waits, never raises on contention: acquired, held, reclaimed, busy, retry, superseded, disabled or out_of_scope.';
+COMMENT ON FUNCTION orch_lease.transition_lease_acquire_session(text, text, text) IS
+    'Asks for a lease that lives as long as the calling database session (not behind a transaction pooler).';
+COMMENT ON FUNCTION orch_lease.transition_lease_release(text, bigint) IS
+    'Ends the lease on a work item if it is still held with this token; only the role that acquired it may (42501 otherwise).';
+COMMENT ON FUNCTION orch_lease.transition_lease_force_release(text, bigint, text) IS
+    'For the people on call: ends the lease on a work item (only that token, if given), recorded as forced and announced.';
+"#,
+    name = "lease_comments",
+    requires = [
+        transition_lease_acquire,
+        transition_lease_acquire_session,
+        transition_lease_release,
+        transition_lease_force_release
+    ]
+);

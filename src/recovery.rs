@@ -321,3 +321,23 @@ unsafe fn local_backend_status(index: i32) -> *mut pg_sys::LocalPgBackendStatus 
 unsafe fn local_backend_status(index: i32) -> *mut pg_sys::LocalPgBackendStatus {
     pg_sys::pgstat_get_local_beentry_by_index(index)
 }
+
+extension_sql!(
+    r#"
+COMMENT ON FUNCTION orch_lease.transition_lease_recover(text, text, integer) IS
+    'At process start: registers a fresh boot of an instance, supersedes the earlier ones and ends their leases (returned). READ COMMITTED only.';
+COMMENT ON FUNCTION orch_lease.transition_lease_reap(integer) IS
+    'The reaper: ends leases of dead holders (stale) and leases held longer than max_running_s (ceiling), each recorded and announced. READ COMMITTED only.';
+COMMENT ON FUNCTION orch_lease.transition_lease_liveness(text) IS
+    'The liveness of the lease on a work item: none, live, stale or unknown.';
+COMMENT ON FUNCTION orch_lease.session_alive(text) IS
+    'Whether the database session behind a session-bound boot id is still connected (NULL for other boot ids).';
+"#,
+    name = "recovery_comments",
+    requires = [
+        transition_lease_recover,
+        transition_lease_reap,
+        transition_lease_liveness,
+        session_alive
+    ]
+);

@@ -249,3 +249,16 @@ fn compare_and_set(client: &SpiClient<'_>, write: &Write) -> Cas {
         current_stage: stage.map(|datum| task_table::datum_text(datum, table.stage_type)),
     }
 }
+
+extension_sql!(
+    r#"
+COMMENT ON FUNCTION orch_lease.update_task_stage_cas(text, text, text, bigint) IS
+    'Sets a task''s stage only if it still equals the expected one (and, with a token, while the caller''s role holds its lease): applied, stage_mismatch, not_found, lease_lost, invalid_transition or retry.';
+COMMENT ON FUNCTION orch_lease.commit_stage_cas(text, bigint, text, text) IS
+    'The lease-guarded stage CAS and the end of that lease in one step; on retry the lease is kept.';
+COMMENT ON FUNCTION orch_lease.stage_write_allowed() IS
+    'True while the stage CAS is writing or the kill-switch is off; kept for the bypass guard of releases before 0.4.0.';
+"#,
+    name = "cas_comments",
+    requires = [update_task_stage_cas, commit_stage_cas, stage_write_allowed]
+);

@@ -259,3 +259,14 @@ fn replace_stage_graph(pairs: &[(String, String)], terminal: Vec<String>) {
     });
     task_table::forget_everywhere("orch_lease.stage_transition");
 }
+
+extension_sql!(
+    r#"
+COMMENT ON FUNCTION orch_lease.register_stage_graph(text[], text[]) IS
+    'Registers the allowed transitions (''from -> to'') and the terminal stages; an empty list removes the graph.';
+COMMENT ON FUNCTION orch_lease.install_bypass_guard(text) IS
+    'Installs the bypass guard on the registered task table (warn or reject), or removes it (off); the caller must own the table.';
+"#,
+    name = "stage_rules_comments",
+    requires = [register_stage_graph, install_bypass_guard]
+);

@@ -571,3 +571,12 @@ impl Typed {
         unsafe { DatumWithOid::new(self.0, self.1) }
     }
 }
+
+extension_sql!(
+    r#"
+COMMENT ON FUNCTION orch_lease.work_item_key(text) IS
+    'The key orch_lease uses for a work item: the registered id type''s canonical form of it (every spelling of one id is one key).';
+"#,
+    name = "task_table_comments",
+    requires = [work_item_key]
+);

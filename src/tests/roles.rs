@@ -144,6 +144,18 @@ mod tests {
     }
 
     #[pg_test]
+    fn every_function_says_what_it_is_for() {
+        assert_eq!(
+            count(
+                "pg_proc p WHERE p.pronamespace = 'orch_lease'::regnamespace
+                   AND obj_description(p.oid, 'pg_proc') IS NULL"
+            ),
+            0,
+            "\\df+ shows a description for every orch_lease function"
+        );
+    }
+
+    #[pg_test]
     fn security_definer_functions_pin_their_search_path() {
         assert!(count("pg_proc WHERE pronamespace = 'orch_lease'::regnamespace AND prosecdef") > 0);
         assert_eq!(
