@@ -51,16 +51,56 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
-    GucRegistry::define_string_guc(
-        c"orch_lease.history_retention",
-        c"How long transition_lease_prune keeps lease history by default (an interval).",
-        c"Events older than this are removed by orch_lease.transition_lease_prune() and folded into the \
-          counters the metrics report, so the counts never go down.",
-        &HISTORY_RETENTION,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
+    // SAFETY: the check hook is guarded (#[pg_guard]) and catches the interval parser's errors itself.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"orch_lease.history_retention",
+            c"How long transition_lease_prune keeps lease history by default (an interval).",
+            c"Events older than this are removed by orch_lease.transition_lease_prune() and folded into the \
+              counters the metrics report, so the counts never go down.",
+            &HISTORY_RETENTION,
+            GucContext::Suset,
+            GucFlags::default(),
+            Some(check_retention),
+            None,
+            None,
+        )
+    };
     reserve_prefix();
+}
+
+/// `orch_lease.history_retention` must be a non-negative interval, refused when it is SET (22023), not
+/// when the hourly prune runs into it.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_retention(
+    value: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pgrx::pg_sys::GucSource::Type,
+) -> bool {
+    use pgrx::pg_sys::{self, PgTryBuilder};
+    let text = unsafe { *value };
+    if text.is_null() {
+        return true;
+    }
+    let interval = PgTryBuilder::new(|| unsafe {
+        pgrx::direct_function_call::<pgrx::datum::Interval>(
+            pg_sys::interval_in,
+            &[
+                Some(pg_sys::Datum::from(text)),
+                Some(pg_sys::Datum::from(pg_sys::InvalidOid)),
+                Some(pg_sys::Datum::from(-1i32)),
+            ],
+        )
+    })
+    .catch_others(|_| None)
+    .execute();
+    let problem = match interval {
+        None => c"It must be an interval, such as '7 days'.",
+        Some(interval) if interval.is_negative() => c"It must not be negative.",
+        Some(_) => return true,
+    };
+    unsafe { pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(problem.as_ptr()) };
+    false
 }
 
 /// `orch_lease.*` names only the settings above: a typo (`orch_lease.enable`) is an error, not a

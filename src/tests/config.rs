@@ -4,6 +4,22 @@ mod tests {
     use crate::tests::*;
 
     #[pg_test]
+    fn history_retention_is_checked_when_it_is_set() {
+        for bad in ["banana", "-1 day", "1 day ago"] {
+            assert_error(
+                &format!("SET LOCAL orch_lease.history_retention = '{bad}'"),
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                "invalid value for parameter",
+            );
+        }
+        run("SET LOCAL orch_lease.history_retention = '12 hours'");
+        assert_eq!(
+            one::<String>("SHOW orch_lease.history_retention"),
+            Some("12 hours".into())
+        );
+    }
+
+    #[pg_test]
     fn kill_switch_off_grants_without_writing() {
         run("SET LOCAL orch_lease.enabled = off");
         assert_eq!(
