@@ -7,12 +7,13 @@
 //!
 //! Each actor appends what the server acknowledged to its own log, one line per acknowledgement:
 //! `A <item> <token>` (a grant), `C <item> <token> <stage>` (an applied commit), `R <boot>` (recover).
-use postgres::{Client, NoTls};
+use crate::kit::{connect, reconnect, shell, spawn, Rng};
+use postgres::Client;
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 pub struct Plan {
@@ -46,25 +47,26 @@ pub fn prepare(db: &mut Client, items: usize) {
 
 pub fn run(exe: &Path, plan: &Plan) -> Report {
     std::fs::create_dir_all(&plan.dir).unwrap();
+    let seconds = (plan.before + plan.after).as_secs();
     let actors: Vec<Child> = (0..plan.actors)
         .map(|n| {
-            Command::new(exe)
-                .args(["failover-actor", "--dsn", &plan.dsn, "--role"])
-                .arg(format!("actor-{n}"))
-                .args(["--items", &plan.items.to_string(), "--dir"])
-                .arg(&plan.dir)
-                .args([
-                    "--seconds",
-                    &(plan.before + plan.after).as_secs().to_string(),
-                ])
-                .spawn()
-                .unwrap()
+            spawn(
+                exe,
+                "failover-actor",
+                &[
+                    ("dsn", plan.dsn.clone()),
+                    ("role", format!("actor-{n}")),
+                    ("items", plan.items.to_string()),
+                    ("dir", plan.dir.display().to_string()),
+                    ("seconds", seconds.to_string()),
+                ],
+            )
         })
         .collect();
     std::thread::sleep(plan.before);
 
     // A transaction in flight at the crash: its lease must not survive it.
-    let mut in_flight = Client::connect(&plan.primary_dsn, NoTls).unwrap();
+    let mut in_flight = connect(&plan.primary_dsn);
     in_flight.batch_execute("BEGIN").unwrap();
     in_flight
         .query(
@@ -88,13 +90,8 @@ pub fn run(exe: &Path, plan: &Plan) -> Report {
         assert!(actor.wait().unwrap().success(), "an actor failed");
     }
     let (after_crash, _) = acknowledged(&plan.dir, &read);
-    let mut db = Client::connect(&plan.dsn, NoTls).unwrap();
+    let mut db = connect(&plan.dsn);
     check(&mut db, &before_crash, &after_crash)
-}
-
-fn shell(command: &str) {
-    let status = Command::new("sh").args(["-c", command]).status().unwrap();
-    assert!(status.success(), "{command} failed");
 }
 
 /// What the actors were told had committed: grants (item, token) and commits (item, token, stage).
@@ -276,7 +273,7 @@ pub fn run_actor(dsn: &str, role: &str, items: usize, dir: &Path, seconds: u64) 
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut incarnation = 0;
-    let mut rng = std::process::id() as u64;
+    let mut rng = Rng::seeded(std::process::id() as u64);
     while Instant::now() < deadline {
         incarnation += 1;
         let boot = format!("{role}-boot-{incarnation}");
@@ -294,10 +291,7 @@ pub fn run_actor(dsn: &str, role: &str, items: usize, dir: &Path, seconds: u64) 
         }
         writeln!(log, "R {boot}").unwrap();
         while Instant::now() < deadline {
-            rng = rng
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let item = format!("ha-{}", (rng >> 33) as usize % items + 1);
+            let item = format!("ha-{}", rng.below(items as u64) + 1);
             if step(&mut db, &mut log, role, &boot, &item).is_err() {
                 break; // the connection is gone: a new incarnation
             }
@@ -337,14 +331,4 @@ fn step(
         writeln!(log, "C {item} {token} {next}").unwrap();
     }
     Ok(())
-}
-
-fn reconnect(dsn: &str, deadline: Instant) -> Option<Client> {
-    while Instant::now() < deadline {
-        if let Ok(db) = Client::connect(dsn, NoTls) {
-            return Some(db);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
 }
