@@ -114,30 +114,6 @@ impl Verdict {
     }
 }
 
-/// `transition_lease_acquire(item, owner, 1, boot)` → (outcome, token).
-fn grant(
-    db: &mut impl postgres::GenericClient,
-    item: &str,
-    owner: &str,
-    boot: &str,
-) -> Result<(String, Option<i64>), Error> {
-    db.query_one(
-        "SELECT outcome, token FROM orch_lease.transition_lease_acquire($1, $2, 1, $3)",
-        &[&item, &owner, &boot],
-    )
-    .map(|row| (row.get(0), row.get(1)))
-}
-
-/// The outcome of `orch_lease.{call}` (a CAS).
-fn outcome(
-    db: &mut impl postgres::GenericClient,
-    call: &str,
-    params: &[&(dyn postgres::types::ToSql + Sync)],
-) -> Result<String, Error> {
-    db.query_one(&format!("SELECT outcome FROM orch_lease.{call}"), params)
-        .map(|row| row.get(0))
-}
-
 /// The token of the lease on `item`, read by the superuser; None when there is no lease.
 fn lease_token(superuser: &mut Client, item: &str) -> Option<i64> {
     superuser
@@ -300,22 +276,7 @@ fn takeovers_of_leases_with_huge_control_character_names_are_announced_cut() {
         .map(|row| row.get(0));
     v.answers("acquire_session", session_grant, "acquired");
     drop(session);
-    let gone = Instant::now();
-    while superuser
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
-            &[&pid],
-        )
-        .unwrap()
-        .get::<_, i64>(0)
-        > 0
-    {
-        assert!(
-            gone.elapsed() < Duration::from_secs(10),
-            "the backend did not exit"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    await_backend_exit(&mut superuser, pid);
     takeovers += 1;
     let reclaim = grant(&mut actor, &abandoned, "monitor", "boot-m").map(|(outcome, _)| outcome);
     v.answers("reclaiming acquire", reclaim, "reclaimed");
@@ -650,15 +611,7 @@ fn a_dumped_and_restored_database_grants_new_larger_tokens() {
     let bin = pg_bin(&mut db);
     let mut v = Verdict::default();
     for format in ["plain", "custom"] {
-        let target = format!("sec_dump_{format}");
-        let mut admin = connect();
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {target} WITH (FORCE)"))
-            .unwrap();
-        admin
-            .batch_execute(&format!("CREATE DATABASE {target}"))
-            .unwrap();
-        let target_dsn = format!("{} dbname={target}", common::dsn());
+        let target_dsn = new_database(&format!("sec_dump_{format}"), None);
         let file = std::env::temp_dir().join(format!(
             "orch_lease-sec-dump-{}.{format}",
             std::process::id()
@@ -1192,14 +1145,7 @@ fn the_extension_refuses_a_schema_someone_else_made() {
     let squatter = "orch_sec_f7_squatter";
     fresh_database_with("sec_f7_roles", "");
     login_role(squatter, &[]);
-    let mut admin = connect();
-    for statement in [
-        "DROP DATABASE IF EXISTS sec_f7 WITH (FORCE)".to_string(),
-        format!("CREATE DATABASE sec_f7 OWNER {squatter}"),
-    ] {
-        admin.batch_execute(&statement).unwrap();
-    }
-    let dsn = format!("{} dbname=sec_f7", common::dsn());
+    let dsn = new_database("sec_f7", Some(squatter));
     let mut v = Verdict::default();
     let mut squat = connect_timed(&dsn_as(&dsn, squatter));
     squat.batch_execute("CREATE SCHEMA orch_lease").unwrap();
