@@ -254,40 +254,19 @@ fn forced_and_stale_reclaims_are_announced() {
         "payload format version 1: {}",
         payloads[0]
     );
-    assert!(
-        payloads[0].contains("\"event\":\"forced\""),
-        "{}",
-        payloads[0]
+    assert_contains_all(
+        &payloads[0],
+        &[
+            "\"event\":\"forced\"",
+            "\"work_item\":\"task-1\"",
+            "\"old_owner\":\"monitor\"",
+            &format!("\"old_token\":{}", token.unwrap()),
+            "\"reason\":\"on-call\"",
+        ],
     );
-    assert!(
-        payloads[0].contains("\"work_item\":\"task-1\""),
-        "{}",
-        payloads[0]
-    );
-    assert!(
-        payloads[0].contains("\"old_owner\":\"monitor\""),
-        "{}",
-        payloads[0]
-    );
-    assert!(
-        payloads[0].contains(&format!("\"old_token\":{}", token.unwrap())),
-        "{}",
-        payloads[0]
-    );
-    assert!(
-        payloads[0].contains("\"reason\":\"on-call\""),
-        "{}",
-        payloads[0]
-    );
-    assert!(
-        payloads[1].contains("\"event\":\"reclaimed\""),
-        "{}",
-        payloads[1]
-    );
-    assert!(
-        payloads[1].contains("\"work_item\":\"task-2\""),
-        "{}",
-        payloads[1]
+    assert_contains_all(
+        &payloads[1],
+        &["\"event\":\"reclaimed\"", "\"work_item\":\"task-2\""],
     );
 }
 
@@ -423,16 +402,16 @@ fn the_reaper_skips_a_lease_in_use_and_announces_what_it_takes() {
         .next()
         .expect("notification")
         .expect("an announcement within 5 s");
-    let payload = note.payload();
-    for needle in [
-        "{\"version\":1,",
-        "\"event\":\"reaped\"",
-        "\"outcome\":\"ceiling\"",
-        "\"old_owner\":\"deployer\"",
-        &format!("\"old_token\":{}", token.unwrap()),
-    ] {
-        assert!(payload.contains(needle), "{needle} in {payload}");
-    }
+    assert_contains_all(
+        note.payload(),
+        &[
+            "{\"version\":1,",
+            "\"event\":\"reaped\"",
+            "\"outcome\":\"ceiling\"",
+            "\"old_owner\":\"deployer\"",
+            &format!("\"old_token\":{}", token.unwrap()),
+        ],
+    );
     assert_eq!(
         cas(
             &mut actor,

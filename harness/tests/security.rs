@@ -125,6 +125,17 @@ fn lease_token(superuser: &mut Client, item: &str) -> Option<i64> {
         .map(|row| row.get(0))
 }
 
+/// A fresh database with the `tasks` table, and a session of each of two actor roles (login roles, members
+/// of orch_lease_actor): (its DSN, `first`'s session, `second`'s).
+fn two_actors(database: &str, first: &str, second: &str) -> (String, Client, Client) {
+    let dsn = fresh_database_with(database, TEXT_TASKS);
+    login_role(first, &["orch_lease_actor"]);
+    login_role(second, &["orch_lease_actor"]);
+    let a = connect_timed(&dsn_as(&dsn, first));
+    let b = connect_timed(&dsn_as(&dsn, second));
+    (dsn, a, b)
+}
+
 fn first_texts(rows: &[Row]) -> Vec<String> {
     rows.iter().map(|row| row.get(0)).collect()
 }
@@ -465,17 +476,13 @@ fn a_cas_that_times_out_on_the_row_lock_says_retry_and_keeps_the_lease() {
 #[test]
 fn another_actor_s_token_is_neither_readable_nor_usable() {
     let (role_a, role_b) = ("orch_sec_token_a", "orch_sec_token_b");
-    let dsn = fresh_database_with("sec_foreign_token", TEXT_TASKS);
-    login_role(role_a, &["orch_lease_actor"]);
-    login_role(role_b, &["orch_lease_actor"]);
+    let (dsn, mut a, mut b) = two_actors("sec_foreign_token", role_a, role_b);
     let mut superuser = connect_timed(&dsn);
     superuser
         .batch_execute(&format!(
             "GRANT SELECT, UPDATE ON tasks TO {role_a}, {role_b}"
         ))
         .unwrap();
-    let mut a = connect_timed(&dsn_as(&dsn, role_a));
-    let mut b = connect_timed(&dsn_as(&dsn, role_b));
     let (first, token) = grant(&mut a, "task-1", "actor-a", "boot-a").unwrap();
     assert_eq!(first, "acquired");
     let mut v = Verdict::default();
@@ -993,12 +1000,8 @@ fn a_cas_on_a_row_updated_after_the_snapshot_is_retry() {
 #[test]
 fn the_history_shows_an_actor_no_token() {
     let (alice, bob) = ("orch_sec_f1_alice", "orch_sec_f1_bob");
-    let dsn = fresh_database_with("sec_f1", TEXT_TASKS);
-    login_role(alice, &["orch_lease_actor"]);
-    login_role(bob, &["orch_lease_actor"]);
+    let (_, mut a, mut b) = two_actors("sec_f1", alice, bob);
     let mut v = Verdict::default();
-    let mut a = connect_timed(&dsn_as(&dsn, alice));
-    let mut b = connect_timed(&dsn_as(&dsn, bob));
     v.answers(
         "alice acquires",
         grant(&mut a, "task-1", "alice", "boot-alice").map(|(outcome, _)| outcome),
@@ -1077,12 +1080,8 @@ fn registering_a_stage_graph_runs_no_code_of_the_table_owner() {
 #[test]
 fn a_boot_id_is_its_registrant_s_alone() {
     let (alice, bob) = ("orch_sec_f11_alice", "orch_sec_f11_bob");
-    let dsn = fresh_database_with("sec_f11", TEXT_TASKS);
-    login_role(alice, &["orch_lease_actor"]);
-    login_role(bob, &["orch_lease_actor"]);
+    let (_, mut a, mut b) = two_actors("sec_f11", alice, bob);
     let mut v = Verdict::default();
-    let mut a = connect_timed(&dsn_as(&dsn, alice));
-    let mut b = connect_timed(&dsn_as(&dsn, bob));
     v.ok(
         "alice registers her boot",
         a.query(

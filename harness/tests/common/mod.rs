@@ -107,6 +107,13 @@ pub fn blocked<T: Send + 'static>(
     (handle, waiting)
 }
 
+/// `text` (an announcement's payload) contains every one of `needles`.
+pub fn assert_contains_all(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "{needle} in {text}");
+    }
+}
+
 /// Serialises the creation of databases and roles within one test binary: on a new cluster, concurrent
 /// `CREATE EXTENSION`s race to create orch_lease's (cluster-wide) roles.
 static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
