@@ -107,9 +107,10 @@ regress_suite() {
     suite_run regress/pg_regress tests/pg_regress sql
 }
 
-# The isolation specs of tests/isolation.
+# The isolation specs, written from tests/isolation/scenarios (one per scenario and isolation level).
 isolation_suite() {
-    suite_run isolation/pg_isolation_regress tests/isolation specs
+    scripts/isolation-specs.sh target/generated/isolation
+    suite_run isolation/pg_isolation_regress target/generated/isolation specs
 }
 
 # The number of tests the results FILE reports passed: cargo's and pg_regress's summaries, and the
