@@ -7,7 +7,7 @@
 //!
 //! Each actor appends what the server acknowledged to its own log, one line per acknowledgement:
 //! `A <item> <token>` (a grant), `C <item> <token> <stage>` (an applied commit), `R <boot>` (recover).
-use crate::kit::{connect, reconnect, shell, spawn, Rng};
+use crate::kit::{connect, count, reconnect, shell, spawn, Rng};
 use postgres::Client;
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -175,36 +175,7 @@ impl Report {
 }
 
 fn check(db: &mut Client, before_crash: &Acknowledged, after_crash: &Acknowledged) -> Report {
-    // Every grant the promoted server knows of, by token (the history records each one).
-    let mut granted: HashMap<i64, String> = HashMap::new();
-    let mut granted_twice = 0;
-    for row in db
-        .query(
-            "SELECT work_item, new_token FROM orch_lease.lease_event
-              WHERE event IN ('acquired', 'reclaimed') AND new_token IS NOT NULL",
-            &[],
-        )
-        .unwrap()
-    {
-        if granted.insert(row.get(1), row.get(0)).is_some() {
-            granted_twice += 1;
-        }
-    }
-    let applied: HashSet<(String, i64, String)> = db
-        .query(
-            "SELECT work_item, old_token, stage_to FROM orch_lease.lease_event WHERE event = 'cas_applied'",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|row| (row.get(0), row.get(1), row.get(2)))
-        .collect();
-    let stages: HashMap<String, u32> = db
-        .query("SELECT id, substr(stage, 2)::int FROM ha_task", &[])
-        .unwrap()
-        .iter()
-        .map(|row| (row.get(0), row.get::<_, i32>(1) as u32))
-        .collect();
+    let server = Promoted::read(db);
     let grants: Vec<&(String, i64)> = before_crash
         .grants
         .iter()
@@ -215,17 +186,6 @@ fn check(db: &mut Client, before_crash: &Acknowledged, after_crash: &Acknowledge
         .iter()
         .chain(&after_crash.commits)
         .collect();
-    let grants_lost = grants
-        .iter()
-        .filter(|(item, token)| granted.get(token) != Some(item))
-        .count();
-    let commits_lost = commits
-        .iter()
-        .filter(|(item, token, stage)| {
-            !applied.contains(&(item.clone(), *token, format!("v{stage}")))
-                || stages.get(item).is_none_or(|now| now < stage)
-        })
-        .count();
     // A token acknowledged to two actors was handed out twice, whatever the server remembers.
     let mut tokens = HashSet::new();
     let acknowledged_twice = grants
@@ -238,28 +198,97 @@ fn check(db: &mut Client, before_crash: &Acknowledged, after_crash: &Acknowledge
         .map(|(_, t)| *t)
         .max()
         .unwrap_or(0);
-    let in_flight = db
-        .query_one(
-            "SELECT (SELECT count(*) FROM orch_lease.lease_event WHERE work_item = 'in-flight')
-                  + (SELECT count(*) FROM orch_lease.transition_lease WHERE work_item = 'in-flight')",
-            &[],
-        )
-        .unwrap()
-        .get::<_, i64>(0);
     Report {
         grants_acknowledged: grants.len(),
         commits_acknowledged: commits.len(),
-        grants_lost,
-        commits_lost,
-        tokens_granted_twice: granted_twice + acknowledged_twice,
+        grants_lost: grants
+            .iter()
+            .filter(|grant| !server.has_grant(grant))
+            .count(),
+        commits_lost: commits
+            .iter()
+            .filter(|commit| !server.has_commit(commit))
+            .count(),
+        tokens_granted_twice: server.granted_twice + acknowledged_twice,
         grants_after_promotion: after_crash.grants.len(),
         tokens_not_above_the_crash: after_crash
             .grants
             .iter()
             .filter(|(_, t)| *t <= crash_token)
             .count(),
-        in_flight_survived: in_flight > 0,
+        in_flight_survived: server.in_flight_survived,
         recovers: before_crash.recovers + after_crash.recovers,
+    }
+}
+
+/// What the promoted server holds.
+struct Promoted {
+    /// Every grant it knows of, by token (the history records each one).
+    granted: HashMap<i64, String>,
+    /// Grants its history holds twice for one token.
+    granted_twice: usize,
+    /// Every applied commit: (item, token, stage reached).
+    applied: HashSet<(String, i64, String)>,
+    /// Each task's stage number now.
+    stages: HashMap<String, u32>,
+    /// The lease or the history of the transaction in flight at the crash.
+    in_flight_survived: bool,
+}
+
+impl Promoted {
+    fn read(db: &mut Client) -> Promoted {
+        let mut granted: HashMap<i64, String> = HashMap::new();
+        let mut granted_twice = 0;
+        for row in db
+            .query(
+                "SELECT work_item, new_token FROM orch_lease.lease_event
+                  WHERE event IN ('acquired', 'reclaimed') AND new_token IS NOT NULL",
+                &[],
+            )
+            .unwrap()
+        {
+            if granted.insert(row.get(1), row.get(0)).is_some() {
+                granted_twice += 1;
+            }
+        }
+        let applied = db
+            .query(
+                "SELECT work_item, old_token, stage_to FROM orch_lease.lease_event WHERE event = 'cas_applied'",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .collect();
+        let stages = db
+            .query("SELECT id, substr(stage, 2)::int FROM ha_task", &[])
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get::<_, i32>(1) as u32))
+            .collect();
+        let in_flight = count(
+            db,
+            "SELECT (SELECT count(*) FROM orch_lease.lease_event WHERE work_item = 'in-flight')
+                  + (SELECT count(*) FROM orch_lease.transition_lease WHERE work_item = 'in-flight')",
+        );
+        Promoted {
+            granted,
+            granted_twice,
+            applied,
+            stages,
+            in_flight_survived: in_flight > 0,
+        }
+    }
+
+    fn has_grant(&self, (item, token): &(String, i64)) -> bool {
+        self.granted.get(token) == Some(item)
+    }
+
+    /// The commit is in the history, and the task is at its stage or beyond.
+    fn has_commit(&self, (item, token, stage): &(String, i64, u32)) -> bool {
+        self.applied
+            .contains(&(item.clone(), *token, format!("v{stage}")))
+            && self.stages.get(item).is_some_and(|now| now >= stage)
     }
 }
 

@@ -151,50 +151,55 @@ impl Actor {
             return Ok(false);
         };
         let (task, seen): (String, String) = (row.get(0), row.get(1));
-        let to = next_stage(&seen)
-            .expect("a stage of the pipeline")
-            .to_string();
         match self.mode {
-            Mode::Naive => {
-                self.effect(&task, &seen, &to);
-                self.db.execute(
-                    "UPDATE soak_task SET stage = $2 WHERE id = $1",
-                    &[&task, &to],
-                )?;
-                self.mark(format!("D {task} {to} applied"));
-            }
-            Mode::Lease => {
-                let grant = self.db.query_one(
-                    "SELECT acquired, outcome, token FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)",
-                    &[&task, &self.instance, &self.pid, &self.boot_id],
-                )?;
-                let (acquired, outcome, token): (bool, String, Option<i64>) =
-                    (grant.get(0), grant.get(1), grant.get(2));
-                if outcome == "superseded" {
-                    panic!("{}: boot superseded while alive", self.instance);
-                }
-                if !acquired {
-                    std::thread::sleep(Duration::from_millis(self.rng.below(3)));
-                    return Ok(true);
-                }
-                // Under the lease: the stage now, not the one seen before acquiring.
-                let from: String = self
-                    .db
-                    .query_one("SELECT stage FROM soak_task WHERE id = $1", &[&task])?
-                    .get(0);
-                let Some(to) = next_stage(&from) else {
-                    self.db.execute(
-                        "SELECT orch_lease.transition_lease_release($1, $2)",
-                        &[&task, &token],
-                    )?;
-                    return Ok(true);
-                };
-                self.effect(&task, &from, to);
-                self.pending = Some((task.clone(), token, from.clone(), to.to_string()));
-                self.commit(&task, token, &from, to)?;
-            }
+            Mode::Naive => self.advance_naively(&task, &seen)?,
+            Mode::Lease => self.advance_with_lease(&task)?,
         }
         Ok(true)
+    }
+
+    /// The effect, then the bare UPDATE, for the stage seen.
+    fn advance_naively(&mut self, task: &str, seen: &str) -> Result<(), postgres::Error> {
+        let to = next_stage(seen).expect("a stage of the pipeline");
+        self.effect(task, seen, to);
+        self.db.execute(
+            "UPDATE soak_task SET stage = $2 WHERE id = $1",
+            &[&task, &to],
+        )?;
+        self.mark(format!("D {task} {to} applied"));
+        Ok(())
+    }
+
+    /// The lease, the stage read under it, the effect, then `commit_stage_cas`.
+    fn advance_with_lease(&mut self, task: &str) -> Result<(), postgres::Error> {
+        let grant = self.db.query_one(
+            "SELECT acquired, outcome, token FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)",
+            &[&task, &self.instance, &self.pid, &self.boot_id],
+        )?;
+        let (acquired, outcome, token): (bool, String, Option<i64>) =
+            (grant.get(0), grant.get(1), grant.get(2));
+        if outcome == "superseded" {
+            panic!("{}: boot superseded while alive", self.instance);
+        }
+        if !acquired {
+            std::thread::sleep(Duration::from_millis(self.rng.below(3)));
+            return Ok(());
+        }
+        // Under the lease: the stage now, not the one seen before acquiring.
+        let from: String = self
+            .db
+            .query_one("SELECT stage FROM soak_task WHERE id = $1", &[&task])?
+            .get(0);
+        let Some(to) = next_stage(&from) else {
+            self.db.execute(
+                "SELECT orch_lease.transition_lease_release($1, $2)",
+                &[&task, &token],
+            )?;
+            return Ok(());
+        };
+        self.effect(task, &from, to);
+        self.pending = Some((task.to_string(), token, from.clone(), to.to_string()));
+        self.commit(task, token, &from, to)
     }
 
     /// The irreversible effect of `task` going `from` → `to`, marked before and after.
