@@ -1,5 +1,7 @@
 # orch_lease — every entry point installs what it needs first (scripts/setup.sh) and is safe to rerun.
-.PHONY: demo test test-matrix test-ha soak bench setup install lint clean
+# Recipes that source scripts/lib.sh need bash.
+SHELL := /bin/bash
+.PHONY: demo test test-matrix test-ha soak bench bench-history setup install lint clean
 
 demo:        ## Replay the incident: five actor processes race with and without orch_lease
 	scripts/demo.sh
@@ -10,14 +12,18 @@ test:        ## Every test: in-process, pg_regress, real-connection races and th
 test-matrix: ## In-process, pg_regress and isolation tests on PostgreSQL 14, 16, 17 and 18 (make test covers 15)
 	scripts/matrix.sh
 
-test-ha:     ## Only the failover test: a primary, a synchronous standby, a hard stop and a promotion
-	scripts/setup.sh && scripts/ha-test.sh
+test-ha: setup  ## Only the failover test: a primary, a synchronous standby, a hard stop and a promotion
+	. scripts/lib.sh && install_debug
+	scripts/ha-test.sh
 
 soak:        ## The long soak with injected faults (figures for docs/reliability.md)
 	scripts/soak.sh
 
 bench:       ## Benchmarks against raw SQL, a PL/pgSQL twin and advisory locks; writes docs/benchmarks.md
 	scripts/bench.sh
+
+bench-history: ## What the lease history costs: orch_lease.history = all against takeovers and raw SQL
+	bench/history.sh
 
 setup:       ## Install PostgreSQL 15, clang, cargo-pgrx and run cargo pgrx init (only what is missing)
 	scripts/setup.sh

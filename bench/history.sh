@@ -2,12 +2,11 @@
 # What the lease history costs: the acquire + commit cycle (bench/scripts/cycle_orch_lease.sql) with
 # orch_lease.history = all (every grant and CAS recorded) against takeovers (only takeovers), and the
 # raw-SQL floor (cycle_raw.sql), each measured in this run. Prints medians and ratios.
-# BENCH_RUNS (3) × BENCH_SECONDS (5) per variant, at 1 and 4 clients.
+# BENCH_RUNS (3) × BENCH_SECONDS (5) per variant, at 1 and 4 clients. `make bench-history` runs it.
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 begin
-install_release
-cluster_start -c shared_buffers=512MB -c checkpoint_timeout=30min -c max_wal_size=4GB
+bench_cluster
 runs=${BENCH_RUNS:-3} seconds=${BENCH_SECONDS:-5}
 psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
 CREATE EXTENSION orch_lease;

@@ -6,9 +6,8 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 begin
 
-install_release
 venv=target/bench/venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q -r bench/requirements.txt
-cluster_start -c shared_buffers=512MB -c checkpoint_timeout=30min -c max_wal_size=4GB
+bench_cluster
 PATH="$PG_BIN:$PATH" "$venv/bin/python" bench/run.py

@@ -5,12 +5,11 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT_DIR"
+SUITE=cron
 trap cluster_stop EXIT
 cluster_start -c shared_preload_libraries=pg_cron -c cron.database_name=postgres \
               -c cron.use_background_workers=on -c max_worker_processes=16
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -c "$1"; }
-awk '/^```sql$/ { on = 1; next } /^```$/ { on = 0 } on' docs/operations.md > target/operations.sql
-psql -X -q -v ON_ERROR_STOP=1 -f target/operations.sql > target/operations.out
+run_snippets docs/operations.md operations
 
 q "SELECT count(*) FROM orch_lease.transition_lease_recover('boot-1', 'orchestrator');
    SELECT count(*) FROM orch_lease.transition_lease_recover('boot-2', 'orchestrator');" >/dev/null
@@ -18,11 +17,7 @@ q "INSERT INTO orch_lease.transition_lease (work_item, token, owner, owner_pid, 
    VALUES ('dead', nextval('orch_lease.token_seq'), 'monitor', 1, 'boot-1', now()),
           ('old', nextval('orch_lease.token_seq'), 'deployer', 2, 'boot-2', now() - interval '2 hours'),
           ('young', nextval('orch_lease.token_seq'), 'webhook', 3, 'boot-2', now())"
-for _ in $(seq 1 80); do
-    [ "$(q "SELECT count(*) FROM orch_lease.transition_lease")" = 1 ] && break
-    sleep 1
-done
-check() { [ "$(q "$1")" = "$2" ] || { echo "cron: $3 (got $(q "$1"), wanted $2)"; exit 1; }; }
+await_answer "SELECT count(*) FROM orch_lease.transition_lease" 1 80 1 >/dev/null
 check "SELECT string_agg(work_item, ' ') FROM orch_lease.transition_lease" young "the scheduled reaper left only the young live lease"
 check "SELECT string_agg(work_item || ':' || event || ':' || outcome, ' ' ORDER BY work_item) FROM orch_lease.lease_event" \
       "dead:reclaimed:stale old:reaped:ceiling" "the reaper logged one reclaim and one ceiling reap"
@@ -31,5 +26,5 @@ check "SELECT count(*) > 0 FROM cron.job_run_details d JOIN cron.job j USING (jo
 check "SELECT count(*) FROM cron.job WHERE jobname IN ('orch_lease_reap', 'orch_lease_prune')" 2 "both jobs are scheduled"
 check "SELECT rolname FROM pg_roles WHERE pg_has_role(rolname, 'orch_lease_actor', 'MEMBER') AND rolname = 'worker'" worker \
       "the roles of the recipe exist"
-echo "cron: $(grep -c '^```sql$' docs/operations.md) snippets ran; the scheduled reaper reclaimed and reaped"
+echo "cron: $(snippet_count docs/operations.md) snippets ran; the scheduled reaper reclaimed and reaped"
 echo "cron: 1 passed, 0 failed"

@@ -23,11 +23,9 @@ declare -A actor=(
 )
 passed=0
 for lang in python node rust; do
-    db=example_$lang
-    "$PG_BIN/dropdb" --if-exists "$db"
-    "$PG_BIN/createdb" "$db"
-    dsn="postgresql://postgres@127.0.0.1:$PGPORT/$db"
-    q() { psql -X -q -t -A -d "$db" -c "$1"; }
+    SUITE="example $lang"
+    new_database "example_$lang"
+    dsn="postgresql://postgres@127.0.0.1:$PGPORT/example_$lang"
     q "CREATE EXTENSION orch_lease;
        CREATE TABLE example_task (id text PRIMARY KEY, stage text NOT NULL);
        CREATE TABLE example_effect (task_id text, actor text, at timestamptz DEFAULT clock_timestamp());
@@ -50,14 +48,13 @@ for lang in python node rust; do
     wait "$listener"
 
     cat "$work/$lang"-*.out
-    check() { [ "$(q "$1")" = "$2" ] || { echo "example $lang: $3 (got $(q "$1"), wanted $2)"; exit 1; }; }
     check "SELECT count(*) FROM example_task WHERE stage <> 'merged'" 0 "every task merged"
     check "SELECT count(*) || '/' || count(DISTINCT task_id) FROM example_effect" 12/12 "one effect per task"
     check "SELECT count(*) FROM orch_lease.transition_lease" 0 "no lease left"
     check "SELECT count(*) FROM orch_lease.lease_event WHERE event = 'reclaimed' AND work_item = 'task-1'" 1 \
           "the dead incarnation's lease reclaimed"
-    grep -q "recovered lease on task-1" "$work/$lang-worker-1.out" || { echo "example $lang: recover not reported"; exit 1; }
-    grep -q "reclaimed" "$work/$lang-listener.out" || { echo "example $lang: alert not received"; exit 1; }
+    grep -q "recovered lease on task-1" "$work/$lang-worker-1.out" || fail "recover not reported"
+    grep -q "reclaimed" "$work/$lang-listener.out" || fail "alert not received"
     passed=$((passed + 1))
 done
 echo "examples: $passed passed, 0 failed"

@@ -1,11 +1,16 @@
-# Shared by the scripts: toolchain versions, running as the postgres user when we are root, and a
-# throwaway PostgreSQL cluster with its own data directory and port. Source it; do not run it.
+# shellcheck shell=bash
+# Shared by the scripts: toolchain versions, running as the postgres user when we are root, building and
+# installing orch_lease, the test suites, throwaway PostgreSQL servers with their own directory and port,
+# and querying and checking them. Source it; do not run it.
 # PostgreSQL 15 is Debian's and the default; scripts/matrix.sh points these at other majors.
 PG_MAJOR=${PG_MAJOR:-15}
+# shellcheck disable=SC2034 # scripts/setup.sh installs this one
 PGRX_VERSION=0.18.1
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
 PG_BIN=$(dirname "$PG_CONFIG")
 ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# What `fail` and `check` name in their messages; each test script sets its own.
+SUITE=orch_lease
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -38,14 +43,24 @@ pgrx_install_args() {
 # The start of every entry point: from the project root, with what it needs installed, and with any
 # server it starts stopped on exit, whatever happens.
 begin() {
-    cd "$ROOT_DIR"
+    cd "$ROOT_DIR" || exit
     scripts/setup.sh
     trap cluster_stop EXIT
+}
+
+# --- building and installing -------------------------------------------------------------------------
+
+# Builds orch_lease (debug, as the tests want it) and installs it into $PG_CONFIG's PostgreSQL.
+install_debug() {
+    log "installing orch_lease into PostgreSQL $PG_MAJOR"
+    # shellcheck disable=SC2046 # no argument, or one
+    cargo pgrx install --pg-config "$PG_CONFIG" $(pgrx_install_args) >/dev/null
 }
 
 # Builds orch_lease with fat LTO and installs it into the system PostgreSQL.
 install_release() {
     log "building and installing orch_lease (release)"
+    # shellcheck disable=SC2046 # no argument, or one
     cargo pgrx install --release --pg-config "$PG_CONFIG" $(pgrx_install_args) >/dev/null
 }
 
@@ -53,49 +68,161 @@ install_release() {
 release_cluster() {
     install_release
     cargo build --quiet --release --manifest-path harness/Cargo.toml
-    cluster_start "$@"
+    cluster_start
+}
+
+# The benchmarks' server: orch_lease's release build, and a throwaway cluster tuned for throughput.
+bench_cluster() {
+    install_release
+    cluster_start -c shared_buffers=512MB -c checkpoint_timeout=30min -c max_wal_size=4GB
+}
+
+# --- the suites --------------------------------------------------------------------------------------
+
+# The in-process #[pg_test]s (cargo pgrx test runs its own temporary server). One at a time: the tests
+# share one database, and a parallel test holding a lease would be a real contender (busy) for another.
+in_process_tests() {
+    # shellcheck disable=SC2046 # no argument, or four
+    RUST_TEST_THREADS=1 cargo pgrx test "pg$PG_MAJOR" $(pgrx_test_args)
 }
 
 # Runs a pg_regress-style suite against the running cluster: suite_run DRIVER INPUTDIR KIND, where DRIVER is
 # regress/pg_regress or isolation/pg_isolation_regress and the specs are every file of INPUTDIR/KIND.
 suite_run() {
-    local driver=$1 inputdir=$2 kind=$3 name
+    local driver=$1 inputdir=$2 kind=$3 name spec specs=()
     name=$(basename "$inputdir")
+    for spec in "$inputdir/$kind"/*; do
+        spec=$(basename "$spec")
+        specs+=("${spec%.*}")
+    done
     "$PG_BIN/createdb" "orch_lease_$name"
     mkdir -p "target/$name"
-    local specs
-    specs=$(cd "$inputdir/$kind" && ls | sed 's|\.[a-z]*$||')
-    # shellcheck disable=SC2086 # one argument per spec
     "$(dirname "$("$PG_CONFIG" --pgxs)")/../test/$driver" \
         --use-existing --bindir="$PG_BIN" --host="$PGHOST" --port="$PGPORT" --user=postgres --dbname="orch_lease_$name" \
-        --inputdir="$inputdir" --outputdir="target/$name" $specs
+        --inputdir="$inputdir" --outputdir="target/$name" "${specs[@]}"
 }
+
+# The pg_regress specs of tests/pg_regress.
+regress_suite() {
+    suite_run regress/pg_regress tests/pg_regress sql
+}
+
+# The isolation specs, written from tests/isolation/scenarios (one per scenario and isolation level).
+isolation_suite() {
+    scripts/isolation-specs.sh target/generated/isolation
+    suite_run isolation/pg_isolation_regress target/generated/isolation specs
+}
+
+# The number of tests the results FILE reports passed: cargo's and pg_regress's summaries, and the
+# `NAME: N passed` lines of the scripts.
+count_passed() {
+    awk '/^test result: ok\./ { n += $4 }
+         /^#? *All [0-9]+ tests passed/ { n += $(NF-2) }
+         /^(examples|upgrade|runbook|cron|failover): [0-9]+ passed/ { n += $2 }
+         END { print n + 0 }' "$1"
+}
+
+# --- throwaway servers -------------------------------------------------------------------------------
+
+# A free TCP port on this machine.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# A pg_ctl command line as one string, for a program to run later through sh (as the postgres user when we
+# are root): pg_ctl_command ARGS…
+pg_ctl_command() {
+    local command="$PG_BIN/pg_ctl $*"
+    if is_root; then command="runuser -u postgres -- $command"; fi
+    echo "$command"
+}
+
+# Starts the server of data directory DATA on PORT, its socket in DATA's parent directory and its log
+# in DATA.log: server_start DATA PORT [-c name=value …].
+server_start() {
+    local data=$1 port=$2
+    shift 2
+    as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$data.log" -w -o "-p $port -k $(dirname "$data") $*" start >/dev/null
+}
+
+# The settings of every throwaway server (a standby's max_connections must be at least its primary's).
+SERVER_SETTINGS=(-c listen_addresses=127.0.0.1 -c max_connections=200)
 
 CLUSTER_DIR=""
 # Starts a throwaway cluster in a fresh directory on a free port; exports PGHOST, PGPORT, PGUSER,
-# PGDATABASE and ORCH_LEASE_DSN. Extra arguments are `-c name=value` server settings.
+# PGDATABASE and ORCH_LEASE_DSN. Extra arguments are `-c name=value` server settings. Its data directory
+# is $CLUSTER_DIR/data; other servers (a standby) may live beside it, and cluster_stop stops them too.
 cluster_start() {
     CLUSTER_DIR=$(mktemp -d /tmp/orch_lease-cluster.XXXXXX)
     chmod 755 "$CLUSTER_DIR"
-    is_root && chown postgres:postgres "$CLUSTER_DIR"
+    if is_root; then chown postgres:postgres "$CLUSTER_DIR"; fi
     local port
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    port=$(free_port)
     as_pg "$PG_BIN/initdb" -D "$CLUSTER_DIR/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
-    as_pg "$PG_BIN/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -w \
-        -o "-p $port -k $CLUSTER_DIR -c listen_addresses=127.0.0.1 -c max_connections=200 $*" start >/dev/null
+    server_start "$CLUSTER_DIR/data" "$port" "${SERVER_SETTINGS[@]}" "$@"
     export PGHOST=$CLUSTER_DIR PGPORT=$port PGUSER=postgres PGDATABASE=postgres
     export ORCH_LEASE_DSN="host=$CLUSTER_DIR port=$port user=postgres dbname=postgres"
     # How the soak crashes and restarts the server: an immediate stop, then a start with the same options.
-    local pg_ctl="$PG_BIN/pg_ctl -D $CLUSTER_DIR/data -l $CLUSTER_DIR/server.log -m immediate -w restart"
-    if is_root; then pg_ctl="runuser -u postgres -- $pg_ctl"; fi
-    export ORCH_LEASE_RESTART_CMD="$pg_ctl >/dev/null"
+    ORCH_LEASE_RESTART_CMD="$(pg_ctl_command -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/data.log" -m immediate -w restart) >/dev/null"
+    export ORCH_LEASE_RESTART_CMD
     log "throwaway PostgreSQL $PG_MAJOR on port $port, data in $CLUSTER_DIR"
 }
 
-# Stops the cluster (immediately: it is thrown away) and removes its directory. Safe to call twice.
+# Stops the cluster's servers (immediately: they are thrown away) and removes its directory. Safe to call
+# twice.
 cluster_stop() {
     [ -n "$CLUSTER_DIR" ] && [ -d "$CLUSTER_DIR" ] || return 0
-    as_pg "$PG_BIN/pg_ctl" -D "$CLUSTER_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+    local data
+    for data in "$CLUSTER_DIR"/*/; do
+        as_pg "$PG_BIN/pg_ctl" -D "$data" -m immediate stop >/dev/null 2>&1 || true
+    done
     rm -rf "$CLUSTER_DIR"
     CLUSTER_DIR=""
 }
+
+# --- querying and checking the running cluster --------------------------------------------------------
+
+# A fresh database NAME (dropped first if it exists), which q, check and psql use from then on.
+new_database() {
+    "$PG_BIN/dropdb" --if-exists "$1"
+    "$PG_BIN/createdb" "$1"
+    export PGDATABASE=$1
+}
+
+# What SQL answers, unaligned and without headers.
+q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -c "$1"; }
+
+# Stops the script with a message that names the suite.
+fail() {
+    echo "$SUITE: $*"
+    exit 1
+}
+
+# check SQL WANTED WHAT: SQL must answer WANTED, else the suite fails saying WHAT.
+check() {
+    local answer
+    answer=$(q "$1")
+    [ "$answer" = "$2" ] || fail "$3 (got $answer, wanted $2)"
+}
+
+# await_answer SQL WANTED TRIES INTERVAL: asks SQL every INTERVAL seconds until it answers WANTED, TRIES
+# times at most; prints its last answer.
+await_answer() {
+    local answer=""
+    for _ in $(seq "$3"); do
+        answer=$(q "$1")
+        [ "$answer" = "$2" ] && break
+        sleep "$4"
+    done
+    echo "$answer"
+}
+
+# run_snippets PAGE NAME: runs every ```sql block of the markdown PAGE, in order, in one psql session that
+# stops at the first error; the SQL goes to target/NAME.sql and what psql printed to target/NAME.out.
+run_snippets() {
+    awk '/^```sql$/ { on = 1; next } /^```$/ { on = 0 } on' "$1" > "target/$2.sql"
+    psql -X -q -v ON_ERROR_STOP=1 -f "target/$2.sql" > "target/$2.out"
+}
+
+# The number of ```sql blocks of a markdown page.
+snippet_count() { grep -c '^```sql$' "$1"; }

@@ -47,15 +47,15 @@ for major in $MAJORS; do
         export PG_MAJOR=$major PG_CONFIG=$PG_BUILDS/$major/bin/pg_config
         source scripts/lib.sh
         log "PostgreSQL $major: in-process tests"
-        RUST_TEST_THREADS=1 cargo pgrx test "pg$major" $(pgrx_test_args) 2>&1 | tee -a "$results"
-        cargo pgrx install --pg-config "$PG_CONFIG" $(pgrx_install_args) >/dev/null
+        in_process_tests 2>&1 | tee -a "$results"
+        install_debug
         trap cluster_stop EXIT
         cluster_start
         log "PostgreSQL $major: pg_regress and isolation specs"
-        suite_run regress/pg_regress tests/pg_regress sql 2>&1 | tee -a "$results"
-        suite_run isolation/pg_isolation_regress tests/isolation specs 2>&1 | tee -a "$results"
+        regress_suite 2>&1 | tee -a "$results"
+        isolation_suite 2>&1 | tee -a "$results"
     )
 done
-passed=$(awk '/^test result: ok\./ { n += $4 } /^#? *All [0-9]+ tests passed/ { n += $(NF-2) } END { print n + 0 }' "$results")
+passed=$(count_passed "$results")
 rm -f "$results"
 echo "orch_lease matrix (PostgreSQL $MAJORS): $passed passed, 0 failed"

@@ -4,13 +4,9 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT_DIR"
-"$PG_BIN/dropdb" --if-exists orch_lease_runbook
-"$PG_BIN/createdb" orch_lease_runbook
-snippets=target/runbook.sql
-awk '/^```sql$/ { on = 1; next } /^```$/ { on = 0 } on' docs/runbook.md > "$snippets"
-psql -X -q -v ON_ERROR_STOP=1 -d orch_lease_runbook -f "$snippets" > target/runbook.out
-q() { psql -X -q -t -A -d orch_lease_runbook -c "$1"; }
-check() { [ "$(q "$1")" = "$2" ] || { echo "runbook: $3 (got $(q "$1"), wanted $2)"; exit 1; }; }
+SUITE=runbook
+new_database orch_lease_runbook
+run_snippets docs/runbook.md runbook
 check "SELECT count(*) FROM orch_lease.lease_event WHERE event = 'forced' AND work_item = 'PR-130'" 1 \
       "section 2 force-released the stuck lease"
 check "SELECT string_agg(event || ':' || outcome, ' ') FROM orch_lease.lease_event WHERE work_item = 'PR-131' AND event <> 'acquired'" "reaped:ceiling" \
@@ -21,11 +17,12 @@ check "SELECT count(*) FROM orch_lease.boot WHERE instance = 'monitor' AND super
 check "SELECT count(*) FROM pg_db_role_setting WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = 'orch_lease_runbook')" 0 \
       "section 5 turned the kill-switch back on"
 # docs/scale-out.md names orch_lease's tables and functions for Citus: every one must exist as written.
+SUITE=scale-out.md
 grep -o "create_distributed_function('[^']*'" docs/scale-out.md | cut -d"'" -f2 | while read -r function; do
-    q "SELECT '$function'::regprocedure" >/dev/null || { echo "scale-out.md: no function $function"; exit 1; }
+    q "SELECT '$function'::regprocedure" >/dev/null || fail "no function $function"
 done
 grep -oE "create_(distributed|reference)_table\('orch_lease\.[a-z_]*'" docs/scale-out.md | cut -d"'" -f2 | while read -r table; do
-    q "SELECT '$table'::regclass" >/dev/null || { echo "scale-out.md: no table $table"; exit 1; }
+    q "SELECT '$table'::regclass" >/dev/null || fail "no table $table"
 done
-echo "runbook: $(grep -c '^```sql$' docs/runbook.md) snippets ran"
+echo "runbook: $(snippet_count docs/runbook.md) snippets ran"
 echo "runbook: 1 passed, 0 failed"

@@ -5,7 +5,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-packages=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-$PG_MAJOR-cron libclang-dev clang
+packages=("postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" "postgresql-$PG_MAJOR-cron" libclang-dev clang
           pkg-config libssl-dev build-essential python3)
 is_root && packages+=(sudo) # cargo pgrx test --runas uses sudo
 command -v npm >/dev/null || packages+=(nodejs npm) # the Node.js example
@@ -26,5 +26,5 @@ fi
 
 if ! grep -qs "^pg$PG_MAJOR = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
     log "pgrx: init against $PG_CONFIG"
-    cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG"
+    cargo pgrx init "--pg$PG_MAJOR" "$PG_CONFIG"
 fi

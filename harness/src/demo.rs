@@ -2,7 +2,8 @@
 //! orch_lease, first with the kill-switch off (exactly the old bare-UPDATE behaviour), then on. Then one
 //! actor crashes holding a lease, is restarted, and its recover reclaims the lease while an alerting
 //! listener receives the announcement.
-use crate::{connect, prepare, race, race_of, report, Mode};
+use crate::kit::{connect, count, Mode};
+use crate::race::{prepare, race, race_of, report, Report};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
 use std::path::Path;
@@ -45,26 +46,52 @@ fn status(db: &mut Client) {
     }
 }
 
+const ITEMS: usize = 20;
+const EFFECT_MS: u64 = 20;
+
 pub fn run(exe: &Path, dsn: &str) {
     let mut db = connect(dsn);
-    let (items, effect_ms) = (20, 20);
 
     heading("Round 1 — kill-switch OFF (orch_lease.enabled = off): the old unconditional writes");
-    prepare(&mut db, items);
-    kill_switch(&mut db, false);
-    race(exe, dsn, Mode::Lease, items, effect_ms);
-    kill_switch(&mut db, true);
-    let off = report(&mut db);
+    let off = race_round(&mut db, exe, dsn, false);
     off.print("kill-switch off");
 
     heading("Round 2 — kill-switch ON: transition lease + expected-stage CAS");
-    prepare(&mut db, items);
-    race(exe, dsn, Mode::Lease, items, effect_ms);
-    let on = report(&mut db);
+    let on = race_round(&mut db, exe, dsn, true);
     on.print("kill-switch on");
 
     heading("Round 3 — an actor crashes holding a lease, restarts, and recovers it");
-    prepare(&mut db, 3);
+    let (alert, merged) = crash_round(&mut db, exe, dsn);
+
+    heading("Summary");
+    summary(&off, &on);
+    assert!(
+        !off.exactly_once(),
+        "with the kill-switch off the race should duplicate effects"
+    );
+    assert!(
+        on.exactly_once(),
+        "with orch_lease on every effect should run once"
+    );
+    assert!(alert.contains("\"event\":\"reclaimed\""), "{alert}");
+    assert_eq!(merged, 3, "the restarted actor finished the work");
+}
+
+/// The five actors race over fresh tasks with the kill-switch as given (and on again afterwards).
+fn race_round(db: &mut Client, exe: &Path, dsn: &str, switch_on: bool) -> Report {
+    prepare(db, ITEMS);
+    if !switch_on {
+        kill_switch(db, false);
+    }
+    race(exe, dsn, Mode::Lease, ITEMS, EFFECT_MS);
+    if !switch_on {
+        kill_switch(db, true);
+    }
+    report(db)
+}
+
+/// A listener on `orch_lease`, ready when this returns: the payloads of the next 20 s.
+fn listen(dsn: &str) -> mpsc::Receiver<String> {
     let (alerts, received) = mpsc::channel();
     let listener_dsn = dsn.to_string();
     let (ready, listening) = mpsc::channel();
@@ -79,41 +106,48 @@ pub fn run(exe: &Path, dsn: &str) {
         }
     });
     listening.recv().unwrap();
-    let finalizer = |extra: &[&str]| {
+    received
+}
+
+/// The deploy finalizer dies holding a lease, restarts and recovers it: the alert, and the tasks
+/// merged in the end.
+fn crash_round(db: &mut Client, exe: &Path, dsn: &str) -> (String, i64) {
+    prepare(db, 3);
+    let received = listen(dsn);
+    let finalizer = |crash_after_grant: bool| {
         race_of(
             exe,
             dsn,
             Mode::Lease,
             &["deploy-finalizer"],
             3,
-            effect_ms,
-            extra,
+            EFFECT_MS,
+            crash_after_grant,
         )
     };
-    finalizer(&["--crash-after-grant", "yes"]);
+    finalizer(true);
     println!("  The process is gone, but no heartbeat has to time out: its boot is simply still registered.");
-    status(&mut db);
+    status(db);
     println!(
         "  deploy-finalizer restarts with a fresh boot id and calls transition_lease_recover:"
     );
-    finalizer(&[]);
+    finalizer(false);
     let alert = received
         .recv_timeout(Duration::from_secs(10))
         .expect("the alert arrives");
     println!("  ALERT on channel orch_lease: {alert}");
-    status(&mut db);
-    let merged: i64 = db
-        .query_one("SELECT count(*) FROM demo_task WHERE stage = 'merged'", &[])
-        .unwrap()
-        .get(0);
+    status(db);
+    let merged = count(db, "SELECT count(*) FROM demo_task WHERE stage = 'merged'");
     println!("  tasks merged after the restart: {merged} of 3");
+    (alert, merged)
+}
 
-    heading("Summary");
+fn summary(off: &Report, on: &Report) {
     println!(
         "  {:<22} {:>8} {:>11} {:>15}  verdict",
         "round", "effects", "duplicated", "contradictory"
     );
-    for (name, r) in [("kill-switch off", &off), ("kill-switch on", &on)] {
+    for (name, r) in [("kill-switch off", off), ("kill-switch on", on)] {
         let verdict = if r.exactly_once() {
             "each effect exactly once"
         } else {
@@ -128,14 +162,4 @@ pub fn run(exe: &Path, dsn: &str) {
         "  {:<22} {:>8} {:>11} {:>15}  lease recovered, alert sent",
         "crash + restart", "", "", ""
     );
-    assert!(
-        !off.exactly_once(),
-        "with the kill-switch off the race should duplicate effects"
-    );
-    assert!(
-        on.exactly_once(),
-        "with orch_lease on every effect should run once"
-    );
-    assert!(alert.contains("\"event\":\"reclaimed\""), "{alert}");
-    assert_eq!(merged, 3, "the restarted actor finished the work");
 }

@@ -7,12 +7,13 @@
 //!
 //! Each actor appends what the server acknowledged to its own log, one line per acknowledgement:
 //! `A <item> <token>` (a grant), `C <item> <token> <stage>` (an applied commit), `R <boot>` (recover).
-use postgres::{Client, NoTls};
+use crate::kit::{connect, count, reconnect, shell, spawn, Rng};
+use postgres::Client;
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 pub struct Plan {
@@ -46,25 +47,26 @@ pub fn prepare(db: &mut Client, items: usize) {
 
 pub fn run(exe: &Path, plan: &Plan) -> Report {
     std::fs::create_dir_all(&plan.dir).unwrap();
+    let seconds = (plan.before + plan.after).as_secs();
     let actors: Vec<Child> = (0..plan.actors)
         .map(|n| {
-            Command::new(exe)
-                .args(["failover-actor", "--dsn", &plan.dsn, "--role"])
-                .arg(format!("actor-{n}"))
-                .args(["--items", &plan.items.to_string(), "--dir"])
-                .arg(&plan.dir)
-                .args([
-                    "--seconds",
-                    &(plan.before + plan.after).as_secs().to_string(),
-                ])
-                .spawn()
-                .unwrap()
+            spawn(
+                exe,
+                "failover-actor",
+                &[
+                    ("dsn", plan.dsn.clone()),
+                    ("role", format!("actor-{n}")),
+                    ("items", plan.items.to_string()),
+                    ("dir", plan.dir.display().to_string()),
+                    ("seconds", seconds.to_string()),
+                ],
+            )
         })
         .collect();
     std::thread::sleep(plan.before);
 
     // A transaction in flight at the crash: its lease must not survive it.
-    let mut in_flight = Client::connect(&plan.primary_dsn, NoTls).unwrap();
+    let mut in_flight = connect(&plan.primary_dsn);
     in_flight.batch_execute("BEGIN").unwrap();
     in_flight
         .query(
@@ -88,13 +90,8 @@ pub fn run(exe: &Path, plan: &Plan) -> Report {
         assert!(actor.wait().unwrap().success(), "an actor failed");
     }
     let (after_crash, _) = acknowledged(&plan.dir, &read);
-    let mut db = Client::connect(&plan.dsn, NoTls).unwrap();
+    let mut db = connect(&plan.dsn);
     check(&mut db, &before_crash, &after_crash)
-}
-
-fn shell(command: &str) {
-    let status = Command::new("sh").args(["-c", command]).status().unwrap();
-    assert!(status.success(), "{command} failed");
 }
 
 /// What the actors were told had committed: grants (item, token) and commits (item, token, stage).
@@ -178,36 +175,7 @@ impl Report {
 }
 
 fn check(db: &mut Client, before_crash: &Acknowledged, after_crash: &Acknowledged) -> Report {
-    // Every grant the promoted server knows of, by token (the history records each one).
-    let mut granted: HashMap<i64, String> = HashMap::new();
-    let mut granted_twice = 0;
-    for row in db
-        .query(
-            "SELECT work_item, new_token FROM orch_lease.lease_event
-              WHERE event IN ('acquired', 'reclaimed') AND new_token IS NOT NULL",
-            &[],
-        )
-        .unwrap()
-    {
-        if granted.insert(row.get(1), row.get(0)).is_some() {
-            granted_twice += 1;
-        }
-    }
-    let applied: HashSet<(String, i64, String)> = db
-        .query(
-            "SELECT work_item, old_token, stage_to FROM orch_lease.lease_event WHERE event = 'cas_applied'",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|row| (row.get(0), row.get(1), row.get(2)))
-        .collect();
-    let stages: HashMap<String, u32> = db
-        .query("SELECT id, substr(stage, 2)::int FROM ha_task", &[])
-        .unwrap()
-        .iter()
-        .map(|row| (row.get(0), row.get::<_, i32>(1) as u32))
-        .collect();
+    let server = Promoted::read(db);
     let grants: Vec<&(String, i64)> = before_crash
         .grants
         .iter()
@@ -218,17 +186,6 @@ fn check(db: &mut Client, before_crash: &Acknowledged, after_crash: &Acknowledge
         .iter()
         .chain(&after_crash.commits)
         .collect();
-    let grants_lost = grants
-        .iter()
-        .filter(|(item, token)| granted.get(token) != Some(item))
-        .count();
-    let commits_lost = commits
-        .iter()
-        .filter(|(item, token, stage)| {
-            !applied.contains(&(item.clone(), *token, format!("v{stage}")))
-                || stages.get(item).is_none_or(|now| now < stage)
-        })
-        .count();
     // A token acknowledged to two actors was handed out twice, whatever the server remembers.
     let mut tokens = HashSet::new();
     let acknowledged_twice = grants
@@ -241,28 +198,97 @@ fn check(db: &mut Client, before_crash: &Acknowledged, after_crash: &Acknowledge
         .map(|(_, t)| *t)
         .max()
         .unwrap_or(0);
-    let in_flight = db
-        .query_one(
-            "SELECT (SELECT count(*) FROM orch_lease.lease_event WHERE work_item = 'in-flight')
-                  + (SELECT count(*) FROM orch_lease.transition_lease WHERE work_item = 'in-flight')",
-            &[],
-        )
-        .unwrap()
-        .get::<_, i64>(0);
     Report {
         grants_acknowledged: grants.len(),
         commits_acknowledged: commits.len(),
-        grants_lost,
-        commits_lost,
-        tokens_granted_twice: granted_twice + acknowledged_twice,
+        grants_lost: grants
+            .iter()
+            .filter(|grant| !server.has_grant(grant))
+            .count(),
+        commits_lost: commits
+            .iter()
+            .filter(|commit| !server.has_commit(commit))
+            .count(),
+        tokens_granted_twice: server.granted_twice + acknowledged_twice,
         grants_after_promotion: after_crash.grants.len(),
         tokens_not_above_the_crash: after_crash
             .grants
             .iter()
             .filter(|(_, t)| *t <= crash_token)
             .count(),
-        in_flight_survived: in_flight > 0,
+        in_flight_survived: server.in_flight_survived,
         recovers: before_crash.recovers + after_crash.recovers,
+    }
+}
+
+/// What the promoted server holds.
+struct Promoted {
+    /// Every grant it knows of, by token (the history records each one).
+    granted: HashMap<i64, String>,
+    /// Grants its history holds twice for one token.
+    granted_twice: usize,
+    /// Every applied commit: (item, token, stage reached).
+    applied: HashSet<(String, i64, String)>,
+    /// Each task's stage number now.
+    stages: HashMap<String, u32>,
+    /// The lease or the history of the transaction in flight at the crash.
+    in_flight_survived: bool,
+}
+
+impl Promoted {
+    fn read(db: &mut Client) -> Promoted {
+        let mut granted: HashMap<i64, String> = HashMap::new();
+        let mut granted_twice = 0;
+        for row in db
+            .query(
+                "SELECT work_item, new_token FROM orch_lease.lease_event
+                  WHERE event IN ('acquired', 'reclaimed') AND new_token IS NOT NULL",
+                &[],
+            )
+            .unwrap()
+        {
+            if granted.insert(row.get(1), row.get(0)).is_some() {
+                granted_twice += 1;
+            }
+        }
+        let applied = db
+            .query(
+                "SELECT work_item, old_token, stage_to FROM orch_lease.lease_event WHERE event = 'cas_applied'",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .collect();
+        let stages = db
+            .query("SELECT id, substr(stage, 2)::int FROM ha_task", &[])
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get::<_, i32>(1) as u32))
+            .collect();
+        let in_flight = count(
+            db,
+            "SELECT (SELECT count(*) FROM orch_lease.lease_event WHERE work_item = 'in-flight')
+                  + (SELECT count(*) FROM orch_lease.transition_lease WHERE work_item = 'in-flight')",
+        );
+        Promoted {
+            granted,
+            granted_twice,
+            applied,
+            stages,
+            in_flight_survived: in_flight > 0,
+        }
+    }
+
+    fn has_grant(&self, (item, token): &(String, i64)) -> bool {
+        self.granted.get(token) == Some(item)
+    }
+
+    /// The commit is in the history, and the task is at its stage or beyond.
+    fn has_commit(&self, (item, token, stage): &(String, i64, u32)) -> bool {
+        self.applied
+            .contains(&(item.clone(), *token, format!("v{stage}")))
+            && self.stages.get(item).is_some_and(|now| now >= stage)
     }
 }
 
@@ -276,7 +302,7 @@ pub fn run_actor(dsn: &str, role: &str, items: usize, dir: &Path, seconds: u64) 
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut incarnation = 0;
-    let mut rng = std::process::id() as u64;
+    let mut rng = Rng::seeded(std::process::id() as u64);
     while Instant::now() < deadline {
         incarnation += 1;
         let boot = format!("{role}-boot-{incarnation}");
@@ -294,10 +320,7 @@ pub fn run_actor(dsn: &str, role: &str, items: usize, dir: &Path, seconds: u64) 
         }
         writeln!(log, "R {boot}").unwrap();
         while Instant::now() < deadline {
-            rng = rng
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let item = format!("ha-{}", (rng >> 33) as usize % items + 1);
+            let item = format!("ha-{}", rng.below(items as u64) + 1);
             if step(&mut db, &mut log, role, &boot, &item).is_err() {
                 break; // the connection is gone: a new incarnation
             }
@@ -337,14 +360,4 @@ fn step(
         writeln!(log, "C {item} {token} {next}").unwrap();
     }
     Ok(())
-}
-
-fn reconnect(dsn: &str, deadline: Instant) -> Option<Client> {
-    while Instant::now() < deadline {
-        if let Ok(db) = Client::connect(dsn, NoTls) {
-            return Some(db);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
 }

@@ -5,13 +5,13 @@
 //! ends, `D` when the commit that closes the transition has answered (with its outcome). Between `S` and
 //! `D` the actor is inside the transition's side-effect region. Afterwards the files and the database are checked against the
 //! invariants and the figures printed.
-use crate::{connect, create_tasks, now_ns, Mode, Rng};
+use crate::kit::{connect, count, create_tasks, now_ns, reconnect, shell, spawn, Mode, Rng};
 use postgres::Client;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 /// The pipeline every task goes through, one irreversible effect per transition.
@@ -96,15 +96,11 @@ pub fn run_actor(
     }
 }
 
+/// A connection named after the actor (the injector terminates sessions by that name), made once the
+/// server answers: it may be restarting.
 fn connect_retrying(dsn: &str, instance: &str) -> Client {
     let dsn = format!("{dsn} application_name=soak-{instance}");
-    for _ in 0..600 {
-        if let Ok(client) = postgres::Client::connect(&dsn, postgres::NoTls) {
-            return client;
-        }
-        std::thread::sleep(Duration::from_millis(100)); // the server may be restarting
-    }
-    connect(&dsn)
+    reconnect(&dsn, Instant::now() + Duration::from_secs(60)).unwrap_or_else(|| connect(&dsn))
 }
 
 impl Actor {
@@ -155,50 +151,55 @@ impl Actor {
             return Ok(false);
         };
         let (task, seen): (String, String) = (row.get(0), row.get(1));
-        let to = next_stage(&seen)
-            .expect("a stage of the pipeline")
-            .to_string();
         match self.mode {
-            Mode::Naive => {
-                self.effect(&task, &seen, &to);
-                self.db.execute(
-                    "UPDATE soak_task SET stage = $2 WHERE id = $1",
-                    &[&task, &to],
-                )?;
-                self.mark(format!("D {task} {to} applied"));
-            }
-            Mode::Lease => {
-                let grant = self.db.query_one(
-                    "SELECT acquired, outcome, token FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)",
-                    &[&task, &self.instance, &self.pid, &self.boot_id],
-                )?;
-                let (acquired, outcome, token): (bool, String, Option<i64>) =
-                    (grant.get(0), grant.get(1), grant.get(2));
-                if outcome == "superseded" {
-                    panic!("{}: boot superseded while alive", self.instance);
-                }
-                if !acquired {
-                    std::thread::sleep(Duration::from_millis(self.rng.below(3)));
-                    return Ok(true);
-                }
-                // Under the lease: the stage now, not the one seen before acquiring.
-                let from: String = self
-                    .db
-                    .query_one("SELECT stage FROM soak_task WHERE id = $1", &[&task])?
-                    .get(0);
-                let Some(to) = next_stage(&from) else {
-                    self.db.execute(
-                        "SELECT orch_lease.transition_lease_release($1, $2)",
-                        &[&task, &token],
-                    )?;
-                    return Ok(true);
-                };
-                self.effect(&task, &from, to);
-                self.pending = Some((task.clone(), token, from.clone(), to.to_string()));
-                self.commit(&task, token, &from, to)?;
-            }
+            Mode::Naive => self.advance_naively(&task, &seen)?,
+            Mode::Lease => self.advance_with_lease(&task)?,
         }
         Ok(true)
+    }
+
+    /// The effect, then the bare UPDATE, for the stage seen.
+    fn advance_naively(&mut self, task: &str, seen: &str) -> Result<(), postgres::Error> {
+        let to = next_stage(seen).expect("a stage of the pipeline");
+        self.effect(task, seen, to);
+        self.db.execute(
+            "UPDATE soak_task SET stage = $2 WHERE id = $1",
+            &[&task, &to],
+        )?;
+        self.mark(format!("D {task} {to} applied"));
+        Ok(())
+    }
+
+    /// The lease, the stage read under it, the effect, then `commit_stage_cas`.
+    fn advance_with_lease(&mut self, task: &str) -> Result<(), postgres::Error> {
+        let grant = self.db.query_one(
+            "SELECT acquired, outcome, token FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)",
+            &[&task, &self.instance, &self.pid, &self.boot_id],
+        )?;
+        let (acquired, outcome, token): (bool, String, Option<i64>) =
+            (grant.get(0), grant.get(1), grant.get(2));
+        if outcome == "superseded" {
+            panic!("{}: boot superseded while alive", self.instance);
+        }
+        if !acquired {
+            std::thread::sleep(Duration::from_millis(self.rng.below(3)));
+            return Ok(());
+        }
+        // Under the lease: the stage now, not the one seen before acquiring.
+        let from: String = self
+            .db
+            .query_one("SELECT stage FROM soak_task WHERE id = $1", &[&task])?
+            .get(0);
+        let Some(to) = next_stage(&from) else {
+            self.db.execute(
+                "SELECT orch_lease.transition_lease_release($1, $2)",
+                &[&task, &token],
+            )?;
+            return Ok(());
+        };
+        self.effect(task, &from, to);
+        self.pending = Some((task.to_string(), token, from.clone(), to.to_string()));
+        self.commit(task, token, &from, to)
     }
 
     /// The irreversible effect of `task` going `from` → `to`, marked before and after.
@@ -260,18 +261,184 @@ struct Slot {
     child: Child,
 }
 
-fn spawn(exe: &Path, plan: &Plan, dir: &Path, instance: &str) -> Child {
-    Command::new(exe)
-        .args(["soak-actor", "--mode", plan.mode.name(), "--role", instance])
-        .args([
-            "--effect-ms",
-            &plan.effect_ms.to_string(),
-            "--max-attempts",
-            &plan.max_attempts.to_string(),
-        ])
-        .args(["--dir", dir.to_str().unwrap(), "--dsn", &plan.dsn])
-        .spawn()
-        .expect("spawn soak actor")
+/// A running soak: its actors, the admin session the injector works through, what it did so far.
+struct Soak<'a> {
+    exe: &'a Path,
+    plan: &'a Plan,
+    /// Where the actor incarnations write their effect logs.
+    dir: PathBuf,
+    admin: Client,
+    slots: Vec<Slot>,
+    faults: Faults,
+    rng: Rng,
+    started: Instant,
+}
+
+/// Runs the soak: actors, faults, and then the checks.
+pub fn run(exe: &Path, plan: &Plan) -> Report {
+    let mut soak = Soak::start(exe, plan);
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        if soak.running() == 0 {
+            break;
+        }
+        assert!(
+            soak.started.elapsed() < plan.budget,
+            "the soak ran past its budget of {:?}",
+            plan.budget
+        );
+        if plan.faults {
+            soak.inject_fault();
+        }
+    }
+    soak.finish()
+}
+
+impl<'a> Soak<'a> {
+    /// Fresh tasks, a fresh log directory, and one actor process per slot.
+    fn start(exe: &'a Path, plan: &'a Plan) -> Soak<'a> {
+        let dir = std::env::temp_dir().join(format!(
+            "orch_lease-soak-{}-{}",
+            std::process::id(),
+            now_ns()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut admin = connect(&plan.dsn);
+        prepare(&mut admin, plan.items);
+        let mut soak = Soak {
+            exe,
+            plan,
+            dir,
+            admin,
+            slots: Vec::new(),
+            faults: Faults::default(),
+            rng: Rng::seeded(now_ns() as u64),
+            started: Instant::now(),
+        };
+        soak.slots = (0..plan.actors)
+            .map(|n| {
+                let instance = format!("actor-{n}");
+                Slot {
+                    child: soak.spawn(&instance),
+                    instance,
+                }
+            })
+            .collect();
+        soak
+    }
+
+    fn spawn(&self, instance: &str) -> Child {
+        spawn(
+            self.exe,
+            "soak-actor",
+            &[
+                ("mode", self.plan.mode.name().to_string()),
+                ("role", instance.to_string()),
+                ("effect-ms", self.plan.effect_ms.to_string()),
+                ("max-attempts", self.plan.max_attempts.to_string()),
+                ("dir", self.dir.display().to_string()),
+                ("dsn", self.plan.dsn.clone()),
+            ],
+        )
+    }
+
+    /// How many actors are still at work; an actor that failed fails the soak.
+    fn running(&mut self) -> usize {
+        let mut running = 0;
+        for slot in &mut self.slots {
+            match slot.child.try_wait().expect("actor status") {
+                None => running += 1,
+                Some(status) if !status.success() => panic!("{} failed: {status}", slot.instance),
+                Some(_) => {}
+            }
+        }
+        running
+    }
+
+    /// One round of the injector: a server restart when one is due, else maybe a kill or a termination.
+    fn inject_fault(&mut self) {
+        let Some(progress) = self.progress() else {
+            return;
+        };
+        if self.server_restart_due(progress) {
+            self.restart_server();
+            return;
+        }
+        match self.rng.below(4) {
+            0 => self.kill_an_actor(),
+            1 => self.terminate_a_session(),
+            _ => {}
+        }
+    }
+
+    /// The share of tasks done; None (and a new admin session) when the server is away.
+    fn progress(&mut self) -> Option<f64> {
+        match self.admin.query_one(
+            "SELECT count(*) FROM soak_task WHERE stage <> 'deployed'",
+            &[],
+        ) {
+            Ok(row) => Some(1.0 - row.get::<_, i64>(0) as f64 / self.plan.items as f64),
+            Err(_) => {
+                self.admin = connect_retrying(&self.plan.dsn, "injector");
+                None
+            }
+        }
+    }
+
+    /// Server restarts come at evenly spaced points of progress (when there is a restart command).
+    fn server_restart_due(&self, progress: f64) -> bool {
+        let (done, planned) = (self.faults.server_restarts, self.plan.server_restarts);
+        self.plan.restart_command.is_some()
+            && done < planned
+            && progress >= (done + 1) as f64 / (planned + 1) as f64
+    }
+
+    fn restart_server(&mut self) {
+        shell(self.plan.restart_command.as_deref().unwrap());
+        self.faults.server_restarts += 1;
+        self.admin = connect_retrying(&self.plan.dsn, "injector");
+    }
+
+    /// SIGKILL an actor mid-whatever; its replacement is a new incarnation.
+    fn kill_an_actor(&mut self) {
+        let at = self.rng.below(self.plan.actors as u64) as usize;
+        let slot = &mut self.slots[at];
+        if slot.child.try_wait().expect("status").is_some() {
+            return;
+        }
+        let pid = slot.child.id();
+        slot.child.kill().expect("kill");
+        let died = now_ns();
+        slot.child.wait().expect("reap");
+        if let Some(log) = log_of(&self.dir, pid) {
+            self.faults.kill_time.insert(log, died);
+        }
+        self.faults.kills += 1;
+        let instance = self.slots[at].instance.clone();
+        self.slots[at].child = self.spawn(&instance);
+    }
+
+    fn terminate_a_session(&mut self) {
+        let gone: i64 = self
+            .admin
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM (
+                     SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'soak-actor-%'
+                      ORDER BY random() LIMIT 1) victim",
+                &[],
+            )
+            .map(|row| row.get(0))
+            .unwrap_or(0);
+        self.faults.terminations += gone as usize;
+    }
+
+    /// The checks, and the log directory removed.
+    fn finish(mut self) -> Report {
+        let elapsed = self.started.elapsed();
+        let report = check(&mut self.admin, &self.dir, self.plan, &self.faults, elapsed);
+        let _ = std::fs::remove_dir_all(&self.dir);
+        report
+    }
 }
 
 /// The newest log file of an actor process (its current incarnation).
@@ -284,111 +451,6 @@ fn log_of(dir: &Path, pid: u32) -> Option<PathBuf> {
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.contains(&format!("-{pid}-")))
         })
-}
-
-/// Runs the soak: actors, faults, and then the checks.
-pub fn run(exe: &Path, plan: &Plan) -> Report {
-    let dir = std::env::temp_dir().join(format!(
-        "orch_lease-soak-{}-{}",
-        std::process::id(),
-        now_ns()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut admin = connect(&plan.dsn);
-    prepare(&mut admin, plan.items);
-    let started = Instant::now();
-    let mut slots: Vec<Slot> = (0..plan.actors)
-        .map(|n| {
-            let instance = format!("actor-{n}");
-            Slot {
-                child: spawn(exe, plan, &dir, &instance),
-                instance,
-            }
-        })
-        .collect();
-
-    let mut faults = Faults::default();
-    let mut rng = Rng::seeded(now_ns() as u64);
-    loop {
-        std::thread::sleep(Duration::from_millis(50));
-        let mut running = 0;
-        for slot in &mut slots {
-            match slot.child.try_wait().expect("actor status") {
-                None => running += 1,
-                Some(status) if !status.success() => panic!("{} failed: {status}", slot.instance),
-                Some(_) => {}
-            }
-        }
-        if running == 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < plan.budget,
-            "the soak ran past its budget of {:?}",
-            plan.budget
-        );
-        if !plan.faults {
-            continue;
-        }
-        let open: i64 = match admin.query_one(
-            "SELECT count(*) FROM soak_task WHERE stage <> 'deployed'",
-            &[],
-        ) {
-            Ok(row) => row.get(0),
-            Err(_) => {
-                admin = connect_retrying(&plan.dsn, "injector");
-                continue;
-            }
-        };
-        let progress = 1.0 - open as f64 / plan.items as f64;
-        // Server restarts at evenly spaced points of progress.
-        if let Some(restart) = &plan.restart_command {
-            let due = (faults.server_restarts + 1) as f64 / (plan.server_restarts + 1) as f64;
-            if faults.server_restarts < plan.server_restarts && progress >= due {
-                let status = Command::new("sh")
-                    .args(["-c", restart])
-                    .status()
-                    .expect("restart command");
-                assert!(status.success(), "server restart failed: {status}");
-                faults.server_restarts += 1;
-                admin = connect_retrying(&plan.dsn, "injector");
-                continue;
-            }
-        }
-        match rng.below(4) {
-            0 => {
-                // SIGKILL an actor mid-whatever; its replacement is a new incarnation.
-                let slot = &mut slots[rng.below(plan.actors as u64) as usize];
-                if slot.child.try_wait().expect("status").is_none() {
-                    let pid = slot.child.id();
-                    slot.child.kill().expect("kill");
-                    let died = now_ns();
-                    slot.child.wait().expect("reap");
-                    if let Some(log) = log_of(&dir, pid) {
-                        faults.kill_time.insert(log, died);
-                    }
-                    faults.kills += 1;
-                    slot.child = spawn(exe, plan, &dir, &slot.instance);
-                }
-            }
-            1 => {
-                let gone: i64 = admin
-                    .query_one(
-                        "SELECT count(pg_terminate_backend(pid)) FROM (
-                             SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'soak-actor-%'
-                              ORDER BY random() LIMIT 1) victim",
-                        &[],
-                    )
-                    .map(|row| row.get(0))
-                    .unwrap_or(0);
-                faults.terminations += gone as usize;
-            }
-            _ => {}
-        }
-    }
-    let report = check(&mut admin, &dir, plan, &faults, started.elapsed());
-    let _ = std::fs::remove_dir_all(&dir);
-    report
 }
 
 /// The invariants, measured.
@@ -421,72 +483,117 @@ pub struct Report {
 /// One run of an effect: when it started and when it ended (or its process died), in ns.
 type Run = (u128, Option<u128>);
 
+/// What the incarnations' effect logs say.
+#[derive(Default)]
+struct EffectLogs {
+    /// Every run of each (task, transition) effect.
+    runs: BTreeMap<(String, String), Vec<Run>>,
+    /// The (task, stage) commits an actor saw applied.
+    committed: Vec<(String, String)>,
+    /// Incarnations that died between an effect's start and its commit's answer.
+    killed_inside: usize,
+}
+
 fn check(db: &mut Client, dir: &Path, plan: &Plan, faults: &Faults, elapsed: Duration) -> Report {
-    // Effects from the incarnations' files.
-    let mut runs: BTreeMap<(String, String), Vec<Run>> = BTreeMap::new();
-    let mut committed: Vec<(String, String)> = Vec::new();
-    let mut killed_inside = 0;
+    let logs = read_effect_logs(dir, faults);
+    Report {
+        items: plan.items,
+        transitions_committed: count(db, "SELECT count(*) FROM soak_history"),
+        effects: logs.runs.values().map(Vec::len).sum(),
+        duplicate_effects: logs.runs.values().map(|r| r.len().saturating_sub(1)).sum(),
+        killed_inside_effect: logs.killed_inside,
+        overlapping_effects: logs.runs.values().map(|list| overlaps(list)).sum(),
+        bad_histories: bad_histories(db),
+        unfinished: count(
+            db,
+            "SELECT count(*) FROM soak_task WHERE stage <> 'deployed'",
+        ),
+        lost_commits: lost_commits(db, &logs.committed),
+        stale_leases: count(
+            db,
+            "SELECT count(*) FROM orch_lease.transition_lease_status WHERE liveness = 'stale'",
+        ),
+        leftover_leases: count(db, "SELECT count(*) FROM orch_lease.transition_lease"),
+        kills: faults.kills,
+        terminations: faults.terminations,
+        server_restarts: faults.server_restarts,
+        elapsed,
+    }
+}
+
+/// Every incarnation's file in `dir`.
+fn read_effect_logs(dir: &Path, faults: &Faults) -> EffectLogs {
+    let mut logs = EffectLogs::default();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let mut open: Option<(String, String, u128)> = None; // started, not ended
-        let mut inside = false; // started, commit not answered
-        for line in text.lines() {
-            let fields: Vec<&str> = line.split(' ').collect();
-            match fields.as_slice() {
-                ["S", task, from, to, at] => {
-                    open = Some((
-                        task.to_string(),
-                        format!("{from}>{to}"),
-                        at.parse().unwrap(),
-                    ));
-                    inside = true;
-                }
-                ["E", task, from, to, at] => {
-                    let (t, transition, started) = open.take().expect("an end after its start");
-                    assert_eq!(
-                        (t.as_str(), transition.as_str()),
-                        (*task, format!("{from}>{to}").as_str())
-                    );
-                    runs.entry((t, transition))
-                        .or_default()
-                        .push((started, Some(at.parse().unwrap())));
-                }
-                ["D", task, to, outcome, _] => {
-                    inside = false;
-                    if *outcome == "applied" {
-                        committed.push((task.to_string(), to.to_string()));
-                    }
-                }
-                _ => {} // a line cut short by SIGKILL
-            }
-        }
-        if let Some((task, transition, started)) = open {
-            // Killed mid-effect: the run ended when the process died.
-            let died = faults.kill_time.get(&path).copied();
-            runs.entry((task, transition))
-                .or_default()
-                .push((started, died));
-        }
-        killed_inside += usize::from(inside);
+        let died = faults.kill_time.get(&path).copied();
+        read_effect_log(&std::fs::read_to_string(&path).unwrap(), died, &mut logs);
     }
-    let effects = runs.values().map(Vec::len).sum();
-    let duplicate_effects = runs.values().map(|r| r.len().saturating_sub(1)).sum();
-    let mut overlapping_effects = 0;
-    for list in runs.values() {
-        for (i, a) in list.iter().enumerate() {
-            for b in &list[i + 1..] {
-                let (a_end, b_end) = (a.1.unwrap_or(u128::MAX), b.1.unwrap_or(u128::MAX));
-                if a.0 < b_end && b.0 < a_end {
-                    overlapping_effects += 1;
-                }
-            }
-        }
-    }
+    logs
+}
 
-    // The database side, after one more recover-free look: histories, commits, leases.
-    let one = |db: &mut Client, sql: &str| -> i64 { db.query_one(sql, &[]).expect(sql).get(0) };
-    let bad_histories = one(
+/// One incarnation's file; `died` is when it was killed, if it was.
+fn read_effect_log(text: &str, died: Option<u128>, logs: &mut EffectLogs) {
+    let mut open: Option<(String, String, u128)> = None; // started, not ended
+    let mut inside = false; // started, commit not answered
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        match fields.as_slice() {
+            ["S", task, from, to, at] => {
+                open = Some((
+                    task.to_string(),
+                    format!("{from}>{to}"),
+                    at.parse().unwrap(),
+                ));
+                inside = true;
+            }
+            ["E", task, from, to, at] => {
+                let (t, transition, started) = open.take().expect("an end after its start");
+                assert_eq!(
+                    (t.as_str(), transition.as_str()),
+                    (*task, format!("{from}>{to}").as_str())
+                );
+                logs.runs
+                    .entry((t, transition))
+                    .or_default()
+                    .push((started, Some(at.parse().unwrap())));
+            }
+            ["D", task, to, outcome, _] => {
+                inside = false;
+                if *outcome == "applied" {
+                    logs.committed.push((task.to_string(), to.to_string()));
+                }
+            }
+            _ => {} // a line cut short by SIGKILL
+        }
+    }
+    if let Some((task, transition, started)) = open {
+        // Killed mid-effect: the run ended when the process died.
+        logs.runs
+            .entry((task, transition))
+            .or_default()
+            .push((started, died));
+    }
+    logs.killed_inside += usize::from(inside);
+}
+
+/// Pairs of runs of one effect whose intervals overlap: two owners inside at once.
+fn overlaps(runs: &[Run]) -> usize {
+    let mut overlapping = 0;
+    for (i, a) in runs.iter().enumerate() {
+        for b in &runs[i + 1..] {
+            let (a_end, b_end) = (a.1.unwrap_or(u128::MAX), b.1.unwrap_or(u128::MAX));
+            if a.0 < b_end && b.0 < a_end {
+                overlapping += 1;
+            }
+        }
+    }
+    overlapping
+}
+
+/// Tasks whose history is not the pipeline path.
+fn bad_histories(db: &mut Client) -> i64 {
+    count(
         db,
         "WITH steps AS (
              SELECT task_id, from_stage, to_stage,
@@ -496,37 +603,18 @@ fn check(db: &mut Client, dir: &Path, plan: &Plan, faults: &Faults, elapsed: Dur
                                                  (3, 'tested', 'merged'), (4, 'merged', 'deployed'))
          SELECT count(DISTINCT s.task_id) FROM steps s LEFT JOIN path p USING (n, from_stage, to_stage)
           WHERE p.n IS NULL",
-    );
-    let in_history: std::collections::HashSet<(String, String)> = db
+    )
+}
+
+/// Commits an actor saw applied that the history does not hold.
+fn lost_commits(db: &mut Client, committed: &[(String, String)]) -> usize {
+    let in_history: HashSet<(String, String)> = db
         .query("SELECT task_id, to_stage FROM soak_history", &[])
         .unwrap()
         .iter()
         .map(|row| (row.get(0), row.get(1)))
         .collect();
-    let lost_commits = committed.iter().filter(|c| !in_history.contains(c)).count();
-    Report {
-        items: plan.items,
-        transitions_committed: one(db, "SELECT count(*) FROM soak_history"),
-        effects,
-        duplicate_effects,
-        killed_inside_effect: killed_inside,
-        overlapping_effects,
-        bad_histories,
-        unfinished: one(
-            db,
-            "SELECT count(*) FROM soak_task WHERE stage <> 'deployed'",
-        ),
-        lost_commits,
-        stale_leases: one(
-            db,
-            "SELECT count(*) FROM orch_lease.transition_lease_status WHERE liveness = 'stale'",
-        ),
-        leftover_leases: one(db, "SELECT count(*) FROM orch_lease.transition_lease"),
-        kills: faults.kills,
-        terminations: faults.terminations,
-        server_restarts: faults.server_restarts,
-        elapsed,
-    }
+    committed.iter().filter(|c| !in_history.contains(c)).count()
 }
 
 impl Report {

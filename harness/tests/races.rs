@@ -11,10 +11,10 @@ fn an_acquire_in_flight_elsewhere_is_busy_at_once() {
     b.batch_execute("SET statement_timeout = '2s'").unwrap(); // a wait would fail the test
 
     let mut tx = a.transaction().unwrap();
-    let row = tx
-        .query_one("SELECT outcome FROM orch_lease.transition_lease_acquire('task-1', 'monitor', 1, 'boot-a')", &[])
-        .unwrap();
-    assert_eq!(row.get::<_, String>(0), "acquired");
+    assert_eq!(
+        acquire(&mut tx, "task-1", "monitor", "boot-a").0,
+        "acquired"
+    );
     assert_eq!(acquire(&mut b, "task-1", "webhook", "boot-b").0, "busy");
     tx.commit().unwrap();
     let (outcome, _) = acquire(&mut b, "task-1", "webhook", "boot-b");
@@ -28,11 +28,11 @@ fn a_release_in_flight_makes_acquire_busy_not_blocked() {
     b.batch_execute("SET statement_timeout = '2s'").unwrap();
     let (_, token) = acquire(&mut a, "task-1", "monitor", "boot-a");
     let mut tx = a.transaction().unwrap();
-    tx.execute(
-        "SELECT orch_lease.commit_stage_cas('task-1', $1, 'queued', 'merged')",
+    cas(
+        &mut tx,
+        "commit_stage_cas('task-1', $1, 'queued', 'merged')",
         &[&token],
-    )
-    .unwrap();
+    );
     let (outcome, _) = acquire(&mut b, "task-1", "webhook", "boot-b");
     assert!(outcome == "held" || outcome == "busy", "got {outcome}");
     tx.commit().unwrap();
@@ -59,12 +59,9 @@ fn repeatable_read_and_serializable_callers_get_outcomes_and_stay_usable() {
 
         // Another actor acquires and commits after our snapshot.
         let (_, token) = acquire(&mut b, &item, "webhook", "boot-b");
-        let grant: String = tx
-            .query_one("SELECT outcome FROM orch_lease.transition_lease_acquire($1, 'monitor', 1, 'boot-a')", &[&item])
-            .unwrap()
-            .get(0);
         assert_eq!(
-            grant, "retry",
+            acquire(&mut tx, &item, "monitor", "boot-a").0,
+            "retry",
             "{level}: a grant committed after our snapshot cannot be seen from it: run again"
         );
 
@@ -77,15 +74,13 @@ fn repeatable_read_and_serializable_callers_get_outcomes_and_stay_usable() {
             ),
             "applied"
         );
-        let lost: String = tx
-            .query_one(
-                "SELECT outcome FROM orch_lease.update_task_stage_cas($1, 'queued', 'rolled_back')",
-                &[&item],
-            )
-            .unwrap()
-            .get(0);
         assert_eq!(
-            lost, "retry",
+            cas(
+                &mut tx,
+                "update_task_stage_cas($1, 'queued', 'rolled_back')",
+                &[&item]
+            ),
+            "retry",
             "{level}: not stage_mismatch, which our snapshot would not show"
         );
         let released: bool = tx
@@ -109,14 +104,14 @@ fn of_two_cas_writers_with_the_same_expected_stage_exactly_one_applies() {
     let dsn = fresh_database("race_cas");
     let mut a = connect(&dsn);
     let mut tx = a.transaction().unwrap();
-    let first: String = tx
-        .query_one(
-            "SELECT outcome FROM orch_lease.update_task_stage_cas('task-1', 'queued', 'merged')",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(first, "applied");
+    assert_eq!(
+        cas(
+            &mut tx,
+            "update_task_stage_cas('task-1', 'queued', 'merged')",
+            &[]
+        ),
+        "applied"
+    );
     let second_dsn = dsn.clone();
     let (second, waiting) = blocked(move || {
         let mut b = connect(&second_dsn);
@@ -168,14 +163,14 @@ fn a_commit_racing_a_force_release_never_writes_after_losing_the_lease() {
     // Commit first: the force waits for it, then finds nothing to free.
     let (_, token) = acquire(&mut a, "task-2", "monitor", "boot-a");
     let mut tx = a.transaction().unwrap();
-    let applied: String = tx
-        .query_one(
-            "SELECT outcome FROM orch_lease.commit_stage_cas('task-2', $1, 'queued', 'merged')",
-            &[&token],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(applied, "applied");
+    assert_eq!(
+        cas(
+            &mut tx,
+            "commit_stage_cas('task-2', $1, 'queued', 'merged')",
+            &[&token]
+        ),
+        "applied"
+    );
     let forcer_dsn = dsn.clone();
     let (forced, waiting) = blocked(move || {
         connect(&forcer_dsn)
@@ -198,28 +193,16 @@ fn a_commit_racing_a_force_release_never_writes_after_losing_the_lease() {
 fn recover_waits_for_a_zombie_acquire_and_then_releases_its_lease() {
     let dsn = fresh_database("race_recover");
     let mut zombie = connect(&dsn);
-    zombie
-        .query(
-            "SELECT * FROM orch_lease.transition_lease_recover('boot-1', 'orchestrator')",
-            &[],
-        )
-        .unwrap();
+    recover(&mut zombie, "boot-1", "orchestrator");
     let mut tx = zombie.transaction().unwrap();
-    let grant: String = tx
-        .query_one("SELECT outcome FROM orch_lease.transition_lease_acquire('task-1', 'monitor', 1, 'boot-1')", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(grant, "acquired");
+    assert_eq!(
+        acquire(&mut tx, "task-1", "monitor", "boot-1").0,
+        "acquired"
+    );
 
     let successor_dsn = dsn.clone();
-    let (recovered, waiting) = blocked(move || {
-        connect(&successor_dsn)
-            .query("SELECT work_item FROM orch_lease.transition_lease_recover('boot-2', 'orchestrator')", &[])
-            .unwrap()
-            .iter()
-            .map(|row| row.get::<_, String>(0))
-            .collect::<Vec<_>>()
-    });
+    let (recovered, waiting) =
+        blocked(move || recover(&mut connect(&successor_dsn), "boot-2", "orchestrator"));
     assert!(
         waiting,
         "recover waits for the in-flight acquire of the boot it supersedes"
@@ -252,12 +235,7 @@ fn forced_and_stale_reclaims_are_announced() {
         )
         .unwrap();
     acquire(&mut actor, "task-2", "monitor", "boot-1");
-    actor
-        .query(
-            "SELECT * FROM orch_lease.transition_lease_recover('boot-2', 'orchestrator')",
-            &[],
-        )
-        .unwrap();
+    recover(&mut actor, "boot-2", "orchestrator");
 
     let mut payloads = Vec::new();
     let mut notifications = listener.notifications();
@@ -276,40 +254,19 @@ fn forced_and_stale_reclaims_are_announced() {
         "payload format version 1: {}",
         payloads[0]
     );
-    assert!(
-        payloads[0].contains("\"event\":\"forced\""),
-        "{}",
-        payloads[0]
+    assert_contains_all(
+        &payloads[0],
+        &[
+            "\"event\":\"forced\"",
+            "\"work_item\":\"task-1\"",
+            "\"old_owner\":\"monitor\"",
+            &format!("\"old_token\":{}", token.unwrap()),
+            "\"reason\":\"on-call\"",
+        ],
     );
-    assert!(
-        payloads[0].contains("\"work_item\":\"task-1\""),
-        "{}",
-        payloads[0]
-    );
-    assert!(
-        payloads[0].contains("\"old_owner\":\"monitor\""),
-        "{}",
-        payloads[0]
-    );
-    assert!(
-        payloads[0].contains(&format!("\"old_token\":{}", token.unwrap())),
-        "{}",
-        payloads[0]
-    );
-    assert!(
-        payloads[0].contains("\"reason\":\"on-call\""),
-        "{}",
-        payloads[0]
-    );
-    assert!(
-        payloads[1].contains("\"event\":\"reclaimed\""),
-        "{}",
-        payloads[1]
-    );
-    assert!(
-        payloads[1].contains("\"work_item\":\"task-2\""),
-        "{}",
-        payloads[1]
+    assert_contains_all(
+        &payloads[1],
+        &["\"event\":\"reclaimed\"", "\"work_item\":\"task-2\""],
     );
 }
 
@@ -320,18 +277,8 @@ fn many_actors_hammering_few_items_only_ever_get_outcomes() {
     // to reclaim; every call must answer with a documented outcome.
     let dsn = fresh_database("race_hammer");
     let mut setup = connect(&dsn);
-    setup
-        .query(
-            "SELECT * FROM orch_lease.transition_lease_recover('dead', 'ghost')",
-            &[],
-        )
-        .unwrap();
-    setup
-        .query(
-            "SELECT * FROM orch_lease.transition_lease_recover('ghost-2', 'ghost')",
-            &[],
-        )
-        .unwrap();
+    recover(&mut setup, "dead", "ghost");
+    recover(&mut setup, "ghost-2", "ghost");
     let threads: Vec<_> = (0..8)
         .map(|n| {
             let dsn = dsn.clone();
@@ -396,22 +343,7 @@ fn a_session_bound_lease_dies_with_its_session() {
         .unwrap()
         .get(0);
     drop(holder); // the session ends: no ceiling, no reaper needed
-    let gone = std::time::Instant::now();
-    while other
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
-            &[&pid],
-        )
-        .unwrap()
-        .get::<_, i64>(0)
-        > 0
-    {
-        assert!(
-            gone.elapsed() < std::time::Duration::from_secs(10),
-            "the backend did not exit"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    await_backend_exit(&mut other, pid);
     let liveness: String = other
         .query_one(
             "SELECT liveness FROM orch_lease.transition_lease_status",
@@ -470,16 +402,16 @@ fn the_reaper_skips_a_lease_in_use_and_announces_what_it_takes() {
         .next()
         .expect("notification")
         .expect("an announcement within 5 s");
-    let payload = note.payload();
-    for needle in [
-        "{\"version\":1,",
-        "\"event\":\"reaped\"",
-        "\"outcome\":\"ceiling\"",
-        "\"old_owner\":\"deployer\"",
-        &format!("\"old_token\":{}", token.unwrap()),
-    ] {
-        assert!(payload.contains(needle), "{needle} in {payload}");
-    }
+    assert_contains_all(
+        note.payload(),
+        &[
+            "{\"version\":1,",
+            "\"event\":\"reaped\"",
+            "\"outcome\":\"ceiling\"",
+            "\"old_owner\":\"deployer\"",
+            &format!("\"old_token\":{}", token.unwrap()),
+        ],
+    );
     assert_eq!(
         cas(
             &mut actor,
@@ -497,11 +429,6 @@ fn listening(database: &str) -> (String, postgres::Client, postgres::Client) {
     let mut listener = connect(&dsn);
     listener.batch_execute("LISTEN orch_lease").unwrap();
     let mut actor = connect(&dsn);
-    actor
-        .query(
-            "SELECT * FROM orch_lease.transition_lease_recover('boot-1', 'orchestrator')",
-            &[],
-        )
-        .unwrap();
+    recover(&mut actor, "boot-1", "orchestrator");
     (dsn, listener, actor)
 }

@@ -97,14 +97,7 @@ fn setup() -> String {
             _ => common::login_role(role, &[]),
         }
     }
-    let mut admin = common::connect();
-    for statement in [
-        "DROP DATABASE IF EXISTS role_matrix WITH (FORCE)",
-        "CREATE DATABASE role_matrix OWNER matrix_extension_owner",
-    ] {
-        admin.batch_execute(statement).unwrap();
-    }
-    let dsn = format!("{} dbname=role_matrix", common::dsn());
+    let dsn = common::new_database("role_matrix", Some("matrix_extension_owner"));
     let mut owner = orch_lease_harness::connect(&common::dsn_as(&dsn, "matrix_extension_owner"));
     owner
         .batch_execute(

@@ -114,30 +114,6 @@ impl Verdict {
     }
 }
 
-/// `transition_lease_acquire(item, owner, 1, boot)` → (outcome, token).
-fn grant(
-    db: &mut impl postgres::GenericClient,
-    item: &str,
-    owner: &str,
-    boot: &str,
-) -> Result<(String, Option<i64>), Error> {
-    db.query_one(
-        "SELECT outcome, token FROM orch_lease.transition_lease_acquire($1, $2, 1, $3)",
-        &[&item, &owner, &boot],
-    )
-    .map(|row| (row.get(0), row.get(1)))
-}
-
-/// The outcome of `orch_lease.{call}` (a CAS).
-fn outcome(
-    db: &mut impl postgres::GenericClient,
-    call: &str,
-    params: &[&(dyn postgres::types::ToSql + Sync)],
-) -> Result<String, Error> {
-    db.query_one(&format!("SELECT outcome FROM orch_lease.{call}"), params)
-        .map(|row| row.get(0))
-}
-
 /// The token of the lease on `item`, read by the superuser; None when there is no lease.
 fn lease_token(superuser: &mut Client, item: &str) -> Option<i64> {
     superuser
@@ -147,6 +123,17 @@ fn lease_token(superuser: &mut Client, item: &str) -> Option<i64> {
         )
         .unwrap()
         .map(|row| row.get(0))
+}
+
+/// A fresh database with the `tasks` table, and a session of each of two actor roles (login roles, members
+/// of orch_lease_actor): (its DSN, `first`'s session, `second`'s).
+fn two_actors(database: &str, first: &str, second: &str) -> (String, Client, Client) {
+    let dsn = fresh_database_with(database, TEXT_TASKS);
+    login_role(first, &["orch_lease_actor"]);
+    login_role(second, &["orch_lease_actor"]);
+    let a = connect_timed(&dsn_as(&dsn, first));
+    let b = connect_timed(&dsn_as(&dsn, second));
+    (dsn, a, b)
 }
 
 fn first_texts(rows: &[Row]) -> Vec<String> {
@@ -300,22 +287,7 @@ fn takeovers_of_leases_with_huge_control_character_names_are_announced_cut() {
         .map(|row| row.get(0));
     v.answers("acquire_session", session_grant, "acquired");
     drop(session);
-    let gone = Instant::now();
-    while superuser
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
-            &[&pid],
-        )
-        .unwrap()
-        .get::<_, i64>(0)
-        > 0
-    {
-        assert!(
-            gone.elapsed() < Duration::from_secs(10),
-            "the backend did not exit"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    await_backend_exit(&mut superuser, pid);
     takeovers += 1;
     let reclaim = grant(&mut actor, &abandoned, "monitor", "boot-m").map(|(outcome, _)| outcome);
     v.answers("reclaiming acquire", reclaim, "reclaimed");
@@ -504,17 +476,13 @@ fn a_cas_that_times_out_on_the_row_lock_says_retry_and_keeps_the_lease() {
 #[test]
 fn another_actor_s_token_is_neither_readable_nor_usable() {
     let (role_a, role_b) = ("orch_sec_token_a", "orch_sec_token_b");
-    let dsn = fresh_database_with("sec_foreign_token", TEXT_TASKS);
-    login_role(role_a, &["orch_lease_actor"]);
-    login_role(role_b, &["orch_lease_actor"]);
+    let (dsn, mut a, mut b) = two_actors("sec_foreign_token", role_a, role_b);
     let mut superuser = connect_timed(&dsn);
     superuser
         .batch_execute(&format!(
             "GRANT SELECT, UPDATE ON tasks TO {role_a}, {role_b}"
         ))
         .unwrap();
-    let mut a = connect_timed(&dsn_as(&dsn, role_a));
-    let mut b = connect_timed(&dsn_as(&dsn, role_b));
     let (first, token) = grant(&mut a, "task-1", "actor-a", "boot-a").unwrap();
     assert_eq!(first, "acquired");
     let mut v = Verdict::default();
@@ -650,15 +618,7 @@ fn a_dumped_and_restored_database_grants_new_larger_tokens() {
     let bin = pg_bin(&mut db);
     let mut v = Verdict::default();
     for format in ["plain", "custom"] {
-        let target = format!("sec_dump_{format}");
-        let mut admin = connect();
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {target} WITH (FORCE)"))
-            .unwrap();
-        admin
-            .batch_execute(&format!("CREATE DATABASE {target}"))
-            .unwrap();
-        let target_dsn = format!("{} dbname={target}", common::dsn());
+        let target_dsn = new_database(&format!("sec_dump_{format}"), None);
         let file = std::env::temp_dir().join(format!(
             "orch_lease-sec-dump-{}.{format}",
             std::process::id()
@@ -1079,12 +1039,8 @@ fn a_cas_on_a_row_updated_after_the_snapshot_is_retry() {
 #[test]
 fn the_history_shows_an_actor_no_token() {
     let (alice, bob) = ("orch_sec_f1_alice", "orch_sec_f1_bob");
-    let dsn = fresh_database_with("sec_f1", TEXT_TASKS);
-    login_role(alice, &["orch_lease_actor"]);
-    login_role(bob, &["orch_lease_actor"]);
+    let (_, mut a, mut b) = two_actors("sec_f1", alice, bob);
     let mut v = Verdict::default();
-    let mut a = connect_timed(&dsn_as(&dsn, alice));
-    let mut b = connect_timed(&dsn_as(&dsn, bob));
     v.answers(
         "alice acquires",
         grant(&mut a, "task-1", "alice", "boot-alice").map(|(outcome, _)| outcome),
@@ -1163,12 +1119,8 @@ fn registering_a_stage_graph_runs_no_code_of_the_table_owner() {
 #[test]
 fn a_boot_id_is_its_registrant_s_alone() {
     let (alice, bob) = ("orch_sec_f11_alice", "orch_sec_f11_bob");
-    let dsn = fresh_database_with("sec_f11", TEXT_TASKS);
-    login_role(alice, &["orch_lease_actor"]);
-    login_role(bob, &["orch_lease_actor"]);
+    let (_, mut a, mut b) = two_actors("sec_f11", alice, bob);
     let mut v = Verdict::default();
-    let mut a = connect_timed(&dsn_as(&dsn, alice));
-    let mut b = connect_timed(&dsn_as(&dsn, bob));
     v.ok(
         "alice registers her boot",
         a.query(
@@ -1231,14 +1183,7 @@ fn the_extension_refuses_a_schema_someone_else_made() {
     let squatter = "orch_sec_f7_squatter";
     fresh_database_with("sec_f7_roles", "");
     login_role(squatter, &[]);
-    let mut admin = connect();
-    for statement in [
-        "DROP DATABASE IF EXISTS sec_f7 WITH (FORCE)".to_string(),
-        format!("CREATE DATABASE sec_f7 OWNER {squatter}"),
-    ] {
-        admin.batch_execute(&statement).unwrap();
-    }
-    let dsn = format!("{} dbname=sec_f7", common::dsn());
+    let dsn = new_database("sec_f7", Some(squatter));
     let mut v = Verdict::default();
     let mut squat = connect_timed(&dsn_as(&dsn, squatter));
     squat.batch_execute("CREATE SCHEMA orch_lease").unwrap();

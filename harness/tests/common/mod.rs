@@ -1,6 +1,8 @@
 //! Shared by the real-connection tests: the server comes from `ORCH_LEASE_DSN` (set by `make test`).
 #![allow(dead_code)] // each test file uses its own part of this module
-use postgres::Client;
+use postgres::types::ToSql;
+use postgres::{Client, Error, GenericClient};
+use std::time::{Duration, Instant};
 
 pub fn dsn() -> String {
     std::env::var("ORCH_LEASE_DSN")
@@ -14,47 +16,85 @@ pub fn connect() -> Client {
 /// A fresh database with orch_lease and a `tasks(id text, stage text)` table registered, so that tests
 /// running in parallel do not share the (per-database) task-table registration. Returns its DSN.
 pub fn fresh_database(name: &str) -> String {
-    let mut admin = connect();
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .unwrap();
-    let dsn = format!("{} dbname={name}", dsn());
-    let mut db = orch_lease_harness::connect(&dsn);
-    db.batch_execute(
-        "CREATE EXTENSION orch_lease;
-         CREATE TABLE tasks (id text PRIMARY KEY, stage text NOT NULL);
-         INSERT INTO tasks SELECT 'task-' || i, 'queued' FROM generate_series(1, 10) i;
-         SELECT orch_lease.register_task_table('tasks');",
+    fresh_database_with(name, TEXT_TASKS)
+}
+
+/// `transition_lease_acquire(item, owner, 1, boot)` → (outcome, token).
+pub fn grant(
+    db: &mut impl GenericClient,
+    item: &str,
+    owner: &str,
+    boot: &str,
+) -> Result<(String, Option<i64>), Error> {
+    db.query_one(
+        "SELECT outcome, token FROM orch_lease.transition_lease_acquire($1, $2, 1, $3)",
+        &[&item, &owner, &boot],
     )
-    .unwrap();
-    dsn
+    .map(|row| (row.get(0), row.get(1)))
 }
 
-/// `transition_lease_acquire` → (outcome, token).
-pub fn acquire(db: &mut Client, item: &str, owner: &str, boot: &str) -> (String, Option<i64>) {
-    let row = db
-        .query_one(
-            "SELECT outcome, token FROM orch_lease.transition_lease_acquire($1, $2, 1, $3)",
-            &[&item, &owner, &boot],
-        )
-        .unwrap();
-    (row.get(0), row.get(1))
+/// `grant`, which must answer.
+pub fn acquire(
+    db: &mut impl GenericClient,
+    item: &str,
+    owner: &str,
+    boot: &str,
+) -> (String, Option<i64>) {
+    grant(db, item, owner, boot).unwrap()
 }
 
-/// A CAS call's outcome, e.g. `cas(db, "commit_stage_cas($1, $2, 'queued', 'merged')", &[..])`.
-pub fn cas(db: &mut Client, call: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> String {
+/// The outcome of `orch_lease.{call}` (a CAS), e.g. `outcome(db, "commit_stage_cas($1, $2, 'queued',
+/// 'merged')", &[..])`.
+pub fn outcome(
+    db: &mut impl GenericClient,
+    call: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<String, Error> {
     db.query_one(&format!("SELECT outcome FROM orch_lease.{call}"), params)
-        .unwrap()
-        .get(0)
+        .map(|row| row.get(0))
 }
 
-pub fn stage(db: &mut Client, id: &str) -> String {
+/// `outcome`, which must answer.
+pub fn cas(db: &mut impl GenericClient, call: &str, params: &[&(dyn ToSql + Sync)]) -> String {
+    outcome(db, call, params).unwrap()
+}
+
+/// `transition_lease_recover(boot, instance)` → the work items of the leases it released.
+pub fn recover(db: &mut impl GenericClient, boot: &str, instance: &str) -> Vec<String> {
+    db.query(
+        "SELECT work_item FROM orch_lease.transition_lease_recover($1, $2)",
+        &[&boot, &instance],
+    )
+    .unwrap()
+    .iter()
+    .map(|row| row.get(0))
+    .collect()
+}
+
+pub fn stage(db: &mut impl GenericClient, id: &str) -> String {
     db.query_one("SELECT stage FROM tasks WHERE id = $1", &[&id])
         .unwrap()
         .get(0)
+}
+
+/// Waits (10 s at most) until the backend `pid` has exited.
+pub fn await_backend_exit(db: &mut Client, pid: i32) {
+    let gone = Instant::now();
+    while db
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+            &[&pid],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+        > 0
+    {
+        assert!(
+            gone.elapsed() < Duration::from_secs(10),
+            "the backend did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Runs `work` on its own thread and says, after a pause, whether it is still blocked.
@@ -62,9 +102,16 @@ pub fn blocked<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> (std::thread::JoinHandle<T>, bool) {
     let handle = std::thread::spawn(work);
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    std::thread::sleep(Duration::from_millis(400));
     let waiting = !handle.is_finished();
     (handle, waiting)
+}
+
+/// `text` (an announcement's payload) contains every one of `needles`.
+pub fn assert_contains_all(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "{needle} in {text}");
+    }
 }
 
 /// Serialises the creation of databases and roles within one test binary: on a new cluster, concurrent
@@ -81,19 +128,25 @@ fn setup_lock() -> std::sync::MutexGuard<'static, ()> {
 /// `fresh_database`, it has no task table unless `setup` makes one. Returns its DSN.
 pub fn fresh_database_with(name: &str, setup: &str) -> String {
     let _serial = setup_lock();
-    let mut admin = connect();
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .unwrap();
-    let dsn = format!("{} dbname={name}", dsn());
+    let dsn = new_database(name, None);
     let mut db = orch_lease_harness::connect(&dsn);
     db.batch_execute("CREATE EXTENSION orch_lease").unwrap();
     db.batch_execute(setup)
         .unwrap_or_else(|error| panic!("setup of {name}: {error}"));
     dsn
+}
+
+/// An empty database `name` (dropped first if it exists), owned by `owner` or the superuser. Its DSN.
+pub fn new_database(name: &str, owner: Option<&str>) -> String {
+    let owner = owner.map_or(String::new(), |owner| format!(" OWNER {owner}"));
+    let mut admin = connect();
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}{owner}"))
+        .unwrap();
+    format!("{} dbname={name}", dsn())
 }
 
 /// The `tasks(id text, stage text)` table of `fresh_database`, registered: a `fresh_database_with` setup.
