@@ -207,6 +207,14 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
      ORDER BY 1, 2
 $$;
 
+-- The checkpoint of a long effect: is my lease still held?
+CREATE FUNCTION orch_lease.transition_lease_held(work_item text, token bigint) RETURNS boolean
+STABLE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'transition_lease_held_wrapper';
+REVOKE ALL ON FUNCTION orch_lease.transition_lease_held(text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION orch_lease.transition_lease_held(text, bigint) TO orch_lease_actor;
+COMMENT ON FUNCTION orch_lease.transition_lease_held(text, bigint) IS
+    'Whether the caller''s role still holds the lease on a work item with this token: the checkpoint of a long effect.';
+
 -- Grants. Actors recover their own instances and read only what is theirs; nobody but the extension's
 -- owner executes the bypass guard (so nobody attaches it to another table) or the CAS marker.
 REVOKE EXECUTE ON FUNCTION orch_lease.stage_write_allowed() FROM orch_lease_actor;

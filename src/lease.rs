@@ -342,6 +342,28 @@ fn reclaim(client: &SpiClient<'_>, request: &Request<'_>, role: &str, dead: Hold
     }
 }
 
+/// Is the lease on `work_item` still held with `token`, by the caller's role? The checkpoint of a long
+/// effect: false means the lease was taken away (reclaimed, reaped, forced) and the effect should stop.
+/// Never an error on a stale, NULL or foreign token: only "yours, still" is true.
+#[pg_extern(stable, parallel_unsafe, requires = ["lease_table"])]
+fn transition_lease_held(work_item: Option<&str>, token: Option<i64>) -> bool {
+    let work_item = errors::required("work_item", work_item);
+    let key = task_table::key("work_item", work_item);
+    let Some(token) = token else { return false };
+    let role = owner::caller_name();
+    owner::as_owner(|| {
+        Spi::connect(|client| {
+            !plans::run(
+                client,
+                "SELECT FROM orch_lease.transition_lease
+                  WHERE work_item = $1 AND token = $2 AND (holder_role IS NULL OR holder_role = $3)",
+                &[key.as_str().into(), token.into(), role.as_str().into()],
+            )
+            .is_empty()
+        })
+    })
+}
+
 /// Releases the lease on `work_item` if, and only if, it is still held with `token`. A stale or NULL
 /// token (what a disabled or out-of-scope grant hands out) is a `false`, never an error; another role's
 /// lease is an error (42501): a token is its holder's capability.
@@ -612,12 +634,15 @@ COMMENT ON FUNCTION orch_lease.transition_lease_release(text, bigint) IS
     'Ends the lease on a work item if it is still held with this token; only the role that acquired it may (42501 otherwise).';
 COMMENT ON FUNCTION orch_lease.transition_lease_force_release(text, bigint, text) IS
     'For the people on call: ends the lease on a work item (only that token, if given), recorded as forced and announced.';
+COMMENT ON FUNCTION orch_lease.transition_lease_held(text, bigint) IS
+    'Whether the caller''s role still holds the lease on a work item with this token: the checkpoint of a long effect.';
 "#,
     name = "lease_comments",
     requires = [
         transition_lease_acquire,
         transition_lease_acquire_session,
         transition_lease_release,
-        transition_lease_force_release
+        transition_lease_force_release,
+        transition_lease_held
     ]
 );

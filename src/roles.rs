@@ -45,6 +45,7 @@ GRANT EXECUTE ON FUNCTION
     orch_lease.transition_lease_acquire(text, text, integer, text, text),
     orch_lease.transition_lease_acquire_session(text, text, text),
     orch_lease.transition_lease_release(text, bigint),
+    orch_lease.transition_lease_held(text, bigint),
     orch_lease.update_task_stage_cas(text, text, text, bigint),
     orch_lease.commit_stage_cas(text, bigint, text, text),
     orch_lease.transition_lease_recover(text, text, integer),

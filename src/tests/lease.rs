@@ -34,6 +34,26 @@ mod tests {
     }
 
     #[pg_test]
+    fn held_says_whether_the_caller_still_holds_its_lease() {
+        let token = token_of("job-1", "monitor", "boot-a");
+        let held = |token: &str| {
+            one::<bool>(&format!(
+                "SELECT orch_lease.transition_lease_held('job-1', {token})"
+            ))
+            .unwrap()
+        };
+        assert!(held(&token.to_string()));
+        assert!(!held(&(token + 1).to_string()), "another token");
+        assert!(!held("NULL"), "no token");
+        run("CREATE ROLE other IN ROLE orch_lease_actor");
+        run("SET LOCAL ROLE other");
+        assert!(!held(&token.to_string()), "another role's lease is not held by us");
+        run("RESET ROLE");
+        run("SELECT orch_lease.transition_lease_force_release('job-1')");
+        assert!(!held(&token.to_string()), "taken away");
+    }
+
+    #[pg_test]
     fn the_same_owner_asking_twice_is_held_too() {
         token_of("job-1", "monitor", "boot-a");
         assert_eq!(acquire("job-1", "monitor", "boot-a"), "held||monitor");
