@@ -83,7 +83,7 @@ fn transition_lease_recover(
                 "SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))",
                 &[INSTANCE_LOCK_CLASS.into(), instance.into()],
             );
-            if already_registered(client, boot_id, instance) {
+            if already_registered(client, boot_id, instance, pid) {
                 return Vec::new(); // already the live boot: nothing left to recover
             }
             let registrant = instance_registrant(client, (boot_id, instance), &role, admin);
@@ -109,12 +109,17 @@ fn transition_lease_recover(
     SetOfIterator::new(ended.into_iter().map(Ended::into_row))
 }
 
-/// Is `boot_id` registered already? Then it must be the live boot of `instance`: a boot of another
-/// instance, or a superseded one, is an error.
-fn already_registered(client: &SpiClient<'_>, boot_id: &str, instance: &str) -> bool {
+/// Is `boot_id` registered already? Then it must be the live boot of `instance`, of the same process:
+/// a boot of another instance or another pid, or a superseded one, is an error.
+fn already_registered(
+    client: &SpiClient<'_>,
+    boot_id: &str,
+    instance: &str,
+    pid: Option<i32>,
+) -> bool {
     let known = plans::run(
         client,
-        "SELECT instance, superseded_by, superseded_at::text AS superseded_at
+        "SELECT instance, pid, superseded_by, superseded_at::text AS superseded_at
            FROM orch_lease.boot WHERE boot_id = $1",
         &[boot_id.into()],
     );
@@ -132,6 +137,18 @@ fn already_registered(client: &SpiClient<'_>, boot_id: &str, instance: &str) -> 
             "Each process start needs a fresh boot id.",
             None,
         );
+    }
+    if let (Some(registered), Some(pid)) = (nullable::<i32>(&known, "pid"), pid) {
+        if registered != pid {
+            errors::raise_hinted(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!(
+                    "orch_lease: boot \"{boot_id}\" is registered for pid {registered}, not {pid}"
+                ),
+                "Each process start needs a fresh boot id.",
+                None,
+            );
+        }
     }
     if let Some(successor) = nullable::<String>(&known, "superseded_by") {
         let when: String = column(&known, "superseded_at");

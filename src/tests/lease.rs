@@ -47,7 +47,10 @@ mod tests {
         assert!(!held("NULL"), "no token");
         run("CREATE ROLE other IN ROLE orch_lease_actor");
         run("SET LOCAL ROLE other");
-        assert!(!held(&token.to_string()), "another role's lease is not held by us");
+        assert!(
+            !held(&token.to_string()),
+            "another role's lease is not held by us"
+        );
         run("RESET ROLE");
         run("SELECT orch_lease.transition_lease_force_release('job-1')");
         assert!(!held(&token.to_string()), "taken away");

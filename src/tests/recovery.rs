@@ -26,6 +26,17 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_boot_of_another_process_is_refused() {
+        recover("boot-1"); // pid 77
+        assert_error(
+            "SELECT * FROM orch_lease.transition_lease_recover('boot-1', 'orchestrator', 78)",
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "is registered for pid 77, not 78",
+        );
+        run("SELECT * FROM orch_lease.transition_lease_recover('boot-1', 'orchestrator')");
+    }
+
+    #[pg_test]
     fn a_new_boot_supersedes_the_old_and_releases_its_leases() {
         recover("boot-1");
         token_of("job-1", "monitor", "boot-1");
