@@ -283,12 +283,35 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
     };
     // Dead: its boot was superseded, or it was a session-bound lease and that session is gone.
     if !nullable::<bool>(&current, "dead").unwrap_or(false) {
+        still_there(client, &request.key, token);
         return Grant {
             holder: Some(holder),
             ..Grant::new(false, "held")
         };
     }
     reclaim(client, request, role, holder)
+}
+
+/// With a transaction snapshot (REPEATABLE READ, SERIALIZABLE), the holder we read may have been
+/// released since: try its row lock without waiting, so that a lease gone after the snapshot is a
+/// serialization failure (`retry`) and one being ended right now is `busy`, never a stale `held`. The
+/// lock is only a look (rolled back at once): a refused caller must not delay the holder's commit. At
+/// READ COMMITTED the statement's snapshot is fresh, and a holder whose release is in flight is held.
+fn still_there(client: &SpiClient<'_>, key: &str, token: i64) {
+    if unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32 {
+        return;
+    }
+    let look = races::probe(|| {
+        plans::run(
+            client,
+            "SELECT FROM orch_lease.transition_lease WHERE work_item = $1 AND token = $2
+                FOR KEY SHARE NOWAIT",
+            &[key.into(), token.into()],
+        );
+    });
+    if let Err(lost) = look {
+        lost.rethrow();
+    }
 }
 
 /// Takes over the lease of a holder whose boot was superseded: new owner, new token, logged and

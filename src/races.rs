@@ -41,6 +41,16 @@ pub fn lost_race_as<R>(body: impl FnOnce() -> R, lost: impl FnOnce(Lost) -> R) -
 /// Runs `body` in a subtransaction: committed into the caller's transaction when it returns, rolled
 /// back alone when it raises, the error then handed back.
 pub fn subtransaction<R>(body: impl FnOnce() -> R) -> Result<R, Box<CaughtError>> {
+    in_subtransaction(body, true)
+}
+
+/// Runs `body` in a subtransaction that is rolled back however it ends: what it saw is kept, what it
+/// did (a row lock taken to look) is not.
+pub fn probe<R>(body: impl FnOnce() -> R) -> Result<R, Box<CaughtError>> {
+    in_subtransaction(body, false)
+}
+
+fn in_subtransaction<R>(body: impl FnOnce() -> R, keep: bool) -> Result<R, Box<CaughtError>> {
     // SAFETY: the protocol PL/pgSQL follows for an EXCEPTION block: remember the memory context and
     // resource owner, open the subtransaction, and restore both when it ends either way.
     let (context, owner) = unsafe { (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner) };
@@ -59,7 +69,7 @@ pub fn subtransaction<R>(body: impl FnOnce() -> R) -> Result<R, Box<CaughtError>
     }
     let attempt = AssertUnwindSafe(move || {
         let result = body();
-        end(true);
+        end(keep);
         Ok(result)
     });
     PgTryBuilder::new(attempt)
