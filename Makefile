@@ -12,7 +12,7 @@ test:        ## Every test: in-process, pg_regress, real-connection races and th
 test-matrix: ## In-process, pg_regress and isolation tests on PostgreSQL 14, 16, 17 and 18 (make test covers 15)
 	scripts/matrix.sh
 
-test-ha: setup  ## Only the failover test: a primary, a synchronous standby, a hard stop and a promotion
+test-ha: setup  ## Only the failover test: hard stops and promotions to a synchronous standby (nothing lost) and to a lagging asynchronous one (losses reported)
 	. scripts/lib.sh && install_debug
 	scripts/ha-test.sh
 

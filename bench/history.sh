@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # What the lease history costs: the acquire + commit cycle (bench/scripts/cycle_orch_lease.sql) with
-# orch_lease.history = all (every grant and CAS recorded) against takeovers (only takeovers), and the
-# raw-SQL floor (cycle_raw.sql), each measured in this run. Prints medians and ratios.
+# orch_lease.history = all (every grant and CAS recorded: two history rows per cycle) against takeovers
+# (none on this path), each beside the raw-SQL floor that makes the same round trips (two) and the same
+# durable writes: cycle_raw_history.sql (lease row, stage, two history rows) for all, cycle_raw.sql
+# (lease row and stage) for takeovers. Each measured in this run; prints medians and ratios.
 # BENCH_RUNS (3) × BENCH_SECONDS (5) per variant, at 1 and 4 clients. `make bench-history` runs it.
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
@@ -12,7 +14,8 @@ psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
 CREATE EXTENSION orch_lease;
 CREATE TABLE bench_task (id bigint PRIMARY KEY, stage text NOT NULL);
 INSERT INTO bench_task SELECT i, 'queued' FROM generate_series(0, 100000) i;
-CREATE TABLE raw_lease (work_item text PRIMARY KEY, token bigint, owner text, owner_pid int, owner_boot_id text);
+CREATE TABLE raw_lease (LIKE orch_lease.transition_lease INCLUDING ALL);
+CREATE TABLE raw_event (LIKE orch_lease.lease_event INCLUDING ALL);
 CREATE SEQUENCE raw_token;
 SELECT orch_lease.register_task_table('bench_task');
 SELECT count(*) FROM orch_lease.transition_lease_recover('bench-boot', 'bench', 1);
@@ -25,12 +28,15 @@ tps() { # script clients history → median tps of $runs runs
             -c "$clients" -j "$clients" -f "bench/scripts/$script" 2>/dev/null | awk '/^tps/ { print $3 }'
     done | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
 }
-printf '%-8s %12s %12s %12s %16s %16s\n' clients raw takeovers all 'all÷takeovers' 'all÷raw'
+printf '%-8s %12s %12s %14s %12s %16s %18s %14s\n' clients raw takeovers 'raw+history' all \
+    'all÷takeovers' 'takeovers÷raw' 'all÷raw+history'
 for clients in 1 4; do
     raw=$(tps cycle_raw.sql "$clients" all)
     takeovers=$(tps cycle_orch_lease.sql "$clients" takeovers)
+    raw_history=$(tps cycle_raw_history.sql "$clients" all)
     all=$(tps cycle_orch_lease.sql "$clients" all)
-    printf '%-8s %12.0f %12.0f %12.0f %16.2f %16.2f\n' "$clients" "$raw" "$takeovers" "$all" \
+    printf '%-8s %12.0f %12.0f %14.0f %12.0f %16.2f %18.2f %14.2f\n' "$clients" "$raw" "$takeovers" "$raw_history" "$all" \
         "$(awk -v a="$all" -v b="$takeovers" 'BEGIN { print a / b }')" \
-        "$(awk -v a="$all" -v b="$raw" 'BEGIN { print a / b }')"
+        "$(awk -v a="$takeovers" -v b="$raw" 'BEGIN { print a / b }')" \
+        "$(awk -v a="$all" -v b="$raw_history" 'BEGIN { print a / b }')"
 done

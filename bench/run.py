@@ -24,8 +24,10 @@ RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 CLIENTS = [1, 4, 8, 16, 32]
 TASKS = 100_000
-CYCLES = {"orch_lease": "cycle_orch_lease.sql", "raw SQL floor": "cycle_raw.sql",
-          "PL/pgSQL twin": "cycle_twin.sql", "advisory lock": "cycle_advisory.sql"}
+# Each cycle makes two round trips (acquire, then commit), like orch_lease's; orch_lease runs with
+# orch_lease.history = all (the default): two history rows per cycle, like the twin and the floor with history.
+CYCLES = {"orch_lease": "cycle_orch_lease.sql", "raw floor + history": "cycle_raw_history.sql",
+          "raw floor": "cycle_raw.sql", "PL/pgSQL twin": "cycle_twin.sql", "advisory lock": "cycle_advisory.sql"}
 
 
 def connect():
@@ -36,12 +38,13 @@ def prepare():
     with connect() as db:
         db.execute("CREATE EXTENSION IF NOT EXISTS orch_lease")
         db.execute("""
-            DROP TABLE IF EXISTS bench_task, raw_lease, hot_guard;
+            DROP TABLE IF EXISTS bench_task, raw_lease, raw_event, hot_guard;
             DROP SEQUENCE IF EXISTS raw_token;
             CREATE TABLE bench_task (id bigint PRIMARY KEY, stage text NOT NULL);
             INSERT INTO bench_task SELECT i, 'queued' FROM generate_series(0, %s) i;
             CREATE SEQUENCE raw_token;
             CREATE TABLE raw_lease (LIKE orch_lease.transition_lease INCLUDING ALL);
+            CREATE TABLE raw_event (LIKE orch_lease.lease_event INCLUDING ALL);
             CREATE TABLE hot_guard (holders int, max_seen int, grants bigint);
             INSERT INTO hot_guard VALUES (0, 0, 0);
             SELECT orch_lease.register_task_table('bench_task');
@@ -232,24 +235,29 @@ def write_report(ceiling, cycle, cas, hot, recover, scale, memory, so_bytes):
         "",
         "## 1. Full transition cycle on distinct items",
         "",
-        "One cycle = `transition_lease_acquire` (its own transaction) + `commit_stage_cas` (its own transaction),",
-        "on a random item among 100,000. Baselines, the same effect by other means:",
-        "**raw SQL floor** — `INSERT … ON CONFLICT DO NOTHING` into a lease table, then `UPDATE … WHERE",
-        "stage = expected` + `DELETE` in one transaction; **PL/pgSQL twin** — `bench/twin.sql`, the same",
-        "semantics hand-written in PL/pgSQL; **advisory lock** — `pg_try_advisory_lock` + `UPDATE` +",
-        "`pg_advisory_unlock` (no durable lease, so not the same guarantee).",
+        "One cycle, on a random item among 100,000, two round trips (two statements, each its own transaction)",
+        "on every side but the advisory lock's. What each side does per cycle:",
+        "",
+        "| side | round trips | durable writes per cycle |",
+        "|---|---:|---|",
+        "| **orch_lease** (`cycle_orch_lease.sql`, `orch_lease.history = all`) | 2 | acquire: lease row inserted, history row; commit: lease row deleted, stage updated, history row |",
+        "| **raw floor + history** (`cycle_raw_history.sql`) | 2 | `INSERT … ON CONFLICT DO NOTHING RETURNING token` + a history row; then one statement: the stage updated where it is still the expected one, the lease row deleted by token, a history row |",
+        "| **raw floor** (`cycle_raw.sql`) | 2 | the same without the history rows (compare with orch_lease at `history = takeovers`: `make bench-history`) |",
+        "| **PL/pgSQL twin** (`bench/twin.sql`) | 2 | the same as orch_lease: lease row, stage, a history row per grant and CAS; static SQL, planned once per session |",
+        "| **advisory lock** (`cycle_advisory.sql`) | 3 | the stage only: no durable lease, no history (not the same guarantee) |",
         "",
     ]
     for sync in ("on", "off"):
         lines += [f"synchronous_commit = {sync}:", "",
-                  "| clients | SELECT 1 ceiling | orch_lease | raw floor | twin | advisory | ÷ raw | ÷ twin | ÷ advisory | of ceiling |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| clients | SELECT 1 ceiling | orch_lease | raw + history | raw | twin | advisory "
+                  "| ÷ raw + history | ÷ twin | ÷ advisory | of ceiling |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for c in CLIENTS:
-            ours, raw, twin, adv = (cycle[(sync, n, c)] for n in CYCLES)
+            ours, raw_history, raw, twin, adv = (cycle[(sync, n, c)] for n in CYCLES)
             fmt = lambda m: f"{m[0]:,.0f} ({m[1]:,.0f}–{m[2]:,.0f})"
-            lines.append(f"| {c} | {ceiling[c][0]:,.0f} | {fmt(ours)} | {fmt(raw)} | {fmt(twin)} | {fmt(adv)} | "
-                         f"{ratio(ours[0], raw[0]):.2f} | {ratio(ours[0], twin[0]):.2f} | {ratio(ours[0], adv[0]):.2f} | "
-                         f"{ratio(ours[0], ceiling[c][0]):.3f} |")
+            lines.append(f"| {c} | {ceiling[c][0]:,.0f} | {fmt(ours)} | {fmt(raw_history)} | {fmt(raw)} | {fmt(twin)} | "
+                         f"{fmt(adv)} | {ratio(ours[0], raw_history[0]):.2f} | {ratio(ours[0], twin[0]):.2f} | "
+                         f"{ratio(ours[0], adv[0]):.2f} | {ratio(ours[0], ceiling[c][0]):.3f} |")
         lines.append("")
     lines += ["## 2. Hot item: every client contends on one item", "",
               "Each script run asks for the lease on the same item; a grant bumps a guard row's holder count,",
@@ -259,6 +267,8 @@ def write_report(ceiling, cycle, cas, hot, recover, scale, memory, so_bytes):
     for c, tps, grants, refusals, overlaps, _ in hot:
         lines.append(f"| {c} | {tps:,.0f} | {grants:,.0f} | {refusals:,.0f} | {overlaps} |")
     lines += ["", "## 3. CAS alone against the bare conditional UPDATE", "",
+              "One round trip each; `update_task_stage_cas` also writes a history row (`history = all`), the bare",
+              "UPDATE writes the stage only.", "",
               "| clients | update_task_stage_cas | bare `UPDATE … WHERE stage = $expected` | ratio |",
               "|---:|---:|---:|---:|"]
     for c in CLIENTS:

@@ -218,10 +218,27 @@ await_answer() {
 }
 
 # run_snippets PAGE NAME: runs every ```sql block of the markdown PAGE, in order, in one psql session that
-# stops at the first error; the SQL goes to target/NAME.sql and what psql printed to target/NAME.out.
+# stops at the first error, and compares what psql printed (each statement echoed, then its answer,
+# unaligned) with tests/snippets/NAME.out, as pg_regress does: a snippet that answers differently fails.
+# What changes from run to run is masked first (timestamps as <timestamp>, fractions of three digits or
+# more, such as ages in seconds, as <frac>; a version such as 0.4.0 stays). The SQL goes to
+# target/NAME.sql, the masked output to target/NAME.out.
+# ORCH_LEASE_BLESS=1 writes the output as the new expected file instead: review it with git diff.
 run_snippets() {
+    local expected="tests/snippets/$2.out"
     awk '/^```sql$/ { on = 1; next } /^```$/ { on = 0 } on' "$1" > "target/$2.sql"
-    psql -X -q -v ON_ERROR_STOP=1 -f "target/$2.sql" > "target/$2.out"
+    if ! psql -X -a -A -q -v ON_ERROR_STOP=1 -f "target/$2.sql" > "target/$2.raw" 2>&1; then
+        tail -n 20 "target/$2.raw"
+        fail "a snippet of $1 failed (above)"
+    fi
+    sed -E -e 's/[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([+-][0-9]{2}(:[0-9]{2})?)?/<timestamp>/g' \
+        -e 's/\b([0-9]+)\.[0-9]{3,}\b/\1.<frac>/g' "target/$2.raw" > "target/$2.out"
+    if [ "${ORCH_LEASE_BLESS:-}" = 1 ]; then
+        mkdir -p tests/snippets
+        cp "target/$2.out" "$expected"
+        log "wrote $expected: review it (git diff) before committing"
+    fi
+    diff -u "$expected" "target/$2.out" || fail "the snippets of $1 answered otherwise than $expected (diff above)"
 }
 
 # The number of ```sql blocks of a markdown page.

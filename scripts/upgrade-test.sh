@@ -83,6 +83,28 @@ for from in 0.1.0 0.2.0 0.3.0; do
         fail "the upgraded schema differs from a fresh $version install (above)"
     echo "upgrade $from -> $version: data kept, schema identical to a fresh install ($(wc -l < target/schema-fresh.txt) facts)"
 done
+# The schema facts see what they claim to: a column privilege, a sequence's settings, an owner and a type
+# changed on a fresh install each make its facts differ (each change is undone before the next).
+SUITE="upgrade schema facts"
+new_database orch_lease_facts_red
+q "CREATE EXTENSION orch_lease"
+q "DROP ROLE IF EXISTS orch_lease_facts_owner; CREATE ROLE orch_lease_facts_owner"
+while IFS='|' read -r change undo; do
+    q "$change"
+    if q "$(cat tests/upgrade/schema.sql)" | diff -q target/schema-fresh.txt - >/dev/null; then
+        fail "the schema facts did not see: $change"
+    fi
+    q "$undo"
+done <<'CHANGES'
+GRANT SELECT (token) ON orch_lease.transition_lease TO PUBLIC|REVOKE SELECT (token) ON orch_lease.transition_lease FROM PUBLIC
+ALTER SEQUENCE orch_lease.token_seq CACHE 7|ALTER SEQUENCE orch_lease.token_seq CACHE 1
+ALTER TABLE orch_lease.boot OWNER TO orch_lease_facts_owner|ALTER TABLE orch_lease.boot OWNER TO postgres
+CREATE TYPE orch_lease.stray AS ENUM ('a')|DROP TYPE orch_lease.stray
+CHANGES
+q "$(cat tests/upgrade/schema.sql)" | diff -u target/schema-fresh.txt - || fail "undoing the changes did not restore the facts"
+q "DROP ROLE orch_lease_facts_owner"
+echo "upgrade schema facts: a column privilege, a sequence setting, an owner and a type each detected"
+
 # A lease 0.4.0 cannot key (not an id of the task table) stops the update with what to do; done, it goes on.
 SUITE=upgrade
 new_database orch_lease_upgrade_refused
@@ -98,4 +120,4 @@ check "SELECT extversion FROM pg_extension WHERE extname = 'orch_lease'" 0.3.0 "
 q "DELETE FROM orch_lease.transition_lease WHERE work_item = 'PR-7'"
 q "ALTER EXTENSION orch_lease UPDATE"
 echo "upgrade with a lease on 'PR-7': refused with what to do, then done once it was released"
-echo "upgrade: 2 passed, 0 failed"
+echo "upgrade: 3 passed, 0 failed"

@@ -63,8 +63,7 @@ pub fn run(exe: &Path, dsn: &str) {
     heading("Round 3 — an actor crashes holding a lease, restarts, and recovers it");
     let (alert, merged) = crash_round(&mut db, exe, dsn);
 
-    heading("Summary");
-    summary(&off, &on);
+    // Every claim of the summary is asserted before it is printed.
     assert!(
         !off.exactly_once(),
         "with the kill-switch off the race should duplicate effects"
@@ -75,6 +74,8 @@ pub fn run(exe: &Path, dsn: &str) {
     );
     assert!(alert.contains("\"event\":\"reclaimed\""), "{alert}");
     assert_eq!(merged, 3, "the restarted actor finished the work");
+    heading("Summary");
+    summary(&off, &on);
 }
 
 /// The five actors race over fresh tasks with the kill-switch as given (and on again afterwards).

@@ -2,12 +2,17 @@
 //! stopped hard mid-run and the standby promoted; the actors reconnect (one multi-host DSN with
 //! `target_session_attrs=read-write`), register a new incarnation with recover and carry on. Then
 //! every acknowledged grant and stage commit must be on the promoted server, no token may have been
-//! handed out twice, every token granted after the promotion must exceed every token acknowledged
-//! before the crash, and a lease acquired in a transaction that never committed must be absent.
+//! handed out twice, and every token granted after the promotion must exceed every token acknowledged
+//! before the crash. With an asynchronous standby whose WAL receiver is frozen before the crash and
+//! killed (not thawed) before the promotion, the same check must report lost grants and commits: the
+//! red run that proves it can see a loss.
 //!
-//! Each actor appends what the server acknowledged to its own log, one line per acknowledgement:
-//! `A <item> <token>` (a grant), `C <item> <token> <stage>` (an applied commit), `R <boot>` (recover).
-use crate::kit::{connect, count, reconnect, shell, spawn, Rng};
+//! Each actor appends what the server acknowledged to its own log, one line per acknowledgement, with
+//! the server's clock when it answered (ns since the epoch; both servers run on this machine):
+//! `A <item> <token> <at>` (a grant), `C <item> <token> <stage> <at>` (an applied commit), `R <boot> <at>`
+//! (recover). Acknowledgements answered before the crash command returned came from the old primary;
+//! those answered after the promotion came from the promoted standby.
+use crate::kit::{connect, now_ns, reconnect, shell, spawn, Rng};
 use postgres::Client;
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -19,7 +24,7 @@ use std::time::{Duration, Instant};
 pub struct Plan {
     /// Both servers: `host=P,S port=p,s … target_session_attrs=read-write`.
     pub dsn: String,
-    /// The primary alone, for the transaction left in flight at the crash.
+    /// The primary alone, for the tasks.
     pub primary_dsn: String,
     pub actors: usize,
     pub items: usize,
@@ -27,7 +32,8 @@ pub struct Plan {
     pub before: Duration,
     pub after: Duration,
     /// Shell commands: stop the primary hard, promote the standby; optionally freeze the standby's WAL
-    /// receiver before the crash (and thaw it after), to measure what an asynchronous standby loses.
+    /// receiver a second before the crash and, after it, drop what the receiver never wrote (kill it),
+    /// to see what a lagging standby loses.
     pub crash: String,
     pub promote: String,
     pub freeze: Option<(String, String)>,
@@ -64,73 +70,60 @@ pub fn run(exe: &Path, plan: &Plan) -> Report {
         })
         .collect();
     std::thread::sleep(plan.before);
-
-    // A transaction in flight at the crash: its lease must not survive it.
-    let mut in_flight = connect(&plan.primary_dsn);
-    in_flight.batch_execute("BEGIN").unwrap();
-    in_flight
-        .query(
-            "SELECT orch_lease.transition_lease_acquire('in-flight', 'zombie', 1, 'zombie-boot')",
-            &[],
-        )
-        .unwrap();
     if let Some((freeze, _)) = &plan.freeze {
         shell(freeze);
         std::thread::sleep(Duration::from_secs(1));
     }
     shell(&plan.crash);
-    drop(in_flight);
-    // What was acknowledged up to the crash; what the logs gain from here on came after it.
-    let (before_crash, read) = acknowledged(&plan.dir, &HashMap::new());
-    if let Some((_, thaw)) = &plan.freeze {
-        shell(thaw);
+    // Every answer the old primary gave was given before its stop command returned.
+    let crashed = now_ns();
+    if let Some((_, drop_unwritten)) = &plan.freeze {
+        shell(drop_unwritten);
     }
     shell(&plan.promote);
+    let promoted = now_ns();
     for mut actor in actors {
         assert!(actor.wait().unwrap().success(), "an actor failed");
     }
-    let (after_crash, _) = acknowledged(&plan.dir, &read);
+    let acknowledged = acknowledged(&plan.dir);
     let mut db = connect(&plan.dsn);
-    check(&mut db, &before_crash, &after_crash)
+    check(&mut db, &acknowledged, crashed, promoted)
 }
 
-/// What the actors were told had committed: grants (item, token) and commits (item, token, stage).
+/// What the actors were told had committed, each with the server's answer time: grants (item, token,
+/// at) and commits (item, token, stage, at).
 #[derive(Default)]
 struct Acknowledged {
-    grants: Vec<(String, i64)>,
-    commits: Vec<(String, i64, u32)>,
+    grants: Vec<(String, i64, u128)>,
+    commits: Vec<(String, i64, u32, u128)>,
     recovers: usize,
 }
 
-/// The acknowledgements in the actors' logs past the given byte offsets, and the logs' lengths now.
-fn acknowledged(
-    dir: &Path,
-    since: &HashMap<PathBuf, usize>,
-) -> (Acknowledged, HashMap<PathBuf, usize>) {
+/// Every acknowledgement in the actors' logs (they have all exited).
+fn acknowledged(dir: &Path) -> Acknowledged {
     let mut seen = Acknowledged::default();
-    let mut read = HashMap::new();
     for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        // Up to the last complete line: an actor may be writing one right now.
-        let end = text.rfind('\n').map_or(0, |at| at + 1);
-        let start = since.get(&path).copied().unwrap_or(0);
-        for line in text[start..end].lines() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.lines() {
             let fields: Vec<&str> = line.split(' ').collect();
             match fields.as_slice() {
-                ["A", item, token] => seen.grants.push((item.to_string(), token.parse().unwrap())),
-                ["C", item, token, stage] => seen.commits.push((
+                ["A", item, token, at] => seen.grants.push((
+                    item.to_string(),
+                    token.parse().unwrap(),
+                    at.parse().unwrap(),
+                )),
+                ["C", item, token, stage, at] => seen.commits.push((
                     item.to_string(),
                     token.parse().unwrap(),
                     stage.parse().unwrap(),
+                    at.parse().unwrap(),
                 )),
-                ["R", _] => seen.recovers += 1,
+                ["R", _, _] => seen.recovers += 1,
                 _ => unreachable!("an actor log line: {line}"),
             }
         }
-        read.insert(path, end);
     }
-    (seen, read)
+    seen
 }
 
 #[derive(Debug)]
@@ -140,9 +133,9 @@ pub struct Report {
     pub grants_lost: usize,
     pub commits_lost: usize,
     pub tokens_granted_twice: usize,
+    pub grants_before_crash: usize,
     pub grants_after_promotion: usize,
     pub tokens_not_above_the_crash: usize,
-    pub in_flight_survived: bool,
     pub recovers: usize,
 }
 
@@ -152,72 +145,80 @@ impl Report {
             && self.commits_lost == 0
             && self.tokens_granted_twice == 0
             && self.tokens_not_above_the_crash == 0
-            && !self.in_flight_survived
+            && self.grants_before_crash > 0
+            && self.grants_after_promotion > 0
+    }
+
+    /// What an asynchronous standby that missed the last second must show: acknowledged grants and
+    /// commits lost, with the load on both sides of the failover.
+    pub fn lost_work(&self) -> bool {
+        self.grants_lost > 0
+            && self.commits_lost > 0
+            && self.grants_before_crash > 0
             && self.grants_after_promotion > 0
     }
 
     pub fn print(&self) {
         println!(
-            "failover: {} grants and {} commits acknowledged ({} after the promotion, {} recovers); \
-             lost: {} grants, {} commits; tokens granted twice: {}; post-promotion tokens not above \
-             the crash: {}; in-flight lease survived: {}",
+            "failover: {} grants and {} commits acknowledged ({} grants before the crash, {} after the \
+             promotion, {} recovers); lost: {} grants, {} commits; tokens granted twice: {}; \
+             post-promotion tokens not above the crash: {}",
             self.grants_acknowledged,
             self.commits_acknowledged,
+            self.grants_before_crash,
             self.grants_after_promotion,
             self.recovers,
             self.grants_lost,
             self.commits_lost,
             self.tokens_granted_twice,
             self.tokens_not_above_the_crash,
-            self.in_flight_survived
         );
     }
 }
 
-fn check(db: &mut Client, before_crash: &Acknowledged, after_crash: &Acknowledged) -> Report {
+fn check(db: &mut Client, seen: &Acknowledged, crashed: u128, promoted: u128) -> Report {
     let server = Promoted::read(db);
-    let grants: Vec<&(String, i64)> = before_crash
-        .grants
-        .iter()
-        .chain(&after_crash.grants)
-        .collect();
-    let commits: Vec<&(String, i64, u32)> = before_crash
-        .commits
-        .iter()
-        .chain(&after_crash.commits)
-        .collect();
     // A token acknowledged to two actors was handed out twice, whatever the server remembers.
     let mut tokens = HashSet::new();
-    let acknowledged_twice = grants
-        .iter()
-        .filter(|(_, token)| !tokens.insert(*token))
-        .count();
-    let crash_token = before_crash
+    let acknowledged_twice = seen
         .grants
         .iter()
-        .map(|(_, t)| *t)
-        .max()
-        .unwrap_or(0);
+        .filter(|(_, token, _)| !tokens.insert(*token))
+        .count();
+    let before_crash: Vec<i64> = seen
+        .grants
+        .iter()
+        .filter(|(_, _, at)| *at < crashed)
+        .map(|(_, t, _)| *t)
+        .collect();
+    let crash_token = before_crash.iter().copied().max().unwrap_or(0);
+    let after_promotion: Vec<i64> = seen
+        .grants
+        .iter()
+        .filter(|(_, _, at)| *at > promoted)
+        .map(|(_, t, _)| *t)
+        .collect();
     Report {
-        grants_acknowledged: grants.len(),
-        commits_acknowledged: commits.len(),
-        grants_lost: grants
-            .iter()
-            .filter(|grant| !server.has_grant(grant))
-            .count(),
-        commits_lost: commits
-            .iter()
-            .filter(|commit| !server.has_commit(commit))
-            .count(),
-        tokens_granted_twice: server.granted_twice + acknowledged_twice,
-        grants_after_promotion: after_crash.grants.len(),
-        tokens_not_above_the_crash: after_crash
+        grants_acknowledged: seen.grants.len(),
+        commits_acknowledged: seen.commits.len(),
+        grants_lost: seen
             .grants
             .iter()
-            .filter(|(_, t)| *t <= crash_token)
+            .filter(|(item, token, _)| !server.has_grant(item, *token))
             .count(),
-        in_flight_survived: server.in_flight_survived,
-        recovers: before_crash.recovers + after_crash.recovers,
+        commits_lost: seen
+            .commits
+            .iter()
+            .filter(|(item, token, stage, _)| !server.has_commit(item, *token, *stage))
+            .count(),
+        tokens_granted_twice: server.granted_twice + acknowledged_twice,
+        grants_before_crash: before_crash.len(),
+        grants_after_promotion: after_promotion.len(),
+        tokens_not_above_the_crash: after_promotion
+            .iter()
+            .filter(|t| **t <= crash_token)
+            .count(),
+        recovers: seen.recovers,
     }
 }
 
@@ -231,8 +232,6 @@ struct Promoted {
     applied: HashSet<(String, i64, String)>,
     /// Each task's stage number now.
     stages: HashMap<String, u32>,
-    /// The lease or the history of the transaction in flight at the crash.
-    in_flight_survived: bool,
 }
 
 impl Promoted {
@@ -266,31 +265,30 @@ impl Promoted {
             .iter()
             .map(|row| (row.get(0), row.get::<_, i32>(1) as u32))
             .collect();
-        let in_flight = count(
-            db,
-            "SELECT (SELECT count(*) FROM orch_lease.lease_event WHERE work_item = 'in-flight')
-                  + (SELECT count(*) FROM orch_lease.transition_lease WHERE work_item = 'in-flight')",
-        );
         Promoted {
             granted,
             granted_twice,
             applied,
             stages,
-            in_flight_survived: in_flight > 0,
         }
     }
 
-    fn has_grant(&self, (item, token): &(String, i64)) -> bool {
-        self.granted.get(token) == Some(item)
+    fn has_grant(&self, item: &str, token: i64) -> bool {
+        self.granted
+            .get(&token)
+            .is_some_and(|granted| granted == item)
     }
 
     /// The commit is in the history, and the task is at its stage or beyond.
-    fn has_commit(&self, (item, token, stage): &(String, i64, u32)) -> bool {
+    fn has_commit(&self, item: &str, token: i64, stage: u32) -> bool {
         self.applied
-            .contains(&(item.clone(), *token, format!("v{stage}")))
-            && self.stages.get(item).is_some_and(|now| now >= stage)
+            .contains(&(item.to_string(), token, format!("v{stage}")))
+            && self.stages.get(item).is_some_and(|now| *now >= stage)
     }
 }
+
+/// The server's clock as it answers, in ns since the epoch (microsecond precision).
+const NOW_NS: &str = "(extract(epoch FROM clock_timestamp()) * 1e9)::bigint";
 
 /// One actor: acquire, read the stage, commit the next stage; on a lost connection, reconnect, register
 /// a new incarnation with recover (which releases the leases of the old one) and go on.
@@ -309,16 +307,16 @@ pub fn run_actor(dsn: &str, role: &str, items: usize, dir: &Path, seconds: u64) 
         let Some(mut db) = reconnect(dsn, deadline) else {
             return;
         };
-        if db
-            .query(
-                "SELECT * FROM orch_lease.transition_lease_recover($1, $2)",
+        let Ok(at) = db
+            .query_one(
+                &format!("WITH r AS (SELECT * FROM orch_lease.transition_lease_recover($1, $2)) SELECT {NOW_NS}"),
                 &[&boot, &role],
             )
-            .is_err()
-        {
+            .map(|row| row.get::<_, i64>(0))
+        else {
             continue;
-        }
-        writeln!(log, "R {boot}").unwrap();
+        };
+        writeln!(log, "R {boot} {at}").unwrap();
         while Instant::now() < deadline {
             let item = format!("ha-{}", rng.below(items as u64) + 1);
             if step(&mut db, &mut log, role, &boot, &item).is_err() {
@@ -336,7 +334,9 @@ fn step(
     item: &str,
 ) -> Result<(), postgres::Error> {
     let grant = db.query_one(
-        "SELECT acquired, token FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)",
+        &format!(
+            "SELECT acquired, token, {NOW_NS} FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)"
+        ),
         &[&item, &role, &(std::process::id() as i32), &boot],
     )?;
     let Some(token) = grant
@@ -345,19 +345,17 @@ fn step(
     else {
         return Ok(());
     };
-    writeln!(log, "A {item} {token}").unwrap();
+    writeln!(log, "A {item} {token} {}", grant.get::<_, i64>(2)).unwrap();
     let stage: String = db
         .query_one("SELECT stage FROM ha_task WHERE id = $1", &[&item])?
         .get(0);
     let next = stage[1..].parse::<u32>().unwrap() + 1;
-    let outcome: String = db
-        .query_one(
-            "SELECT outcome FROM orch_lease.commit_stage_cas($1, $2, $3, $4)",
-            &[&item, &token, &stage, &format!("v{next}")],
-        )?
-        .get(0);
-    if outcome == "applied" {
-        writeln!(log, "C {item} {token} {next}").unwrap();
+    let commit = db.query_one(
+        &format!("SELECT outcome, {NOW_NS} FROM orch_lease.commit_stage_cas($1, $2, $3, $4)"),
+        &[&item, &token, &stage, &format!("v{next}")],
+    )?;
+    if commit.get::<_, String>(0) == "applied" {
+        writeln!(log, "C {item} {token} {next} {}", commit.get::<_, i64>(1)).unwrap();
     }
     Ok(())
 }

@@ -1,10 +1,15 @@
 //! The soak: N actor processes drive M tasks through a stage pipeline while faults are injected —
 //! SIGKILL of actors (restarted with a new boot id, which call recover), `pg_terminate_backend` of their
 //! sessions, and immediate server stops. Each transition has an irreversible effect recorded OUTSIDE the
-//! database, in the actor incarnation's own append-only file: `S` when the effect starts, `E` when it
-//! ends, `D` when the commit that closes the transition has answered (with its outcome). Between `S` and
-//! `D` the actor is inside the transition's side-effect region. Afterwards the files and the database are checked against the
-//! invariants and the figures printed.
+//! database, in the actor incarnation's own append-only file: `S` when the effect starts (with the lease's
+//! token), `E` when it ends, `D` when the commit that closes the transition has answered (with its outcome
+//! and token). Between `S` and `D` the actor is inside the transition's lease region (its lease granted,
+//! its commit not answered). Afterwards the files and the database are checked against the invariants:
+//! every duplicated effect must be tied to an incarnation killed inside that same transition's region,
+//! and every acknowledged commit must be in the history as `cas_applied` under its own token.
+//!
+//! [`Break`] makes an actor misbehave on purpose, to show that the detectors fire: it runs an effect twice
+//! without dying, or acknowledges a commit it never made.
 use crate::kit::{connect, count, create_tasks, now_ns, reconnect, shell, spawn, Mode, Rng};
 use postgres::Client;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -29,10 +34,42 @@ pub fn prepare(db: &mut Client, items: usize) {
         .expect("soak index");
 }
 
+/// A deliberate misbehaviour of the lease-mode actors, so that the checks can be seen to fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Break {
+    None,
+    /// About one transition in 20 runs its effect twice, under its lease, without any kill.
+    DoubleEffect,
+    /// About one applied commit in 20 is acknowledged in the log under a token that never committed.
+    PhantomAck,
+}
+
+impl Break {
+    pub fn parse(text: &str) -> Result<Break, String> {
+        match text {
+            "none" => Ok(Break::None),
+            "double-effect" => Ok(Break::DoubleEffect),
+            "phantom-ack" => Ok(Break::PhantomAck),
+            other => Err(format!(
+                "break must be none, double-effect or phantom-ack, not {other:?}"
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Break::None => "none",
+            Break::DoubleEffect => "double-effect",
+            Break::PhantomAck => "phantom-ack",
+        }
+    }
+}
+
 /// One actor incarnation: its session, its boot, its effect log, and the commit it still owes.
 struct Actor {
     dsn: String,
     mode: Mode,
+    broken: Break,
     instance: String,
     boot_id: String,
     pid: i32,
@@ -45,9 +82,11 @@ struct Actor {
 }
 
 /// The body of one soak actor process. Runs until no task is left, or `max_attempts` in naive mode.
+#[allow(clippy::too_many_arguments)]
 pub fn run_actor(
     dsn: &str,
     mode: Mode,
+    broken: Break,
     instance: &str,
     dir: &Path,
     effect_ms: u64,
@@ -64,6 +103,7 @@ pub fn run_actor(
     let mut actor = Actor {
         dsn: dsn.into(),
         mode,
+        broken,
         instance: instance.into(),
         boot_id,
         pid,
@@ -161,12 +201,12 @@ impl Actor {
     /// The effect, then the bare UPDATE, for the stage seen.
     fn advance_naively(&mut self, task: &str, seen: &str) -> Result<(), postgres::Error> {
         let to = next_stage(seen).expect("a stage of the pipeline");
-        self.effect(task, seen, to);
+        self.effect(task, seen, to, None);
         self.db.execute(
             "UPDATE soak_task SET stage = $2 WHERE id = $1",
             &[&task, &to],
         )?;
-        self.mark(format!("D {task} {to} applied"));
+        self.mark(format!("D {task} {to} applied -"));
         Ok(())
     }
 
@@ -197,16 +237,20 @@ impl Actor {
             )?;
             return Ok(());
         };
-        self.effect(task, &from, to);
+        self.effect(task, &from, to, token);
+        if self.broken == Break::DoubleEffect && self.rng.below(20) == 0 {
+            self.effect(task, &from, to, token); // on purpose: a duplicate with no kill behind it
+        }
         self.pending = Some((task.to_string(), token, from.clone(), to.to_string()));
         self.commit(task, token, &from, to)
     }
 
-    /// The irreversible effect of `task` going `from` → `to`, marked before and after.
-    fn effect(&mut self, task: &str, from: &str, to: &str) {
-        self.mark(format!("S {task} {from} {to}"));
+    /// The irreversible effect of `task` going `from` → `to` under the lease `token`, marked before and after.
+    fn effect(&mut self, task: &str, from: &str, to: &str, token: Option<i64>) {
+        let token = token.map_or("-".to_string(), |t| t.to_string());
+        self.mark(format!("S {task} {from} {to} {token}"));
         std::thread::sleep(Duration::from_millis(self.rng.below(self.effect_ms + 1)));
-        self.mark(format!("E {task} {from} {to}"));
+        self.mark(format!("E {task} {from} {to} {token}"));
     }
 
     fn commit(
@@ -224,7 +268,11 @@ impl Actor {
             )?
             .get(0);
         self.pending = None;
-        self.mark(format!("D {task} {to} {outcome}"));
+        let mut acknowledged = token.map_or("-".to_string(), |t| t.to_string());
+        if self.broken == Break::PhantomAck && outcome == "applied" && self.rng.below(20) == 0 {
+            acknowledged = format!("-{acknowledged}"); // on purpose: a token that never committed
+        }
+        self.mark(format!("D {task} {to} {outcome} {acknowledged}"));
         Ok(())
     }
 }
@@ -233,6 +281,7 @@ impl Actor {
 pub struct Plan {
     pub dsn: String,
     pub mode: Mode,
+    pub broken: Break,
     pub actors: usize,
     pub items: usize,
     pub effect_ms: u64,
@@ -333,6 +382,7 @@ impl<'a> Soak<'a> {
             "soak-actor",
             &[
                 ("mode", self.plan.mode.name().to_string()),
+                ("break", self.plan.broken.name().to_string()),
                 ("role", instance.to_string()),
                 ("effect-ms", self.plan.effect_ms.to_string()),
                 ("max-attempts", self.plan.max_attempts.to_string()),
@@ -418,18 +468,21 @@ impl<'a> Soak<'a> {
         self.slots[at].child = self.spawn(&instance);
     }
 
+    /// `pg_terminate_backend` of one actor session. Only a server going away (a connection error) is
+    /// forgiven (the injector reconnects); any other error fails the soak.
     fn terminate_a_session(&mut self) {
-        let gone: i64 = self
-            .admin
-            .query_one(
-                "SELECT count(pg_terminate_backend(pid)) FROM (
-                     SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'soak-actor-%'
-                      ORDER BY random() LIMIT 1) victim",
-                &[],
-            )
-            .map(|row| row.get(0))
-            .unwrap_or(0);
-        self.faults.terminations += gone as usize;
+        match self.admin.query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM (
+                 SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'soak-actor-%'
+                  ORDER BY random() LIMIT 1) victim",
+            &[],
+        ) {
+            Ok(row) => self.faults.terminations += row.get::<_, i64>(0) as usize,
+            Err(error) if lost_connection(&error) => {
+                self.admin = connect_retrying(&self.plan.dsn, "injector");
+            }
+            Err(error) => panic!("terminating an actor session: {error}"),
+        }
     }
 
     /// The checks, and the log directory removed.
@@ -438,6 +491,14 @@ impl<'a> Soak<'a> {
         let report = check(&mut self.admin, &self.dir, self.plan, &self.faults, elapsed);
         let _ = std::fs::remove_dir_all(&self.dir);
         report
+    }
+}
+
+/// A connection lost to a terminated session or a server going down: 57… or 08…, or a closed socket.
+fn lost_connection(error: &postgres::Error) -> bool {
+    match error.code().map(|code| code.code()) {
+        Some(code) => code.starts_with("57") || code.starts_with("08"),
+        None => true,
     }
 }
 
@@ -461,7 +522,12 @@ pub struct Report {
     pub effects: usize,
     /// Effects that ran more than once for the same task and transition (each extra run counts).
     pub duplicate_effects: usize,
-    /// Incarnations killed inside a side-effect region: effect started, commit not answered.
+    /// Of those, the extra runs of a (task, transition) matched by an incarnation killed inside that same
+    /// transition's lease region (its effect started, its commit not answered): one kill explains one.
+    pub duplicates_tied_to_a_kill: usize,
+    /// The extra runs no such kill explains: any is a violation.
+    pub duplicates_without_a_kill: usize,
+    /// Incarnations killed inside a lease region: effect started, commit not answered.
     pub killed_inside_effect: usize,
     /// Pairs of runs of one task's effects whose intervals overlap: two owners inside at once.
     pub overlapping_effects: usize,
@@ -469,7 +535,9 @@ pub struct Report {
     pub bad_histories: i64,
     /// Tasks not at the last stage.
     pub unfinished: i64,
-    /// Commits an actor saw acknowledged but the history does not hold.
+    /// Commits an actor saw acknowledged (task, token, stage) that the history does not hold as
+    /// `cas_applied` under that token.
+    pub acknowledged_commits: usize,
     pub lost_commits: usize,
     /// Leases still held by a superseded boot after every recover.
     pub stale_leases: i64,
@@ -488,26 +556,44 @@ type Run = (u128, Option<u128>);
 struct EffectLogs {
     /// Every run of each (task, transition) effect.
     runs: BTreeMap<(String, String), Vec<Run>>,
-    /// The (task, stage) commits an actor saw applied.
-    committed: Vec<(String, String)>,
-    /// Incarnations that died between an effect's start and its commit's answer.
-    killed_inside: usize,
+    /// The (task, token, stage) commits an actor saw applied under a lease.
+    committed: Vec<(String, i64, String)>,
+    /// Per (task, transition): the incarnations killed inside its lease region.
+    killed_inside: HashMap<(String, String), usize>,
+}
+
+impl EffectLogs {
+    /// (extra runs explained by a kill inside their transition's region, extra runs not explained).
+    fn duplicates(&self) -> (usize, usize) {
+        let (mut tied, mut untied) = (0, 0);
+        for (key, runs) in &self.runs {
+            let extra = runs.len().saturating_sub(1);
+            let kills = self.killed_inside.get(key).copied().unwrap_or(0);
+            tied += extra.min(kills);
+            untied += extra.saturating_sub(kills);
+        }
+        (tied, untied)
+    }
 }
 
 fn check(db: &mut Client, dir: &Path, plan: &Plan, faults: &Faults, elapsed: Duration) -> Report {
     let logs = read_effect_logs(dir, faults);
+    let (tied, untied) = logs.duplicates();
     Report {
         items: plan.items,
         transitions_committed: count(db, "SELECT count(*) FROM soak_history"),
         effects: logs.runs.values().map(Vec::len).sum(),
         duplicate_effects: logs.runs.values().map(|r| r.len().saturating_sub(1)).sum(),
-        killed_inside_effect: logs.killed_inside,
+        duplicates_tied_to_a_kill: tied,
+        duplicates_without_a_kill: untied,
+        killed_inside_effect: logs.killed_inside.values().sum(),
         overlapping_effects: logs.runs.values().map(|list| overlaps(list)).sum(),
         bad_histories: bad_histories(db),
         unfinished: count(
             db,
             "SELECT count(*) FROM soak_task WHERE stage <> 'deployed'",
         ),
+        acknowledged_commits: logs.committed.len(),
         lost_commits: lost_commits(db, &logs.committed),
         stale_leases: count(
             db,
@@ -535,19 +621,16 @@ fn read_effect_logs(dir: &Path, faults: &Faults) -> EffectLogs {
 /// One incarnation's file; `died` is when it was killed, if it was.
 fn read_effect_log(text: &str, died: Option<u128>, logs: &mut EffectLogs) {
     let mut open: Option<(String, String, u128)> = None; // started, not ended
-    let mut inside = false; // started, commit not answered
+    let mut inside: Option<(String, String)> = None; // started, commit not answered
     for line in text.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
         match fields.as_slice() {
-            ["S", task, from, to, at] => {
-                open = Some((
-                    task.to_string(),
-                    format!("{from}>{to}"),
-                    at.parse().unwrap(),
-                ));
-                inside = true;
+            ["S", task, from, to, _token, at] => {
+                let transition = format!("{from}>{to}");
+                open = Some((task.to_string(), transition.clone(), at.parse().unwrap()));
+                inside = Some((task.to_string(), transition));
             }
-            ["E", task, from, to, at] => {
+            ["E", task, from, to, _token, at] => {
                 let (t, transition, started) = open.take().expect("an end after its start");
                 assert_eq!(
                     (t.as_str(), transition.as_str()),
@@ -558,10 +641,13 @@ fn read_effect_log(text: &str, died: Option<u128>, logs: &mut EffectLogs) {
                     .or_default()
                     .push((started, Some(at.parse().unwrap())));
             }
-            ["D", task, to, outcome, _] => {
-                inside = false;
+            ["D", task, to, outcome, token, _] => {
+                inside = None;
                 if *outcome == "applied" {
-                    logs.committed.push((task.to_string(), to.to_string()));
+                    if let Ok(token) = token.parse() {
+                        logs.committed
+                            .push((task.to_string(), token, to.to_string()));
+                    }
                 }
             }
             _ => {} // a line cut short by SIGKILL
@@ -574,7 +660,9 @@ fn read_effect_log(text: &str, died: Option<u128>, logs: &mut EffectLogs) {
             .or_default()
             .push((started, died));
     }
-    logs.killed_inside += usize::from(inside);
+    if let (Some(key), Some(_)) = (inside, died) {
+        *logs.killed_inside.entry(key).or_default() += 1;
+    }
 }
 
 /// Pairs of runs of one effect whose intervals overlap: two owners inside at once.
@@ -606,15 +694,19 @@ fn bad_histories(db: &mut Client) -> i64 {
     )
 }
 
-/// Commits an actor saw applied that the history does not hold.
-fn lost_commits(db: &mut Client, committed: &[(String, String)]) -> usize {
-    let in_history: HashSet<(String, String)> = db
-        .query("SELECT task_id, to_stage FROM soak_history", &[])
+/// Commits an actor saw applied that the history does not hold as `cas_applied` under their token, as
+/// the failover check matches them: (task, token, stage reached).
+fn lost_commits(db: &mut Client, committed: &[(String, i64, String)]) -> usize {
+    let applied: HashSet<(String, i64, String)> = db
+        .query(
+            "SELECT work_item, old_token, stage_to FROM orch_lease.lease_event WHERE event = 'cas_applied'",
+            &[],
+        )
         .unwrap()
         .iter()
-        .map(|row| (row.get(0), row.get(1)))
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
         .collect();
-    committed.iter().filter(|c| !in_history.contains(c)).count()
+    committed.iter().filter(|c| !applied.contains(c)).count()
 }
 
 impl Report {
@@ -626,7 +718,7 @@ impl Report {
             && self.lost_commits == 0
             && self.stale_leases == 0
             && self.leftover_leases == 0
-            && self.duplicate_effects <= self.killed_inside_effect
+            && self.duplicates_without_a_kill == 0
     }
 
     pub fn print(&self, mode: Mode) {
@@ -638,6 +730,14 @@ impl Report {
             ),
             ("effects run", self.effects.to_string()),
             ("effects run twice", self.duplicate_effects.to_string()),
+            (
+                "  tied to a kill inside that transition",
+                self.duplicates_tied_to_a_kill.to_string(),
+            ),
+            (
+                "  with no such kill",
+                self.duplicates_without_a_kill.to_string(),
+            ),
             (
                 "actors killed inside an effect",
                 self.killed_inside_effect.to_string(),
@@ -651,6 +751,10 @@ impl Report {
                 self.bad_histories.to_string(),
             ),
             ("tasks unfinished", self.unfinished.to_string()),
+            (
+                "commits acknowledged (with a token)",
+                self.acknowledged_commits.to_string(),
+            ),
             ("acknowledged commits lost", self.lost_commits.to_string()),
             ("stale leases left", self.stale_leases.to_string()),
             ("leases left", self.leftover_leases.to_string()),

@@ -314,8 +314,17 @@ fn many_actors_hammering_few_items_only_ever_get_outcomes() {
             })
         })
         .collect();
+    let mut seen = std::collections::BTreeSet::new();
     for thread in threads {
-        thread.join().expect("no call raised an error");
+        seen.extend(thread.join().expect("no call raised an error"));
+    }
+    // The regression's own outcome was exercised: an acquire met a grant made after its snapshot and
+    // answered busy; and the others happened too (granted, refused as held, a stale holder reclaimed).
+    for outcome in ["busy", "acquired", "held", "reclaimed"] {
+        assert!(
+            seen.contains(outcome),
+            "no acquire answered {outcome}: saw {seen:?}"
+        );
     }
 }
 

@@ -52,4 +52,39 @@ SELECT line FROM (
       FROM pg_namespace n WHERE n.nspname = 'orch_lease'
     UNION ALL
     SELECT 'config-dump ' || unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'orch_lease'
+    UNION ALL
+    -- owners: the schema, every relation (tables, views, sequences, composite types), function and type
+    SELECT 'owner schema ' || pg_get_userbyid(n.nspowner) FROM pg_namespace n WHERE n.nspname = 'orch_lease'
+    UNION ALL
+    SELECT 'owner relation ' || c.relname || ' ' || pg_get_userbyid(c.relowner)
+      FROM pg_class c WHERE c.relnamespace = 'orch_lease'::regnamespace
+    UNION ALL
+    SELECT 'owner function ' || p.oid::regprocedure || ' ' || pg_get_userbyid(p.proowner)
+      FROM pg_proc p WHERE p.pronamespace = 'orch_lease'::regnamespace
+    UNION ALL
+    SELECT 'owner type ' || t.typname || ' ' || pg_get_userbyid(t.typowner)
+      FROM pg_type t WHERE t.typnamespace = 'orch_lease'::regnamespace
+    UNION ALL
+    -- column privileges
+    SELECT 'grants column ' || c.relname || '.' || a.attname || ' ' ||
+           (SELECT string_agg(x::text, ',' ORDER BY x::text) FROM unnest(a.attacl) x)
+      FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+     WHERE c.relnamespace = 'orch_lease'::regnamespace AND a.attacl IS NOT NULL
+    UNION ALL
+    -- sequences: their settings, the column that owns each, and whether pg_dump dumps its state
+    SELECT 'sequence ' || c.relname || ' type=' || format_type(s.seqtypid, NULL) || ' start=' || s.seqstart ||
+           ' increment=' || s.seqincrement || ' min=' || s.seqmin || ' max=' || s.seqmax || ' cache=' || s.seqcache ||
+           ' cycle=' || s.seqcycle ||
+           ' owned_by=' || coalesce((SELECT d.refobjid::regclass || '.' || a.attname FROM pg_depend d
+                                      JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+                                     WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                                       AND d.deptype IN ('a', 'i')), '') ||
+           ' config-dump=' || (c.oid = ANY ((SELECT extconfig FROM pg_extension WHERE extname = 'orch_lease')::oid[]))
+      FROM pg_class c JOIN pg_sequence s ON s.seqrelid = c.oid WHERE c.relnamespace = 'orch_lease'::regnamespace
+    UNION ALL
+    -- every type of the schema (not only composites): its kind, and an enum's labels in order
+    SELECT 'type ' || t.typname || ' kind=' || t.typtype::text || ' category=' || t.typcategory::text ||
+           coalesce(' labels=' || (SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder) FROM pg_enum e
+                                   WHERE e.enumtypid = t.oid), '')
+      FROM pg_type t WHERE t.typnamespace = 'orch_lease'::regnamespace
 ) facts ORDER BY line;
