@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The upgrade path, against the running throwaway cluster (from scripts/test.sh): for each released
-# version, install its frozen script, make leases, boots, events and tasks, ALTER EXTENSION orch_lease
-# UPDATE (chaining the upgrade scripts), and check that nothing was lost, that the upgraded install
-# works, and that its schema — grants included — is exactly a fresh install's.
+# version, install its frozen script with its own library, make leases, boots, events, a stage graph, a
+# bypass guard and tasks through its own functions, put the current library back, ALTER EXTENSION
+# orch_lease UPDATE (chaining the upgrade scripts), and check that nothing was lost, that the upgraded
+# install works, and that its schema — grants, owners, sequences and types included — is a fresh one's.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT_DIR"
@@ -14,49 +15,74 @@ q "CREATE EXTENSION orch_lease"
 version=$(q "SELECT extversion FROM pg_extension WHERE extname = 'orch_lease'")
 q "$(cat tests/upgrade/schema.sql)" > target/schema-fresh.txt
 
-# The data, written with plain SQL as the released versions' functions would have written it: the
-# library installed is the current one, whose functions need the current schema.
-data="
+# Each fixture is written through the released version's own functions, served by its own library
+# (scripts/releases.sh builds it from git history); the current library is put back for the update. A
+# library is swapped by rename, so that running backends keep the one they mapped.
+scripts/releases.sh
+libdir=$("$PG_CONFIG" --pkglibdir)
+cp "$libdir/orch_lease.so" target/releases/current.so
+use_library() {
+    privileged cp "$1" "$libdir/.orch_lease.so.new"
+    privileged mv -f "$libdir/.orch_lease.so.new" "$libdir/orch_lease.so"
+}
+trap 'use_library target/releases/current.so' EXIT
+
+# Leases, boots, takeovers, a commit and a force release, as every release could make them; an id spelled
+# as no release before 0.4.0 minded ('021'), which 0.4.0 keys as the id type writes it (21).
+fixture_0_1_0="
     CREATE TABLE tasks (id bigint PRIMARY KEY, stage text NOT NULL);
     INSERT INTO tasks SELECT i, CASE WHEN i % 2 = 0 THEN 'merged' ELSE 'queued' END FROM generate_series(1, 50) i;
-    INSERT INTO orch_lease.task_table (relid, id_column, stage_column) VALUES ('tasks', 'id', 'stage');
-    INSERT INTO orch_lease.boot (boot_id, instance, pid, superseded_at, superseded_by)
-         VALUES ('boot-0', 'orchestrator', 1, now(), 'boot-1');
-    INSERT INTO orch_lease.boot (boot_id, instance, pid) VALUES ('boot-1', 'orchestrator', 2);
-    INSERT INTO orch_lease.transition_lease (work_item, token, owner, owner_pid, owner_boot_id)
-         SELECT i::text, nextval('orch_lease.token_seq'), 'monitor', 2, 'boot-1' FROM generate_series(1, 20) i;
-    -- Spelled as 0.3.0 let it be: 0.4.0 keys it as the id type writes it (21).
-    INSERT INTO orch_lease.transition_lease (work_item, token, owner, owner_pid, owner_boot_id)
-         VALUES ('021', nextval('orch_lease.token_seq'), 'webhook', 2, 'boot-1');
-    "
-# The history as each release wrote it: from 0.3.0 on every event has an outcome.
-events_of() {
-    local outcome_column="" recovered="" reclaimed="" forced=""
-    if [ "$1" != 0.1.0 ] && [ "$1" != 0.2.0 ]; then
-        outcome_column="outcome, " recovered="'recovered', " reclaimed="'reclaimed', " forced="'forced', "
-    fi
-    echo "INSERT INTO orch_lease.lease_event
-              (${outcome_column}event, work_item, old_owner, old_token, old_boot_id, new_owner, new_token, reason)
-          VALUES (${recovered}'reclaimed', '30', 'webhook', 30, 'boot-0', NULL, NULL, 'recover by boot boot-1'),
-                 (${reclaimed}'reclaimed', '31', 'webhook', 31, 'boot-0', 'monitor', 32, 'holder boot superseded'),
-                 (${forced}'forced', '33', 'monitor', 33, 'boot-1', NULL, NULL, 'before the upgrade')"
+    SELECT orch_lease.register_task_table('tasks');
+    SELECT count(*) FROM orch_lease.transition_lease_recover('boot-0', 'orchestrator', 1);
+    SELECT count(orch_lease.transition_lease_acquire(i::text, 'webhook', 1, 'boot-0')) FROM generate_series(30, 31) i;
+    SELECT count(*) FROM orch_lease.transition_lease_recover('boot-1', 'orchestrator', 2);
+    SELECT count(orch_lease.transition_lease_acquire(i::text, 'monitor', 2, 'boot-1')) FROM generate_series(1, 20) i;
+    SELECT count(*) FROM orch_lease.transition_lease_acquire('021', 'webhook', 2, 'boot-1');
+    SELECT count(*) FROM orch_lease.transition_lease_acquire('33', 'monitor', 2, 'boot-1');
+    SELECT orch_lease.transition_lease_force_release('33', NULL, 'before the upgrade');
+    SELECT count(*) FROM orch_lease.transition_lease_acquire('34', 'monitor', 2, 'boot-1');
+    SELECT count(*) FROM orch_lease.commit_stage_cas('34', (SELECT token FROM orch_lease.transition_lease WHERE work_item = '34'), 'merged', 'done');"
+# From 0.2.0 on: a stage graph, a bypass guard on the task table with a logged bypass, and a session lease
+# whose session is gone.
+fixture_0_2_0="$fixture_0_1_0
+    SELECT orch_lease.register_stage_graph(ARRAY['queued -> merged', 'merged -> done'], ARRAY['done']);
+    SELECT orch_lease.install_bypass_guard('warn');
+    SET client_min_messages = error;
+    UPDATE tasks SET stage = 'queued' WHERE id = 40;"
+fixture_of() {
+    case $1 in
+        0.1.0) echo "$fixture_0_1_0" ;;
+        *) echo "$fixture_0_2_0" ;;
+    esac
+}
+session_lease() { # from 0.2.0 on: a lease bound to a session that then ends
+    [ "$1" = 0.1.0 ] || q "SELECT outcome FROM orch_lease.transition_lease_acquire_session('45', 'sessions')" >/dev/null
 }
 # The rows as the released versions know them: every column they had (a lease's key as the task id it is).
-fingerprint="SELECT md5(string_agg(r, '|' ORDER BY r)) FROM (
-    SELECT (l.work_item::bigint, l.token, l.owner, l.owner_pid, l.owner_boot_id, l.scope, l.acquired_at)::text AS r
-      FROM orch_lease.transition_lease l
-    UNION ALL SELECT (b.boot_id, b.instance, b.pid, b.registered_at, b.superseded_at, b.superseded_by)::text
-      FROM orch_lease.boot b
-    UNION ALL SELECT (e.event_id, e.at, e.event, e.work_item, e.old_owner, e.old_token, e.old_boot_id,
-                      e.new_owner, e.new_token, e.reason)::text FROM orch_lease.lease_event e
-    UNION ALL SELECT t::text FROM tasks t UNION ALL SELECT last_value::text FROM orch_lease.token_seq) rows"
+fingerprint_of() {
+    local since_0_2_0=""
+    [ "$1" = 0.1.0 ] || since_0_2_0="
+        UNION ALL SELECT (s.from_stage, s.to_stage)::text FROM orch_lease.stage_transition s
+        UNION ALL SELECT (g.at, g.task_table, g.task_id, g.old_stage, g.new_stage)::text FROM orch_lease.bypass_log g"
+    echo "SELECT md5(string_agg(r, '|' ORDER BY r)) FROM (
+        SELECT (l.work_item::bigint, l.token, l.owner, l.owner_pid, l.owner_boot_id, l.scope, l.acquired_at)::text AS r
+          FROM orch_lease.transition_lease l
+        UNION ALL SELECT (b.boot_id, b.instance, b.pid, b.registered_at, b.superseded_at, b.superseded_by)::text
+          FROM orch_lease.boot b
+        UNION ALL SELECT (e.event_id, e.at, e.event, e.work_item, e.old_owner, e.old_token, e.old_boot_id,
+                          e.new_owner, e.new_token, e.reason)::text FROM orch_lease.lease_event e $since_0_2_0
+        UNION ALL SELECT t::text FROM tasks t UNION ALL SELECT last_value::text FROM orch_lease.token_seq) rows"
+}
 
 for from in 0.1.0 0.2.0 0.3.0; do
     SUITE="upgrade from $from"
     new_database "orch_lease_upgraded_from_${from//./_}"
+    use_library "target/releases/$from/orch_lease.so"
     q "CREATE EXTENSION orch_lease VERSION '$from'"
-    q "$data" >/dev/null
-    q "$(events_of "$from")" >/dev/null
+    q "$(fixture_of "$from")" >/dev/null
+    session_lease "$from"
+    use_library target/releases/current.so
+    fingerprint=$(fingerprint_of "$from")
     before=$(q "$fingerprint")
     # Until the update, the old functions with the new library say what to do (not "column does not exist").
     if stale=$(q "SELECT outcome FROM orch_lease.transition_lease_acquire('1', 'o', 1, 'b')" 2>&1) ||
@@ -75,8 +101,17 @@ for from in 0.1.0 0.2.0 0.3.0; do
     check "SELECT outcome FROM orch_lease.commit_stage_cas('1', (SELECT token FROM orch_lease.transition_lease WHERE work_item = '1'), 'queued', 'merged')" \
           applied "a lease made before the update does not commit"
     check "SELECT string_agg(label || '=' || value, ' ' ORDER BY label) FROM orch_lease.transition_lease_metrics()
-            WHERE metric IN ('orch_lease_reclaims_total', 'orch_lease_grants_total', 'orch_lease_cas_total') AND value > 0" \
-          "applied=1 manual=1 reclaimed=1 stale=2" "metrics after the update"
+            WHERE metric = 'orch_lease_reclaims_total' AND value > 0" \
+          "manual=1 stale=2" "the takeovers made before the update are not counted"
+    if [ "$from" != 0.1.0 ]; then
+        check "SELECT outcome FROM orch_lease.update_task_stage_cas('50', 'done', 'queued')" invalid_transition \
+              "the stage graph made before the update does not hold"
+        check "SELECT count(*) FROM (SELECT orch_lease.transition_lease_acquire('45', 'reaper', 3, 'boot-9') g) a
+                WHERE (g).outcome = 'reclaimed'" 1 "the session lease of a gone session is not reclaimed"
+        q "SET client_min_messages = error; UPDATE tasks SET stage = 'merged' WHERE id = 41" >/dev/null
+        check "SELECT string_agg(task_id || ':' || by_role, ' ' ORDER BY at) FROM orch_lease.bypass_log" \
+              "40:postgres 41:postgres" "the bypass guard installed before the update does not log as the writer"
+    fi
 
     q "$(cat tests/upgrade/schema.sql)" > "target/schema-from-$from.txt"
     diff -u target/schema-fresh.txt "target/schema-from-$from.txt" ||
@@ -108,10 +143,11 @@ echo "upgrade schema facts: a column privilege, a sequence setting, an owner and
 # A lease 0.4.0 cannot key (not an id of the task table) stops the update with what to do; done, it goes on.
 SUITE=upgrade
 new_database orch_lease_upgrade_refused
+use_library target/releases/0.3.0/orch_lease.so
 q "CREATE EXTENSION orch_lease VERSION '0.3.0'"
-q "$data" >/dev/null
-q "INSERT INTO orch_lease.transition_lease (work_item, token, owner, owner_pid, owner_boot_id)
-         VALUES ('PR-7', nextval('orch_lease.token_seq'), 'monitor', 2, 'boot-1')"
+q "$(fixture_of 0.3.0)" >/dev/null
+q "SELECT outcome FROM orch_lease.transition_lease_acquire('PR-7', 'monitor', 2, 'boot-1')" >/dev/null
+use_library target/releases/current.so
 if refusal=$(q "ALTER EXTENSION orch_lease UPDATE" 2>&1); then
     fail "a lease on a work item that is no task id did not stop the update"
 fi
