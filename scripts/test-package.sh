@@ -58,6 +58,11 @@ SOURCE_PATH=$PATH
 
 # The orch_lease files in the directories DIR….
 orch_lease_files() { find "$@" -maxdepth 1 -name 'orch_lease*' 2>/dev/null || true; }
+# Removes the orch_lease files of the directories DIR….
+remove_orch_lease_files() {
+    local file
+    orch_lease_files "$@" | while read -r file; do privileged rm -f "$file"; done
+}
 
 apt_install() { privileged env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --allow-downgrades "$@" >/dev/null; }
 
@@ -88,7 +93,7 @@ export PATH=$no_cargo:$PATH
 if dpkg-query -W -f='${Status}' "$pkg15" 2>/dev/null | grep -q installed; then
     privileged env DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq "$pkg15" >/dev/null
 fi
-orch_lease_files "${PG15_DIRS[@]}" | xargs -r privileged rm -f
+remove_orch_lease_files "${PG15_DIRS[@]}"
 [ -z "$(orch_lease_files "${PG15_DIRS[@]}")" ] || fail "source-built orch_lease files are left in PostgreSQL 15's directories"
 
 apt_install "$ROOT_DIR/$old_deb"
@@ -156,7 +161,7 @@ for major in $OTHER_MAJORS; do
         unpacked=$(mktemp -d /tmp/orch_lease-deb.XXXXXX) kept=$(mktemp -d /tmp/orch_lease-kept.XXXXXX)
         put_back() {
             cluster_stop
-            orch_lease_files "$libdir" "$extdir" | xargs -r privileged rm -f
+            remove_orch_lease_files "$libdir" "$extdir"
             cp -p "$kept"/lib/* "$libdir/" 2>/dev/null || true
             cp -p "$kept"/ext/* "$extdir/" 2>/dev/null || true
             rm -rf "$unpacked" "$kept"
@@ -167,7 +172,7 @@ for major in $OTHER_MAJORS; do
         mkdir -p "$kept/lib" "$kept/ext"
         orch_lease_files "$libdir" | xargs -r cp -p -t "$kept/lib"
         orch_lease_files "$extdir" | xargs -r cp -p -t "$kept/ext"
-        orch_lease_files "$libdir" "$extdir" | xargs -r privileged rm -f
+        remove_orch_lease_files "$libdir" "$extdir"
         dpkg-deb -x "$deb" "$unpacked"
         cp "$unpacked/usr/lib/postgresql/$major/lib/orch_lease.so" "$libdir/"
         cp "$unpacked/usr/share/postgresql/$major/extension/"* "$extdir/"
