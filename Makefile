@@ -1,7 +1,7 @@
 # orch_lease — every entry point installs what it needs first (scripts/setup.sh) and is safe to rerun.
 # Recipes that source scripts/lib.sh need bash.
 SHELL := /bin/bash
-.PHONY: demo test test-matrix test-ha soak bench bench-history setup install lint clean
+.PHONY: demo test test-matrix test-ha soak bench bench-history setup setup-test install package test-package dist lint clean
 
 demo:        ## Replay the incident: five actor processes race with and without orch_lease
 	scripts/demo.sh
@@ -12,7 +12,7 @@ test:        ## Every test: in-process, pg_regress, real-connection races and th
 test-matrix: ## In-process, pg_regress and isolation tests on PostgreSQL 14, 16, 17 and 18 (make test covers 15)
 	scripts/matrix.sh
 
-test-ha: setup  ## Only the failover test: hard stops and promotions to a synchronous standby (nothing lost) and to a lagging asynchronous one (losses reported)
+test-ha: setup-test  ## Only the failover test: hard stops and promotions to a synchronous standby (nothing lost) and to a lagging asynchronous one (losses reported)
 	. scripts/lib.sh && install_debug
 	scripts/ha-test.sh
 
@@ -25,11 +25,23 @@ bench:       ## Benchmarks against raw SQL, a PL/pgSQL twin and advisory locks; 
 bench-history: ## What the lease history costs: orch_lease.history = all against takeovers and raw SQL
 	bench/history.sh
 
-setup:       ## Install PostgreSQL 15, clang, cargo-pgrx and run cargo pgrx init (only what is missing)
+setup:       ## What building needs: PostgreSQL 15 with headers, clang, cargo-pgrx, cargo pgrx init (only what is missing)
 	scripts/setup.sh
+
+setup-test:  ## setup, and what the tests and the demo need besides (pg_cron, Node.js, Python, sudo)
+	scripts/setup.sh --test
 
 install: setup  ## Build and install the extension into the system PostgreSQL 15
 	. scripts/lib.sh && install_release
+
+package:     ## postgresql-<major>-orch-lease_<version>_amd64.deb for PostgreSQL 14-18, SHA256SUMS, lintian: target/packages/
+	scripts/package.sh
+
+test-package: ## The packages installed with apt-get (15) or unpacked (14, 16-18) and tested, no cargo; run make package first
+	scripts/test-package.sh
+
+dist:        ## The PGXN release orch_lease-<version>.zip (git archive of HEAD) in target/, checked and built from
+	scripts/dist.sh
 
 lint: setup  ## rustfmt and clippy, warnings are errors
 	cargo fmt --all -- --check

