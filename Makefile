@@ -1,7 +1,7 @@
 # orch_lease — every entry point installs what it needs first (scripts/setup.sh) and is safe to rerun.
 # Recipes that source scripts/lib.sh need bash.
 SHELL := /bin/bash
-.PHONY: demo test test-matrix test-ha soak bench bench-history setup setup-test install package test-package dist lint clean
+.PHONY: demo test test-matrix test-ha model soak bench bench-history setup setup-test install package test-package dist lint clean
 
 demo:        ## Replay the incident: five actor processes race with and without orch_lease
 	scripts/demo.sh
@@ -15,6 +15,9 @@ test-matrix: ## In-process, pg_regress and isolation tests on PostgreSQL 14, 16,
 test-ha: setup-test  ## Only the failover test: hard stops and promotions to a synchronous standby (nothing lost) and to a lagging asynchronous one (losses reported)
 	. scripts/lib.sh && install_debug
 	scripts/ha-test.sh
+
+model:       ## The protocol model at a larger size (A actors, I items, C crashes; default 2 2 2): states, depth, time
+	cd model && cargo run --quiet --release --bin check -- --actors $${A:-2} --items $${I:-2} --crashes $${C:-2}
 
 soak:        ## The long soak with injected faults (figures for docs/reliability.md)
 	scripts/soak.sh
@@ -48,7 +51,10 @@ lint: setup  ## rustfmt and clippy, warnings are errors
 	cd harness && cargo fmt -- --check
 	cargo clippy --all-targets --features "pg15 pg_test" -- -D warnings
 	cd harness && cargo clippy --all-targets -- -D warnings
+	cd model && cargo fmt -- --check
+	cd model && cargo clippy --all-targets -- -D warnings
 
 clean:
 	cargo clean
 	cd harness && cargo clean
+	cd model && cargo clean

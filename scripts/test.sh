@@ -29,8 +29,9 @@ scripts/runbook-test.sh 2>&1 | tee -a "$results"
 scripts/cron-test.sh 2>&1 | tee -a "$results" # its own cluster, with pg_cron preloaded
 scripts/ha-test.sh 2>&1 | tee -a "$results"   # a primary and a synchronous standby, one failover
 
-log "5/6 real-connection tests"
+log "5/6 real-connection tests, and the protocol model (exhaustive, then replayed against the server)"
 cargo test --manifest-path harness/Cargo.toml 2>&1 | tee -a "$results"
+scripts/model-test.sh 2>&1 | tee -a "$results"
 
 log "6/6 client examples and the demo"
 scripts/examples.sh 2>&1 | tee -a "$results"

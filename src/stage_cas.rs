@@ -160,21 +160,27 @@ fn stage_cas(
             owner::as_owner(|| lease::claim(client, &write.key, token, how, &role))
         };
         if !config::enabled() {
-            // The kill-switch makes the CAS a bare UPDATE; a commit still ends its lease.
-            let written = mark(&write, || {
-                plans::run(
-                    client,
-                    &write.table.unconditional,
-                    &[id.arg(), write.new.arg()],
-                )
-            });
-            if let Some((token, Claim::End)) = lease {
-                claim((token, Claim::End));
-            }
-            return match written.is_empty() {
-                false => Cas::said(true, "unconditional"),
-                true => Cas::said(false, "not_found"),
-            };
+            // The kill-switch makes the CAS a bare UPDATE; a commit still ends its lease. A row it may
+            // not lock is still contention, an outcome: `retry`, nothing written, the lease kept.
+            return races::lost_race_as(
+                || {
+                    let written = mark(&write, || {
+                        plans::run(
+                            client,
+                            &write.table.unconditional,
+                            &[id.arg(), write.new.arg()],
+                        )
+                    });
+                    if let Some((token, Claim::End)) = lease {
+                        claim((token, Claim::End));
+                    }
+                    match written.is_empty() {
+                        false => Cas::said(true, "unconditional"),
+                        true => Cas::said(false, "not_found"),
+                    }
+                },
+                |_| Cas::said(false, "retry"),
+            );
         }
         let cas = races::lost_race_as(
             || match lease {

@@ -456,6 +456,25 @@ fn a_cas_that_times_out_on_the_row_lock_says_retry_and_keeps_the_lease() {
         lease_token(&mut superuser, "task-1"),
         token,
     );
+    // With the kill-switch off the CAS is a bare UPDATE, and a locked row is still contention, not an
+    // error (the model's conformance run found it raising 55P03).
+    actor.batch_execute("SET orch_lease.enabled = off").unwrap();
+    let switched_off = outcome(
+        &mut actor,
+        "commit_stage_cas('task-1', $1, 'queued', 'merged')",
+        &[&token],
+    );
+    v.answers(
+        "commit_stage_cas, switch off, row locked",
+        switched_off,
+        "retry",
+    );
+    actor.batch_execute("RESET orch_lease.enabled").unwrap();
+    v.eq(
+        "the lease after a retry with the switch off",
+        lease_token(&mut superuser, "task-1"),
+        token,
+    );
     lock.rollback().unwrap();
 
     let commit = outcome(
