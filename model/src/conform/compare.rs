@@ -283,18 +283,7 @@ impl Server {
                 )
             })
             .collect();
-        let mut expected: Vec<String> = step
-            .takeovers
-            .iter()
-            .map(|t| {
-                let (event, outcome) = t.kind.event();
-                format!(
-                    "{event}/{outcome} {} t{}",
-                    self.key(t.item, t.slot),
-                    self.tokens[&t.token]
-                )
-            })
-            .collect();
+        let mut expected = self.expected_takeovers(step);
         got.sort();
         expected.sort();
         if expected != got {
@@ -316,10 +305,9 @@ impl Server {
 }
 
 impl Server {
-    /// Every takeover of the step is announced once on channel `orch_lease`, and nothing else is.
-    pub(super) fn compare_announcements(&mut self, step: &Step) -> Result<(), Mismatch> {
-        let mut expected: Vec<String> = step
-            .takeovers
+    /// The takeovers the model made in `step`, as `event/outcome key tN`, the way the server's are read.
+    fn expected_takeovers(&self, step: &Step) -> Vec<String> {
+        step.takeovers
             .iter()
             .map(|t| {
                 let (event, outcome) = t.kind.event();
@@ -329,7 +317,12 @@ impl Server {
                     self.tokens[&t.token]
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    /// Every takeover of the step is announced once on channel `orch_lease`, and nothing else is.
+    pub(super) fn compare_announcements(&mut self, step: &Step) -> Result<(), Mismatch> {
+        let mut expected = self.expected_takeovers(step);
         let listen = "LISTEN orch_lease";
         let mut got = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(5);
