@@ -12,7 +12,7 @@
 //! `A <item> <token> <at>` (a grant), `C <item> <token> <stage> <at>` (an applied commit), `R <boot> <at>`
 //! (recover). Acknowledgements answered before the crash command returned came from the old primary;
 //! those answered after the promotion came from the promoted standby.
-use crate::kit::{connect, now_ns, reconnect, shell, spawn, Rng};
+use crate::kit::{applied_commits, connect, now_ns, reconnect, shell, spawn, Rng};
 use postgres::Client;
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -250,15 +250,7 @@ impl Promoted {
                 granted_twice += 1;
             }
         }
-        let applied = db
-            .query(
-                "SELECT work_item, old_token, stage_to FROM orch_lease.lease_event WHERE event = 'cas_applied'",
-                &[],
-            )
-            .unwrap()
-            .iter()
-            .map(|row| (row.get(0), row.get(1), row.get(2)))
-            .collect();
+        let applied = applied_commits(db);
         let stages = db
             .query("SELECT id, substr(stage, 2)::int FROM ha_task", &[])
             .unwrap()

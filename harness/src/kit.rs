@@ -53,6 +53,19 @@ pub fn count(db: &mut Client, sql: &str) -> i64 {
     db.query_one(sql, &[]).expect(sql).get(0)
 }
 
+/// The commits the history holds as applied, as (task, token it ran under, stage reached): what an
+/// acknowledged commit is matched against.
+pub fn applied_commits(db: &mut Client) -> std::collections::HashSet<(String, i64, String)> {
+    db.query(
+        "SELECT work_item, old_token, stage_to FROM orch_lease.lease_event WHERE event = 'cas_applied'",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|row| (row.get(0), row.get(1), row.get(2)))
+    .collect()
+}
+
 /// A fresh application task table `{prefix}_task` with `items` tasks in `queued`, a trigger-fed
 /// `{prefix}_history` of every stage change, registered with orch_lease; no lease left from before.
 pub fn create_tasks(client: &mut Client, prefix: &str, items: usize) {

@@ -10,9 +10,11 @@
 //!
 //! [`Break`] makes an actor misbehave on purpose, to show that the detectors fire: it runs an effect twice
 //! without dying, or acknowledges a commit it never made.
-use crate::kit::{connect, count, create_tasks, now_ns, reconnect, shell, spawn, Mode, Rng};
+use crate::kit::{
+    applied_commits, connect, count, create_tasks, now_ns, reconnect, shell, spawn, Mode, Rng,
+};
 use postgres::Client;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -697,15 +699,7 @@ fn bad_histories(db: &mut Client) -> i64 {
 /// Commits an actor saw applied that the history does not hold as `cas_applied` under their token, as
 /// the failover check matches them: (task, token, stage reached).
 fn lost_commits(db: &mut Client, committed: &[(String, i64, String)]) -> usize {
-    let applied: HashSet<(String, i64, String)> = db
-        .query(
-            "SELECT work_item, old_token, stage_to FROM orch_lease.lease_event WHERE event = 'cas_applied'",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|row| (row.get(0), row.get(1), row.get(2)))
-        .collect();
+    let applied = applied_commits(db);
     committed.iter().filter(|c| !applied.contains(c)).count()
 }
 

@@ -8,6 +8,15 @@
 //! - `check`: one exhaustive run with its figures;
 //! - `conform`: random walks of the model replayed against a real server.
 pub mod check;
+
+/// The value after `--name` among the command-line `args` (both binaries take `--name value` pairs).
+pub fn option<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|arg| arg == name)
+        .and_then(|at| args.get(at + 1))
+        .map(String::as_str)
+}
+
 pub mod conform;
 pub mod contract;
 pub mod properties;

@@ -12,12 +12,7 @@ use std::time::Instant;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let value = |name: &str| {
-        args.iter()
-            .position(|arg| arg == name)
-            .and_then(|at| args.get(at + 1))
-            .map(String::as_str)
-    };
+    let value = |name: &str| orch_lease_model::option(&args, name);
     let number = |name: &str, default: u64| value(name).map_or(default, |v| v.parse().expect(name));
     let Some(dsn) = value("--dsn")
         .map(str::to_string)
