@@ -24,6 +24,7 @@ const RECOVER: &str = "SELECT count(*) FROM orch_lease.transition_lease_recover"
 const REGISTER: &str = "SELECT orch_lease.register_task_table";
 const GRAPH: &str = "SELECT orch_lease.register_stage_graph";
 const GUARD: &str = "SELECT orch_lease.install_bypass_guard";
+const HELD: &str = "SELECT orch_lease.transition_lease_held";
 const SESSION: &str = "SELECT outcome FROM orch_lease.transition_lease_acquire_session";
 
 fn cases() -> Vec<(String, Expect)> {
@@ -253,6 +254,13 @@ fn cases() -> Vec<(String, Expect)> {
             "SELECT orch_lease.work_item_key(NULL)".into(),
             Error("22004"),
         ),
+        // transition_lease_held (0.4.0): a stale, NULL or foreign token is false, never an error.
+        c(format!("{HELD}(NULL, 1)"), Error("22004")),
+        c(format!("{HELD}('', 1)"), Error("22023")),
+        c(format!("{HELD}('{long}', 1)"), Error("22001")),
+        c(format!("{HELD}('two', 1)"), Error("22P02")),
+        c(format!("{HELD}('+2', NULL)"), Returns("f")),
+        c(format!("{HELD}('02', -9223372036854775808)"), Returns("f")),
         // 1,024 bytes of quotes and of control characters in every text argument: accepted, harmless.
         c(
             format!("{A}('2', {quotes}, 1, 'live-boot')"),
@@ -376,7 +384,7 @@ fn own_row_only(expect: &Expect, added: &[(String, Option<String>)]) -> bool {
 }
 
 /// Cases that reach orch_lease, and cases PostgreSQL's parser rejects before it runs.
-const REACHING_ORCH_LEASE: usize = 113;
+const REACHING_ORCH_LEASE: usize = 119;
 const REJECTED_BY_THE_PARSER: usize = 4;
 
 #[test]
