@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# orch_lease behind PgBouncer 1.18 (Debian's, installed when missing) in transaction pooling mode, with
+# fewer server connections (2) than actors (8), on a throwaway cluster:
+#   1. psycopg 3 as an application uses it by default (prepare_threshold 5): its named prepared statements
+#      break once a transaction lands on another server connection — the test asserts the error;
+#   2. psycopg 3 with prepare_threshold=None (unnamed statements only): the whole actor pattern — recover,
+#      acquire, read, commit_stage_cas, release, an operator's force_release — works, and every applied
+#      commit moved its task by exactly one stage (tests/pgbouncer/cycle.py);
+#   3. session-bound leases (transition_lease_acquire_session) through the pooler: what goes wrong, shown.
+# Loads the orch_lease installed in the system PostgreSQL: holds /tmp/orch_lease.lock.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT_DIR"
+SUITE=pgbouncer
+lock_take
+trap cluster_stop EXIT
+venv=target/pgbouncer/venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q -r examples/python/requirements.txt
+
+cluster_start
+q "CREATE EXTENSION orch_lease"
+pgbouncer_start transaction 2
+pooled="host=127.0.0.1 port=$PGBOUNCER_PORT user=postgres dbname=postgres"
+passed=0
+
+log "1. psycopg 3, default prepare_threshold, through the pooler"
+status=0
+answer=$("$venv/bin/python" tests/pgbouncer/cycle.py --dsn "$pooled" --prepare-threshold default) || status=$?
+echo "$answer"
+[ "$status" = 3 ] || fail "psycopg's named statements through a transaction pooler did not fail (exit $status)"
+[[ "$answer" =~ ^error\ (26000|42P05) ]] || fail "not the prepared-statement error: $answer"
+passed=$((passed + 1))
+
+log "2. psycopg 3, prepare_threshold=None, through the pooler: the whole actor pattern"
+"$venv/bin/python" tests/pgbouncer/cycle.py --dsn "$pooled" --prepare-threshold none ||
+    fail "the actor pattern through the pooler (above)"
+passed=$((passed + 1))
+
+log "3. a session-bound lease through the pooler"
+through_pooler() { psql -X -q -t -A -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PGBOUNCER_PORT" -c "$1"; }
+# actor-a takes a session lease and disconnects (its process is gone); its "session" is PgBouncer's server
+# connection, which stays: the lease stays live, and actor-b, through the same pooler, finds it held by a
+# holder that no longer exists. Nothing on the server can tell a pooled session from a dedicated one.
+a=$(through_pooler "SELECT pg_backend_pid() || ' ' || acquired FROM orch_lease.transition_lease_acquire_session('session-item', 'actor-a')")
+b=$(through_pooler "SELECT pg_backend_pid() || ' ' || outcome || ' ' || holder FROM orch_lease.transition_lease_acquire_session('session-item', 'actor-b')")
+echo "actor-a (backend, acquired): $a; then actor-b (backend, outcome, holder): $b"
+[ "${a#* }" = t ] && [ "${b#* }" = "held actor-a" ] || fail "actor-a's session lease did not outlive actor-a"
+check "SELECT orch_lease.session_alive(owner_boot_id) FROM orch_lease.transition_lease WHERE work_item = 'session-item'" t \
+    "the pooler's server connection keeps actor-a's session alive"
+passed=$((passed + 1))
+echo "pgbouncer: $passed passed, 0 failed"
