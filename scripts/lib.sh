@@ -203,7 +203,7 @@ isolation_suite() {
 count_passed() {
     awk '/^test result: ok\./ { n += $4 }
          /^#? *All [0-9]+ tests passed/ { n += $(NF-2) }
-         /^(examples|upgrade|runbook|cron|failover|model): [0-9]+ passed/ { n += $2 }
+         /^(examples|upgrade|runbook|cron|failover|model|pgbouncer): [0-9]+ passed/ { n += $2 }
          END { print n + 0 }' "$1"
 }
 
@@ -266,7 +266,7 @@ cluster_stop() {
     CLUSTER_DIR=""
 }
 
-# Starts PgBouncer (installed when missing) in front of the cluster's database postgres, in pool_mode
+# Starts PgBouncer (installed when missing) in front of the cluster's databases, in pool_mode
 # MODE with at most POOL server connections, on a free port of 127.0.0.1 that it exports as
 # PGBOUNCER_PORT; its files live in $CLUSTER_DIR, and cluster_stop stops it: pgbouncer_start MODE POOL.
 pgbouncer_start() {
@@ -277,7 +277,7 @@ pgbouncer_start() {
     echo '"postgres" ""' >"$dir/pgbouncer.users"
     cat >"$dir/pgbouncer.ini" <<EOF
 [databases]
-postgres = host=127.0.0.1 port=$PGPORT dbname=postgres
+* = host=127.0.0.1 port=$PGPORT
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = $PGBOUNCER_PORT

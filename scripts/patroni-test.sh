@@ -61,7 +61,7 @@ trap stop_all EXIT
 as_pg_daemon() {
     local name=$1 as_postgres=()
     shift
-    is_root && as_postgres=(setpriv --reuid=postgres --regid=postgres --init-groups)
+    is_root && as_postgres=(setpriv --reuid=postgres --regid=postgres --init-groups env HOME="$WORK")
     "${as_postgres[@]}" "$@" >"$WORK/$name.log" 2>&1 &
     echo $! >"$WORK/$name.pid"
 }
