@@ -70,7 +70,7 @@ through_pooler() { psql -X -q -t -A -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PGBOUNC
 a=$(through_pooler "SELECT pg_backend_pid() || ' ' || acquired FROM orch_lease.transition_lease_acquire_session('session-item', 'actor-a')")
 b=$(through_pooler "SELECT pg_backend_pid() || ' ' || outcome || ' ' || holder FROM orch_lease.transition_lease_acquire_session('session-item', 'actor-b')")
 echo "actor-a (backend, acquired): $a; then actor-b (backend, outcome, holder): $b"
-[ "${a#* }" = t ] && [ "${b#* }" = "held actor-a" ] || fail "actor-a's session lease did not outlive actor-a"
+[ "${a#* }" = true ] && [ "${b#* }" = "held actor-a" ] || fail "actor-a's session lease did not outlive actor-a"
 check "SELECT orch_lease.session_alive(owner_boot_id) FROM orch_lease.transition_lease WHERE work_item = 'session-item'" t \
     "the pooler's server connection keeps actor-a's session alive"
 passed=$((passed + 1))
