@@ -274,6 +274,6 @@ fault kill-postmaster
 fault freeze-patroni
 fault kill-replica
 fault restart-etcd
-rewinds=$(cat "$WORK"/pg*.patroni.log | grep -c "running pg_rewind from" || true)
-log "pg_rewind ran $rewinds times"
+rewinds=$(cat "$WORK"/pg*.patroni.log | grep -c "pg_rewind exit code=0" || true)
+log "former leaders brought back by pg_rewind: $rewinds"
 echo "failover: $FAULTS passed, 0 failed"
