@@ -211,6 +211,7 @@ for n in 0 1 2 3 4 5; do
     "$ORCH_RACE" failover-actor --dsn "$DSN" --role "actor-$n" --items 40 --dir "$ACKS" --seconds 3600 &
     ACTORS+=($!)
 done
+started=$(date +%s%N)
 sleep 3
 
 # --- the faults -----------------------------------------------------------------------------------
@@ -274,6 +275,24 @@ fault kill-postmaster
 fault freeze-patroni
 fault kill-replica
 fault restart-etcd
+# The checker is not blind (red runs against the live cluster): a lease that did commit named as the
+# in-flight one, and the leader now named as the old leader of a failover to a node that led earlier in
+# the run (the leader now acknowledged plenty after that), must each fail the check, for that reason.
+leader=$(await_leader)
+red=$("$ORCH_RACE" failover-check --name red-in-flight --dsn "$DSN" --dir "$ACKS" --injected "$started" \
+    --old-port "${PG_PORT[$leader]}" --new-port "${PG_PORT[$leader]}" --in-flight ha-1 2>/dev/null) &&
+    fail "the check passed a committed lease named as in flight"
+[[ "$red" == *"in-flight lease present: true"* ]] || fail "the check did not see the committed lease: $red"
+seen=""
+for n in "${NODES[@]}"; do
+    [ "$n" = "$leader" ] && continue
+    red=$("$ORCH_RACE" failover-check --name red-old-leader --dsn "$DSN" --dir "$ACKS" --injected "$started" \
+        --old-port "${PG_PORT[$leader]}" --new-port "${PG_PORT[$n]}" 2>/dev/null) &&
+        fail "the check passed acknowledgements of pg$leader named as the old leader of pg$n"
+    [[ "$red" =~ "after the promotion: "[1-9] ]] && seen=yes
+done
+[ -n "$seen" ] || fail "the check never counted the acknowledgements of a leader named as the old one"
+echo "failover: the two red checks failed as they must"
 rewinds=$(cat "$WORK"/pg*.patroni.log | grep -c "pg_rewind exit code=0" || true)
 log "former leaders brought back by pg_rewind: $rewinds"
 echo "failover: $FAULTS passed, 0 failed"
