@@ -8,7 +8,9 @@
 #      commit moved its task by exactly one stage (tests/pgbouncer/cycle.py);
 #   3. the Rust example (the postgres crate: every query a named statement, prepared in one round trip
 #      and bound in the next): four copies through the pooler, one at least must fail on it — asserted;
-#   4. session-bound leases (transition_lease_acquire_session) through the pooler: what goes wrong, shown.
+#   4. the Node.js example (node-postgres: unnamed statements): four copies through the pooler, every
+#      task merged once, one effect each, no lease left;
+#   5. session-bound leases (transition_lease_acquire_session) through the pooler: what goes wrong, shown.
 # Loads the orch_lease installed in the system PostgreSQL: holds /tmp/orch_lease.lock.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -39,30 +41,47 @@ log "2. psycopg 3, prepare_threshold=None, through the pooler: the whole actor p
     fail "the actor pattern through the pooler (above)"
 passed=$((passed + 1))
 
-log "3. the Rust example (postgres crate) through the pooler"
+# examples_through_pooler LANG COMMAND…: four copies of a client example racing over 40 tasks of a fresh
+# database example_LANG (PGDATABASE from then on), through the pooler; sets FAILED to how many copies
+# failed; their output is in $CLUSTER_DIR.
+examples_through_pooler() {
+    local lang=$1 n pid pids=()
+    FAILED=0
+    shift
+    new_database "example_$lang"
+    q "CREATE EXTENSION orch_lease;
+       CREATE TABLE example_task (id text PRIMARY KEY, stage text NOT NULL);
+       CREATE TABLE example_effect (task_id text, actor text, at timestamptz DEFAULT clock_timestamp());
+       INSERT INTO example_task SELECT 'task-' || i, 'queued' FROM generate_series(1, 40) i;
+       SELECT orch_lease.register_task_table('example_task');" >/dev/null
+    for n in 1 2 3 4; do
+        # shellcheck disable=SC2046 # one argument per task
+        "$@" --dsn "postgresql://postgres@127.0.0.1:$PGBOUNCER_PORT/example_$lang" --instance "$lang-$n" \
+            $(seq -f 'task-%g' 1 40) >"$CLUSTER_DIR/$lang-$n.out" 2>&1 &
+        pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || FAILED=$((FAILED + 1)); done
+    cat "$CLUSTER_DIR/$lang"-*.out
+}
+
+log "3. the Rust example (postgres crate: named statements) through the pooler"
 cargo build --quiet --manifest-path examples/rust/Cargo.toml
-new_database example_rust
-q "CREATE EXTENSION orch_lease;
-   CREATE TABLE example_task (id text PRIMARY KEY, stage text NOT NULL);
-   CREATE TABLE example_effect (task_id text, actor text, at timestamptz DEFAULT clock_timestamp());
-   INSERT INTO example_task SELECT 'task-' || i, 'queued' FROM generate_series(1, 40) i;
-   SELECT orch_lease.register_task_table('example_task');" >/dev/null
-pids=()
-for n in 1 2 3 4; do
-    # shellcheck disable=SC2046 # one argument per task
-    examples/rust/target/debug/orch_lease_example --dsn "host=127.0.0.1 port=$PGBOUNCER_PORT user=postgres dbname=example_rust" \
-        --instance "rust-$n" $(seq -f 'task-%g' 1 40) >"$CLUSTER_DIR/rust-$n.out" 2>&1 &
-    pids+=($!)
-done
-failed=0
-for pid in "${pids[@]}"; do wait "$pid" || failed=$((failed + 1)); done
-cat "$CLUSTER_DIR"/rust-*.out
-[ "$failed" -gt 0 ] && grep -qE "ERROR (26000|42P05): prepared statement" "$CLUSTER_DIR"/rust-*.out ||
-    fail "the postgres crate's named statements through a transaction pooler did not fail ($failed copies failed)"
+examples_through_pooler rust examples/rust/target/debug/orch_lease_example
+[ "$FAILED" -gt 0 ] && grep -qE "ERROR (26000|42P05): prepared statement" "$CLUSTER_DIR"/rust-*.out ||
+    fail "the postgres crate's named statements through a transaction pooler did not fail ($FAILED copies failed)"
+passed=$((passed + 1))
+
+log "4. the Node.js example (node-postgres: unnamed statements) through the pooler"
+(cd examples/node && npm ci --no-audit --no-fund --silent)
+examples_through_pooler node node examples/node/actor.js
+[ "$FAILED" = 0 ] || fail "$FAILED copies of the Node.js example failed through the pooler"
+check "SELECT count(*) FROM example_task WHERE stage <> 'merged'" 0 "every task merged through the pooler"
+check "SELECT count(*) || '/' || count(DISTINCT task_id) FROM example_effect" 40/40 "one effect per task through the pooler"
+check "SELECT count(*) FROM orch_lease.transition_lease" 0 "no lease left through the pooler"
 export PGDATABASE=postgres
 passed=$((passed + 1))
 
-log "4. a session-bound lease through the pooler"
+log "5. a session-bound lease through the pooler"
 through_pooler() { psql -X -q -t -A -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PGBOUNCER_PORT" -c "$1"; }
 # actor-a takes a session lease and disconnects (its process is gone); its "session" is PgBouncer's server
 # connection, which stays: the lease stays live, and actor-b, through the same pooler, finds it held by a
