@@ -336,8 +336,8 @@ pub fn this_session_boot_id() -> String {
 /// Whether the session behind a session-bound boot id is still connected: a backend with that pid and
 /// that start time exists, connected to this database (a copy restored into another database of the
 /// same cluster does not see the original's sessions as its own). NULL for a boot id that is not
-/// session-bound. The backend list is read
-/// afresh, not from the transaction's cached snapshot, so a session started since is seen.
+/// session-bound. The backend list is read afresh, not from the transaction's cached snapshot, so a
+/// session started since is seen.
 #[pg_extern(volatile, parallel_safe)]
 fn session_alive(boot_id: &str) -> Option<bool> {
     let (pid, started) = boot_id.strip_prefix(SESSION_BOOT)?.split_once(':')?;
