@@ -267,8 +267,10 @@ cluster_stop() {
 }
 
 # Starts PgBouncer (installed when missing) in front of the cluster's databases, in pool_mode
-# MODE with at most POOL server connections, on a free port of 127.0.0.1 that it exports as
+# MODE with at most POOL server connections per database, on a free port of 127.0.0.1 that it exports as
 # PGBOUNCER_PORT; its files live in $CLUSTER_DIR, and cluster_stop stops it: pgbouncer_start MODE POOL.
+# Database postgres_again is postgres through a pool of its own: other server connections, as a second
+# PgBouncer would give.
 pgbouncer_start() {
     apt_ensure pgbouncer
     local dir=$CLUSTER_DIR
@@ -277,6 +279,7 @@ pgbouncer_start() {
     echo '"postgres" ""' >"$dir/pgbouncer.users"
     cat >"$dir/pgbouncer.ini" <<EOF
 [databases]
+postgres_again = host=127.0.0.1 port=$PGPORT dbname=postgres
 * = host=127.0.0.1 port=$PGPORT
 [pgbouncer]
 listen_addr = 127.0.0.1

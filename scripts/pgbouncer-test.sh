@@ -10,7 +10,9 @@
 #      and bound in the next): four copies through the pooler, one at least must fail on it — asserted;
 #   4. the Node.js example (node-postgres: unnamed statements): four copies through the pooler, every
 #      task merged once, one effect each, no lease left;
-#   5. session-bound leases (transition_lease_acquire_session) through the pooler: what goes wrong, shown.
+#   5. session-bound leases (transition_lease_acquire_session) through the pooler: what goes wrong, shown;
+#   6. an actor restarted behind the pooler: recover refuses it (55006: the session that registered its
+#      previous boot is the pooler's, still connected), transition_lease_takeover gets in.
 # Loads the orch_lease installed in the system PostgreSQL: holds /tmp/orch_lease.lock.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -92,5 +94,20 @@ echo "actor-a (backend, acquired): $a; then actor-b (backend, outcome, holder): 
 [ "${a#* }" = true ] && [ "${b#* }" = "held actor-a" ] || fail "actor-a's session lease did not outlive actor-a"
 check "SELECT orch_lease.session_alive(owner_boot_id) FROM orch_lease.transition_lease WHERE work_item = 'session-item'" t \
     "the pooler's server connection keeps actor-a's session alive"
+passed=$((passed + 1))
+log "6. an actor restarted behind the pooler: recover refused (55006), takeover gets in"
+# Its first incarnation registers through the pooler and exits; the server connection that registered it
+# is the pooler's and stays. The restart comes in through another server connection (postgres_again):
+# recover sees the registering session still connected and refuses, as documented; takeover supersedes.
+through_pooler "SELECT count(*) FROM orch_lease.transition_lease_recover('restarted-boot-1', 'restarted', 1)" >/dev/null
+status=0
+answer=$(psql -X -q -t -A -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -h 127.0.0.1 -p "$PGBOUNCER_PORT" -d postgres_again \
+    -c "SELECT count(*) FROM orch_lease.transition_lease_recover('restarted-boot-2', 'restarted', 2)" 2>&1) || status=$?
+echo "$answer" | head -n 1
+[ "$status" != 0 ] && [[ "$answer" == *"55006"* ]] || fail "a restart behind the pooler was not refused with 55006: $answer"
+psql -X -q -t -A -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PGBOUNCER_PORT" -d postgres_again \
+    -c "SELECT count(*) FROM orch_lease.transition_lease_takeover('restarted-boot-2', 'restarted', 2)" >/dev/null
+check "SELECT boot_id FROM orch_lease.boot WHERE instance = 'restarted' AND superseded_at IS NULL" restarted-boot-2 \
+    "takeover made the restart the live boot"
 passed=$((passed + 1))
 echo "pgbouncer: $passed passed, 0 failed"
