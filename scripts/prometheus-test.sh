@@ -28,11 +28,10 @@ promtool check rules "$contrib/alerts.yaml"
 (cd "$contrib" && promtool test rules alerts.test.yaml)
 passed=$((passed + 2))
 
-exporter=""
-prometheus=""
+pids=()
 stop() {
     local pid
-    for pid in $exporter $prometheus; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     cluster_stop
 }
 trap stop EXIT
@@ -48,15 +47,20 @@ q "CREATE EXTENSION orch_lease;
    GRANT SELECT, UPDATE ON tasks TO worker, webhook, oncall;
    CREATE ROLE orch_lease_exporter LOGIN IN ROLE pg_monitor;" >/dev/null
 
-port=$(free_port)
-# Nothing of this shell's environment (PG_EXPORTER_* settings included) reaches the exporter.
-env -i PATH=/usr/bin:/bin \
-    DATA_SOURCE_NAME="host=127.0.0.1 port=$PGPORT user=orch_lease_exporter dbname=app sslmode=disable" \
-    prometheus-postgres-exporter --web.listen-address="127.0.0.1:$port" \
-    --extend.query-path="$contrib/queries.yaml" > "$work/exporter.log" 2>&1 &
-exporter=$!
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.2; done
-log "prometheus: postgres_exporter $(prometheus-postgres-exporter --version 2>&1 | awk 'NR == 1 { print $3 }') on port $port"
+declare -A port
+# exporter_start NAME DATABASE: an exporter of DATABASE on the free port ${port[NAME]}, logging to
+# $work/NAME.log. Nothing of this shell's environment (PG_EXPORTER_* settings included) reaches it.
+exporter_start() {
+    port[$1]=$(free_port)
+    env -i PATH=/usr/bin:/bin \
+        DATA_SOURCE_NAME="host=127.0.0.1 port=$PGPORT user=orch_lease_exporter dbname=$2 sslmode=disable" \
+        prometheus-postgres-exporter --web.listen-address="127.0.0.1:${port[$1]}" \
+        --extend.query-path="$contrib/queries.yaml" > "$work/$1.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 50); do curl -sf "http://127.0.0.1:${port[$1]}/" >/dev/null && break; sleep 0.2; done
+}
+exporter_start exporter app
+log "prometheus: postgres_exporter $(prometheus-postgres-exporter --version 2>&1 | awk 'NR == 1 { print $3 }') on port ${port[exporter]}"
 
 prometheus_port=$(free_port)
 rm -rf "$work/tsdb"
@@ -65,11 +69,11 @@ global: {scrape_interval: 1s, evaluation_interval: 1s}
 rule_files: ["$ROOT_DIR/$contrib/alerts.yaml"]
 scrape_configs:
   - job_name: postgres
-    static_configs: [{targets: ["127.0.0.1:$port"]}]
+    static_configs: [{targets: ["127.0.0.1:${port[exporter]}"]}]
 EOF
 env -i PATH=/usr/bin:/bin prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
     --web.listen-address="127.0.0.1:$prometheus_port" > "$work/prometheus.log" 2>&1 &
-prometheus=$!
+pids+=($!)
 # api PATH: what Prometheus's HTTP API answers at /api/v1/PATH.
 api() { curl -sf "http://127.0.0.1:$prometheus_port/api/v1/$1"; }
 # The counters' zeros must be scraped before the incident, for increase() to see it.
@@ -80,16 +84,16 @@ done
 api 'query?query=orch_lease_releases_total' | grep -q '"0"\]' || fail "Prometheus did not scrape the exporter (see $work/prometheus.log)"
 log "prometheus: Prometheus $(prometheus --version 2>&1 | awk 'NR == 1 { print $3 }') on port $prometheus_port"
 
-# scrape NAME: /metrics into $work/NAME.txt, then its orch_lease samples into $work/NAME.series without the
-# exporter's server label, ages masked as <age>.
+# scrape NAME [EXPORTER]: EXPORTER's /metrics (default: exporter) into $work/NAME.txt, then its orch_lease
+# samples into $work/NAME.series without the exporter's server label, ages masked as <age>.
 scrape() {
-    curl -sf "http://127.0.0.1:$port/metrics" > "$work/$1.txt" || fail "the exporter did not answer (see $work/exporter.log)"
+    local exporter=${2:-exporter}
+    curl -sf "http://127.0.0.1:${port[$exporter]}/metrics" > "$work/$1.txt" ||
+        fail "the exporter did not answer (see $work/$exporter.log)"
     { grep '^orch_lease' "$work/$1.txt" || true; } |
-        sed -E -e 's/,?server="[^"]*"//' -e 's/\{,/{/' -e 's/\{\}//' -e 's/^(orch_lease[a-z_]*age_seconds[^ ]*) .*/\1 <age>/' |
+        sed -E -e 's/,?server="[^"]*"//' -e 's/\{,/{/' -e 's/\{\}//' -e 's/^(orch_lease[a-z_]*age_seconds.*) [^ ]+$/\1 <age>/' |
         sort > "$work/$1.series"
 }
-# sample NAME SERIES: the value of SERIES (as in $work/NAME.series) in the last scrape NAME.
-sample() { awk -v s="$2" '$1 == s { print $2 }' "$work/$1.series"; }
 
 # --- the incident ----------------------------------------------------------------------------------------
 as() { q "SET ROLE $1; $2"; }
@@ -98,7 +102,8 @@ declare -A token
 for item in 1 2 3 4; do
     token[$item]=$(as worker "SELECT token FROM orch_lease.transition_lease_acquire('$item', 'worker', 101, 'worker-boot-1')")
 done
-as webhook "SELECT count(*) FROM orch_lease.transition_lease_recover('webhook-boot-1', 'webhook', 202)" >/dev/null
+# The webhook's instance name is hostile: its label is escaped, and keeps no control character.
+as webhook "SELECT count(*) FROM orch_lease.transition_lease_recover('webhook-boot-1', E'web hook \"β\"\\n{x}', 202)" >/dev/null
 check "SET ROLE webhook; SELECT outcome FROM orch_lease.transition_lease_acquire('1', 'webhook', 202, 'webhook-boot-1')" \
       held "a live owner's item is refused"
 check "SET ROLE worker; SELECT outcome FROM orch_lease.commit_stage_cas('1', ${token[1]}, 'queued', 'merged')" \
@@ -117,6 +122,8 @@ check "SET ROLE worker; SELECT outcome FROM orch_lease.transition_lease_acquire(
 check "SET ROLE worker; SELECT outcome FROM orch_lease.transition_lease_acquire('5', 'worker', 102, 'worker-boot-2')" \
       acquired "the new incarnation acquires"
 q "UPDATE orch_lease.transition_lease SET acquired_at = now() - interval '600 seconds' WHERE work_item = '5'"
+check "SET ROLE webhook; SELECT outcome FROM orch_lease.transition_lease_acquire('2', 'webhook', 202, 'webhook-boot-1')" \
+      acquired "the webhook acquires the item that was forced"
 check "SET ROLE webhook; SELECT outcome FROM orch_lease.transition_lease_acquire('6', 'cron', 303, 'cron-never-recovered')" \
       acquired "a boot that never called recover acquires"
 # A session-bound holder that goes away: its two leases turn stale.
@@ -135,15 +142,17 @@ orch_lease_cas_total{outcome="lease_lost"} 1
 orch_lease_cas_total{outcome="not_found"} 0
 orch_lease_cas_total{outcome="retry"} 0
 orch_lease_cas_total{outcome="stage_mismatch"} 0
-orch_lease_grants_total{outcome="acquired"} 8
+orch_lease_grants_total{outcome="acquired"} 9
 orch_lease_grants_total{outcome="reclaimed"} 1
 orch_lease_instance_leases{actor_instance="",liveness="stale"} 1
 orch_lease_instance_leases{actor_instance="",liveness="unknown"} 1
+orch_lease_instance_leases{actor_instance="web hook \"β\"_{x}",liveness="live"} 1
 orch_lease_instance_leases{actor_instance="worker",liveness="live"} 1
 orch_lease_instance_oldest_lease_age_seconds{actor_instance="",liveness="stale"} <age>
 orch_lease_instance_oldest_lease_age_seconds{actor_instance="",liveness="unknown"} <age>
+orch_lease_instance_oldest_lease_age_seconds{actor_instance="web hook \"β\"_{x}",liveness="live"} <age>
 orch_lease_instance_oldest_lease_age_seconds{actor_instance="worker",liveness="live"} <age>
-orch_lease_leases{liveness="live"} 1
+orch_lease_leases{liveness="live"} 2
 orch_lease_leases{liveness="stale"} 1
 orch_lease_leases{liveness="unknown"} 1
 orch_lease_oldest_live_lease_age_seconds <age>
