@@ -47,20 +47,15 @@ q "CREATE EXTENSION orch_lease;
    GRANT SELECT, UPDATE ON tasks TO worker, webhook, oncall;
    CREATE ROLE orch_lease_exporter LOGIN IN ROLE pg_monitor;" >/dev/null
 
-declare -A port
-# exporter_start NAME DATABASE: an exporter of DATABASE on the free port ${port[NAME]}, logging to
-# $work/NAME.log. Nothing of this shell's environment (PG_EXPORTER_* settings included) reaches it.
-exporter_start() {
-    port[$1]=$(free_port)
-    env -i PATH=/usr/bin:/bin \
-        DATA_SOURCE_NAME="host=127.0.0.1 port=$PGPORT user=orch_lease_exporter dbname=$2 sslmode=disable" \
-        prometheus-postgres-exporter --web.listen-address="127.0.0.1:${port[$1]}" \
-        --extend.query-path="$contrib/queries.yaml" > "$work/$1.log" 2>&1 &
-    pids+=($!)
-    for _ in $(seq 50); do curl -sf "http://127.0.0.1:${port[$1]}/" >/dev/null && break; sleep 0.2; done
-}
-exporter_start exporter app
-log "prometheus: postgres_exporter $(prometheus-postgres-exporter --version 2>&1 | awk 'NR == 1 { print $3 }') on port ${port[exporter]}"
+exporter_port=$(free_port)
+# Nothing of this shell's environment (PG_EXPORTER_* settings included) reaches the exporter.
+env -i PATH=/usr/bin:/bin \
+    DATA_SOURCE_NAME="host=127.0.0.1 port=$PGPORT user=orch_lease_exporter dbname=app sslmode=disable" \
+    prometheus-postgres-exporter --web.listen-address="127.0.0.1:$exporter_port" \
+    --extend.query-path="$contrib/queries.yaml" > "$work/exporter.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$exporter_port/" >/dev/null && break; sleep 0.2; done
+log "prometheus: postgres_exporter $(prometheus-postgres-exporter --version 2>&1 | awk 'NR == 1 { print $3 }') on port $exporter_port"
 
 prometheus_port=$(free_port)
 rm -rf "$work/tsdb"
@@ -69,7 +64,7 @@ global: {scrape_interval: 1s, evaluation_interval: 1s}
 rule_files: ["$ROOT_DIR/$contrib/alerts.yaml"]
 scrape_configs:
   - job_name: postgres
-    static_configs: [{targets: ["127.0.0.1:${port[exporter]}"]}]
+    static_configs: [{targets: ["127.0.0.1:$exporter_port"]}]
 EOF
 env -i PATH=/usr/bin:/bin prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
     --web.listen-address="127.0.0.1:$prometheus_port" > "$work/prometheus.log" 2>&1 &
@@ -84,12 +79,11 @@ done
 api 'query?query=orch_lease_releases_total' | grep -q '"0"\]' || fail "Prometheus did not scrape the exporter (see $work/prometheus.log)"
 log "prometheus: Prometheus $(prometheus --version 2>&1 | awk 'NR == 1 { print $3 }') on port $prometheus_port"
 
-# scrape NAME [EXPORTER]: EXPORTER's /metrics (default: exporter) into $work/NAME.txt, then its orch_lease
-# samples into $work/NAME.series without the exporter's server label, ages masked as <age>.
+# scrape NAME: the exporter's /metrics into $work/NAME.txt, then its orch_lease samples into $work/NAME.series
+# without the exporter's server label, ages masked as <age>.
 scrape() {
-    local exporter=${2:-exporter}
-    curl -sf "http://127.0.0.1:${port[$exporter]}/metrics" > "$work/$1.txt" ||
-        fail "the exporter did not answer (see $work/$exporter.log)"
+    curl -sf "http://127.0.0.1:$exporter_port/metrics" > "$work/$1.txt" ||
+        fail "the exporter did not answer (see $work/exporter.log)"
     { grep '^orch_lease' "$work/$1.txt" || true; } |
         sed -E -e 's/,?server="[^"]*"//' -e 's/\{,/{/' -e 's/\{\}//' -e 's/^(orch_lease[a-z_]*age_seconds.*) [^ ]+$/\1 <age>/' |
         sort > "$work/$1.series"
