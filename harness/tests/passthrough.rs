@@ -170,3 +170,40 @@ fn a_caught_error_leaves_no_context_and_no_memory_behind() {
         "only its own context: {unrelated:?}"
     );
 }
+
+/// A lost race given as an outcome (a CAS that times out on the task row's lock says `retry`) leaves no
+/// context behind for the caller's next lock timeout, elsewhere (red21 F1).
+#[test]
+fn a_lost_race_leaves_no_context_behind() {
+    let dsn = fresh_database_with(
+        "passthrough_lost_race",
+        "CREATE TABLE tasks (id text PRIMARY KEY, stage text NOT NULL);
+         INSERT INTO tasks VALUES ('task-1', 'queued');
+         SELECT orch_lease.register_task_table('tasks');
+         CREATE TABLE other (id int PRIMARY KEY);
+         INSERT INTO other VALUES (1);",
+    );
+    let (mut locker, mut caller) = (connect_timed(&dsn), connect_timed(&dsn));
+    let mut lock = locker.transaction().unwrap();
+    lock.batch_execute(
+        "SELECT FROM tasks WHERE id = 'task-1' FOR UPDATE; SELECT FROM other FOR UPDATE",
+    )
+    .unwrap();
+    caller.batch_execute("SET lock_timeout = '100ms'").unwrap();
+    let outcome = cas(
+        &mut caller,
+        "update_task_stage_cas('task-1', 'queued', 'merged')",
+        &[],
+    );
+    assert_eq!(outcome, "retry");
+    let timeout = caller
+        .batch_execute("SELECT FROM other FOR UPDATE")
+        .expect_err("the row is locked");
+    let timeout = timeout.as_db_error().expect("a database error");
+    assert_eq!(timeout.code().code(), "55P03");
+    assert_eq!(
+        timeout.where_(),
+        Some("while locking tuple (0,1) in relation \"other\""),
+        "only its own context: {timeout:?}"
+    );
+}
