@@ -207,3 +207,27 @@ fn a_lost_race_leaves_no_context_behind() {
         "only its own context: {timeout:?}"
     );
 }
+
+/// A FATAL raised inside a statement is reported by PostgreSQL at once, whole: its context is not
+/// added to it a second time (red21 F7).
+#[test]
+fn a_fatal_inside_a_statement_keeps_its_context_once() {
+    let dsn = fresh_database_with(
+        "passthrough_fatal",
+        "CREATE TABLE tasks (id text PRIMARY KEY, stage text NOT NULL);
+         INSERT INTO tasks VALUES ('task-1', 'queued');
+         SELECT orch_lease.register_task_table('tasks');
+         CREATE FUNCTION leave() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(5); RETURN NEW; END $$;
+         CREATE TRIGGER leave BEFORE UPDATE ON tasks FOR EACH ROW EXECUTE FUNCTION leave();",
+    );
+    let mut db = connect_timed(&dsn);
+    let fatal = cas_error(&mut db, "merged");
+    assert_eq!(fatal.code().code(), "57P01", "{fatal:?}");
+    let context = fatal.where_().unwrap_or_default();
+    assert_eq!(
+        context.matches("pg_terminate_backend").count(),
+        1,
+        "the context once: {fatal:?}"
+    );
+}
