@@ -226,13 +226,14 @@ unsafe extern "C-unwind" fn note_passing(_arg: *mut c_void) {
 }
 
 /// When the error pgrx raised again is reported, it takes back the context and the object names of
-/// the error as PostgreSQL raised it (same SQLSTATE, same message).
+/// the error as PostgreSQL raised it (same SQLSTATE, same message). pgrx raises again at ERROR only: a
+/// FATAL is PostgreSQL's own, reported at once and whole.
 #[pg_guard]
 unsafe extern "C-unwind" fn restore(edata: *mut pg_sys::ErrorData) {
     // SAFETY: PostgreSQL passes the error being reported; strings are copied into its memory context.
     unsafe {
         let passed = PASSING.get();
-        if !passed.is_null() && (*edata).elevel >= PgLogLevel::ERROR as i32 && same(edata, passed) {
+        if !passed.is_null() && (*edata).elevel == PgLogLevel::ERROR as i32 && same(edata, passed) {
             let (to, from) = (&mut *edata, &*passed);
             to.context = joined(from.context, to.context);
             for (field, value) in [
