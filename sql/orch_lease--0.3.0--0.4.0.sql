@@ -25,19 +25,39 @@ COMMENT ON COLUMN orch_lease.boot.registered_by IS
 -- connected; takeover supersedes it on purpose.
 ALTER TABLE orch_lease.boot ADD COLUMN registered_session text;
 COMMENT ON COLUMN orch_lease.boot.registered_session IS
-    'The database session that registered this boot (session:<backend pid>:<start>): while it is connected, recover of the instance refuses (NULL: before 0.4.0).';
+    'The database session that registered this boot (session:<backend pid>:<start>): while it is connected, recover of the instance refuses (NULL: registered by a takeover, by an admin for another role, or before 0.4.0).';
 CREATE FUNCTION orch_lease.transition_lease_takeover(boot_id text, instance text, pid integer DEFAULT NULL)
 RETURNS SETOF orch_lease.transition_lease
 VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'transition_lease_takeover_wrapper';
 REVOKE ALL ON FUNCTION orch_lease.transition_lease_takeover(text, text, integer) FROM PUBLIC;
 
--- The reaper's age_s is the status view's type: numeric, three decimals (double precision before).
-DROP FUNCTION orch_lease.transition_lease_reap(integer);
-CREATE FUNCTION orch_lease.transition_lease_reap(max_running_s integer)
-RETURNS TABLE (work_item text, kind text, token bigint, owner text, owner_pid integer, owner_boot_id text,
-               acquired_at timestamp with time zone, age_s numeric)
-VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'transition_lease_reap_wrapper';
-REVOKE ALL ON FUNCTION orch_lease.transition_lease_reap(integer) FROM PUBLIC;
+-- The reaper's age_s is the status view's type: numeric, three decimals (double precision before). A new
+-- result type means DROP and CREATE: the EXECUTE grants a site gave the reaper (its cron role) are carried
+-- over. (A user's view or SQL-standard function over it stops the update with 2BP01: drop it first.)
+DO $reap$
+DECLARE
+    grantees text[];
+    grantee text;
+BEGIN
+    SELECT pg_catalog.array_agg(DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                                              ELSE pg_catalog.quote_ident(r.rolname) END)
+      INTO grantees
+      FROM pg_catalog.pg_proc p
+     CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) a
+      LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+     WHERE p.oid = 'orch_lease.transition_lease_reap(integer)'::pg_catalog.regprocedure
+       AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner;
+    DROP FUNCTION orch_lease.transition_lease_reap(integer);
+    CREATE FUNCTION orch_lease.transition_lease_reap(max_running_s integer)
+    RETURNS TABLE (work_item text, kind text, token bigint, owner text, owner_pid integer, owner_boot_id text,
+                   acquired_at timestamp with time zone, age_s numeric)
+    VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'transition_lease_reap_wrapper';
+    REVOKE ALL ON FUNCTION orch_lease.transition_lease_reap(integer) FROM PUBLIC;
+    FOREACH grantee IN ARRAY coalesce(grantees, '{}') LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION orch_lease.transition_lease_reap(integer) TO %s', grantee);
+    END LOOP;
+END
+$reap$;
 GRANT EXECUTE ON FUNCTION orch_lease.transition_lease_reap(integer) TO orch_lease_admin;
 
 -- One task, one key: every spelling of a task id is one lease.

@@ -499,3 +499,42 @@ fn recover_refuses_an_instance_whose_session_is_connected() {
     await_backend_exit(&mut first, pid);
     assert!(recover(&mut first, "boot-3", "webhook").is_empty());
 }
+
+/// Red-team findings F5 and F3 of #21: a second process started with the same deterministic boot id
+/// is a twin too; and a boot registered by someone else than the process itself — on call's psql,
+/// an admin registering an actor's instance, a takeover — leaves no session guarding the instance, so
+/// the real process's restart is not refused while that psql stays open.
+#[test]
+fn only_a_process_registering_itself_guards_its_instance() {
+    let dsn = fresh_database_with("race_guard", "");
+    login_role("guard_actor", &["orch_lease_actor"]);
+    let mut pod = connect(&dsn_as(&dsn, "guard_actor"));
+    recover(&mut pod, "pod-0", "worker-0");
+
+    let mut same_boot = connect(&dsn_as(&dsn, "guard_actor"));
+    let refused = same_boot
+        .query(
+            "SELECT * FROM orch_lease.transition_lease_recover('pod-0', 'worker-0')",
+            &[],
+        )
+        .expect_err("a second process with the same boot id is a twin");
+    let refused = refused.as_db_error().expect("a database error");
+    assert_eq!(refused.code().code(), "55006", "{refused:?}");
+
+    // The process dies; on call registers the instance's next incarnation by hand and keeps psql open.
+    let mut oncall = connect(&dsn);
+    let pid: i32 = pod
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    drop(pod);
+    await_backend_exit(&mut oncall, pid);
+    recover(&mut oncall, "pod-0-oncall", "worker-0");
+    let mut restarted = connect(&dsn_as(&dsn, "guard_actor"));
+    assert!(recover(&mut restarted, "pod-0-restart", "worker-0").is_empty());
+
+    // The same after a takeover (behind a pooler, or on call's).
+    takeover(&mut oncall, "pod-0-taken", "worker-0");
+    let mut again = connect(&dsn_as(&dsn, "guard_actor"));
+    assert!(recover(&mut again, "pod-0-again", "worker-0").is_empty());
+}
