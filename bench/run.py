@@ -161,9 +161,9 @@ def memory_bench():
     calls would measure PostgreSQL's own per-transaction bookkeeping instead)."""
     calls = {
         "transition_lease_acquire (held)":
-            "orch_lease.transition_lease_acquire('mem-held', 'other', 1, 'bench-boot')",
-        "transition_lease_release (stale token)": "orch_lease.transition_lease_release('mem-held', -g)",
-        "transition_lease_force_release (nothing held)": "orch_lease.transition_lease_force_release('mem-none')",
+            "orch_lease.transition_lease_acquire('-2', 'other', 1, 'bench-boot')",
+        "transition_lease_release (stale token)": "orch_lease.transition_lease_release('-2', -g)",
+        "transition_lease_force_release (nothing held)": "orch_lease.transition_lease_force_release('-3')",
         "update_task_stage_cas (stage_mismatch)":
             "orch_lease.update_task_stage_cas((g % 1000 + 1)::text, 'done', 'queued')",
         "commit_stage_cas (lease_lost)": "orch_lease.commit_stage_cas('1', -g, 'queued', 'queued')",
@@ -172,7 +172,7 @@ def memory_bench():
     loop = "DO $$ BEGIN FOR g IN 1..{n} LOOP PERFORM {call}; IF g % 1000 = 0 THEN COMMIT; END IF; END LOOP; END $$"
     rows = []
     with connect() as db:
-        db.execute("SELECT orch_lease.transition_lease_acquire('mem-held', 'holder', 1, 'bench-boot')")
+        db.execute("SELECT orch_lease.transition_lease_acquire('-2', 'holder', 1, 'bench-boot')")
         pid = db.execute("SELECT pg_backend_pid()").fetchone()[0]
         for name, call in calls.items():
             db.execute(loop.format(n=10_000, call=call))
