@@ -102,26 +102,24 @@ SELECT pg_catalog.setval('orch_lease.lease_event_event_id_seq',
 
 -- The alert: sent by the statement that records a takeover, not by a trigger (a restored history
 -- announces nothing), with every text value cut to 120 characters, so a takeover never fails on
--- NOTIFY's limit.
+-- NOTIFY's limit; payload format version 2, one NOTIFY per statement (built by the library).
 DROP TRIGGER announce ON orch_lease.lease_event;
 DROP FUNCTION orch_lease.announce_event();
-CREATE FUNCTION orch_lease.announcement(e orch_lease.lease_event) RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT row_to_json(payload)::text
-      FROM (SELECT 1 AS version, e.event_id, e.at, e.event, e.outcome, cut.v[1] AS work_item,
-                   cut.v[2] AS old_owner, e.old_token, cut.v[3] AS old_boot_id, cut.v[4] AS new_owner,
-                   e.new_token, cut.v[5] AS reason, e.by_role, cut.truncated
-              FROM (SELECT array_agg(CASE WHEN length(x) > 120 THEN left(x, 120) || '…' ELSE x END
-                                     ORDER BY n) AS v,
-                           coalesce(bool_or(length(x) > 120), false) AS truncated
-                      FROM unnest(ARRAY[e.work_item, e.old_owner, e.old_boot_id, e.new_owner, e.reason])
-                           WITH ORDINALITY AS u (x, n)) cut) payload
-$$;
-REVOKE ALL ON FUNCTION orch_lease.announcement(orch_lease.lease_event) FROM PUBLIC;
-COMMENT ON FUNCTION orch_lease.announcement(orch_lease.lease_event) IS
-    'The NOTIFY payload (format version 1) that announces a takeover recorded in lease_event.';
 
--- Prune removes superseded boots no lease names any more, too.
+-- Running counts: every event is counted in event_count, one row per backend slot (no row two sessions
+-- update), whatever the history keeps; the metrics read only these. The counts so far (the pruned ones
+-- and the history's own rows) become slot 0.
+ALTER TABLE orch_lease.event_count ADD COLUMN shard integer NOT NULL DEFAULT 0;
+ALTER TABLE orch_lease.event_count ALTER COLUMN shard DROP DEFAULT;
+ALTER TABLE orch_lease.event_count DROP CONSTRAINT event_count_pkey,
+                                   ADD PRIMARY KEY (event, outcome, shard);
+INSERT INTO orch_lease.event_count AS c (event, outcome, shard, n)
+SELECT event, outcome, 0, count(*) FROM orch_lease.lease_event GROUP BY event, outcome
+    ON CONFLICT (event, outcome, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
+COMMENT ON TABLE orch_lease.event_count IS
+    'Running counts of every lease event, whatever the history keeps: one row per (event, outcome, backend slot), so no two sessions ever update one row; the metrics add them up.';
+
+-- Prune removes superseded boots no lease names any more, too, and leaves the counts alone.
 CREATE OR REPLACE FUNCTION orch_lease.transition_lease_prune(older_than interval DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -134,15 +132,8 @@ BEGIN
         RAISE EXCEPTION 'orch_lease: older_than must not be negative, not %', retention
               USING ERRCODE = '22023';
     END IF;
-    WITH gone AS (
-             DELETE FROM orch_lease.lease_event WHERE at < clock_timestamp() - retention
-             RETURNING event, outcome),
-         tally AS (SELECT event, outcome, count(*) AS n FROM gone GROUP BY event, outcome),
-         folded AS (
-             INSERT INTO orch_lease.event_count AS c (event, outcome, n)
-             SELECT event, outcome, n FROM tally
-             ON CONFLICT (event, outcome) DO UPDATE SET n = c.n + EXCLUDED.n)
-    SELECT coalesce(sum(n), 0) INTO removed FROM tally;
+    WITH gone AS (DELETE FROM orch_lease.lease_event WHERE at < clock_timestamp() - retention RETURNING 1)
+    SELECT count(*) INTO removed FROM gone;
     DELETE FROM orch_lease.boot b
      WHERE b.superseded_at < clock_timestamp() - retention
        AND NOT EXISTS (SELECT FROM orch_lease.transition_lease l WHERE l.owner_boot_id = b.boot_id);
@@ -204,14 +195,11 @@ SELECT e.event_id, e.at, e.event, e.work_item, e.old_owner,
 COMMENT ON VIEW orch_lease.lease_history IS
     'The lease history as the reader may see it: actors see the events their own role caused, without tokens.';
 
--- Metrics: the new outcome retry is counted too.
+-- Metrics: the new outcome retry is counted too, and the counters read only the running counts.
 CREATE OR REPLACE FUNCTION orch_lease.transition_lease_metrics()
 RETURNS TABLE (metric text, label text, value double precision)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    WITH counted AS (
-        SELECT event, outcome, count(*) AS n FROM orch_lease.lease_event GROUP BY event, outcome
-        UNION ALL
-        SELECT event, outcome, n FROM orch_lease.event_count),
+    WITH counted AS (SELECT event, outcome, n FROM orch_lease.event_count),
     series (metric, label, event, outcome) AS (VALUES
         ('orch_lease_grants_total', 'acquired', 'acquired', NULL),
         ('orch_lease_grants_total', 'reclaimed', 'reclaimed', 'reclaimed'),

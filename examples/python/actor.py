@@ -84,14 +84,15 @@ def run_actor(args):
 
 
 def listen(args):
-    """The alerting bridge: every forced or stale reclaim arrives as JSON on channel orch_lease."""
+    """The alerting bridge: every forced or stale reclaim arrives as JSON on channel orch_lease, in
+    payload format version 2: {"version": 2, "events": [...]}, the takeovers of one statement."""
     with psycopg.connect(args.dsn, autocommit=True) as db:
         db.execute("LISTEN orch_lease")
         print("listening", flush=True)
         for note in db.notifies(timeout=args.listen):
-            event = json.loads(note.payload)
-            print(f"ALERT {event['event']} {event['work_item']} from {event['old_owner']} "
-                  f"(token {event['old_token']}): {event['reason']}", flush=True)
+            for event in json.loads(note.payload)["events"]:
+                print(f"ALERT {event['event']} {event['work_item']} from {event['old_owner']} "
+                      f"(token {event['old_token']}): {event['reason']}", flush=True)
 
 
 if __name__ == "__main__":
