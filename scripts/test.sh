@@ -3,7 +3,7 @@
 #   1. in-process #[pg_test]s (cargo pgrx test: its own temporary server)
 #   2. pg_regress specs that read as documentation of the SQL contract
 #   3. isolation specs: every interleaving of racing sessions, at each isolation level
-#   4. the upgrade path, the runbook's and the operations page's psql snippets, a failover
+#   4. the upgrade path, the runbook's and the operations page's psql snippets, a failover, a Citus cluster
 #   5. real-connection tests: the contract under concurrency, hostile input, security, the role matrix,
 #      the five-process incident race and a soak with injected faults
 #   6. the client examples (Python, Node.js, Rust), each racing three copies of itself, and the demo
@@ -23,11 +23,12 @@ regress_suite 2>&1 | tee -a "$results"
 log "3/6 isolation specs"
 isolation_suite 2>&1 | tee -a "$results"
 
-log "4/6 the upgrade path (each release -> current), the runbook's and the operations page's psql snippets, a failover"
+log "4/6 the upgrade path (each release -> current), the runbook's and the operations page's psql snippets, a failover, Citus"
 scripts/upgrade-test.sh 2>&1 | tee -a "$results"
 scripts/runbook-test.sh 2>&1 | tee -a "$results"
 scripts/cron-test.sh 2>&1 | tee -a "$results" # its own cluster, with pg_cron preloaded
 scripts/ha-test.sh 2>&1 | tee -a "$results"   # a primary and a synchronous standby, one failover
+scripts/citus-test.sh 2>&1 | tee -a "$results" # Citus: a coordinator and two workers (docs/scale-out.md)
 
 log "5/6 real-connection tests, and the protocol model (exhaustive, then replayed against the server)"
 cargo test --manifest-path harness/Cargo.toml 2>&1 | tee -a "$results"

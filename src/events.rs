@@ -139,9 +139,11 @@ fn recorded(event: &Event<'_>) -> bool {
     config::history_all() || TAKEOVERS.contains(&event.event)
 }
 
-/// The takeovers among the rows a statement recorded, announced.
-const ANNOUNCE: &str = "SELECT pg_catalog.pg_notify('orch_lease', orch_lease.announcement(r.event))
-                          FROM recorded r WHERE (r.event).event IN ('reclaimed', 'reaped', 'forced')";
+/// The takeovers among the rows a statement recorded, announced. The rows come back as columns, not as
+/// one whole-row value: Citus cannot ship a whole-row reference of a distributed table (docs/scale-out.md).
+const ANNOUNCE: &str =
+    "SELECT pg_catalog.pg_notify('orch_lease', orch_lease.announcement(ROW(r.*)::orch_lease.lease_event))
+       FROM recorded r WHERE r.event IN ('reclaimed', 'reaped', 'forced')";
 
 thread_local! {
     /// A routine event: recorded, not announced.
@@ -154,7 +156,7 @@ thread_local! {
         "WITH recorded AS (
              INSERT INTO orch_lease.lease_event ({COLUMNS})
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, pg_catalog.pg_get_userbyid($13))
-             RETURNING lease_event AS event)
+             RETURNING *)
          {ANNOUNCE}"
     );
     static INSERT_ALL: String = format!(
@@ -163,7 +165,7 @@ thread_local! {
              SELECT *, pg_catalog.pg_get_userbyid($13)
                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
                            $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[])
-             RETURNING lease_event AS event)
+             RETURNING *)
          {ANNOUNCE}"
     );
 }
