@@ -66,11 +66,15 @@ grant() {
          FROM orch_lease.transition_lease_acquire('$1', '$2', 1, '$3', ${4:-NULL})"
 }
 
-# everywhere STATEMENT: ALTER SYSTEM … on every node, then a reload (a per-item call reads its settings on
-# the worker it runs on).
+# everywhere STATEMENT: ALTER SYSTEM … on every node (each in its own session: ALTER SYSTEM runs in no
+# transaction block), then a reload; a per-item call reads its settings on the worker it runs on.
 everywhere() {
-    q "SELECT count(*) FROM run_command_on_all_nodes(\$\$$1\$\$)" >/dev/null
-    q "SELECT count(*) FROM run_command_on_all_nodes(\$\$SELECT pg_reload_conf()\$\$)" >/dev/null
+    local port
+    for port in "$COORDINATOR" "$WORKER1" "$WORKER2"; do
+        # orch_lease's settings are known once its library is loaded in the session
+        PGPORT=$port psql -X -q -v ON_ERROR_STOP=1 -c "LOAD 'orch_lease'" -c "$1" -c "SELECT pg_reload_conf()" >/dev/null
+    done
+    sleep 0.5 # backends take the new settings at their next statement once signalled
 }
 
 # listen PORT FILE: a listener on channel orch_lease on the node on PORT for 4 s, writing what it hears.

@@ -624,13 +624,21 @@ pub fn reap(client: &SpiClient<'_>, ceiling_s: i32) -> Vec<Reaped> {
     // statement that modifies a distributed table.
     const DOOMED: &str = "(orch_lease.boot_liveness(l.owner_boot_id) = 'stale'
                            OR l.acquired_at < statement_timestamp() - make_interval(secs => $1))";
-    let candidates: Vec<(String, i64)> = plans::run(
+    let candidates: Vec<(String, i64, f64)> = plans::run(
         client,
-        &format!("SELECT l.work_item, l.token FROM orch_lease.transition_lease l WHERE {DOOMED}"),
+        &format!(
+            "SELECT l.work_item, l.token,
+                    extract(epoch FROM statement_timestamp() - l.acquired_at)::float8 AS age_s
+               FROM orch_lease.transition_lease l WHERE {DOOMED}"
+        ),
         &[ceiling_s.into()],
     )
-    .map(|row| (column(&row, "work_item"), column(&row, "token")))
+    .map(|row| {
+        let age_s = column(&row, "age_s");
+        (column(&row, "work_item"), column(&row, "token"), age_s)
+    })
     .collect();
+    // The age comes from the candidate's read: a lease keeps its acquired_at as long as its token.
     let end_one = format!(
         "WITH doomed AS (
              SELECT l.work_item, l.token,
@@ -640,11 +648,11 @@ pub fn reap(client: &SpiClient<'_>, ceiling_s: i32) -> Vec<Reaped> {
                 FOR UPDATE SKIP LOCKED)
          DELETE FROM orch_lease.transition_lease l USING doomed d
           WHERE l.work_item = $2 AND l.work_item = d.work_item AND l.token = d.token
-         RETURNING l.*, d.dead, extract(epoch FROM statement_timestamp() - l.acquired_at)::float8 AS age_s"
+         RETURNING l.*, d.dead"
     );
     let reaped: Vec<Reaped> = candidates
         .iter()
-        .filter_map(|(key, token)| {
+        .filter_map(|(key, token, age_s)| {
             let row = plans::run(
                 client,
                 &end_one,
@@ -655,7 +663,7 @@ pub fn reap(client: &SpiClient<'_>, ceiling_s: i32) -> Vec<Reaped> {
                 true => "stale",
                 false => "ceiling",
             };
-            Some((Ended::of(&row), kind, column::<f64>(&row, "age_s")))
+            Some((Ended::of(&row), kind, *age_s))
         })
         .collect();
     let reasons: Vec<String> = reaped
