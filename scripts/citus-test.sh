@@ -70,7 +70,7 @@ grant() {
 # transaction block), then a reload; a per-item call reads its settings on the worker it runs on.
 everywhere() {
     local port
-    for port in "$COORDINATOR" "$WORKER1" "$WORKER2"; do
+    for port in "$COORDINATOR" "${WORKERS[@]}"; do
         # orch_lease's settings are known once its library is loaded in the session
         PGPORT=$port psql -X -q -v ON_ERROR_STOP=1 -c "LOAD 'orch_lease'" -c "$1" -c "SELECT pg_reload_conf()" >/dev/null
     done
@@ -82,6 +82,37 @@ listen() {
     PGPORT=$1 psql -X -q -c "LISTEN orch_lease" -c "SELECT pg_sleep(4)" > "$2" 2>&1 &
 }
 
+# citus_cluster N: a fresh coordinator and N workers, then the steps of docs/scale-out.md on the
+# coordinator (what they print compared with tests/snippets/citus-N.out). Sets COORDINATOR and WORKERS.
+citus_cluster() {
+    local port
+    cluster_stop
+    cluster_start "${CITUS_SETTINGS[@]}"
+    COORDINATOR=$PGPORT
+    WORKERS=()
+    for n in $(seq "$1"); do WORKERS+=("$(node_start "worker$n")"); done
+    for port in "$COORDINATOR" "${WORKERS[@]}"; do on "$port" "CREATE EXTENSION citus"; done
+    q "SELECT citus_set_coordinator_host('127.0.0.1', $COORDINATOR)" >/dev/null
+    for port in "${WORKERS[@]}"; do q "SELECT citus_add_node('127.0.0.1', $port)" >/dev/null; done
+    log "Citus: coordinator :$COORDINATOR, workers :${WORKERS[*]}; the steps of docs/scale-out.md"
+    mkdir -p target
+    run_snippets docs/scale-out.md "citus-$1"
+}
+
+# cycle_rate: acquire + release cycles per second through the coordinator (2 clients for 5 s, each on
+# items of its own, history on): a correctness run on this machine, not a scaling claim.
+cycle_rate() {
+    q "SELECT count(*) FROM orch_lease.transition_lease_recover('bench-boot', 'bench')" >/dev/null
+    cat > target/citus-cycle.sql <<'SQL'
+\set k :client_id * 100000 + random(1, 1000)
+SELECT token FROM orch_lease.transition_lease_acquire(':k', 'bench', 1, 'bench-boot') \gset
+SELECT orch_lease.transition_lease_release(':k', :token);
+SQL
+    "$PG_BIN/pgbench" -n -c 2 -j 2 -T 5 -f target/citus-cycle.sql | awk '/^tps/ { printf "%d", $3 }'
+    check "SELECT count(*) FROM orch_lease.transition_lease WHERE owner = 'bench'" 0 "every cycle released its lease"
+    check "SELECT count(DISTINCT work_item) > 2 FROM orch_lease.lease_event WHERE actor = 'bench'" t "the cycles used many items"
+}
+
 citus_build
 cargo build --quiet --manifest-path harness/Cargo.toml
 ORCH_RACE=$ROOT_DIR/harness/target/debug/orch-race
@@ -89,19 +120,9 @@ lock_take # held to the end: the servers load the Citus and orch_lease libraries
 citus_install
 install_debug
 trap cluster_stop EXIT
-cluster_start "${CITUS_SETTINGS[@]}" # the coordinator
-COORDINATOR=$PGPORT
-WORKER1=$(node_start worker1)
-WORKER2=$(node_start worker2)
-for port in "$COORDINATOR" "$WORKER1" "$WORKER2"; do on "$port" "CREATE EXTENSION citus"; done
-q "SELECT citus_set_coordinator_host('127.0.0.1', $COORDINATOR)" >/dev/null
-q "SELECT citus_add_node('127.0.0.1', $WORKER1)" >/dev/null
-q "SELECT citus_add_node('127.0.0.1', $WORKER2)" >/dev/null
-log "Citus: coordinator :$COORDINATOR, workers :$WORKER1 :$WORKER2"
-
-log "the steps of docs/scale-out.md"
-mkdir -p target
-run_snippets docs/scale-out.md citus
+citus_cluster 2
+WORKER1=${WORKERS[0]}
+WORKER2=${WORKERS[1]}
 
 log "the contract through the coordinator, on both workers"
 check "SELECT count(*) FROM orch_lease.transition_lease_recover('boot-1', 'orchestrator', 1)" 0 "a first recover"
@@ -230,4 +251,10 @@ ORCH_LEASE_RESTART_CMD="$(pg_ctl_command -D "$CLUSTER_DIR/worker1" -l "$CLUSTER_
 export ORCH_LEASE_RESTART_CMD
 "$ORCH_RACE" soak --mode lease --actors 4 --items 80 --effect-ms 3 --restarts 1 --budget-s 300 \
     --expect holds --dsn "$ORCH_LEASE_DSN"
-echo "citus: $((passed + 3)) passed, 0 failed"
+log "the cycle rate on two workers, then on one"
+rate_two=$(cycle_rate)
+citus_cluster 1
+rate_one=$(cycle_rate)
+[ "$rate_one" -gt 0 ] && [ "$rate_two" -gt 0 ] || fail "no cycle completed ($rate_one, $rate_two)"
+echo "citus: acquire + release cycles/s through the coordinator (2 clients): one worker $rate_one, two workers $rate_two"
+echo "citus: $((passed + 4)) passed, 0 failed"
