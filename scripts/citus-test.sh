@@ -100,7 +100,8 @@ citus_cluster() {
 }
 
 # cycle_rate: acquire + release cycles per second through the coordinator (2 clients for 5 s, each on
-# items of its own, history on): a correctness run on this machine, not a scaling claim.
+# items of its own, history on): a correctness run on this machine, not a scaling claim. Prints the rate
+# alone (a failed check says so on stderr).
 cycle_rate() {
     q "SELECT count(*) FROM orch_lease.transition_lease_recover('bench-boot', 'bench')" >/dev/null
     cat > target/citus-cycle.sql <<'SQL'
@@ -109,8 +110,8 @@ SELECT token FROM orch_lease.transition_lease_acquire(':k', 'bench', 1, 'bench-b
 SELECT orch_lease.transition_lease_release(':k', :token);
 SQL
     "$PG_BIN/pgbench" -n -c 2 -j 2 -T 5 -f target/citus-cycle.sql | awk '/^tps/ { printf "%d", $3 }'
-    check "SELECT count(*) FROM orch_lease.transition_lease WHERE owner = 'bench'" 0 "every cycle released its lease"
-    check "SELECT count(DISTINCT work_item) > 2 FROM orch_lease.lease_event WHERE actor = 'bench'" t "the cycles used many items"
+    check "SELECT count(*) FROM orch_lease.transition_lease WHERE owner = 'bench'" 0 "every cycle released its lease" >&2
+    check "SELECT count(DISTINCT work_item) > 2 FROM orch_lease.lease_event WHERE actor = 'bench'" t "the cycles used many items" >&2
 }
 
 citus_build
@@ -228,6 +229,15 @@ check "SELECT count(*) FROM (SELECT new_token, lag(new_token) OVER (PARTITION BY
          FROM orch_lease.lease_event WHERE new_token IS NOT NULL) g WHERE new_token <= previous" 0 "tokens grow per item"
 check "SELECT count(*) = count(DISTINCT new_token) FROM orch_lease.lease_event WHERE new_token IS NOT NULL" t "tokens are unique"
 passed=$((passed + 3))
+
+# Bad input raised on a worker reaches the caller with its SQLSTATE and nothing written
+for worker in "$WORKER1" "$WORKER2"; do
+    item=$(item_on "$worker")
+    answer=$(psql -X -q -v VERBOSITY=sqlstate -c "SELECT orch_lease.transition_lease_acquire('$item', 'x', 0, 'boot-2')" 2>&1 || true)
+    [ "$answer" = "ERROR:  22023" ] || fail "a pid of 0 for $item on :$worker: $answer"
+    check "SELECT orch_lease.transition_lease_liveness('$item')" none "nothing granted to bad input"
+done
+passed=$((passed + 1))
 
 # Limits (docs/scale-out.md): an acquire inside a transaction block runs on the coordinator, which draws no
 # token; a session-bound lease names a backend of the worker, not the caller's session.
