@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# orch_lease on a real Citus cluster (docs/scale-out.md): Citus 13.2.2 built once from ../shared/vendor (for
-# tests only: never shipped with or linked into orch_lease), a coordinator and two workers on free loopback
-# ports, the layout of docs/scale-out.md, the contract through the coordinator, the incident race and a
-# worker restarted mid-run.
+# orch_lease on a real Citus cluster (docs/scale-out.md), from scripts/test.sh: Citus 13.2.2 built once
+# from ../shared/vendor into /var/cache (for tests only: never shipped with or linked into orch_lease), a
+# coordinator and two workers on free loopback ports, the steps of docs/scale-out.md, then through the
+# coordinator the contract on items of both workers, the incident race, the soak with a worker restarted
+# mid-run, and the cycle rate on two workers and on a fresh one-worker cluster. About a minute once Citus
+# is built (about 3 minutes more the first time).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT_DIR"
@@ -22,8 +24,11 @@ citus_build() {
     rm -rf "$CITUS_BUILD"
     mkdir -p "$CITUS_BUILD"
     tar -xzf "$VENDOR/citus-$CITUS_VERSION.tar.gz" -C "$CITUS_BUILD" --strip-components=1
-    (cd "$CITUS_BUILD" && patch -s -p1 < "$VENDOR/citus-$CITUS_VERSION-pg15-minor.patch" &&
-        ./configure -q --without-libcurl PG_CONFIG="$PG_CONFIG" >/dev/null && make -s -j2 >/dev/null 2>&1)
+    if ! (cd "$CITUS_BUILD" && patch -s -p1 < "$VENDOR/citus-$CITUS_VERSION-pg15-minor.patch" &&
+        ./configure --without-libcurl PG_CONFIG="$PG_CONFIG" && make -j2) > "$CITUS_BUILD.log" 2>&1; then
+        tail -n 30 "$CITUS_BUILD.log"
+        fail "building Citus failed (above; the whole log is $CITUS_BUILD.log)"
+    fi
     echo "$inputs" > "$CITUS_BUILD/.built"
 }
 
@@ -31,7 +36,7 @@ citus_build() {
 citus_install() {
     cmp -s "$CITUS_BUILD/src/backend/distributed/citus.so" "$("$PG_CONFIG" --pkglibdir)/citus.so" && return 0
     log "installing Citus $CITUS_VERSION into PostgreSQL $PG_MAJOR"
-    make -s -C "$CITUS_BUILD" install >/dev/null 2>&1
+    make -s -C "$CITUS_BUILD" install > "$CITUS_BUILD.log" 2>&1 || fail "installing Citus failed ($CITUS_BUILD.log)"
 }
 
 # Every node: Citus preloaded, connections between nodes over loopback without TLS (the throwaway servers
