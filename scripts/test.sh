@@ -5,7 +5,8 @@
 #   3. isolation specs: every interleaving of racing sessions, at each isolation level
 #   4. the upgrade path, the runbook's and the operations page's psql snippets, the Prometheus exporter
 #      queries and alert rules, failovers (by hand, and
-#      five under Patroni + etcd), PgBouncer in transaction pooling
+#      five under Patroni + etcd), PgBouncer in transaction pooling,
+#      a Citus cluster
 #   5. real-connection tests: the contract under concurrency, hostile input, security, the role matrix,
 #      the five-process incident race and a soak with injected faults
 #   6. the client examples (Python, Node.js, Rust), each racing three copies of itself, and the demo
@@ -27,7 +28,7 @@ regress_suite 2>&1 | tee -a "$results"
 log "3/6 isolation specs"
 isolation_suite 2>&1 | tee -a "$results"
 
-log "4/6 the upgrade path (each release -> current), the runbook's and the operations page's psql snippets, Prometheus, failovers, PgBouncer"
+log "4/6 the upgrade path (each release -> current), the runbook's and the operations page's psql snippets, Prometheus, failovers, PgBouncer, Citus"
 scripts/upgrade-test.sh 2>&1 | tee -a "$results"
 scripts/runbook-test.sh 2>&1 | tee -a "$results"
 scripts/cron-test.sh 2>&1 | tee -a "$results" # its own cluster, with pg_cron preloaded
@@ -35,6 +36,7 @@ scripts/prometheus-test.sh 2>&1 | tee -a "$results" # the real postgres_exporter
 scripts/ha-test.sh 2>&1 | tee -a "$results"   # a primary and a synchronous standby, one failover
 scripts/patroni-test.sh 2>&1 | tee -a "$results"   # etcd + three Patroni nodes, five failovers under load
 scripts/pgbouncer-test.sh 2>&1 | tee -a "$results" # drivers and the actor pattern through a transaction pooler
+scripts/citus-test.sh 2>&1 | tee -a "$results" # Citus: a coordinator and two workers (docs/scale-out.md)
 
 log "5/6 real-connection tests, and the protocol model (exhaustive, then replayed against the server)"
 cargo test --manifest-path harness/Cargo.toml 2>&1 | tee -a "$results"

@@ -319,14 +319,25 @@ fn still_there(client: &SpiClient<'_>, key: &str, token: i64) {
 /// Takes over the lease of a holder whose boot was superseded: new owner, new token, logged and
 /// announced. NOWAIT: if the dead holder's lease is being released or committed right now, we are busy.
 fn reclaim(client: &SpiClient<'_>, request: &Request<'_>, role: &str, dead: Holder) -> Grant {
+    // The new token and time are drawn first: Citus (docs/scale-out.md) runs no volatile function inside
+    // an UPDATE of a distributed table. A token drawn for a takeover that then finds the lease gone is
+    // a gap, which fencing does not mind.
+    let fresh = plans::run(
+        client,
+        "SELECT nextval('orch_lease.token_seq') AS token, clock_timestamp() AS now",
+        &[],
+    )
+    .first();
+    let (token, now): (i64, TimestampWithTimeZone) =
+        (column(&fresh, "token"), column(&fresh, "now"));
     let taken = plans::run(
         client,
         "WITH locked AS (
              SELECT work_item FROM orch_lease.transition_lease
               WHERE work_item = $1 AND token = $6 FOR UPDATE NOWAIT)
          UPDATE orch_lease.transition_lease l
-            SET token = nextval('orch_lease.token_seq'), owner = $2, owner_pid = $3,
-                owner_boot_id = $4, scope = $5, acquired_at = clock_timestamp(), holder_role = $7
+            SET token = $8, owner = $2, owner_pid = $3,
+                owner_boot_id = $4, scope = $5, acquired_at = $9, holder_role = $7
            FROM locked WHERE l.work_item = locked.work_item
          RETURNING l.token",
         &[
@@ -337,6 +348,8 @@ fn reclaim(client: &SpiClient<'_>, request: &Request<'_>, role: &str, dead: Hold
             request.scope.into(),
             dead.token.into(),
             role.into(),
+            token.into(),
+            now.into(),
         ],
     );
     // No row: the dead holder's lease was released or taken over since we read it.
@@ -604,29 +617,57 @@ pub type Reaped = (Ended, &'static str, f64);
 /// The reaper's sweep: ends leases whose holder is dead (`stale`, a `reclaimed` event) and leases held
 /// longer than `ceiling_s` whatever their liveness (`ceiling`, a `reaped` event). A lease in use by a
 /// running transaction right now is skipped until the next run. Run as the extension's owner.
+///
+/// The candidates are read first, then each is locked and ended by its own key and token: a row lock
+/// names one work item, which Citus (docs/scale-out.md) runs on the shard holding it; it refuses a lock
+/// over every shard. A candidate renewed or ended meanwhile no longer matches and is left alone.
 pub fn reap(client: &SpiClient<'_>, ceiling_s: i32) -> Vec<Reaped> {
-    let reaped: Vec<Reaped> = plans::run(
+    // Ages are measured from the sweep's start: Citus runs no volatile function (clock_timestamp) in a
+    // statement that modifies a distributed table.
+    const DOOMED: &str = "(orch_lease.boot_liveness(l.owner_boot_id) = 'stale'
+                           OR l.acquired_at < statement_timestamp() - make_interval(secs => $1))";
+    let candidates: Vec<(String, i64, f64)> = plans::run(
         client,
+        &format!(
+            "SELECT l.work_item, l.token,
+                    extract(epoch FROM statement_timestamp() - l.acquired_at)::float8 AS age_s
+               FROM orch_lease.transition_lease l WHERE {DOOMED}"
+        ),
+        &[ceiling_s.into()],
+    )
+    .map(|row| {
+        let age_s = column(&row, "age_s");
+        (column(&row, "work_item"), column(&row, "token"), age_s)
+    })
+    .collect();
+    // The age comes from the candidate's read: a lease keeps its acquired_at as long as its token.
+    let end_one = format!(
         "WITH doomed AS (
              SELECT l.work_item, l.token,
                     orch_lease.boot_liveness(l.owner_boot_id) IS NOT DISTINCT FROM 'stale' AS dead
                FROM orch_lease.transition_lease l
-              WHERE orch_lease.boot_liveness(l.owner_boot_id) = 'stale'
-                 OR l.acquired_at < clock_timestamp() - make_interval(secs => $1)
+              WHERE l.work_item = $2 AND l.token = $3 AND {DOOMED}
                 FOR UPDATE SKIP LOCKED)
          DELETE FROM orch_lease.transition_lease l USING doomed d
-          WHERE l.work_item = d.work_item AND l.token = d.token
-         RETURNING l.*, d.dead, extract(epoch FROM clock_timestamp() - l.acquired_at)::float8 AS age_s",
-        &[ceiling_s.into()],
-    )
-    .map(|row| {
-        let kind = match column::<bool>(&row, "dead") {
-            true => "stale",
-            false => "ceiling",
-        };
-        (Ended::of(&row), kind, column::<f64>(&row, "age_s"))
-    })
-    .collect();
+          WHERE l.work_item = $2 AND l.work_item = d.work_item AND l.token = d.token
+         RETURNING l.*, d.dead"
+    );
+    let reaped: Vec<Reaped> = candidates
+        .iter()
+        .filter_map(|(key, token, age_s)| {
+            let row = plans::run(
+                client,
+                &end_one,
+                &[ceiling_s.into(), key.as_str().into(), (*token).into()],
+            )
+            .next()?;
+            let kind = match column::<bool>(&row, "dead") {
+                true => "stale",
+                false => "ceiling",
+            };
+            Some((Ended::of(&row), kind, *age_s))
+        })
+        .collect();
     let reasons: Vec<String> = reaped
         .iter()
         .map(|(_, kind, age_s)| match *kind {

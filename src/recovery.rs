@@ -138,9 +138,11 @@ fn register(
                 (takeover == Takeover::Refused && registrant == role).then_some(session.as_str());
             // Supersede the live boot of this instance. This waits for acquires that share-lock it, so
             // their leases are committed, and visible, before we end the stale ones below.
+            // statement_timestamp, not clock_timestamp: Citus runs no volatile function in an UPDATE
+            // of its tables (docs/scale-out.md), and the boot registry is one there.
             plans::run(
                 client,
-                "UPDATE orch_lease.boot SET superseded_at = clock_timestamp(), superseded_by = $1
+                "UPDATE orch_lease.boot SET superseded_at = statement_timestamp(), superseded_by = $1
                   WHERE instance = $2 AND superseded_at IS NULL",
                 &[boot_id.into(), instance.into()],
             );
@@ -284,12 +286,14 @@ fn instance_registrant(
             format!("orch_lease: boot ids beginning with \"{SESSION_BOOT}\" stand for database sessions"),
         );
     }
+    // `SELECT 1`, not `SELECT`: on Citus a multi-shard subquery comes back as an intermediate result,
+    // which a zero-column one cannot be read from (docs/scale-out.md).
     let found = plans::run(
         client,
         "SELECT (SELECT registered_by FROM orch_lease.boot WHERE instance = $1
                   ORDER BY registered_at DESC LIMIT 1) AS registered_by,
-                EXISTS (SELECT FROM orch_lease.boot WHERE instance = $1) AS known,
-                EXISTS (SELECT FROM orch_lease.transition_lease
+                EXISTS (SELECT 1 FROM orch_lease.boot WHERE instance = $1) AS known,
+                EXISTS (SELECT 1 FROM orch_lease.transition_lease
                          WHERE owner_boot_id = $2 AND holder_role IS DISTINCT FROM $3) AS adopted",
         &[instance.into(), boot_id.into(), role.into()],
     )

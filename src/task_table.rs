@@ -125,6 +125,11 @@ fn register_task_table(
             );
         }
     }
+    // The table goes in as a regclass, and the new row's own registered_at is kept, so that on Citus
+    // (docs/scale-out.md), where the registry is a reference table, each node gets the table by name (its
+    // own oid) and the statement calls no volatile function in DO UPDATE.
+    // SAFETY: an oid is a regclass's datum.
+    let relid = unsafe { DatumWithOid::new(table.oid(), pg_sys::REGCLASSOID) };
     owner::as_owner(|| {
         Spi::connect(|client| {
             plans::run(
@@ -132,8 +137,8 @@ fn register_task_table(
                 "INSERT INTO orch_lease.task_table (relid, id_column, stage_column) VALUES ($1, $2::name, $3::name)
                  ON CONFLICT (singleton) DO UPDATE
                     SET relid = EXCLUDED.relid, id_column = EXCLUDED.id_column,
-                        stage_column = EXCLUDED.stage_column, registered_at = clock_timestamp()",
-                &[table.oid().into(), id_column.as_ref().into(), stage_column.as_ref().into()],
+                        stage_column = EXCLUDED.stage_column, registered_at = EXCLUDED.registered_at",
+                &[relid, id_column.as_ref().into(), stage_column.as_ref().into()],
             );
         });
         forget_everywhere("orch_lease.task_table");

@@ -68,6 +68,8 @@ pub fn applied_commits(db: &mut Client) -> std::collections::HashSet<(String, i6
 
 /// A fresh application task table `{prefix}_task` with `items` tasks in `queued`, a trigger-fed
 /// `{prefix}_history` of every stage change, registered with orch_lease; no lease left from before.
+/// `ORCH_LEASE_TASK_LAYOUT`, when set, is SQL run before the registration, with `{prefix}` standing for
+/// the prefix: how scripts/citus-test.sh distributes these tables over a Citus cluster.
 pub fn create_tasks(client: &mut Client, prefix: &str, items: usize) {
     client
         .batch_execute(&format!(
@@ -83,11 +85,20 @@ pub fn create_tasks(client: &mut Client, prefix: &str, items: usize) {
              END $$;
              CREATE TRIGGER {prefix}_log_stage AFTER UPDATE OF stage ON {prefix}_task
                  FOR EACH ROW EXECUTE FUNCTION {prefix}_log_stage();
-             INSERT INTO {prefix}_task SELECT 'task-' || i, 'queued' FROM generate_series(1, {items}) i;
-             TRUNCATE orch_lease.transition_lease;
-             SELECT orch_lease.register_task_table('{prefix}_task');"
+             INSERT INTO {prefix}_task SELECT 'task-' || i, 'queued' FROM generate_series(1, {items}) i;"
         ))
         .expect("task table");
+    if let Ok(layout) = std::env::var("ORCH_LEASE_TASK_LAYOUT") {
+        client
+            .batch_execute(&layout.replace("{prefix}", prefix))
+            .expect("ORCH_LEASE_TASK_LAYOUT");
+    }
+    client
+        .batch_execute(&format!(
+            "TRUNCATE orch_lease.transition_lease;
+             SELECT orch_lease.register_task_table('{prefix}_task');"
+        ))
+        .expect("registration");
 }
 
 fn since_epoch() -> Duration {

@@ -170,13 +170,21 @@ impl Actor {
         }
         self.db = connect_retrying(&self.dsn, &self.instance);
         if self.mode == Mode::Lease {
+            // Read first, then released one by one: on Citus a release is delegated to the worker holding
+            // its item, which it cannot be from inside a query over every shard.
             let keep = self.pending.as_ref().and_then(|(_, token, _, _)| *token);
-            let _ = self.db.execute(
-                "SELECT orch_lease.transition_lease_release(work_item, token)
-                   FROM orch_lease.transition_lease
+            let unheard = self.db.query(
+                "SELECT work_item, token FROM orch_lease.transition_lease
                   WHERE owner_boot_id = $1 AND token IS DISTINCT FROM $2",
                 &[&self.boot_id, &keep],
             );
+            for lease in unheard.iter().flatten() {
+                let (item, token): (String, i64) = (lease.get(0), lease.get(1));
+                let _ = self.db.execute(
+                    "SELECT orch_lease.transition_lease_release($1, $2)",
+                    &[&item, &token],
+                );
+            }
         }
     }
 
