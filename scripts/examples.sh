@@ -10,9 +10,9 @@ cd "$ROOT_DIR"
 work=target/examples
 mkdir -p "$work"
 
-log "examples: installing their client libraries (psycopg 3, node-postgres, postgres crate)"
+log "examples: installing their client libraries (the orch-lease package on psycopg 3, node-postgres, postgres crate)"
 [ -x "$work/venv/bin/python" ] || python3 -m venv "$work/venv"
-"$work/venv/bin/pip" install -q -r examples/python/requirements.txt
+"$work/venv/bin/pip" install -q "./clients/python[binary]" # the example runs on the package
 (cd examples/node && npm ci --no-audit --no-fund --silent)
 cargo build --quiet --manifest-path examples/rust/Cargo.toml
 

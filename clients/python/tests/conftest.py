@@ -61,3 +61,12 @@ def one(conn: psycopg.Connection[tuple[Any, ...]], sql: str, params: tuple[Any, 
     row = conn.execute(sql, params).fetchone()
     assert row is not None
     return row[0]
+
+
+def dead_incarnation(dsn: str, boot: str, instance: str, *items: str) -> None:
+    """An earlier incarnation of `instance` that registered `boot`, acquired `items` and died (its session
+    closed)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT count(*) FROM orch_lease.transition_lease_recover(%s, %s, 1)", (boot, instance))
+        for item in items:
+            conn.execute("SELECT orch_lease.transition_lease_acquire(%s, 'dead', 1, %s)", (item, boot))

@@ -12,7 +12,7 @@ import socket
 import uuid
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .outcomes import (
     AcquireOutcome,
@@ -196,8 +196,14 @@ class LeaseState:
         return result
 
 
-class ActorBase:
-    """What sync.Actor and aio.AsyncActor share: their settings and the incarnation they run as."""
+C = TypeVar("C")
+
+
+class ActorBase(Generic[C]):
+    """What sync.Actor and aio.AsyncActor share: their settings, the incarnation they run as, and their
+    connection C."""
+
+    _conn: C | None = None
 
     def __init__(
         self,
@@ -213,6 +219,13 @@ class ActorBase:
         self.pid = os.getpid()
         self.boot_id: str | None = None
         self.recovered: list[RecoveredLease] = []
+
+    @property
+    def connection(self) -> C:
+        """The actor's autocommit connection, also for the effect and the stage re-check."""
+        if self._conn is None:
+            raise RuntimeError("the actor is not started")
+        return self._conn
 
     def _start(self) -> Steps[list[RecoveredLease]]:
         self.instance, self.boot_id, self.recovered = yield from start(self.owner, self.instance, self.pid, self.claim)

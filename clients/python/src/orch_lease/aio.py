@@ -28,17 +28,9 @@ async def _drive(conn: psycopg.AsyncConnection[p.Row], steps: p.Steps[p.T]) -> p
         return done.value  # type: ignore[no-any-return]
 
 
-class AsyncActor(p.ActorBase):
+class AsyncActor(p.ActorBase[psycopg.AsyncConnection[p.Row]]):
     """sync.Actor for asyncio: `async with AsyncActor(conninfo) as actor:` then
     `async with actor.lease(item) as lease:`. Same rules, same exceptions."""
-
-    _conn: psycopg.AsyncConnection[p.Row] | None = None
-
-    @property
-    def connection(self) -> psycopg.AsyncConnection[p.Row]:
-        if self._conn is None:
-            raise RuntimeError("the actor is not started")
-        return self._conn
 
     async def start(self) -> list[RecoveredLease]:
         self._conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)

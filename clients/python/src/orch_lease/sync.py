@@ -27,7 +27,7 @@ def _drive(conn: psycopg.Connection[p.Row], steps: p.Steps[p.T]) -> p.T:
         return done.value  # type: ignore[no-any-return]
 
 
-class Actor(p.ActorBase):
+class Actor(p.ActorBase[psycopg.Connection[p.Row]]):
     """One process incarnation of an orch_lease actor, on one autocommit connection.
 
     `start()` (or entering `with`) claims `instance` for this process, registers a fresh boot id and
@@ -37,15 +37,6 @@ class Actor(p.ActorBase):
     `claim=False` skips the claim (a session advisory lock: not behind a transaction-mode pooler), and
     then an instance must be given.
     """
-
-    _conn: psycopg.Connection[p.Row] | None = None
-
-    @property
-    def connection(self) -> psycopg.Connection[p.Row]:
-        """The actor's autocommit connection, for the effect and the stage re-check."""
-        if self._conn is None:
-            raise RuntimeError("the actor is not started")
-        return self._conn
 
     def start(self) -> list[RecoveredLease]:
         self._conn = psycopg.connect(self.conninfo, autocommit=True)
