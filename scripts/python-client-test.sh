@@ -8,7 +8,6 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT_DIR"
-SUITE=python-client
 
 bin=$(python_client_venv)
 "$bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps --no-build-isolation ./clients/python
