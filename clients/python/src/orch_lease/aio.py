@@ -10,7 +10,7 @@ import psycopg
 
 from . import _protocol as p
 from .events import AlertEvent, ListenerBase
-from .outcomes import CommitResult, Grant, RecoveredLease
+from .outcomes import CommitResult, Grant, InstanceInUse, RecoveredLease
 
 
 async def _drive(conn: psycopg.AsyncConnection[p.Row], steps: p.Steps[p.T]) -> p.T:
@@ -36,6 +36,9 @@ class AsyncActor(p.ActorBase[psycopg.AsyncConnection[p.Row]]):
         self._conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
         try:
             return await self._run(self._start())
+        except psycopg.errors.ObjectInUse as error:  # the server saw the twin (55006): the same mistake
+            await self.close()
+            raise InstanceInUse(str(error)) from error
         except BaseException:
             await self.close()
             raise

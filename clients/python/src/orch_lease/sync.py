@@ -10,7 +10,7 @@ import psycopg
 
 from . import _protocol as p
 from .events import AlertEvent, ListenerBase
-from .outcomes import CommitResult, Grant, RecoveredLease
+from .outcomes import CommitResult, Grant, InstanceInUse, RecoveredLease
 
 
 def _drive(conn: psycopg.Connection[p.Row], steps: p.Steps[p.T]) -> p.T:
@@ -42,6 +42,9 @@ class Actor(p.ActorBase[psycopg.Connection[p.Row]]):
         self._conn = psycopg.connect(self.conninfo, autocommit=True)
         try:
             return self._run(self._start())
+        except psycopg.errors.ObjectInUse as error:  # the server saw the twin (55006): the same mistake
+            self.close()
+            raise InstanceInUse(str(error)) from error
         except BaseException:
             self.close()
             raise
