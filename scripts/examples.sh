@@ -21,17 +21,52 @@ declare -A actor=(
     [node]="node examples/node/actor.js --dsn"
     [rust]="examples/rust/target/debug/orch_lease_example --dsn"
 )
+# What a newcomer meets (node and rust; python's client has its own test): two copies with the default
+# instance take two slots of this host; a task id missing from the table answers not_found; an effect
+# that fails stops the actor; in every case no lease is left behind. Then a copy given a running copy's
+# instance name is refused (55006), changing nothing.
+first_contact() {
+    psql -X -q -v ON_ERROR_STOP=1 -f examples/setup.sql >/dev/null
+    q "CREATE FUNCTION effect_fails() RETURNS trigger LANGUAGE plpgsql AS
+         \$\$ BEGIN RAISE EXCEPTION 'the merge failed' USING ERRCODE = 'P0001'; END \$\$;
+       CREATE TRIGGER effect_fails BEFORE INSERT ON example_effect FOR EACH ROW
+         WHEN (NEW.task_id = 'task-12') EXECUTE FUNCTION effect_fails();"
+    local n pids=()
+    for n in 1 2; do
+        # shellcheck disable=SC2046 # one argument per task
+        ${actor[$1]} "$dsn" task-99 $(seq -f 'task-%g' 1 11) > "$work/$1-default-$n.out" 2>&1 &
+        pids+=($!)
+    done
+    for n in "${pids[@]}"; do wait "$n"; done
+    cat "$work/$1"-default-*.out
+    check "SELECT count(DISTINCT instance) FROM orch_lease.boot WHERE instance LIKE '%-$1-%' AND superseded_at IS NULL" 2 \
+          "two copies with the default instance took two slots"
+    cat "$work/$1"-default-*.out | grep -q "not_found=1" || fail "the missing task not answered not_found"
+    check "SELECT count(*) || '/' || count(DISTINCT task_id) FROM example_effect" 11/11 "one effect per task"
+    if ${actor[$1]} "$dsn" task-12 > "$work/$1-failing.out" 2>&1; then fail "a failing effect did not stop the actor"; fi
+    grep -q "the merge failed" "$work/$1-failing.out" || fail "the effect's error not shown"
+    check "SELECT count(*) FROM orch_lease.transition_lease" 0 "no lease left by not_found or a failing effect"
+
+    # a process still connected under an instance name, and a second one started with that name
+    q "DROP TRIGGER effect_fails ON example_effect; UPDATE example_task SET stage = 'queued'"
+    psql -X -q -c "SELECT count(*) FROM orch_lease.transition_lease_recover('$1-held-boot', '$1-twin')" \
+         -c "SELECT pg_sleep(3)" >/dev/null &
+    local holder=$!
+    sleep 1
+    if ${actor[$1]} "$dsn" --instance "$1-twin" task-1 > "$work/$1-twin.out" 2>&1; then fail "a twin was not refused"; fi
+    grep -q "55006" "$work/$1-twin.out" || fail "the twin's refusal does not say 55006"
+    wait "$holder"
+    passed=$((passed + 1))
+}
+
 passed=0
 for lang in python node rust; do
     SUITE="example $lang"
     new_database "example_$lang"
     dsn="postgresql://postgres@127.0.0.1:$PGPORT/example_$lang"
-    q "CREATE EXTENSION orch_lease;
-       CREATE TABLE example_task (id text PRIMARY KEY, stage text NOT NULL);
-       CREATE TABLE example_effect (task_id text, actor text, at timestamptz DEFAULT clock_timestamp());
-       INSERT INTO example_task SELECT 'task-' || i, 'queued' FROM generate_series(1, 12) i;
-       SELECT orch_lease.register_task_table('example_task');
-       -- the previous incarnation of $lang-worker-1 died holding task-1
+    # the setup the README gives, exactly
+    psql -X -q -v ON_ERROR_STOP=1 -f examples/setup.sql >/dev/null
+    q "-- the previous incarnation of $lang-worker-1 died holding task-1
        SELECT count(*) FROM orch_lease.transition_lease_recover('$lang-old-boot', '$lang-worker-1', 1);
        SELECT orch_lease.transition_lease_acquire('task-1', '$lang-worker-1', 1, '$lang-old-boot');" >/dev/null
 
@@ -56,5 +91,6 @@ for lang in python node rust; do
     grep -q "recovered lease on task-1" "$work/$lang-worker-1.out" || fail "recover not reported"
     grep -q "reclaimed" "$work/$lang-listener.out" || fail "alert not received"
     passed=$((passed + 1))
+    [ "$lang" = python ] || first_contact "$lang"
 done
 echo "examples: $passed passed, 0 failed"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every psql snippet of docs/runbook.md, in order, in a fresh database of the running throwaway
-# cluster (from scripts/test.sh), and checks that they did what the runbook says.
+# cluster (from scripts/test.sh), and checks that they did what the runbook says; then the README's tour in
+# a database that has leases already, and docs/operations.md's roles recipe in two databases of the cluster.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT_DIR"
@@ -12,10 +13,53 @@ check "SELECT count(*) FROM orch_lease.lease_event WHERE event = 'forced' AND wo
 check "SELECT string_agg(event || ':' || outcome, ' ') FROM orch_lease.lease_event WHERE work_item = 'PR-131' AND event <> 'acquired'" "reaped:ceiling" \
       "section 2 reaped the lease over the age ceiling, and only that one"
 check "SELECT stage FROM runbook_tasks WHERE id = 'job-1914'" deployed "section 3 moved the stage through the CAS"
+check "SELECT string_agg(event || ':' || outcome, ' ') FROM orch_lease.lease_event WHERE work_item = 'job-1914' AND event <> 'acquired'" \
+      "cas_applied:applied forced:forced" "section 3 ended the unknown holder's lease by hand"
+check "SELECT string_agg(work_item || ':' || outcome, ' ') FROM orch_lease.lease_event WHERE event = 'reclaimed'" \
+      "PR-132:recovered" "section 4's recover returned the old incarnation's lease"
 check "SELECT count(*) FROM orch_lease.boot WHERE instance = 'monitor' AND superseded_at IS NULL" 1 \
       "section 4 left one live incarnation"
 check "SELECT count(*) FROM pg_db_role_setting WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = 'orch_lease_runbook')" 0 \
       "section 5 turned the kill-switch back on"
+# Section 2's force_release, as the page spells it, after the lease was released and taken again: the new
+# holder's lease (another token) must survive it.
+stuck=$(grep -m1 "^SELECT orch_lease.transition_lease_force_release('PR-130'" docs/runbook.md)
+q "SELECT outcome FROM orch_lease.transition_lease_acquire('PR-130', 'monitor', 4242, 'monitor-boot-8')" >/dev/null
+check "$stuck" f "section 2's force_release with the token seen earlier spares a re-acquired lease"
+check "SELECT count(*) FROM orch_lease.transition_lease WHERE work_item = 'PR-130'" 1 "the re-acquired lease survived"
+
+# The README's tour, pasted into psql in a database where leases were granted before (its tokens are not 1, 2).
+SUITE=README
+new_database orch_lease_tour
+q "CREATE EXTENSION orch_lease; SELECT nextval('orch_lease.token_seq') FROM generate_series(1, 40)" >/dev/null
+run_snippets README.md tour
+
+# docs/operations.md's roles recipe (its first two snippets) in two databases of one cluster: roles belong
+# to the cluster, so the second run meets them already there.
+SUITE=operations.md
+awk '/^```sql$/ { n++; on = (n <= 2); next } /^```$/ { on = 0 } on' docs/operations.md > target/operations-roles.sql
+for database in orch_lease_roles_1 orch_lease_roles_2; do
+    new_database "$database"
+    psql -X -q -v ON_ERROR_STOP=1 -f target/operations-roles.sql >/dev/null || fail "the roles recipe failed in $database"
+done
+check "SELECT string_agg(rolname, ' ' ORDER BY rolname) FROM pg_roles
+        WHERE rolname IN ('orchestrator', 'worker', 'oncall') AND rolcanlogin" "oncall orchestrator worker" \
+      "the roles recipe made its three login roles"
+
+# docs/sql-reference.md, Settings: a non-superuser's SET of the kill-switch before the library is loaded
+# is a placeholder that the first call takes back (with a WARNING); with the library preloaded, 42501.
+SUITE=settings
+q "DROP ROLE IF EXISTS settings_actor; CREATE ROLE settings_actor LOGIN IN ROLE orch_lease_actor" >/dev/null
+as_actor() { psql -X -q -t -A -U settings_actor "$@" 2>&1; }
+answer=$(as_actor -c "SET orch_lease.enabled = off" -c "SHOW orch_lease.enabled" \
+                  -c "SELECT orch_lease.work_item_key('1') IS NOT NULL" -c "SHOW orch_lease.enabled" | tr '\n' ' ')
+[ "$answer" = 'off WARNING:  permission denied to set parameter "orch_lease.enabled" t on ' ] ||
+    fail "before the library loads: got '$answer'"
+q "ALTER ROLE settings_actor SET session_preload_libraries = 'orch_lease'"
+answer=$(as_actor -v VERBOSITY=verbose -c "SET orch_lease.enabled = off" | head -n 1 || true)
+[[ "$answer" == "ERROR:  42501:"* ]] || fail "with session_preload_libraries: got '$answer'"
+q "DROP ROLE settings_actor" >/dev/null
+
 # docs/scale-out.md names orch_lease's tables and functions for Citus: every one must exist as written.
 SUITE=scale-out.md
 grep -o "create_distributed_function('[^']*'" docs/scale-out.md | cut -d"'" -f2 | while read -r function; do

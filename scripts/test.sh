@@ -17,6 +17,8 @@ log "1/6 in-process tests (cargo pgrx test)"
 in_process_tests 2>&1 | tee -a "$results"
 
 install_debug
+# The servers run with RUST_BACKTRACE=1, as many do: no error may carry Rust internals (passthrough.rs).
+export RUST_BACKTRACE=1
 cluster_start
 log "2/6 pg_regress"
 regress_suite 2>&1 | tee -a "$results"

@@ -21,6 +21,24 @@ UPDATE orch_lease.transition_lease l
 ALTER TABLE orch_lease.boot ADD COLUMN registered_by text;
 COMMENT ON COLUMN orch_lease.boot.registered_by IS
     'The role that registered this boot: only it (or an orch_lease_admin) recovers its instance (NULL: before 0.4.0).';
+-- Two running processes with one instance name: recover refuses while the live boot's session is
+-- connected; takeover supersedes it on purpose.
+ALTER TABLE orch_lease.boot ADD COLUMN registered_session text;
+COMMENT ON COLUMN orch_lease.boot.registered_session IS
+    'The database session that registered this boot (session:<backend pid>:<start>): while it is connected, recover of the instance refuses (NULL: before 0.4.0).';
+CREATE FUNCTION orch_lease.transition_lease_takeover(boot_id text, instance text, pid integer DEFAULT NULL)
+RETURNS SETOF orch_lease.transition_lease
+VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'transition_lease_takeover_wrapper';
+REVOKE ALL ON FUNCTION orch_lease.transition_lease_takeover(text, text, integer) FROM PUBLIC;
+
+-- The reaper's age_s is the status view's type: numeric, three decimals (double precision before).
+DROP FUNCTION orch_lease.transition_lease_reap(integer);
+CREATE FUNCTION orch_lease.transition_lease_reap(max_running_s integer)
+RETURNS TABLE (work_item text, kind text, token bigint, owner text, owner_pid integer, owner_boot_id text,
+               acquired_at timestamp with time zone, age_s numeric)
+VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'transition_lease_reap_wrapper';
+REVOKE ALL ON FUNCTION orch_lease.transition_lease_reap(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION orch_lease.transition_lease_reap(integer) TO orch_lease_admin;
 
 -- One task, one key: every spelling of a task id is one lease.
 CREATE FUNCTION orch_lease.work_item_key(work_item text) RETURNS text
@@ -222,6 +240,7 @@ REVOKE EXECUTE ON FUNCTION orch_lease.bypass_guard() FROM orch_lease_admin;
 REVOKE EXECUTE ON FUNCTION orch_lease.transition_lease_recover(text, text, integer) FROM orch_lease_admin;
 GRANT EXECUTE ON FUNCTION
     orch_lease.transition_lease_recover(text, text, integer),
+    orch_lease.transition_lease_takeover(text, text, integer),
     orch_lease.work_item_key(text)
     TO orch_lease_actor;
 REVOKE SELECT ON
@@ -248,7 +267,9 @@ COMMENT ON FUNCTION orch_lease.commit_stage_cas(text, bigint, text, text) IS
 COMMENT ON FUNCTION orch_lease.stage_write_allowed() IS
     'True while the stage CAS is writing or the kill-switch is off; kept for the bypass guard of releases before 0.4.0.';
 COMMENT ON FUNCTION orch_lease.transition_lease_recover(text, text, integer) IS
-    'At process start: registers a fresh boot of an instance, supersedes the earlier ones and ends their leases (returned). READ COMMITTED only.';
+    'At process start: registers a fresh boot of an instance, supersedes the earlier ones and ends their leases (returned); refuses (55006) while the live boot''s session is connected. READ COMMITTED only.';
+COMMENT ON FUNCTION orch_lease.transition_lease_takeover(text, text, integer) IS
+    'Recover on purpose: supersedes the live boot of an instance even while its session is connected (on call; behind a connection pooler). READ COMMITTED only.';
 COMMENT ON FUNCTION orch_lease.transition_lease_reap(integer) IS
     'The reaper: ends leases of dead holders (stale) and leases held longer than max_running_s (ceiling), each recorded and announced. READ COMMITTED only.';
 COMMENT ON FUNCTION orch_lease.transition_lease_liveness(text) IS

@@ -1,7 +1,12 @@
 //! Errors for bad input: each carries a proper SQLSTATE and names the argument at fault.
-//! Lost races never come here: they are outcomes (see `races`).
+//! Lost races never come here: they are outcomes (see `races`). And errors PostgreSQL raises inside
+//! orch_lease's statements (the user's CHECK, trigger, grants, row-level security), which must reach the
+//! client whole.
 use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::{PgLogLevel, PgSqlErrorCode};
+use pgrx::{pg_guard, pg_sys, PgLogLevel, PgSqlErrorCode};
+use std::cell::Cell;
+use std::ffi::{c_char, c_void, CStr};
+use std::ptr::null_mut;
 
 /// Longest text accepted for identifiers such as work_item, owner or boot_id, and for stages. It keeps
 /// every key well inside a btree entry. (NOTIFY payloads cut every value shorter still: see `events`.)
@@ -102,4 +107,124 @@ pub fn positive_pid(argument: &str, value: Option<i32>) -> i32 {
         );
     }
     pid
+}
+
+// pgrx turns a PostgreSQL error raised inside an SPI call into a Rust panic and raises it again at the
+// function's boundary with its SQLSTATE, message, detail and hint, but without its CONTEXT and without
+// the schema, table, column, data type and constraint it names. `keeping_context` notes the whole error
+// as it passes one of orch_lease's statements; `restore`, PostgreSQL's emit_log_hook, puts back what
+// pgrx left out when that error is reported.
+
+thread_local! {
+    /// The last error that passed one of orch_lease's statements, copied whole (TopMemoryContext).
+    static PASSING: Cell<*mut pg_sys::ErrorData> = const { Cell::new(null_mut()) };
+}
+
+static mut PREVIOUS_HOOK: pg_sys::emit_log_hook_type = None;
+
+/// Installs `restore` (from _PG_init).
+pub fn init() {
+    // SAFETY: the backend is single-threaded; the hook chain is PostgreSQL's convention.
+    unsafe {
+        PREVIOUS_HOOK = pg_sys::emit_log_hook;
+        pg_sys::emit_log_hook = Some(restore);
+    }
+}
+
+/// Runs one SPI statement with an error context callback that notes any error raised inside it.
+pub fn keeping_context<R>(statement: impl FnOnce() -> R) -> R {
+    /// Takes the callback off the stack on return and while unwinding alike.
+    struct Pop(*mut pg_sys::ErrorContextCallback);
+    impl Drop for Pop {
+        fn drop(&mut self) {
+            // SAFETY: the callback lives in the caller's frame, which outlives this guard.
+            unsafe { pg_sys::error_context_stack = (*self.0).previous };
+        }
+    }
+    // SAFETY: error_context_stack is the backend's; the callback is popped before its frame ends.
+    let mut callback = pg_sys::ErrorContextCallback {
+        previous: unsafe { pg_sys::error_context_stack },
+        callback: Some(note_passing),
+        arg: null_mut(),
+    };
+    unsafe { pg_sys::error_context_stack = &mut callback };
+    let _pop = Pop(&mut callback);
+    statement()
+}
+
+/// Called by errfinish after the callbacks above ours (the statement's, a trigger's) added their
+/// context: keeps a copy of the error as it stands.
+#[pg_guard]
+unsafe extern "C-unwind" fn note_passing(_arg: *mut c_void) {
+    // SAFETY: inside errfinish the error being raised is on PostgreSQL's error stack.
+    unsafe {
+        let previous = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
+        let copy = pg_sys::CopyErrorData();
+        pg_sys::MemoryContextSwitchTo(previous);
+        let old = PASSING.replace(copy);
+        if !old.is_null() {
+            pg_sys::FreeErrorData(old);
+        }
+    }
+}
+
+/// When the error pgrx raised again is reported, it takes back the context and the object names of
+/// the error as PostgreSQL raised it (same SQLSTATE, same message).
+#[pg_guard]
+unsafe extern "C-unwind" fn restore(edata: *mut pg_sys::ErrorData) {
+    // SAFETY: PostgreSQL passes the error being reported; strings are copied into its memory context.
+    unsafe {
+        let passed = PASSING.get();
+        if !passed.is_null() && (*edata).elevel >= PgLogLevel::ERROR as i32 && same(edata, passed) {
+            PASSING.set(null_mut());
+            let (to, from) = (&mut *edata, &*passed);
+            to.context = joined(from.context, to.context);
+            for (field, value) in [
+                (&mut to.schema_name, from.schema_name),
+                (&mut to.table_name, from.table_name),
+                (&mut to.column_name, from.column_name),
+                (&mut to.datatype_name, from.datatype_name),
+                (&mut to.constraint_name, from.constraint_name),
+            ] {
+                if field.is_null() && !value.is_null() {
+                    *field = pg_sys::pstrdup(value);
+                }
+            }
+            pg_sys::FreeErrorData(passed);
+        }
+        if let Some(previous) = PREVIOUS_HOOK {
+            previous(edata);
+        }
+    }
+}
+
+/// One error: the same SQLSTATE and message.
+unsafe fn same(a: *const pg_sys::ErrorData, b: *const pg_sys::ErrorData) -> bool {
+    // SAFETY: both are valid ErrorData; messages may be NULL.
+    unsafe {
+        (*a).sqlerrcode == (*b).sqlerrcode
+            && !(*a).message.is_null()
+            && !(*b).message.is_null()
+            && CStr::from_ptr((*a).message) == CStr::from_ptr((*b).message)
+    }
+}
+
+/// The inner context (the statement's, a trigger's) first, then what the callers above added.
+unsafe fn joined(inner: *const c_char, outer: *mut c_char) -> *mut c_char {
+    // SAFETY: NULL or valid C strings.
+    unsafe {
+        match (inner.is_null(), outer.is_null()) {
+            (true, _) => outer,
+            (false, true) => pg_sys::pstrdup(inner),
+            (false, false) => {
+                let text = format!(
+                    "{}\n{}",
+                    CStr::from_ptr(inner).to_string_lossy(),
+                    CStr::from_ptr(outer).to_string_lossy()
+                );
+                let text = std::ffi::CString::new(text).unwrap_or_default();
+                pg_sys::pstrdup(text.as_ptr())
+            }
+        }
+    }
 }

@@ -38,6 +38,7 @@ pub extern "C-unwind" fn _PG_init() {
     unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     config::init();
     task_table::init();
+    errors::init();
 }
 
 /// Required by `cargo pgrx test`.

@@ -54,7 +54,6 @@ pub fn run<'conn>(
         });
         plan
     });
-    client
-        .select(&*plan, None, args)
+    errors::keeping_context(|| client.select(&*plan, None, args))
         .unwrap_or_else(|error| errors::internal("cannot run", sql, error))
 }

@@ -10,7 +10,7 @@ use crate::rows::{column, nullable};
 use crate::{errors, owner, plans, task_table};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::{composite_type, PgSqlErrorCode};
+use pgrx::{composite_type, AnyNumeric, PgSqlErrorCode};
 
 extension_sql!(
     r#"
@@ -21,7 +21,8 @@ CREATE TABLE orch_lease.boot (
     registered_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     superseded_at timestamptz,
     superseded_by text,
-    registered_by text
+    registered_by text,
+    registered_session text
 );
 CREATE UNIQUE INDEX boot_one_live_per_instance ON orch_lease.boot (instance)
     WHERE superseded_at IS NULL;
@@ -30,6 +31,8 @@ COMMENT ON TABLE orch_lease.boot IS
     'Boot registry: one row per process incarnation; at most one live (not superseded) per instance.';
 COMMENT ON COLUMN orch_lease.boot.registered_by IS
     'The role that registered this boot: only it (or an orch_lease_admin) recovers its instance (NULL: before 0.4.0).';
+COMMENT ON COLUMN orch_lease.boot.registered_session IS
+    'The database session that registered this boot (session:<backend pid>:<start>): while it is connected, recover of the instance refuses (NULL: before 0.4.0).';
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.boot', '');
 "#,
     name = "boot_table"
@@ -59,22 +62,55 @@ const INSTANCE_LOCK_CLASS: i32 = 0x626f_6f74;
 /// Registers `boot_id` as the live incarnation of `instance`, supersedes every earlier boot of that
 /// instance, ends their leases and returns them. Call it once at process start, in its own READ
 /// COMMITTED transaction. A second call with the same boot returns nothing; a superseded boot is
-/// refused. An actor recovers instances its role registered, or new ones; another role's instance
-/// takes an `orch_lease_admin`.
+/// refused, and so is an instance whose live boot's session is still connected (another running
+/// process with the same instance name: 55006). An actor recovers instances its role registered, or
+/// new ones; another role's instance takes an `orch_lease_admin`.
 #[pg_extern(volatile, parallel_unsafe, requires = ["boot_table", "lease_table", "events"])]
 fn transition_lease_recover(
     boot_id: Option<&str>,
     instance: default!(Option<&str>, "'default'"),
     pid: default!(Option<i32>, "NULL"),
 ) -> SetOfIterator<'static, composite_type!('static, "orch_lease.transition_lease")> {
+    register(boot_id, instance, pid, Takeover::Refused)
+}
+
+/// Recover on purpose: the same as `transition_lease_recover`, but it supersedes the instance's live
+/// boot even while the session that registered it is connected. For the people on call replacing a
+/// wedged process, and for actors behind a connection pooler, whose sessions outlive their processes.
+#[pg_extern(volatile, parallel_unsafe, requires = ["boot_table", "lease_table", "events"])]
+fn transition_lease_takeover(
+    boot_id: Option<&str>,
+    instance: Option<&str>,
+    pid: default!(Option<i32>, "NULL"),
+) -> SetOfIterator<'static, composite_type!('static, "orch_lease.transition_lease")> {
+    register(boot_id, instance, pid, Takeover::Allowed)
+}
+
+/// Whether a recover may supersede a live boot whose registering session is still connected.
+#[derive(PartialEq)]
+enum Takeover {
+    Refused,
+    Allowed,
+}
+
+fn register(
+    boot_id: Option<&str>,
+    instance: Option<&str>,
+    pid: Option<i32>,
+    takeover: Takeover,
+) -> SetOfIterator<'static, composite_type!('static, "orch_lease.transition_lease")> {
     let boot_id = errors::required("boot_id", boot_id);
     let instance = errors::required("instance", instance);
     if let Some(pid) = pid {
         errors::positive_pid("pid", Some(pid));
     }
-    read_committed_only("transition_lease_recover");
+    read_committed_only(match takeover {
+        Takeover::Refused => "transition_lease_recover",
+        Takeover::Allowed => "transition_lease_takeover",
+    });
     let role = owner::caller_name();
     let admin = owner::caller_is_member_of(c"orch_lease_admin");
+    let session = this_session_boot_id();
 
     let ended = owner::as_owner(|| {
         Spi::connect(|client| {
@@ -87,6 +123,9 @@ fn transition_lease_recover(
                 return Vec::new(); // already the live boot: nothing left to recover
             }
             let registrant = instance_registrant(client, (boot_id, instance), &role, admin);
+            if takeover == Takeover::Refused {
+                refuse_a_twin(client, instance, &session);
+            }
             // Supersede the live boot of this instance. This waits for acquires that share-lock it, so
             // their leases are committed, and visible, before we end the stale ones below.
             plans::run(
@@ -97,8 +136,15 @@ fn transition_lease_recover(
             );
             plans::run(
                 client,
-                "INSERT INTO orch_lease.boot (boot_id, instance, pid, registered_by) VALUES ($1, $2, $3, $4)",
-                &[boot_id.into(), instance.into(), pid.into(), registrant.as_str().into()],
+                "INSERT INTO orch_lease.boot (boot_id, instance, pid, registered_by, registered_session)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    boot_id.into(),
+                    instance.into(),
+                    pid.into(),
+                    registrant.as_str().into(),
+                    session.as_str().into(),
+                ],
             );
             let mut ended = lease::end_superseded(client, instance, boot_id);
             ended.sort_by(|a, b| a.work_item.cmp(&b.work_item));
@@ -107,6 +153,56 @@ fn transition_lease_recover(
     });
     // Rows are built here, in the caller's memory context: SPI frees its own when it finishes.
     SetOfIterator::new(ended.into_iter().map(Ended::into_row))
+}
+
+/// How long a recover waits for the session of the boot it would supersede to end: a crashed
+/// process's session is torn down moments after the process, and its restart may be quicker.
+const TWIN_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Two running processes with one instance name would supersede each other and redo each other's
+/// effects. Where the database can see it — the live boot's registering session, another one than
+/// ours, is still connected after `TWIN_GRACE` — recover refuses with 55006. Behind a connection
+/// pooler the registering session outlives its process, so this refuses a genuine restart too:
+/// there `transition_lease_takeover` is the way in, and unique instance names are the caller's to keep.
+fn refuse_a_twin(client: &SpiClient<'_>, instance: &str, session: &str) {
+    let live = plans::run(
+        client,
+        "SELECT boot_id, registered_session, registered_at::text AS registered_at
+           FROM orch_lease.boot WHERE instance = $1 AND superseded_at IS NULL",
+        &[instance.into()],
+    );
+    if live.is_empty() {
+        return;
+    }
+    let live = live.first();
+    let Some(registered) = nullable::<String>(&live, "registered_session") else {
+        return; // registered before 0.4.0: nothing to tell
+    };
+    if registered == session {
+        return; // this very session registers a new boot: a restart it knows of
+    }
+    let deadline = std::time::Instant::now() + TWIN_GRACE;
+    while session_alive(&registered) == Some(true) {
+        if std::time::Instant::now() >= deadline {
+            let boot: String = column(&live, "boot_id");
+            let at: String = column(&live, "registered_at");
+            let backend = registered.split(':').nth(1).unwrap_or("?");
+            errors::raise_hinted(
+                PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
+                format!(
+                    "orch_lease: instance \"{instance}\" is in use by a session that is still connected"
+                ),
+                "Give each running process an instance name of its own (host and slot, or a \
+                 StatefulSet ordinal). To replace that process on purpose, call \
+                 orch_lease.transition_lease_takeover.",
+                Some(format!(
+                    "Its live boot \"{boot}\" was registered at {at} by backend pid {backend}, which is still connected."
+                )),
+            );
+        }
+        unsafe { pg_sys::pg_usleep(5_000) };
+        check_for_interrupts!();
+    }
 }
 
 /// Is `boot_id` registered already? Then it must be the live boot of `instance`, of the same process:
@@ -238,8 +334,10 @@ pub fn this_session_boot_id() -> String {
 }
 
 /// Whether the session behind a session-bound boot id is still connected: a backend with that pid and
-/// that start time exists. NULL for a boot id that is not session-bound. The backend list is read
-/// afresh, not from the transaction's cached snapshot, so a session started since is seen.
+/// that start time exists, connected to this database (a copy restored into another database of the
+/// same cluster does not see the original's sessions as its own). NULL for a boot id that is not
+/// session-bound. The backend list is read afresh, not from the transaction's cached snapshot, so a
+/// session started since is seen.
 #[pg_extern(volatile, parallel_safe)]
 fn session_alive(boot_id: &str) -> Option<bool> {
     let (pid, started) = boot_id.strip_prefix(SESSION_BOOT)?.split_once(':')?;
@@ -251,6 +349,7 @@ fn session_alive(boot_id: &str) -> Option<bool> {
             !entry.is_null()
                 && (*entry).backendStatus.st_procpid == pid
                 && (*entry).backendStatus.st_proc_start_timestamp == started
+                && (*entry).backendStatus.st_databaseid == pg_sys::MyDatabaseId
         })
     })
 }
@@ -275,7 +374,7 @@ fn transition_lease_reap(
         name!(owner_pid, i32),
         name!(owner_boot_id, String),
         name!(acquired_at, TimestampWithTimeZone),
-        name!(age_s, f64),
+        name!(age_s, AnyNumeric),
     ),
 > {
     let ceiling = errors::present("max_running_s", max_running_s);
@@ -299,9 +398,16 @@ fn transition_lease_reap(
             lease.owner_pid,
             lease.owner_boot_id,
             lease.acquired_at,
-            age_s,
+            seconds(age_s),
         )
     }))
+}
+
+/// An age in seconds as the status view shows it: numeric, three decimals.
+fn seconds(age_s: f64) -> AnyNumeric {
+    let text = format!("{age_s:.3}");
+    text.parse()
+        .unwrap_or_else(|error| errors::internal("cannot read an age", &text, error))
 }
 
 /// The liveness of the lease on `work_item`, for a reaper that decides job by job: `none` (no lease),
@@ -342,7 +448,9 @@ unsafe fn local_backend_status(index: i32) -> *mut pg_sys::LocalPgBackendStatus 
 extension_sql!(
     r#"
 COMMENT ON FUNCTION orch_lease.transition_lease_recover(text, text, integer) IS
-    'At process start: registers a fresh boot of an instance, supersedes the earlier ones and ends their leases (returned). READ COMMITTED only.';
+    'At process start: registers a fresh boot of an instance, supersedes the earlier ones and ends their leases (returned); refuses (55006) while the live boot''s session is connected. READ COMMITTED only.';
+COMMENT ON FUNCTION orch_lease.transition_lease_takeover(text, text, integer) IS
+    'Recover on purpose: supersedes the live boot of an instance even while its session is connected (on call; behind a connection pooler). READ COMMITTED only.';
 COMMENT ON FUNCTION orch_lease.transition_lease_reap(integer) IS
     'The reaper: ends leases of dead holders (stale) and leases held longer than max_running_s (ceiling), each recorded and announced. READ COMMITTED only.';
 COMMENT ON FUNCTION orch_lease.transition_lease_liveness(text) IS
@@ -353,6 +461,7 @@ COMMENT ON FUNCTION orch_lease.session_alive(text) IS
     name = "recovery_comments",
     requires = [
         transition_lease_recover,
+        transition_lease_takeover,
         transition_lease_reap,
         transition_lease_liveness,
         session_alive

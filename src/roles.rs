@@ -49,6 +49,7 @@ GRANT EXECUTE ON FUNCTION
     orch_lease.update_task_stage_cas(text, text, text, bigint),
     orch_lease.commit_stage_cas(text, bigint, text, text),
     orch_lease.transition_lease_recover(text, text, integer),
+    orch_lease.transition_lease_takeover(text, text, integer),
     orch_lease.transition_lease_liveness(text),
     orch_lease.work_item_key(text)
     TO orch_lease_actor;

@@ -1,13 +1,18 @@
 // An orch_lease actor in Node.js (node-postgres): owner-exclusion and atomic stage writes through SQL.
 //
-//   node actor.js --dsn postgres://... --instance deploy-finalizer task-1 task-2 ...
+//   node actor.js --dsn postgres://... [--instance NAME] task-1 task-2 ...
 //   node actor.js --dsn postgres://... --listen 10      # print NOTIFY orch_lease alerts for 10 s
 //
-// Each task moves queued -> merged with one irreversible effect, recorded in example_effect. Run several
-// copies at once: each effect still happens once.
+// Each task moves queued -> merged with one irreversible effect, recorded in example_effect (the tables:
+// examples/setup.sql). Run several copies at once: each effect still happens once.
+//
+// An instance name stands for one running process. Without --instance, the actor takes its host's first
+// free slot, <host>-node-<n>: recover refuses a slot whose process is still connected (55006), and a
+// restarted process finds its own slot again and recovers what its predecessor left.
 'use strict';
 const { Client } = require('pg');
 const crypto = require('node:crypto');
+const os = require('node:os');
 
 const FROM_STAGE = 'queued';
 const TO_STAGE = 'merged';
@@ -37,46 +42,71 @@ async function advance(db, task, actor, pid, bootId) {
   }
   // held: a live owner is doing it; busy or retry (still, after retries): leave it for the next round.
   if (!grant.acquired) return grant.outcome;
-  // acquired, reclaimed, disabled or out_of_scope (token null): re-check the stage under the lease.
-  const { stage } = (await db.query('SELECT stage FROM example_task WHERE id = $1', [task])).rows[0];
-  if (stage !== FROM_STAGE) {
-    await db.query('SELECT orch_lease.transition_lease_release($1, $2)', [task, grant.token]);
-    return 'already_done';
+  // acquired, reclaimed, disabled or out_of_scope (token null). From here every way out but a commit
+  // that answered ends the lease: no error leaves a lease behind for the reaper.
+  let ended = false;
+  try {
+    // Re-check the stage under the lease: the task may be gone, or moved on already.
+    const row = (await db.query('SELECT stage FROM example_task WHERE id = $1', [task])).rows[0];
+    if (!row) return 'not_found';
+    if (row.stage !== FROM_STAGE) return 'already_done';
+    await mergePullRequest(db, task, actor);
+    let result;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      result = (await db.query(
+        'SELECT applied, outcome, current_stage FROM orch_lease.commit_stage_cas($1, $2, $3, $4)',
+        [task, grant.token, FROM_STAGE, TO_STAGE])).rows[0];
+      if (result.outcome !== 'retry') break;
+      // retry: the commit could not run (a lock timeout, a deadlock); the lease is still ours.
+      await new Promise((resolve) => setTimeout(resolve, 10 * (attempt + 1)));
+    }
+    // Every answer but retry ended the lease: applied, stage_mismatch, lease_lost, not_found,
+    // invalid_transition, unconditional.
+    ended = result.outcome !== 'retry';
+    if (result.outcome !== 'applied' && result.outcome !== 'unconditional') {
+      console.error(`${actor}: ${task} effect done, stage not written: ${result.outcome}` +
+        (result.current_stage ? ` (stage ${result.current_stage})` : ''));
+    }
+    return grant.outcome === 'reclaimed' ? `reclaimed+${result.outcome}` : result.outcome;
+  } finally {
+    if (!ended) {
+      await db.query('SELECT orch_lease.transition_lease_release($1, $2)', [task, grant.token])
+        .catch((error) => console.error(`${actor}: could not release ${task}: ${error.message}`));
+    }
   }
-  await mergePullRequest(db, task, actor);
-  let result;
-  for (let attempt = 0; attempt < 5; attempt++) {
-    result = (await db.query(
-      'SELECT applied, outcome, current_stage FROM orch_lease.commit_stage_cas($1, $2, $3, $4)',
-      [task, grant.token, FROM_STAGE, TO_STAGE])).rows[0];
-    if (result.outcome !== 'retry') break;
-    // retry: the commit could not run (a lock timeout, a deadlock); the lease is still ours.
-    await new Promise((resolve) => setTimeout(resolve, 10 * (attempt + 1)));
+}
+
+// Registers this process start (a fresh boot id) under `instance`, or under this host's first free slot,
+// and takes back the leases its previous incarnation left. Returns the instance and the boot id.
+async function register(db, instance, pid) {
+  for (let slot = 1; ; slot++) {
+    const name = instance || `${os.hostname()}-node-${slot}`;
+    const bootId = `${name}-${crypto.randomUUID()}`; // a fresh boot id per process start
+    try {
+      const recovered = await db.query(
+        'SELECT work_item, token FROM orch_lease.transition_lease_recover($1, $2, $3)', [bootId, name, pid]);
+      for (const lease of recovered.rows) {
+        console.log(`${name}: recovered lease on ${lease.work_item} (token ${lease.token}) from a previous incarnation`);
+      }
+      return { name, bootId };
+    } catch (error) {
+      // 55006: a running process holds that instance name. A chosen name is an error; a slot, the next one.
+      if (error.code !== '55006' || instance) throw error;
+    }
   }
-  if (result.outcome === 'lease_lost') {
-    console.error(`${actor}: lease on ${task} lost after the effect; stage not written`);
-  } else if (result.outcome === 'stage_mismatch') {
-    console.error(`${actor}: ${task} is already ${result.current_stage}; nothing written`);
-  }
-  return grant.outcome === 'reclaimed' ? `reclaimed+${result.outcome}` : result.outcome;
 }
 
 async function runActor(dsn, instance, items) {
   const db = new Client({ connectionString: dsn });
   await db.connect();
   const pid = process.pid;
-  const bootId = `${instance}-${crypto.randomUUID()}`; // a fresh boot id per process start
-  const recovered = await db.query(
-    'SELECT work_item, token FROM orch_lease.transition_lease_recover($1, $2, $3)', [bootId, instance, pid]);
-  for (const lease of recovered.rows) {
-    console.log(`${instance}: recovered lease on ${lease.work_item} (token ${lease.token}) from a previous incarnation`);
-  }
+  const { name, bootId } = await register(db, instance, pid);
   const outcomes = {};
   for (const task of items) {
-    const outcome = await advance(db, task, instance, pid, bootId);
+    const outcome = await advance(db, task, name, pid, bootId);
     outcomes[outcome] = (outcomes[outcome] || 0) + 1;
   }
-  console.log(`${instance}: ` + Object.keys(outcomes).sort().map((k) => `${k}=${outcomes[k]}`).join(' '));
+  console.log(`${name}: ` + Object.keys(outcomes).sort().map((k) => `${k}=${outcomes[k]}`).join(' '));
   await db.end();
 }
 
@@ -100,9 +130,11 @@ const option = (name, fallback) => {
   return at >= 0 ? args.splice(at, 2)[1] : fallback;
 };
 const dsn = option('dsn');
-const instance = option('instance', 'node-actor');
+const instance = option('instance', null);
 const seconds = option('listen');
 (seconds ? listen(dsn, Number(seconds)) : runActor(dsn, instance, args)).catch((error) => {
-  console.error(error);
+  // A database error as PostgreSQL sent it: SQLSTATE, message, detail, hint.
+  console.error(`error ${error.code || ''}: ${error.message}` + (error.detail ? `\nDETAIL: ${error.detail}` : '') +
+    (error.hint ? `\nHINT: ${error.hint}` : ''));
   process.exit(1);
 });

@@ -21,6 +21,7 @@ const COMMIT: &str = "SELECT outcome FROM orch_lease.commit_stage_cas";
 const REL: &str = "SELECT orch_lease.transition_lease_release";
 const FORCE: &str = "SELECT orch_lease.transition_lease_force_release";
 const RECOVER: &str = "SELECT count(*) FROM orch_lease.transition_lease_recover";
+const TAKEOVER: &str = "SELECT count(*) FROM orch_lease.transition_lease_takeover";
 const REGISTER: &str = "SELECT orch_lease.register_task_table";
 const GRAPH: &str = "SELECT orch_lease.register_stage_graph";
 const GUARD: &str = "SELECT orch_lease.install_bypass_guard";
@@ -120,6 +121,20 @@ fn cases() -> Vec<(String, Expect)> {
         c(format!("{RECOVER}('live-boot', 'billing')"), Error("22023")),
         c(
             format!("{RECOVER}('live-boot', 'orchestrator')"),
+            Returns("0"),
+        ),
+        // transition_lease_takeover: recover's checks, but no default instance
+        c(format!("{TAKEOVER}(NULL, 'i')"), Error("22004")),
+        c(format!("{TAKEOVER}('', 'i')"), Error("22023")),
+        c(format!("{TAKEOVER}('{long}', 'i')"), Error("22001")),
+        c(format!("{TAKEOVER}('b', NULL)"), Error("22004")),
+        c(format!("{TAKEOVER}('b', 'i', 0)"), Error("22023")),
+        c(
+            format!("{TAKEOVER}('dead-boot', 'orchestrator')"),
+            Error("55000"),
+        ),
+        c(
+            format!("{TAKEOVER}('live-boot', 'orchestrator')"),
             Returns("0"),
         ),
         // register_task_table
@@ -384,7 +399,7 @@ fn own_row_only(expect: &Expect, added: &[(String, Option<String>)]) -> bool {
 }
 
 /// Cases that reach orch_lease, and cases PostgreSQL's parser rejects before it runs.
-const REACHING_ORCH_LEASE: usize = 119;
+const REACHING_ORCH_LEASE: usize = 126;
 const REJECTED_BY_THE_PARSER: usize = 4;
 
 #[test]

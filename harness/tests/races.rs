@@ -190,7 +190,7 @@ fn a_commit_racing_a_force_release_never_writes_after_losing_the_lease() {
 }
 
 #[test]
-fn recover_waits_for_a_zombie_acquire_and_then_releases_its_lease() {
+fn takeover_waits_for_a_zombie_acquire_and_then_releases_its_lease() {
     let dsn = fresh_database("race_recover");
     let mut zombie = connect(&dsn);
     recover(&mut zombie, "boot-1", "orchestrator");
@@ -201,8 +201,9 @@ fn recover_waits_for_a_zombie_acquire_and_then_releases_its_lease() {
     );
 
     let successor_dsn = dsn.clone();
+    // The zombie's session is still connected: replacing it is a takeover on purpose.
     let (recovered, waiting) =
-        blocked(move || recover(&mut connect(&successor_dsn), "boot-2", "orchestrator"));
+        blocked(move || takeover(&mut connect(&successor_dsn), "boot-2", "orchestrator"));
     assert!(
         waiting,
         "recover waits for the in-flight acquire of the boot it supersedes"
@@ -440,4 +441,61 @@ fn listening(database: &str) -> (String, postgres::Client, postgres::Client) {
     let mut actor = connect(&dsn);
     recover(&mut actor, "boot-1", "orchestrator");
     (dsn, listener, actor)
+}
+
+/// Two running processes with one instance name would supersede each other and redo each other's
+/// effects: while the session that registered the live boot is connected, recover refuses (55006) and
+/// changes nothing; `transition_lease_takeover` replaces it on purpose; once that session is gone (the
+/// process crashed), recover works as before.
+#[test]
+fn recover_refuses_an_instance_whose_session_is_connected() {
+    let dsn = fresh_database("race_twin");
+    let mut first = connect(&dsn);
+    recover(&mut first, "boot-1", "webhook");
+    assert_eq!(
+        acquire(&mut first, "task-1", "webhook", "boot-1").0,
+        "acquired"
+    );
+
+    let mut twin = connect(&dsn);
+    let refused = twin
+        .query(
+            "SELECT * FROM orch_lease.transition_lease_recover('boot-2', 'webhook')",
+            &[],
+        )
+        .expect_err("a second process with the same instance name is refused");
+    let refused = refused.as_db_error().expect("a database error");
+    assert_eq!(refused.code().code(), "55006", "{refused:?}");
+    assert!(
+        refused
+            .hint()
+            .unwrap_or("")
+            .contains("transition_lease_takeover"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        acquire(&mut first, "task-2", "webhook", "boot-1").0,
+        "acquired",
+        "the first process's boot is still the live one"
+    );
+
+    let taken = takeover(&mut twin, "boot-2", "webhook");
+    assert_eq!(
+        taken,
+        vec!["task-1", "task-2"],
+        "a takeover on purpose ends the first's leases"
+    );
+    assert_eq!(
+        acquire(&mut first, "task-3", "webhook", "boot-1").0,
+        "superseded"
+    );
+
+    // The twin's process crashes: its session ends, and a restart recovers without a takeover.
+    let pid: i32 = twin
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    drop(twin);
+    await_backend_exit(&mut first, pid);
+    assert!(recover(&mut first, "boot-3", "webhook").is_empty());
 }

@@ -33,6 +33,7 @@ fn matrix() -> Vec<(&'static str, &'static str, &'static str)> {
         ("commit_stage_cas", "SELECT orch_lease.commit_stage_cas('1', NULL, 'queued', 'merged')", ACTORS),
         ("recover (a new instance)", "SELECT orch_lease.transition_lease_recover('boot-new', 'new-instance')", ACTORS),
         ("recover (the admin's instance)", "SELECT orch_lease.transition_lease_recover('boot-2', 'admins-instance')", ADMINS),
+        ("takeover (the admin's instance)", "SELECT orch_lease.transition_lease_takeover('boot-2', 'admins-instance')", ADMINS),
         ("liveness", "SELECT orch_lease.transition_lease_liveness('1')", ACTORS),
         ("work_item_key", "SELECT orch_lease.work_item_key('01')", ACTORS),
         ("metrics", "SELECT count(*) FROM orch_lease.transition_lease_metrics()", READERS),

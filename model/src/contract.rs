@@ -75,6 +75,9 @@ pub enum Action {
     Restart(u8),
     /// `transition_lease_recover(boot, instance)`.
     Recover(u8),
+    /// A second process started with the actor's instance name calls `transition_lease_recover` while
+    /// the actor's registered incarnation is up (its session connected): refused, nothing changes.
+    TwinRecover(u8),
     /// Read the task's stage, then `transition_lease_acquire` (or `_acquire_session`).
     Acquire {
         actor: u8,
@@ -191,6 +194,8 @@ pub enum Outcome {
     Took,
     /// A step with no SQL outcome (effect, crash, restart, settings, the other session).
     Done,
+    /// Recover refused (55006): the instance's live boot is registered by a session still connected.
+    InstanceInUse,
 }
 
 /// How a lease was taken away from its holder; each is one history event (and a NOTIFY).
@@ -337,6 +342,10 @@ impl Config {
             if actor.is_up() && state.crashes < self.crashes {
                 actions.push(Action::Crash(a));
             }
+            // A twin changes nothing, so it would keep the bounded liveness runs from ending.
+            if actor.is_registered_and_up() && self.budget.is_none() {
+                actions.push(Action::TwinRecover(a));
+            }
             // A zombie's acquire would leave a lease of a never-registered boot that only the ceiling
             // or an operator ends: left out of the bounded liveness runs.
             if actor.boot > 1 && self.budget.is_none() {
@@ -397,6 +406,7 @@ impl Config {
                 self.recover(&mut next, a, &mut takeovers);
                 Outcome::Took
             }
+            Action::TwinRecover(_) => Outcome::InstanceInUse,
             Action::Acquire {
                 actor: a,
                 item,

@@ -196,10 +196,11 @@ pub enum Reach {
     ReapedStale,
     ReapedCeiling,
     Forced,
+    InstanceInUse,
 }
 
 impl Reach {
-    pub const ALL: [Reach; 19] = [
+    pub const ALL: [Reach; 20] = [
         Reach::Acquired,
         Reach::Held,
         Reach::Reclaimed,
@@ -219,6 +220,7 @@ impl Reach {
         Reach::ReapedStale,
         Reach::ReapedCeiling,
         Reach::Forced,
+        Reach::InstanceInUse,
     ];
 
     pub fn name(self) -> &'static str {
@@ -242,6 +244,7 @@ impl Reach {
             Reach::ReapedStale => "reachable: reaper takes a stale lease",
             Reach::ReapedCeiling => "reachable: reaper takes a lease at the ceiling",
             Reach::Forced => "reachable: force_release true",
+            Reach::InstanceInUse => "reachable: recover refused, instance in use",
         }
     }
 
@@ -271,6 +274,7 @@ impl Reach {
                 Cas::Retry => Reach::Retry,
             }),
             Outcome::Ended(true) if matches!(action, Action::Release(_)) => Some(Reach::Released),
+            Outcome::InstanceInUse => Some(Reach::InstanceInUse),
             _ => None,
         };
         let taken = step.takeovers.iter().map(|t| match t.kind {

@@ -123,6 +123,11 @@ impl Actor {
         (self.registered != 0).then(|| 7 - self.registered.leading_zeros() as u8)
     }
 
+    /// Up with its current boot registered: the session that registered it is connected.
+    pub fn is_registered_and_up(&self) -> bool {
+        self.is_up() && self.live_boot() == Some(self.boot)
+    }
+
     /// A boot that was registered and then superseded by a later registration.
     pub fn is_superseded(&self, boot: u8) -> bool {
         self.registered & (1 << boot) != 0 && self.live_boot().is_some_and(|live| live > boot)

@@ -36,6 +36,7 @@ pub fn describe(state: &State, action: &Action, step: &Step) -> String {
             step.next.actors[a as usize].boot
         ),
         Action::Recover(a) => format!("{} recover", actor(a)),
+        Action::TwinRecover(a) => format!("a second process named like actor {a} recovers"),
         Action::Acquire {
             actor: a,
             item,
@@ -111,6 +112,7 @@ pub fn describe(state: &State, action: &Action, step: &Step) -> String {
             other => other.name().to_string(),
         },
         Outcome::Ended(ended) => ended.to_string(),
+        Outcome::InstanceInUse => "refused: instance in use (55006)".into(),
         Outcome::Took | Outcome::Done => String::new(),
     };
     let taken: Vec<String> = step

@@ -1,10 +1,15 @@
 //! An orch_lease actor in Rust (the `postgres` crate): owner-exclusion and atomic stage writes through SQL.
 //!
-//!     actor --dsn "host=... dbname=..." --instance reconciler task-1 task-2 ...
+//!     actor --dsn "host=... dbname=..." [--instance NAME] task-1 task-2 ...
 //!     actor --dsn "..." --listen 10        # print NOTIFY orch_lease alerts for 10 s
 //!
-//! Each task moves queued -> merged with one irreversible effect, recorded in example_effect. Run several
-//! copies at once: each effect still happens once.
+//! Each task moves queued -> merged with one irreversible effect, recorded in example_effect (the tables:
+//! examples/setup.sql). Run several copies at once: each effect still happens once.
+//!
+//! An instance name stands for one running process. Without --instance, the actor takes its host's first
+//! free slot, `<host>-rust-<n>`: recover refuses a slot whose process is still connected (55006), and a
+//! restarted process finds its own slot again and recovers what its predecessor left.
+use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 use std::collections::BTreeMap;
@@ -54,16 +59,41 @@ fn advance(
     if !acquired {
         return Ok(outcome); // held: a live owner is doing it; busy, retry (after retries): next round
     }
-    // acquired, reclaimed, disabled or out_of_scope (token None): re-check the stage under the lease.
-    let stage: String = db
-        .query_one("SELECT stage FROM example_task WHERE id = $1", &[&task])?
-        .get(0);
-    if stage != FROM_STAGE {
-        db.execute(
+    // acquired, reclaimed, disabled or out_of_scope (token None). Every way out but a commit that
+    // answered ends the lease: no error leaves a lease behind for the reaper.
+    let attempt = under_lease(db, task, actor, token);
+    if !matches!(&attempt, Ok((_, true))) {
+        if let Err(error) = db.execute(
             "SELECT orch_lease.transition_lease_release($1, $2)",
             &[&task, &token],
-        )?;
-        return Ok("already_done".into());
+        ) {
+            eprintln!("{actor}: could not release {task}: {error}");
+        }
+    }
+    let (committed, _) = attempt?;
+    Ok(if outcome == "reclaimed" {
+        format!("reclaimed+{committed}")
+    } else {
+        committed
+    })
+}
+
+/// The work under the lease: re-check the stage, the effect, the commit. Returns the outcome and
+/// whether the commit ended the lease (every answer but `retry` does).
+fn under_lease(
+    db: &mut Client,
+    task: &str,
+    actor: &str,
+    token: Option<i64>,
+) -> Result<(String, bool), postgres::Error> {
+    // The task may be gone, or moved on already.
+    let stage: Option<String> = db
+        .query_opt("SELECT stage FROM example_task WHERE id = $1", &[&task])?
+        .map(|row| row.get(0));
+    match stage.as_deref() {
+        None => return Ok(("not_found".into(), false)),
+        Some(FROM_STAGE) => {}
+        Some(_) => return Ok(("already_done".into(), false)),
     }
     merge_pull_request(db, task, actor)?;
     let mut attempt = 0;
@@ -79,41 +109,62 @@ fn advance(
         // retry: the commit could not run (a lock timeout, a deadlock); the lease is still ours.
         std::thread::sleep(Duration::from_millis(10 * attempt));
     };
-    match committed.as_str() {
-        "lease_lost" => {
-            eprintln!("{actor}: lease on {task} lost after the effect; stage not written")
-        }
-        "stage_mismatch" => eprintln!("{actor}: {task} is already {current:?}; nothing written"),
-        _ => {}
-    }
-    Ok(if outcome == "reclaimed" {
-        format!("reclaimed+{committed}")
-    } else {
-        committed
-    })
-}
-
-fn run_actor(dsn: &str, instance: &str, items: &[String]) -> Result<(), postgres::Error> {
-    let mut db = Client::connect(dsn, NoTls)?;
-    let pid = std::process::id() as i32;
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let boot_id = format!("{instance}-{pid}-{nanos}"); // a fresh boot id per process start
-    for lease in db.query(
-        "SELECT work_item, token FROM orch_lease.transition_lease_recover($1, $2, $3)",
-        &[&boot_id, &instance, &pid],
-    )? {
-        let (item, token): (String, i64) = (lease.get(0), lease.get(1));
-        println!(
-            "{instance}: recovered lease on {item} (token {token}) from a previous incarnation"
+    // applied or unconditional: done. Otherwise (stage_mismatch, lease_lost, not_found,
+    // invalid_transition, retry after retries) the effect happened and the stage was not written.
+    if !matches!(committed.as_str(), "applied" | "unconditional") {
+        eprintln!(
+            "{actor}: {task} effect done, stage not written: {committed} (stage {current:?})"
         );
     }
+    let ended = committed != "retry";
+    Ok((committed, ended))
+}
+
+/// Registers this process start (a fresh boot id) under `instance`, or under this host's first free
+/// slot, and takes back the leases its previous incarnation left. Returns the instance and the boot id.
+fn register(
+    db: &mut Client,
+    instance: Option<&str>,
+    pid: i32,
+) -> Result<(String, String), postgres::Error> {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "localhost".into());
+    for slot in 1.. {
+        let name = instance.map_or_else(|| format!("{}-rust-{slot}", host.trim()), str::to_string);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let boot_id = format!("{name}-{pid}-{nanos}"); // a fresh boot id per process start
+        match db.query(
+            "SELECT work_item, token FROM orch_lease.transition_lease_recover($1, $2, $3)",
+            &[&boot_id, &name, &pid],
+        ) {
+            Ok(recovered) => {
+                for lease in recovered {
+                    let (item, token): (String, i64) = (lease.get(0), lease.get(1));
+                    println!(
+                        "{name}: recovered lease on {item} (token {token}) from a previous incarnation"
+                    );
+                }
+                return Ok((name, boot_id));
+            }
+            // 55006: a running process holds that instance name. A chosen name is an error; a slot,
+            // the next one.
+            Err(error) if error.code() == Some(&SqlState::OBJECT_IN_USE) && instance.is_none() => {}
+            Err(error) => return Err(error),
+        }
+    }
+    unreachable!("there is always a next slot")
+}
+
+fn run_actor(dsn: &str, instance: Option<&str>, items: &[String]) -> Result<(), postgres::Error> {
+    let mut db = Client::connect(dsn, NoTls)?;
+    let pid = std::process::id() as i32;
+    let (instance, boot_id) = register(&mut db, instance, pid)?;
     let mut outcomes = BTreeMap::new();
     for task in items {
         *outcomes
-            .entry(advance(&mut db, task, instance, pid, &boot_id)?)
+            .entry(advance(&mut db, task, &instance, pid, &boot_id)?)
             .or_insert(0) += 1;
     }
     let summary: Vec<String> = outcomes.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -145,14 +196,19 @@ fn main() {
         value
     };
     let dsn = option("--dsn").expect("--dsn is required");
-    let instance = option("--instance").unwrap_or_else(|| "rust-actor".into());
+    let instance = option("--instance");
     let result = match option("--listen") {
         Some(seconds) => listen(&dsn, seconds.parse().expect("--listen SECONDS")),
-        None => run_actor(&dsn, &instance, &args),
+        None => run_actor(&dsn, instance.as_deref(), &args),
     };
     if let Err(error) = result {
         match error.as_db_error() {
-            Some(db) => eprintln!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+            // As PostgreSQL sent it: SQLSTATE, message, detail, hint.
+            Some(db) => {
+                eprintln!("{} {}: {}", db.severity(), db.code().code(), db.message());
+                db.detail().inspect(|detail| eprintln!("DETAIL: {detail}"));
+                db.hint().inspect(|hint| eprintln!("HINT: {hint}"));
+            }
             None => eprintln!("{error}"),
         }
         std::process::exit(1);

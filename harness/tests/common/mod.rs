@@ -61,8 +61,22 @@ pub fn cas(db: &mut impl GenericClient, call: &str, params: &[&(dyn ToSql + Sync
 
 /// `transition_lease_recover(boot, instance)` → the work items of the leases it released.
 pub fn recover(db: &mut impl GenericClient, boot: &str, instance: &str) -> Vec<String> {
+    register(db, "transition_lease_recover", boot, instance)
+}
+
+/// `transition_lease_takeover(boot, instance)` → the work items of the leases it released.
+pub fn takeover(db: &mut impl GenericClient, boot: &str, instance: &str) -> Vec<String> {
+    register(db, "transition_lease_takeover", boot, instance)
+}
+
+fn register(
+    db: &mut impl GenericClient,
+    function: &str,
+    boot: &str,
+    instance: &str,
+) -> Vec<String> {
     db.query(
-        "SELECT work_item FROM orch_lease.transition_lease_recover($1, $2)",
+        &format!("SELECT work_item FROM orch_lease.{function}($1, $2)"),
         &[&boot, &instance],
     )
     .unwrap()

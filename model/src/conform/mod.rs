@@ -262,6 +262,25 @@ impl Server {
                 self.compare_taken(sql, step, |_| "recovered", got)?;
                 Ok("recover")
             }
+            Action::TwinRecover(a) => {
+                let sql = "SELECT count(*) FROM orch_lease.transition_lease_recover($1, $2)";
+                let twin_boot = format!("twin-of-{}", self.instance(a));
+                let instance = self.instance(a);
+                let mut twin = connect(&self.dsn).map_err(|e| failed(sql, e))?;
+                let refused = twin
+                    .query_one(sql, &[&twin_boot, &instance])
+                    .err()
+                    .and_then(|e| e.code().map(|code| code.code().to_string()));
+                if refused.as_deref() != Some("55006") {
+                    return Err(mismatch(
+                        "a twin's recover",
+                        sql,
+                        "55006",
+                        format!("{refused:?}"),
+                    ));
+                }
+                Ok("recover refused (instance in use)")
+            }
             Action::Acquire {
                 actor,
                 item,

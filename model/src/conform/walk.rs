@@ -35,14 +35,16 @@ impl Random {
 
 /// How likely a step is in a walk: the actors' own program most, crashes and the environment
 /// less, so that walks get deep into transitions instead of flipping settings.
+/// A twin's recover is the rarest: the server answers it only after its grace for a crashed session.
 pub fn weight(action: &Action) -> u64 {
     match action {
-        Action::Recover(_) | Action::Restart(_) | Action::Effect(_) | Action::Commit(_) => 12,
-        Action::Acquire { .. } => 6,
-        Action::Release(_) | Action::EndOther => 4,
+        Action::Recover(_) | Action::Restart(_) | Action::Effect(_) | Action::Commit(_) => 36,
+        Action::Acquire { .. } => 18,
+        Action::Release(_) | Action::EndOther => 12,
         // Mostly on and covered: a walk spends most of its steps where the lease is at work.
-        Action::SetEnabled(true) | Action::SetScopeCovered(true) => 4,
-        _ => 1,
+        Action::SetEnabled(true) | Action::SetScopeCovered(true) => 12,
+        Action::TwinRecover(_) => 1,
+        _ => 3,
     }
 }
 
