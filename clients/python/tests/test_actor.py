@@ -180,3 +180,16 @@ def test_one_instance_one_live_process(dsn: str, admin: Conn) -> None:
     # once the first is gone its name is free, and its successor recovers it
     with Actor(dsn, "webhook") as successor:
         assert successor.boot_id != first.boot_id
+
+
+def test_without_the_claim_the_server_refuses_a_twin_and_takeover_replaces_it(dsn: str, admin: Conn) -> None:
+    # what an actor behind a transaction pooler meets (no claim): recover refuses an instance whose
+    # registering session is connected (55006), a takeover supersedes it on purpose
+    with Actor(dsn, "pooled", claim=False) as first:
+        with pytest.raises(InstanceInUse, match="still connected"):
+            Actor(dsn, "pooled", claim=False).start()
+        with Actor(dsn, "pooled", claim=False, takeover=True) as replacement:
+            with pytest.raises(Superseded), first.lease(16):
+                pytest.fail("the replaced process entered the block")
+            with replacement.lease(16) as lease:
+                assert lease.grant.outcome is AcquireOutcome.ACQUIRED

@@ -69,9 +69,11 @@ class RetryPolicy:
 CLAIM = "SELECT pg_try_advisory_lock(hashtextextended('orch_lease instance ' || %s, 0))"
 # How many `<owner>-<host>-<slot>` names an actor without an instance tries before giving up.
 SLOTS = 64
-RECOVER = (
+# recover, or transition_lease_takeover: the same, but it also supersedes a live boot whose session is
+# still connected (which recover refuses, 55006).
+REGISTER = (
     "SELECT work_item, token, owner, owner_pid, owner_boot_id, acquired_at"
-    " FROM orch_lease.transition_lease_recover(%s, %s, %s)"
+    " FROM orch_lease.transition_lease_{}(%s, %s, %s)"
 )
 ACQUIRE = (
     "SELECT acquired, outcome, token, holder, holder_pid, holder_boot_id, held_since"
@@ -87,9 +89,12 @@ def _one(rows: list[Row] | None) -> Row:
     return rows[0]
 
 
-def start(owner: str, instance: str | None, pid: int, claim: bool) -> Steps[tuple[str, str, list[RecoveredLease]]]:
+def start(
+    owner: str, instance: str | None, pid: int, claim: bool, takeover: bool
+) -> Steps[tuple[str, str, list[RecoveredLease]]]:
     """Claims the instance (the first free `<owner>-<host>-<slot>` when None), registers a fresh boot id
-    with recover and returns (instance, boot id, the leases of earlier incarnations it gave back)."""
+    with recover (or takeover) and returns (instance, boot id, the leases of earlier incarnations it
+    gave back)."""
     if instance is None:
         if not claim:
             raise ValueError("an actor that does not claim its instance must be given one")
@@ -105,7 +110,7 @@ def start(owner: str, instance: str | None, pid: int, claim: bool) -> Steps[tupl
     # pg_stat_activity then says which instance a backend serves.
     yield Query("SELECT set_config('application_name', left(%s, 63), false)", (f"orch_lease {instance}",))
     boot_id = f"{instance}-{uuid.uuid4()}"
-    rows = yield Query(RECOVER, (boot_id, instance, pid))
+    rows = yield Query(REGISTER.format("takeover" if takeover else "recover"), (boot_id, instance, pid))
     recovered = [RecoveredLease(*row) for row in rows or []]
     for lease in recovered:
         log.warning(
@@ -213,8 +218,10 @@ class ActorBase(Generic[C]):
         owner: str = "actor",
         retry: RetryPolicy = RetryPolicy(),
         claim: bool = True,
+        takeover: bool = False,
     ) -> None:
         self.conninfo, self.owner, self.retry, self.claim = conninfo, owner, retry, claim
+        self.takeover = takeover
         self.instance = instance
         self.pid = os.getpid()
         self.boot_id: str | None = None
@@ -228,7 +235,9 @@ class ActorBase(Generic[C]):
         return self._conn
 
     def _start(self) -> Steps[list[RecoveredLease]]:
-        self.instance, self.boot_id, self.recovered = yield from start(self.owner, self.instance, self.pid, self.claim)
+        self.instance, self.boot_id, self.recovered = yield from start(
+            self.owner, self.instance, self.pid, self.claim, self.takeover
+        )
         return self.recovered
 
     def _acquire(self, item: str | int, scope: str | None) -> Steps[Grant]:

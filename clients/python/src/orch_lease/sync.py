@@ -35,7 +35,9 @@ class Actor(p.ActorBase[psycopg.Connection[p.Row]]):
     With `instance=None` it takes the first free `<owner>-<host>-<slot>`: unique among live processes,
     and the same name again after a restart, so a successor recovers what a crashed process held.
     `claim=False` skips the claim (a session advisory lock: not behind a transaction-mode pooler), and
-    then an instance must be given.
+    then an instance must be given. `takeover=True` registers with `transition_lease_takeover`, which
+    supersedes the instance's live boot even while the session that registered it is connected (recover
+    refuses that, 55006, raised as InstanceInUse): behind a pooler, or to replace a wedged process.
     """
 
     def start(self) -> list[RecoveredLease]:
