@@ -40,6 +40,10 @@ class Collector:
         return self.events
 
 
+TERMINATE_LISTENER = """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                         WHERE query = 'LISTEN orch_lease' AND datname = current_database()"""
+
+
 def acquire(admin: Conn, item: str, owner: str, boot: str) -> int:
     return int(one(admin, "SELECT token FROM orch_lease.transition_lease_acquire(%s, %s, 1, %s)", (item, owner, boot)))
 
@@ -68,7 +72,7 @@ def test_every_recovered_lease_arrives(dsn: str, admin: Conn) -> None:
 
 def test_the_listener_reconnects_by_itself(dsn: str, admin: Conn) -> None:
     collector = Collector(dsn, 1)
-    assert one(admin, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query = 'LISTEN orch_lease' AND datname = current_database()") == 1
+    assert one(admin, TERMINATE_LISTENER) == 1
     assert collector.listening.acquire(timeout=10), "did not listen again"
     token = acquire(admin, "24", "monitor", "monitor-boot")
     admin.execute("SELECT orch_lease.transition_lease_force_release('24', %s)", (token,))
@@ -76,8 +80,8 @@ def test_the_listener_reconnects_by_itself(dsn: str, admin: Conn) -> None:
     assert event.work_item == "24" and collector.listener.reconnects == 1
 
 
-def test_the_async_listener(dsn: str, admin: Conn) -> None:
-    async def scenario() -> AlertEvent:
+def test_the_async_listener_and_its_reconnect(dsn: str, admin: Conn) -> None:
+    async def scenario() -> tuple[AlertEvent, int]:
         listening = asyncio.Event()
         listener = AsyncListener(dsn, duration=30, on_listen=listening.set)
 
@@ -89,12 +93,17 @@ def test_the_async_listener(dsn: str, admin: Conn) -> None:
         task = asyncio.create_task(first())
         await asyncio.wait_for(listening.wait(), 10)
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            # it reconnects by itself after losing its connection
+            listening.clear()
+            await conn.execute(TERMINATE_LISTENER)
+            await asyncio.wait_for(listening.wait(), 10)
             await conn.execute("SELECT orch_lease.transition_lease_acquire('25', 'monitor', 1, 'b')")
             await conn.execute("SELECT orch_lease.transition_lease_force_release('25', NULL, 'async')")
-        return await asyncio.wait_for(task, 30)
+        return await asyncio.wait_for(task, 30), listener.reconnects
 
-    event = asyncio.run(scenario())
+    event, reconnects = asyncio.run(scenario())
     assert (event.event, event.work_item, event.reason) == (EventKind.FORCED, "25", "async")
+    assert reconnects == 1
 
 
 V1 = """{"version":1,"event_id":3,"at":"2026-11-28T18:44:20.561+00:00","event":"forced","outcome":"forced",
