@@ -9,6 +9,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT_DIR"
 
+cmp -s LICENSE clients/python/LICENSE || { echo "python-client: clients/python/LICENSE differs from LICENSE"; exit 1; }
 bin=$(python_client_venv)
 "$bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps --no-build-isolation ./clients/python
 (cd clients/python && "$bin/mypy" --strict --cache-dir ../../target/python-client/mypy-cache src tests ../../examples/python)
