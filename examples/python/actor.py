@@ -1,9 +1,9 @@
 """An orch_lease actor in Python, on the orch-lease client package (clients/python).
 
-    pip install ./clients/python                                        # from the repository's root
-    python examples/python/actor.py --dsn "$DSN" --setup task-1 task-2  # once: extension, tables, tasks
-    python examples/python/actor.py --dsn "$DSN" task-1 task-2          # advance them; run several at once
-    python examples/python/actor.py --dsn "$DSN" --listen 60            # print NOTIFY orch_lease alerts
+    pip install ./clients/python                               # from the repository's root
+    psql -d app -f examples/setup.sql                          # once: extension, tables, task-1 … task-12
+    python examples/python/actor.py --dsn "$DSN" task-1 task-2 # advance them; run several copies at once
+    python examples/python/actor.py --dsn "$DSN" --listen 60   # print NOTIFY orch_lease alerts
 
 Each task moves queued -> merged with one irreversible effect ("merge the PR"), recorded in the table
 example_effect. Run several copies at once: each effect still happens once. Each copy is its own instance
@@ -21,27 +21,9 @@ import time
 from collections import Counter
 
 import orch_lease
-import psycopg
 from orch_lease import Actor, CasOutcome, LeaseNotAcquired
 
 FROM_STAGE, TO_STAGE = "queued", "merged"
-
-SETUP = """
-CREATE EXTENSION IF NOT EXISTS orch_lease;
-CREATE TABLE IF NOT EXISTS example_task (id text PRIMARY KEY, stage text NOT NULL);
-CREATE TABLE IF NOT EXISTS example_effect (task_id text, actor text, at timestamptz DEFAULT clock_timestamp());
-SELECT orch_lease.register_task_table('example_task');
-"""
-
-
-def setup(dsn: str, tasks: list[str]) -> None:
-    """What the example needs, made by a role that may create the extension and own the tables."""
-    with psycopg.connect(dsn, autocommit=True) as db:
-        db.execute(SETUP)
-        for task in tasks:
-            db.execute("INSERT INTO example_task VALUES (%s, %s) ON CONFLICT DO NOTHING", (task, FROM_STAGE))
-    print(f"set up: example_task with {len(tasks)} task(s) in stage {FROM_STAGE}")
-
 
 def merge_pull_request(actor: Actor, task: str) -> None:
     """The pretend irreversible effect. In real life: idempotent, or checked before it is redone."""
@@ -112,13 +94,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--dsn", required=True, help='libpq connection string, e.g. "host=/var/run/postgresql dbname=app"')
     parser.add_argument("--instance", help="this process's instance name (default: python-actor-<host>-<free slot>)")
-    parser.add_argument("--setup", action="store_true", help="create the extension, the tables and these tasks, then exit")
     parser.add_argument("--listen", type=float, help="print alerts for this many seconds")
     parser.add_argument("items", nargs="*", help="the tasks to advance")
     args = parser.parse_args()
-    if args.setup:
-        setup(args.dsn, args.items)
-        return 0
     return listen(args) if args.listen else run_actor(args)
 
 
