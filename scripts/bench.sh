@@ -11,3 +11,4 @@ venv=target/bench/venv
 "$venv/bin/pip" install -q -r bench/requirements.txt
 bench_cluster
 PATH="$PG_BIN:$PATH" "$venv/bin/python" bench/run.py
+bench/pgbouncer.sh # what PgBouncer (transaction pooling) costs on the cycle: its own cluster, figures in docs/ha.md

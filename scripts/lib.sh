@@ -203,7 +203,7 @@ isolation_suite() {
 count_passed() {
     awk '/^test result: ok\./ { n += $4 }
          /^#? *All [0-9]+ tests passed/ { n += $(NF-2) }
-         /^(examples|upgrade|runbook|cron|failover|model|python-client): [0-9]+ passed/ { n += $2 }
+         /^(examples|upgrade|runbook|cron|failover|model|pgbouncer|prometheus|python-client): [0-9]+ passed/ { n += $2 }
          END { print n + 0 }' "$1"
 }
 
@@ -261,8 +261,44 @@ cluster_stop() {
     for data in "$CLUSTER_DIR"/*/; do
         as_pg "$PG_BIN/pg_ctl" -D "$data" -m immediate stop >/dev/null 2>&1 || true
     done
+    [ -f "$CLUSTER_DIR/pgbouncer.pid" ] && kill "$(cat "$CLUSTER_DIR/pgbouncer.pid")" 2>/dev/null || true
     rm -rf "$CLUSTER_DIR"
     CLUSTER_DIR=""
+}
+
+# Starts PgBouncer (installed when missing) in front of the cluster's databases, in pool_mode
+# MODE with at most POOL server connections per database, on a free port of 127.0.0.1 that it exports as
+# PGBOUNCER_PORT; its files live in $CLUSTER_DIR, and cluster_stop stops it: pgbouncer_start MODE POOL.
+# Database postgres_again is postgres through a pool of its own: other server connections, as a second
+# PgBouncer would give.
+pgbouncer_start() {
+    apt_ensure pgbouncer
+    local dir=$CLUSTER_DIR
+    PGBOUNCER_PORT=$(free_port)
+    export PGBOUNCER_PORT
+    echo '"postgres" ""' >"$dir/pgbouncer.users"
+    cat >"$dir/pgbouncer.ini" <<EOF
+[databases]
+postgres_again = host=127.0.0.1 port=$PGPORT dbname=postgres
+* = host=127.0.0.1 port=$PGPORT
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGBOUNCER_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $dir/pgbouncer.users
+pool_mode = $1
+default_pool_size = $2
+max_client_conn = 200
+logfile = $dir/pgbouncer.log
+pidfile = $dir/pgbouncer.pid
+EOF
+    as_pg pgbouncer -d -q "$dir/pgbouncer.ini"
+    for _ in $(seq 50); do
+        psql -X -q -h 127.0.0.1 -p "$PGBOUNCER_PORT" -d postgres -c 'SELECT' >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    log "PgBouncer ($1 pooling, $2 server connections) on port $PGBOUNCER_PORT"
 }
 
 # --- querying and checking the running cluster --------------------------------------------------------

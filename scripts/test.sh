@@ -3,7 +3,9 @@
 #   1. in-process #[pg_test]s (cargo pgrx test: its own temporary server)
 #   2. pg_regress specs that read as documentation of the SQL contract
 #   3. isolation specs: every interleaving of racing sessions, at each isolation level
-#   4. the upgrade path, the runbook's and the operations page's psql snippets, a failover
+#   4. the upgrade path, the runbook's and the operations page's psql snippets, the Prometheus exporter
+#      queries and alert rules, failovers (by hand, and
+#      five under Patroni + etcd), PgBouncer in transaction pooling
 #   5. real-connection tests: the contract under concurrency, hostile input, security, the role matrix,
 #      the five-process incident race and a soak with injected faults
 #   6. the Python client (clients/python: mypy --strict, its pytest suite), the client examples (Python,
@@ -26,11 +28,14 @@ regress_suite 2>&1 | tee -a "$results"
 log "3/6 isolation specs"
 isolation_suite 2>&1 | tee -a "$results"
 
-log "4/6 the upgrade path (each release -> current), the runbook's and the operations page's psql snippets, a failover"
+log "4/6 the upgrade path (each release -> current), the runbook's and the operations page's psql snippets, Prometheus, failovers, PgBouncer"
 scripts/upgrade-test.sh 2>&1 | tee -a "$results"
 scripts/runbook-test.sh 2>&1 | tee -a "$results"
 scripts/cron-test.sh 2>&1 | tee -a "$results" # its own cluster, with pg_cron preloaded
+scripts/prometheus-test.sh 2>&1 | tee -a "$results" # the real postgres_exporter and Prometheus: queries, alerts, dashboard
 scripts/ha-test.sh 2>&1 | tee -a "$results"   # a primary and a synchronous standby, one failover
+scripts/patroni-test.sh 2>&1 | tee -a "$results"   # etcd + three Patroni nodes, five failovers under load
+scripts/pgbouncer-test.sh 2>&1 | tee -a "$results" # drivers and the actor pattern through a transaction pooler
 
 log "5/6 real-connection tests, and the protocol model (exhaustive, then replayed against the server)"
 cargo test --manifest-path harness/Cargo.toml 2>&1 | tee -a "$results"

@@ -7,11 +7,18 @@
 //! killed (not thawed) before the promotion, the same check must report lost grants and commits: the
 //! red run that proves it can see a loss.
 //!
-//! Each actor appends what the server acknowledged to its own log, one line per acknowledgement, with
-//! the server's clock when it answered (ns since the epoch; both servers run on this machine):
-//! `A <item> <token> <at>` (a grant), `C <item> <token> <stage> <at>` (an applied commit), `R <boot> <at>`
-//! (recover). Acknowledgements answered before the crash command returned came from the old primary;
-//! those answered after the promotion came from the promoted standby.
+//! Each actor appends what the server acknowledged to its own log, one line per acknowledgement (one
+//! write each, so a log read mid-run ends at worst in one unfinished line), with the server's clock when
+//! it answered (ns since the epoch; every server runs on this machine) and the server's port:
+//! `A <item> <token> <at> <port>` (a grant), `C <item> <token> <stage> <at> <port>` (an applied commit),
+//! `R <boot> <at>` (recover). Acknowledgements answered before the crash command returned came from the
+//! old primary; those answered after the promotion came from the promoted standby.
+//!
+//! A longer run with several faults (scripts/patroni-test.sh: Patroni decides the promotions) starts the
+//! actors itself and, after each fault, calls [`check_fault`] while they keep working: everything
+//! acknowledged so far must be on the current leader, the old leader must not have acknowledged anything
+//! once the new one answered, and a lease acquired in a transaction left open across the fault must be
+//! absent.
 use crate::kit::{applied_commits, connect, now_ns, reconnect, shell, spawn, Rng};
 use postgres::Client;
 use std::collections::{HashMap, HashSet};
@@ -87,37 +94,104 @@ pub fn run(exe: &Path, plan: &Plan) -> Report {
     }
     let acknowledged = acknowledged(&plan.dir);
     let mut db = connect(&plan.dsn);
-    check(&mut db, &acknowledged, crashed, promoted)
+    let window = Window {
+        before: crashed,
+        after: promoted,
+        injected: crashed,
+        leaders: None,
+        in_flight: None,
+    };
+    check(&mut db, &acknowledged, &window)
 }
 
-/// What the actors were told had committed, each with the server's answer time: grants (item, token,
-/// at) and commits (item, token, stage, at).
+/// One fault of a longer run: when it was injected, the ports of the leader before and after it, and
+/// the work item of a transaction that was left open on the old leader across it.
+pub struct Fault {
+    pub injected: u128,
+    pub old_port: i32,
+    pub new_port: i32,
+    pub in_flight: Option<String>,
+}
+
+/// Checks, while the actors keep working, what they were told so far (their logs in `dir`) against the
+/// server `dsn` finds (the leader now). The failover's moment is the first grant the new leader
+/// acknowledged after the fault: the old leader must acknowledge nothing from then on, and every token
+/// granted from then on must exceed every token acknowledged before it.
+pub fn check_fault(dsn: &str, dir: &Path, fault: &Fault) -> Report {
+    let seen = acknowledged(dir); // first: whatever it lists had committed before the server is read
+    let back = seen
+        .grants
+        .iter()
+        .filter(|grant| grant.port == fault.new_port && grant.at > fault.injected)
+        .map(|grant| grant.at)
+        .min()
+        .unwrap_or(u128::MAX);
+    let moved = fault.old_port != fault.new_port;
+    let window = Window {
+        before: if moved { back } else { fault.injected },
+        after: back,
+        injected: fault.injected,
+        leaders: moved.then_some((fault.old_port, back)),
+        in_flight: fault.in_flight.as_deref(),
+    };
+    check(&mut connect(dsn), &seen, &window)
+}
+
+/// How a check splits the acknowledgements around a failover (ns since the epoch).
+struct Window<'a> {
+    /// Grants acknowledged before this came before the failover…
+    before: u128,
+    /// …and those from this on after it: every token of the latter must exceed every one of the former.
+    after: u128,
+    /// When the fault was injected: where the pauses in the actors' work are looked for.
+    injected: u128,
+    /// When the leader changed: the old leader's port, and the moment from which it must acknowledge
+    /// nothing.
+    leaders: Option<(i32, u128)>,
+    /// A lease acquired in a transaction that never committed: absent from the server.
+    in_flight: Option<&'a str>,
+}
+
+/// One acknowledgement: a grant (`stage` None) or an applied commit, with the server's answer time
+/// and port.
+struct Ack {
+    item: String,
+    token: i64,
+    stage: Option<u32>,
+    at: u128,
+    port: i32,
+}
+
+/// What the actors were told had committed.
 #[derive(Default)]
 struct Acknowledged {
-    grants: Vec<(String, i64, u128)>,
-    commits: Vec<(String, i64, u32, u128)>,
+    grants: Vec<Ack>,
+    commits: Vec<Ack>,
     recovers: usize,
 }
 
-/// Every acknowledgement in the actors' logs (they have all exited).
+/// Every acknowledgement in the actors' logs; a last line still being written is left for later.
 fn acknowledged(dir: &Path) -> Acknowledged {
     let mut seen = Acknowledged::default();
     for entry in std::fs::read_dir(dir).unwrap() {
         let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        for line in text.lines() {
+        for line in text
+            .split_inclusive('\n')
+            .filter_map(|l| l.strip_suffix('\n'))
+        {
             let fields: Vec<&str> = line.split(' ').collect();
+            let ack = |item: &str, token: &str, stage: Option<&str>, at: &str, port: &str| Ack {
+                item: item.to_string(),
+                token: token.parse().unwrap(),
+                stage: stage.map(|stage| stage.parse().unwrap()),
+                at: at.parse().unwrap(),
+                port: port.parse().unwrap(),
+            };
             match fields.as_slice() {
-                ["A", item, token, at] => seen.grants.push((
-                    item.to_string(),
-                    token.parse().unwrap(),
-                    at.parse().unwrap(),
-                )),
-                ["C", item, token, stage, at] => seen.commits.push((
-                    item.to_string(),
-                    token.parse().unwrap(),
-                    stage.parse().unwrap(),
-                    at.parse().unwrap(),
-                )),
+                ["A", item, token, at, port] => seen.grants.push(ack(item, token, None, at, port)),
+                ["C", item, token, stage, at, port] => {
+                    seen.commits.push(ack(item, token, Some(stage), at, port))
+                }
                 ["R", _, _] => seen.recovers += 1,
                 _ => unreachable!("an actor log line: {line}"),
             }
@@ -136,6 +210,12 @@ pub struct Report {
     pub grants_before_crash: usize,
     pub grants_after_promotion: usize,
     pub tokens_not_above_the_crash: usize,
+    /// Grants and commits the old leader acknowledged once the new one had answered.
+    pub old_leader_acks_after_promotion: usize,
+    /// The lease of a transaction left open across the failover is on the server.
+    pub in_flight_present: bool,
+    /// The longest time without a grant acknowledged, from the fault on: how long the actors stood.
+    pub longest_pause_ms: u128,
     pub recovers: usize,
 }
 
@@ -145,6 +225,8 @@ impl Report {
             && self.commits_lost == 0
             && self.tokens_granted_twice == 0
             && self.tokens_not_above_the_crash == 0
+            && self.old_leader_acks_after_promotion == 0
+            && !self.in_flight_present
             && self.grants_before_crash > 0
             && self.grants_after_promotion > 0
     }
@@ -162,7 +244,8 @@ impl Report {
         println!(
             "failover: {} grants and {} commits acknowledged ({} grants before the crash, {} after the \
              promotion, {} recovers); lost: {} grants, {} commits; tokens granted twice: {}; \
-             post-promotion tokens not above the crash: {}",
+             post-promotion tokens not above the crash: {}; old leader's acknowledgements after the \
+             promotion: {}; in-flight lease present: {}; longest pause in grants: {:.1} s",
             self.grants_acknowledged,
             self.commits_acknowledged,
             self.grants_before_crash,
@@ -172,44 +255,54 @@ impl Report {
             self.commits_lost,
             self.tokens_granted_twice,
             self.tokens_not_above_the_crash,
+            self.old_leader_acks_after_promotion,
+            self.in_flight_present,
+            self.longest_pause_ms as f64 / 1000.0,
         );
     }
 }
 
-fn check(db: &mut Client, seen: &Acknowledged, crashed: u128, promoted: u128) -> Report {
-    let server = Promoted::read(db);
+fn check(db: &mut Client, seen: &Acknowledged, window: &Window) -> Report {
+    let server = Promoted::read(db, window.in_flight);
     // A token acknowledged to two actors was handed out twice, whatever the server remembers.
     let mut tokens = HashSet::new();
     let acknowledged_twice = seen
         .grants
         .iter()
-        .filter(|(_, token, _)| !tokens.insert(*token))
+        .filter(|grant| !tokens.insert(grant.token))
         .count();
     let before_crash: Vec<i64> = seen
         .grants
         .iter()
-        .filter(|(_, _, at)| *at < crashed)
-        .map(|(_, t, _)| *t)
+        .filter(|grant| grant.at < window.before)
+        .map(|grant| grant.token)
         .collect();
     let crash_token = before_crash.iter().copied().max().unwrap_or(0);
     let after_promotion: Vec<i64> = seen
         .grants
         .iter()
-        .filter(|(_, _, at)| *at > promoted)
-        .map(|(_, t, _)| *t)
+        .filter(|grant| grant.at >= window.after)
+        .map(|grant| grant.token)
         .collect();
+    let old_leader_acks_after_promotion = window.leaders.map_or(0, |(old_port, promoted)| {
+        seen.grants
+            .iter()
+            .chain(&seen.commits)
+            .filter(|ack| ack.port == old_port && ack.at >= promoted)
+            .count()
+    });
     Report {
         grants_acknowledged: seen.grants.len(),
         commits_acknowledged: seen.commits.len(),
         grants_lost: seen
             .grants
             .iter()
-            .filter(|(item, token, _)| !server.has_grant(item, *token))
+            .filter(|grant| !server.has_grant(&grant.item, grant.token))
             .count(),
         commits_lost: seen
             .commits
             .iter()
-            .filter(|(item, token, stage, _)| !server.has_commit(item, *token, *stage))
+            .filter(|commit| !server.has_commit(commit))
             .count(),
         tokens_granted_twice: server.granted_twice + acknowledged_twice,
         grants_before_crash: before_crash.len(),
@@ -218,8 +311,24 @@ fn check(db: &mut Client, seen: &Acknowledged, crashed: u128, promoted: u128) ->
             .iter()
             .filter(|t| **t <= crash_token)
             .count(),
+        old_leader_acks_after_promotion,
+        in_flight_present: server.in_flight_present,
+        longest_pause_ms: longest_pause(seen, window.injected) / 1_000_000,
         recovers: seen.recovers,
     }
+}
+
+/// The longest time between two grants acknowledged one after the other (by any actor), the later one
+/// after `from`, in ns.
+fn longest_pause(seen: &Acknowledged, from: u128) -> u128 {
+    let mut times: Vec<u128> = seen.grants.iter().map(|grant| grant.at).collect();
+    times.sort_unstable();
+    times
+        .windows(2)
+        .filter(|pair| pair[1] > from)
+        .map(|pair| pair[1] - pair[0])
+        .max()
+        .unwrap_or(0)
 }
 
 /// What the promoted server holds.
@@ -232,10 +341,12 @@ struct Promoted {
     applied: HashSet<(String, i64, String)>,
     /// Each task's stage number now.
     stages: HashMap<String, u32>,
+    /// A lease or an event of the in-flight transaction's item exists.
+    in_flight_present: bool,
 }
 
 impl Promoted {
-    fn read(db: &mut Client) -> Promoted {
+    fn read(db: &mut Client, in_flight: Option<&str>) -> Promoted {
         let mut granted: HashMap<i64, String> = HashMap::new();
         let mut granted_twice = 0;
         for row in db
@@ -257,11 +368,21 @@ impl Promoted {
             .iter()
             .map(|row| (row.get(0), row.get::<_, i32>(1) as u32))
             .collect();
+        let in_flight_present = in_flight.is_some_and(|item| {
+            db.query_one(
+                "SELECT EXISTS (SELECT FROM orch_lease.transition_lease WHERE work_item = $1)
+                     OR EXISTS (SELECT FROM orch_lease.lease_event WHERE work_item = $1)",
+                &[&item],
+            )
+            .unwrap()
+            .get(0)
+        });
         Promoted {
             granted,
             granted_twice,
             applied,
             stages,
+            in_flight_present,
         }
     }
 
@@ -272,15 +393,25 @@ impl Promoted {
     }
 
     /// The commit is in the history, and the task is at its stage or beyond.
-    fn has_commit(&self, item: &str, token: i64, stage: u32) -> bool {
+    fn has_commit(&self, commit: &Ack) -> bool {
+        let stage = commit.stage.unwrap();
         self.applied
-            .contains(&(item.to_string(), token, format!("v{stage}")))
-            && self.stages.get(item).is_some_and(|now| *now >= stage)
+            .contains(&(commit.item.clone(), commit.token, format!("v{stage}")))
+            && self
+                .stages
+                .get(&commit.item)
+                .is_some_and(|now| *now >= stage)
     }
 }
 
-/// The server's clock as it answers, in ns since the epoch (microsecond precision).
-const NOW_NS: &str = "(extract(epoch FROM clock_timestamp()) * 1e9)::bigint";
+/// The server's clock as it answers, in ns since the epoch (microsecond precision), and its port.
+const NOW_NS: &str =
+    "(extract(epoch FROM clock_timestamp()) * 1e9)::bigint, current_setting('port')::int";
+
+/// Appends one line to an actor's log in one write.
+fn log_line(log: &mut File, line: String) {
+    log.write_all(format!("{line}\n").as_bytes()).unwrap();
+}
 
 /// One actor: acquire, read the stage, commit the next stage; on a lost connection, reconnect, register
 /// a new incarnation with recover (which releases the leases of the old one) and go on.
@@ -308,7 +439,7 @@ pub fn run_actor(dsn: &str, role: &str, items: usize, dir: &Path, seconds: u64) 
         else {
             continue;
         };
-        writeln!(log, "R {boot} {at}").unwrap();
+        log_line(&mut log, format!("R {boot} {at}"));
         while Instant::now() < deadline {
             let item = format!("ha-{}", rng.below(items as u64) + 1);
             if step(&mut db, &mut log, role, &boot, &item).is_err() {
@@ -337,7 +468,8 @@ fn step(
     else {
         return Ok(());
     };
-    writeln!(log, "A {item} {token} {}", grant.get::<_, i64>(2)).unwrap();
+    let (at, port) = (grant.get::<_, i64>(2), grant.get::<_, i32>(3));
+    log_line(log, format!("A {item} {token} {at} {port}"));
     let stage: String = db
         .query_one("SELECT stage FROM ha_task WHERE id = $1", &[&item])?
         .get(0);
@@ -347,7 +479,8 @@ fn step(
         &[&item, &token, &stage, &format!("v{next}")],
     )?;
     if commit.get::<_, String>(0) == "applied" {
-        writeln!(log, "C {item} {token} {next} {}", commit.get::<_, i64>(1)).unwrap();
+        let (at, port) = (commit.get::<_, i64>(1), commit.get::<_, i32>(2));
+        log_line(log, format!("C {item} {token} {next} {at} {port}"));
     }
     Ok(())
 }

@@ -42,6 +42,7 @@ fn main() {
         "soak-actor" => run_soak_actor(&options),
         "failover" => run_failover(&options),
         "failover-actor" => run_failover_actor(&options),
+        "failover-check" => run_failover_check(&options),
         _ => usage(),
     }
 }
@@ -233,4 +234,20 @@ fn run_failover_actor(options: &Options) {
         &options.dir("."),
         options.number("seconds", 8),
     )
+}
+
+fn run_failover_check(options: &Options) {
+    let port = |key| i32::try_from(options.number(key, 0)).unwrap_or_else(|_| usage());
+    let fault = failover::Fault {
+        injected: options.number("injected", 0) as u128,
+        old_port: port("old-port"),
+        new_port: port("new-port"),
+        in_flight: options.0.get("in-flight").map(|item| item.to_string()),
+    };
+    let report = failover::check_fault(&options.dsn(), &options.dir("target/failover"), &fault);
+    print!("{}: ", options.get("name", "fault"));
+    report.print();
+    expect(report.holds(), || {
+        format!("failover: expected holds, but the check gave {report:?}")
+    });
 }

@@ -31,7 +31,8 @@ def leases(admin: Conn) -> int:
 
 
 def test_acquired_then_applied_ends_the_lease(dsn: str, admin: Conn) -> None:
-    with Actor(dsn, "a") as actor:
+    with Actor(dsn, "a", prepare_threshold=None) as actor:  # as behind a transaction pooler
+        assert actor.connection.prepare_threshold is None
         assert actor.recovered == []
         with actor.lease(1) as lease:
             assert lease.grant.outcome is AcquireOutcome.ACQUIRED and lease.grant.acquired

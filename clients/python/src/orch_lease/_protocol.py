@@ -219,9 +219,12 @@ class ActorBase(Generic[C]):
         retry: RetryPolicy = RetryPolicy(),
         claim: bool = True,
         takeover: bool = False,
+        prepare_threshold: int | None = 5,
     ) -> None:
         self.conninfo, self.owner, self.retry, self.claim = conninfo, owner, retry, claim
         self.takeover = takeover
+        # psycopg's: after how many runs a statement is prepared on the server; None never (a pooler)
+        self.prepare_threshold = prepare_threshold
         self.instance = instance
         self.pid = os.getpid()
         self.boot_id: str | None = None

@@ -33,7 +33,9 @@ class AsyncActor(p.ActorBase[psycopg.AsyncConnection[p.Row]]):
     `async with actor.lease(item) as lease:`. Same rules, same exceptions."""
 
     async def start(self) -> list[RecoveredLease]:
-        self._conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+        self._conn = await psycopg.AsyncConnection.connect(
+            self.conninfo, autocommit=True, prepare_threshold=self.prepare_threshold
+        )
         try:
             return await self._run(self._start())
         except psycopg.errors.ObjectInUse as error:  # the server saw the twin (55006): the same mistake

@@ -38,10 +38,12 @@ class Actor(p.ActorBase[psycopg.Connection[p.Row]]):
     then an instance must be given. `takeover=True` registers with `transition_lease_takeover`, which
     supersedes the instance's live boot even while the session that registered it is connected (recover
     refuses that, 55006, raised as InstanceInUse): behind a pooler, or to replace a wedged process.
+    Behind PgBouncer's transaction pooling also pass `prepare_threshold=None` (no server-side prepared
+    statements) and `claim=False`.
     """
 
     def start(self) -> list[RecoveredLease]:
-        self._conn = psycopg.connect(self.conninfo, autocommit=True)
+        self._conn = psycopg.connect(self.conninfo, autocommit=True, prepare_threshold=self.prepare_threshold)
         try:
             return self._run(self._start())
         except psycopg.errors.ObjectInUse as error:  # the server saw the twin (55006): the same mistake
