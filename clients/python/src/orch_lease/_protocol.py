@@ -69,6 +69,9 @@ class RetryPolicy:
 CLAIM = "SELECT pg_try_advisory_lock(hashtextextended('orch_lease instance ' || %s, 0))"
 # How many `<owner>-<host>-<slot>` names an actor without an instance tries before giving up.
 SLOTS = 64
+# A named instance is tried for about a second: the session of a process that just ended (a restart)
+# holds its claim until the server has noticed it is gone.
+CLAIM_TRIES, CLAIM_PAUSE = 10, 0.1
 # recover, or transition_lease_takeover: the same, but it also supersedes a live boot whose session is
 # still connected (which recover refuses, 55006).
 REGISTER = (
@@ -105,8 +108,13 @@ def start(
                 break
         else:
             raise InstanceInUse(f"all {SLOTS} instance slots of {owner} on this host are in use")
-    elif claim and not _one((yield Query(CLAIM, (instance,))))[0]:
-        raise InstanceInUse(f"instance {instance!r} is in use by another live process: give each process its own")
+    elif claim:
+        for _ in range(CLAIM_TRIES):
+            if _one((yield Query(CLAIM, (instance,))))[0]:
+                break
+            yield Pause(CLAIM_PAUSE)
+        else:
+            raise InstanceInUse(f"instance {instance!r} is in use by another live process: give each process its own")
     # pg_stat_activity then says which instance a backend serves.
     yield Query("SELECT set_config('application_name', left(%s, 63), false)", (f"orch_lease {instance}",))
     boot_id = f"{instance}-{uuid.uuid4()}"
