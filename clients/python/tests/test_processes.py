@@ -33,7 +33,7 @@ def test_two_processes_racing_duplicate_no_effect(dsn: str, admin: Conn) -> None
 def test_one_instance_name_in_three_processes_duplicates_nothing(dsn: str, admin: Conn) -> None:
     """Issue #21: copies started one after another with one instance name superseded each other mid-run
     and redid effects (with the claim off, claim=False, 3 copies over 60 tasks gave 61 and 62 effects).
-    Now the later copies are refused before their recover."""
+    Now a later copy waits for the claim and is refused while the first runs."""
     items = [str(i) for i in range(1, 41)]
     copies = []
     for _ in range(3):
@@ -42,7 +42,9 @@ def test_one_instance_name_in_three_processes_duplicates_nothing(dsn: str, admin
     codes = sorted(copy.wait(timeout=120) for copy in copies)
     assert one(admin, "SELECT count(*) || '/' || count(DISTINCT task_id) FROM effect") == "40/40"
     assert one(admin, "SELECT count(*) FROM task WHERE stage <> 'merged'") == 0
-    assert codes == [0, 2, 2]
+    # each later copy was refused (2) or, having waited for the claim, found every task done (0): none
+    # was superseded mid-run (a Superseded traceback, 1)
+    assert set(codes) <= {0, 2}, codes
 
 
 def test_a_killed_process_is_recovered_by_its_successor(dsn: str, admin: Conn) -> None:
