@@ -8,6 +8,7 @@
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 begin
+lock_take
 bench_cluster
 runs=${BENCH_RUNS:-3} seconds=${BENCH_SECONDS:-5}
 psql -X -q -v ON_ERROR_STOP=1 <<'SQL'

@@ -22,12 +22,16 @@ DOCS = HERE.parent / "docs"
 DSN = os.environ["ORCH_LEASE_DSN"]
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
-CLIENTS = [1, 4, 8, 16, 32]
+CLIENTS = [int(c) for c in os.environ.get("BENCH_CLIENTS", "1,4,8,16,32").split(",")]
 TASKS = 100_000
-# Each cycle makes two round trips (acquire, then commit), like orch_lease's; orch_lease runs with
-# orch_lease.history = all (the default): two history rows per cycle, like the twin and the floor with history.
-CYCLES = {"orch_lease": "cycle_orch_lease.sql", "raw floor + history": "cycle_raw_history.sql",
-          "raw floor": "cycle_raw.sql", "PL/pgSQL twin": "cycle_twin.sql", "advisory lock": "cycle_advisory.sql"}
+# The cycle of issue #15: three round trips on every side (read the stage, acquire, commit). orch_lease
+# runs with its default settings (orch_lease.history = changes: two history rows per cycle); the raw floor
+# makes the same three round trips in hand-written SQL without a history; the twin writes its history.
+CYCLES = {"orch_lease": "cycle3_orch_lease.sql", "raw floor": "cycle3_raw.sql", "PL/pgSQL twin": "cycle3_twin.sql"}
+# The two-round-trip cycle (acquire, then commit) of the earlier runs, beside its floors.
+CYCLES2 = {"orch_lease, 2 trips": "cycle_orch_lease.sql", "raw floor + history, 2 trips": "cycle_raw_history.sql",
+           "raw floor, 2 trips": "cycle_raw.sql", "advisory lock": "cycle_advisory.sql"}
+HISTORY_SIZES = [10_000, 100_000, 1_000_000, int(os.environ.get("BENCH_HISTORY_MAX", "10000000"))]
 
 
 def connect():
@@ -54,17 +58,27 @@ def prepare():
         db.execute("SELECT count(*) FROM orch_lease.transition_lease_recover('bench-boot', 'bench', 1)")
 
 
-def pgbench(script, clients, synchronous_commit="on", seconds=SECONDS):
-    """Transactions per second of one pgbench run (each script run counts as one transaction)."""
-    env = dict(os.environ, PGOPTIONS=f"-c synchronous_commit={synchronous_commit}")
+def pgbench_run(script, clients, synchronous_commit="on", seconds=SECONDS, options=""):
+    """(transactions per second, transactions) of one pgbench run (each script run is one transaction)."""
+    env = dict(os.environ, PGOPTIONS=f"-c synchronous_commit={synchronous_commit} {options}")
     out = subprocess.run(
         ["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)),
          "-T", str(seconds), "-f", str(HERE / "scripts" / script), "postgres"],
         env=env, capture_output=True, text=True, check=True).stdout
+    tps = done = None
     for line in out.splitlines():
-        if line.startswith("tps =") or line.startswith("tps = "):
-            return float(line.split()[2])
-    raise RuntimeError(out)
+        if line.startswith("tps ="):
+            tps = float(line.split()[2])
+        if line.startswith("number of transactions actually processed:"):
+            done = int(line.split(":")[1].split("/")[0])
+    if tps is None or done is None:
+        raise RuntimeError(out)
+    return tps, done
+
+
+def pgbench(script, clients, synchronous_commit="on", seconds=SECONDS):
+    """Transactions per second of one pgbench run."""
+    return pgbench_run(script, clients, synchronous_commit, seconds)[0]
 
 
 def median_of(runs):
@@ -92,18 +106,26 @@ def stale_leases(db, n):
 
 
 def recover_bench():
-    """recover() of n stale leases against a bare DELETE of the same rows (medians of RUNS, in ms)."""
+    """recover() of n stale leases against a bare DELETE of the same rows, and against that DELETE
+    writing the same history rows in the same statement (medians of RUNS, in ms)."""
     rows = []
     with connect() as db:
         for n in (1_000, 10_000, 100_000):
-            recover, delete = [], []
+            recover, delete, logged = [], [], []
             for run in range(RUNS):
                 stale_leases(db, n)
                 recover.append(timed(db, f"SELECT count(*) FROM orch_lease.transition_lease_recover("
                                          f"'new-boot-{n}-{run}', 'recover-bench', 2)"))
                 stale_leases(db, n)
                 delete.append(timed(db, "DELETE FROM orch_lease.transition_lease WHERE owner_boot_id = 'old-boot'"))
-            rows.append((n, statistics.median(recover), statistics.median(delete)))
+                stale_leases(db, n)
+                logged.append(timed(db, """
+                    WITH gone AS (DELETE FROM orch_lease.transition_lease WHERE owner_boot_id = 'old-boot' RETURNING *)
+                    INSERT INTO orch_lease.lease_event (event, outcome, work_item, old_owner, old_token, old_boot_id,
+                                                        reason, by_role)
+                    SELECT 'reclaimed', 'recovered', work_item, owner, token, owner_boot_id, 'recover', current_user
+                      FROM gone"""))
+            rows.append((n, statistics.median(recover), statistics.median(delete), statistics.median(logged)))
         db.execute("TRUNCATE orch_lease.transition_lease")
     return rows
 
@@ -119,8 +141,8 @@ def scale_bench():
                             FROM generate_series(1, %s) i""" % n)
             db.execute("VACUUM ANALYZE orch_lease.transition_lease")
             rows.append((f"{n:,} leases held", measure("acquire_release.sql", 8)))
-        db.execute("""INSERT INTO orch_lease.lease_event (event, work_item, old_owner, old_token, reason)
-                      SELECT 'forced', 'fill-' || i, 'filler', i, 'bench' FROM generate_series(1, 1000000) i""")
+        db.execute("""INSERT INTO orch_lease.lease_event (event, outcome, work_item, old_owner, old_token, reason)
+                      SELECT 'forced', 'forced', 'fill-' || i, 'filler', i, 'bench' FROM generate_series(1, 1000000) i""")
         db.execute("VACUUM ANALYZE orch_lease.lease_event")
         rows.append(("1,000,000 leases + 1,000,000 events", measure("acquire_release.sql", 8)))
         db.execute("TRUNCATE orch_lease.transition_lease, orch_lease.lease_event")
@@ -128,9 +150,12 @@ def scale_bench():
 
 
 def rss_kb(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
+    """(resident set, its private part) in kB: VmRSS also counts the shared buffers the backend has
+    touched, which grow with the tables it writes; RssAnon is the backend's own memory."""
+    fields = {line.split(":")[0]: int(line.split()[1])
+              for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+              if line.startswith(("VmRSS:", "RssAnon:"))}
+    return fields["VmRSS"], fields["RssAnon"]
 
 
 def memory_bench():
@@ -139,9 +164,9 @@ def memory_bench():
     calls would measure PostgreSQL's own per-transaction bookkeeping instead)."""
     calls = {
         "transition_lease_acquire (held)":
-            "orch_lease.transition_lease_acquire('mem-held', 'other', 1, 'bench-boot')",
-        "transition_lease_release (stale token)": "orch_lease.transition_lease_release('mem-held', -g)",
-        "transition_lease_force_release (nothing held)": "orch_lease.transition_lease_force_release('mem-none')",
+            "orch_lease.transition_lease_acquire('-2', 'other', 1, 'bench-boot')",
+        "transition_lease_release (stale token)": "orch_lease.transition_lease_release('-2', -g)",
+        "transition_lease_force_release (nothing held)": "orch_lease.transition_lease_force_release('-3')",
         "update_task_stage_cas (stage_mismatch)":
             "orch_lease.update_task_stage_cas((g % 1000 + 1)::text, 'done', 'queued')",
         "commit_stage_cas (lease_lost)": "orch_lease.commit_stage_cas('1', -g, 'queued', 'queued')",
@@ -150,7 +175,7 @@ def memory_bench():
     loop = "DO $$ BEGIN FOR g IN 1..{n} LOOP PERFORM {call}; IF g % 1000 = 0 THEN COMMIT; END IF; END LOOP; END $$"
     rows = []
     with connect() as db:
-        db.execute("SELECT orch_lease.transition_lease_acquire('mem-held', 'holder', 1, 'bench-boot')")
+        db.execute("SELECT orch_lease.transition_lease_acquire('-2', 'holder', 1, 'bench-boot')")
         pid = db.execute("SELECT pg_backend_pid()").fetchone()[0]
         for name, call in calls.items():
             db.execute(loop.format(n=10_000, call=call))
@@ -161,28 +186,88 @@ def memory_bench():
     return rows
 
 
+def wal_lsn(db):
+    return db.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
+
+
+def wal_bytes(db, since):
+    return db.execute("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s)", (since,)).fetchone()[0]
+
+
 def hot_bench():
+    """Every client on one item, with the default history and with history = all (0.3.0's default,
+    which recorded every refusal): attempts, grants, refusals and the WAL written per attempt."""
     rows = []
     with connect() as db:
-        for clients in CLIENTS:
-            db.execute("UPDATE hot_guard SET holders = 0, max_seen = 0, grants = 0")
-            started = time.perf_counter()
-            tps = pgbench("hot_item.sql", clients)
-            elapsed = time.perf_counter() - started
-            grants, max_seen = db.execute("SELECT grants, max_seen FROM hot_guard").fetchone()
-            grants_per_s = grants / SECONDS
-            rows.append((clients, tps, grants_per_s, tps - grants_per_s, max(max_seen - 1, 0), elapsed))
+        for history in ("changes", "all"):
+            for clients in CLIENTS:
+                db.execute("UPDATE hot_guard SET holders = 0, max_seen = 0, grants = 0")
+                db.execute("CHECKPOINT")  # full-page images after a checkpoint would weigh on the first run only
+                since = wal_lsn(db)
+                tps, attempts = pgbench_run("hot_item.sql", clients, options=f"-c orch_lease.history={history}")
+                wal = wal_bytes(db, since)
+                grants, max_seen = db.execute("SELECT grants, max_seen FROM hot_guard").fetchone()
+                rows.append((history, clients, tps, grants / SECONDS, (attempts - grants) / SECONDS,
+                             max(max_seen - 1, 0), float(wal) / attempts))
         db.execute("TRUNCATE orch_lease.transition_lease")
     return rows
 
 
+def refusal_bench():
+    """Refusals alone: 4 clients ask for an item another owner holds (`held`), with the default history
+    and with history = all. WAL bytes per refusal and refusals per second."""
+    rows = []
+    with connect() as db:
+        db.execute("TRUNCATE orch_lease.transition_lease")
+        db.execute("SELECT orch_lease.transition_lease_acquire('-1', 'holder', 1, 'bench-boot')")
+        for history in ("changes", "all"):
+            db.execute("CHECKPOINT")
+            since = wal_lsn(db)
+            tps, refusals = pgbench_run("refusal.sql", 4, options=f"-c orch_lease.history={history}")
+            rows.append((history, tps, float(wal_bytes(db, since)) / refusals))
+        db.execute("TRUNCATE orch_lease.transition_lease")
+    return rows
+
+
+def scrape_bench():
+    """transition_lease_metrics() (median of 9 calls, ms) with 10,000 to BENCH_HISTORY_MAX history rows,
+    beside the count over the whole history that 0.3.0's metrics made on every scrape."""
+    rows = []
+    with connect() as db:
+        db.execute("TRUNCATE orch_lease.lease_event")
+        have = 0
+        for size in HISTORY_SIZES:
+            db.execute("""INSERT INTO orch_lease.lease_event (event, outcome, work_item, old_owner, old_token, reason)
+                          SELECT 'forced', 'forced', 'fill-' || i, 'filler', i, 'bench'
+                            FROM generate_series(%s::bigint, %s::bigint) i""", (have + 1, size))
+            have = size
+            db.execute("VACUUM ANALYZE orch_lease.lease_event")
+            scrape = statistics.median(timed(db, "SELECT * FROM orch_lease.transition_lease_metrics()")
+                                       for _ in range(9))
+            full = statistics.median(timed(db, "SELECT event, outcome, count(*) FROM orch_lease.lease_event "
+                                               "GROUP BY event, outcome") for _ in range(3))
+            rows.append((size, scrape, full))
+        db.execute("TRUNCATE orch_lease.lease_event")
+    return rows
+
+
+def warm_up():
+    """One short run of every cycle script after a checkpoint, so that no side is the first to pay for the
+    setup's writes (full-page images, dirty buffers, cold caches)."""
+    with connect() as db:
+        db.execute("CHECKPOINT")
+    for script in {**CYCLES, **CYCLES2}.values():
+        pgbench(script, 4, seconds=1)
+
+
 def main():
     prepare()
+    warm_up()
     print(f"{RUNS} runs of {SECONDS} s per point; clients {CLIENTS}; {os.cpu_count()} cores")
     ceiling = {c: measure("select1.sql", c) for c in CLIENTS}
     cycle = {}
     for sync in ("on", "off"):
-        for name, script in CYCLES.items():
+        for name, script in {**CYCLES, **CYCLES2}.items():
             for clients in CLIENTS:
                 cycle[(sync, name, clients)] = measure(script, clients, sync)
                 print(f"cycle sync={sync:<3} {name:<14} {clients:>2} clients: {cycle[(sync, name, clients)][0]:9.0f} tps",
@@ -190,19 +275,25 @@ def main():
     cas = {(name, c): measure(script, c) for name, script in
            (("orch_lease", "cas_orch_lease.sql"), ("bare UPDATE", "cas_raw.sql")) for c in CLIENTS}
     hot = hot_bench()
+    refusals = refusal_bench()
     recover = recover_bench()
+    scrape = scrape_bench()
     scale = scale_bench()
     memory = memory_bench()
     library = subprocess.run(["pg_config", "--pkglibdir"], capture_output=True, text=True).stdout.strip()
     so_bytes = os.path.getsize(os.path.join(library, "orch_lease.so"))
-    write_report(ceiling, cycle, cas, hot, recover, scale, memory, so_bytes)
+    with connect() as db:
+        version = db.execute("SELECT extversion FROM pg_extension WHERE extname = 'orch_lease'").fetchone()[0]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    write_report(ceiling, cycle, cas, hot, refusals, recover, scrape, scale, memory, so_bytes,
+                 f"{version} (commit {commit})")
 
 
 def ratio(a, b):
     return a / b if b else float("nan")
 
 
-def write_report(ceiling, cycle, cas, hot, recover, scale, memory, so_bytes):
+def write_report(ceiling, cycle, cas, hot, refusals, recover, scrape, scale, memory, so_bytes, version):
     DOCS.joinpath("img").mkdir(parents=True, exist_ok=True)
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
     for axis, sync in zip(axes, ("on", "off")):
@@ -215,59 +306,76 @@ def write_report(ceiling, cycle, cas, hot, recover, scale, memory, so_bytes):
         axis.set_xticks(CLIENTS, [str(c) for c in CLIENTS])
         axis.set_xlabel("clients")
         axis.set_ylabel("transition cycles per second")
-        axis.set_title(f"full transition cycle, synchronous_commit = {sync}")
+        axis.set_title(f"three-round-trip cycle, synchronous_commit = {sync}")
         axis.grid(alpha=0.3)
     axes[0].legend()
     figure.tight_layout()
     figure.savefig(DOCS / "img" / "bench-cycle.png", dpi=100)
 
     cores = os.cpu_count()
+    fmt = lambda m: f"{m[0]:,.0f} ({m[1]:,.0f}–{m[2]:,.0f})"
     lines = [
         "# Benchmarks",
         "",
         "Written by `make bench` (`bench/run.py`); every figure below comes from one run on one throwaway",
-        f"cluster, side by side. Machine: {cores} cores, {platform.machine()}, PostgreSQL 15 (Debian), orch_lease",
-        f"release build. Each point is the median of {RUNS} pgbench runs of {SECONDS} s (`-M prepared`), with",
-        "min–max. Tuned cluster: `shared_buffers=512MB`, `max_connections=200`, `checkpoint_timeout=30min`,",
-        "`max_wal_size=4GB`. Ratios are orch_lease ÷ the baseline at the same client count: above 1 is faster.",
+        f"cluster, side by side, of orch_lease {version}. Machine: {cores} cores (shared with other work),",
+        f"{platform.machine()}, PostgreSQL 15 (Debian), orch_lease release build. Each point is the median of",
+        f"{RUNS} pgbench runs of {SECONDS} s (`-M prepared`), with min–max. Tuned cluster: `shared_buffers=512MB`,",
+        "`max_connections=200`, `checkpoint_timeout=30min`, `max_wal_size=4GB`. Ratios are orch_lease ÷ the",
+        "baseline at the same client count: above 1 is faster. orch_lease runs with its default settings.",
         "",
         "![Full transition cycle](img/bench-cycle.png)",
         "",
         "## 1. Full transition cycle on distinct items",
         "",
-        "One cycle, on a random item among 100,000, two round trips (two statements, each its own transaction)",
-        "on every side but the advisory lock's. What each side does per cycle:",
+        "One cycle, on a random item among 100,000: three round trips on every side (issue #15's cycle), each",
+        "statement its own transaction. What each side does per cycle:",
         "",
         "| side | round trips | durable writes per cycle |",
         "|---|---:|---|",
-        "| **orch_lease** (`cycle_orch_lease.sql`, `orch_lease.history = all`) | 2 | acquire: lease row inserted, history row; commit: lease row deleted, stage updated, history row |",
-        "| **raw floor + history** (`cycle_raw_history.sql`) | 2 | `INSERT … ON CONFLICT DO NOTHING RETURNING token` + a history row; then one statement: the stage updated where it is still the expected one, the lease row deleted by token, a history row |",
-        "| **raw floor** (`cycle_raw.sql`) | 2 | the same without the history rows (compare with orch_lease at `history = takeovers`: `make bench-history`) |",
-        "| **PL/pgSQL twin** (`bench/twin.sql`) | 2 | the same as orch_lease: lease row, stage, a history row per grant and CAS; static SQL, planned once per session |",
-        "| **advisory lock** (`cycle_advisory.sql`) | 3 | the stage only: no durable lease, no history (not the same guarantee) |",
+        "| **orch_lease** (`cycle3_orch_lease.sql`, default `orch_lease.history = changes`) | 3 | read the stage; acquire: lease row inserted, history row, count; commit: lease row deleted, stage updated, history row, count |",
+        "| **raw floor** (`cycle3_raw.sql`) | 3 | read the stage; `INSERT … ON CONFLICT DO NOTHING RETURNING token`; one statement that updates the stage where it is still the expected one and deletes the lease row by token. No history |",
+        "| **PL/pgSQL twin** (`bench/twin.sql`, `cycle3_twin.sql`) | 3 | read the stage; the same writes as orch_lease with a history row per grant and CAS; static SQL, planned once per session |",
         "",
     ]
     for sync in ("on", "off"):
         lines += [f"synchronous_commit = {sync}:", "",
-                  "| clients | SELECT 1 ceiling | orch_lease | raw + history | raw | twin | advisory "
-                  "| ÷ raw + history | ÷ twin | ÷ advisory | of ceiling |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| clients | SELECT 1 ceiling | orch_lease | raw floor | twin | ÷ raw floor | ÷ twin |",
+                  "|---:|---:|---:|---:|---:|---:|---:|"]
         for c in CLIENTS:
-            ours, raw_history, raw, twin, adv = (cycle[(sync, n, c)] for n in CYCLES)
-            fmt = lambda m: f"{m[0]:,.0f} ({m[1]:,.0f}–{m[2]:,.0f})"
-            lines.append(f"| {c} | {ceiling[c][0]:,.0f} | {fmt(ours)} | {fmt(raw_history)} | {fmt(raw)} | {fmt(twin)} | "
-                         f"{fmt(adv)} | {ratio(ours[0], raw_history[0]):.2f} | {ratio(ours[0], twin[0]):.2f} | "
-                         f"{ratio(ours[0], adv[0]):.2f} | {ratio(ours[0], ceiling[c][0]):.3f} |")
+            ours, raw, twin = (cycle[(sync, n, c)] for n in CYCLES)
+            lines.append(f"| {c} | {ceiling[c][0]:,.0f} | {fmt(ours)} | {fmt(raw)} | {fmt(twin)} | "
+                         f"{ratio(ours[0], raw[0]):.2f} | {ratio(ours[0], twin[0]):.2f} |")
+        lines.append("")
+    lines += ["### The two-round-trip cycle (acquire, then commit), as measured before", "",
+              "The same without reading the stage first, beside the two-round-trip floors: with a history row per",
+              "grant and CAS (`cycle_raw_history.sql`), without (`cycle_raw.sql`), and a session advisory lock",
+              "(`cycle_advisory.sql`: the stage only, no durable lease, not the same guarantee).", ""]
+    for sync in ("on", "off"):
+        lines += [f"synchronous_commit = {sync}:", "",
+                  "| clients | orch_lease | raw + history | raw | advisory | ÷ raw + history | ÷ raw | ÷ advisory |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for c in CLIENTS:
+            ours, raw_history, raw, adv = (cycle[(sync, n, c)] for n in CYCLES2)
+            lines.append(f"| {c} | {fmt(ours)} | {fmt(raw_history)} | {fmt(raw)} | {fmt(adv)} | "
+                         f"{ratio(ours[0], raw_history[0]):.2f} | {ratio(ours[0], raw[0]):.2f} | "
+                         f"{ratio(ours[0], adv[0]):.2f} |")
         lines.append("")
     lines += ["## 2. Hot item: every client contends on one item", "",
               "Each script run asks for the lease on the same item; a grant bumps a guard row's holder count,",
-              "records the maximum ever seen, and commits. Overlapping grants = maximum holders − 1.", "",
-              "| clients | acquire attempts/s | grants/s | refusals/s | overlapping grants |",
-              "|---:|---:|---:|---:|---:|"]
-    for c, tps, grants, refusals, overlaps, _ in hot:
-        lines.append(f"| {c} | {tps:,.0f} | {grants:,.0f} | {refusals:,.0f} | {overlaps} |")
+              "records the maximum ever seen, and commits. Overlapping grants = maximum holders − 1. WAL is",
+              "`pg_current_wal_insert_lsn()` before and after the run, divided by the attempts (grants and",
+              "refusals); `all` is `orch_lease.history = all`, 0.3.0's default, which records every refusal.", "",
+              "| history | clients | acquire attempts/s | grants/s | refusals/s | overlapping grants | WAL bytes per attempt |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for history, c, tps, grants, refused, overlaps, wal in hot:
+        lines.append(f"| {history} | {c} | {tps:,.0f} | {grants:,.0f} | {refused:,.0f} | {overlaps} | {wal:,.0f} |")
+    lines += ["", "Refusals alone: 4 clients ask for an item another owner holds (every answer `held`).", "",
+              "| history | refusals/s | WAL bytes per refusal |", "|---|---:|---:|"]
+    for history, tps, wal in refusals:
+        lines.append(f"| {history} | {tps:,.0f} | {wal:,.0f} |")
     lines += ["", "## 3. CAS alone against the bare conditional UPDATE", "",
-              "One round trip each; `update_task_stage_cas` also writes a history row (`history = all`), the bare",
+              "One round trip each; `update_task_stage_cas` also writes a history row and a count, the bare",
               "UPDATE writes the stage only.", "",
               "| clients | update_task_stage_cas | bare `UPDATE … WHERE stage = $expected` | ratio |",
               "|---:|---:|---:|---:|"]
@@ -275,19 +383,35 @@ def write_report(ceiling, cycle, cas, hot, recover, scale, memory, so_bytes):
         ours, bare = cas[("orch_lease", c)], cas[("bare UPDATE", c)]
         lines.append(f"| {c} | {ours[0]:,.0f} | {bare[0]:,.0f} | {ratio(ours[0], bare[0]):.2f} |")
     lines += ["", "## 4. recover() of stale leases against a bare DELETE of the same rows", "",
-              "recover also supersedes the old boot, logs one `reclaimed` event per lease, announces each with",
-              "NOTIFY and returns every row; the DELETE does none of that.", "",
-              "| stale leases | recover (ms) | bare DELETE (ms) | recover ÷ DELETE |", "|---:|---:|---:|---:|"]
-    for n, rec, dele in recover:
-        lines.append(f"| {n:,} | {rec:,.1f} | {dele:,.1f} | {ratio(rec, dele):.2f} |")
-    lines += ["", "## 5. Scale: acquire + release at 8 clients with the lease table full", "",
+              "recover also supersedes the old boot, logs one `reclaimed` event per lease, announces them",
+              "(payload format version 2: the statement's events in as few NOTIFYs as hold them) and returns",
+              "every row; the DELETE does none of that. The last columns are that DELETE writing one history row",
+              "per lease in the same statement (no count, no announcement, nothing returned): the floor of any",
+              "recover that keeps the history.", "",
+              "| stale leases | recover (ms) | bare DELETE (ms) | recover ÷ DELETE | DELETE + history rows (ms) | recover ÷ that |",
+              "|---:|---:|---:|---:|---:|---:|"]
+    for n, rec, dele, logged in recover:
+        lines.append(f"| {n:,} | {rec:,.1f} | {dele:,.1f} | {ratio(rec, dele):.2f} | {logged:,.1f} | "
+                     f"{ratio(rec, logged):.2f} |")
+    lines += ["", "## 5. Metrics scrape against the size of the history", "",
+              "`transition_lease_metrics()` reads the running counts (`event_count`, a row per backend slot and",
+              "outcome), never the history; the last column is the count over the whole history that every",
+              "scrape made before 0.4.0 (median of 3).", "",
+              "| history rows | scrape (ms) | count over the history (ms) |", "|---:|---:|---:|"]
+    for size, ms, full in scrape:
+        lines.append(f"| {size:,} | {ms:,.2f} | {full:,.1f} |")
+    lines += ["", "## 6. Scale: acquire + release at 8 clients with the lease table full", "",
               "| lease table | cycles/s | ÷ first row |", "|---|---:|---:|"]
     for label, m in scale:
         lines.append(f"| {label} | {m[0]:,.0f} ({m[1]:,.0f}–{m[2]:,.0f}) | {ratio(m[0], scale[0][1][0]):.2f} |")
-    lines += ["", "## 6. Memory: backend resident set before and after 1,000,000 calls in one session", "",
-              "| function (path) | RSS before (kB) | RSS after (kB) | growth |", "|---|---:|---:|---:|"]
-    for name, before, after in memory:
-        lines.append(f"| {name} | {before:,} | {after:,} | {ratio(after, before):.3f}× |")
+    lines += ["", "## 7. Memory: backend resident set before and after 1,000,000 calls in one session", "",
+              "RSS (`VmRSS`) includes the shared buffers the backend touched, which grow with the history and the",
+              "counter rows it writes; the private part (`RssAnon`) is what a leak would grow.", "",
+              "| function (path) | RSS before (kB) | RSS after (kB) | private before (kB) | private after (kB) | private growth |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for name, (before, private_before), (after, private_after) in memory:
+        lines.append(f"| {name} | {before:,} | {after:,} | {private_before:,} | {private_after:,} | "
+                     f"{ratio(private_after, private_before):.3f}× |")
     lines += ["", f"Shared library size: {so_bytes / 1e6:.1f} MB (`orch_lease.so`, release, fat LTO).", ""]
     report = DOCS / "benchmarks.md"
     old = report.read_text() if report.exists() else ""

@@ -81,6 +81,9 @@ for from in 0.1.0 0.2.0 0.3.0; do
     q "CREATE EXTENSION orch_lease VERSION '$from'"
     q "$(fixture_of "$from")" >/dev/null
     session_lease "$from"
+    # A site's own grant on the reaper (0.3.0's; its cron role): 0.4.0 recreates the function and keeps it.
+    [ "$from" != 0.3.0 ] || q "DROP ROLE IF EXISTS orch_lease_reaper_job; CREATE ROLE orch_lease_reaper_job;
+        GRANT EXECUTE ON FUNCTION orch_lease.transition_lease_reap(integer) TO orch_lease_reaper_job" >/dev/null
     use_library target/releases/current.so
     fingerprint=$(fingerprint_of "$from")
     before=$(q "$fingerprint")
@@ -111,6 +114,13 @@ for from in 0.1.0 0.2.0 0.3.0; do
         q "SET client_min_messages = error; UPDATE tasks SET stage = 'merged' WHERE id = 41" >/dev/null
         check "SELECT string_agg(task_id || ':' || by_role, ' ' ORDER BY at) FROM orch_lease.bypass_log" \
               "40:postgres 41:postgres" "the bypass guard installed before the update does not log as the writer"
+    fi
+
+    if [ "$from" = 0.3.0 ]; then
+        check "SELECT has_function_privilege('orch_lease_reaper_job', 'orch_lease.transition_lease_reap(integer)', 'EXECUTE')" t \
+              "the site's own grant on the reaper was lost"
+        q "REVOKE EXECUTE ON FUNCTION orch_lease.transition_lease_reap(integer) FROM orch_lease_reaper_job;
+           DROP ROLE orch_lease_reaper_job" >/dev/null
     fi
 
     q "$(cat tests/upgrade/schema.sql)" > "target/schema-from-$from.txt"

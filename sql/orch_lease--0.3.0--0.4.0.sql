@@ -25,19 +25,39 @@ COMMENT ON COLUMN orch_lease.boot.registered_by IS
 -- connected; takeover supersedes it on purpose.
 ALTER TABLE orch_lease.boot ADD COLUMN registered_session text;
 COMMENT ON COLUMN orch_lease.boot.registered_session IS
-    'The database session that registered this boot (session:<backend pid>:<start>): while it is connected, recover of the instance refuses (NULL: before 0.4.0).';
+    'The database session that registered this boot (session:<backend pid>:<start>): while it is connected, recover of the instance refuses (NULL: registered by a takeover, by an admin for another role, or before 0.4.0).';
 CREATE FUNCTION orch_lease.transition_lease_takeover(boot_id text, instance text, pid integer DEFAULT NULL)
 RETURNS SETOF orch_lease.transition_lease
 VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'transition_lease_takeover_wrapper';
 REVOKE ALL ON FUNCTION orch_lease.transition_lease_takeover(text, text, integer) FROM PUBLIC;
 
--- The reaper's age_s is the status view's type: numeric, three decimals (double precision before).
-DROP FUNCTION orch_lease.transition_lease_reap(integer);
-CREATE FUNCTION orch_lease.transition_lease_reap(max_running_s integer)
-RETURNS TABLE (work_item text, kind text, token bigint, owner text, owner_pid integer, owner_boot_id text,
-               acquired_at timestamp with time zone, age_s numeric)
-VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'transition_lease_reap_wrapper';
-REVOKE ALL ON FUNCTION orch_lease.transition_lease_reap(integer) FROM PUBLIC;
+-- The reaper's age_s is the status view's type: numeric, three decimals (double precision before). A new
+-- result type means DROP and CREATE: the EXECUTE grants a site gave the reaper (its cron role) are carried
+-- over. (A user's view or SQL-standard function over it stops the update with 2BP01: drop it first.)
+DO $reap$
+DECLARE
+    grantees text[];
+    grantee text;
+BEGIN
+    SELECT pg_catalog.array_agg(DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                                              ELSE pg_catalog.quote_ident(r.rolname) END)
+      INTO grantees
+      FROM pg_catalog.pg_proc p
+     CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) a
+      LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+     WHERE p.oid = 'orch_lease.transition_lease_reap(integer)'::pg_catalog.regprocedure
+       AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner;
+    DROP FUNCTION orch_lease.transition_lease_reap(integer);
+    CREATE FUNCTION orch_lease.transition_lease_reap(max_running_s integer)
+    RETURNS TABLE (work_item text, kind text, token bigint, owner text, owner_pid integer, owner_boot_id text,
+                   acquired_at timestamp with time zone, age_s numeric)
+    VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'transition_lease_reap_wrapper';
+    REVOKE ALL ON FUNCTION orch_lease.transition_lease_reap(integer) FROM PUBLIC;
+    FOREACH grantee IN ARRAY coalesce(grantees, '{}') LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION orch_lease.transition_lease_reap(integer) TO %s', grantee);
+    END LOOP;
+END
+$reap$;
 GRANT EXECUTE ON FUNCTION orch_lease.transition_lease_reap(integer) TO orch_lease_admin;
 
 -- One task, one key: every spelling of a task id is one lease.
@@ -82,26 +102,24 @@ SELECT pg_catalog.setval('orch_lease.lease_event_event_id_seq',
 
 -- The alert: sent by the statement that records a takeover, not by a trigger (a restored history
 -- announces nothing), with every text value cut to 120 characters, so a takeover never fails on
--- NOTIFY's limit.
+-- NOTIFY's limit; payload format version 2, one NOTIFY per statement (built by the library).
 DROP TRIGGER announce ON orch_lease.lease_event;
 DROP FUNCTION orch_lease.announce_event();
-CREATE FUNCTION orch_lease.announcement(e orch_lease.lease_event) RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT row_to_json(payload)::text
-      FROM (SELECT 1 AS version, e.event_id, e.at, e.event, e.outcome, cut.v[1] AS work_item,
-                   cut.v[2] AS old_owner, e.old_token, cut.v[3] AS old_boot_id, cut.v[4] AS new_owner,
-                   e.new_token, cut.v[5] AS reason, e.by_role, cut.truncated
-              FROM (SELECT array_agg(CASE WHEN length(x) > 120 THEN left(x, 120) || '…' ELSE x END
-                                     ORDER BY n) AS v,
-                           coalesce(bool_or(length(x) > 120), false) AS truncated
-                      FROM unnest(ARRAY[e.work_item, e.old_owner, e.old_boot_id, e.new_owner, e.reason])
-                           WITH ORDINALITY AS u (x, n)) cut) payload
-$$;
-REVOKE ALL ON FUNCTION orch_lease.announcement(orch_lease.lease_event) FROM PUBLIC;
-COMMENT ON FUNCTION orch_lease.announcement(orch_lease.lease_event) IS
-    'The NOTIFY payload (format version 1) that announces a takeover recorded in lease_event.';
 
--- Prune removes superseded boots no lease names any more, too.
+-- Running counts: every event is counted in event_count, one row per backend slot (no row two sessions
+-- update), whatever the history keeps; the metrics read only these. The counts so far (the pruned ones
+-- and the history's own rows) become slot 0.
+ALTER TABLE orch_lease.event_count ADD COLUMN shard integer NOT NULL DEFAULT 0;
+ALTER TABLE orch_lease.event_count ALTER COLUMN shard DROP DEFAULT;
+ALTER TABLE orch_lease.event_count DROP CONSTRAINT event_count_pkey,
+                                   ADD PRIMARY KEY (event, outcome, shard);
+INSERT INTO orch_lease.event_count AS c (event, outcome, shard, n)
+SELECT event, outcome, 0, count(*) FROM orch_lease.lease_event GROUP BY event, outcome
+    ON CONFLICT (event, outcome, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
+COMMENT ON TABLE orch_lease.event_count IS
+    'Running counts of every lease event, whatever the history keeps: one row per (event, outcome, backend slot), so no two sessions ever update one row; the metrics add them up.';
+
+-- Prune removes superseded boots no lease names any more, too, and leaves the counts alone.
 CREATE OR REPLACE FUNCTION orch_lease.transition_lease_prune(older_than interval DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -114,15 +132,8 @@ BEGIN
         RAISE EXCEPTION 'orch_lease: older_than must not be negative, not %', retention
               USING ERRCODE = '22023';
     END IF;
-    WITH gone AS (
-             DELETE FROM orch_lease.lease_event WHERE at < clock_timestamp() - retention
-             RETURNING event, outcome),
-         tally AS (SELECT event, outcome, count(*) AS n FROM gone GROUP BY event, outcome),
-         folded AS (
-             INSERT INTO orch_lease.event_count AS c (event, outcome, n)
-             SELECT event, outcome, n FROM tally
-             ON CONFLICT (event, outcome) DO UPDATE SET n = c.n + EXCLUDED.n)
-    SELECT coalesce(sum(n), 0) INTO removed FROM tally;
+    WITH gone AS (DELETE FROM orch_lease.lease_event WHERE at < clock_timestamp() - retention RETURNING 1)
+    SELECT count(*) INTO removed FROM gone;
     DELETE FROM orch_lease.boot b
      WHERE b.superseded_at < clock_timestamp() - retention
        AND NOT EXISTS (SELECT FROM orch_lease.transition_lease l WHERE l.owner_boot_id = b.boot_id);
@@ -184,14 +195,11 @@ SELECT e.event_id, e.at, e.event, e.work_item, e.old_owner,
 COMMENT ON VIEW orch_lease.lease_history IS
     'The lease history as the reader may see it: actors see the events their own role caused, without tokens.';
 
--- Metrics: the new outcome retry is counted too.
+-- Metrics: the new outcome retry is counted too, and the counters read only the running counts.
 CREATE OR REPLACE FUNCTION orch_lease.transition_lease_metrics()
 RETURNS TABLE (metric text, label text, value double precision)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    WITH counted AS (
-        SELECT event, outcome, count(*) AS n FROM orch_lease.lease_event GROUP BY event, outcome
-        UNION ALL
-        SELECT event, outcome, n FROM orch_lease.event_count),
+    WITH counted AS (SELECT event, outcome, n FROM orch_lease.event_count),
     series (metric, label, event, outcome) AS (VALUES
         ('orch_lease_grants_total', 'acquired', 'acquired', NULL),
         ('orch_lease_grants_total', 'reclaimed', 'reclaimed', 'reclaimed'),

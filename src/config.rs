@@ -7,7 +7,7 @@ use std::ffi::CString;
 
 static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 static SCOPES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-static HISTORY: GucSetting<History> = GucSetting::<History>::new(History::All);
+static HISTORY: GucSetting<History> = GucSetting::<History>::new(History::Changes);
 static HISTORY_RETENTION: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"7 days"));
 
@@ -17,6 +17,9 @@ pub enum History {
     /// Every grant, refusal, release, takeover and stage CAS.
     #[name = c"all"]
     All,
+    /// All but the `held` and `busy` refusals: a polling fleet does not become a history write load.
+    #[name = c"changes"]
+    Changes,
     /// Only leases taken away from their holder (reclaimed, reaped, forced): what alerts are made of.
     #[name = c"takeovers"]
     Takeovers,
@@ -44,9 +47,10 @@ pub fn init() {
     );
     GucRegistry::define_enum_guc(
         c"orch_lease.history",
-        c"What the lease history (orch_lease.lease_event) records: all or takeovers.",
-        c"all records every grant, refusal, release, takeover and stage CAS (what the metrics count); \
-          takeovers records only leases taken away from their holder, which are always recorded and announced.",
+        c"What the lease history (orch_lease.lease_event) records: changes, all or takeovers.",
+        c"changes (the default) records every grant, release, takeover and stage CAS and the superseded and \
+          retry refusals; all adds the held and busy refusals; takeovers records only leases taken away from \
+          their holder, which are always recorded and announced. The metrics count every event whatever this says.",
         &HISTORY,
         GucContext::Suset,
         GucFlags::default(),
@@ -115,9 +119,9 @@ fn reserve_prefix() {
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"orch_lease".as_ptr()) }
 }
 
-/// Does the history record routine events (grants, refusals, releases, CAS), not only takeovers?
-pub fn history_all() -> bool {
-    HISTORY.get() == History::All
+/// What the history records.
+pub fn history() -> History {
+    HISTORY.get()
 }
 
 /// Is the kill-switch on (orch_lease active)?

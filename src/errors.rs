@@ -116,8 +116,11 @@ pub fn positive_pid(argument: &str, value: Option<i32>) -> i32 {
 // pgrx left out when that error is reported.
 
 thread_local! {
-    /// The last error that passed one of orch_lease's statements, copied whole (TopMemoryContext).
+    /// The last error that passed one of orch_lease's statements, copied whole into `PASSING_MEMORY`.
     static PASSING: Cell<*mut pg_sys::ErrorData> = const { Cell::new(null_mut()) };
+    /// Holds that one copy only: emptied before each copy and whenever it is forgotten, so nothing
+    /// accumulates however many errors pass.
+    static PASSING_MEMORY: Cell<pg_sys::MemoryContext> = const { Cell::new(null_mut()) };
 }
 
 static mut PREVIOUS_HOOK: pg_sys::emit_log_hook_type = None;
@@ -128,7 +131,53 @@ pub fn init() {
     unsafe {
         PREVIOUS_HOOK = pg_sys::emit_log_hook;
         pg_sys::emit_log_hook = Some(restore);
+        pg_sys::RegisterSubXactCallback(Some(forget_at_subtransaction_abort), null_mut());
+        pg_sys::RegisterXactCallback(Some(forget_at_transaction_end), null_mut());
     }
+}
+
+/// An error caught (an EXCEPTION block, a lost race given as an outcome) is never reported: the copy
+/// noted on its way must not be attached to a later error that merely has the same text.
+pub fn forget_passing() {
+    PASSING.set(null_mut());
+    let memory = PASSING_MEMORY.get();
+    if !memory.is_null() {
+        // SAFETY: our own context; nothing else points into it once PASSING is cleared.
+        unsafe { pg_sys::MemoryContextReset(memory) };
+    }
+}
+
+/// Runs `rollback` (a subtransaction rolled back before its error is raised again) keeping the error
+/// noted, so that it is still restored when reported.
+pub fn keeping_passing(rollback: impl FnOnce()) {
+    let (passing, memory) = (PASSING.take(), PASSING_MEMORY.take());
+    rollback();
+    PASSING.set(passing);
+    let noted_meanwhile = PASSING_MEMORY.replace(memory);
+    if !noted_meanwhile.is_null() {
+        // SAFETY: a context created by an error noted during the rollback, referenced by nothing now.
+        unsafe { pg_sys::MemoryContextDelete(noted_meanwhile) };
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn forget_at_subtransaction_abort(
+    event: pg_sys::SubXactEvent::Type,
+    _mine: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut c_void,
+) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        forget_passing();
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn forget_at_transaction_end(
+    _event: pg_sys::XactEvent::Type,
+    _arg: *mut c_void,
+) {
+    forget_passing();
 }
 
 /// Runs one SPI statement with an error context callback that notes any error raised inside it.
@@ -158,25 +207,33 @@ pub fn keeping_context<R>(statement: impl FnOnce() -> R) -> R {
 unsafe extern "C-unwind" fn note_passing(_arg: *mut c_void) {
     // SAFETY: inside errfinish the error being raised is on PostgreSQL's error stack.
     unsafe {
-        let previous = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
-        let copy = pg_sys::CopyErrorData();
-        pg_sys::MemoryContextSwitchTo(previous);
-        let old = PASSING.replace(copy);
-        if !old.is_null() {
-            pg_sys::FreeErrorData(old);
+        forget_passing();
+        let mut memory = PASSING_MEMORY.get();
+        if memory.is_null() {
+            memory = pg_sys::AllocSetContextCreateExtended(
+                pg_sys::TopMemoryContext,
+                c"orch_lease passing error".as_ptr(),
+                pg_sys::ALLOCSET_SMALL_MINSIZE as usize,
+                pg_sys::ALLOCSET_SMALL_INITSIZE as usize,
+                pg_sys::ALLOCSET_SMALL_MAXSIZE as usize,
+            );
+            PASSING_MEMORY.set(memory);
         }
+        let previous = pg_sys::MemoryContextSwitchTo(memory);
+        PASSING.set(pg_sys::CopyErrorData());
+        pg_sys::MemoryContextSwitchTo(previous);
     }
 }
 
 /// When the error pgrx raised again is reported, it takes back the context and the object names of
-/// the error as PostgreSQL raised it (same SQLSTATE, same message).
+/// the error as PostgreSQL raised it (same SQLSTATE, same message). pgrx raises again at ERROR only: a
+/// FATAL is PostgreSQL's own, reported at once and whole.
 #[pg_guard]
 unsafe extern "C-unwind" fn restore(edata: *mut pg_sys::ErrorData) {
     // SAFETY: PostgreSQL passes the error being reported; strings are copied into its memory context.
     unsafe {
         let passed = PASSING.get();
-        if !passed.is_null() && (*edata).elevel >= PgLogLevel::ERROR as i32 && same(edata, passed) {
-            PASSING.set(null_mut());
+        if !passed.is_null() && (*edata).elevel == PgLogLevel::ERROR as i32 && same(edata, passed) {
             let (to, from) = (&mut *edata, &*passed);
             to.context = joined(from.context, to.context);
             for (field, value) in [
@@ -190,7 +247,7 @@ unsafe extern "C-unwind" fn restore(edata: *mut pg_sys::ErrorData) {
                     *field = pg_sys::pstrdup(value);
                 }
             }
-            pg_sys::FreeErrorData(passed);
+            forget_passing();
         }
         if let Some(previous) = PREVIOUS_HOOK {
             previous(edata);

@@ -1,17 +1,21 @@
 //! The lease history and its alerts.
 //!
-//! `orch_lease.lease_event` is an append-only history: every grant, refusal, release and stage CAS
-//! (with `orch_lease.history = all`, the default) and every lease taken away from its holder (always).
+//! `orch_lease.lease_event` is an append-only history: every grant, release and stage CAS and the
+//! refusals that say something is wrong (`superseded`, `retry`) with `orch_lease.history = changes`, the
+//! default; the `held` and `busy` refusals of a polling fleet too with `all`; every lease taken away
+//! from its holder always.
 //! A takeover — reclaimed from a dead holder, reaped at the age ceiling, forced by hand — is also
 //! announced on channel `orch_lease` with a JSON payload of a stable, versioned shape, so an alerting
 //! bridge needs only `LISTEN orch_lease`. The statement that records it announces it: a history
-//! restored from a dump, or written by hand, announces nothing. `transition_lease_prune` bounds the
-//! history and folds what it removes into `event_count`, so the counters the metrics report never go
-//! down.
+//! restored from a dump, or written by hand, announces nothing. Every event, recorded or not, is
+//! counted in `event_count` (one row per backend slot), which the metrics read: a scrape costs the
+//! same whatever the history holds, and `transition_lease_prune` bounds the history without touching
+//! a count.
 //!
 //! `Event` and `COLUMNS` are the one definition of a history row: every writer goes through `record`
 //! or `record_all`.
-use crate::{config, owner, plans};
+use crate::config::{self, History};
+use crate::{owner, plans};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
@@ -47,34 +51,16 @@ CREATE TABLE orch_lease.event_count (
     event   text NOT NULL,
     outcome text NOT NULL,
     n       bigint NOT NULL,
-    PRIMARY KEY (event, outcome)
+    shard   integer NOT NULL,
+    PRIMARY KEY (event, outcome, shard)
 );
 COMMENT ON TABLE orch_lease.event_count IS
-    'Counts of the history events that transition_lease_prune removed: the metrics add them back.';
+    'Running counts of every lease event, whatever the history keeps: one row per (event, outcome, backend slot), so no two sessions ever update one row; the metrics add them up.';
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.event_count', '');
 
--- The alert: one NOTIFY per takeover, payload format version 1 (docs/sql-reference.md), sent by the
--- statement that records the takeover (so a restored history announces nothing). Every text value is
--- cut to 120 characters (a trailing … marks a cut, and "truncated" says whether any was), so the payload
--- stays far under NOTIFY's 8000 bytes for every accepted input; the history row keeps them whole.
-CREATE FUNCTION orch_lease.announcement(e orch_lease.lease_event) RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT row_to_json(payload)::text
-      FROM (SELECT 1 AS version, e.event_id, e.at, e.event, e.outcome, cut.v[1] AS work_item,
-                   cut.v[2] AS old_owner, e.old_token, cut.v[3] AS old_boot_id, cut.v[4] AS new_owner,
-                   e.new_token, cut.v[5] AS reason, e.by_role, cut.truncated
-              FROM (SELECT array_agg(CASE WHEN length(x) > 120 THEN left(x, 120) || '…' ELSE x END
-                                     ORDER BY n) AS v,
-                           coalesce(bool_or(length(x) > 120), false) AS truncated
-                      FROM unnest(ARRAY[e.work_item, e.old_owner, e.old_boot_id, e.new_owner, e.reason])
-                           WITH ORDINALITY AS u (x, n)) cut) payload
-$$;
-COMMENT ON FUNCTION orch_lease.announcement(orch_lease.lease_event) IS
-    'The NOTIFY payload (format version 1) that announces a takeover recorded in lease_event.';
-
--- Bounded history: removes events older than `older_than` (default orch_lease.history_retention) and
--- adds their counts to event_count in the same statement, so no count is lost or counted twice. Boots
--- superseded before the cut-off that no lease names any more go too.
+-- Bounded history: removes events older than `older_than` (default orch_lease.history_retention). The
+-- counts live in event_count, which pruning leaves alone. Boots superseded before the cut-off that no
+-- lease names any more go too.
 CREATE FUNCTION orch_lease.transition_lease_prune(older_than interval DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -87,15 +73,8 @@ BEGIN
         RAISE EXCEPTION 'orch_lease: older_than must not be negative, not %', retention
               USING ERRCODE = '22023';
     END IF;
-    WITH gone AS (
-             DELETE FROM orch_lease.lease_event WHERE at < clock_timestamp() - retention
-             RETURNING event, outcome),
-         tally AS (SELECT event, outcome, count(*) AS n FROM gone GROUP BY event, outcome),
-         folded AS (
-             INSERT INTO orch_lease.event_count AS c (event, outcome, n)
-             SELECT event, outcome, n FROM tally
-             ON CONFLICT (event, outcome) DO UPDATE SET n = c.n + EXCLUDED.n)
-    SELECT coalesce(sum(n), 0) INTO removed FROM tally;
+    WITH gone AS (DELETE FROM orch_lease.lease_event WHERE at < clock_timestamp() - retention RETURNING 1)
+    SELECT count(*) INTO removed FROM gone;
     DELETE FROM orch_lease.boot b
      WHERE b.superseded_at < clock_timestamp() - retention
        AND NOT EXISTS (SELECT FROM orch_lease.transition_lease l WHERE l.owner_boot_id = b.boot_id);
@@ -136,49 +115,123 @@ const COLUMNS: &str = "event, outcome, work_item, actor, old_owner, old_token, o
 const TAKEOVERS: [&str; 3] = ["reclaimed", "reaped", "forced"];
 
 fn recorded(event: &Event<'_>) -> bool {
-    config::history_all() || TAKEOVERS.contains(&event.event)
+    let polling = event.event == "refused" && matches!(event.outcome, "held" | "busy");
+    match config::history() {
+        History::All => true,
+        History::Changes => !polling,
+        History::Takeovers => TAKEOVERS.contains(&event.event),
+    }
 }
 
-/// The takeovers among the rows a statement recorded, announced.
-const ANNOUNCE: &str = "SELECT pg_catalog.pg_notify('orch_lease', orch_lease.announcement(r.event))
-                          FROM recorded r WHERE (r.event).event IN ('reclaimed', 'reaped', 'forced')";
+/// The text values an announcement cuts to 120 characters (a trailing … marks a cut).
+const CUT: [&str; 5] = [
+    "work_item",
+    "old_owner",
+    "old_boot_id",
+    "new_owner",
+    "reason",
+];
+
+/// Adds `n` (`count(*)` of `source`'s rows, or `1`) to this backend's count (slot `{shard}`) of each
+/// `(event, outcome)`, inserting the row the first time. Always through ON CONFLICT, whose look for the
+/// row takes no predicate lock: at SERIALIZABLE, counting must not make two callers' transactions
+/// conflict (a plain UPDATE's index scan did, and raised 40001 in the isolation specs).
+fn count(values: &str, shard: &str) -> String {
+    format!(
+        "INSERT INTO orch_lease.event_count AS c (event, outcome, shard, n) {}
+         ON CONFLICT (event, outcome, shard) DO UPDATE SET n = c.n + EXCLUDED.n",
+        values.replace("{shard}", shard)
+    )
+}
 
 thread_local! {
-    /// A routine event: recorded, not announced.
+    /// An event counted, not recorded.
+    static COUNT_ONLY: String = count("VALUES ($1, $2, {shard}, 1)", "$3");
+    /// A routine event: recorded and counted, not announced.
     static INSERT_ONE: String = format!(
-        "INSERT INTO orch_lease.lease_event ({COLUMNS})
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, pg_catalog.pg_get_userbyid($13))"
-    );
-    /// A takeover: recorded and announced.
-    static INSERT_ANNOUNCED: String = format!(
         "WITH recorded AS (
              INSERT INTO orch_lease.lease_event ({COLUMNS})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, pg_catalog.pg_get_userbyid($13))
-             RETURNING lease_event AS event)
-         {ANNOUNCE}"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, pg_catalog.pg_get_userbyid($13)))
+         {}",
+        count("VALUES ($1, $2, {shard}, 1)", "$14")
     );
+    /// Takeovers: recorded, counted, and announced by one statement.
     static INSERT_ALL: String = format!(
         "WITH recorded AS (
              INSERT INTO orch_lease.lease_event ({COLUMNS})
              SELECT *, pg_catalog.pg_get_userbyid($13)
                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
                            $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[])
-             RETURNING lease_event AS event)
-         {ANNOUNCE}"
+             RETURNING *),
+         counted AS ({})
+         {}",
+        count(
+            "SELECT event, outcome, {shard}, count(*) FROM recorded GROUP BY event, outcome",
+            "$14"
+        ),
+        announce()
     );
 }
 
-/// Records one event in the history, and announces it if it is a takeover. Run as the extension's
-/// owner; `by_role` is the caller.
+/// The announcement of the takeovers in `recorded` (every row of it is one): NOTIFY orch_lease,
+/// payload format version 2 (docs/sql-reference.md), `{"version":2,"events":[…]}`, one element per
+/// takeover in event_id order, as many per payload as stay far under NOTIFY's 8000 bytes. Every text
+/// value is cut to 120 characters, so an element is under 4,300 bytes whatever an actor passed (every
+/// character escaped); the running sum of element sizes divided by 3,200 numbers the payloads, so a
+/// payload holds under max(2 × 3,200, 4,300 + 3,200) bytes of elements. The sum runs in the order the
+/// rows come (no sort: the bound holds in any order); each payload lists its events by event_id.
+fn announce() -> String {
+    let cut = |column: &str| {
+        format!(
+            "CASE WHEN length(r.{column}) > 120 THEN left(r.{column}, 120) || '…' ELSE r.{column} END \
+             AS {column}"
+        )
+    };
+    format!(
+        "SELECT pg_catalog.pg_notify('orch_lease',
+                    '{{\"version\":2,\"events\":[' || string_agg(payload, ',' ORDER BY event_id) || ']}}')
+           FROM (SELECT event_id, payload,
+                        sum(octet_length(payload) + 1) OVER (ROWS UNBOUNDED PRECEDING) / 3200 AS part
+                   FROM (SELECT r.event_id, row_to_json(e)::text AS payload
+                           FROM recorded r,
+                                LATERAL (SELECT r.event_id, r.at, r.event, r.outcome, {}, {}, r.old_token, {},
+                                                {}, r.new_token, {}, r.by_role,
+                                                coalesce({}, false) AS truncated) e) e) p
+          GROUP BY part",
+        cut("work_item"),
+        cut("old_owner"),
+        cut("old_boot_id"),
+        cut("new_owner"),
+        cut("reason"),
+        CUT.map(|column| format!("length(r.{column}) > 120")).join(" OR ")
+    )
+}
+
+/// This backend's slot in event_count: its PGPROC's number, which no other live session has, so
+/// counting never waits for another session's row lock (slot 0 holds counts from before 0.4.0).
+fn shard() -> i32 {
+    // SAFETY: MyProc points into ProcGlobal->allProcs in every backend that can run SQL.
+    let number = unsafe { pg_sys::MyProc.offset_from((*pg_sys::ProcGlobal).allProcs) };
+    number as i32 + 1
+}
+
+/// Counts one event, and records it in the history if `orch_lease.history` keeps it (a takeover is
+/// also announced). Run as the extension's owner; `by_role` is the caller.
 pub fn record(client: &SpiClient<'_>, event: Event<'_>) {
+    if TAKEOVERS.contains(&event.event) {
+        return record_all(client, &[event]);
+    }
     if !recorded(&event) {
+        COUNT_ONLY.with(|sql| {
+            plans::run(
+                client,
+                sql,
+                &[event.event.into(), event.outcome.into(), shard().into()],
+            )
+        });
         return;
     }
-    let statement = match TAKEOVERS.contains(&event.event) {
-        true => &INSERT_ANNOUNCED,
-        false => &INSERT_ONE,
-    };
-    statement.with(|sql| {
+    INSERT_ONE.with(|sql| {
         plans::run(
             client,
             sql,
@@ -196,44 +249,46 @@ pub fn record(client: &SpiClient<'_>, event: Event<'_>) {
                 event.stage_to.into(),
                 event.reason.into(),
                 owner::caller().into(),
+                shard().into(),
             ],
         )
     });
 }
 
-/// Records many events with one statement (recover's and the reaper's takeovers), announcing each.
+/// Records, counts and announces takeovers with one statement (recover's and the reaper's, one at a
+/// time for an acquire's reclaim and a forced release): always recorded, whatever the history keeps.
 pub fn record_all(client: &SpiClient<'_>, events: &[Event<'_>]) {
-    let events: Vec<&Event> = events.iter().filter(|event| recorded(event)).collect();
     if events.is_empty() {
         return;
     }
     fn text<'a>(
-        events: &[&Event<'a>],
+        events: &[Event<'a>],
         field: fn(&Event<'a>) -> Option<&'a str>,
     ) -> Vec<Option<&'a str>> {
-        events.iter().map(|event| field(event)).collect()
+        events.iter().map(field).collect()
     }
-    fn token(events: &[&Event<'_>], field: fn(&Event<'_>) -> Option<i64>) -> Vec<Option<i64>> {
-        events.iter().map(|event| field(event)).collect()
+    fn token(events: &[Event<'_>], field: fn(&Event<'_>) -> Option<i64>) -> Vec<Option<i64>> {
+        events.iter().map(field).collect()
     }
     INSERT_ALL.with(|sql| {
         plans::run(
             client,
             sql,
             &[
-                text(&events, |e| Some(e.event)).into(),
-                text(&events, |e| Some(e.outcome)).into(),
-                text(&events, |e| Some(e.work_item)).into(),
-                text(&events, |e| e.actor).into(),
-                text(&events, |e| e.old_owner).into(),
-                token(&events, |e| e.old_token).into(),
-                text(&events, |e| e.old_boot_id).into(),
-                text(&events, |e| e.new_owner).into(),
-                token(&events, |e| e.new_token).into(),
-                text(&events, |e| e.stage_from).into(),
-                text(&events, |e| e.stage_to).into(),
-                text(&events, |e| e.reason).into(),
+                text(events, |e| Some(e.event)).into(),
+                text(events, |e| Some(e.outcome)).into(),
+                text(events, |e| Some(e.work_item)).into(),
+                text(events, |e| e.actor).into(),
+                text(events, |e| e.old_owner).into(),
+                token(events, |e| e.old_token).into(),
+                text(events, |e| e.old_boot_id).into(),
+                text(events, |e| e.new_owner).into(),
+                token(events, |e| e.new_token).into(),
+                text(events, |e| e.stage_from).into(),
+                text(events, |e| e.stage_to).into(),
+                text(events, |e| e.reason).into(),
                 owner::caller().into(),
+                shard().into(),
             ],
         )
     });

@@ -212,7 +212,8 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
     // concurrent recover, which supersedes it, waits for us and then sees our lease. The holder is read
     // without locking: a visible row is the holder as of now, even if its release is in flight. A boot
     // another role registered is neither locked nor used: it is that role's incarnation, not ours
-    // (boots from before 0.4.0 name no role).
+    // (boots from before 0.4.0 name no role). The holder's liveness is asked only when there is a
+    // holder: boot_liveness is an SQL function, planned on every call (a sixth of a cycle's CPU).
     let current = plans::run(
         client,
         "SELECT EXISTS (SELECT FROM orch_lease.boot b
@@ -222,7 +223,8 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
                     FOR SHARE NOWAIT) AS superseded,
                 pg_catalog.pg_try_advisory_xact_lock($3, pg_catalog.hashtext($1)) AS gate,
                 l.token, l.owner, l.owner_pid, l.owner_boot_id, l.acquired_at,
-                orch_lease.boot_liveness(l.owner_boot_id) = 'stale' AS dead
+                CASE WHEN l.work_item IS NOT NULL
+                     THEN orch_lease.boot_liveness(l.owner_boot_id) = 'stale' END AS dead
            FROM (VALUES (true)) AS one_row
            LEFT JOIN orch_lease.transition_lease l ON l.work_item = $1",
         &[

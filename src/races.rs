@@ -1,5 +1,6 @@
 //! A lost race is an outcome, not an aborted caller: the attempt runs in a subtransaction, and when it
 //! loses only the subtransaction is rolled back.
+use crate::errors;
 use pgrx::pg_sys::panic::{CaughtError, ErrorReportWithLevel};
 use pgrx::pg_sys::{self, PgTryBuilder};
 use pgrx::PgSqlErrorCode;
@@ -32,7 +33,10 @@ pub fn lost_race_as<R>(body: impl FnOnce() -> R, lost: impl FnOnce(Lost) -> R) -
     match subtransaction(body) {
         Ok(result) => result,
         Err(error) => match Lost::of(report_of(&error).sql_error_code()) {
-            Some(how) => lost(how),
+            Some(how) => {
+                errors::forget_passing();
+                lost(how)
+            }
             None => error.rethrow(),
         },
     }
@@ -74,7 +78,7 @@ fn in_subtransaction<R>(body: impl FnOnce() -> R, keep: bool) -> Result<R, Box<C
     });
     PgTryBuilder::new(attempt)
         .catch_others(move |error| {
-            end(false);
+            errors::keeping_passing(|| end(false));
             Err(Box::new(error))
         })
         .execute()

@@ -32,7 +32,7 @@ COMMENT ON TABLE orch_lease.boot IS
 COMMENT ON COLUMN orch_lease.boot.registered_by IS
     'The role that registered this boot: only it (or an orch_lease_admin) recovers its instance (NULL: before 0.4.0).';
 COMMENT ON COLUMN orch_lease.boot.registered_session IS
-    'The database session that registered this boot (session:<backend pid>:<start>): while it is connected, recover of the instance refuses (NULL: before 0.4.0).';
+    'The database session that registered this boot (session:<backend pid>:<start>): while it is connected, recover of the instance refuses (NULL: registered by a takeover, by an admin for another role, or before 0.4.0).';
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.boot', '');
 "#,
     name = "boot_table"
@@ -120,12 +120,22 @@ fn register(
                 &[INSTANCE_LOCK_CLASS.into(), instance.into()],
             );
             if already_registered(client, boot_id, instance, pid) {
-                return Vec::new(); // already the live boot: nothing left to recover
+                // Already the live boot: nothing left to recover — unless another running process
+                // registered it (two processes started with one deterministic boot id).
+                if takeover == Takeover::Refused {
+                    refuse_a_twin(client, instance, &session);
+                }
+                return Vec::new();
             }
             let registrant = instance_registrant(client, (boot_id, instance), &role, admin);
             if takeover == Takeover::Refused {
                 refuse_a_twin(client, instance, &session);
             }
+            // Only a process registering itself leaves its session to guard the instance: a takeover
+            // (on call, or behind a pooler) or an admin registering another role's instance from psql
+            // must not make the real process's restart answer 55006 while that psql stays open.
+            let guard =
+                (takeover == Takeover::Refused && registrant == role).then_some(session.as_str());
             // Supersede the live boot of this instance. This waits for acquires that share-lock it, so
             // their leases are committed, and visible, before we end the stale ones below.
             plans::run(
@@ -143,7 +153,7 @@ fn register(
                     instance.into(),
                     pid.into(),
                     registrant.as_str().into(),
-                    session.as_str().into(),
+                    guard.into(),
                 ],
             );
             let mut ended = lease::end_superseded(client, instance, boot_id);

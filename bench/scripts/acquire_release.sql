@@ -1,3 +1,3 @@
-\set item random(1, 100000)
-SELECT coalesce(token, 0) AS tok FROM orch_lease.transition_lease_acquire('s-' || :item, 'bench', 1, 'bench-boot') \gset
-SELECT orch_lease.transition_lease_release('s-' || :item, :tok);
+\set item random(1000001, 1100000)
+SELECT coalesce(token, 0) AS tok FROM orch_lease.transition_lease_acquire(:item::text, 'bench', 1, 'bench-boot') \gset
+SELECT orch_lease.transition_lease_release(:item::text, :tok);

@@ -110,13 +110,15 @@ async function runActor(dsn, instance, items) {
   await db.end();
 }
 
-// The alerting bridge: every forced or stale reclaim arrives as JSON on channel orch_lease.
+// The alerting bridge: every forced or stale reclaim arrives as JSON on channel orch_lease, in payload
+// format version 2: {"version": 2, "events": [...]}, the takeovers of one statement.
 async function listen(dsn, seconds) {
   const db = new Client({ connectionString: dsn });
   await db.connect();
   db.on('notification', (note) => {
-    const event = JSON.parse(note.payload);
-    console.log(`ALERT ${event.event} ${event.work_item} from ${event.old_owner} (token ${event.old_token}): ${event.reason}`);
+    for (const event of JSON.parse(note.payload).events) {
+      console.log(`ALERT ${event.event} ${event.work_item} from ${event.old_owner} (token ${event.old_token}): ${event.reason}`);
+    }
   });
   await db.query('LISTEN orch_lease');
   console.log('listening');

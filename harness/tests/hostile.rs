@@ -2,7 +2,7 @@
 //! identifiers that try SQL injection, negative and huge tokens, unknown enum stages. Each case must
 //! end in its documented SQLSTATE or outcome, and must leave every row of every orch_lease table, every
 //! sequence, the task table and its triggers unchanged — except that an answered refusal (an acquire
-//! refused, a CAS lost) may add exactly its own history row, with the outcome it answered. The cases
+//! refused, a CAS lost) may add exactly its own history row and count, with the outcome it answered. The cases
 //! that PostgreSQL's parser rejects before orch_lease runs (an error with a cursor position) are counted
 //! apart from those that reach orch_lease; both counts are asserted (docs/reliability.md states them).
 mod common;
@@ -336,10 +336,11 @@ fn fingerprint(db: &mut Client, event_id: i64) -> String {
     let mut parts: Vec<String> = tables
         .iter()
         .map(|table| {
-            let only_older = if table == "lease_event" {
-                format!("WHERE t.event_id <= {event_id}")
-            } else {
-                String::new()
+            // The running counts are checked apart (`counts`): a refusal counts its own outcome.
+            let only_older = match table.as_str() {
+                "lease_event" => format!("WHERE t.event_id <= {event_id}"),
+                "event_count" => "WHERE false".to_string(),
+                _ => String::new(),
             };
             format!("SELECT '{table} ' || t::text AS r FROM orch_lease.{table} t {only_older}")
         })
@@ -398,6 +399,38 @@ fn own_row_only(expect: &Expect, added: &[(String, Option<String>)]) -> bool {
     }
 }
 
+/// The running counts (event_count) by event and outcome.
+fn counts(db: &mut Client) -> std::collections::BTreeMap<(String, String), i64> {
+    db.query(
+        "SELECT event, outcome, sum(n)::bigint FROM orch_lease.event_count GROUP BY event, outcome",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|row| ((row.get(0), row.get(1)), row.get(2)))
+    .collect()
+}
+
+/// What a case may add to the counts: nothing, or for an answered refusal one of its own outcome.
+fn own_count_only(
+    expect: &Expect,
+    before: &std::collections::BTreeMap<(String, String), i64>,
+    after: &std::collections::BTreeMap<(String, String), i64>,
+) -> bool {
+    let grown: Vec<(&(String, String), i64)> = after
+        .iter()
+        .map(|(key, n)| (key, n - before.get(key).copied().unwrap_or(0)))
+        .filter(|(_, delta)| *delta != 0)
+        .collect();
+    match (expect, grown.as_slice()) {
+        (_, []) => true,
+        (Returns(outcome), [((event, counted), 1)]) => {
+            ["refused", "cas_lost"].contains(&event.as_str()) && counted == outcome
+        }
+        _ => false,
+    }
+}
+
 /// Cases that reach orch_lease, and cases PostgreSQL's parser rejects before it runs.
 const REACHING_ORCH_LEASE: usize = 126;
 const REJECTED_BY_THE_PARSER: usize = 4;
@@ -431,6 +464,7 @@ fn every_bad_input_gets_its_documented_answer_and_changes_nothing() {
     for (sql, expect) in &cases {
         let last = last_event(&mut db);
         let before = fingerprint(&mut db, last);
+        let counted_before = counts(&mut db);
         let got = match db.simple_query(sql) {
             Ok(messages) => {
                 let first = messages.iter().find_map(|message| match message {
@@ -466,7 +500,9 @@ fn every_bad_input_gets_its_documented_answer_and_changes_nothing() {
         };
         // Nothing changed, but for the refusal's own history row.
         let added = events_after(&mut db, last);
-        let changed = fingerprint(&mut db, last) != before || !own_row_only(expect, &added);
+        let changed = fingerprint(&mut db, last) != before
+            || !own_row_only(expect, &added)
+            || !own_count_only(expect, &counted_before, &counts(&mut db));
         if !fine || changed {
             let wanted = match expect {
                 Error(code) => format!("error {code}"),

@@ -114,3 +114,120 @@ fn errors_raised_inside_orch_lease_reach_the_client_whole() {
     // Nothing was written by any of them.
     assert_eq!(stage(&mut owner, "task-1"), "queued");
 }
+
+/// A caught error (here the trigger's, caught by the caller's EXCEPTION block) leaves nothing behind:
+/// a later error with the same text, raised outside orch_lease, carries only its own context (red21 F1),
+/// and catching many does not grow the backend's memory (red21 F2: ~200 bytes of TopMemoryContext each).
+#[test]
+fn a_caught_error_leaves_no_context_and_no_memory_behind() {
+    let dsn = fresh_database_with(
+        "passthrough_caught",
+        "CREATE TABLE tasks (id text PRIMARY KEY, stage text NOT NULL);
+         INSERT INTO tasks VALUES ('task-1', 'queued');
+         SELECT orch_lease.register_task_table('tasks');
+         CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'refused %', NEW.id; END $$;
+         CREATE TRIGGER refuse BEFORE UPDATE ON tasks FOR EACH ROW EXECUTE FUNCTION refuse();
+         CREATE FUNCTION caught(n int) RETURNS int LANGUAGE plpgsql AS $$
+         DECLARE c int := 0; r record;
+         BEGIN
+             FOR i IN 1..n LOOP
+                 BEGIN
+                     SELECT * INTO r FROM orch_lease.update_task_stage_cas('task-1', 'queued', 'merged');
+                 EXCEPTION WHEN others THEN c := c + 1;
+                 END;
+             END LOOP;
+             RETURN c;
+         END $$;",
+    );
+    let mut db = connect_timed(&dsn);
+    let top = |db: &mut postgres::Client| -> i64 {
+        db.query_one(
+            "SELECT total_bytes FROM pg_backend_memory_contexts WHERE name = 'TopMemoryContext'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let warm: i32 = db.query_one("SELECT caught(200)", &[]).unwrap().get(0);
+    assert_eq!(warm, 200);
+    let before = top(&mut db);
+    let caught: i32 = db.query_one("SELECT caught(20000)", &[]).unwrap().get(0);
+    assert_eq!(caught, 20000);
+    let growth = top(&mut db) - before;
+    assert!(
+        growth < 256 * 1024,
+        "TopMemoryContext grew {growth} bytes over 20000 caught errors"
+    );
+
+    let unrelated = db
+        .batch_execute("DO $$ BEGIN RAISE EXCEPTION 'refused task-1'; END $$")
+        .expect_err("the DO block raises");
+    let unrelated = unrelated.as_db_error().expect("a database error");
+    assert_eq!(
+        unrelated.where_(),
+        Some("PL/pgSQL function inline_code_block line 1 at RAISE"),
+        "only its own context: {unrelated:?}"
+    );
+}
+
+/// A lost race given as an outcome (a CAS that times out on the task row's lock says `retry`) leaves no
+/// context behind for the caller's next lock timeout, elsewhere (red21 F1).
+#[test]
+fn a_lost_race_leaves_no_context_behind() {
+    let dsn = fresh_database_with(
+        "passthrough_lost_race",
+        "CREATE TABLE tasks (id text PRIMARY KEY, stage text NOT NULL);
+         INSERT INTO tasks VALUES ('task-1', 'queued');
+         SELECT orch_lease.register_task_table('tasks');
+         CREATE TABLE other (id int PRIMARY KEY);
+         INSERT INTO other VALUES (1);",
+    );
+    let (mut locker, mut caller) = (connect_timed(&dsn), connect_timed(&dsn));
+    let mut lock = locker.transaction().unwrap();
+    lock.batch_execute(
+        "SELECT FROM tasks WHERE id = 'task-1' FOR UPDATE; SELECT FROM other FOR UPDATE",
+    )
+    .unwrap();
+    caller.batch_execute("SET lock_timeout = '100ms'").unwrap();
+    let outcome = cas(
+        &mut caller,
+        "update_task_stage_cas('task-1', 'queued', 'merged')",
+        &[],
+    );
+    assert_eq!(outcome, "retry");
+    let timeout = caller
+        .batch_execute("SELECT FROM other FOR UPDATE")
+        .expect_err("the row is locked");
+    let timeout = timeout.as_db_error().expect("a database error");
+    assert_eq!(timeout.code().code(), "55P03");
+    assert_eq!(
+        timeout.where_(),
+        Some("while locking tuple (0,1) in relation \"other\""),
+        "only its own context: {timeout:?}"
+    );
+}
+
+/// A FATAL raised inside a statement is reported by PostgreSQL at once, whole: its context is not
+/// added to it a second time (red21 F7).
+#[test]
+fn a_fatal_inside_a_statement_keeps_its_context_once() {
+    let dsn = fresh_database_with(
+        "passthrough_fatal",
+        "CREATE TABLE tasks (id text PRIMARY KEY, stage text NOT NULL);
+         INSERT INTO tasks VALUES ('task-1', 'queued');
+         SELECT orch_lease.register_task_table('tasks');
+         CREATE FUNCTION leave() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(5); RETURN NEW; END $$;
+         CREATE TRIGGER leave BEFORE UPDATE ON tasks FOR EACH ROW EXECUTE FUNCTION leave();",
+    );
+    let mut db = connect_timed(&dsn);
+    let fatal = cas_error(&mut db, "merged");
+    assert_eq!(fatal.code().code(), "57P01", "{fatal:?}");
+    let context = fatal.where_().unwrap_or_default();
+    assert_eq!(
+        context.matches("pg_terminate_backend").count(),
+        1,
+        "the context once: {fatal:?}"
+    );
+}

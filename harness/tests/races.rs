@@ -251,8 +251,8 @@ fn forced_and_stale_reclaims_are_announced() {
         payloads.push(note.payload().to_string());
     }
     assert!(
-        payloads[0].starts_with("{\"version\":1,"),
-        "payload format version 1: {}",
+        payloads[0].starts_with("{\"version\":2,\"events\":[{"),
+        "payload format version 2: {}",
         payloads[0]
     );
     assert_contains_all(
@@ -415,7 +415,7 @@ fn the_reaper_skips_a_lease_in_use_and_announces_what_it_takes() {
     assert_contains_all(
         note.payload(),
         &[
-            "{\"version\":1,",
+            "{\"version\":2,\"events\":[{",
             "\"event\":\"reaped\"",
             "\"outcome\":\"ceiling\"",
             "\"old_owner\":\"deployer\"",
@@ -498,4 +498,139 @@ fn recover_refuses_an_instance_whose_session_is_connected() {
     drop(twin);
     await_backend_exit(&mut first, pid);
     assert!(recover(&mut first, "boot-3", "webhook").is_empty());
+}
+
+/// Red-team findings F5 and F3 of #21: a second process started with the same deterministic boot id
+/// is a twin too; and a boot registered by someone else than the process itself — on call's psql,
+/// an admin registering an actor's instance, a takeover — leaves no session guarding the instance, so
+/// the real process's restart is not refused while that psql stays open.
+#[test]
+fn only_a_process_registering_itself_guards_its_instance() {
+    let dsn = fresh_database_with("race_guard", "");
+    login_role("guard_actor", &["orch_lease_actor"]);
+    let mut pod = connect(&dsn_as(&dsn, "guard_actor"));
+    recover(&mut pod, "pod-0", "worker-0");
+
+    let mut same_boot = connect(&dsn_as(&dsn, "guard_actor"));
+    let refused = same_boot
+        .query(
+            "SELECT * FROM orch_lease.transition_lease_recover('pod-0', 'worker-0')",
+            &[],
+        )
+        .expect_err("a second process with the same boot id is a twin");
+    let refused = refused.as_db_error().expect("a database error");
+    assert_eq!(refused.code().code(), "55006", "{refused:?}");
+
+    // The process dies; on call registers the instance's next incarnation by hand and keeps psql open.
+    let mut oncall = connect(&dsn);
+    let pid: i32 = pod
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    drop(pod);
+    await_backend_exit(&mut oncall, pid);
+    recover(&mut oncall, "pod-0-oncall", "worker-0");
+    let mut restarted = connect(&dsn_as(&dsn, "guard_actor"));
+    assert!(recover(&mut restarted, "pod-0-restart", "worker-0").is_empty());
+
+    // The same after a takeover (behind a pooler, or on call's).
+    takeover(&mut oncall, "pod-0-taken", "worker-0");
+    let mut again = connect(&dsn_as(&dsn, "guard_actor"));
+    assert!(recover(&mut again, "pod-0-again", "worker-0").is_empty());
+}
+
+/// The metrics' counters are exact with many sessions counting at once (each session counts in its own
+/// slot, so none waits for another), across prunes that empty the history meanwhile, and a grant rolled
+/// back is not counted.
+#[test]
+fn counters_stay_exact_across_sessions_and_prunes() {
+    let dsn = fresh_database("race_counts");
+    let (sessions, rounds) = (6, 300);
+    let workers: Vec<_> = (0..sessions)
+        .map(|session| {
+            let dsn = dsn.clone();
+            std::thread::spawn(move || {
+                let mut db = connect(&dsn);
+                let mut seen = std::collections::BTreeMap::<String, i64>::new();
+                for round in 0..rounds {
+                    let item = format!("task-{}", (session + round) % 3 + 1);
+                    let (outcome, token) =
+                        acquire(&mut db, &item, "actor", &format!("boot-{session}"));
+                    if outcome == "acquired" {
+                        let released: bool = db
+                            .query_one(
+                                "SELECT orch_lease.transition_lease_release($1, $2)",
+                                &[&item, &token],
+                            )
+                            .unwrap()
+                            .get(0);
+                        *seen.entry(format!("released {released}")).or_default() += 1;
+                    }
+                    *seen.entry(outcome).or_default() += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut pruner = connect(&dsn);
+    let mut rolled_back = pruner.transaction().unwrap();
+    assert_eq!(
+        acquire(&mut rolled_back, "task-9", "actor", "boot-x").0,
+        "acquired"
+    );
+    rolled_back.rollback().unwrap();
+    while !workers.iter().all(|worker| worker.is_finished()) {
+        pruner
+            .execute("SELECT orch_lease.transition_lease_prune('0 seconds')", &[])
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut seen = std::collections::BTreeMap::<String, i64>::new();
+    for worker in workers {
+        for (outcome, n) in worker.join().unwrap() {
+            *seen.entry(outcome).or_default() += n;
+        }
+    }
+    let metric = |db: &mut postgres::Client, name: &str, label: &str| -> i64 {
+        db.query_one(
+            "SELECT value::bigint FROM orch_lease.transition_lease_metrics() WHERE metric = $1 AND label = $2",
+            &[&name, &label],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let count = |outcome: &str| seen.get(outcome).copied().unwrap_or(0);
+    assert_eq!(
+        count("acquired") + count("held") + count("busy"),
+        sessions as i64 * rounds as i64,
+        "only these outcomes: {seen:?}"
+    );
+    assert!(
+        count("held") + count("busy") > 0,
+        "the sessions contended: {seen:?}"
+    );
+    for (name, label, expected) in [
+        ("orch_lease_grants_total", "acquired", count("acquired")),
+        ("orch_lease_refusals_total", "held", count("held")),
+        ("orch_lease_refusals_total", "busy", count("busy")),
+        (
+            "orch_lease_releases_total",
+            "released",
+            count("released true"),
+        ),
+    ] {
+        assert_eq!(
+            metric(&mut pruner, name, label),
+            expected,
+            "{name}{{{label}}}: {seen:?}"
+        );
+    }
+    let slots: i64 = pruner
+        .query_one(
+            "SELECT count(DISTINCT shard) FROM orch_lease.event_count",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(slots >= sessions as i64, "one slot per session: {slots}");
 }

@@ -314,6 +314,7 @@ fn takeovers_of_leases_with_huge_control_character_names_are_announced_cut() {
         }
     }
 
+    // Each takeover here is its own statement: one payload (format version 2) with one event.
     let mut payloads = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut notifications = listener.notifications();
@@ -332,7 +333,11 @@ fn takeovers_of_leases_with_huge_control_character_names_are_announced_cut() {
             format!("a payload of {} bytes", payload.len()),
         );
         let truncated = actor
-            .query_one("SELECT ($1::text::json ->> 'truncated')", &[payload])
+            .query_one(
+                "SELECT CASE WHEN json_array_length($1::text::json -> 'events') = 1
+                             THEN $1::text::json -> 'events' -> 0 ->> 'truncated' END",
+                &[payload],
+            )
             .map(|row| row.get::<_, Option<String>>(0));
         if let Some(truncated) = v.ok("the payload parses as JSON", truncated) {
             v.eq(
@@ -1058,7 +1063,14 @@ fn a_cas_on_a_row_updated_after_the_snapshot_is_retry() {
 #[test]
 fn the_history_shows_an_actor_no_token() {
     let (alice, bob) = ("orch_sec_f1_alice", "orch_sec_f1_bob");
-    let (_, mut a, mut b) = two_actors("sec_f1", alice, bob);
+    let (dsn, mut a, _) = two_actors("sec_f1", alice, bob);
+    // A held refusal is recorded only with orch_lease.history = all (the default counts it only).
+    connect_timed(&dsn)
+        .batch_execute(
+            "LOAD 'orch_lease'; DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET orch_lease.history = %L', current_database(), 'all'); END $$",
+        )
+        .unwrap();
+    let mut b = connect_timed(&dsn_as(&dsn, bob));
     let mut v = Verdict::default();
     v.answers(
         "alice acquires",
@@ -1071,11 +1083,13 @@ fn the_history_shows_an_actor_no_token() {
         "held",
     );
     let tokens = b.query(
-        "SELECT count(*) FILTER (WHERE old_token IS NOT NULL OR new_token IS NOT NULL)
+        "SELECT count(*) FILTER (WHERE old_token IS NOT NULL OR new_token IS NOT NULL),
+                count(*) FILTER (WHERE event = 'refused')
            FROM orch_lease.lease_history",
         &[],
     );
     if let Some(rows) = v.ok("bob reads the history", tokens) {
+        v.eq("bob's refusal in the history", rows[0].get::<_, i64>(1), 1);
         v.eq(
             "tokens bob sees in the history",
             rows[0].get::<_, i64>(0),

@@ -22,6 +22,10 @@ mod tests {
     /// One of everything: grant, refusal, CAS applied and lost, release, forced release.
     fn a_day_of_work() -> i64 {
         tasks("text", &[(1, "queued"), (2, "queued")]);
+        the_work()
+    }
+
+    fn the_work() -> i64 {
         let token = token_of("1", "monitor", "boot-a");
         acquire("1", "webhook", "boot-b");
         cas(&format!(
@@ -37,8 +41,53 @@ mod tests {
         token
     }
 
+    /// The `_total` metrics, as one string.
+    fn counters() -> Option<String> {
+        one::<String>(
+            "SELECT string_agg(metric || label || value, ',' ORDER BY metric, label)
+               FROM orch_lease.transition_lease_metrics() WHERE metric LIKE '%_total'",
+        )
+    }
+
     #[pg_test]
-    fn the_history_records_every_grant_refusal_release_takeover_and_cas() {
+    fn the_default_history_records_every_change_but_not_the_held_refusal() {
+        a_day_of_work();
+        assert_eq!(
+            history(),
+            "acquired:acquired cas_applied:applied cas_lost:stage_mismatch \
+             acquired:acquired released:released acquired:acquired forced:forced"
+        );
+        assert_eq!(
+            metric("orch_lease_refusals_total", "held"),
+            1.0,
+            "the refusal is counted all the same"
+        );
+    }
+
+    #[pg_test]
+    fn the_counters_are_the_same_whatever_the_history_keeps() {
+        a_day_of_work();
+        let default = counters();
+        run("TRUNCATE orch_lease.event_count");
+        run("SET LOCAL orch_lease.history = 'takeovers'");
+        a_day_of_work_again();
+        assert_eq!(counters(), default, "takeovers only");
+        run("TRUNCATE orch_lease.event_count");
+        run("SET LOCAL orch_lease.history = 'all'");
+        a_day_of_work_again();
+        assert_eq!(counters(), default, "all");
+    }
+
+    /// `a_day_of_work` once more, on the same tasks and boots.
+    fn a_day_of_work_again() {
+        run("TRUNCATE orch_lease.transition_lease");
+        run("UPDATE tasks SET stage = 'queued'");
+        the_work();
+    }
+
+    #[pg_test]
+    fn the_full_history_records_every_grant_refusal_release_takeover_and_cas() {
+        run("SET LOCAL orch_lease.history = 'all'");
         let token = a_day_of_work();
         assert_eq!(
             history(),
@@ -93,22 +142,15 @@ mod tests {
     #[pg_test]
     fn pruning_keeps_the_counters_and_bounds_the_history() {
         a_day_of_work();
-        let before = one::<String>(
-            "SELECT string_agg(metric || label || value, ',' ORDER BY metric, label)
-               FROM orch_lease.transition_lease_metrics() WHERE metric LIKE '%_total'",
-        );
+        let before = counters();
         run("UPDATE orch_lease.lease_event SET at = at - interval '30 days' WHERE event <> 'forced'");
         assert_eq!(
             one::<i64>("SELECT orch_lease.transition_lease_prune()"),
-            Some(7),
+            Some(6),
             "the default retention (7 days) removes what is older"
         );
         assert_eq!(history(), "forced:forced");
-        let after = one::<String>(
-            "SELECT string_agg(metric || label || value, ',' ORDER BY metric, label)
-               FROM orch_lease.transition_lease_metrics() WHERE metric LIKE '%_total'",
-        );
-        assert_eq!(before, after, "pruned events still count");
+        assert_eq!(before, counters(), "pruned events still count");
         assert_eq!(
             one::<i64>("SELECT orch_lease.transition_lease_prune('0 seconds')"),
             Some(1)

@@ -181,7 +181,7 @@ fn listen(dsn: &str, seconds: u64) -> Result<(), postgres::Error> {
     let mut notifications = db.notifications();
     while let Ok(left) = deadline.duration_since(SystemTime::now()) {
         if let Some(note) = notifications.timeout_iter(left).next()? {
-            println!("ALERT {}", note.payload()); // a JSON object: event, work_item, old_owner, old_token, reason…
+            println!("ALERT {}", note.payload()); // JSON, format version 2: {"version":2,"events":[{event, work_item, old_owner, old_token, reason…}]}
         }
     }
     Ok(())

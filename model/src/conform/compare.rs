@@ -262,8 +262,19 @@ impl Server {
         Ok(())
     }
 
-    /// Every takeover of the step is exactly one history event, and there is no other.
+    /// Every takeover of the step is exactly one history event, and there is no other; and no `held` or
+    /// `busy` refusal is recorded (the default `orch_lease.history = changes` counts them only).
     pub(super) fn compare_events(&mut self, step: &Step) -> Result<(), Mismatch> {
+        let sql = "SELECT count(*) FROM orch_lease.lease_event
+                    WHERE event_id > $1 AND event = 'refused' AND outcome IN ('held', 'busy')";
+        let polling: i64 = self
+            .operator
+            .query_one(sql, &[&self.last_event])
+            .map_err(|e| failed(sql, e))?
+            .get(0);
+        if polling != 0 {
+            return Err(mismatch("the refusals recorded", sql, 0, polling));
+        }
         let sql = "SELECT event_id, event, outcome, work_item, old_token FROM orch_lease.lease_event
                     WHERE event_id > $1 AND event IN ('reclaimed', 'reaped', 'forced') ORDER BY event_id";
         let rows = self
@@ -334,13 +345,13 @@ impl Server {
                 .next()
                 .map_err(|e| failed(listen, e))?
             {
-                Some(note) => got.push(announced(note.payload())),
+                Some(note) => got.extend(announced(note.payload())),
                 None => break,
             }
         }
         // Anything more that has already arrived is one too many.
         while let Some(note) = notifications.iter().next().map_err(|e| failed(listen, e))? {
-            got.push(announced(note.payload()));
+            got.extend(announced(note.payload()));
         }
         expected.sort();
         got.sort();
@@ -356,8 +367,17 @@ impl Server {
     }
 }
 
-/// An announcement's event, outcome, work item and old token, read from its JSON payload.
-fn announced(payload: &str) -> String {
+/// The events of an announcement (payload format version 2: `{"version":2,"events":[{…},…]}`, one
+/// statement's takeovers), each as its event, outcome, work item and old token.
+fn announced(payload: &str) -> Vec<String> {
+    match payload.strip_prefix("{\"version\":2,\"events\":[") {
+        Some(events) => events.split("{\"event_id\":").skip(1).map(event).collect(),
+        None => vec![format!("not a version 2 payload: {payload}")],
+    }
+}
+
+/// One event of an announcement, read from its JSON text.
+fn event(payload: &str) -> String {
     let field = |name: &str| {
         let start = payload
             .find(&format!("\"{name}\":"))

@@ -33,8 +33,10 @@ SELECT outcome, token FROM orch_lease.transition_lease_acquire('PR-130', 'webhoo
 SELECT orch_lease.transition_lease_force_release('PR-130', 1, 'stuck');
 SELECT orch_lease.transition_lease_force_release('PR-130', 2, 'stuck after a 900 s merge re-test');
 
--- The lease history: every grant, refusal, release and takeover, with who and which token.
+-- The lease history: every grant, release and takeover, with who and which token. The two held
+-- refusals are counted in the metrics, not recorded (orch_lease.history = changes, the default).
 SELECT event, outcome, work_item, actor, new_token, old_owner, old_token, reason FROM orch_lease.lease_event ORDER BY event_id;
+SELECT label, value FROM orch_lease.transition_lease_metrics() WHERE metric = 'orch_lease_refusals_total' AND value > 0;
 
 -- Bad input is an error with a SQLSTATE that names the argument.
 \set VERBOSITY terse
