@@ -10,9 +10,9 @@ cd "$ROOT_DIR"
 work=target/examples
 mkdir -p "$work"
 
-log "examples: installing their client libraries (psycopg 3, node-postgres, postgres crate)"
+log "examples: installing their client libraries (the orch-lease package on psycopg 3, node-postgres, postgres crate)"
 [ -x "$work/venv/bin/python" ] || python3 -m venv "$work/venv"
-"$work/venv/bin/pip" install -q -r examples/python/requirements.txt
+"$work/venv/bin/pip" install -q "./clients/python[binary]" # the example runs on the package
 (cd examples/node && npm ci --no-audit --no-fund --silent)
 cargo build --quiet --manifest-path examples/rust/Cargo.toml
 
@@ -41,7 +41,7 @@ first_contact() {
     cat "$work/$1"-default-*.out
     check "SELECT count(DISTINCT instance) FROM orch_lease.boot WHERE instance LIKE '%-$1-%' AND superseded_at IS NULL" 2 \
           "two copies with the default instance took two slots"
-    cat "$work/$1"-default-*.out | grep -q "not_found=1" || fail "the missing task not answered not_found"
+    grep -q "not_found=1" "$work/$1"-default-*.out || fail "the missing task not answered not_found"
     check "SELECT count(*) || '/' || count(DISTINCT task_id) FROM example_effect" 11/11 "one effect per task"
     if ${actor[$1]} "$dsn" task-12 > "$work/$1-failing.out" 2>&1; then fail "a failing effect did not stop the actor"; fi
     grep -q "the merge failed" "$work/$1-failing.out" || fail "the effect's error not shown"

@@ -203,7 +203,7 @@ isolation_suite() {
 count_passed() {
     awk '/^test result: ok\./ { n += $4 }
          /^#? *All [0-9]+ tests passed/ { n += $(NF-2) }
-         /^(examples|upgrade|runbook|cron|failover|model|pgbouncer|prometheus|citus): [0-9]+ passed/ { n += $2 }
+         /^(examples|upgrade|runbook|cron|failover|model|pgbouncer|prometheus|citus|python-client): [0-9]+ passed/ { n += $2 }
          END { print n + 0 }' "$1"
 }
 
@@ -364,3 +364,15 @@ run_snippets() {
 
 # The number of ```sql blocks of a markdown page.
 snippet_count() { grep -c '^```sql$' "$1"; }
+
+# --- the Python client (clients/python) ---------------------------------------------------------------
+
+# The venv of the Python client's tests and packaging, target/python-client/venv, with the pinned tools of
+# clients/python/requirements-dev.txt (pip refuses global installs on Debian 12). Prints its bin directory.
+python_client_venv() {
+    local venv=$ROOT_DIR/target/python-client/venv
+    apt_ensure python3-venv >&2
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$ROOT_DIR/clients/python/requirements-dev.txt" >&2
+    echo "$venv/bin"
+}

@@ -20,9 +20,7 @@ cd "$ROOT_DIR"
 SUITE=pgbouncer
 lock_take
 trap cluster_stop EXIT
-venv=target/pgbouncer/venv
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q -r examples/python/requirements.txt
+python=$(python_client_venv)/python # psycopg 3, pinned in clients/python/requirements-dev.txt
 
 cluster_start
 q "CREATE EXTENSION orch_lease"
@@ -32,14 +30,14 @@ passed=0
 
 log "1. psycopg 3, default prepare_threshold, through the pooler"
 status=0
-answer=$("$venv/bin/python" tests/pgbouncer/cycle.py --dsn "$pooled" --prepare-threshold default) || status=$?
+answer=$("$python" tests/pgbouncer/cycle.py --dsn "$pooled" --prepare-threshold default) || status=$?
 echo "$answer"
 [ "$status" = 3 ] || fail "psycopg's named statements through a transaction pooler did not fail (exit $status)"
 [[ "$answer" =~ ^error\ (26000|42P05) ]] || fail "not the prepared-statement error: $answer"
 passed=$((passed + 1))
 
 log "2. psycopg 3, prepare_threshold=None, through the pooler: the whole actor pattern"
-"$venv/bin/python" tests/pgbouncer/cycle.py --dsn "$pooled" --prepare-threshold none ||
+"$python" tests/pgbouncer/cycle.py --dsn "$pooled" --prepare-threshold none ||
     fail "the actor pattern through the pooler (above)"
 passed=$((passed + 1))
 

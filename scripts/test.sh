@@ -9,7 +9,8 @@
 #      a Citus cluster
 #   5. real-connection tests: the contract under concurrency, hostile input, security, the role matrix,
 #      the five-process incident race and a soak with injected faults
-#   6. the client examples (Python, Node.js, Rust), each racing three copies of itself, and the demo
+#   6. the Python client (clients/python: mypy --strict, its pytest suite), the client examples (Python,
+#      Node.js, Rust), each racing three copies of itself, and the demo
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 begin
@@ -42,7 +43,8 @@ log "5/6 real-connection tests, and the protocol model (exhaustive, then replaye
 cargo test --manifest-path harness/Cargo.toml 2>&1 | tee -a "$results"
 scripts/model-test.sh 2>&1 | tee -a "$results"
 
-log "6/6 client examples and the demo"
+log "6/6 the Python client, client examples and the demo"
+scripts/python-client-test.sh 2>&1 | tee -a "$results" # its own cluster
 scripts/examples.sh 2>&1 | tee -a "$results"
 harness/target/debug/orch-race demo # asserts its own outcome
 

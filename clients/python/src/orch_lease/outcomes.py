@@ -1,0 +1,113 @@
+"""What orch_lease answers, typed: every outcome an Enum member, every result a frozen dataclass, and the
+exceptions the client raises where going on would be wrong."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from enum import Enum
+
+
+class AcquireOutcome(str, Enum):
+    """`transition_lease_acquire`'s outcomes (docs/sql-reference.md)."""
+
+    ACQUIRED = "acquired"
+    HELD = "held"
+    RECLAIMED = "reclaimed"
+    BUSY = "busy"
+    RETRY = "retry"
+    SUPERSEDED = "superseded"
+    DISABLED = "disabled"
+    OUT_OF_SCOPE = "out_of_scope"
+
+
+class CasOutcome(str, Enum):
+    """`commit_stage_cas`'s (and `update_task_stage_cas`'s) outcomes."""
+
+    APPLIED = "applied"
+    STAGE_MISMATCH = "stage_mismatch"
+    NOT_FOUND = "not_found"
+    LEASE_LOST = "lease_lost"
+    INVALID_TRANSITION = "invalid_transition"
+    RETRY = "retry"
+    UNCONDITIONAL = "unconditional"
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One `lease_grant` row. `token` is None for `disabled` and `out_of_scope` grants (nothing written),
+    `holder*` name the holder that refused it or the dead one it was reclaimed from."""
+
+    item: str
+    acquired: bool
+    outcome: AcquireOutcome
+    token: int | None
+    holder: str | None
+    holder_pid: int | None
+    holder_boot_id: str | None
+    held_since: datetime.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """One `cas_result` row: `current_stage` is the stage found by a `stage_mismatch`."""
+
+    applied: bool
+    outcome: CasOutcome
+    current_stage: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveredLease:
+    """A lease of an earlier incarnation of this instance that `transition_lease_recover` gave back."""
+
+    work_item: str
+    token: int
+    owner: str
+    owner_pid: int
+    owner_boot_id: str
+    acquired_at: datetime.datetime
+
+
+class OrchLeaseError(Exception):
+    """Everything this client raises itself (database errors come through as psycopg's, SQLSTATE kept)."""
+
+
+class LeaseNotAcquired(OrchLeaseError):
+    """No lease: the block that would have done the effect did not run. Catch this to skip the item."""
+
+    def __init__(self, grant: Grant, why: str) -> None:
+        super().__init__(f"{grant.item}: {why}")
+        self.grant = grant
+
+
+class LeaseHeld(LeaseNotAcquired):
+    """A live owner holds the item (`held`): someone else owns this transition."""
+
+    def __init__(self, grant: Grant) -> None:
+        super().__init__(grant, f"held by {grant.holder} (pid {grant.holder_pid}, boot {grant.holder_boot_id})")
+
+
+class LeaseBusy(LeaseNotAcquired):
+    """Still `busy` or `retry` after every attempt: try the item again later."""
+
+    def __init__(self, grant: Grant, attempts: int) -> None:
+        super().__init__(grant, f"{grant.outcome.value} after {attempts} attempts")
+
+
+class Superseded(OrchLeaseError):
+    """A newer incarnation of this instance registered itself: this process is a zombie and must stop.
+    Deliberately not a LeaseNotAcquired, so that a handler that skips items does not swallow it."""
+
+    def __init__(self, grant: Grant) -> None:
+        super().__init__(f"{grant.item}: this process's boot was superseded by a newer incarnation; stop")
+        self.grant = grant
+
+
+class InstanceInUse(OrchLeaseError):
+    """Another live process already runs as this instance: two processes with one instance name would
+    supersede each other and redo effects (issue #21)."""
+
+
+class LeaseEnded(OrchLeaseError):
+    """The lease was already committed or released: nothing may be done under it any more."""

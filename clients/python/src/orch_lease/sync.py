@@ -1,0 +1,143 @@
+"""The blocking client: `Actor`, its `Lease`, and `Listener`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+
+from . import _protocol as p
+from .events import AlertEvent, ListenerBase
+from .outcomes import CommitResult, Grant, InstanceInUse, RecoveredLease
+
+
+def _drive(conn: psycopg.Connection[p.Row], steps: p.Steps[p.T]) -> p.T:
+    """Runs one protocol operation on `conn`."""
+    try:
+        step = next(steps)
+        while True:
+            if isinstance(step, p.Pause):
+                time.sleep(step.seconds)
+                step = steps.send(None)
+            else:
+                step = steps.send(conn.execute(step.sql, step.params).fetchall())
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+class Actor(p.ActorBase[psycopg.Connection[p.Row]]):
+    """One process incarnation of an orch_lease actor, on one autocommit connection.
+
+    `start()` (or entering `with`) claims `instance` for this process, registers a fresh boot id and
+    recovers the leases of earlier incarnations (returned, kept in `recovered`, and logged as warnings).
+    With `instance=None` it takes the first free `<owner>-<host>-<slot>`: unique among live processes,
+    and the same name again after a restart, so a successor recovers what a crashed process held.
+    `claim=False` skips the claim (a session advisory lock: not behind a transaction-mode pooler), and
+    then an instance must be given. `takeover=True` registers with `transition_lease_takeover`, which
+    supersedes the instance's live boot even while the session that registered it is connected (recover
+    refuses that, 55006, raised as InstanceInUse): behind a pooler, or to replace a wedged process.
+    Behind PgBouncer's transaction pooling also pass `prepare_threshold=None` (no server-side prepared
+    statements) and `claim=False`.
+    """
+
+    def start(self) -> list[RecoveredLease]:
+        self._conn = psycopg.connect(self.conninfo, autocommit=True, prepare_threshold=self.prepare_threshold)
+        try:
+            return self._run(self._start())
+        except psycopg.errors.ObjectInUse as error:  # the server saw the twin (55006): the same mistake
+            self.close()
+            raise InstanceInUse(str(error)) from error
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Actor:
+        if self._conn is None:
+            self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _run(self, steps: p.Steps[p.T]) -> p.T:
+        return _drive(self.connection, steps)
+
+    @contextmanager
+    def lease(self, item: str | int, *, scope: str | None = None) -> Iterator[Lease]:
+        """Acquires `item` for the block. Raises LeaseHeld, LeaseBusy (both LeaseNotAcquired) or
+        Superseded instead of entering it without the lease. A lease the block neither committed nor
+        released is released when the block ends, normally or by an exception."""
+        lease = Lease(self, self._run(self._acquire(item, scope)))
+        try:
+            yield lease
+        except BaseException:
+            lease.abandon()
+            raise
+        if lease.open:
+            lease.release()
+
+
+class Lease(p.LeaseState):
+    """A held transition lease (see Actor.lease). `grant` is what acquire answered."""
+
+    def __init__(self, actor: Actor, grant: Grant) -> None:
+        super().__init__(grant)
+        self._actor = actor
+
+    def commit(self, expected: str, new: str) -> CommitResult:
+        """Writes the stage if it is still `expected` and ends the lease, in one step. `retry` is retried;
+        if it is still the answer after every attempt the lease stays open (commit again, or leave the
+        block to release it)."""
+        self._check_open()
+        return self._after_commit(self._actor._run(p.commit(self.grant, expected, new, self._actor.retry)))
+
+    def still_held(self) -> bool:
+        """The checkpoint of a long effect: False once the lease was taken away (stop the effect)."""
+        return self.open and self._actor._run(p.still_held(self.grant))
+
+    def release(self) -> bool:
+        """Ends the lease without writing; False if it was no longer held."""
+        self._check_open()
+        self.open = False
+        return self._actor._run(p.release(self.grant))
+
+    def abandon(self) -> None:
+        """Releases the lease on the way out of a failed block, keeping that block's exception. When the
+        connection itself is gone, the lease stays until this instance's next recover (or the reaper)."""
+        if self.open:
+            try:
+                self.release()
+            except psycopg.Error as error:
+                self._abandon_failed(error)
+
+
+class Listener(ListenerBase):
+    """`for event in Listener(conninfo):` yields the AlertEvents of NOTIFY orch_lease, reconnecting by
+    itself after a lost connection (announcements sent while it was disconnected are not replayed: read
+    orch_lease.lease_history for the gap). With `duration`, iteration ends after that many seconds."""
+
+    def payloads(self) -> Iterator[str]:
+        """The raw payloads, in order."""
+        deadline = self._deadline()
+        while not self._expired(deadline):
+            try:
+                with psycopg.connect(self.conninfo, autocommit=True) as conn:
+                    conn.execute(self.LISTEN)
+                    self._listening()
+                    while not self._expired(deadline):
+                        yield from (note.payload for note in conn.notifies(timeout=self._poll(deadline)))
+                        conn.execute("SELECT 1")  # a dead connection shows itself here at the latest
+            except psycopg.OperationalError as error:
+                self._lost(error)
+                time.sleep(self.reconnect_delay)
+
+    def __iter__(self) -> Iterator[AlertEvent]:
+        for payload in self.payloads():
+            yield from self.parse(payload)

@@ -1,0 +1,72 @@
+"""The suite runs against a real PostgreSQL with orch_lease installed: ORCH_LEASE_DSN names a superuser
+connection to it (scripts/python-client-test.sh starts a throwaway cluster and sets it). Every test gets a
+database of its own, with the extension, a task table `task (id bigint, stage text)` holding tasks 1..40
+in stage `queued`, registered, and an `effect` table for the effects the tests' actors perform."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+BASE_DSN = os.environ.get("ORCH_LEASE_DSN", "")
+
+SCHEMA = """
+CREATE EXTENSION orch_lease;
+CREATE TABLE task (id bigint PRIMARY KEY, stage text NOT NULL);
+CREATE TABLE effect (task_id bigint NOT NULL, actor text NOT NULL);
+INSERT INTO task SELECT i, 'queued' FROM generate_series(1, 40) i;
+SELECT orch_lease.register_task_table('task');
+"""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not BASE_DSN:
+        raise pytest.UsageError("ORCH_LEASE_DSN is not set: run scripts/python-client-test.sh")
+
+
+def fresh_database(name: str) -> str:
+    """An empty database NAME (dropped first if it exists); its conninfo."""
+    with psycopg.connect(BASE_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return make_conninfo(BASE_DSN, dbname=name)
+
+
+@pytest.fixture
+def dsn(request: pytest.FixtureRequest) -> Iterator[str]:
+    name = "t_" + re.sub(r"\W", "_", request.node.name)[:50].lower()
+    conninfo = fresh_database(name)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(SCHEMA)
+    yield conninfo
+    with psycopg.connect(BASE_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def admin(dsn: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+    """A superuser autocommit connection to the test's database."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        yield conn
+
+
+def one(conn: psycopg.Connection[tuple[Any, ...]], sql: str, params: tuple[Any, ...] = ()) -> Any:
+    """The single value SQL answers."""
+    row = conn.execute(sql, params).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def dead_incarnation(dsn: str, boot: str, instance: str, *items: str) -> None:
+    """An earlier incarnation of `instance` that registered `boot`, acquired `items` and died (its session
+    closed)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT count(*) FROM orch_lease.transition_lease_recover(%s, %s, 1)", (boot, instance))
+        for item in items:
+            conn.execute("SELECT orch_lease.transition_lease_acquire(%s, 'dead', 1, %s)", (item, boot))

@@ -1,0 +1,196 @@
+"""Every outcome of acquire and commit through the sync Actor, against the real server."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import psycopg
+import pytest
+from conftest import one
+from psycopg.conninfo import make_conninfo
+
+from orch_lease import (
+    AcquireOutcome,
+    Actor,
+    CasOutcome,
+    CommitResult,
+    InstanceInUse,
+    LeaseBusy,
+    LeaseEnded,
+    LeaseHeld,
+    RetryPolicy,
+    Superseded,
+)
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+
+def leases(admin: Conn) -> int:
+    return int(one(admin, "SELECT count(*) FROM orch_lease.transition_lease"))
+
+
+def test_acquired_then_applied_ends_the_lease(dsn: str, admin: Conn) -> None:
+    with Actor(dsn, "a", prepare_threshold=None) as actor:  # as behind a transaction pooler
+        assert actor.connection.prepare_threshold is None
+        assert actor.recovered == []
+        with actor.lease(1) as lease:
+            assert lease.grant.outcome is AcquireOutcome.ACQUIRED and lease.grant.acquired
+            assert lease.token is not None and lease.still_held()
+            assert lease.commit("queued", "merged") == CommitResult(True, CasOutcome.APPLIED, None)
+            assert not lease.open
+            with pytest.raises(LeaseEnded):
+                lease.commit("queued", "merged")
+    assert one(admin, "SELECT stage FROM task WHERE id = 1") == "merged"
+    assert leases(admin) == 0
+
+
+def test_stage_mismatch_not_found_invalid_transition(dsn: str, admin: Conn) -> None:
+    admin.execute("UPDATE task SET stage = 'done' WHERE id = 2")
+    admin.execute("SELECT orch_lease.register_stage_graph(ARRAY['queued -> merged'], ARRAY['done'])")
+    with Actor(dsn, "a") as actor:
+        with actor.lease(2) as lease:
+            assert lease.commit("queued", "merged") == CommitResult(False, CasOutcome.STAGE_MISMATCH, "done")
+        with actor.lease(999) as lease:  # an id of the type, but no such task
+            assert lease.commit("queued", "merged").outcome is CasOutcome.NOT_FOUND
+        with actor.lease(3) as lease:
+            assert lease.commit("queued", "done").outcome is CasOutcome.INVALID_TRANSITION
+    assert leases(admin) == 0
+    assert one(admin, "SELECT string_agg(stage, ',' ORDER BY id) FROM task WHERE id IN (2, 3)") == "done,queued"
+
+
+def test_lease_lost_after_a_forced_release(dsn: str, admin: Conn) -> None:
+    with Actor(dsn, "a") as actor, actor.lease(4) as lease:
+        admin.execute("SELECT orch_lease.transition_lease_force_release('4', %s, 'test')", (lease.token,))
+        assert not lease.still_held()
+        assert lease.commit("queued", "merged").outcome is CasOutcome.LEASE_LOST
+    assert one(admin, "SELECT stage FROM task WHERE id = 4") == "queued"
+
+
+def test_kill_switch_off_disabled_and_unconditional(dsn: str, admin: Conn) -> None:
+    with Actor(make_conninfo(dsn, options="-c orch_lease.enabled=off"), "a") as actor, actor.lease(5) as lease:
+        assert lease.grant.outcome is AcquireOutcome.DISABLED and lease.token is None
+        assert lease.still_held()
+        assert lease.commit("merged", "done") == CommitResult(True, CasOutcome.UNCONDITIONAL, None)
+    assert one(admin, "SELECT stage FROM task WHERE id = 5") == "done"
+
+
+def test_out_of_scope(dsn: str, admin: Conn) -> None:
+    with Actor(make_conninfo(dsn, options="-c orch_lease.scopes=deploy"), "a") as actor:
+        with actor.lease(6, scope="merge") as lease:
+            assert lease.grant.outcome is AcquireOutcome.OUT_OF_SCOPE and lease.token is None
+        with actor.lease(6, scope="deploy") as lease:
+            assert lease.grant.outcome is AcquireOutcome.ACQUIRED
+    assert leases(admin) == 0
+
+
+def test_held_raises_and_names_the_holder(dsn: str, admin: Conn) -> None:
+    with Actor(dsn, "a", owner="monitor") as a, Actor(dsn, "b", owner="webhook") as b:
+        with a.lease(7):
+            with pytest.raises(LeaseHeld) as refused, b.lease("007"):  # one task, two spellings
+                pytest.fail("entered the block without the lease")
+            assert refused.value.grant.outcome is AcquireOutcome.HELD
+            assert refused.value.grant.holder == "monitor"
+            assert refused.value.grant.holder_boot_id == a.boot_id
+    assert leases(admin) == 0
+
+
+def test_busy_is_retried_with_jitter_then_given_up(dsn: str, admin: Conn) -> None:
+    with psycopg.connect(dsn) as other, Actor(dsn, "b", retry=RetryPolicy(attempts=3)) as actor:
+        # another transaction is acquiring item 8 and has not committed
+        other.execute("SELECT orch_lease.transition_lease_acquire('8', 'other', 1, 'other-boot')")
+        with pytest.raises(LeaseBusy) as refused, actor.lease(8):
+            pytest.fail("entered the block without the lease")
+        assert refused.value.grant.outcome is AcquireOutcome.BUSY
+        # ... and when it rolls back while we retry, the retry gets the lease
+        threading.Timer(0.3, other.rollback).start()
+        actor.retry = RetryPolicy(attempts=40, base=0.05, cap=0.1)
+        with actor.lease(8) as lease:
+            assert lease.grant.outcome is AcquireOutcome.ACQUIRED
+    assert leases(admin) == 0
+
+
+def test_reclaimed_from_a_gone_session(dsn: str, admin: Conn) -> None:
+    with psycopg.connect(dsn, autocommit=True) as ghost:
+        ghost.execute("SELECT orch_lease.transition_lease_acquire_session('9', 'ghost')")
+    with Actor(dsn, "a") as actor, actor.lease(9) as lease:
+        assert lease.grant.outcome is AcquireOutcome.RECLAIMED and lease.grant.acquired
+        assert lease.grant.holder == "ghost"
+        assert lease.commit("queued", "merged").outcome is CasOutcome.APPLIED
+
+
+def test_superseded_stops_the_zombie(dsn: str, admin: Conn) -> None:
+    with Actor(dsn, "zombie") as actor:
+        # a newer incarnation of the instance registered itself, here by hand: where recover refuses an
+        # instance whose registering session is still connected (issue #21), by a deliberate takeover
+        takeover = one(admin, "SELECT to_regprocedure('orch_lease.transition_lease_takeover(text,text,integer)') IS NOT NULL")
+        register = "transition_lease_takeover" if takeover else "transition_lease_recover"
+        admin.execute(f"SELECT count(*) FROM orch_lease.{register}('newer', 'zombie', 1)")
+        with pytest.raises(Superseded), actor.lease(10):
+            pytest.fail("a zombie entered the block")
+    assert leases(admin) == 0
+
+
+def test_commit_retry_keeps_the_lease(dsn: str, admin: Conn) -> None:
+    slow = make_conninfo(dsn, options="-c lock_timeout=100ms")
+    with psycopg.connect(dsn) as other, Actor(slow, "a", retry=RetryPolicy(attempts=2)) as actor:
+        with actor.lease(11) as lease:
+            other.execute("SELECT * FROM task WHERE id = 11 FOR UPDATE")  # the task row, locked
+            assert lease.commit("queued", "merged").outcome is CasOutcome.RETRY
+            assert lease.open and lease.still_held()
+            other.rollback()
+            assert lease.commit("queued", "merged").outcome is CasOutcome.APPLIED
+        with actor.lease(12) as left_open:
+            other.execute("SELECT * FROM task WHERE id = 12 FOR UPDATE")
+            assert left_open.commit("queued", "merged").outcome is CasOutcome.RETRY
+        # left open after retry: leaving the block released it
+        other.rollback()
+    assert leases(admin) == 0
+    assert one(admin, "SELECT string_agg(stage, ',' ORDER BY id) FROM task WHERE id IN (11, 12)") == "merged,queued"
+
+
+def test_a_block_that_raises_releases_the_lease(dsn: str, admin: Conn) -> None:
+    with Actor(dsn, "a") as actor:
+        with pytest.raises(RuntimeError, match="effect failed"), actor.lease(13):
+            raise RuntimeError("effect failed")
+        with actor.lease(14) as lease:
+            assert lease.release() and not lease.open
+    assert leases(admin) == 0
+    assert one(admin, "SELECT count(*) FROM orch_lease.lease_event WHERE event = 'released'") == 2
+
+
+def test_bad_input_is_the_servers_error_and_leaves_no_lease(dsn: str, admin: Conn) -> None:
+    with Actor(dsn, "a") as actor:
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation) as error, actor.lease("abc"):
+            pytest.fail("entered the block")
+        assert error.value.sqlstate == "22P02"
+        with actor.lease(15) as lease:  # the connection is usable
+            assert lease.grant.outcome is AcquireOutcome.ACQUIRED
+    assert leases(admin) == 0
+
+
+def test_one_instance_one_live_process(dsn: str, admin: Conn) -> None:
+    with Actor(dsn, "webhook") as first:
+        with pytest.raises(InstanceInUse):
+            Actor(dsn, "webhook").start()
+        # the first is still the live incarnation
+        assert one(admin, "SELECT boot_id FROM orch_lease.boot WHERE superseded_at IS NULL") == first.boot_id
+        with Actor(dsn, owner="py") as auto_a, Actor(dsn, owner="py") as auto_b:
+            assert auto_a.instance and auto_b.instance and auto_a.instance != auto_b.instance
+            assert auto_a.instance.startswith("py-") and auto_a.instance.endswith("-0")
+    # once the first is gone its name is free, and its successor recovers it
+    with Actor(dsn, "webhook") as successor:
+        assert successor.boot_id != first.boot_id
+
+
+def test_without_the_claim_the_server_refuses_a_twin_and_takeover_replaces_it(dsn: str, admin: Conn) -> None:
+    # what an actor behind a transaction pooler meets (no claim): recover refuses an instance whose
+    # registering session is connected (55006), a takeover supersedes it on purpose
+    with Actor(dsn, "pooled", claim=False) as first:
+        with pytest.raises(InstanceInUse, match="still connected"):
+            Actor(dsn, "pooled", claim=False).start()
+        with Actor(dsn, "pooled", claim=False, takeover=True) as replacement:
+            with pytest.raises(Superseded), first.lease(16):
+                pytest.fail("the replaced process entered the block")
+            with replacement.lease(16) as lease:
+                assert lease.grant.outcome is AcquireOutcome.ACQUIRED

@@ -1,0 +1,47 @@
+"""An actor process for the tests that need real processes (test_processes.py):
+
+    python worker.py DSN race OWNER AT ITEM…      from time AT (epoch seconds) on, advance each item
+                                                  queued -> merged with one effect (instance: a free slot)
+    python worker.py DSN named INSTANCE AT ITEM…  the same as instance INSTANCE; exit 2 if it is in use
+    python worker.py DSN hold INSTANCE ITEM       acquire ITEM, say "holding", wait to be killed
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from orch_lease import Actor, InstanceInUse, LeaseNotAcquired
+
+
+def advance(actor: Actor, at: float, items: list[str]) -> None:
+    time.sleep(max(0.0, at - time.time()))  # racers start at once
+    for item in items:
+        try:
+            with actor.lease(item) as lease:
+                row = actor.connection.execute("SELECT stage FROM task WHERE id = %s", (item,)).fetchone()
+                if row is None or row[0] != "queued":
+                    continue
+                actor.connection.execute("INSERT INTO effect VALUES (%s, %s)", (item, actor.boot_id))
+                time.sleep(0.01)
+                lease.commit("queued", "merged")
+        except LeaseNotAcquired:
+            pass
+
+
+def hold(dsn: str, instance: str, item: str) -> None:
+    with Actor(dsn, instance) as actor, actor.lease(item):
+        print("holding", flush=True)
+        time.sleep(120)
+
+
+if __name__ == "__main__":
+    dsn, mode, name, *rest = sys.argv[1:]
+    if mode == "hold":
+        hold(dsn, name, rest[0])
+        sys.exit(0)
+    try:
+        with Actor(dsn, owner=name) if mode == "race" else Actor(dsn, name) as actor:
+            advance(actor, float(rest[0]), rest[1:])
+    except InstanceInUse:
+        sys.exit(2)
