@@ -132,43 +132,41 @@ const CUT: [&str; 5] = [
     "reason",
 ];
 
-/// Adds `n` (`count(*)` of `source`'s rows, or `1`) to this backend's count (slot `{shard}`) of each
-/// `(event, outcome)`, inserting the row the first time. Always through ON CONFLICT, whose look for the
-/// row takes no predicate lock: at SERIALIZABLE, counting must not make two callers' transactions
-/// conflict (a plain UPDATE's index scan did, and raised 40001 in the isolation specs).
-fn count(values: &str, shard: &str) -> String {
+/// Adds each `(event, outcome)` of `source` to this backend's count (slot `{shard}`), inserting the row
+/// the first time. Always through ON CONFLICT, whose look for the row takes no predicate lock: at
+/// SERIALIZABLE, counting must not make two callers' transactions conflict (a plain UPDATE's index scan
+/// did, and raised 40001 in the isolation specs). A statement of its own, not a CTE of the history's
+/// insert: on Citus the history is distributed and the counts stay local to each node, and one statement
+/// cannot write both (docs/scale-out.md).
+fn count(source: &str) -> String {
     format!(
-        "INSERT INTO orch_lease.event_count AS c (event, outcome, shard, n) {}
-         ON CONFLICT (event, outcome, shard) DO UPDATE SET n = c.n + EXCLUDED.n",
-        values.replace("{shard}", shard)
+        "INSERT INTO orch_lease.event_count AS c (event, outcome, shard, n) {source}
+         ON CONFLICT (event, outcome, shard) DO UPDATE SET n = c.n + EXCLUDED.n"
     )
 }
 
 thread_local! {
-    /// An event counted, not recorded.
-    static COUNT_ONLY: String = count("VALUES ($1, $2, {shard}, 1)", "$3");
-    /// A routine event: recorded and counted, not announced.
-    static INSERT_ONE: String = format!(
-        "WITH recorded AS (
-             INSERT INTO orch_lease.lease_event ({COLUMNS})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, pg_catalog.pg_get_userbyid($13)))
-         {}",
-        count("VALUES ($1, $2, {shard}, 1)", "$14")
+    /// One event counted.
+    static COUNT_ONE: String = count("VALUES ($1, $2, $3, 1)");
+    /// Events counted, from arrays of their events and outcomes.
+    static COUNT_ALL: String = count(
+        "SELECT event, outcome, $3, count(*) FROM unnest($1::text[], $2::text[]) e (event, outcome)
+          GROUP BY event, outcome"
     );
-    /// Takeovers: recorded, counted, and announced by one statement.
+    /// A routine event recorded, not announced.
+    static INSERT_ONE: String = format!(
+        "INSERT INTO orch_lease.lease_event ({COLUMNS})
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, pg_catalog.pg_get_userbyid($13))"
+    );
+    /// Takeovers recorded and announced by one statement.
     static INSERT_ALL: String = format!(
         "WITH recorded AS (
              INSERT INTO orch_lease.lease_event ({COLUMNS})
              SELECT *, pg_catalog.pg_get_userbyid($13)
                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
                            $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[])
-             RETURNING *),
-         counted AS ({})
+             RETURNING *)
          {}",
-        count(
-            "SELECT event, outcome, {shard}, count(*) FROM recorded GROUP BY event, outcome",
-            "$14"
-        ),
         announce()
     );
 }
@@ -221,14 +219,14 @@ pub fn record(client: &SpiClient<'_>, event: Event<'_>) {
     if TAKEOVERS.contains(&event.event) {
         return record_all(client, &[event]);
     }
+    COUNT_ONE.with(|sql| {
+        plans::run(
+            client,
+            sql,
+            &[event.event.into(), event.outcome.into(), shard().into()],
+        )
+    });
     if !recorded(&event) {
-        COUNT_ONLY.with(|sql| {
-            plans::run(
-                client,
-                sql,
-                &[event.event.into(), event.outcome.into(), shard().into()],
-            )
-        });
         return;
     }
     INSERT_ONE.with(|sql| {
@@ -249,13 +247,12 @@ pub fn record(client: &SpiClient<'_>, event: Event<'_>) {
                 event.stage_to.into(),
                 event.reason.into(),
                 owner::caller().into(),
-                shard().into(),
             ],
         )
     });
 }
 
-/// Records, counts and announces takeovers with one statement (recover's and the reaper's, one at a
+/// Records and announces takeovers with one statement, and counts them with another (recover's and the reaper's, one at a
 /// time for an acquire's reclaim and a forced release): always recorded, whatever the history keeps.
 pub fn record_all(client: &SpiClient<'_>, events: &[Event<'_>]) {
     if events.is_empty() {
@@ -288,6 +285,16 @@ pub fn record_all(client: &SpiClient<'_>, events: &[Event<'_>]) {
                 text(events, |e| e.stage_to).into(),
                 text(events, |e| e.reason).into(),
                 owner::caller().into(),
+            ],
+        )
+    });
+    COUNT_ALL.with(|sql| {
+        plans::run(
+            client,
+            sql,
+            &[
+                text(events, |e| Some(e.event)).into(),
+                text(events, |e| Some(e.outcome)).into(),
                 shard().into(),
             ],
         )

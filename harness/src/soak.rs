@@ -157,10 +157,18 @@ impl Actor {
     /// this boot whose grant we never heard of — its effect was never started.
     fn reconnect(&mut self, error: &postgres::Error) {
         // Only a lost connection is expected here: operator intervention (57…, a terminated session or
-        // a server going down) or a connection exception (08…). Anything else is a bug.
+        // a server going down) or a connection exception (08…) — or, through a Citus coordinator, a
+        // worker's lost connection, which Citus reports without a SQLSTATE of its own (XX000). Anything
+        // else is a bug.
         if let Some(code) = error.code().map(|code| code.code()) {
+            let relayed_by_citus = code == "XX000"
+                && error.as_db_error().is_some_and(|db| {
+                    db.message().contains("connection marked as essential")
+                        || db.message().contains("server closed the connection")
+                        || db.message().contains("connection to the remote node")
+                });
             assert!(
-                code.starts_with("57") || code.starts_with("08"),
+                code.starts_with("57") || code.starts_with("08") || relayed_by_citus,
                 "{}: unexpected database error: {}",
                 self.instance,
                 error
