@@ -238,7 +238,15 @@ check "SELECT string_agg(label || '=' || (value > 0), ' ' ORDER BY label)
 check "SELECT count(*) FROM (SELECT new_token, lag(new_token) OVER (PARTITION BY work_item ORDER BY at, event_id) AS previous
          FROM orch_lease.lease_event WHERE new_token IS NOT NULL) g WHERE new_token <= previous" 0 "tokens grow per item"
 check "SELECT count(*) = count(DISTINCT new_token) FROM orch_lease.lease_event WHERE new_token IS NOT NULL" t "tokens are unique"
-passed=$((passed + 3))
+# the hourly prune, through the coordinator over every shard: the history emptied, the counters unchanged
+reclaims="SELECT sum(m.value) FROM run_command_on_all_nodes(\$\$SELECT json_agg(m) FROM orch_lease.transition_lease_metrics() m\$\$) r,
+            json_to_recordset(r.result::json) AS m (metric text, label text, value double precision)
+          WHERE m.metric = 'orch_lease_reclaims_total'"
+before=$(q "$reclaims")
+check "SELECT orch_lease.transition_lease_prune('0 seconds') > 0" t "prune removes the history"
+check "SELECT count(*) FROM orch_lease.lease_event" 0 "prune leaves history behind"
+check "$reclaims" "$before" "prune changed the counters"
+passed=$((passed + 6))
 
 # Bad input raised on a worker reaches the caller with its SQLSTATE and nothing written
 for worker in "$WORKER1" "$WORKER2"; do

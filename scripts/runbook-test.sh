@@ -60,13 +60,5 @@ answer=$(as_actor -v VERBOSITY=verbose -c "SET orch_lease.enabled = off" | head 
 [[ "$answer" == "ERROR:  42501:"* ]] || fail "with session_preload_libraries: got '$answer'"
 q "DROP ROLE settings_actor" >/dev/null
 
-# docs/scale-out.md names orch_lease's tables and functions for Citus: every one must exist as written.
-SUITE=scale-out.md
-grep -o "create_distributed_function('[^']*'" docs/scale-out.md | cut -d"'" -f2 | while read -r function; do
-    q "SELECT '$function'::regprocedure" >/dev/null || fail "no function $function"
-done
-grep -oE "create_(distributed|reference)_table\('orch_lease\.[a-z_]*'" docs/scale-out.md | cut -d"'" -f2 | while read -r table; do
-    q "SELECT '$table'::regclass" >/dev/null || fail "no table $table"
-done
 echo "runbook: $(snippet_count docs/runbook.md) snippets ran"
 echo "runbook: 1 passed, 0 failed"

@@ -127,15 +127,18 @@ DECLARE
                                    current_setting('orch_lease.history_retention', true)::interval,
                                    interval '7 days');
     removed bigint;
+    cutoff timestamptz;
 BEGIN
     IF retention < interval '0' THEN
         RAISE EXCEPTION 'orch_lease: older_than must not be negative, not %', retention
               USING ERRCODE = '22023';
     END IF;
-    WITH gone AS (DELETE FROM orch_lease.lease_event WHERE at < clock_timestamp() - retention RETURNING 1)
+    -- The cut-off is a value, not a volatile call inside the DELETEs: Citus refuses those (docs/scale-out.md).
+    cutoff := clock_timestamp() - retention;
+    WITH gone AS (DELETE FROM orch_lease.lease_event WHERE at < cutoff RETURNING 1)
     SELECT count(*) INTO removed FROM gone;
     DELETE FROM orch_lease.boot b
-     WHERE b.superseded_at < clock_timestamp() - retention
+     WHERE b.superseded_at < cutoff
        AND NOT EXISTS (SELECT FROM orch_lease.transition_lease l WHERE l.owner_boot_id = b.boot_id);
     RETURN removed;
 END

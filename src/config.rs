@@ -60,8 +60,8 @@ pub fn init() {
         GucRegistry::define_string_guc_with_hooks(
             c"orch_lease.history_retention",
             c"How long transition_lease_prune keeps lease history by default (an interval).",
-            c"Events older than this are removed by orch_lease.transition_lease_prune() and folded into the \
-              counters the metrics report, so the counts never go down.",
+            c"Events older than this are removed by orch_lease.transition_lease_prune(); the counters the \
+              metrics report are kept apart and never go down.",
             &HISTORY_RETENTION,
             GucContext::Suset,
             GucFlags::default(),
