@@ -622,18 +622,27 @@ pub type Reaped = (Ended, &'static str, f64);
 /// names one work item, which Citus (docs/scale-out.md) runs on the shard holding it; it refuses a lock
 /// over every shard. A candidate renewed or ended meanwhile no longer matches and is left alone.
 pub fn reap(client: &SpiClient<'_>, ceiling_s: i32) -> Vec<Reaped> {
-    // Ages are measured from the sweep's start: Citus runs no volatile function (clock_timestamp) in a
-    // statement that modifies a distributed table.
-    const DOOMED: &str = "(orch_lease.boot_liveness(l.owner_boot_id) = 'stale'
-                           OR l.acquired_at < statement_timestamp() - make_interval(secs => $1))";
+    // Ages are measured from the sweep's start, read first and passed in: Citus runs no volatile
+    // function (clock_timestamp) in a statement that modifies a distributed table, and
+    // statement_timestamp() stays a procedure's CALL time across its COMMITs (a reaper loop).
+    let now: TimestampWithTimeZone = column(
+        &plans::run(client, "SELECT clock_timestamp() AS now", &[]).first(),
+        "now",
+    );
+    let doomed = |now: &str| {
+        format!(
+            "(orch_lease.boot_liveness(l.owner_boot_id) = 'stale'
+              OR l.acquired_at < {now} - make_interval(secs => $1))"
+        )
+    };
     let candidates: Vec<(String, i64, f64)> = plans::run(
         client,
         &format!(
-            "SELECT l.work_item, l.token,
-                    extract(epoch FROM statement_timestamp() - l.acquired_at)::float8 AS age_s
-               FROM orch_lease.transition_lease l WHERE {DOOMED}"
+            "SELECT l.work_item, l.token, extract(epoch FROM $2 - l.acquired_at)::float8 AS age_s
+               FROM orch_lease.transition_lease l WHERE {}",
+            doomed("$2")
         ),
-        &[ceiling_s.into()],
+        &[ceiling_s.into(), now.into()],
     )
     .map(|row| {
         let age_s = column(&row, "age_s");
@@ -646,11 +655,12 @@ pub fn reap(client: &SpiClient<'_>, ceiling_s: i32) -> Vec<Reaped> {
              SELECT l.work_item, l.token,
                     orch_lease.boot_liveness(l.owner_boot_id) IS NOT DISTINCT FROM 'stale' AS dead
                FROM orch_lease.transition_lease l
-              WHERE l.work_item = $2 AND l.token = $3 AND {DOOMED}
+              WHERE l.work_item = $2 AND l.token = $3 AND {}
                 FOR UPDATE SKIP LOCKED)
          DELETE FROM orch_lease.transition_lease l USING doomed d
           WHERE l.work_item = $2 AND l.work_item = d.work_item AND l.token = d.token
-         RETURNING l.*, d.dead"
+         RETURNING l.*, d.dead",
+        doomed("$4")
     );
     let reaped: Vec<Reaped> = candidates
         .iter()
@@ -658,7 +668,12 @@ pub fn reap(client: &SpiClient<'_>, ceiling_s: i32) -> Vec<Reaped> {
             let row = plans::run(
                 client,
                 &end_one,
-                &[ceiling_s.into(), key.as_str().into(), (*token).into()],
+                &[
+                    ceiling_s.into(),
+                    key.as_str().into(),
+                    (*token).into(),
+                    now.into(),
+                ],
             )
             .next()?;
             let kind = match column::<bool>(&row, "dead") {
