@@ -614,6 +614,16 @@ pub fn end_superseded(client: &SpiClient<'_>, instance: &str, by_boot: &str) -> 
 /// A lease the reaper took, with its kind (`stale` or `ceiling`) and age.
 pub type Reaped = (Ended, &'static str, f64);
 
+/// The time now, read by a statement of its own, for a statement that must not call a volatile function
+/// (Citus, docs/scale-out.md) nor use statement_timestamp(), which a procedure keeps at its CALL across
+/// its COMMITs.
+pub fn clock(client: &SpiClient<'_>) -> TimestampWithTimeZone {
+    column(
+        &plans::run(client, "SELECT clock_timestamp() AS now", &[]).first(),
+        "now",
+    )
+}
+
 /// The reaper's sweep: ends leases whose holder is dead (`stale`, a `reclaimed` event) and leases held
 /// longer than `ceiling_s` whatever their liveness (`ceiling`, a `reaped` event). A lease in use by a
 /// running transaction right now is skipped until the next run. Run as the extension's owner.
@@ -622,13 +632,8 @@ pub type Reaped = (Ended, &'static str, f64);
 /// names one work item, which Citus (docs/scale-out.md) runs on the shard holding it; it refuses a lock
 /// over every shard. A candidate renewed or ended meanwhile no longer matches and is left alone.
 pub fn reap(client: &SpiClient<'_>, ceiling_s: i32) -> Vec<Reaped> {
-    // Ages are measured from the sweep's start, read first and passed in: Citus runs no volatile
-    // function (clock_timestamp) in a statement that modifies a distributed table, and
-    // statement_timestamp() stays a procedure's CALL time across its COMMITs (a reaper loop).
-    let now: TimestampWithTimeZone = column(
-        &plans::run(client, "SELECT clock_timestamp() AS now", &[]).first(),
-        "now",
-    );
+    // Ages are measured from the sweep's start, read first and passed in (`clock`).
+    let now = clock(client);
     let doomed = |now: &str| {
         format!(
             "(orch_lease.boot_liveness(l.owner_boot_id) = 'stale'
