@@ -141,6 +141,10 @@ const CUT: [&str; 5] = [
 /// did, and raised 40001 in the isolation specs). A statement of its own, not a CTE of the history's
 /// insert: on Citus the history is distributed and the counts stay local to each node, and one statement
 /// cannot write both (docs/scale-out.md).
+///
+/// The slot's row is used while this transaction holds the slot's advisory lock, never waited for: a
+/// prepared transaction that counted keeps that lock with its row locks, and a later session given the
+/// same slot then counts in a row of its own transaction (shard below 0) instead of waiting for it.
 fn count(source: &str) -> String {
     format!(
         "INSERT INTO orch_lease.event_count AS c (event, outcome, shard, n) {source}
@@ -148,14 +152,22 @@ fn count(source: &str) -> String {
     )
 }
 
+/// Advisory lock class ("cnts") of the backend slots' counter rows.
+const SLOT_LOCK_CLASS: i32 = 0x636e_7473;
+
+/// The shard a count goes to: the backend slot `$3` while no prepared transaction holds it, else one of
+/// this transaction's own (its xid, negated), which no other transaction can hold.
+const SHARD: &str = "CASE WHEN pg_catalog.pg_try_advisory_xact_lock($4, $3) THEN $3
+                          ELSE -(pg_catalog.txid_current() % 2147483647)::integer END";
+
 thread_local! {
     /// One event counted.
-    static COUNT_ONE: String = count("VALUES ($1, $2, $3, 1)");
+    static COUNT_ONE: String = count(&format!("VALUES ($1, $2, {SHARD}, 1)"));
     /// Events counted, from arrays of their events and outcomes.
-    static COUNT_ALL: String = count(
-        "SELECT event, outcome, $3, count(*) FROM unnest($1::text[], $2::text[]) e (event, outcome)
+    static COUNT_ALL: String = count(&format!(
+        "SELECT event, outcome, {SHARD}, count(*) FROM unnest($1::text[], $2::text[]) e (event, outcome)
           GROUP BY event, outcome"
-    );
+    ));
     /// A routine event recorded, not announced.
     static INSERT_ONE: String = format!(
         "INSERT INTO orch_lease.lease_event ({COLUMNS})
@@ -226,7 +238,12 @@ pub fn record(client: &SpiClient<'_>, event: Event<'_>) {
         plans::run(
             client,
             sql,
-            &[event.event.into(), event.outcome.into(), shard().into()],
+            &[
+                event.event.into(),
+                event.outcome.into(),
+                shard().into(),
+                SLOT_LOCK_CLASS.into(),
+            ],
         )
     });
     if !recorded(&event) {
@@ -299,6 +316,7 @@ pub fn record_all(client: &SpiClient<'_>, events: &[Event<'_>]) {
                 text(events, |e| Some(e.event)).into(),
                 text(events, |e| Some(e.outcome)).into(),
                 shard().into(),
+                SLOT_LOCK_CLASS.into(),
             ],
         )
     });

@@ -614,6 +614,16 @@ pub fn end_superseded(client: &SpiClient<'_>, instance: &str, by_boot: &str) -> 
 /// A lease the reaper took, with its kind (`stale` or `ceiling`) and age.
 pub type Reaped = (Ended, &'static str, f64);
 
+/// The time now, read by a statement of its own, for a statement that must not call a volatile function
+/// (Citus, docs/scale-out.md) nor use statement_timestamp(), which a procedure keeps at its CALL across
+/// its COMMITs.
+pub fn clock(client: &SpiClient<'_>) -> TimestampWithTimeZone {
+    column(
+        &plans::run(client, "SELECT clock_timestamp() AS now", &[]).first(),
+        "now",
+    )
+}
+
 /// The reaper's sweep: ends leases whose holder is dead (`stale`, a `reclaimed` event) and leases held
 /// longer than `ceiling_s` whatever their liveness (`ceiling`, a `reaped` event). A lease in use by a
 /// running transaction right now is skipped until the next run. Run as the extension's owner.
@@ -622,18 +632,22 @@ pub type Reaped = (Ended, &'static str, f64);
 /// names one work item, which Citus (docs/scale-out.md) runs on the shard holding it; it refuses a lock
 /// over every shard. A candidate renewed or ended meanwhile no longer matches and is left alone.
 pub fn reap(client: &SpiClient<'_>, ceiling_s: i32) -> Vec<Reaped> {
-    // Ages are measured from the sweep's start: Citus runs no volatile function (clock_timestamp) in a
-    // statement that modifies a distributed table.
-    const DOOMED: &str = "(orch_lease.boot_liveness(l.owner_boot_id) = 'stale'
-                           OR l.acquired_at < statement_timestamp() - make_interval(secs => $1))";
+    // Ages are measured from the sweep's start, read first and passed in (`clock`).
+    let now = clock(client);
+    let doomed = |now: &str| {
+        format!(
+            "(orch_lease.boot_liveness(l.owner_boot_id) = 'stale'
+              OR l.acquired_at < {now} - make_interval(secs => $1))"
+        )
+    };
     let candidates: Vec<(String, i64, f64)> = plans::run(
         client,
         &format!(
-            "SELECT l.work_item, l.token,
-                    extract(epoch FROM statement_timestamp() - l.acquired_at)::float8 AS age_s
-               FROM orch_lease.transition_lease l WHERE {DOOMED}"
+            "SELECT l.work_item, l.token, extract(epoch FROM $2 - l.acquired_at)::float8 AS age_s
+               FROM orch_lease.transition_lease l WHERE {}",
+            doomed("$2")
         ),
-        &[ceiling_s.into()],
+        &[ceiling_s.into(), now.into()],
     )
     .map(|row| {
         let age_s = column(&row, "age_s");
@@ -646,11 +660,12 @@ pub fn reap(client: &SpiClient<'_>, ceiling_s: i32) -> Vec<Reaped> {
              SELECT l.work_item, l.token,
                     orch_lease.boot_liveness(l.owner_boot_id) IS NOT DISTINCT FROM 'stale' AS dead
                FROM orch_lease.transition_lease l
-              WHERE l.work_item = $2 AND l.token = $3 AND {DOOMED}
+              WHERE l.work_item = $2 AND l.token = $3 AND {}
                 FOR UPDATE SKIP LOCKED)
          DELETE FROM orch_lease.transition_lease l USING doomed d
           WHERE l.work_item = $2 AND l.work_item = d.work_item AND l.token = d.token
-         RETURNING l.*, d.dead"
+         RETURNING l.*, d.dead",
+        doomed("$4")
     );
     let reaped: Vec<Reaped> = candidates
         .iter()
@@ -658,7 +673,12 @@ pub fn reap(client: &SpiClient<'_>, ceiling_s: i32) -> Vec<Reaped> {
             let row = plans::run(
                 client,
                 &end_one,
-                &[ceiling_s.into(), key.as_str().into(), (*token).into()],
+                &[
+                    ceiling_s.into(),
+                    key.as_str().into(),
+                    (*token).into(),
+                    now.into(),
+                ],
             )
             .next()?;
             let kind = match column::<bool>(&row, "dead") {

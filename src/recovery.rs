@@ -138,13 +138,13 @@ fn register(
                 (takeover == Takeover::Refused && registrant == role).then_some(session.as_str());
             // Supersede the live boot of this instance. This waits for acquires that share-lock it, so
             // their leases are committed, and visible, before we end the stale ones below.
-            // statement_timestamp, not clock_timestamp: Citus runs no volatile function in an UPDATE
-            // of its tables (docs/scale-out.md), and the boot registry is one there.
+            // The time is read first (`lease::clock`): Citus runs no volatile function in an UPDATE of
+            // its tables (docs/scale-out.md), and the boot registry is one there.
             plans::run(
                 client,
-                "UPDATE orch_lease.boot SET superseded_at = statement_timestamp(), superseded_by = $1
+                "UPDATE orch_lease.boot SET superseded_at = $3, superseded_by = $1
                   WHERE instance = $2 AND superseded_at IS NULL",
-                &[boot_id.into(), instance.into()],
+                &[boot_id.into(), instance.into(), lease::clock(client).into()],
             );
             plans::run(
                 client,
