@@ -69,6 +69,7 @@ DECLARE
                                    interval '7 days');
     removed bigint;
     cutoff timestamptz;
+    in_use text[];
 BEGIN
     IF retention < interval '0' THEN
         RAISE EXCEPTION 'orch_lease: older_than must not be negative, not %', retention
@@ -78,9 +79,11 @@ BEGIN
     cutoff := clock_timestamp() - retention;
     WITH gone AS (DELETE FROM orch_lease.lease_event WHERE at < cutoff RETURNING 1)
     SELECT count(*) INTO removed FROM gone;
-    DELETE FROM orch_lease.boot b
-     WHERE b.superseded_at < cutoff
-       AND NOT EXISTS (SELECT FROM orch_lease.transition_lease l WHERE l.owner_boot_id = b.boot_id);
+    -- The boots leases still name, read first: Citus deletes from a reference table (the boots) only
+    -- with no distributed table (the leases) in the statement. No new lease can name a superseded boot.
+    in_use := ARRAY(SELECT DISTINCT l.owner_boot_id FROM orch_lease.transition_lease l
+                     WHERE l.owner_boot_id IS NOT NULL);
+    DELETE FROM orch_lease.boot b WHERE b.superseded_at < cutoff AND b.boot_id <> ALL (in_use);
     RETURN removed;
 END
 $$;
