@@ -7,14 +7,9 @@
 # BENCH_RUNS (3) × BENCH_SECONDS (5) per variant, at 1 and 4 clients. `make bench-history` runs it.
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
-begin
-lock_take
-bench_cluster
+bench_begin
 runs=${BENCH_RUNS:-3} seconds=${BENCH_SECONDS:-5}
 psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
-CREATE EXTENSION orch_lease;
-CREATE TABLE bench_task (id bigint PRIMARY KEY, stage text NOT NULL);
-INSERT INTO bench_task SELECT i, 'queued' FROM generate_series(0, 100000) i;
 CREATE TABLE raw_lease (LIKE orch_lease.transition_lease INCLUDING ALL);
 CREATE TABLE raw_event (LIKE orch_lease.lease_event INCLUDING ALL);
 CREATE SEQUENCE raw_token;
@@ -27,7 +22,7 @@ tps() { # script clients history → median tps of $runs runs
     for _ in $(seq "$runs"); do
         PGOPTIONS="-c orch_lease.history=$history" "$PG_BIN/pgbench" -n -M prepared -T "$seconds" \
             -c "$clients" -j "$clients" -f "bench/scripts/$script" 2>/dev/null | awk '/^tps/ { print $3 }'
-    done | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+    done | median
 }
 printf '%-8s %12s %12s %14s %12s %16s %18s %14s\n' clients raw takeovers 'raw+history' all \
     'all÷takeovers' 'takeovers÷raw' 'all÷raw+history'

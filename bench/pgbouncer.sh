@@ -6,14 +6,9 @@
 # BENCH_SECONDS (5) s at 1, 4 and 16 clients, and the ratio pooled ÷ direct. `make bench` runs it.
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
-begin
-lock_take
-bench_cluster
+bench_begin
 runs=${BENCH_RUNS:-3} seconds=${BENCH_SECONDS:-5}
 psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
-CREATE EXTENSION orch_lease;
-CREATE TABLE bench_task (id bigint PRIMARY KEY, stage text NOT NULL);
-INSERT INTO bench_task SELECT i, 'queued' FROM generate_series(0, 100000) i;
 SELECT orch_lease.register_task_table('bench_task');
 SELECT count(*) FROM orch_lease.transition_lease_recover('bench-boot', 'bench', 1);
 VACUUM ANALYZE;
@@ -23,7 +18,7 @@ tps() { # port clients → median tps of $runs runs
     for _ in $(seq "$runs"); do
         "$PG_BIN/pgbench" -n -M extended -h 127.0.0.1 -p "$1" -T "$seconds" -c "$2" -j "$(( $2 < 2 ? $2 : 2 ))" \
             -f bench/scripts/cycle_orch_lease.sql 2>/dev/null | awk '/^tps/ { print $3 }'
-    done | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+    done | median
 }
 printf '%-8s %12s %12s %16s\n' clients direct pgbouncer 'pgbouncer÷direct'
 for clients in 1 4 16; do

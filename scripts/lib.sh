@@ -162,6 +162,22 @@ bench_cluster() {
     cluster_start -c shared_buffers=512MB -c checkpoint_timeout=30min -c max_wal_size=4GB
 }
 
+# The start of a bench script: the lock on PostgreSQL's directories, a tuned cluster with orch_lease and
+# bench_task (ids 0 to 100000 at 'queued', not registered yet).
+bench_begin() {
+    begin
+    lock_take
+    bench_cluster
+    q "CREATE EXTENSION orch_lease;
+       CREATE TABLE bench_task (id bigint PRIMARY KEY, stage text NOT NULL);
+       INSERT INTO bench_task SELECT i, 'queued' FROM generate_series(0, 100000) i" >/dev/null
+}
+
+# The median of the numbers on standard input, one a line.
+median() {
+    sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+}
+
 # --- the suites --------------------------------------------------------------------------------------
 
 # The in-process #[pg_test]s (cargo pgrx test runs its own temporary server). One at a time: the tests

@@ -30,6 +30,19 @@ fn cas_error(db: &mut postgres::Client, stage: &str) -> DbError {
     .clone()
 }
 
+/// A database whose registered task table holds one task, `task-1` at `queued`; then `setup`.
+fn one_task_database(name: &str, setup: &str) -> String {
+    fresh_database_with(
+        name,
+        &format!(
+            "CREATE TABLE tasks (id text PRIMARY KEY, stage text NOT NULL);
+             INSERT INTO tasks VALUES ('task-1', 'queued');
+             SELECT orch_lease.register_task_table('tasks');
+             {setup}"
+        ),
+    )
+}
+
 fn no_rust(error: &DbError) {
     for text in [
         Some(error.message()),
@@ -120,12 +133,9 @@ fn errors_raised_inside_orch_lease_reach_the_client_whole() {
 /// and catching many does not grow the backend's memory (red21 F2: ~200 bytes of TopMemoryContext each).
 #[test]
 fn a_caught_error_leaves_no_context_and_no_memory_behind() {
-    let dsn = fresh_database_with(
+    let dsn = one_task_database(
         "passthrough_caught",
-        "CREATE TABLE tasks (id text PRIMARY KEY, stage text NOT NULL);
-         INSERT INTO tasks VALUES ('task-1', 'queued');
-         SELECT orch_lease.register_task_table('tasks');
-         CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN RAISE EXCEPTION 'refused %', NEW.id; END $$;
          CREATE TRIGGER refuse BEFORE UPDATE ON tasks FOR EACH ROW EXECUTE FUNCTION refuse();
          CREATE FUNCTION caught(n int) RETURNS int LANGUAGE plpgsql AS $$
@@ -175,12 +185,9 @@ fn a_caught_error_leaves_no_context_and_no_memory_behind() {
 /// context behind for the caller's next lock timeout, elsewhere (red21 F1).
 #[test]
 fn a_lost_race_leaves_no_context_behind() {
-    let dsn = fresh_database_with(
+    let dsn = one_task_database(
         "passthrough_lost_race",
-        "CREATE TABLE tasks (id text PRIMARY KEY, stage text NOT NULL);
-         INSERT INTO tasks VALUES ('task-1', 'queued');
-         SELECT orch_lease.register_task_table('tasks');
-         CREATE TABLE other (id int PRIMARY KEY);
+        "CREATE TABLE other (id int PRIMARY KEY);
          INSERT INTO other VALUES (1);",
     );
     let (mut locker, mut caller) = (connect_timed(&dsn), connect_timed(&dsn));
@@ -212,12 +219,9 @@ fn a_lost_race_leaves_no_context_behind() {
 /// added to it a second time (red21 F7).
 #[test]
 fn a_fatal_inside_a_statement_keeps_its_context_once() {
-    let dsn = fresh_database_with(
+    let dsn = one_task_database(
         "passthrough_fatal",
-        "CREATE TABLE tasks (id text PRIMARY KEY, stage text NOT NULL);
-         INSERT INTO tasks VALUES ('task-1', 'queued');
-         SELECT orch_lease.register_task_table('tasks');
-         CREATE FUNCTION leave() RETURNS trigger LANGUAGE plpgsql AS $$
+        "CREATE FUNCTION leave() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(5); RETURN NEW; END $$;
          CREATE TRIGGER leave BEFORE UPDATE ON tasks FOR EACH ROW EXECUTE FUNCTION leave();",
     );
