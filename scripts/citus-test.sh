@@ -16,6 +16,8 @@ CITUS_BUILD=${CITUS_BUILD:-/var/cache/orch_lease-citus/$CITUS_VERSION} # outside
 # Builds Citus from the vendored tarball and its patch into $CITUS_BUILD, once: a stamp names the inputs.
 citus_build() {
     local inputs
+    [ -f "$VENDOR/citus-$CITUS_VERSION.tar.gz" ] ||
+        fail "no citus-$CITUS_VERSION.tar.gz in $VENDOR: set ORCH_LEASE_VENDOR to the folder holding it and its patch"
     inputs=$(cat "$VENDOR/citus-$CITUS_VERSION.tar.gz" "$VENDOR/citus-$CITUS_VERSION-pg15-minor.patch" "$PG_CONFIG" |
         sha256sum | cut -d' ' -f1)
     [ "$(cat "$CITUS_BUILD/.built" 2>/dev/null)" = "$inputs" ] && return 0
