@@ -21,11 +21,16 @@ use pgrx::spi::SpiClient;
 
 extension_sql!(
     r#"
+-- A domain, not a CHECK on the table: a domain's check is read once per session, a table's CHECK is
+-- parsed again by every INSERT (a twentieth of a lease cycle's time).
+CREATE DOMAIN orch_lease.lease_event_kind AS text
+    CHECK (VALUE IN ('acquired', 'refused', 'released', 'reclaimed', 'reaped', 'forced', 'cas_applied',
+                     'cas_lost'));
+COMMENT ON DOMAIN orch_lease.lease_event_kind IS 'What a lease history event is.';
 CREATE TABLE orch_lease.lease_event (
     event_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     at          timestamptz NOT NULL DEFAULT clock_timestamp(),
-    event       text NOT NULL CHECK (event IN ('acquired', 'refused', 'released', 'reclaimed', 'reaped',
-                                               'forced', 'cas_applied', 'cas_lost')),
+    event       orch_lease.lease_event_kind NOT NULL,
     work_item   text NOT NULL,
     old_owner   text,
     old_token   bigint,
@@ -138,16 +143,10 @@ const CUT: [&str; 5] = [
     "reason",
 ];
 
-/// Adds each `(event, outcome)` of `source` to this backend's count (slot `{shard}`), inserting the row
-/// the first time. Always through ON CONFLICT, whose look for the row takes no predicate lock: at
-/// SERIALIZABLE, counting must not make two callers' transactions conflict (a plain UPDATE's index scan
-/// did, and raised 40001 in the isolation specs). A statement of its own, not a CTE of the history's
-/// insert: on Citus the history is distributed and the counts stay local to each node, and one statement
-/// cannot write both (docs/scale-out.md).
-///
-/// The slot's row is used while this transaction holds the slot's advisory lock, never waited for: a
-/// prepared transaction that counted keeps that lock with its row locks, and a later session given the
-/// same slot then counts in a row of its own transaction (shard below 0) instead of waiting for it.
+/// Adds each `(event, outcome)` of `source` to this backend's count, inserting the row the first time.
+/// Always through ON CONFLICT, whose look for the row takes no predicate lock: at SERIALIZABLE, counting
+/// must not make two callers' transactions conflict (a plain UPDATE's index scan did, and raised 40001 in
+/// the isolation specs).
 fn count(source: &str) -> String {
     format!(
         "INSERT INTO orch_lease.event_count AS c (event, outcome, shard, n) {source}
@@ -158,35 +157,75 @@ fn count(source: &str) -> String {
 /// Advisory lock class ("cnts") of the backend slots' counter rows.
 const SLOT_LOCK_CLASS: i32 = 0x636e_7473;
 
-/// The shard a count goes to: the backend slot `$3` while no prepared transaction holds it, else one of
-/// this transaction's own (its xid, negated), which no other transaction can hold.
-const SHARD: &str = "CASE WHEN pg_catalog.pg_try_advisory_xact_lock($4, $3) THEN $3
-                          ELSE -(pg_catalog.txid_current() % 2147483647)::integer END";
+/// The shard a count goes to, from the parameters numbered `slot` (this backend's slot, `shard()`) and
+/// `class` (`SLOT_LOCK_CLASS`). The slot's row is used while this transaction holds the slot's advisory
+/// lock, never waited for: a prepared transaction that counted keeps that lock with its row locks, and
+/// a later session given the same slot then counts in a row of its own transaction (its xid, negated,
+/// which no other transaction can hold) instead of waiting for it.
+fn shard_of(slot: u8, class: u8) -> String {
+    format!(
+        "CASE WHEN pg_catalog.pg_try_advisory_xact_lock(${class}, ${slot}) THEN ${slot}
+              ELSE -(pg_catalog.txid_current() % 2147483647)::integer END"
+    )
+}
 
-thread_local! {
-    /// One event counted.
-    static COUNT_ONE: String = count(&format!("VALUES ($1, $2, {SHARD}, 1)"));
-    /// Events counted, from arrays of their events and outcomes.
-    static COUNT_ALL: String = count(&format!(
-        "SELECT event, outcome, {SHARD}, count(*) FROM unnest($1::text[], $2::text[]) e (event, outcome)
-          GROUP BY event, outcome"
-    ));
-    /// A routine event recorded, not announced.
-    static INSERT_ONE: String = format!(
+/// The history row of one event, from parameters $1 to $13 (`COLUMNS`' order, `by_role` an oid).
+fn insert_one() -> String {
+    format!(
         "INSERT INTO orch_lease.lease_event ({COLUMNS})
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, pg_catalog.pg_get_userbyid($13))"
-    );
-    /// Takeovers recorded and announced by one statement.
-    static INSERT_ALL: String = format!(
-        "WITH recorded AS (
+    )
+}
+
+/// The history rows of takeovers, from arrays $1 to $12 and the role $13: the query `recorded`.
+fn insert_all() -> String {
+    format!(
+        "recorded AS (
              INSERT INTO orch_lease.lease_event ({COLUMNS})
              SELECT *, pg_catalog.pg_get_userbyid($13)
                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
                            $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[])
-             RETURNING *)
-         {}",
+             RETURNING *)"
+    )
+}
+
+thread_local! {
+    /// One event counted.
+    static COUNT_ONE: String = count(&format!("VALUES ($1, $2, {}, 1)", shard_of(3, 4)));
+    /// A routine event recorded, not announced.
+    static INSERT_ONE: String = insert_one();
+    /// A routine event recorded and counted by one statement.
+    static RECORD_ONE: String = format!(
+        "WITH recorded AS ({}) {}",
+        insert_one(),
+        count(&format!("VALUES ($1, $2, {}, 1)", shard_of(14, 15)))
+    );
+    /// Events counted, from arrays of their events and outcomes.
+    static COUNT_ALL: String = count(&format!(
+        "SELECT event, outcome, {}, count(*) FROM unnest($1::text[], $2::text[]) e (event, outcome)
+          GROUP BY event, outcome",
+        shard_of(3, 4)
+    ));
+    /// Takeovers recorded and announced by one statement.
+    static ANNOUNCE_ALL: String = format!("WITH {} {}", insert_all(), announce());
+    /// Takeovers recorded, counted and announced by one statement.
+    static RECORD_ALL: String = format!(
+        "WITH {}, counted AS ({}) {}",
+        insert_all(),
+        count(&format!(
+            "SELECT event, outcome, {}, count(*) FROM recorded GROUP BY event, outcome",
+            shard_of(14, 15)
+        )),
         announce()
     );
+}
+
+/// Whether the history and the counts can be written by one statement: not with Citus loaded, where the
+/// history is distributed and the counts stay local to each node, and one statement cannot write both
+/// (docs/scale-out.md). Citus is a shared_preload_library: its settings exist in every session it may
+/// run in. A look-up of one setting, far cheaper than the statement it saves.
+fn one_statement() -> bool {
+    unsafe { pg_sys::GetConfigOption(c"citus.shard_count".as_ptr(), true, false) }.is_null()
 }
 
 /// The announcement of the takeovers in `recorded` (every row of it is one): NOTIFY orch_lease,
@@ -237,46 +276,44 @@ pub fn record(client: &SpiClient<'_>, event: Event<'_>) {
     if TAKEOVERS.contains(&event.event) {
         return record_all(client, &[event]);
     }
-    COUNT_ONE.with(|sql| {
-        plans::run(
-            client,
-            sql,
-            &[
-                event.event.into(),
-                event.outcome.into(),
-                shard().into(),
-                SLOT_LOCK_CLASS.into(),
-            ],
-        )
-    });
+    let count_one = || {
+        let args = [
+            event.event.into(),
+            event.outcome.into(),
+            shard().into(),
+            SLOT_LOCK_CLASS.into(),
+        ];
+        COUNT_ONE.with(|sql| plans::run(client, sql, &args));
+    };
     if !recorded(&event) {
-        return;
+        return count_one();
     }
-    INSERT_ONE.with(|sql| {
-        plans::run(
-            client,
-            sql,
-            &[
-                event.event.into(),
-                event.outcome.into(),
-                event.work_item.into(),
-                event.actor.into(),
-                event.old_owner.into(),
-                event.old_token.into(),
-                event.old_boot_id.into(),
-                event.new_owner.into(),
-                event.new_token.into(),
-                event.stage_from.into(),
-                event.stage_to.into(),
-                event.reason.into(),
-                owner::caller().into(),
-            ],
-        )
-    });
+    let mut row = vec![
+        event.event.into(),
+        event.outcome.into(),
+        event.work_item.into(),
+        event.actor.into(),
+        event.old_owner.into(),
+        event.old_token.into(),
+        event.old_boot_id.into(),
+        event.new_owner.into(),
+        event.new_token.into(),
+        event.stage_from.into(),
+        event.stage_to.into(),
+        event.reason.into(),
+        owner::caller().into(),
+    ];
+    if one_statement() {
+        row.extend([shard().into(), SLOT_LOCK_CLASS.into()]);
+        RECORD_ONE.with(|sql| plans::run(client, sql, &row));
+    } else {
+        INSERT_ONE.with(|sql| plans::run(client, sql, &row));
+        count_one();
+    }
 }
 
-/// Records and announces takeovers with one statement, and counts them with another (recover's and the reaper's, one at a
-/// time for an acquire's reclaim and a forced release): always recorded, whatever the history keeps.
+/// Records, counts and announces takeovers (recover's and the reaper's, one at a time for an acquire's
+/// reclaim and a forced release): always recorded, whatever the history keeps.
 pub fn record_all(client: &SpiClient<'_>, events: &[Event<'_>]) {
     if events.is_empty() {
         return;
@@ -290,37 +327,32 @@ pub fn record_all(client: &SpiClient<'_>, events: &[Event<'_>]) {
     fn token(events: &[Event<'_>], field: fn(&Event<'_>) -> Option<i64>) -> Vec<Option<i64>> {
         events.iter().map(field).collect()
     }
-    INSERT_ALL.with(|sql| {
-        plans::run(
-            client,
-            sql,
-            &[
-                text(events, |e| Some(e.event)).into(),
-                text(events, |e| Some(e.outcome)).into(),
-                text(events, |e| Some(e.work_item)).into(),
-                text(events, |e| e.actor).into(),
-                text(events, |e| e.old_owner).into(),
-                token(events, |e| e.old_token).into(),
-                text(events, |e| e.old_boot_id).into(),
-                text(events, |e| e.new_owner).into(),
-                token(events, |e| e.new_token).into(),
-                text(events, |e| e.stage_from).into(),
-                text(events, |e| e.stage_to).into(),
-                text(events, |e| e.reason).into(),
-                owner::caller().into(),
-            ],
-        )
-    });
-    COUNT_ALL.with(|sql| {
-        plans::run(
-            client,
-            sql,
-            &[
-                text(events, |e| Some(e.event)).into(),
-                text(events, |e| Some(e.outcome)).into(),
-                shard().into(),
-                SLOT_LOCK_CLASS.into(),
-            ],
-        )
-    });
+    let mut rows = vec![
+        text(events, |e| Some(e.event)).into(),
+        text(events, |e| Some(e.outcome)).into(),
+        text(events, |e| Some(e.work_item)).into(),
+        text(events, |e| e.actor).into(),
+        text(events, |e| e.old_owner).into(),
+        token(events, |e| e.old_token).into(),
+        text(events, |e| e.old_boot_id).into(),
+        text(events, |e| e.new_owner).into(),
+        token(events, |e| e.new_token).into(),
+        text(events, |e| e.stage_from).into(),
+        text(events, |e| e.stage_to).into(),
+        text(events, |e| e.reason).into(),
+        owner::caller().into(),
+    ];
+    if one_statement() {
+        rows.extend([shard().into(), SLOT_LOCK_CLASS.into()]);
+        RECORD_ALL.with(|sql| plans::run(client, sql, &rows));
+    } else {
+        ANNOUNCE_ALL.with(|sql| plans::run(client, sql, &rows));
+        let counted = [
+            text(events, |e| Some(e.event)).into(),
+            text(events, |e| Some(e.outcome)).into(),
+            shard().into(),
+            SLOT_LOCK_CLASS.into(),
+        ];
+        COUNT_ALL.with(|sql| plans::run(client, sql, &counted));
+    }
 }

@@ -206,32 +206,47 @@ fn record_grant(client: &SpiClient<'_>, request: &Request<'_>, decided: &Grant) 
 }
 
 fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
-    // One statement: the gate and the current holder. The gate: the caller's own boot must not be
-    // superseded (a zombie gets nothing), and no other transaction may be acquiring this item right now
-    // (a transaction-level advisory lock, never waited for). The boot row is share-locked so that a
-    // concurrent recover, which supersedes it, waits for us and then sees our lease. The holder is read
-    // without locking: a visible row is the holder as of now, even if its release is in flight. A boot
-    // another role registered is neither locked nor used: it is that role's incarnation, not ours
-    // (boots from before 0.4.0 name no role). The holder's liveness is asked only when there is a
-    // holder: boot_liveness is an SQL function, planned on every call (a sixth of a cycle's CPU).
+    // One statement: the gate, the current holder, and the grant when the item is free. The gate: the
+    // caller's own boot must not be superseded (a zombie gets nothing), and no other transaction may be
+    // acquiring this item right now (a transaction-level advisory lock, never waited for). The boot row is
+    // share-locked so that a concurrent recover, which supersedes it, waits for us and then sees our
+    // lease. The holder is read without locking: a visible row is the holder as of now, even if its
+    // release is in flight. A boot another role registered is neither locked nor used: it is that role's
+    // incarnation, not ours (boots from before 0.4.0 name no role). The holder's liveness is asked only
+    // when there is a holder: boot_liveness is an SQL function, planned on every call. The grant draws
+    // its token only when it inserts; a lease committed after this statement's snapshot is caught by
+    // ON CONFLICT (no row: someone else is there).
     let current = plans::run(
         client,
-        "SELECT EXISTS (SELECT FROM orch_lease.boot b
-                         WHERE b.boot_id = $2 AND b.registered_by <> $4) AS foreign_boot,
-                (SELECT b.superseded_at IS NOT NULL FROM orch_lease.boot b
-                  WHERE b.boot_id = $2 AND (b.registered_by IS NULL OR b.registered_by = $4)
-                    FOR SHARE NOWAIT) AS superseded,
-                pg_catalog.pg_try_advisory_xact_lock($3, pg_catalog.hashtext($1)) AS gate,
-                l.token, l.owner, l.owner_pid, l.owner_boot_id, l.acquired_at,
-                CASE WHEN l.work_item IS NOT NULL
-                     THEN orch_lease.boot_liveness(l.owner_boot_id) = 'stale' END AS dead
-           FROM (VALUES (true)) AS one_row
-           LEFT JOIN orch_lease.transition_lease l ON l.work_item = $1",
+        "WITH state AS (
+             SELECT EXISTS (SELECT FROM orch_lease.boot b
+                             WHERE b.boot_id = $2 AND b.registered_by <> $4) AS foreign_boot,
+                    (SELECT b.superseded_at IS NOT NULL FROM orch_lease.boot b
+                      WHERE b.boot_id = $2 AND (b.registered_by IS NULL OR b.registered_by = $4)
+                        FOR SHARE NOWAIT) AS superseded,
+                    pg_catalog.pg_try_advisory_xact_lock($3, pg_catalog.hashtext($1)) AS gate,
+                    l.token, l.owner, l.owner_pid, l.owner_boot_id, l.acquired_at,
+                    CASE WHEN l.work_item IS NOT NULL
+                         THEN orch_lease.boot_liveness(l.owner_boot_id) = 'stale' END AS dead
+               FROM (VALUES (true)) AS one_row
+               LEFT JOIN orch_lease.transition_lease l ON l.work_item = $1),
+         granted AS (
+             INSERT INTO orch_lease.transition_lease
+                    (work_item, token, owner, owner_pid, owner_boot_id, scope, holder_role)
+             SELECT $1, nextval('orch_lease.token_seq'), $5, $6, $2, $7, $4 FROM state
+              WHERE NOT state.foreign_boot AND state.superseded IS NOT TRUE AND state.gate
+                AND state.token IS NULL
+             ON CONFLICT (work_item) DO NOTHING
+             RETURNING token)
+         SELECT state.*, (SELECT token FROM granted) AS granted FROM state",
         &[
             request.key.as_str().into(),
             request.boot_id.as_str().into(),
             ITEM_LOCK_CLASS.into(),
             role.into(),
+            request.owner.into(),
+            request.owner_pid.into(),
+            request.scope.into(),
         ],
     )
     .first();
@@ -250,30 +265,13 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
         return Grant::new(false, "busy");
     }
     let Some(token) = nullable::<i64>(&current, "token") else {
-        // Free as of this statement's snapshot. A grant committed since is caught by ON CONFLICT.
-        let granted = plans::run(
-            client,
-            "INSERT INTO orch_lease.transition_lease
-                    (work_item, token, owner, owner_pid, owner_boot_id, scope, holder_role)
-             VALUES ($1, nextval('orch_lease.token_seq'), $2, $3, $4, $5, $6)
-             ON CONFLICT (work_item) DO NOTHING
-             RETURNING token",
-            &[
-                request.key.as_str().into(),
-                request.owner.into(),
-                request.owner_pid.into(),
-                request.boot_id.as_str().into(),
-                request.scope.into(),
-                role.into(),
-            ],
-        );
-        // No row: a lease was committed after our snapshot — someone else is there.
-        if granted.is_empty() {
-            return Grant::new(false, "busy");
-        }
-        return Grant {
-            token: Some(column(&granted.first(), "token")),
-            ..Grant::new(true, "acquired")
+        return match nullable::<i64>(&current, "granted") {
+            Some(token) => Grant {
+                token: Some(token),
+                ..Grant::new(true, "acquired")
+            },
+            // Free as of this statement's snapshot, but a lease was committed since.
+            None => Grant::new(false, "busy"),
         };
     };
     let holder = Holder {
