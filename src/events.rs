@@ -15,9 +15,10 @@
 //! `Event` and `COLUMNS` are the one definition of a history row: every writer goes through `record`
 //! or `record_all`.
 use crate::config::{self, History};
-use crate::{owner, plans};
+use crate::{errors, owner, plans, races};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
+use pgrx::PgSqlErrorCode;
 
 extension_sql!(
     r#"
@@ -270,45 +271,69 @@ fn shard() -> i32 {
     number as i32 + 1
 }
 
+/// Runs a statement that counts in this backend's slot (`Some(shard())`). At REPEATABLE READ and above,
+/// the slot's row may have been counted by a prepared transaction that committed after this
+/// transaction's snapshot: ON CONFLICT DO UPDATE on it raises 40001, which no contention of the
+/// caller's caused. The count then goes to a row of this transaction's own (`None`: the shard
+/// expression's other branch), as while a prepared transaction holds the slot.
+fn counting(run: impl Fn(Option<i32>)) {
+    if unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32 {
+        return run(Some(shard()));
+    }
+    if let Err(error) = races::subtransaction(|| run(Some(shard()))) {
+        let code = races::report_of(&error).sql_error_code();
+        if code != PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE {
+            error.rethrow();
+        }
+        errors::forget_passing();
+        run(None);
+    }
+}
+
 /// Counts one event, and records it in the history if `orch_lease.history` keeps it (a takeover is
 /// also announced). Run as the extension's owner; `by_role` is the caller.
 pub fn record(client: &SpiClient<'_>, event: Event<'_>) {
     if TAKEOVERS.contains(&event.event) {
         return record_all(client, &[event]);
     }
-    let count_one = || {
+    let count_one = |slot: Option<i32>| {
         let args = [
             event.event.into(),
             event.outcome.into(),
-            shard().into(),
+            slot.into(),
             SLOT_LOCK_CLASS.into(),
         ];
         COUNT_ONE.with(|sql| plans::run(client, sql, &args));
     };
     if !recorded(&event) {
-        return count_one();
+        return counting(count_one);
     }
-    let mut row = vec![
-        event.event.into(),
-        event.outcome.into(),
-        event.work_item.into(),
-        event.actor.into(),
-        event.old_owner.into(),
-        event.old_token.into(),
-        event.old_boot_id.into(),
-        event.new_owner.into(),
-        event.new_token.into(),
-        event.stage_from.into(),
-        event.stage_to.into(),
-        event.reason.into(),
-        owner::caller().into(),
-    ];
+    let row = || {
+        vec![
+            event.event.into(),
+            event.outcome.into(),
+            event.work_item.into(),
+            event.actor.into(),
+            event.old_owner.into(),
+            event.old_token.into(),
+            event.old_boot_id.into(),
+            event.new_owner.into(),
+            event.new_token.into(),
+            event.stage_from.into(),
+            event.stage_to.into(),
+            event.reason.into(),
+            owner::caller().into(),
+        ]
+    };
     if one_statement() {
-        row.extend([shard().into(), SLOT_LOCK_CLASS.into()]);
-        RECORD_ONE.with(|sql| plans::run(client, sql, &row));
+        counting(|slot| {
+            let mut args = row();
+            args.extend([slot.into(), SLOT_LOCK_CLASS.into()]);
+            RECORD_ONE.with(|sql| plans::run(client, sql, &args));
+        });
     } else {
-        INSERT_ONE.with(|sql| plans::run(client, sql, &row));
-        count_one();
+        INSERT_ONE.with(|sql| plans::run(client, sql, &row()));
+        counting(count_one);
     }
 }
 
@@ -327,32 +352,39 @@ pub fn record_all(client: &SpiClient<'_>, events: &[Event<'_>]) {
     fn token(events: &[Event<'_>], field: fn(&Event<'_>) -> Option<i64>) -> Vec<Option<i64>> {
         events.iter().map(field).collect()
     }
-    let mut rows = vec![
-        text(events, |e| Some(e.event)).into(),
-        text(events, |e| Some(e.outcome)).into(),
-        text(events, |e| Some(e.work_item)).into(),
-        text(events, |e| e.actor).into(),
-        text(events, |e| e.old_owner).into(),
-        token(events, |e| e.old_token).into(),
-        text(events, |e| e.old_boot_id).into(),
-        text(events, |e| e.new_owner).into(),
-        token(events, |e| e.new_token).into(),
-        text(events, |e| e.stage_from).into(),
-        text(events, |e| e.stage_to).into(),
-        text(events, |e| e.reason).into(),
-        owner::caller().into(),
-    ];
-    if one_statement() {
-        rows.extend([shard().into(), SLOT_LOCK_CLASS.into()]);
-        RECORD_ALL.with(|sql| plans::run(client, sql, &rows));
-    } else {
-        ANNOUNCE_ALL.with(|sql| plans::run(client, sql, &rows));
-        let counted = [
+    let rows = || {
+        vec![
             text(events, |e| Some(e.event)).into(),
             text(events, |e| Some(e.outcome)).into(),
-            shard().into(),
-            SLOT_LOCK_CLASS.into(),
-        ];
-        COUNT_ALL.with(|sql| plans::run(client, sql, &counted));
+            text(events, |e| Some(e.work_item)).into(),
+            text(events, |e| e.actor).into(),
+            text(events, |e| e.old_owner).into(),
+            token(events, |e| e.old_token).into(),
+            text(events, |e| e.old_boot_id).into(),
+            text(events, |e| e.new_owner).into(),
+            token(events, |e| e.new_token).into(),
+            text(events, |e| e.stage_from).into(),
+            text(events, |e| e.stage_to).into(),
+            text(events, |e| e.reason).into(),
+            owner::caller().into(),
+        ]
+    };
+    if one_statement() {
+        counting(|slot| {
+            let mut args = rows();
+            args.extend([slot.into(), SLOT_LOCK_CLASS.into()]);
+            RECORD_ALL.with(|sql| plans::run(client, sql, &args));
+        });
+    } else {
+        ANNOUNCE_ALL.with(|sql| plans::run(client, sql, &rows()));
+        counting(|slot| {
+            let args = [
+                text(events, |e| Some(e.event)).into(),
+                text(events, |e| Some(e.outcome)).into(),
+                slot.into(),
+                SLOT_LOCK_CLASS.into(),
+            ];
+            COUNT_ALL.with(|sql| plans::run(client, sql, &args));
+        });
     }
 }
