@@ -106,17 +106,6 @@ SELECT pg_catalog.setval('orch_lease.lease_event_event_id_seq',
 DROP TRIGGER announce ON orch_lease.lease_event;
 DROP FUNCTION orch_lease.announce_event();
 
--- The kind of event is checked by a domain, not a CHECK on the table: a domain's check is read once per
--- session, a table's CHECK is parsed again by every INSERT. The column becomes the domain while the domain
--- has no check yet (no rewrite of the history), then the check is added, which reads the history once.
-CREATE DOMAIN orch_lease.lease_event_kind AS text;
-ALTER TABLE orch_lease.lease_event DROP CONSTRAINT lease_event_event_check,
-                                   ALTER COLUMN event TYPE orch_lease.lease_event_kind;
-ALTER DOMAIN orch_lease.lease_event_kind ADD
-    CHECK (VALUE IN ('acquired', 'refused', 'released', 'reclaimed', 'reaped', 'forced', 'cas_applied',
-                     'cas_lost'));
-COMMENT ON DOMAIN orch_lease.lease_event_kind IS 'What a lease history event is.';
-
 -- Running counts: every event is counted in event_count, one row per backend slot (no row two sessions
 -- update), whatever the history keeps; the metrics read only these. The counts so far (the pruned ones
 -- and the history's own rows) become slot 0.

@@ -22,16 +22,11 @@ use pgrx::PgSqlErrorCode;
 
 extension_sql!(
     r#"
--- A domain, not a CHECK on the table: a domain's check is read once per session, a table's CHECK is
--- parsed again by every INSERT (a twentieth of a lease cycle's time).
-CREATE DOMAIN orch_lease.lease_event_kind AS text
-    CHECK (VALUE IN ('acquired', 'refused', 'released', 'reclaimed', 'reaped', 'forced', 'cas_applied',
-                     'cas_lost'));
-COMMENT ON DOMAIN orch_lease.lease_event_kind IS 'What a lease history event is.';
 CREATE TABLE orch_lease.lease_event (
     event_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     at          timestamptz NOT NULL DEFAULT clock_timestamp(),
-    event       orch_lease.lease_event_kind NOT NULL,
+    event       text NOT NULL CHECK (event IN ('acquired', 'refused', 'released', 'reclaimed', 'reaped',
+                                               'forced', 'cas_applied', 'cas_lost')),
     work_item   text NOT NULL,
     old_owner   text,
     old_token   bigint,
@@ -272,12 +267,15 @@ fn shard() -> i32 {
 }
 
 /// Runs a statement that counts in this backend's slot (`Some(shard())`). At REPEATABLE READ and above,
-/// the slot's row may have been counted by a prepared transaction that committed after this
-/// transaction's snapshot: ON CONFLICT DO UPDATE on it raises 40001, which no contention of the
-/// caller's caused. The count then goes to a row of this transaction's own (`None`: the shard
-/// expression's other branch), as while a prepared transaction holds the slot.
+/// with prepared transactions enabled, the slot's row may have been counted by a prepared transaction
+/// that committed after this transaction's snapshot: ON CONFLICT DO UPDATE on it raises 40001, which no
+/// contention of the caller's caused. The count then goes to a row of this transaction's own (`None`:
+/// the shard expression's other branch), as while a prepared transaction holds the slot. Only there
+/// does a count take a subtransaction (and, as it writes, a subtransaction id of its own).
 fn counting(run: impl Fn(Option<i32>)) {
-    if unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32 {
+    let snapshot_per_transaction =
+        unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32;
+    if !snapshot_per_transaction || !prepared_transactions() {
         return run(Some(shard()));
     }
     if let Err(error) = races::subtransaction(|| run(Some(shard()))) {
@@ -288,6 +286,13 @@ fn counting(run: impl Fn(Option<i32>)) {
         errors::forget_passing();
         run(None);
     }
+}
+
+/// Whether this server can prepare transactions (`max_prepared_transactions` above 0, set at start).
+fn prepared_transactions() -> bool {
+    let setting =
+        unsafe { pg_sys::GetConfigOption(c"max_prepared_transactions".as_ptr(), false, false) };
+    !setting.is_null() && unsafe { std::ffi::CStr::from_ptr(setting) }.to_bytes() != b"0"
 }
 
 /// Counts one event, and records it in the history if `orch_lease.history` keeps it (a takeover is
