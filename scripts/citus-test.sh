@@ -240,6 +240,8 @@ check "SELECT string_agg(label || '=' || (value > 0), ' ' ORDER BY label)
 check "SELECT count(*) FROM (SELECT new_token, lag(new_token) OVER (PARTITION BY work_item ORDER BY at, event_id) AS previous
          FROM orch_lease.lease_event WHERE new_token IS NOT NULL) g WHERE new_token <= previous" 0 "tokens grow per item"
 check "SELECT count(*) = count(DISTINCT new_token) FROM orch_lease.lease_event WHERE new_token IS NOT NULL" t "tokens are unique"
+check "SELECT count(*) = count(DISTINCT event_id) FROM orch_lease.lease_event" t \
+      "event ids are unique over the nodes (each numbers its events in its own range)"
 # the hourly prune, through the coordinator over every shard: the history emptied, the counters unchanged
 reclaims="SELECT sum(m.value) FROM run_command_on_all_nodes(\$\$SELECT json_agg(m) FROM orch_lease.transition_lease_metrics() m\$\$) r,
             json_to_recordset(r.result::json) AS m (metric text, label text, value double precision)
