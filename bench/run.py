@@ -28,9 +28,10 @@ TASKS = 100_000
 # runs with its default settings (orch_lease.history = changes: two history rows per cycle); the raw floor
 # makes the same three round trips in hand-written SQL without a history, and with the same two history
 # rows (the floor of anything that keeps orch_lease's history); the twin writes its history.
-CYCLES = {"orch_lease": "cycle3_orch_lease.sql", "raw floor": "cycle3_raw.sql",
-          "raw floor + history": "cycle3_raw_history.sql", "PL/pgSQL twin": "cycle3_twin.sql"}
-# The two-round-trip cycle (acquire, then commit) of the earlier runs, beside its floors.
+CYCLES = {"orch_lease": "cycle_orch_lease.sql", "raw floor": "cycle_raw.sql",
+          "raw floor + history": "cycle_raw_history.sql", "PL/pgSQL twin": "cycle_twin.sql"}
+# The two-round-trip cycle (acquire, then commit) of the earlier runs, beside its floors: the same scripts
+# without the stage read.
 CYCLES2 = {"orch_lease, 2 trips": "cycle_orch_lease.sql", "raw floor + history, 2 trips": "cycle_raw_history.sql",
            "raw floor, 2 trips": "cycle_raw.sql", "advisory lock": "cycle_advisory.sql"}
 HISTORY_SIZES = [10_000, 100_000, 1_000_000, int(os.environ.get("BENCH_HISTORY_MAX", "10000000"))]
@@ -60,8 +61,26 @@ def prepare():
         db.execute("SELECT count(*) FROM orch_lease.transition_lease_recover('bench-boot', 'bench', 1)")
 
 
+def three_trips(script):
+    """Issue #15's cycle: bench/scripts/`script` (acquire, then commit) after a read of the item's stage,
+    written to target/bench/ once."""
+    first, rest = (HERE / "scripts" / script).read_text().split("\n", 1)
+    path = HERE.parent / "target" / "bench" / "cycle3" / script
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{first}\nSELECT stage FROM bench_task WHERE id = :item;\n{rest}")
+    return path
+
+
+def cycle_scripts(sync):
+    """The cycles measured at synchronous_commit `sync`, by name: issue #15's three-trip ones, and with
+    sync off the two-trip ones of earlier runs."""
+    three = {name: three_trips(script) for name, script in CYCLES.items()}
+    return {**three, **(CYCLES2 if sync == "off" else {})}
+
+
 def pgbench_run(script, clients, synchronous_commit="on", seconds=SECONDS, options=""):
-    """(transactions per second, transactions) of one pgbench run (each script run is one transaction)."""
+    """(transactions per second, transactions) of one pgbench run (each script run is one transaction).
+    `script` names a file of bench/scripts, or is a path."""
     env = dict(os.environ, PGOPTIONS=f"-c synchronous_commit={synchronous_commit} {options}")
     out = subprocess.run(
         ["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)),
@@ -258,7 +277,7 @@ def warm_up():
     setup's writes (full-page images, dirty buffers, cold caches)."""
     with connect() as db:
         db.execute("CHECKPOINT")
-    for script in {**CYCLES, **CYCLES2}.values():
+    for script in cycle_scripts("off").values():
         pgbench(script, 4, seconds=1)
 
 
@@ -269,8 +288,7 @@ def main():
     ceiling = {c: measure("select1.sql", c) for c in CLIENTS}
     cycle = {}
     for sync in ("on", "off"):
-        # The two-trip cycles of earlier runs: with synchronous_commit off only.
-        for name, script in {**CYCLES, **(CYCLES2 if sync == "off" else {})}.items():
+        for name, script in cycle_scripts(sync).items():
             for clients in CLIENTS:
                 cycle[(sync, name, clients)] = measure(script, clients, sync)
                 print(f"cycle sync={sync:<3} {name:<14} {clients:>2} clients: {cycle[(sync, name, clients)][0]:9.0f} tps",
@@ -336,10 +354,10 @@ def write_report(ceiling, cycle, cas, hot, refusals, recover, scrape, scale, mem
         "",
         "| side | round trips | durable writes per cycle |",
         "|---|---:|---|",
-        "| **orch_lease** (`cycle3_orch_lease.sql`, default `orch_lease.history = changes`) | 3 | read the stage; acquire: lease row inserted, history row, count; commit: lease row deleted, stage updated, history row, count |",
-        "| **raw floor** (`cycle3_raw.sql`) | 3 | read the stage; `INSERT … ON CONFLICT DO NOTHING RETURNING token`; one statement that updates the stage where it is still the expected one and deletes the lease row by token. No history |",
-        "| **raw floor + history** (`cycle3_raw_history.sql`) | 3 | the raw floor, its second and third statements also inserting the history row of the grant and of the CAS (a copy of `lease_event` with its indexes): what keeping orch_lease's history costs at least |",
-        "| **PL/pgSQL twin** (`bench/twin.sql`, `cycle3_twin.sql`) | 3 | read the stage; the same writes as orch_lease with a history row per grant and CAS; static SQL, planned once per session |",
+        "| **orch_lease** (`cycle_orch_lease.sql`, default `orch_lease.history = changes`) | 3 | read the stage; acquire: lease row inserted, history row, count; commit: lease row deleted, stage updated, history row, count |",
+        "| **raw floor** (`cycle_raw.sql`) | 3 | read the stage; `INSERT … ON CONFLICT DO NOTHING RETURNING token`; one statement that updates the stage where it is still the expected one and deletes the lease row by token. No history |",
+        "| **raw floor + history** (`cycle_raw_history.sql`) | 3 | the raw floor, its second and third statements also inserting the history row of the grant and of the CAS (a copy of `lease_event` with its indexes): what keeping orch_lease's history costs at least |",
+        "| **PL/pgSQL twin** (`bench/twin.sql`, `cycle_twin.sql`) | 3 | read the stage; the same writes as orch_lease with a history row per grant and CAS; static SQL, planned once per session |",
         "",
     ]
     for sync in ("on", "off"):
