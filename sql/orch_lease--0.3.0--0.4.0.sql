@@ -143,11 +143,22 @@ BEGIN
     in_use := ARRAY(SELECT DISTINCT l.owner_boot_id FROM orch_lease.transition_lease l
                      WHERE l.owner_boot_id IS NOT NULL);
     DELETE FROM orch_lease.boot b WHERE b.superseded_at < cutoff AND b.boot_id <> ALL (in_use);
+    -- Counts a transaction made in a row of its own (shard below 0: a prepared transaction held its
+    -- slot, or committed after its snapshot) join slot 0, so such rows do not pile up; the metrics' sums
+    -- do not move. A row locked right now waits for the next prune.
+    WITH folded AS (
+        DELETE FROM orch_lease.event_count c
+         WHERE c.ctid = ANY (ARRAY(SELECT o.ctid FROM orch_lease.event_count o WHERE o.shard < 0
+                                     FOR UPDATE SKIP LOCKED))
+        RETURNING c.event, c.outcome, c.n)
+    INSERT INTO orch_lease.event_count AS c (event, outcome, shard, n)
+    SELECT f.event, f.outcome, 0, sum(f.n) FROM folded f GROUP BY f.event, f.outcome
+        ON CONFLICT (event, outcome, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
     RETURN removed;
 END
 $$;
 COMMENT ON FUNCTION orch_lease.transition_lease_prune(interval) IS
-    'Removes lease history older than older_than (default: orch_lease.history_retention), and boots superseded before then; returns how many events.';
+    'Removes lease history older than older_than (default: orch_lease.history_retention) and boots superseded before then, and folds counts made in transactions'' own rows into slot 0; returns how many events.';
 
 COMMENT ON FUNCTION orch_lease.boot_liveness(text) IS
     'Liveness of a boot: live, stale (superseded, or its session gone), NULL when never registered.';

@@ -40,6 +40,17 @@ SQL
         *"second call"*)
             q -c "DELETE FROM orch_lease.transition_lease WHERE work_item LIKE 'red2-f2-%'" >/dev/null
             echo "ok: session $i, on the prepared transaction's slot, went on after its COMMIT PREPARED"
+            # The row of its own it counted in first is folded into slot 0 by prune (red3 F3), the sums kept.
+            sums="SELECT event || '/' || outcome || '=' || sum(n) FROM orch_lease.event_count
+                   GROUP BY event, outcome ORDER BY 1"
+            before=$(q -c "$sums")
+            [ "$(q -c "SELECT count(*) FROM orch_lease.event_count WHERE shard < 0")" != 0 ] ||
+                { echo "FAIL: no count in a transaction's own row to fold"; exit 1; }
+            q -c "SELECT orch_lease.transition_lease_prune('100 years')" >/dev/null
+            left=$(q -c "SELECT count(*) FROM orch_lease.event_count WHERE shard < 0")
+            [ "$left" = 0 ] || { echo "FAIL: prune left $left counts in transactions' own rows"; exit 1; }
+            [ "$(q -c "$sums")" = "$before" ] || { echo "FAIL: folding changed the sums"; exit 1; }
+            echo "ok: prune folded the transaction's own counts into slot 0, sums unchanged"
             exit 0 ;;
     esac
 done
