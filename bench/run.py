@@ -375,16 +375,14 @@ def write_report(ceiling, cycle, cas, hot, refusals, recover, scrape, scale, mem
               "The same without reading the stage first, beside the two-round-trip floors: with a history row per",
               "grant and CAS (`cycle_raw_history.sql`), without (`cycle_raw.sql`), and a session advisory lock",
               "(`cycle_advisory.sql`: the stage only, no durable lease, not the same guarantee).", ""]
-    for sync in ("off",):
-        lines += [f"synchronous_commit = {sync}:", "",
-                  "| clients | orch_lease | raw + history | raw | advisory | ÷ raw + history | ÷ raw | ÷ advisory |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for c in CLIENTS:
-            ours, raw_history, raw, adv = (cycle[(sync, n, c)] for n in CYCLES2)
-            lines.append(f"| {c} | {fmt(ours)} | {fmt(raw_history)} | {fmt(raw)} | {fmt(adv)} | "
-                         f"{ratio(ours[0], raw_history[0]):.2f} | {ratio(ours[0], raw[0]):.2f} | "
-                         f"{ratio(ours[0], adv[0]):.2f} |")
-        lines.append("")
+    lines += ["| clients | orch_lease | raw + history | raw | advisory | ÷ raw + history | ÷ raw | ÷ advisory |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for c in CLIENTS:
+        ours, raw_history, raw, adv = (cycle[("off", n, c)] for n in CYCLES2)
+        lines.append(f"| {c} | {fmt(ours)} | {fmt(raw_history)} | {fmt(raw)} | {fmt(adv)} | "
+                     f"{ratio(ours[0], raw_history[0]):.2f} | {ratio(ours[0], raw[0]):.2f} | "
+                     f"{ratio(ours[0], adv[0]):.2f} |")
+    lines.append("")
     lines += ["## 2. Hot item: every client contends on one item", "",
               "Each script run asks for the lease on the same item; a grant bumps a guard row's holder count,",
               "records the maximum ever seen, and commits. Overlapping grants = maximum holders − 1. WAL is",
