@@ -145,15 +145,18 @@ BEGIN
     DELETE FROM orch_lease.boot b WHERE b.superseded_at < cutoff AND b.boot_id <> ALL (in_use);
     -- Counts a transaction made in a row of its own (shard below 0: a prepared transaction held its
     -- slot, or committed after its snapshot) join slot 0, so such rows do not pile up; the metrics' sums
-    -- do not move. A row locked right now waits for the next prune.
-    WITH folded AS (
-        DELETE FROM orch_lease.event_count c
-         WHERE c.ctid = ANY (ARRAY(SELECT o.ctid FROM orch_lease.event_count o WHERE o.shard < 0
-                                     FOR UPDATE SKIP LOCKED))
-        RETURNING c.event, c.outcome, c.n)
-    INSERT INTO orch_lease.event_count AS c (event, outcome, shard, n)
-    SELECT f.event, f.outcome, 0, sum(f.n) FROM folded f GROUP BY f.event, f.outcome
-        ON CONFLICT (event, outcome, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
+    -- do not move. Nothing waits: a row locked right now, or slot 0 while another prune folds into it
+    -- (its slot lock, class "cnts"), is left for the next prune.
+    IF pg_catalog.pg_try_advisory_xact_lock(1668183155, 0) THEN
+        WITH folded AS (
+            DELETE FROM orch_lease.event_count c
+             WHERE c.ctid = ANY (ARRAY(SELECT o.ctid FROM orch_lease.event_count o WHERE o.shard < 0
+                                         FOR UPDATE SKIP LOCKED))
+            RETURNING c.event, c.outcome, c.n)
+        INSERT INTO orch_lease.event_count AS c (event, outcome, shard, n)
+        SELECT f.event, f.outcome, 0, sum(f.n) FROM folded f GROUP BY f.event, f.outcome
+            ON CONFLICT (event, outcome, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
+    END IF;
     RETURN removed;
 END
 $$;
