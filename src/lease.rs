@@ -428,7 +428,7 @@ fn transition_lease_force_release(
 ) -> bool {
     let work_item = errors::required("work_item", work_item);
     let reason = errors::required("reason", reason);
-    let key = task_table::key("work_item", work_item);
+    let key = task_table::key_of_held("work_item", work_item);
     end_lease(
         "DELETE FROM orch_lease.transition_lease
           WHERE work_item = $1 AND ($2::bigint IS NULL OR token = $2)

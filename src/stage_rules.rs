@@ -219,7 +219,7 @@ fn register_stage_graph(
     let stage_type = unsafe { pg_sys::getBaseType(table.stage_type) };
     let stage = |argument: &'static str, stage: &str| {
         errors::bounded_present(argument, Some(stage));
-        task_table::output(task_table::typed(argument, stage, stage_type))
+        task_table::output(task_table::typed(argument, stage, stage_type, -1))
     };
     let pairs: Vec<(String, String)> = pairs
         .iter()
@@ -237,6 +237,8 @@ fn register_stage_graph(
             ),
         );
     }
+    // No transaction that checked by the graph before is still open, none checks by it meanwhile.
+    task_table::lock_out_calls();
     owner::as_owner(|| replace_stage_graph(&pairs, terminal));
 }
 

@@ -1361,7 +1361,13 @@ fn a_stage_graph_registered_meanwhile_is_seen_after_a_repeatable_read_transactio
     admin
         .batch_execute("SELECT orch_lease.register_stage_graph('{\"queued -> rolled_back\"}')")
         .unwrap();
-    v.answers("a CAS in the old snapshot", cas(&mut actor, "1"), "applied");
+    // Since 0.5.0 a transaction checks by the rules committed when it first calls orch_lease, not by
+    // those its snapshot shows (issue #29).
+    v.answers(
+        "a CAS in the old snapshot, its first call",
+        cas(&mut actor, "1"),
+        "invalid_transition",
+    );
     actor.batch_execute("COMMIT").unwrap();
     v.answers(
         "the next CAS, after that transaction",
@@ -1469,5 +1475,435 @@ fn prune_removes_old_superseded_boots_no_lease_names() {
         )
         .map(|row| row.get::<_, String>(0));
     v.answers("the boots left: the live one", boots, "boot-3");
+    v.finish();
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Issue #29, part A ("One owner means one owner, part two"): keys, key-rule changes and what the CAS
+// answers. Each test below failed on 0.4.0 (the commit that adds it says how).
+
+/// One database per id type: `tasks(id <id_type>, stage text)` with the row `row`, registered.
+fn tasks_with_id(database: &str, id_type: &str, row: &str) -> String {
+    fresh_database_with(
+        database,
+        &format!(
+            "CREATE TABLE tasks (id {id_type} PRIMARY KEY, stage text NOT NULL);
+             INSERT INTO tasks VALUES ('{row}', 'queued');
+             SELECT orch_lease.register_task_table('tasks');"
+        ),
+    )
+}
+
+// #29.1 (HIGH). Keys read a domain over varchar(n) by its base type without the length, the CAS through
+// the domain: 'PR-130   ' and 'PR-130' were two leases on one row, both `acquired`, and the first
+// holder's commit answered lease_lost while its lease stayed held.
+#[test]
+fn every_accepted_id_type_keys_one_row_once() {
+    let mut v = Verdict::default();
+    let families: [(&str, &str, &str, &[&str]); 6] = [
+        ("varchar", "varchar(6)", "PR-130", &["PR-130   ", "PR-130 "]),
+        (
+            "domain",
+            "public.pr_id",
+            "PR-130",
+            &["PR-130   ", "PR-130 "],
+        ),
+        ("domain2", "public.pr_id2", "PR-130", &["PR-130   "]),
+        ("bigint", "public.big_id", "42", &["042", "+42", " 42"]),
+        ("int", "integer", "42", &["0042", "+42"]),
+        (
+            "uuid",
+            "public.uuid_id",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            &[
+                "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+                "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+                "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+            ],
+        ),
+    ];
+    for (name, id_type, row, spellings) in families {
+        let dsn = fresh_database_with(
+            &format!("sec29_ids_{name}"),
+            &format!(
+                "CREATE DOMAIN public.pr_id AS varchar(6) CHECK (VALUE LIKE 'PR-%');
+                 CREATE DOMAIN public.pr_id2 AS public.pr_id;
+                 CREATE DOMAIN public.big_id AS bigint;
+                 CREATE DOMAIN public.uuid_id AS uuid;
+                 CREATE TABLE tasks (id {id_type} PRIMARY KEY, stage text NOT NULL);
+                 INSERT INTO tasks VALUES ('{row}', 'queued');
+                 SELECT orch_lease.register_task_table('tasks');"
+            ),
+        );
+        let mut db = connect_timed(&dsn);
+        for spelling in spellings {
+            let (first, token) = acquire(&mut db, spelling, "owner-a", "boot-a");
+            v.eq(
+                &format!("{id_type}: acquire('{spelling}')"),
+                first.as_str(),
+                "acquired",
+            );
+            let second = grant(&mut db, row, "owner-b", "boot-b").map(|(outcome, _)| outcome);
+            v.answers(
+                &format!("{id_type}: acquire('{row}') while '{spelling}' is held"),
+                second,
+                "held",
+            );
+            let key = db
+                .query_one("SELECT orch_lease.work_item_key($1)", &[spelling])
+                .map(|row| row.get::<_, String>(0));
+            v.answers(&format!("{id_type}: work_item_key('{spelling}')"), key, row);
+            let commit = outcome(
+                &mut db,
+                "commit_stage_cas($1, $2, 'queued', 'queued')",
+                &[spelling, &token],
+            );
+            v.answers(
+                &format!("{id_type}: commit of '{spelling}' by its holder"),
+                commit,
+                "applied",
+            );
+            let left = db
+                .query_one("SELECT count(*) FROM orch_lease.transition_lease", &[])
+                .unwrap()
+                .get::<_, i64>(0);
+            v.eq(&format!("{id_type}: leases left after the commit"), left, 0);
+        }
+    }
+    // Longer than the column holds is no id of the table: the type's own error, no lease.
+    let dsn = tasks_with_id("sec29_ids_long", "varchar(6)", "PR-130");
+    let mut db = connect_timed(&dsn);
+    v.sqlstate(
+        "varchar(6): acquire('PR-1300')",
+        grant(&mut db, "PR-1300", "owner-a", "boot-a"),
+        "22001",
+    );
+    // Types whose text has several spellings of one value are refused: char(n) (padding), a domain over
+    // it, citext (case) and a case-insensitive collation.
+    let dsn = fresh_database_with("sec29_ids_refused", "");
+    let mut db = connect_timed(&dsn);
+    let mut refused = vec!["char(6)", "public.pr_char"];
+    db.batch_execute("CREATE DOMAIN public.pr_char AS char(6)")
+        .unwrap();
+    if db
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS citext")
+        .is_ok()
+    {
+        db.batch_execute("CREATE DOMAIN public.ci_id AS citext")
+            .unwrap();
+        refused.extend(["citext", "public.ci_id"]);
+    }
+    if db
+        .batch_execute(
+            "CREATE COLLATION public.ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+             CREATE DOMAIN public.ci_text AS text COLLATE public.ci",
+        )
+        .is_ok()
+    {
+        refused.extend(["text COLLATE public.ci", "public.ci_text"]);
+    }
+    for id_type in refused {
+        db.batch_execute(&format!(
+            "DROP TABLE IF EXISTS tasks; CREATE TABLE tasks (id {id_type} PRIMARY KEY, stage text)"
+        ))
+        .unwrap();
+        v.sqlstate(
+            &format!("register_task_table with an id of {id_type}"),
+            db.execute("SELECT orch_lease.register_task_table('tasks')", &[]),
+            "42804",
+        );
+    }
+    v.finish();
+}
+
+// #29.2 (a). A transaction that acquired '042' (raw key, nothing registered) while register_task_table
+// ran kept its raw lease, which the registration did not see (not committed yet), and others keyed '42':
+// two holders. force_release('042') then ended the other holder's '42'.
+#[test]
+fn a_registration_waits_for_the_calls_in_flight() {
+    let mut v = Verdict::default();
+    let dsn = fresh_database_with(
+        "sec29_register_inflight",
+        "CREATE TABLE tasks (id bigint PRIMARY KEY, stage text NOT NULL);
+         INSERT INTO tasks VALUES (42, 'queued');",
+    );
+    let (mut a, mut b, mut admin) = (
+        connect_timed(&dsn),
+        connect_timed(&dsn),
+        connect_timed(&dsn),
+    );
+    admin.batch_execute("SET lock_timeout = '300ms'").unwrap();
+    a.batch_execute("BEGIN").unwrap();
+    let (raw, _) = acquire(&mut a, "042", "owner-a", "boot-a");
+    v.eq(
+        "acquire('042') before any registration",
+        raw.as_str(),
+        "acquired",
+    );
+    v.sqlstate(
+        "register_task_table while that acquire's transaction is open",
+        admin.execute("SELECT orch_lease.register_task_table('tasks')", &[]),
+        "55P03",
+    );
+    a.batch_execute("COMMIT").unwrap();
+    v.sqlstate(
+        "register_task_table with a lease on '042' held",
+        admin.execute("SELECT orch_lease.register_task_table('tasks')", &[]),
+        "55000",
+    );
+    let forced = admin
+        .query_one(
+            "SELECT orch_lease.transition_lease_force_release('042')",
+            &[],
+        )
+        .map(|row| row.get::<_, bool>(0));
+    v.eq("force_release('042')", forced.ok(), Some(true));
+    v.ok(
+        "register_task_table once the raw lease is gone",
+        admin.execute("SELECT orch_lease.register_task_table('tasks')", &[]),
+    );
+    let (first, _) = acquire(&mut a, "042", "owner-a", "boot-a");
+    v.eq(
+        "acquire('042') after the registration",
+        first.as_str(),
+        "acquired",
+    );
+    let second = grant(&mut b, "42", "owner-b", "boot-b").map(|(outcome, _)| outcome);
+    v.answers("acquire('42') by another", second, "held");
+
+    // A REPEATABLE READ transaction whose snapshot predates a registration keys by that registration.
+    let dsn = fresh_database_with(
+        "sec29_register_rr",
+        "CREATE TABLE tasks (id bigint PRIMARY KEY, stage text NOT NULL);
+         INSERT INTO tasks VALUES (42, 'queued');",
+    );
+    let (mut a, mut admin) = (connect_timed(&dsn), connect_timed(&dsn));
+    let before = a
+        .query_one("SELECT orch_lease.work_item_key('042')", &[])
+        .map(|row| row.get::<_, String>(0));
+    v.answers("work_item_key('042'), nothing registered", before, "042");
+    a.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM tasks")
+        .unwrap();
+    v.ok(
+        "register_task_table while a snapshot that has not called orch_lease is open",
+        admin.execute("SELECT orch_lease.register_task_table('tasks')", &[]),
+    );
+    let (rr, _) = acquire(&mut a, "042", "owner-a", "boot-a");
+    v.eq(
+        "acquire('042') in the older snapshot",
+        rr.as_str(),
+        "acquired",
+    );
+    a.batch_execute("COMMIT").unwrap();
+    let keys = admin
+        .query_one(
+            "SELECT string_agg(work_item, ' ') FROM orch_lease.transition_lease",
+            &[],
+        )
+        .map(|row| row.get::<_, String>(0));
+    v.answers("the lease's key", keys, "42");
+    v.finish();
+}
+
+// #29.2 (b). ALTER TABLE … ALTER COLUMN id TYPE bigint re-keyed nothing: a lease on '042' (a text id)
+// and a new one on '42' were two holders of one row.
+#[test]
+fn a_changed_id_type_needs_a_new_registration() {
+    let mut v = Verdict::default();
+    let dsn = fresh_database_with(
+        "sec29_alter_type",
+        "CREATE TABLE tasks (id text PRIMARY KEY, stage text NOT NULL);
+         INSERT INTO tasks VALUES ('042', 'queued');
+         SELECT orch_lease.register_task_table('tasks');",
+    );
+    let (mut a, mut b, mut admin) = (
+        connect_timed(&dsn),
+        connect_timed(&dsn),
+        connect_timed(&dsn),
+    );
+    let (first, _) = acquire(&mut a, "042", "owner-a", "boot-a");
+    v.eq("acquire('042') of a text id", first.as_str(), "acquired");
+    admin
+        .batch_execute("ALTER TABLE tasks ALTER COLUMN id TYPE bigint USING id::bigint")
+        .unwrap();
+    v.sqlstate(
+        "acquire('42') after the id became a bigint",
+        grant(&mut b, "42", "owner-b", "boot-b"),
+        "55000",
+    );
+    v.sqlstate(
+        "register_task_table with the lease on '042' held",
+        admin.execute("SELECT orch_lease.register_task_table('tasks')", &[]),
+        "55000",
+    );
+    let forced = admin
+        .query_one(
+            "SELECT orch_lease.transition_lease_force_release('042')",
+            &[],
+        )
+        .map(|row| row.get::<_, bool>(0));
+    v.eq(
+        "force_release('042'), the type changed",
+        forced.ok(),
+        Some(true),
+    );
+    v.ok(
+        "register_task_table again",
+        admin.execute("SELECT orch_lease.register_task_table('tasks')", &[]),
+    );
+    let (second, _) = acquire(&mut b, "42", "owner-b", "boot-b");
+    v.eq(
+        "acquire('42') after registering again",
+        second.as_str(),
+        "acquired",
+    );
+    let third = grant(&mut a, "042", "owner-a", "boot-a").map(|(outcome, _)| outcome);
+    v.answers("acquire('042') by another", third, "held");
+    v.finish();
+}
+
+// #29.2 (c). A stage graph registered while a transaction that had used the old rules was open: that
+// transaction went on checking by the old rules and moved a task out of the new terminal stage.
+#[test]
+fn a_stage_graph_waits_for_the_transactions_that_used_the_old_one() {
+    let mut v = Verdict::default();
+    let dsn = fresh_database_with("sec29_graph_inflight", TEXT_TASKS);
+    let (mut a, mut admin) = (connect_timed(&dsn), connect_timed(&dsn));
+    admin.batch_execute("SET lock_timeout = '300ms'").unwrap();
+    let cas = |db: &mut Client, from: &str, to: &str| {
+        outcome(db, "update_task_stage_cas('task-1', $1, $2)", &[&from, &to])
+    };
+    a.batch_execute("BEGIN").unwrap();
+    v.answers("queued -> done", cas(&mut a, "queued", "done"), "applied");
+    let registered = admin.execute(
+        "SELECT orch_lease.register_stage_graph('{}', '{done}')",
+        &[],
+    );
+    let left = cas(&mut a, "done", "queued");
+    v.check(
+        !(registered.is_ok() && left.as_deref().ok() == Some("applied")),
+        "the terminal stage 'done' was registered and left by one open transaction",
+    );
+    v.sqlstate(
+        "register_stage_graph while a transaction that used the old rules is open",
+        registered,
+        "55P03",
+    );
+    a.batch_execute("COMMIT").unwrap();
+    v.ok(
+        "register_stage_graph once it ended",
+        admin.execute(
+            "SELECT orch_lease.register_stage_graph('{}', '{done}')",
+            &[],
+        ),
+    );
+    v.answers("queued -> done", cas(&mut a, "queued", "done"), "applied");
+    v.answers(
+        "done -> queued",
+        cas(&mut a, "done", "queued"),
+        "invalid_transition",
+    );
+    v.finish();
+}
+
+// #29.12. With row-level security letting an actor read a task but not update it, the CAS answered
+// stage_mismatch showing the expected stage as the current one, and commit ended the lease on it.
+#[test]
+fn a_row_the_caller_may_read_but_not_update_is_not_found() {
+    let mut v = Verdict::default();
+    let actor = "orch_sec29_rls";
+    let dsn = fresh_database_with("sec29_rls", TEXT_TASKS);
+    login_role(actor, &["orch_lease_actor"]);
+    let mut owner = connect_timed(&dsn);
+    owner
+        .batch_execute(&format!(
+            "GRANT SELECT, UPDATE ON tasks TO {actor};
+             ALTER TABLE tasks ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY reads ON tasks FOR SELECT USING (true);
+             CREATE POLICY writes ON tasks FOR UPDATE USING (id <> 'task-1');"
+        ))
+        .unwrap();
+    let mut db = connect_timed(&dsn_as(&dsn, actor));
+    let shown = db
+        .query_one(
+            "SELECT concat_ws('|', outcome, current_stage)
+               FROM orch_lease.update_task_stage_cas('task-1', 'queued', 'merged')",
+            &[],
+        )
+        .map(|row| row.get::<_, String>(0));
+    v.answers(
+        "update_task_stage_cas on a row it may not update",
+        shown,
+        "not_found",
+    );
+    v.answers(
+        "update_task_stage_cas on a row it may update",
+        outcome(
+            &mut db,
+            "update_task_stage_cas('task-2', 'queued', 'merged')",
+            &[],
+        ),
+        "applied",
+    );
+    v.eq(
+        "stage of task-1",
+        stage(&mut owner, "task-1"),
+        "queued".to_string(),
+    );
+    v.finish();
+}
+
+// #29.5. At REPEATABLE READ / SERIALIZABLE, a CAS whose stage became the expected one after the
+// snapshot answered stage_mismatch with the stale stage, and commit_stage_cas ended the lease.
+#[test]
+fn a_stage_that_became_the_expected_one_after_the_snapshot_is_retry() {
+    let mut v = Verdict::default();
+    let dsn = fresh_database_with("sec29_rr_mismatch", TEXT_TASKS);
+    let (mut actor, mut other) = (connect_timed(&dsn), connect_timed(&dsn));
+    for level in [IsolationLevel::RepeatableRead, IsolationLevel::Serializable] {
+        other
+            .batch_execute("UPDATE tasks SET stage = 'merged' WHERE id = 'task-1'")
+            .unwrap();
+        let (granted, token) = acquire(&mut actor, "task-1", "monitor", "boot-1");
+        v.eq("acquire", granted.as_str(), "acquired");
+        let mut snapshot = actor
+            .build_transaction()
+            .isolation_level(level)
+            .start()
+            .unwrap();
+        snapshot
+            .query_one("SELECT stage FROM tasks WHERE id = 'task-1'", &[])
+            .unwrap();
+        other
+            .batch_execute("UPDATE tasks SET stage = 'queued' WHERE id = 'task-1'")
+            .unwrap();
+        let answer = snapshot
+            .query_one(
+                "SELECT concat_ws('|', outcome, current_stage)
+                   FROM orch_lease.commit_stage_cas('task-1', $1, 'queued', 'done')",
+                &[&token],
+            )
+            .map(|row| row.get::<_, String>(0));
+        v.answers(&format!("{level:?}: commit_stage_cas"), answer, "retry");
+        v.ok(
+            &format!("{level:?}: the transaction stays usable"),
+            snapshot.query_one("SELECT 1", &[]),
+        );
+        let _ = snapshot.rollback();
+        v.eq(
+            &format!("{level:?}: the lease after retry"),
+            lease_token(&mut other, "task-1"),
+            token,
+        );
+        v.answers(
+            &format!("{level:?}: commit_stage_cas in a new transaction"),
+            outcome(
+                &mut actor,
+                "commit_stage_cas('task-1', $1, 'queued', 'done')",
+                &[&token],
+            ),
+            "applied",
+        );
+    }
     v.finish();
 }
