@@ -1907,3 +1907,40 @@ fn a_stage_that_became_the_expected_one_after_the_snapshot_is_retry() {
     }
     v.finish();
 }
+
+// #29.16. In a SQL_ASCII database a text argument that is not UTF-8 failed with XX000 and pgrx's
+// "Utf8Error { valid_up_to: 1, … }" instead of a clean 22021.
+#[test]
+fn a_text_argument_that_is_not_utf8_is_22021() {
+    let mut v = Verdict::default();
+    let mut admin = connect();
+    admin
+        .batch_execute("DROP DATABASE IF EXISTS sec29_sql_ascii WITH (FORCE)")
+        .unwrap();
+    admin
+        .batch_execute(
+            "CREATE DATABASE sec29_sql_ascii TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'",
+        )
+        .unwrap();
+    let dsn = format!("{} dbname=sec29_sql_ascii", dsn());
+    let mut db = connect_timed(&dsn);
+    db.batch_execute(&format!("CREATE EXTENSION orch_lease; {TEXT_TASKS}"))
+        .unwrap();
+    for call in [
+        "SELECT orch_lease.transition_lease_acquire(E'\\xffA', 'o', 1, 'b')",
+        "SELECT orch_lease.update_task_stage_cas('task-1', E'queued\\xff', 'merged')",
+        "SELECT orch_lease.work_item_key(E'\\xc3')",
+    ] {
+        let result = db.batch_execute(call);
+        if let Err(error) = &result {
+            let db_error = error.as_db_error();
+            v.check(
+                db_error.is_some_and(|e| e.message().starts_with("orch_lease: ")),
+                format!("{call}: the message is not orch_lease's: {error}"),
+            );
+        }
+        v.sqlstate(call, result, "22021");
+    }
+    v.ok("the session stays usable", db.batch_execute("SELECT 1"));
+    v.finish();
+}
