@@ -80,7 +80,7 @@ fn bypass_guard<'a>(
         return Ok(passes);
     }
     let task_id = column_text(data.tg_newtuple, id_column);
-    let relid = unsafe { (*data.tg_relation).rd_id };
+    let relid = registered_ancestor(unsafe { (*data.tg_relation).rd_id });
     if let (Some(key), Some(stage)) = (task_id.clone(), new_stage.clone()) {
         if stage_cas::is_cas_write(&CasWrite { relid, key, stage }) {
             return Ok(passes);
@@ -121,6 +121,22 @@ fn bypass_guard<'a>(
     });
     pgrx::warning!("{what}");
     Ok(passes)
+}
+
+/// The table a row's write is a write of: a partition's topmost partitioned table, which is the one
+/// registered (and marked by the CAS) when the task table is partitioned; the guard, cloned onto every
+/// partition, fires on the partition.
+fn registered_ancestor(relid: pg_sys::Oid) -> pg_sys::Oid {
+    if !unsafe { pg_sys::get_rel_relispartition(relid) } {
+        return relid;
+    }
+    Spi::get_one_with_args::<pg_sys::Oid>(
+        "SELECT pg_catalog.pg_partition_root($1)::pg_catalog.oid",
+        &[relid.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(relid)
 }
 
 /// Installs (or, with `off`, removes) the bypass guard on the registered task table, which the caller

@@ -1944,3 +1944,55 @@ fn a_text_argument_that_is_not_utf8_is_22021() {
     v.ok("the session stays usable", db.batch_execute("SELECT 1"));
     v.finish();
 }
+
+// #29.10. On a partitioned task table the bypass guard fired on the partition and compared its oid with
+// the registered (parent) table's: every CAS was refused (`reject`) or logged as a bypass (`warn`).
+#[test]
+fn the_bypass_guard_knows_the_cas_on_a_partitioned_table() {
+    let mut v = Verdict::default();
+    let dsn = fresh_database_with(
+        "sec29_partitioned",
+        "CREATE TABLE tasks (id bigint PRIMARY KEY, stage text NOT NULL) PARTITION BY RANGE (id);
+         CREATE TABLE tasks_low PARTITION OF tasks FOR VALUES FROM (0) TO (100);
+         CREATE TABLE tasks_high PARTITION OF tasks FOR VALUES FROM (100) TO (200);
+         INSERT INTO tasks VALUES (1, 'queued'), (150, 'queued');
+         SELECT orch_lease.register_task_table('tasks');",
+    );
+    let mut db = connect_timed(&dsn);
+    for mode in ["reject", "warn"] {
+        db.execute("SELECT orch_lease.install_bypass_guard($1)", &[&mode])
+            .unwrap();
+        db.batch_execute("UPDATE tasks SET stage = 'queued'; TRUNCATE orch_lease.bypass_log")
+            .ok();
+        for id in ["1", "150"] {
+            let (granted, token) = acquire(&mut db, id, "owner", "boot");
+            v.eq(
+                &format!("{mode}: acquire {id}"),
+                granted.as_str(),
+                "acquired",
+            );
+            v.answers(
+                &format!("{mode}: commit_stage_cas on {id}"),
+                outcome(
+                    &mut db,
+                    "commit_stage_cas($1, $2, 'queued', 'merged')",
+                    &[&id, &token],
+                ),
+                "applied",
+            );
+        }
+        let logged = db
+            .query_one("SELECT count(*) FROM orch_lease.bypass_log", &[])
+            .unwrap()
+            .get::<_, i64>(0);
+        v.eq(&format!("{mode}: CAS writes logged as bypasses"), logged, 0);
+    }
+    db.execute("SELECT orch_lease.install_bypass_guard('reject')", &[])
+        .unwrap();
+    v.sqlstate(
+        "a bare UPDATE of a partition's row, guard in reject mode",
+        db.execute("UPDATE tasks SET stage = 'done' WHERE id = 150", &[]),
+        "55000",
+    );
+    v.finish();
+}
