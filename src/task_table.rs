@@ -91,20 +91,8 @@ fn register_task_table(
         (attnum, unsafe { pg_sys::get_atttype(table.oid(), attnum) })
     };
     let (id_attnum, _) = column("id_column", &id_column);
-    let (_, stage_type) = column("stage_column", &stage_column);
-    let base = unsafe { pg_sys::getBaseType(stage_type) };
-    if !(unsafe { pg_sys::type_is_enum(base) }
-        || base == pg_sys::TEXTOID
-        || base == pg_sys::VARCHAROID)
-    {
-        errors::raise(
-            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-            format!(
-                "orch_lease: stage_column: column \"{stage_column}\" of \"{qualified}\" must be text, \
-                 varchar or an enum"
-            ),
-        );
-    }
+    let (stage_attnum, _) = column("stage_column", &stage_column);
+    check_stage_column(table.oid(), stage_attnum, &stage_column, &qualified);
     let id = check_id_column(table.oid(), id_attnum, &qualified);
     lock_out_calls();
     // Every lease held now (committed since this transaction's snapshot too) must already be keyed the
@@ -340,6 +328,71 @@ fn check_id_column(relid: pg_sys::Oid, attnum: i16, qualified: &str) -> IdType {
     }
 }
 
+/// The stage column must be text, varchar or an enum (or a domain over one) compared byte for byte:
+/// under a nondeterministic collation the CAS's `WHERE stage = 'DONE'` matches `'done'`, which the
+/// stage rules, comparing text, do not know as the terminal `'done'`. Checked when the table is
+/// registered and whenever its description is renewed.
+fn check_stage_column(relid: pg_sys::Oid, attnum: i16, stage_column: &str, qualified: &str) {
+    let (mut stage_type, mut typmod, mut collation) = (pg_sys::InvalidOid, 0, pg_sys::InvalidOid);
+    unsafe {
+        pg_sys::get_atttypetypmodcoll(relid, attnum, &mut stage_type, &mut typmod, &mut collation)
+    };
+    let base = unsafe { pg_sys::getBaseType(stage_type) };
+    let deterministic = collation == pg_sys::InvalidOid
+        || unsafe { pg_sys::get_collation_isdeterministic(collation) };
+    if !(unsafe { pg_sys::type_is_enum(base) }
+        || base == pg_sys::TEXTOID
+        || base == pg_sys::VARCHAROID)
+        || !deterministic
+    {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            format!(
+                "orch_lease: stage_column: column \"{stage_column}\" of \"{qualified}\" must be text, \
+                 varchar or an enum, with a deterministic collation"
+            ),
+        );
+    }
+}
+
+/// The stages the graph names must still be values of an enum stage type: after `ALTER TYPE … RENAME
+/// VALUE 'done' TO 'finished'` a graph naming 'done' would hold 'finished' to nothing. Fails closed until
+/// the graph is registered again.
+fn check_graph_labels(
+    stage_type: pg_sys::Oid,
+    graph: &Option<HashSet<(String, String)>>,
+    terminal: &HashSet<String>,
+) {
+    let base = unsafe { pg_sys::getBaseType(stage_type) };
+    if !unsafe { pg_sys::type_is_enum(base) } {
+        return;
+    }
+    let labels: HashSet<String> = Spi::connect(|client| {
+        let labels = plans::run(
+            client,
+            "SELECT ARRAY(SELECT enumlabel::pg_catalog.text FROM pg_catalog.pg_enum
+                           WHERE enumtypid OPERATOR(pg_catalog.=) $1) AS labels",
+            &[base.into()],
+        );
+        rows::column::<Vec<String>>(&labels.first(), "labels")
+    })
+    .into_iter()
+    .collect();
+    let named = graph
+        .iter()
+        .flatten()
+        .flat_map(|(from, to)| [from, to])
+        .chain(terminal);
+    if let Some(gone) = named.into_iter().find(|stage| !labels.contains(*stage)) {
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("orch_lease: the stage graph names \"{gone}\", which the stage type no longer has"),
+            "Register the stage graph again (orch_lease.register_stage_graph) with the stage type's values.",
+            None,
+        );
+    }
+}
+
 /// Does the caller own the table (or belong to the role that does)?
 pub fn caller_owns(relid: pg_sys::Oid) -> bool {
     let table = unsafe { PgRelation::open(relid) };
@@ -440,14 +493,21 @@ thread_local! {
 }
 
 /// Registers the callbacks that keep the cached description honest: any DDL on the task table (a
-/// renamed column, a dropped table or index), a renamed schema and every registration invalidate it.
+/// renamed column, a dropped table or index), a renamed schema or enum label and every registration
+/// invalidate it.
 pub fn init() {
     unsafe {
         pg_sys::CacheRegisterRelcacheCallback(Some(forget_task_table), pg_sys::Datum::from(0));
         // A renamed schema changes the task table's qualified name without touching its relcache entry.
         pg_sys::CacheRegisterSyscacheCallback(
             pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
-            Some(forget_on_schema_change),
+            Some(forget_on_catalog_change),
+            pg_sys::Datum::from(0),
+        );
+        // A renamed enum label changes what the stage graph's text names without touching either table.
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::ENUMOID as i32,
+            Some(forget_on_catalog_change),
             pg_sys::Datum::from(0),
         );
     }
@@ -472,7 +532,7 @@ unsafe extern "C-unwind" fn forget_task_table(_arg: pg_sys::Datum, relid: pg_sys
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn forget_on_schema_change(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+unsafe extern "C-unwind" fn forget_on_catalog_change(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
     forget();
 }
 
@@ -599,6 +659,12 @@ fn describe_task_table() -> Option<TaskTable> {
         );
     };
     let qualified = format!("{}.{}", quote_identifier(&schema), quote_identifier(&table));
+    let stage_attnum = {
+        let name = CString::new(stage_column.as_str()).expect("a column name holds no NUL byte");
+        unsafe { pg_sys::get_attnum(relid, name.as_ptr()) }
+    };
+    check_stage_column(relid, stage_attnum, &stage_column, &qualified);
+    check_graph_labels(stage_type, &graph, &terminal);
     let id_attnum = {
         let name = CString::new(id_column.as_str()).expect("a column name holds no NUL byte");
         unsafe { pg_sys::get_attnum(relid, name.as_ptr()) }

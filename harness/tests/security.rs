@@ -1996,3 +1996,67 @@ fn the_bypass_guard_knows_the_cas_on_a_partitioned_table() {
     );
     v.finish();
 }
+
+// #29.11. Terminal stages failed open: with a case-insensitive stage collation 'DONE' was no terminal
+// stage to the graph check yet matched 'done'; after ALTER TYPE … RENAME VALUE 'done' TO 'finished' the
+// graph still named 'done', and 'finished' -> 'queued' applied.
+#[test]
+fn a_terminal_stage_holds_under_a_collation_or_a_renamed_label() {
+    let mut v = Verdict::default();
+    let dsn = fresh_database_with(
+        "sec29_terminal_enum",
+        "CREATE TYPE public.st AS ENUM ('queued', 'done');
+         CREATE TABLE tasks (id text PRIMARY KEY, stage public.st NOT NULL);
+         INSERT INTO tasks VALUES ('task-1', 'done');
+         SELECT orch_lease.register_task_table('tasks');
+         SELECT orch_lease.register_stage_graph('{}', '{done}');",
+    );
+    let (mut actor, mut owner) = (connect_timed(&dsn), connect_timed(&dsn));
+    v.answers(
+        "done -> queued",
+        outcome(
+            &mut actor,
+            "update_task_stage_cas('task-1', 'done', 'queued')",
+            &[],
+        ),
+        "invalid_transition",
+    );
+    owner
+        .batch_execute("ALTER TYPE public.st RENAME VALUE 'done' TO 'finished'")
+        .unwrap();
+    let left = outcome(
+        &mut actor,
+        "update_task_stage_cas('task-1', 'finished', 'queued')",
+        &[],
+    );
+    v.sqlstate(
+        "finished (the renamed terminal stage) -> queued",
+        left,
+        "55000",
+    );
+    v.eq(
+        "stage of task-1",
+        owner
+            .query_one("SELECT stage::text FROM tasks", &[])
+            .unwrap()
+            .get::<_, String>(0),
+        "finished".to_string(),
+    );
+
+    let dsn = fresh_database_with("sec29_terminal_ci", "");
+    let mut db = connect_timed(&dsn);
+    if db
+        .batch_execute(
+            "CREATE COLLATION public.ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+             CREATE TABLE tasks (id text PRIMARY KEY, stage text COLLATE public.ci NOT NULL);",
+        )
+        .is_ok()
+    {
+        v.sqlstate(
+            "register_task_table with a case-insensitive stage column",
+            db.execute("SELECT orch_lease.register_task_table('tasks')", &[]),
+            "42804",
+        );
+    }
+    v.finish();
+}
