@@ -243,7 +243,19 @@ pg_ctl_command() {
 server_start() {
     local data=$1 port=$2
     shift 2
-    as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$data.log" -w -o "-p $port -k $(dirname "$data") $*" start >/dev/null
+    (
+        close_lock_descriptors
+        as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$data.log" -w -o "-p $port -k $(dirname "$data") $*" start >/dev/null
+    )
+}
+
+# A server must not inherit a descriptor of the lock on PostgreSQL's directories (`flock FILE script`
+# passes one on): a server left running would hold the lock for everyone. Call it in a subshell.
+close_lock_descriptors() {
+    local fd
+    for fd in /proc/"$BASHPID"/fd/*; do
+        [ "$(readlink "$fd")" != "$ORCH_LEASE_LOCK" ] || eval "exec ${fd##*/}>&-"
+    done
 }
 
 # The settings of every throwaway server (a standby's max_connections must be at least its primary's).
