@@ -231,6 +231,7 @@ fault() {
     coproc IN_FLIGHT { psql -X -q -t -A -h 127.0.0.1 -p "${PG_PORT[$old]}" -U postgres -d postgres; }
     echo "BEGIN; SELECT acquired FROM orch_lease.transition_lease_acquire('$in_flight', 'in-flight', 1, 'in-flight-boot');" >&"${IN_FLIGHT[1]}"
     local acquired
+    # || true: a timeout leaves $acquired empty, and the check on the next line fails with a message.
     read -r -t 10 acquired <&"${IN_FLIGHT[0]}" || true
     [ "$acquired" = t ] || fail "$name: the in-flight lease was not acquired ($acquired)"
     injected=$(date +%s%N)
@@ -293,6 +294,7 @@ for n in "${NODES[@]}"; do
 done
 [ -n "$seen" ] || fail "the check never counted the acknowledgements of a leader named as the old one"
 echo "failover: the two red checks failed as they must"
+# || true: grep -c prints 0 and exits 1 when no node was rewound; a figure for the log, not a check.
 rewinds=$(cat "$WORK"/pg*.patroni.log | grep -c "pg_rewind exit code=0" || true)
 log "former leaders brought back by pg_rewind: $rewinds"
 echo "failover: $FAULTS passed, 0 failed"
