@@ -616,9 +616,36 @@ pub fn duplicates_in(logs: &[(&str, Option<u128>)]) -> (usize, usize) {
     effect_logs.duplicates()
 }
 
+/// What the soak's checks read from the server once the actors are done.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Leftovers {
+    /// Tasks not at the last stage.
+    pub unfinished: i64,
+    /// Leases whose owner's boot is stale (superseded, or its session gone).
+    pub stale_leases: i64,
+    /// Leases held at all.
+    pub leftover_leases: i64,
+}
+
+/// The soak's server-side checks, on the database `db` is connected to.
+pub fn leftovers(db: &mut Client) -> Leftovers {
+    Leftovers {
+        unfinished: count(
+            db,
+            "SELECT count(*) FROM soak_task WHERE stage <> 'deployed'",
+        ),
+        stale_leases: count(
+            db,
+            "SELECT count(*) FROM orch_lease.transition_lease_status WHERE liveness = 'stale'",
+        ),
+        leftover_leases: count(db, "SELECT count(*) FROM orch_lease.transition_lease"),
+    }
+}
+
 fn check(db: &mut Client, dir: &Path, plan: &Plan, faults: &Faults, elapsed: Duration) -> Report {
     let logs = read_effect_logs(dir, faults);
     let (tied, untied) = logs.duplicates();
+    let left = leftovers(db);
     Report {
         items: plan.items,
         transitions_committed: count(db, "SELECT count(*) FROM soak_history"),
@@ -629,17 +656,11 @@ fn check(db: &mut Client, dir: &Path, plan: &Plan, faults: &Faults, elapsed: Dur
         killed_inside_effect: logs.killed_inside.values().map(Vec::len).sum(),
         overlapping_effects: logs.runs.values().map(|list| overlaps(list)).sum(),
         bad_histories: bad_histories(db),
-        unfinished: count(
-            db,
-            "SELECT count(*) FROM soak_task WHERE stage <> 'deployed'",
-        ),
+        unfinished: left.unfinished,
         acknowledged_commits: logs.committed.len(),
         lost_commits: lost_commits(db, &logs.committed),
-        stale_leases: count(
-            db,
-            "SELECT count(*) FROM orch_lease.transition_lease_status WHERE liveness = 'stale'",
-        ),
-        leftover_leases: count(db, "SELECT count(*) FROM orch_lease.transition_lease"),
+        stale_leases: left.stale_leases,
+        leftover_leases: left.leftover_leases,
         kills: faults.kills,
         terminations: faults.terminations,
         server_restarts: faults.server_restarts,
