@@ -62,7 +62,11 @@ as_pg_daemon() {
     local name=$1 as_postgres=()
     shift
     is_root && as_postgres=(setpriv --reuid=postgres --regid=postgres --init-groups env HOME="$WORK")
-    "${as_postgres[@]}" "$@" >"$WORK/$name.log" 2>&1 &
+    # Without the lock's descriptor (scripts/lib.sh, without_lock), exec'd in place.
+    (
+        close_lock_fds
+        exec "${as_postgres[@]}" "$@"
+    ) >"$WORK/$name.log" 2>&1 &
     echo $! >"$WORK/$name.pid"
 }
 
