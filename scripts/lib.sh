@@ -171,6 +171,16 @@ install_release() {
     cargo pgrx install --release --pg-config "$PG_CONFIG" $(pgrx_install_args) >/dev/null
 }
 
+# Serves the library FILE as orch_lease.so of $PG_CONFIG's PostgreSQL (a released version's, built by
+# scripts/releases.sh, or a copy of the current one put back): use_library FILE. Swapped by rename, so that
+# running backends keep the one they mapped. Under lock_take.
+use_library() {
+    local libdir
+    libdir=$("$PG_CONFIG" --pkglibdir)
+    privileged cp "$1" "$libdir/.orch_lease.so.new"
+    privileged mv -f "$libdir/.orch_lease.so.new" "$libdir/orch_lease.so"
+}
+
 # Release builds of orch_lease (installed) and of the harness (orch-race), and a throwaway cluster.
 release_cluster() {
     install_release
