@@ -218,6 +218,21 @@ done
 started=$(date +%s%N)
 sleep 3
 
+# Every failover actor still at work: they run until this script stops them, so one that exited did so
+# on its own — a panic on an error that is not a lost connection (harness/src/failover.rs) — and fails
+# the run with its status.
+actors_working() {
+    local pid state status
+    for pid in "${ACTORS[@]}"; do
+        state=$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) || state=""
+        if [ -z "$state" ] || [ "$state" = Z ]; then
+            status=0
+            wait "$pid" || status=$?
+            fail "a failover actor (pid $pid) exited with status $status while the faults ran (its output above)"
+        fi
+    done
+}
+
 # --- the faults -----------------------------------------------------------------------------------
 postmaster_pid() { head -n 1 "$WORK/pg$1/postmaster.pid"; }
 patroni_pid() { cat "$WORK/pg$1.patroni.pid"; }
@@ -273,6 +288,7 @@ fault() {
     "$ORCH_RACE" failover-check --name "$name" --dsn "$DSN" --dir "$ACKS" --injected "$injected" \
         --old-port "${PG_PORT[$old]}" --new-port "${PG_PORT[$new]}" --in-flight "$in_flight" ||
         fail "$name: the check failed (above)"
+    actors_working
 }
 
 fault switchover
@@ -301,4 +317,5 @@ echo "failover: the two red checks failed as they must"
 # || true: grep -c prints 0 and exits 1 when no node was rewound; a figure for the log, not a check.
 rewinds=$(cat "$WORK"/pg*.patroni.log | grep -c "pg_rewind exit code=0" || true)
 log "former leaders brought back by pg_rewind: $rewinds"
+actors_working
 echo "failover: $FAULTS passed, 0 failed"
