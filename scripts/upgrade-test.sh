@@ -8,7 +8,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT_DIR"
 SUITE=upgrade
-privileged cp sql/orch_lease--0.1.0.sql sql/orch_lease--0.2.0.sql sql/orch_lease--0.3.0.sql "$("$PG_CONFIG" --sharedir)/extension/"
+privileged cp sql/orch_lease--0.1.0.sql sql/orch_lease--0.2.0.sql sql/orch_lease--0.3.0.sql sql/orch_lease--0.4.0.sql "$("$PG_CONFIG" --sharedir)/extension/"
 
 new_database orch_lease_fresh
 q "CREATE EXTENSION orch_lease"
@@ -74,7 +74,7 @@ fingerprint_of() {
         UNION ALL SELECT t::text FROM tasks t UNION ALL SELECT last_value::text FROM orch_lease.token_seq) rows"
 }
 
-for from in 0.1.0 0.2.0 0.3.0; do
+for from in 0.1.0 0.2.0 0.3.0 0.4.0; do
     SUITE="upgrade from $from"
     new_database "orch_lease_upgraded_from_${from//./_}"
     use_library "target/releases/$from/orch_lease.so"
@@ -171,4 +171,4 @@ check "SELECT extversion FROM pg_extension WHERE extname = 'orch_lease'" 0.3.0 "
 q "DELETE FROM orch_lease.transition_lease WHERE work_item = 'PR-7'"
 q "ALTER EXTENSION orch_lease UPDATE"
 echo "upgrade with a lease on 'PR-7': refused with what to do, then done once it was released"
-echo "upgrade: 3 passed, 0 failed"
+echo "upgrade: 4 passed, 0 failed"
