@@ -62,7 +62,11 @@ as_pg_daemon() {
     local name=$1 as_postgres=()
     shift
     is_root && as_postgres=(setpriv --reuid=postgres --regid=postgres --init-groups env HOME="$WORK")
-    "${as_postgres[@]}" "$@" >"$WORK/$name.log" 2>&1 &
+    # Without the lock's descriptor (scripts/lib.sh, without_lock), exec'd in place.
+    (
+        close_lock_fds
+        exec "${as_postgres[@]}" "$@"
+    ) >"$WORK/$name.log" 2>&1 &
     echo $! >"$WORK/$name.pid"
 }
 
@@ -231,6 +235,7 @@ fault() {
     coproc IN_FLIGHT { psql -X -q -t -A -h 127.0.0.1 -p "${PG_PORT[$old]}" -U postgres -d postgres; }
     echo "BEGIN; SELECT acquired FROM orch_lease.transition_lease_acquire('$in_flight', 'in-flight', 1, 'in-flight-boot');" >&"${IN_FLIGHT[1]}"
     local acquired
+    # || true: a timeout leaves $acquired empty, and the check on the next line fails with a message.
     read -r -t 10 acquired <&"${IN_FLIGHT[0]}" || true
     [ "$acquired" = t ] || fail "$name: the in-flight lease was not acquired ($acquired)"
     injected=$(date +%s%N)
@@ -293,6 +298,7 @@ for n in "${NODES[@]}"; do
 done
 [ -n "$seen" ] || fail "the check never counted the acknowledgements of a leader named as the old one"
 echo "failover: the two red checks failed as they must"
+# || true: grep -c prints 0 and exits 1 when no node was rewound; a figure for the log, not a check.
 rewinds=$(cat "$WORK"/pg*.patroni.log | grep -c "pg_rewind exit code=0" || true)
 log "former leaders brought back by pg_rewind: $rewinds"
 echo "failover: $FAULTS passed, 0 failed"

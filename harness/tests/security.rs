@@ -62,18 +62,6 @@ impl Verdict {
         }
     }
 
-    /// A call that must fail, with whatever SQLSTATE.
-    fn fails<T: Debug>(&mut self, what: &str, result: Result<T, Error>) {
-        match result {
-            Ok(value) => self
-                .0
-                .push(format!("{what}: expected an error, got success: {value:?}")),
-            Err(error) => {
-                self.describe(&error);
-            }
-        }
-    }
-
     /// Text that reaches users (an error, a tool's stderr) must not expose Rust internals.
     fn no_internals(&mut self, text: &str) {
         if text.contains("backtrace") || text.contains(".rs:") {
@@ -893,9 +881,10 @@ fn register_task_table_wants_the_owner_and_a_unique_id() {
     for table in ["tenant_tasks", "loose_tasks"] {
         let registered =
             superuser.batch_execute(&format!("SELECT orch_lease.register_task_table('{table}')"));
-        v.fails(
+        v.sqlstate(
             &format!("register {table}, whose id column is not unique by itself"),
             registered,
+            "42P10", // invalid_column_reference
         );
     }
     v.finish();
@@ -951,7 +940,8 @@ fn a_misspelt_orch_lease_setting_is_an_error() {
         "SET orch_lease.enable = off",
         "SET orch_lease.scope = 'deploy'",
     ] {
-        v.fails(typo, db.batch_execute(typo));
+        // invalid_name: "orch_lease" is a reserved prefix
+        v.sqlstate(typo, db.batch_execute(typo), "42602");
     }
     v.ok(
         "SET orch_lease.enabled = off",
