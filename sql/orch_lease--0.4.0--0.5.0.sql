@@ -55,3 +55,8 @@ COMMENT ON FUNCTION orch_lease.transition_lease_hand_over(text, text) IS
     'For the people on call: every boot of an instance becomes the given role''s (the repair for an instance name or boot id another role registered first). Returns how many boots changed hands.';
 REVOKE ALL ON FUNCTION orch_lease.transition_lease_hand_over(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION orch_lease.transition_lease_hand_over(text, text) TO orch_lease_admin;
+
+-- Leases and boots from before 0.4.0 name no role: any actor could end such a lease with its (sequential,
+-- guessable) token, or acquire under such a boot. They become the role that runs the update's.
+UPDATE orch_lease.transition_lease SET holder_role = current_user WHERE holder_role IS NULL;
+UPDATE orch_lease.boot SET registered_by = current_user WHERE registered_by IS NULL;
