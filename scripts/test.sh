@@ -30,10 +30,10 @@ log "3/6 isolation specs"
 isolation_suite 2>&1 | tee -a "$results"
 # Red-team regressions that need what a harness test cannot do: a prepared transaction left behind, a
 # procedure that commits between calls.
-for regression in prepared-slot prepared-snapshot reap-in-procedure recover-in-procedure; do
+for regression in prepared-slot prepared-snapshot prepared-hold reap-in-procedure recover-in-procedure; do
     PSQL="$PG_BIN/psql" bash "tests/regressions/$regression.sh"
 done
-echo "regressions: 4 passed" | tee -a "$results"
+echo "regressions: 5 passed" | tee -a "$results"
 
 log "4/6 the upgrade path (each release -> current), the runbook's and the operations page's psql snippets, Prometheus, failovers, PgBouncer, Citus"
 scripts/upgrade-test.sh 2>&1 | tee -a "$results"

@@ -10,7 +10,14 @@ q() { "$PSQL" -X -v ON_ERROR_STOP=1 -At "$@"; }
 q -U postgres -c "CREATE EXTENSION IF NOT EXISTS orch_lease" \
   -c "DO \$\$BEGIN CREATE ROLE red29_p LOGIN IN ROLE orch_lease_actor; EXCEPTION WHEN duplicate_object THEN NULL; END\$\$" \
   -c "DO \$\$BEGIN CREATE ROLE red29_adm LOGIN IN ROLE orch_lease_admin; EXCEPTION WHEN duplicate_object THEN NULL; END\$\$" >/dev/null
-trap 'for gid in red29_boot red29_release; do q -U postgres -c "ROLLBACK PREPARED '"'"'$gid'"'"'" >/dev/null 2>&1 || true; done' EXIT
+cleanup() {
+    local gid
+    for gid in red29_boot red29_release; do
+        q -U postgres -c "ROLLBACK PREPARED '$gid'" >/dev/null 2>&1 || true
+    done
+    q -U postgres -c "DELETE FROM orch_lease.transition_lease WHERE work_item LIKE 'red29-%'" >/dev/null
+}
+trap cleanup EXIT
 instance="red29-$$"
 token=$(q -U red29_p -c "SELECT count(*) FROM orch_lease.transition_lease_recover('$instance-b1', '$instance')" \
           -c "SELECT token FROM orch_lease.transition_lease_acquire('$instance-released', 'p', 1, '$instance-b1')" | tail -1)
