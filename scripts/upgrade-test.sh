@@ -125,6 +125,22 @@ for from in 0.1.0 0.2.0 0.3.0 0.4.0; do
            DROP ROLE orch_lease_reaper_job" >/dev/null
     fi
 
+    # #29 item 15: a lease or boot from before 0.4.0 named no role, so any actor could end that lease with
+    # its (sequential) token, or acquire under that boot. The update gives them to the role that ran it.
+    q "DO \$\$BEGIN CREATE ROLE orch_upgrade_actor IN ROLE orch_lease_actor;
+       EXCEPTION WHEN duplicate_object THEN NULL; END\$\$" >/dev/null
+    check "SELECT count(*) FROM orch_lease.transition_lease WHERE holder_role IS NULL" 0 "a lease names no role"
+    check "SELECT count(*) FROM orch_lease.boot WHERE registered_by IS NULL" 0 "a boot names no role"
+    token=$(q "SELECT token FROM orch_lease.transition_lease WHERE work_item = '2'")
+    check "SET ROLE orch_upgrade_actor; SELECT orch_lease.transition_lease_held('2', $token)" f \
+          "an actor is told it holds a lease acquired before the update"
+    for call in "transition_lease_release('2', $token)" "transition_lease_acquire('48', 'x', 1, 'boot-1')"; do
+        if out=$(q "SET ROLE orch_upgrade_actor; SELECT orch_lease.$call" 2>&1) ||
+           ! grep -q "another role" <<<"$out"; then
+            fail "an actor's $call on what was made before the update answered: $out"
+        fi
+    done
+
     q "$(cat tests/upgrade/schema.sql)" > "target/schema-from-$from.txt"
     diff -u target/schema-fresh.txt "target/schema-from-$from.txt" ||
         fail "the upgraded schema differs from a fresh $version install (above)"
