@@ -57,6 +57,7 @@ done
 SOURCE_PATH=$PATH
 
 # The orch_lease files in the directories DIR….
+# || true: a directory that does not exist (a major not installed) has no orch_lease files.
 orch_lease_files() { find "$@" -maxdepth 1 -name 'orch_lease*' 2>/dev/null || true; }
 # Removes the orch_lease files of the directories DIR….
 remove_orch_lease_files() {

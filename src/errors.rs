@@ -70,11 +70,16 @@ pub fn optional<'a>(argument: &str, value: Option<&'a str>) -> Option<&'a str> {
 }
 
 fn bounded<'a>(argument: &str, text: &'a str) -> &'a str {
-    if text.len() > MAX_TEXT_BYTES {
+    at_most(argument, text, MAX_TEXT_BYTES)
+}
+
+/// `text` if it is at most `max` bytes long (22001 otherwise).
+pub fn at_most<'a>(argument: &str, text: &'a str, max: usize) -> &'a str {
+    if text.len() > max {
         raise(
             PgSqlErrorCode::ERRCODE_STRING_DATA_RIGHT_TRUNCATION,
             format!(
-                "orch_lease: {argument} is too long ({} bytes, at most {MAX_TEXT_BYTES})",
+                "orch_lease: {argument} is too long ({} bytes, at most {max})",
                 text.len()
             ),
         );

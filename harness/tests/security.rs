@@ -62,18 +62,6 @@ impl Verdict {
         }
     }
 
-    /// A call that must fail, with whatever SQLSTATE.
-    fn fails<T: Debug>(&mut self, what: &str, result: Result<T, Error>) {
-        match result {
-            Ok(value) => self
-                .0
-                .push(format!("{what}: expected an error, got success: {value:?}")),
-            Err(error) => {
-                self.describe(&error);
-            }
-        }
-    }
-
     /// Text that reaches users (an error, a tool's stderr) must not expose Rust internals.
     fn no_internals(&mut self, text: &str) {
         if text.contains("backtrace") || text.contains(".rs:") {
@@ -893,9 +881,10 @@ fn register_task_table_wants_the_owner_and_a_unique_id() {
     for table in ["tenant_tasks", "loose_tasks"] {
         let registered =
             superuser.batch_execute(&format!("SELECT orch_lease.register_task_table('{table}')"));
-        v.fails(
+        v.sqlstate(
             &format!("register {table}, whose id column is not unique by itself"),
             registered,
+            "42P10", // invalid_column_reference
         );
     }
     v.finish();
@@ -951,7 +940,8 @@ fn a_misspelt_orch_lease_setting_is_an_error() {
         "SET orch_lease.enable = off",
         "SET orch_lease.scope = 'deploy'",
     ] {
-        v.fails(typo, db.batch_execute(typo));
+        // invalid_name: "orch_lease" is a reserved prefix
+        v.sqlstate(typo, db.batch_execute(typo), "42602");
     }
     v.ok(
         "SET orch_lease.enabled = off",
@@ -1451,9 +1441,10 @@ fn a_cas_inside_a_cas_leaves_the_outer_one_its_mark() {
     v.finish();
 }
 
-// Boot rows were never pruned: a fleet that restarts often grew the registry without bound.
+// Prune removed old superseded boots (0.4.0), which revived their zombies (#29.9): it keeps them now;
+// their names are bounded instead.
 #[test]
-fn prune_removes_old_superseded_boots_no_lease_names() {
+fn prune_keeps_superseded_boots() {
     let dsn = fresh_database_with("sec_boots", TEXT_TASKS);
     let mut v = Verdict::default();
     let mut db = connect_timed(&dsn);
@@ -1474,7 +1465,287 @@ fn prune_removes_old_superseded_boots_no_lease_names() {
             &[],
         )
         .map(|row| row.get::<_, String>(0));
-    v.answers("the boots left: the live one", boots, "boot-3");
+    // A boot forgotten would be unknown, and its zombie's acquires granted again (#29.9).
+    v.answers("the boots left: all", boots, "boot-1 boot-2 boot-3");
+    v.finish();
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Issue #29, part B (one owner means one owner, part two): one regression test per finding, each
+// shown red on 0.4.0.
+
+/// The elapsed time of `call`, with its result.
+fn timed<T>(call: impl FnOnce() -> T) -> (T, Duration) {
+    let started = Instant::now();
+    let result = call();
+    (result, started.elapsed())
+}
+
+// #29.4 A login with CONNECT only held recover's per-instance advisory lock (class 'boot', key
+//       hashtext(instance)): every recover and takeover of that instance waited for it without bound.
+#[test]
+fn a_connect_only_login_holds_up_no_recover() {
+    let (nogrant, actor) = ("orch_sec_b4_nogrant", "orch_sec_b4_actor");
+    let dsn = fresh_database_with("sec_b4", TEXT_TASKS);
+    login_role(nogrant, &[]);
+    login_role(actor, &["orch_lease_actor"]);
+    let mut squatter = connect_timed(&dsn_as(&dsn, nogrant));
+    squatter
+        .batch_execute("SELECT pg_advisory_lock(1651470196, hashtext('worker-1'))")
+        .unwrap();
+    let mut a = connect_timed(&dsn_as(&dsn, actor));
+    let mut v = Verdict::default();
+    for (function, boot) in [("recover", "boot-1"), ("takeover", "boot-2")] {
+        let (answer, took) = timed(|| {
+            a.query(
+                &format!("SELECT * FROM orch_lease.transition_lease_{function}($1, 'worker-1')"),
+                &[&boot],
+            )
+        });
+        v.ok(&format!("{function} while the login holds the key"), answer);
+        v.check(
+            took < Duration::from_secs(2),
+            format!("{function} took {took:?} while the login held the key"),
+        );
+    }
+    v.finish();
+}
+
+// #29.4 and #29.8 A transaction left open on the instance's live boot (an acquire idle in transaction)
+//       made every takeover, the on-call tool, wait for it without bound: it must answer within a bound.
+#[test]
+fn a_takeover_gives_up_on_a_transaction_left_open_within_a_bound() {
+    let (actor, admin) = ("orch_sec_b8_actor", "orch_sec_b8_admin");
+    let dsn = fresh_database_with("sec_b8", TEXT_TASKS);
+    login_role(actor, &["orch_lease_actor"]);
+    login_role(admin, &["orch_lease_admin"]);
+    let mut a = connect_timed(&dsn_as(&dsn, actor));
+    recover(&mut a, "boot-1", "worker-1");
+    a.batch_execute("BEGIN").unwrap();
+    acquire(&mut a, "task-1", "worker", "boot-1"); // share-locks boot-1 until the transaction ends
+    let mut on_call = connect_timed(&dsn_as(&dsn, admin));
+    let mut v = Verdict::default();
+    let (answer, took) = timed(|| takeover_rows(&mut on_call, "boot-2"));
+    v.sqlstate("takeover under an open acquire", answer, "55P03");
+    v.check(
+        took < Duration::from_secs(7),
+        format!("the takeover gave up after {took:?}, not within its bound of 5 s"),
+    );
+    // The caller's own shorter lock_timeout is kept.
+    on_call.batch_execute("SET lock_timeout = '200ms'").unwrap();
+    let (answer, took) = timed(|| takeover_rows(&mut on_call, "boot-3"));
+    v.sqlstate("takeover with lock_timeout 200ms", answer, "55P03");
+    v.check(
+        took < Duration::from_secs(2),
+        format!("with lock_timeout 200ms the takeover gave up after {took:?}"),
+    );
+    a.batch_execute("COMMIT").unwrap();
+    v.eq(
+        "takeover once the transaction ended",
+        takeover_rows(&mut on_call, "boot-4")
+            .map(|rows| rows.len())
+            .ok(),
+        Some(1),
+    );
+    v.finish();
+}
+
+fn takeover_rows(db: &mut Client, boot: &str) -> Result<Vec<Row>, Error> {
+    db.query(
+        "SELECT * FROM orch_lease.transition_lease_takeover($1, 'worker-1')",
+        &[&boot],
+    )
+}
+
+// #29.8 A CAS left idle in transaction share-locks its lease: force_release waited for it without
+//       bound. It answers (false: the lease is in use) within a bound.
+#[test]
+fn force_release_answers_while_a_cas_transaction_sits_on_the_lease() {
+    let (actor, admin) = ("orch_sec_b8f_actor", "orch_sec_b8f_admin");
+    let dsn = fresh_database_with(
+        "sec_b8f",
+        &format!("{TEXT_TASKS} GRANT SELECT, UPDATE ON tasks TO PUBLIC;"),
+    );
+    login_role(actor, &["orch_lease_actor"]);
+    login_role(admin, &["orch_lease_admin"]);
+    let mut a = connect_timed(&dsn_as(&dsn, actor));
+    let token = acquire(&mut a, "task-1", "worker", "boot-1").1.unwrap();
+    a.batch_execute("BEGIN").unwrap();
+    cas(
+        &mut a,
+        "update_task_stage_cas('task-1', 'queued', 'merged', $1)",
+        &[&token],
+    );
+    let mut on_call = connect_timed(&dsn_as(&dsn, admin));
+    let mut v = Verdict::default();
+    let (answer, took) = timed(|| {
+        on_call
+            .query_one(
+                "SELECT orch_lease.transition_lease_force_release('task-1', NULL, 'stuck')",
+                &[],
+            )
+            .map(|row| row.get::<_, bool>(0).to_string())
+    });
+    v.answers("force_release under an open CAS", answer, "false");
+    v.check(
+        took < Duration::from_secs(7),
+        format!("force_release answered after {took:?}, not within its bound of 5 s"),
+    );
+    a.batch_execute("ROLLBACK").unwrap();
+    v.answers(
+        "force_release once the CAS transaction ended",
+        on_call
+            .query_one(
+                "SELECT orch_lease.transition_lease_force_release('task-1', NULL, 'stuck')",
+                &[],
+            )
+            .map(|row| row.get::<_, bool>(0).to_string()),
+        "true",
+    );
+    v.finish();
+}
+
+// #29.9 Once a superseded boot was pruned, it was unknown: its old process's acquires were granted again
+//       and the next recover did not end them.
+#[test]
+fn a_pruned_superseded_boot_stays_refused() {
+    let dsn = fresh_database_with("sec_b9", TEXT_TASKS);
+    let mut db = connect_timed(&dsn);
+    recover(&mut db, "boot-1", "worker");
+    recover(&mut db, "boot-2", "worker");
+    db.batch_execute("SELECT orch_lease.transition_lease_prune('0 seconds')")
+        .unwrap();
+    let mut v = Verdict::default();
+    v.answers(
+        "the zombie of boot-1 acquires after prune",
+        grant(&mut db, "task-1", "worker", "boot-1").map(|(outcome, _)| outcome),
+        "superseded",
+    );
+    v.eq("the zombie's lease", lease_token(&mut db, "task-1"), None);
+    v.finish();
+}
+
+// #29.14 A made-up `session:` boot id of a session long gone made every acquire an announced reclaim
+//        (a flood of takeover alerts from one actor); boots, never pruned while live, took 1 KB names.
+#[test]
+fn an_actor_names_no_other_session_and_no_huge_boot() {
+    let actor = "orch_sec_b14_actor";
+    let dsn = fresh_database_with("sec_b14", TEXT_TASKS);
+    login_role(actor, &["orch_lease_actor"]);
+    let mut a = connect_timed(&dsn_as(&dsn, actor));
+    let mut v = Verdict::default();
+    v.sqlstate(
+        "acquire with a made-up session boot id",
+        grant(&mut a, "task-1", "worker", "session:1:1"),
+        "22023",
+    );
+    let own: String = a
+        .query_one(
+            "SELECT 'session:' || pg_backend_pid() || ':' || ((extract(epoch FROM backend_start)
+                    - extract(epoch FROM timestamptz '2000-01-01 00:00:00+00')) * 1000000)::bigint
+               FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    v.answers(
+        "acquire with this session's own boot id",
+        grant(&mut a, "task-2", "worker", &own).map(|(outcome, _)| outcome),
+        "acquired",
+    );
+    let long = "b".repeat(300);
+    v.sqlstate(
+        "recover with a 300-byte boot id",
+        a.query(
+            "SELECT * FROM orch_lease.transition_lease_recover($1, 'worker')",
+            &[&long],
+        ),
+        "22001",
+    );
+    v.sqlstate(
+        "recover with a 300-byte instance",
+        a.query(
+            "SELECT * FROM orch_lease.transition_lease_recover('boot-1', $1)",
+            &[&long],
+        ),
+        "22001",
+    );
+    v.finish();
+}
+
+// #29.7 A `held` answer named the holder's boot id to any role: an actor registered it as its own
+//       instance's boot, and the holder's every later acquire under it was refused (42501).
+#[test]
+fn a_held_answer_names_another_role_s_boot_to_nobody() {
+    let (alice, bob) = ("orch_sec_b7_alice", "orch_sec_b7_bob");
+    let (_, mut a, mut b) = two_actors("sec_b7", alice, bob);
+    acquire(&mut a, "task-1", "alice", "boot-alice");
+    let mut v = Verdict::default();
+    let told = |db: &mut Client| {
+        db.query_one(
+            "SELECT outcome, coalesce(holder_boot_id, '-')
+               FROM orch_lease.transition_lease_acquire('task-1', 'x', 1, 'boot-x')",
+            &[],
+        )
+        .map(|row| format!("{} {}", row.get::<_, String>(0), row.get::<_, String>(1)))
+    };
+    v.answers("bob is told", told(&mut b), "held -");
+    v.answers("alice is told", told(&mut a), "held boot-alice");
+    v.finish();
+}
+
+// #29.7 An actor registered other roles' future instance names; the victim's recover was refused
+//       (42501) forever, an admin's takeover kept the squatter as the instance's owner, and only a
+//       superuser's DELETE repaired it. An admin hands the instance (all its boots) to the right role.
+#[test]
+fn an_admin_hands_a_squatted_instance_to_its_role() {
+    let (alice, bob, admin) = (
+        "orch_sec_b7s_alice",
+        "orch_sec_b7s_bob",
+        "orch_sec_b7s_admin",
+    );
+    let (dsn, mut a, mut b) = two_actors("sec_b7s", alice, bob);
+    login_role(admin, &["orch_lease_admin"]);
+    let mut on_call = connect_timed(&dsn_as(&dsn, admin));
+    recover(&mut b, "boot-squat", "orch-7");
+    let register_as = |db: &mut Client, boot: &str| {
+        db.query(
+            "SELECT * FROM orch_lease.transition_lease_recover($1, 'orch-7')",
+            &[&boot],
+        )
+        .map(|rows| rows.len())
+    };
+    let hand_over = |db: &mut Client, role: &str| {
+        db.query_one(
+            "SELECT orch_lease.transition_lease_hand_over('orch-7', $1)",
+            &[&role],
+        )
+        .map(|row| row.get::<_, i32>(0).to_string())
+    };
+    let mut v = Verdict::default();
+    v.sqlstate(
+        "alice recovers the squatted name",
+        register_as(&mut a, "boot-a1"),
+        "42501",
+    );
+    v.sqlstate("bob hands it over", hand_over(&mut b, alice), "42501");
+    v.sqlstate(
+        "to a role that does not exist",
+        hand_over(&mut on_call, "orch_no_such_role"),
+        "42704",
+    );
+    v.answers(
+        "the admin hands it to alice",
+        hand_over(&mut on_call, alice),
+        "1",
+    );
+    v.ok("alice recovers it now", register_as(&mut a, "boot-a2"));
+    v.sqlstate("bob no longer may", register_as(&mut b, "boot-b3"), "42501");
+    v.sqlstate(
+        "bob acquires under his squatting boot",
+        grant(&mut b, "task-1", "bob", "boot-squat"),
+        "42501",
+    );
     v.finish();
 }
 

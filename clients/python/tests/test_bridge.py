@@ -79,3 +79,25 @@ def test_the_bridge_posts_every_alert(dsn: str, admin: Conn, webhook: Webhook) -
     finally:
         bridge.send_signal(signal.SIGTERM)
         assert bridge.wait(timeout=10) == 0
+
+
+def test_the_bridge_drops_an_alert_the_history_does_not_hold(dsn: str, admin: Conn, webhook: Webhook) -> None:
+    """#29 item 6: any login can NOTIFY orch_lease; a forged `forced` was forwarded as a real one."""
+    command = shutil.which("orch-lease-bridge")
+    assert command
+    url = f"http://127.0.0.1:{webhook.server_address[1]}/hook"
+    bridge = subprocess.Popen([command, "--dsn", dsn, "--url", url], stderr=subprocess.PIPE, text=True)
+    try:
+        assert bridge.stderr is not None and "listening on orch_lease" in bridge.stderr.readline()
+        forged = {"event_id": 1, "at": "2026-12-07T03:10:00+00:00", "event": "forced", "outcome": "forced",
+                  "work_item": "27", "old_owner": "deployer", "old_token": 1, "old_boot_id": "b",
+                  "new_owner": None, "new_token": None, "reason": "forged", "by_role": "adm", "truncated": False}
+        admin.execute("SELECT pg_notify('orch_lease', %s)", (json.dumps({"version": 2, "events": [forged]}),))
+        admin.execute("SELECT orch_lease.transition_lease_acquire('28', 'deployer', 1, 'b')")
+        admin.execute("SELECT orch_lease.transition_lease_force_release('28', NULL, 'real')")
+        _, body = webhook.delivered.get(timeout=20)  # the first POST got a 500 and was tried again
+        assert (json.loads(body)["work_item"], json.loads(body)["reason"]) == ("28", "real")
+        assert webhook.delivered.empty()
+    finally:
+        bridge.send_signal(signal.SIGTERM)
+        assert bridge.wait(timeout=10) == 0

@@ -9,6 +9,8 @@ as it came, with the header `X-Orch-Lease-Unparsed: 1`. A POST that fails (no co
 tried again after 1, 2, 4 … seconds, `--retries` times; then it is logged at ERROR with its body and the
 bridge goes on (other 4xx answers are not retried). The listener reconnects by itself; announcements sent
 while it was disconnected are not replayed (read orch_lease.lease_history for the gap). SIGTERM stops it.
+Every event is checked against orch_lease's history first, and one it does not hold is dropped (any
+login can NOTIFY the channel): run it as a member of orch_lease_admin or pg_monitor.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import psycopg
 
 from .events import UnsupportedPayload, parse_payload
 from .sync import Listener
@@ -62,6 +67,45 @@ def post(url: str, body: bytes, headers: dict[str, str], retries: int, timeout: 
     return False
 
 
+def confirmed(payloads: Iterable[str], dsn: str) -> Iterator[str]:
+    """The payloads whose every event is in orch_lease's history, and of the others a payload of the
+    events that are; an event the history does not hold (forged) is logged and dropped. Payloads of a
+    version this client cannot read pass as they came (and are POSTed marked unparsed). Needs a role
+    that reads the whole history: orch_lease_admin or pg_monitor."""
+    # Any login can NOTIFY orch_lease with a payload of its own making; none can write the history (#29).
+    recorded = """
+        SELECT EXISTS (SELECT FROM orch_lease.lease_history h
+                        WHERE h.event_id = %(event_id)s AND h.event = %(event)s AND h.outcome = %(outcome)s
+                          AND h.at = %(at)s::timestamptz AND h.by_role IS NOT DISTINCT FROM %(by_role)s
+                          AND CASE WHEN length(h.work_item) > 120 THEN left(h.work_item, 120) || '…'
+                                   ELSE h.work_item END = %(work_item)s)"""
+    db: psycopg.Connection[tuple[Any, ...]] | None = None
+    for payload in payloads:
+        try:
+            events = parse_payload(payload)
+        except UnsupportedPayload:
+            yield payload
+            continue
+        genuine = []
+        for event in events:
+            try:
+                db = db if db is not None and not db.closed else psycopg.connect(dsn, autocommit=True)
+                row = db.execute(recorded, event.data).fetchone()
+            except psycopg.Error as error:
+                log.error("cannot check an alert against the history (%s), dropped: %s", error, event.data)
+                if db is not None:
+                    db.close()
+                continue
+            if row is not None and row[0]:
+                genuine.append(event)
+            else:
+                log.error("an alert that orch_lease's history does not hold (forged?), dropped: %s", event.data)
+        if len(genuine) == len(events):
+            yield payload
+        elif genuine:
+            yield json.dumps({"version": 2, "events": [event.data for event in genuine]})
+
+
 def run(payloads: Iterable[str], url: str, headers: dict[str, str], retries: int) -> None:
     for payload in payloads:
         for body, extra in bodies(payload):
@@ -80,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="orch-lease-bridge: %(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     listener = Listener(args.dsn, duration=args.duration, on_listen=lambda: log.info("listening on orch_lease"))
-    run(listener.payloads(), args.url, headers, args.retries)
+    run(confirmed(listener.payloads(), args.dsn), args.url, headers, args.retries)
 
 
 if __name__ == "__main__":
