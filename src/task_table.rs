@@ -571,24 +571,31 @@ struct Registration {
     sources: [pg_sys::Oid; 4],
     id_column: String,
     stage_column: String,
-    /// The id column's type and modifier when it was registered (None: registered before 0.5.0 and
-    /// not there when the extension was updated).
+    /// The id column's type and modifier when it was registered (None: not recorded — a registration
+    /// whose table was gone at the update to 0.5.0, or read by an update script of an earlier version,
+    /// before 0.5.0's adds the columns — which keys by the type the column has, as 0.4.0 did).
     id_type: Option<(pg_sys::Oid, i32)>,
     graph: Option<HashSet<(String, String)>>,
     terminal: HashSet<String>,
 }
 
 fn read_registration() -> Option<Registration> {
+    let recorded = match unsafe { pg_sys::get_attnum(registry(), c"id_type".as_ptr()) } > 0 {
+        true => "id_type::oid, id_typmod",
+        false => "NULL::oid, NULL::integer",
+    };
     let registrations = owner::as_owner(|| {
         read_latest(
-            "SELECT tableoid, relid::oid, id_column::text, stage_column::text,
+            &format!(
+                "SELECT tableoid, relid::oid, id_column::text, stage_column::text,
                     'orch_lease.stage_transition'::regclass::oid,
                     'orch_lease.terminal_stage'::regclass::oid,
                     (SELECT array_agg(from_stage) FROM orch_lease.stage_transition),
                     (SELECT array_agg(to_stage) FROM orch_lease.stage_transition),
                     ARRAY(SELECT stage FROM orch_lease.terminal_stage),
-                    id_type::oid, id_typmod
-               FROM orch_lease.task_table",
+                    {recorded}
+               FROM orch_lease.task_table"
+            ),
             |row| {
                 let oid = |column| {
                     row(column).map_or(pg_sys::InvalidOid, |datum| {
@@ -672,7 +679,9 @@ fn describe_task_table() -> Option<TaskTable> {
     let id_read = check_id_column(relid, id_attnum, &qualified);
     // Leases are keyed by the id type they were acquired under: another type (ALTER COLUMN … TYPE)
     // may key them otherwise, which registering again checks.
-    if registered_id_type != Some((id_read.column_type, id_read.column_typmod)) {
+    if registered_id_type
+        .is_some_and(|recorded| recorded != (id_read.column_type, id_read.column_typmod))
+    {
         errors::raise_hinted(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             format!("orch_lease: the type of the id column {id_column} of {qualified} changed since it was registered"),
