@@ -199,7 +199,7 @@ def test_secrets_stay_off_the_command_line_and_out_of_errors(
         stop(bridge)
     command = shutil.which("orch-lease-bridge")
     assert command
-    for broken in ("host=db password=hunter2 user", "host=db password='hunter2"):
+    for broken in ("host=db password:hunter2", "host=db password=hunter2 user", "host=db password='hunter2"):
         run = subprocess.run(
             [command, "--url", "http://127.0.0.1:9/"], env={**os.environ, "ORCH_LEASE_BRIDGE_DSN": broken},
             capture_output=True, text=True, timeout=30,
