@@ -99,12 +99,29 @@ class HangingCommits:
         self.admin.execute("SELECT pg_reload_conf()")
         return self
 
-    def wait_for_hanging(self, timeout: float = 10.0) -> None:
-        """Returns once a commit of an orch_lease actor waits for the standby."""
+    SEEN = "SELECT current_setting('synchronous_standby_names') = 'nobody'"
+
+    def seen_by(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        """Returns once the session of `conn` has reloaded the settings (a backend does so between two
+        statements, some time after pg_reload_conf())."""
+        while not one(conn, self.SEEN):
+            time.sleep(0.01)
+
+    def hanging(self, statement: str = "", timeout: float = 10.0) -> bool:
+        """Whether, within `timeout` seconds, a commit of the actor's session (application_name orch_lease)
+        waits for the standby (of a statement containing `statement`)."""
         deadline = time.monotonic() + timeout
-        while not one(self.admin, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"):
-            assert time.monotonic() < deadline, "no commit waits for the standby"
+        waiting = """SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'
+                      AND application_name = 'orch_lease' AND strpos(query, %s) > 0"""
+        while not one(self.admin, waiting, (statement,)):
+            if time.monotonic() > deadline:
+                return False
             time.sleep(0.05)
+        return True
+
+    def wait_for_hanging(self) -> None:
+        """Returns once a commit of an orch_lease actor waits for the standby."""
+        assert self.hanging(), "no commit waits for the standby"
 
     def release(self) -> None:
         self.admin.execute("ALTER SYSTEM RESET synchronous_standby_names")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -275,12 +273,13 @@ def _raised(call: Callable[[], object]) -> list[BaseException]:
 def test_an_interrupted_acquire_leaves_no_lease(dsn: str, admin: Conn) -> None:
     with Actor(make_conninfo(dsn, options=HangingCommits.ACTOR_OPTIONS), "a") as actor, HangingCommits(admin) as hang:
 
-        def interrupt() -> None:  # Ctrl-C once the acquire is granted but not answered, then the standby
-            hang.wait_for_hanging()
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.5)
+        def interrupt() -> None:  # Ctrl-C once the acquire is granted but not answered; the standby comes
+            hang.wait_for_hanging()  # back once the client's follow-up release waits for it too (or 10 s)
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)  # to the waiting thread
+            hang.hanging("transition_lease_status")
             hang.release()
 
+        hang.seen_by(actor.connection)
         threading.Thread(target=interrupt).start()
         with pytest.raises(KeyboardInterrupt), actor.lease(18):
             pytest.fail("entered the block")

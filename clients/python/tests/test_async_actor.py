@@ -49,6 +49,8 @@ def test_a_cancelled_acquire_leaves_no_lease(dsn: str, admin: Conn) -> None:
     async def scenario() -> None:
         async with AsyncActor(make_conninfo(dsn, options=HangingCommits.ACTOR_OPTIONS), "a") as actor:
             hang = HangingCommits(admin).__enter__()
+            while not (await (await actor.connection.execute(HangingCommits.SEEN)).fetchone() or [False])[0]:
+                await asyncio.sleep(0.01)  # until the actor's session has reloaded the settings
 
             async def enter() -> None:
                 async with actor.lease(19):
@@ -56,8 +58,8 @@ def test_a_cancelled_acquire_leaves_no_lease(dsn: str, admin: Conn) -> None:
 
             task = asyncio.create_task(enter())
             await asyncio.to_thread(hang.wait_for_hanging)  # granted on the server, not answered yet
-            task.cancel()
-            await asyncio.sleep(0.5)
+            task.cancel()  # the standby comes back once the follow-up release waits for it too (or 10 s)
+            await asyncio.to_thread(hang.hanging, "transition_lease_status")
             await asyncio.to_thread(hang.release)
             with pytest.raises(asyncio.CancelledError):
                 await task
