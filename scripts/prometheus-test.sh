@@ -207,6 +207,22 @@ grep -qx 'pg_exporter_last_scrape_error 1' "$work/revoked.txt" || fail "no scrap
 q "GRANT pg_monitor TO orch_lease_exporter"
 passed=$((passed + 1))
 
+# Actors name their instances, so the per-instance series are bounded: the 20 instances holding the most and
+# "(others)" per liveness (issue #34: one series per instance let one actor's 100,000 leases take the exporter
+# past Prometheus's scrape timeout). 500 instances with a lease each: at most 23 series, adding up to them all.
+q "INSERT INTO orch_lease.boot (boot_id, instance, pid, registered_by)
+     SELECT 'many-boot-' || i, 'many-' || i, i, 'worker' FROM generate_series(1, 500) i;
+   INSERT INTO orch_lease.transition_lease (work_item, token, owner, owner_pid, owner_boot_id, acquired_at)
+     SELECT 1000 + i, nextval('orch_lease.token_seq'), 'many', i, 'many-boot-' || i, now() FROM generate_series(1, 500) i"
+scrape many
+series=$(grep -c '^orch_lease_instance_leases' "$work/many.series" || true)
+[ "$series" -le 23 ] || fail "500 instances gave $series orch_lease_instance_leases series, wanted at most 23"
+sum=$(awk '/^orch_lease_instance_leases/ { n += $NF } END { print n }' "$work/many.series")
+check "SELECT count(*) FROM orch_lease.transition_lease" "$sum" "the instance series add up to every lease"
+grep -q '^orch_lease_instance_leases{actor_instance="(others)",liveness="live"} 48[0-9]$' "$work/many.series" ||
+    fail "no (others) series for the instances past the 20th"
+passed=$((passed + 1))
+
 # The dashboard and the rules name only series the exporter emits, in valid PromQL.
 grep -ho 'orch_lease_[a-z_]*' "$contrib/alerts.yaml" "$contrib/grafana/orch_lease.json" | sort -u > "$work/referenced"
 [ -s "$work/referenced" ] || fail "no orch_lease series referenced"
