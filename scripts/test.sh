@@ -40,6 +40,7 @@ echo "regressions: $regressions passed" | tee -a "$results"
 
 log "4/6 the upgrade path (each release -> current), the runbook's and the operations page's psql snippets, Prometheus, failovers, PgBouncer, Citus"
 scripts/upgrade-test.sh 2>&1 | tee -a "$results"
+scripts/package-args-test.sh 2>&1 | tee -a "$results" # package.sh refuses a bad major before any rm -rf
 scripts/security-0.3.0-test.sh 2>&1 | tee -a "$results" # the 0.3.0 holes' tests, red on 0.3.0's own build
 scripts/runbook-test.sh 2>&1 | tee -a "$results"
 scripts/cron-test.sh 2>&1 | tee -a "$results" # its own cluster, with pg_cron preloaded
