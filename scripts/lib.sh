@@ -357,8 +357,9 @@ await_answer() {
 # run_snippets PAGE NAME: runs every ```sql block of the markdown PAGE, in order, in one psql session that
 # stops at the first error, and compares what psql printed (each statement echoed, then its answer,
 # unaligned) with tests/snippets/NAME.out, as pg_regress does: a snippet that answers differently fails.
-# What changes from run to run is masked first (timestamps as <timestamp>, fractions of three digits or
-# more, such as ages in seconds, as <frac>; a version such as 0.4.0 stays). The SQL goes to
+# What changes from run to run is masked first (timestamps as <timestamp>, Unix times such as
+# orch_lease_enabled_changed_timestamp_seconds as <epoch>, fractions of three digits or more, such as ages
+# in seconds, as <frac>; a version such as 0.4.0 stays). The SQL goes to
 # target/NAME.sql, the masked output to target/NAME.out.
 # ORCH_LEASE_BLESS=1 writes the output as the new expected file instead: review it with git diff.
 run_snippets() {
@@ -369,7 +370,8 @@ run_snippets() {
         fail "a snippet of $1 failed (above)"
     fi
     sed -E -e 's/[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([+-][0-9]{2}(:[0-9]{2})?)?/<timestamp>/g' \
-        -e 's/\b([0-9]+)\.[0-9]{3,}\b/\1.<frac>/g' "target/$2.raw" > "target/$2.out"
+        -e 's/\b1[0-9]{9}(\.[0-9]+)?\b/<epoch>/g' -e 's/\b([0-9]+)\.[0-9]{3,}\b/\1.<frac>/g' \
+        "target/$2.raw" > "target/$2.out"
     if [ "${ORCH_LEASE_BLESS:-}" = 1 ]; then
         mkdir -p tests/snippets
         cp "target/$2.out" "$expected"
