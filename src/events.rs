@@ -132,8 +132,8 @@ pub struct Event<'a> {
 const COLUMNS: &str = "event, outcome, work_item, actor, old_owner, old_token, old_boot_id, \
                        new_owner, new_token, stage_from, stage_to, reason, by_role";
 
-/// Takeovers, and the kill-switch switched (`switch`, work item ''): always recorded, whatever
-/// `orch_lease.history` says, and announced.
+/// Takeovers, and the kill-switch switched (`switch::set_enabled`, work item ''): always recorded,
+/// whatever `orch_lease.history` says, and announced.
 const ANNOUNCED: [&str; 4] = ["reclaimed", "reaped", "forced", "switched"];
 
 fn recorded(event: &Event<'_>) -> bool {

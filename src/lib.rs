@@ -10,7 +10,8 @@
 //! writes the task table, `stage_rules` checks writes against the stage graph and the bypass guard;
 //! `status` only reads (status view, history view, metrics). Shared machinery: `plans` (cached
 //! statements), `races` (a lost race as an outcome), `rows` (reading and forming rows), `owner` (the
-//! switch to the extension's owner), `errors` (SQLSTATEs), `config` (GUCs), `switch` (the database's kill-switch), `roles` (grants).
+//! switch to the extension's owner), `errors` (SQLSTATEs), `config` (GUCs), `switch` (the database's
+//! kill-switch, read by `config::enabled`), `roles` (grants).
 use pgrx::prelude::*;
 
 mod config;

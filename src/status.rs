@@ -1,5 +1,6 @@
 //! What the people on call and the scrapers read: the status of every lease (and of the kill-switch),
-//! the history as each role may see it, and the metrics. Reads only: the tables they read are written elsewhere.
+//! the history as each role may see it, and the metrics. Reads only: the tables they read are written
+//! elsewhere.
 //!
 //! What an actor sees: only the leases and history of its own role, and no token but its own role's
 //! (a token is a capability). Members of `orch_lease_admin` and `pg_monitor` see everything. The task
