@@ -266,6 +266,7 @@ passed=$((passed + 6))
 # Bad input raised on a worker reaches the caller with its SQLSTATE and nothing written
 for worker in "$WORKER1" "$WORKER2"; do
     item=$(item_on "$worker")
+    # || true: psql must fail here (bad input); what it answered is the check, on the next line.
     answer=$(psql -X -q -v VERBOSITY=sqlstate -c "SELECT orch_lease.transition_lease_acquire('$item', 'x', 0, 'boot-2')" 2>&1 || true)
     [ "$answer" = "ERROR:  22023" ] || fail "a pid of 0 for $item on :$worker: $answer"
     check "SELECT orch_lease.transition_lease_liveness('$item')" none "nothing granted to bad input"
@@ -274,6 +275,7 @@ passed=$((passed + 1))
 
 # Limits (docs/scale-out.md): an acquire inside a transaction block runs on the coordinator, which draws no
 # token; a session-bound lease names a backend of the worker, not the caller's session.
+# || true: psql must fail here (the limit); what it answered is the check, on the next line.
 answer=$(psql -X -q -t -A -c "BEGIN" -c "SELECT outcome FROM orch_lease.transition_lease_acquire('task-19', 'x', 1, 'boot-2')" 2>&1 || true)
 [[ "$answer" == *'reached maximum value of sequence "token_seq"'* ]] || fail "an acquire in a transaction block: $answer"
 passed=$((passed + 1))

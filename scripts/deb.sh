@@ -8,11 +8,19 @@ DEB_MAINTAINER="orch_lease maintainers <maintainers@users.noreply.r-seed-f4abfeb
 # The version of the crate whose Cargo.toml is FILE.
 cargo_version() { sed -n 's/^version = "\(.*\)"$/\1/p' "$1" | head -n1; }
 
+# deb_check_major MAJOR: stops unless MAJOR is a PostgreSQL major the packages are built for (15 and
+# $OTHER_MAJORS). Paths that get rm -rf are built from it: check it before anything else.
+deb_check_major() {
+    [[ "$1" =~ ^[0-9]+$ && " 15 $OTHER_MAJORS " == *" $1 "* ]] ||
+        fail "no package for PostgreSQL major '$1': the majors are 15 $OTHER_MAJORS"
+}
+
 # deb_build SOURCE MAJOR OUTDIR WORKDIR: `cargo pgrx package` (release) of the orch_lease source tree SOURCE
 # against PostgreSQL MAJOR, staged in WORKDIR/MAJOR, packed as OUTDIR/postgresql-MAJOR-orch-lease_VERSION_amd64.deb.
 # CARGO_TARGET_DIR, when set, is the build's target directory.
 deb_build() {
     local src=$1 major=$2 out=$3 work
+    deb_check_major "$major"
     work=$(realpath -m "$4/$major")
     local pg_config=/usr/lib/postgresql/15/bin/pg_config
     [ "$major" = 15 ] || pg_config=$PG_BUILDS/$major/bin/pg_config
@@ -165,6 +173,7 @@ ENTRY
 lintian_check() {
     local output status=0
     output=$(lintian --tag-display-limit 0 --display-info "$@" 2>&1) || status=$?
+    # || true: grep -v exits 1 when nothing is left, which is lintian saying nothing; lintian's status is kept above.
     output=$(grep -v 'running with root privileges' <<<"$output" || true)
     echo "${output:-lintian: nothing to report}"
     if grep -q '^E: ' <<<"$output"; then

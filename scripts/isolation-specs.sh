@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Writes the input directory of the isolation suite (by default target/generated/isolation, which
 # `isolation_suite` in scripts/lib.sh then runs): specs/, one spec per scenario of
-# tests/isolation/scenarios and per isolation level its `# levels:` line names (READ COMMITTED alone
-# when it has none), and expected/, a link to tests/isolation/expected. A scenario's `@BEGIN@` becomes
-# the level's BEGIN:
+# tests/isolation/scenarios and per isolation level its `# levels:` line names (a scenario without one
+# is refused: its levels are a choice to write down), and expected/, a link to tests/isolation/expected.
+# A scenario's `@BEGIN@` becomes the level's BEGIN, then a query that shows the level in effect:
 #   read-committed   NAME.spec      BEGIN;
-#   repeatable-read  NAME-rr.spec   BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1 AS snapshot;
-#   serializable     NAME-ser.spec  BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT 1 AS snapshot;
-# (the snapshot query takes the snapshot before the racing steps run).
+#   repeatable-read  NAME-rr.spec   BEGIN ISOLATION LEVEL REPEATABLE READ;
+#   serializable     NAME-ser.spec  BEGIN ISOLATION LEVEL SERIALIZABLE;
+# each followed by SELECT current_setting('transaction_isolation') AS isolation; its answer is in the
+# expected output, so a spec that ran at another level fails (and at REPEATABLE READ and SERIALIZABLE the
+# query takes the snapshot before the racing steps run).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT_DIR"
@@ -20,14 +22,14 @@ ln -sfn "$ROOT_DIR/tests/isolation/expected" "$out/expected"
 for scenario in tests/isolation/scenarios/*.spec; do
     name=$(basename "$scenario" .spec)
     levels=$(sed -n 's/^# levels: //p' "$scenario")
-    if [ -n "$levels" ] && ! grep -q '@BEGIN@' "$scenario"; then
-        fail "$scenario names levels but has no @BEGIN@ to put them in"
-    fi
-    for level in ${levels:-read-committed}; do
+    [ -n "$levels" ] || fail "$scenario has no '# levels:' line (read-committed, repeatable-read, serializable)"
+    grep -q '@BEGIN@' "$scenario" || fail "$scenario names levels but has no @BEGIN@ to put them in"
+    shown="SELECT current_setting('transaction_isolation') AS isolation;"
+    for level in $levels; do
         case $level in
-            read-committed) suffix="" begin="BEGIN;" ;;
-            repeatable-read) suffix=-rr begin="BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1 AS snapshot;" ;;
-            serializable) suffix=-ser begin="BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT 1 AS snapshot;" ;;
+            read-committed) suffix="" begin="BEGIN; $shown" ;;
+            repeatable-read) suffix=-rr begin="BEGIN ISOLATION LEVEL REPEATABLE READ; $shown" ;;
+            serializable) suffix=-ser begin="BEGIN ISOLATION LEVEL SERIALIZABLE; $shown" ;;
             *) fail "$scenario: no isolation level $level (read-committed, repeatable-read, serializable)" ;;
         esac
         {

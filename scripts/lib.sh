@@ -87,6 +87,28 @@ lock_take() {
     log "waiting for $ORCH_LEASE_LOCK"
     flock "$LOCK_FD"
 }
+# The descriptors of this shell open on the lock file (the one lock_take took, or a parent's).
+lock_fds() {
+    local fd
+    for fd in /proc/"$BASHPID"/fd/*; do
+        [ "$(readlink "$fd")" = "$ORCH_LEASE_LOCK" ] && echo "${fd##*/}"
+    done
+    return 0
+}
+# Closes, in this shell, its descriptors on the lock file.
+close_lock_fds() {
+    local fd
+    for fd in $(lock_fds); do exec {fd}>&-; done
+}
+# without_lock COMMAND…: COMMAND with those descriptors closed. A server or daemon started while the lock
+# is held must not inherit it: one left running by a killed script (its EXIT trap never ran) would hold
+# the lock for everyone, for good.
+without_lock() {
+    (
+        close_lock_fds
+        "$@"
+    )
+}
 lock_give() {
     [ -n "$LOCK_FD" ] || return 0
     flock -u "$LOCK_FD"
@@ -147,6 +169,16 @@ install_release() {
     log "building and installing orch_lease (release)"
     # shellcheck disable=SC2046 # no argument, or one
     cargo pgrx install --release --pg-config "$PG_CONFIG" $(pgrx_install_args) >/dev/null
+}
+
+# Serves the library FILE as orch_lease.so of $PG_CONFIG's PostgreSQL (a released version's, built by
+# scripts/releases.sh, or a copy of the current one put back): use_library FILE. Swapped by rename, so that
+# running backends keep the one they mapped. Under lock_take.
+use_library() {
+    local libdir
+    libdir=$("$PG_CONFIG" --pkglibdir)
+    privileged cp "$1" "$libdir/.orch_lease.so.new"
+    privileged mv -f "$libdir/.orch_lease.so.new" "$libdir/orch_lease.so"
 }
 
 # Release builds of orch_lease (installed) and of the harness (orch-race), and a throwaway cluster.
@@ -219,7 +251,7 @@ isolation_suite() {
 count_passed() {
     awk '/^test result: ok\./ { n += $4 }
          /^#? *All [0-9]+ tests passed/ { n += $(NF-2) }
-         /^(examples|upgrade|runbook|cron|failover|model|pgbouncer|prometheus|citus|python-client|regressions): [0-9]+ passed/ { n += $2 }
+         /^(examples|upgrade|runbook|cron|failover|model|pgbouncer|prometheus|citus|python-client|regressions|security-0\.3\.0|package-args): [0-9]+ passed/ { n += $2 }
          END { print n + 0 }' "$1"
 }
 
@@ -233,8 +265,10 @@ free_port() {
 # A pg_ctl command line as one string, for a program to run later through sh (as the postgres user when we
 # are root): pg_ctl_command ARGS…
 pg_ctl_command() {
-    local command="$PG_BIN/pg_ctl $*"
+    local command="$PG_BIN/pg_ctl $*" fd
     if is_root; then command="runuser -u postgres -- $command"; fi
+    # The program that runs it inherits this shell's descriptors: the server it starts must not keep the lock.
+    for fd in $(lock_fds); do command="$command $fd>&-"; done
     echo "$command"
 }
 
@@ -243,7 +277,7 @@ pg_ctl_command() {
 server_start() {
     local data=$1 port=$2
     shift 2
-    as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$data.log" -w -o "-p $port -k $(dirname "$data") $*" start >/dev/null
+    without_lock as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$data.log" -w -o "-p $port -k $(dirname "$data") $*" start >/dev/null
 }
 
 # The settings of every throwaway server (a standby's max_connections must be at least its primary's).
@@ -309,7 +343,7 @@ max_client_conn = 200
 logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid
 EOF
-    as_pg pgbouncer -d -q "$dir/pgbouncer.ini"
+    without_lock as_pg pgbouncer -d -q "$dir/pgbouncer.ini"
     for _ in $(seq 50); do
         psql -X -q -h 127.0.0.1 -p "$PGBOUNCER_PORT" -d postgres -c 'SELECT' >/dev/null 2>&1 && break
         sleep 0.1

@@ -15,10 +15,11 @@ source "$(dirname "$0")/lib.sh"
 source "$ROOT_DIR/scripts/deb.sh"
 cd "$ROOT_DIR"
 SUITE=package
+majors=${*:-${ORCH_LEASE_PACKAGE_MAJORS:-15 $OTHER_MAJORS}}
+for major in $majors; do deb_check_major "$major"; done
 scripts/setup.sh
 apt_ensure python3 dpkg-dev lintian xz-utils
 
-majors=${*:-${ORCH_LEASE_PACKAGE_MAJORS:-15 $OTHER_MAJORS}}
 others=()
 for major in $majors; do [ "$major" = 15 ] || others+=("$major"); done
 pgrx_init_all "${others[@]}"

@@ -62,7 +62,11 @@ as_pg_daemon() {
     local name=$1 as_postgres=()
     shift
     is_root && as_postgres=(setpriv --reuid=postgres --regid=postgres --init-groups env HOME="$WORK")
-    "${as_postgres[@]}" "$@" >"$WORK/$name.log" 2>&1 &
+    # Without the lock's descriptor (scripts/lib.sh, without_lock), exec'd in place.
+    (
+        close_lock_fds
+        exec "${as_postgres[@]}" "$@"
+    ) >"$WORK/$name.log" 2>&1 &
     echo $! >"$WORK/$name.pid"
 }
 
@@ -214,6 +218,21 @@ done
 started=$(date +%s%N)
 sleep 3
 
+# Every failover actor still at work: they run until this script stops them, so one that exited did so
+# on its own — a panic on an error that is not a lost connection (harness/src/failover.rs) — and fails
+# the run with its status.
+actors_working() {
+    local pid state status
+    for pid in "${ACTORS[@]}"; do
+        state=$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) || state=""
+        if [ -z "$state" ] || [ "$state" = Z ]; then
+            status=0
+            wait "$pid" || status=$?
+            fail "a failover actor (pid $pid) exited with status $status while the faults ran (its output above)"
+        fi
+    done
+}
+
 # --- the faults -----------------------------------------------------------------------------------
 postmaster_pid() { head -n 1 "$WORK/pg$1/postmaster.pid"; }
 patroni_pid() { cat "$WORK/pg$1.patroni.pid"; }
@@ -231,6 +250,7 @@ fault() {
     coproc IN_FLIGHT { psql -X -q -t -A -h 127.0.0.1 -p "${PG_PORT[$old]}" -U postgres -d postgres; }
     echo "BEGIN; SELECT acquired FROM orch_lease.transition_lease_acquire('$in_flight', 'in-flight', 1, 'in-flight-boot');" >&"${IN_FLIGHT[1]}"
     local acquired
+    # || true: a timeout leaves $acquired empty, and the check on the next line fails with a message.
     read -r -t 10 acquired <&"${IN_FLIGHT[0]}" || true
     [ "$acquired" = t ] || fail "$name: the in-flight lease was not acquired ($acquired)"
     injected=$(date +%s%N)
@@ -268,6 +288,7 @@ fault() {
     "$ORCH_RACE" failover-check --name "$name" --dsn "$DSN" --dir "$ACKS" --injected "$injected" \
         --old-port "${PG_PORT[$old]}" --new-port "${PG_PORT[$new]}" --in-flight "$in_flight" ||
         fail "$name: the check failed (above)"
+    actors_working
 }
 
 fault switchover
@@ -293,6 +314,8 @@ for n in "${NODES[@]}"; do
 done
 [ -n "$seen" ] || fail "the check never counted the acknowledgements of a leader named as the old one"
 echo "failover: the two red checks failed as they must"
+# || true: grep -c prints 0 and exits 1 when no node was rewound; a figure for the log, not a check.
 rewinds=$(cat "$WORK"/pg*.patroni.log | grep -c "pg_rewind exit code=0" || true)
 log "former leaders brought back by pg_rewind: $rewinds"
+actors_working
 echo "failover: $FAULTS passed, 0 failed"

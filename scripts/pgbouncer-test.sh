@@ -12,7 +12,10 @@
 #      task merged once, one effect each, no lease left;
 #   5. session-bound leases (transition_lease_acquire_session) through the pooler: what goes wrong, shown;
 #   6. an actor restarted behind the pooler: recover refuses it (55006: the session that registered its
-#      previous boot is the pooler's, still connected), transition_lease_takeover gets in.
+#      previous boot is the pooler's, still connected), transition_lease_takeover gets in;
+#   7. session-bound leases through PgBouncer in *session* pooling: no better (issue #34) — the client
+#      disconnects, its server connection goes back to the pool with the lease, the next client gets `held`
+#      and the reaper leaves it (its session is alive); a direct connection's lease goes when it does.
 # Loads the orch_lease installed in the system PostgreSQL: holds /tmp/orch_lease.lock.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -107,5 +110,27 @@ psql -X -q -t -A -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PGBOUNCER_PORT" -d postgre
     -c "SELECT count(*) FROM orch_lease.transition_lease_takeover('restarted-boot-2', 'restarted', 2)" >/dev/null
 check "SELECT boot_id FROM orch_lease.boot WHERE instance = 'restarted' AND superseded_at IS NULL" restarted-boot-2 \
     "takeover made the restart the live boot"
+passed=$((passed + 1))
+
+log "7. a session-bound lease through PgBouncer in session pooling"
+pid=$(cat "$CLUSTER_DIR/pgbouncer.pid")
+kill "$pid"
+while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+pgbouncer_start session 1
+a=$(through_pooler "SELECT pg_backend_pid() || ' ' || acquired FROM orch_lease.transition_lease_acquire_session('session-pooled', 'actor-a')")
+b=$(through_pooler "SELECT pg_backend_pid() || ' ' || outcome || ' ' || holder FROM orch_lease.transition_lease_acquire_session('session-pooled', 'actor-b')")
+echo "session pooling: actor-a (backend, acquired): $a; then actor-b (backend, outcome, holder): $b"
+[ "${a#* }" = true ] && [ "${b#* }" = "held actor-a" ] ||
+    fail "actor-a's session lease did not outlive actor-a behind session pooling"
+# (The reaper may take step 5's lease here: the transaction pooler that kept its session is gone.)
+check "SELECT count(*) FROM orch_lease.transition_lease_reap(3600) WHERE work_item = 'session-pooled'" 0 \
+      "the reaper left the pooled session's lease"
+check "SELECT count(*) FROM orch_lease.transition_lease WHERE work_item = 'session-pooled'" 1 \
+      "actor-a's lease is still there after the reaper ran"
+# What works: a connection of its own. Its lease is stale once it disconnects, and the reaper takes it.
+q "SELECT acquired FROM orch_lease.transition_lease_acquire_session('session-direct', 'actor-c')" >/dev/null
+await_answer "SELECT liveness FROM orch_lease.transition_lease_status WHERE work_item = 'session-direct'" stale 50 0.1 >/dev/null
+check "SELECT string_agg(work_item || ':' || kind, ' ') FROM orch_lease.transition_lease_reap(3600)" session-direct:stale \
+      "the reaper takes a direct session's lease once it is gone"
 passed=$((passed + 1))
 echo "pgbouncer: $passed passed, 0 failed"

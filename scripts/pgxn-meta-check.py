@@ -154,7 +154,7 @@ def project_problems(meta, cargo_version):
             p.append(f"prereqs: PostgreSQL {floor}, not 14.0.0 (the oldest major tested)")
     except (KeyError, TypeError, ValueError):
         p.append("prereqs.runtime.requires.PostgreSQL is missing")
-    for field in ("resources", "tags", "abstract"):
+    for field in ("tags", "abstract"):
         if field not in meta:
             p.append(f"{field} is missing")
     return p

@@ -9,7 +9,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT_DIR"
 
 # The commit whose code each version was released with (the commit before its install script was frozen).
-declare -A RELEASED=([0.1.0]=15c1d5e [0.2.0]=6de9efd [0.3.0]=c68ee90)
+declare -A RELEASED=([0.1.0]=15c1d5e [0.2.0]=6de9efd [0.3.0]=c68ee90 [0.4.0]=2e7cc04)
 
 versions=("$@")
 [ ${#versions[@]} -gt 0 ] || versions=("${!RELEASED[@]}")

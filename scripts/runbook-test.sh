@@ -64,6 +64,7 @@ answer=$(as_actor -c "SET orch_lease.enabled = off" -c "SHOW orch_lease.enabled"
 [ "$answer" = 'off WARNING:  permission denied to set parameter "orch_lease.enabled" t on ' ] ||
     fail "before the library loads: got '$answer'"
 q "ALTER ROLE settings_actor SET session_preload_libraries = 'orch_lease'"
+# || true: the SET must fail; its first line is the check, on the next line.
 answer=$(as_actor -v VERBOSITY=verbose -c "SET orch_lease.enabled = off" | head -n 1 || true)
 [[ "$answer" == "ERROR:  42501:"* ]] || fail "with session_preload_libraries: got '$answer'"
 q "DROP ROLE settings_actor" >/dev/null

@@ -3,8 +3,8 @@
 # the way a DBA gets them, with no cargo involved.
 #   1. the release files: META.json against the PGXN Meta Spec, LICENSE, no build output in git, the toolchain
 #      check of scripts/setup.sh (scripts/release-files-test.sh)
-#   2. the 0.3.0 package, built once from commit c68ee90 (0.3.0 as released) and cached under target/
-#   3. PostgreSQL 15: the source-built orch_lease files are removed from its directories; the 0.3.0 package is
+#   2. the 0.4.0 package, built once from commit 2e7cc04 (0.4.0 as released) and cached under target/
+#   3. PostgreSQL 15: the source-built orch_lease files are removed from its directories; the 0.4.0 package is
 #      installed with apt-get and a database uses it; the current package is installed over it with apt-get;
 #      ALTER EXTENSION orch_lease UPDATE keeps that database's lease; the pg_regress and isolation suites run;
 #      the package is purged and nothing of orch_lease is left; the current tree is installed again
@@ -19,8 +19,8 @@ SUITE=test-package
 scripts/setup.sh --test
 version=$(cargo_version Cargo.toml)
 packages=target/packages
-OLD_VERSION=0.3.0
-OLD_COMMIT=c68ee90 # 0.3.0 as released
+OLD_VERSION=0.4.0
+OLD_COMMIT=2e7cc04 # 0.4.0 as released
 old_dir=target/package-$OLD_VERSION
 old_deb=$old_dir/postgresql-15-orch-lease_${OLD_VERSION}_amd64.deb
 pkg15=postgresql-15-orch-lease
@@ -57,6 +57,7 @@ done
 SOURCE_PATH=$PATH
 
 # The orch_lease files in the directories DIR….
+# || true: a directory that does not exist (a major not installed) has no orch_lease files.
 orch_lease_files() { find "$@" -maxdepth 1 -name 'orch_lease*' 2>/dev/null || true; }
 # Removes the orch_lease files of the directories DIR….
 remove_orch_lease_files() {

@@ -3,8 +3,9 @@
 #   1. in-process #[pg_test]s (cargo pgrx test: its own temporary server)
 #   2. pg_regress specs that read as documentation of the SQL contract
 #   3. isolation specs: every interleaving of racing sessions, at each isolation level
-#   4. the upgrade path, the runbook's and the operations page's psql snippets, the Prometheus exporter
-#      queries and alert rules, failovers (by hand, and
+#   4. the upgrade path (and the security tests of 0.3.0's holes, red on 0.3.0's build), the runbook's
+#      and the operations page's psql snippets, the Prometheus exporter queries and alert rules,
+#      failovers (by hand, and
 #      five under Patroni + etcd), PgBouncer in transaction pooling,
 #      a Citus cluster
 #   5. real-connection tests: the contract under concurrency, hostile input, security, the role matrix,
@@ -30,13 +31,17 @@ log "3/6 isolation specs"
 isolation_suite 2>&1 | tee -a "$results"
 # Red-team regressions that need what a harness test cannot do: a prepared transaction left behind, a
 # procedure that commits between calls.
-for regression in prepared-slot prepared-snapshot reap-in-procedure recover-in-procedure; do
-    PSQL="$PG_BIN/psql" bash "tests/regressions/$regression.sh"
+regressions=0
+for regression in tests/regressions/*.sh; do
+    PSQL="$PG_BIN/psql" bash "$regression"
+    regressions=$((regressions + 1))
 done
-echo "regressions: 4 passed" | tee -a "$results"
+echo "regressions: $regressions passed" | tee -a "$results"
 
 log "4/6 the upgrade path (each release -> current), the runbook's and the operations page's psql snippets, Prometheus, failovers, PgBouncer, Citus"
 scripts/upgrade-test.sh 2>&1 | tee -a "$results"
+scripts/package-args-test.sh 2>&1 | tee -a "$results" # package.sh refuses a bad major before any rm -rf
+scripts/security-0.3.0-test.sh 2>&1 | tee -a "$results" # the 0.3.0 holes' tests, red on 0.3.0's own build
 scripts/runbook-test.sh 2>&1 | tee -a "$results"
 scripts/cron-test.sh 2>&1 | tee -a "$results" # its own cluster, with pg_cron preloaded
 scripts/prometheus-test.sh 2>&1 | tee -a "$results" # the real postgres_exporter and Prometheus: queries, alerts, dashboard

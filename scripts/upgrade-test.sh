@@ -8,7 +8,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT_DIR"
 SUITE=upgrade
-privileged cp sql/orch_lease--0.1.0.sql sql/orch_lease--0.2.0.sql sql/orch_lease--0.3.0.sql "$("$PG_CONFIG" --sharedir)/extension/"
+privileged cp sql/orch_lease--0.1.0.sql sql/orch_lease--0.2.0.sql sql/orch_lease--0.3.0.sql sql/orch_lease--0.4.0.sql "$("$PG_CONFIG" --sharedir)/extension/"
 
 new_database orch_lease_fresh
 q "CREATE EXTENSION orch_lease"
@@ -21,10 +21,6 @@ q "$(cat tests/upgrade/schema.sql)" > target/schema-fresh.txt
 scripts/releases.sh
 libdir=$("$PG_CONFIG" --pkglibdir)
 cp "$libdir/orch_lease.so" target/releases/current.so
-use_library() {
-    privileged cp "$1" "$libdir/.orch_lease.so.new"
-    privileged mv -f "$libdir/.orch_lease.so.new" "$libdir/orch_lease.so"
-}
 trap 'use_library target/releases/current.so' EXIT
 
 # Leases, boots, takeovers, a commit and a force release, as every release could make them; an id spelled
@@ -74,7 +70,8 @@ fingerprint_of() {
         UNION ALL SELECT t::text FROM tasks t UNION ALL SELECT last_value::text FROM orch_lease.token_seq) rows"
 }
 
-for from in 0.1.0 0.2.0 0.3.0; do
+passed=0 # one per upgrade path that ran to its end
+for from in 0.1.0 0.2.0 0.3.0 0.4.0; do
     SUITE="upgrade from $from"
     new_database "orch_lease_upgraded_from_${from//./_}"
     use_library "target/releases/$from/orch_lease.so"
@@ -128,20 +125,40 @@ for from in 0.1.0 0.2.0 0.3.0; do
            DROP ROLE orch_lease_reaper_job" >/dev/null
     fi
 
+    # #29 item 15: a lease or boot from before 0.4.0 named no role, so any actor could end that lease with
+    # its (sequential) token, or acquire under that boot. The update gives them to the role that ran it.
+    q "DO \$\$BEGIN CREATE ROLE orch_upgrade_actor IN ROLE orch_lease_actor;
+       EXCEPTION WHEN duplicate_object THEN NULL; END\$\$" >/dev/null
+    check "SELECT count(*) FROM orch_lease.transition_lease WHERE holder_role IS NULL" 0 "a lease names no role"
+    check "SELECT count(*) FROM orch_lease.boot WHERE registered_by IS NULL" 0 "a boot names no role"
+    token=$(q "SELECT token FROM orch_lease.transition_lease WHERE work_item = '2'")
+    check "SET ROLE orch_upgrade_actor; SELECT orch_lease.transition_lease_held('2', $token)" f \
+          "an actor is told it holds a lease acquired before the update"
+    for call in "transition_lease_release('2', $token)" "transition_lease_acquire('48', 'x', 1, 'boot-1')"; do
+        if out=$(q "SET ROLE orch_upgrade_actor; SELECT orch_lease.$call" 2>&1) ||
+           ! grep -q "another role" <<<"$out"; then
+            fail "an actor's $call on what was made before the update answered: $out"
+        fi
+    done
+
     q "$(cat tests/upgrade/schema.sql)" > "target/schema-from-$from.txt"
     diff -u target/schema-fresh.txt "target/schema-from-$from.txt" ||
         fail "the upgraded schema differs from a fresh $version install (above)"
     echo "upgrade $from -> $version: data kept, schema identical to a fresh install ($(wc -l < target/schema-fresh.txt) facts)"
+    passed=$((passed + 1))
 done
-# The schema facts see what they claim to: a column privilege, a sequence's settings, an owner and a type
-# changed on a fresh install each make its facts differ (each change is undone before the next).
+# The schema facts see what they claim to: a column privilege, a sequence's settings, an owner, a type and
+# a type's grant changed on a fresh install each make its facts differ (each change is undone before the
+# next).
 SUITE="upgrade schema facts"
 new_database orch_lease_facts_red
 q "CREATE EXTENSION orch_lease"
 q "DROP ROLE IF EXISTS orch_lease_facts_owner; CREATE ROLE orch_lease_facts_owner"
 while IFS='|' read -r change undo; do
     q "$change"
-    if q "$(cat tests/upgrade/schema.sql)" | diff -q target/schema-fresh.txt - >/dev/null; then
+    # A facts query that fails is no change seen: it stops the test (under pipefail it used to read as one).
+    facts=$(q "$(cat tests/upgrade/schema.sql)") || fail "the schema facts query failed after: $change"
+    if diff -q target/schema-fresh.txt - >/dev/null <<<"$facts"; then
         fail "the schema facts did not see: $change"
     fi
     q "$undo"
@@ -150,10 +167,11 @@ GRANT SELECT (token) ON orch_lease.transition_lease TO PUBLIC|REVOKE SELECT (tok
 ALTER SEQUENCE orch_lease.token_seq CACHE 7|ALTER SEQUENCE orch_lease.token_seq CACHE 1
 ALTER TABLE orch_lease.boot OWNER TO orch_lease_facts_owner|ALTER TABLE orch_lease.boot OWNER TO postgres
 CREATE TYPE orch_lease.stray AS ENUM ('a')|DROP TYPE orch_lease.stray
+GRANT USAGE ON TYPE orch_lease.lease_grant TO orch_lease_facts_owner|REVOKE USAGE ON TYPE orch_lease.lease_grant FROM orch_lease_facts_owner
 CHANGES
 q "$(cat tests/upgrade/schema.sql)" | diff -u target/schema-fresh.txt - || fail "undoing the changes did not restore the facts"
 q "DROP ROLE orch_lease_facts_owner"
-echo "upgrade schema facts: a column privilege, a sequence setting, an owner and a type each detected"
+echo "upgrade schema facts: a column privilege, a sequence setting, an owner, a type and a type grant each detected"
 
 # A lease 0.4.0 cannot key (not an id of the task table) stops the update with what to do; done, it goes on.
 SUITE=upgrade
@@ -171,4 +189,4 @@ check "SELECT extversion FROM pg_extension WHERE extname = 'orch_lease'" 0.3.0 "
 q "DELETE FROM orch_lease.transition_lease WHERE work_item = 'PR-7'"
 q "ALTER EXTENSION orch_lease UPDATE"
 echo "upgrade with a lease on 'PR-7': refused with what to do, then done once it was released"
-echo "upgrade: 3 passed, 0 failed"
+echo "upgrade: $passed passed, 0 failed"

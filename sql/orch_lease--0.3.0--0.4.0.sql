@@ -177,46 +177,6 @@ COMMENT ON TABLE orch_lease.bypass_log IS
 COMMENT ON FUNCTION orch_lease.register_task_table(regclass, name, name) IS
     'Registers the application table whose stage the CAS writes: the caller must own it, and its id column must be unique.';
 
--- The database's kill-switch (issue #28): one row, written by set_enabled, read by every call; a write
--- reaches every session at its next call (the trigger invalidates the table's cache entry everywhere).
--- The switch is recorded in the history (event switched) and announced.
-ALTER TABLE orch_lease.lease_event DROP CONSTRAINT lease_event_event_check,
-    ADD CONSTRAINT lease_event_event_check CHECK (event IN ('acquired', 'refused', 'released', 'reclaimed',
-        'reaped', 'forced', 'cas_applied', 'cas_lost', 'switched'));
-CREATE TABLE orch_lease.kill_switch (
-    id         boolean PRIMARY KEY DEFAULT true CHECK (id),
-    enabled    boolean NOT NULL,
-    changed_at timestamptz NOT NULL,
-    changed_by text NOT NULL,
-    reason     text NOT NULL
-);
-COMMENT ON TABLE orch_lease.kill_switch IS
-    'The database''s kill-switch, written by orch_lease.set_enabled: at most one row; no row is on, never switched.';
-SELECT pg_catalog.pg_extension_config_dump('orch_lease.kill_switch', '');
-REVOKE ALL ON orch_lease.kill_switch FROM PUBLIC;
-GRANT SELECT ON orch_lease.kill_switch TO orch_lease_admin;
-CREATE FUNCTION orch_lease.kill_switch_changed() RETURNS trigger
-LANGUAGE c AS 'MODULE_PATHNAME', 'kill_switch_changed_wrapper';
-REVOKE ALL ON FUNCTION orch_lease.kill_switch_changed() FROM PUBLIC;
-COMMENT ON FUNCTION orch_lease.kill_switch_changed() IS
-    'Trigger of orch_lease.kill_switch: a write of the switch reaches every session at its next call.';
-CREATE TRIGGER kill_switch_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON orch_lease.kill_switch
-    FOR EACH STATEMENT EXECUTE FUNCTION orch_lease.kill_switch_changed();
-CREATE FUNCTION orch_lease.set_enabled("enabled" bool, "reason" TEXT) RETURNS bool
-VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'set_enabled_wrapper';
-REVOKE ALL ON FUNCTION orch_lease.set_enabled(boolean, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION orch_lease.set_enabled(boolean, text) TO orch_lease_admin;
-COMMENT ON FUNCTION orch_lease.set_enabled(boolean, text) IS
-    'The kill-switch: off (false) or back on (true) for every session of the database at its next call; recorded as switched and announced. Admins only.';
-CREATE FUNCTION orch_lease.kill_switch() RETURNS TABLE (
-    "enabled" bool, "database_enabled" bool, "session_enabled" bool,
-    "changed_at" timestamp with time zone, "changed_by" TEXT, "reason" TEXT)
-STRICT VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'kill_switch_wrapper';
-REVOKE ALL ON FUNCTION orch_lease.kill_switch() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION orch_lease.kill_switch() TO orch_lease_actor, pg_monitor;
-COMMENT ON FUNCTION orch_lease.kill_switch() IS
-    'The kill-switch as this session''s calls see it: enabled (both on), database_enabled (set_enabled), session_enabled (orch_lease.enabled), and the last switch.';
-
 -- What each role sees: actors their own role's leases and history; tokens are capabilities.
 CREATE OR REPLACE VIEW orch_lease.transition_lease_status WITH (security_barrier) AS
 SELECT l.work_item,
@@ -231,15 +191,14 @@ SELECT l.work_item,
        l.acquired_at,
        round(extract(epoch FROM clock_timestamp() - l.acquired_at), 3) AS age_s,
        coalesce(orch_lease.boot_liveness(l.owner_boot_id), 'unknown') AS liveness,
-       l.holder_role,
-       (SELECT s.enabled FROM orch_lease.kill_switch() s) AS enabled
+       l.holder_role
   FROM orch_lease.transition_lease l
   LEFT JOIN orch_lease.boot b ON b.boot_id = l.owner_boot_id
  WHERE pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
     OR pg_catalog.pg_has_role('pg_monitor', 'USAGE')
     OR l.holder_role = CURRENT_USER;
 COMMENT ON VIEW orch_lease.transition_lease_status IS
-    'Every held lease with its owner, age and liveness (live; stale = boot superseded or session gone; unknown = boot never registered), and whether orch_lease is on for the reader''s calls (the kill-switch). Actors see their own role''s leases only.';
+    'Every held lease with its owner, age and liveness (live; stale = boot superseded or session gone; unknown = boot never registered). Actors see their own role''s leases only.';
 
 CREATE VIEW orch_lease.lease_history WITH (security_barrier) AS
 SELECT e.event_id, e.at, e.event, e.work_item, e.old_owner,
@@ -291,16 +250,8 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT 'orch_lease_oldest_live_lease_age_seconds', '',
            coalesce(max(age_s) FILTER (WHERE liveness = 'live'), 0)::float8
       FROM orch_lease.transition_lease_status
-    UNION ALL
-    SELECT m.metric, '', m.value
-      FROM orch_lease.kill_switch() s,
-           LATERAL (VALUES ('orch_lease_enabled', s.enabled::integer::float8),
-                           ('orch_lease_enabled_changed_timestamp_seconds',
-                            coalesce(extract(epoch FROM s.changed_at), 0)::float8)) m (metric, value)
      ORDER BY 1, 2
 $$;
-COMMENT ON FUNCTION orch_lease.transition_lease_metrics() IS
-    'Counters (grants, refusals, releases, reclaims by kind, CAS outcomes) and gauges (leases by liveness, oldest live lease age, the kill-switch and when it last switched).';
 
 -- The checkpoint of a long effect: is my lease still held?
 CREATE FUNCTION orch_lease.transition_lease_held(work_item text, token bigint) RETURNS boolean

@@ -70,11 +70,16 @@ pub fn optional<'a>(argument: &str, value: Option<&'a str>) -> Option<&'a str> {
 }
 
 fn bounded<'a>(argument: &str, text: &'a str) -> &'a str {
-    if text.len() > MAX_TEXT_BYTES {
+    at_most(argument, text, MAX_TEXT_BYTES)
+}
+
+/// `text` if it is at most `max` bytes long (22001 otherwise).
+pub fn at_most<'a>(argument: &str, text: &'a str, max: usize) -> &'a str {
+    if text.len() > max {
         raise(
             PgSqlErrorCode::ERRCODE_STRING_DATA_RIGHT_TRUNCATION,
             format!(
-                "orch_lease: {argument} is too long ({} bytes, at most {MAX_TEXT_BYTES})",
+                "orch_lease: {argument} is too long ({} bytes, at most {max})",
                 text.len()
             ),
         );
@@ -232,6 +237,7 @@ unsafe extern "C-unwind" fn note_passing(_arg: *mut c_void) {
 unsafe extern "C-unwind" fn restore(edata: *mut pg_sys::ErrorData) {
     // SAFETY: PostgreSQL passes the error being reported; strings are copied into its memory context.
     unsafe {
+        name_non_utf8_argument(edata);
         let passed = PASSING.get();
         if !passed.is_null() && (*edata).elevel == PgLogLevel::ERROR as i32 && same(edata, passed) {
             let (to, from) = (&mut *edata, &*passed);
@@ -252,6 +258,39 @@ unsafe extern "C-unwind" fn restore(edata: *mut pg_sys::ErrorData) {
         if let Some(previous) = PREVIOUS_HOOK {
             previous(edata);
         }
+    }
+}
+
+/// How pgrx's conversion of a text argument to `&str` panics when the argument is not UTF-8 (in a database
+/// whose encoding is not UTF8, SQL_ASCII takes any byte), before any code of orch_lease runs.
+const NOT_UTF8_PANIC: &[u8] = b"datums converted to &str should be valid UTF-8";
+
+/// Reports that panic as what it is, 22021 in orch_lease's words, instead of an internal error showing
+/// a Rust `Utf8Error`. A PL/pgSQL `EXCEPTION` block, which sees the error before it is reported, still
+/// sees XX000 (docs/sql-reference.md).
+unsafe fn name_non_utf8_argument(edata: *mut pg_sys::ErrorData) {
+    // SAFETY: a valid ErrorData; strings are copied into the current (error) memory context.
+    unsafe {
+        let edata = &mut *edata;
+        if edata.elevel != PgLogLevel::ERROR as i32
+            || edata.sqlerrcode != PgSqlErrorCode::ERRCODE_INTERNAL_ERROR as i32
+            || edata.message.is_null()
+            || !CStr::from_ptr(edata.message)
+                .to_bytes()
+                .starts_with(NOT_UTF8_PANIC)
+        {
+            return;
+        }
+        let encoding = CStr::from_ptr(pg_sys::GetDatabaseEncodingName()).to_string_lossy();
+        let text = |text: String| {
+            pg_sys::pstrdup(std::ffi::CString::new(text).unwrap_or_default().as_ptr())
+        };
+        edata.sqlerrcode = PgSqlErrorCode::ERRCODE_CHARACTER_NOT_IN_REPERTOIRE as i32;
+        edata.message = text("orch_lease: a text argument is not valid UTF-8".into());
+        edata.detail = text(format!(
+            "The database encoding is {encoding}; orch_lease reads its text arguments as UTF-8."
+        ));
+        edata.hint = text("Pass work items, owners, boot ids and stages as ASCII or UTF-8.".into());
     }
 }
 

@@ -60,8 +60,8 @@ COMMENT ON TABLE orch_lease.event_count IS
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.event_count', '');
 
 -- Bounded history: removes events older than `older_than` (default orch_lease.history_retention). The
--- counts live in event_count, which pruning leaves alone. Boots superseded before the cut-off that no
--- lease names any more go too.
+-- counts live in event_count, which pruning leaves alone. Superseded boots stay, however old: a boot
+-- forgotten would be an unknown one, and its zombie's acquires granted again (#29 item 9).
 CREATE FUNCTION orch_lease.transition_lease_prune(older_than interval DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -70,7 +70,6 @@ DECLARE
                                    interval '7 days');
     removed bigint;
     cutoff timestamptz;
-    in_use text[];
 BEGIN
     IF retention < interval '0' THEN
         RAISE EXCEPTION 'orch_lease: older_than must not be negative, not %', retention
@@ -80,11 +79,6 @@ BEGIN
     cutoff := clock_timestamp() - retention;
     WITH gone AS (DELETE FROM orch_lease.lease_event WHERE at < cutoff RETURNING 1)
     SELECT count(*) INTO removed FROM gone;
-    -- The boots leases still name, read first: Citus deletes from a reference table (the boots) only
-    -- with no distributed table (the leases) in the statement. No new lease can name a superseded boot.
-    in_use := ARRAY(SELECT DISTINCT l.owner_boot_id FROM orch_lease.transition_lease l
-                     WHERE l.owner_boot_id IS NOT NULL);
-    DELETE FROM orch_lease.boot b WHERE b.superseded_at < cutoff AND b.boot_id <> ALL (in_use);
     -- Counts a transaction made in a row of its own (shard below 0: a prepared transaction held its
     -- slot, or committed after its snapshot) join slot 0, so such rows do not pile up; the metrics' sums
     -- do not move. Nothing waits: a row locked right now, or slot 0 while another prune folds into it
@@ -103,7 +97,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION orch_lease.transition_lease_prune(interval) IS
-    'Removes lease history older than older_than (default: orch_lease.history_retention) and boots superseded before then, and folds counts made in transactions'' own rows into slot 0; returns how many events.';
+    'Removes lease history older than older_than (default: orch_lease.history_retention) and folds counts made in transactions'' own rows into slot 0; returns how many events. Superseded boots are kept, so that their processes stay refused.';
 "#,
     name = "events",
     requires = ["lease_table", "boot_table"]

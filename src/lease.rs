@@ -61,7 +61,9 @@ struct Holder {
     token: i64,
     owner: String,
     pid: i32,
-    boot_id: String,
+    /// None when it is another role's: a boot id learned from a refusal could be registered by the one
+    /// who learned it, locking its owner out (#29 item 7).
+    boot_id: Option<String>,
     since: TimestampWithTimeZone,
 }
 
@@ -96,7 +98,7 @@ impl Grant {
                 holder.as_ref().and_then(|h| h.pid.into_datum()),
                 holder
                     .as_ref()
-                    .and_then(|h| h.boot_id.as_str().into_datum()),
+                    .and_then(|h| h.boot_id.as_deref().into_datum()),
                 holder.as_ref().and_then(|h| h.since.into_datum()),
             ],
         )
@@ -117,6 +119,7 @@ fn transition_lease_acquire(
     let owner = errors::required("owner", owner);
     let owner_pid = errors::positive_pid("owner_pid", owner_pid);
     let boot_id = errors::required("owner_boot_id", owner_boot_id);
+    recovery::only_this_session("owner_boot_id", boot_id);
     let scope = errors::optional("scope", scope);
 
     request_lease(Request {
@@ -197,7 +200,7 @@ fn record_grant(client: &SpiClient<'_>, request: &Request<'_>, decided: &Grant) 
             actor: Some(request.owner),
             old_owner: holder.map(|h| h.owner.as_str()),
             old_token: holder.map(|h| h.token),
-            old_boot_id: holder.map(|h| h.boot_id.as_str()),
+            old_boot_id: holder.and_then(|h| h.boot_id.as_deref()),
             new_owner: decided.acquired.then_some(request.owner),
             new_token: decided.token,
             ..Default::default()
@@ -225,7 +228,7 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
                       WHERE b.boot_id = $2 AND (b.registered_by IS NULL OR b.registered_by = $4)
                         FOR SHARE NOWAIT) AS superseded,
                     pg_catalog.pg_try_advisory_xact_lock($3, pg_catalog.hashtext($1)) AS gate,
-                    l.token, l.owner, l.owner_pid, l.owner_boot_id, l.acquired_at,
+                    l.token, l.owner, l.owner_pid, l.owner_boot_id, l.acquired_at, l.holder_role,
                     CASE WHEN l.work_item IS NOT NULL
                          THEN orch_lease.boot_liveness(l.owner_boot_id) = 'stale' END AS dead
                FROM (VALUES (true)) AS one_row
@@ -278,14 +281,19 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
         token,
         owner: column(&current, "owner"),
         pid: column(&current, "owner_pid"),
-        boot_id: column(&current, "owner_boot_id"),
+        boot_id: Some(column(&current, "owner_boot_id")),
         since: column(&current, "acquired_at"),
     };
-    // Dead: its boot was superseded, or it was a session-bound lease and that session is gone.
+    // Dead: its boot was superseded, or it was a session-bound lease and that session is gone. A dead
+    // holder's boot id is no use to anyone: a superseded boot or a session cannot be registered again.
     if !nullable::<bool>(&current, "dead").unwrap_or(false) {
         still_there(client, &request.key, token);
+        let theirs = nullable::<String>(&current, "holder_role").as_deref() != Some(role);
         return Grant {
-            holder: Some(holder),
+            holder: Some(Holder {
+                boot_id: holder.boot_id.filter(|_| !theirs),
+                ..holder
+            }),
             ..Grant::new(false, "held")
         };
     }
@@ -364,7 +372,7 @@ fn reclaim(client: &SpiClient<'_>, request: &Request<'_>, role: &str, dead: Hold
             actor: Some(request.owner),
             old_owner: Some(&dead.owner),
             old_token: Some(dead.token),
-            old_boot_id: Some(&dead.boot_id),
+            old_boot_id: dead.boot_id.as_deref(),
             new_owner: Some(request.owner),
             new_token: Some(token),
             reason: Some("holder is dead (boot superseded or session gone)"),
@@ -428,7 +436,7 @@ fn transition_lease_force_release(
 ) -> bool {
     let work_item = errors::required("work_item", work_item);
     let reason = errors::required("reason", reason);
-    let key = task_table::key("work_item", work_item);
+    let key = task_table::key_of_held("work_item", work_item);
     end_lease(
         "DELETE FROM orch_lease.transition_lease
           WHERE work_item = $1 AND ($2::bigint IS NULL OR token = $2)
@@ -441,43 +449,46 @@ fn transition_lease_force_release(
 
 /// Ends the lease `delete` removes (it returns owner, token, owner_boot_id, holder_role) and records it
 /// as `event`: `released` by its holder (whose role must be `holder`), or `forced` for `reason`. False
-/// when there was no such lease, or when it is being used or ended by another transaction right now.
+/// when there was no such lease, or when it is being used or ended by another transaction right now: a
+/// transaction left idle or prepared on it is waited for within a bound only (#29 item 8).
 fn end_lease(
     delete: &str,
     args: &[DatumWithOid],
     (key, event, reason): (&str, &str, Option<&str>),
     holder: Option<&str>,
 ) -> bool {
-    owner::as_owner(|| {
-        Spi::connect(|client| {
-            races::lost_race_as(
-                || {
-                    let Some(gone) = plans::run(client, delete, args).next() else {
-                        return false;
-                    };
-                    if let Some(role) = holder {
-                        owns(key, &gone, role);
-                    }
-                    let (owner, boot_id): (String, String) =
-                        (column(&gone, "owner"), column(&gone, "owner_boot_id"));
-                    events::record(
-                        client,
-                        Event {
-                            event,
-                            outcome: event,
-                            work_item: key,
-                            actor: (event == "released").then_some(owner.as_str()),
-                            old_owner: Some(&owner),
-                            old_token: nullable(&gone, "token"),
-                            old_boot_id: Some(&boot_id),
-                            reason,
-                            ..Default::default()
-                        },
-                    );
-                    true
-                },
-                |_| false,
-            )
+    races::bounded_lock_wait(|| {
+        owner::as_owner(|| {
+            Spi::connect(|client| {
+                races::lost_race_as(
+                    || {
+                        let Some(gone) = plans::run(client, delete, args).next() else {
+                            return false;
+                        };
+                        if let Some(role) = holder {
+                            owns(key, &gone, role);
+                        }
+                        let (owner, boot_id): (String, String) =
+                            (column(&gone, "owner"), column(&gone, "owner_boot_id"));
+                        events::record(
+                            client,
+                            Event {
+                                event,
+                                outcome: event,
+                                work_item: key,
+                                actor: (event == "released").then_some(owner.as_str()),
+                                old_owner: Some(&owner),
+                                old_token: nullable(&gone, "token"),
+                                old_boot_id: Some(&boot_id),
+                                reason,
+                                ..Default::default()
+                            },
+                        );
+                        true
+                    },
+                    |_| false,
+                )
+            })
         })
     })
 }

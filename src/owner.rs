@@ -97,8 +97,13 @@ fn extension_owner() -> pg_sys::Oid {
     }
     let extension = unsafe { pg_sys::get_extension_oid(c"orch_lease".as_ptr(), true) };
     let (owner, schema, version) = read_extension(extension);
-    if version != env!("CARGO_PKG_VERSION") {
-        // Not cached: the next call looks again, after ALTER EXTENSION … UPDATE.
+    // An update script of an earlier release may call this library while ALTER EXTENSION … UPDATE
+    // chains through it (0.3.0 -> 0.4.0 keys leases with work_item_key): the catalog then names that
+    // step's version, not this library's. Only the extension's own scripts run in that state.
+    // SAFETY: two plain globals of the backend, read on its only thread.
+    let own_script =
+        unsafe { pg_sys::creating_extension && pg_sys::CurrentExtensionObject == extension };
+    if version != env!("CARGO_PKG_VERSION") && !own_script {
         errors::raise_hinted(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             format!(
@@ -118,7 +123,10 @@ fn extension_owner() -> pg_sys::Oid {
             None,
         );
     }
-    OWNER.set(Some((owner, schema)));
+    // Cached only for this library's own version: an update that stops half-way is looked at again.
+    if version == env!("CARGO_PKG_VERSION") {
+        OWNER.set(Some((owner, schema)));
+    }
     owner
 }
 

@@ -84,6 +84,40 @@ fn in_subtransaction<R>(body: impl FnOnce() -> R, keep: bool) -> Result<R, Box<C
         .execute()
 }
 
+/// The longest orch_lease waits for a lock another transaction holds where waiting is allowed (recover,
+/// takeover, force_release): long enough for any acquire or commit in flight, short enough that a
+/// transaction left idle or prepared while holding one is an answer, not a hang (#29).
+pub const LOCK_WAIT_MS: i32 = 5_000;
+
+/// Runs `body` with `lock_timeout` at most `LOCK_WAIT_MS` (the caller's, when it is shorter), and puts
+/// the caller's back afterwards, as a function's `SET` clause would; an error's rollback does it too.
+pub fn bounded_lock_wait<R>(body: impl FnOnce() -> R) -> R {
+    // SAFETY: the backend's own setting and GUC stack, used as fmgr does for a function's SET clause.
+    let callers = unsafe { pg_sys::LockTimeout };
+    let bound = match callers {
+        1..LOCK_WAIT_MS => callers,
+        _ => LOCK_WAIT_MS,
+    };
+    let value = std::ffi::CString::new(bound.to_string()).unwrap_or_default();
+    let nest = unsafe {
+        let nest = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"lock_timeout".as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        nest
+    };
+    let result = body();
+    unsafe { pg_sys::AtEOXact_GUC(true, nest) };
+    result
+}
+
 /// The report of a caught error, whatever raised it (a Rust panic reports as an internal error).
 pub fn report_of(error: &CaughtError) -> &ErrorReportWithLevel {
     match error {

@@ -7,7 +7,7 @@
 //! registry and the one definition of liveness (`boot_liveness`, `session_alive`).
 use crate::lease::{self, Ended};
 use crate::rows::{column, nullable};
-use crate::{errors, owner, plans, task_table};
+use crate::{errors, owner, plans, races, task_table};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{composite_type, AnyNumeric, PgSqlErrorCode};
@@ -56,9 +56,6 @@ COMMENT ON FUNCTION orch_lease.boot_liveness(text) IS
     requires = ["boot_table", session_alive]
 );
 
-/// Instance-level advisory lock class ("boot"): recovers of one instance run one at a time.
-const INSTANCE_LOCK_CLASS: i32 = 0x626f_6f74;
-
 /// Registers `boot_id` as the live incarnation of `instance`, supersedes every earlier boot of that
 /// instance, ends their leases and returns them. Call it once at process start, in its own READ
 /// COMMITTED transaction. A second call with the same boot returns nothing; a superseded boot is
@@ -86,11 +83,58 @@ fn transition_lease_takeover(
     register(boot_id, instance, pid, Takeover::Allowed)
 }
 
+/// For the people on call, when an actor registered another role's instance name first (squatting),
+/// or registered another role's boot id as its own: every boot of `instance` becomes `to_role`'s, so
+/// that role recovers the instance, and acquires under those boots, from now on; the squatter does
+/// neither. Returns how many boots changed hands. Admins only.
+#[pg_extern(volatile, parallel_unsafe, requires = ["boot_table"])]
+fn transition_lease_hand_over(instance: Option<&str>, to_role: Option<&str>) -> i32 {
+    let instance = boot_name("instance", instance);
+    let to_role = errors::required("to_role", to_role);
+    let name = std::ffi::CString::new(to_role).unwrap_or_default();
+    if unsafe { pg_sys::get_role_oid(name.as_ptr(), true) } == pg_sys::InvalidOid {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("orch_lease: role \"{to_role}\" does not exist"),
+        );
+    }
+    // The live boot's row lock, as a recover takes it, is waited for within the bound.
+    races::bounded_lock_wait(|| {
+        owner::as_owner(|| {
+            Spi::connect(|client| {
+                plans::run(
+                    client,
+                    "UPDATE orch_lease.boot SET registered_by = $2, registered_session = NULL
+                      WHERE instance = $1 RETURNING boot_id",
+                    &[instance.into(), to_role.into()],
+                )
+                .len() as i32
+            })
+        })
+    })
+}
+
 /// Whether a recover may supersede a live boot whose registering session is still connected.
 #[derive(PartialEq)]
 enum Takeover {
     Refused,
     Allowed,
+}
+
+/// Longest boot id and instance name a recover registers.
+const BOOT_NAME_BYTES: usize = 256;
+
+/// A boot's name (its id, its instance): required, and short, because boots are never pruned (#29 item 14).
+fn boot_name<'a>(argument: &str, value: Option<&'a str>) -> &'a str {
+    errors::at_most(argument, errors::required(argument, value), BOOT_NAME_BYTES)
+}
+
+/// What one recover is asked: the boot, its instance and pid, and whether it takes over.
+struct Registration<'a> {
+    boot_id: &'a str,
+    instance: &'a str,
+    pid: Option<i32>,
+    takeover: Takeover,
 }
 
 fn register(
@@ -99,72 +143,154 @@ fn register(
     pid: Option<i32>,
     takeover: Takeover,
 ) -> SetOfIterator<'static, composite_type!('static, "orch_lease.transition_lease")> {
-    let boot_id = errors::required("boot_id", boot_id);
-    let instance = errors::required("instance", instance);
+    let asked = Registration {
+        boot_id: boot_name("boot_id", boot_id),
+        instance: boot_name("instance", instance),
+        pid,
+        takeover,
+    };
     if let Some(pid) = pid {
         errors::positive_pid("pid", Some(pid));
     }
-    read_committed_only(match takeover {
+    let function = match asked.takeover {
         Takeover::Refused => "transition_lease_recover",
         Takeover::Allowed => "transition_lease_takeover",
-    });
+    };
+    read_committed_only(function);
     let role = owner::caller_name();
     let admin = owner::caller_is_member_of(c"orch_lease_admin");
     let session = this_session_boot_id();
 
-    let ended = owner::as_owner(|| {
-        Spi::connect(|client| {
-            plans::run(
-                client,
-                "SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))",
-                &[INSTANCE_LOCK_CLASS.into(), instance.into()],
-            );
-            if already_registered(client, boot_id, instance, pid) {
-                // Already the live boot: nothing left to recover — unless another running process
-                // registered it (two processes started with one deterministic boot id).
-                if takeover == Takeover::Refused {
-                    refuse_a_twin(client, instance, &session);
-                }
-                return Vec::new();
-            }
-            let registrant = instance_registrant(client, (boot_id, instance), &role, admin);
-            if takeover == Takeover::Refused {
-                refuse_a_twin(client, instance, &session);
-            }
-            // Only a process registering itself leaves its session to guard the instance: a takeover
-            // (on call, or behind a pooler) or an admin registering another role's instance from psql
-            // must not make the real process's restart answer 55006 while that psql stays open.
-            let guard =
-                (takeover == Takeover::Refused && registrant == role).then_some(session.as_str());
-            // Supersede the live boot of this instance. This waits for acquires that share-lock it, so
-            // their leases are committed, and visible, before we end the stale ones below.
-            // The time is read first (`lease::clock`): Citus runs no volatile function in an UPDATE of
-            // its tables (docs/scale-out.md), and the boot registry is one there.
-            plans::run(
-                client,
-                "UPDATE orch_lease.boot SET superseded_at = $3, superseded_by = $1
-                  WHERE instance = $2 AND superseded_at IS NULL",
-                &[boot_id.into(), instance.into(), lease::clock(client).into()],
-            );
-            plans::run(
-                client,
-                "INSERT INTO orch_lease.boot (boot_id, instance, pid, registered_by, registered_session)
-                 VALUES ($1, $2, $3, $4, $5)",
-                &[
-                    boot_id.into(),
-                    instance.into(),
-                    pid.into(),
-                    registrant.as_str().into(),
-                    guard.into(),
-                ],
-            );
-            let mut ended = lease::end_superseded(client, instance, boot_id);
-            ended.sort_by(|a, b| a.work_item.cmp(&b.work_item));
-            ended
+    // Every lock recover waits for (the live boot's row, its leases' rows) is one that only orch_lease's
+    // own statements take, and the wait is bounded: a transaction left idle or prepared on one makes
+    // recover fail with 55P03, not hang (#29 items 4 and 8).
+    let attempt = races::subtransaction(|| {
+        races::bounded_lock_wait(|| {
+            owner::as_owner(|| {
+                Spi::connect(|client| {
+                    // A concurrent recover of a new instance can register its first boot between our
+                    // look and our insert: then we look again, under that boot's lock.
+                    for _ in 0..REGISTER_ROUNDS {
+                        if let Some(ended) = register_once(client, &asked, (&role, admin), &session)
+                        {
+                            return ended;
+                        }
+                    }
+                    errors::raise_hinted(
+                        PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+                        format!(
+                            "orch_lease: instance \"{}\" is being registered by other recovers right now",
+                            asked.instance
+                        ),
+                        "Call it again.",
+                        None,
+                    )
+                })
+            })
         })
     });
+    let mut ended = match attempt {
+        Ok(ended) => ended,
+        Err(error) => {
+            if races::report_of(&error).sql_error_code()
+                != PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE
+            {
+                error.rethrow();
+            }
+            errors::forget_passing();
+            errors::raise_hinted(
+                PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+                format!(
+                    "orch_lease: {function} of instance \"{}\" gave up waiting for another transaction",
+                    asked.instance
+                ),
+                "Call it again. If it keeps failing, a transaction holds the instance's live boot or one of \
+                 its leases: find it in pg_stat_activity (state 'idle in transaction') or \
+                 pg_prepared_xacts and end it (docs/runbook.md, \"A transaction that holds an item\").",
+                Some(format!(
+                    "Waited {} ms at most for a lock that an acquire, commit or recover not yet ended holds.",
+                    races::LOCK_WAIT_MS
+                )),
+            )
+        }
+    };
+    ended.sort_by(|a, b| a.work_item.cmp(&b.work_item));
     // Rows are built here, in the caller's memory context: SPI frees its own when it finishes.
     SetOfIterator::new(ended.into_iter().map(Ended::into_row))
+}
+
+/// How many times a recover looks for the instance's live boot before it gives up: a second look is
+/// needed only when a concurrent recover registered the instance's first boot, a third only when yet
+/// another superseded that one meanwhile.
+const REGISTER_ROUNDS: usize = 4;
+
+/// One round of a recover: None when a boot of the instance was registered concurrently (look again).
+fn register_once(
+    client: &SpiClient<'_>,
+    asked: &Registration<'_>,
+    (role, admin): (&str, bool),
+    session: &str,
+) -> Option<Vec<Ended>> {
+    let (boot_id, instance, pid, takeover) =
+        (asked.boot_id, asked.instance, asked.pid, &asked.takeover);
+    // The instance's live boot, locked: recovers of one instance run one at a time, and acquires under it
+    // (which share-lock it) have committed, so their leases are visible before we end the stale ones.
+    // A row lock that only orch_lease's owner can take, unlike an advisory lock, which any login can
+    // hold (#29 item 4).
+    let live: Option<String> = plans::run(
+        client,
+        "SELECT boot_id FROM orch_lease.boot WHERE instance = $1 AND superseded_at IS NULL
+            FOR NO KEY UPDATE",
+        &[instance.into()],
+    )
+    .next()
+    .map(|row| column(&row, "boot_id"));
+    if already_registered(client, boot_id, instance, pid) {
+        // Already the live boot: nothing left to recover — unless another running process
+        // registered it (two processes started with one deterministic boot id).
+        if *takeover == Takeover::Refused {
+            refuse_a_twin(client, instance, session);
+        }
+        return Some(Vec::new());
+    }
+    let registrant = instance_registrant(client, (boot_id, instance), role, admin);
+    if *takeover == Takeover::Refused {
+        refuse_a_twin(client, instance, session);
+    }
+    // Only a process registering itself leaves its session to guard the instance: a takeover
+    // (on call, or behind a pooler) or an admin registering another role's instance from psql
+    // must not make the real process's restart answer 55006 while that psql stays open.
+    let guard = (*takeover == Takeover::Refused && registrant == role).then_some(session);
+    // Supersede the live boot we locked, and only it: one registered since is looked at again.
+    // The time is read first (`lease::clock`): Citus runs no volatile function in an UPDATE of
+    // its tables (docs/scale-out.md), and the boot registry is one there.
+    if let Some(live) = &live {
+        plans::run(
+            client,
+            "UPDATE orch_lease.boot SET superseded_at = $3, superseded_by = $1 WHERE boot_id = $2",
+            &[
+                boot_id.into(),
+                live.as_str().into(),
+                lease::clock(client).into(),
+            ],
+        );
+    }
+    let inserted = plans::run(
+        client,
+        "INSERT INTO orch_lease.boot (boot_id, instance, pid, registered_by, registered_session)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING boot_id",
+        &[
+            boot_id.into(),
+            instance.into(),
+            pid.into(),
+            registrant.as_str().into(),
+            guard.into(),
+        ],
+    );
+    if inserted.is_empty() {
+        return None;
+    }
+    Some(lease::end_superseded(client, instance, boot_id))
 }
 
 /// How long a recover waits for the session of the boot it would supersede to end: a crashed
@@ -341,6 +467,20 @@ fn read_committed_only(function: &str) {
 /// Boot ids of session-bound leases: `session:<backend pid>:<backend start, µs since 2000>`.
 const SESSION_BOOT: &str = "session:";
 
+/// A `session:` boot id stands for one database session, and only that session may name it: a made-up
+/// one of a session long gone made every acquire an announced reclaim (#29 item 14).
+pub fn only_this_session(argument: &str, boot_id: &str) {
+    if boot_id.starts_with(SESSION_BOOT) && boot_id != this_session_boot_id() {
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("orch_lease: {argument} \"{boot_id}\" is not this session's"),
+            "Boot ids beginning with \"session:\" stand for database sessions: for a lease bound to \
+             this session, call orch_lease.transition_lease_acquire_session.",
+            None,
+        );
+    }
+}
+
 /// The boot id that stands for this database session.
 pub fn this_session_boot_id() -> String {
     let (pid, started) = unsafe { (pg_sys::MyProcPid, pg_sys::MyStartTimestamp) };
@@ -465,6 +605,8 @@ COMMENT ON FUNCTION orch_lease.transition_lease_recover(text, text, integer) IS
     'At process start: registers a fresh boot of an instance, supersedes the earlier ones and ends their leases (returned); refuses (55006) while the live boot''s session is connected. READ COMMITTED only.';
 COMMENT ON FUNCTION orch_lease.transition_lease_takeover(text, text, integer) IS
     'Recover on purpose: supersedes the live boot of an instance even while its session is connected (on call; behind a connection pooler). READ COMMITTED only.';
+COMMENT ON FUNCTION orch_lease.transition_lease_hand_over(text, text) IS
+    'For the people on call: every boot of an instance becomes the given role''s (the repair for an instance name or boot id another role registered first). Returns how many boots changed hands.';
 COMMENT ON FUNCTION orch_lease.transition_lease_reap(integer) IS
     'The reaper: ends leases of dead holders (stale) and leases held longer than max_running_s (ceiling), each recorded and announced. READ COMMITTED only.';
 COMMENT ON FUNCTION orch_lease.transition_lease_liveness(text) IS
@@ -476,6 +618,7 @@ COMMENT ON FUNCTION orch_lease.session_alive(text) IS
     requires = [
         transition_lease_recover,
         transition_lease_takeover,
+        transition_lease_hand_over,
         transition_lease_reap,
         transition_lease_liveness,
         session_alive

@@ -67,6 +67,7 @@ GRANT SELECT ON orch_lease.transition_lease_status, orch_lease.lease_history, or
 
 GRANT EXECUTE ON FUNCTION
     orch_lease.transition_lease_force_release(text, bigint, text),
+    orch_lease.transition_lease_hand_over(text, text),
     orch_lease.transition_lease_reap(integer),
     orch_lease.transition_lease_prune(interval),
     orch_lease.register_task_table(regclass, name, name),

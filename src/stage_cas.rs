@@ -9,8 +9,8 @@ use crate::lease::{self, Claim};
 use crate::task_table::{self, TaskTable, Typed};
 use crate::{config, errors, owner, plans, races, rows};
 use pgrx::prelude::*;
-use pgrx::spi::SpiClient;
-use pgrx::{composite_type, AllocatedByRust};
+use pgrx::spi::{SpiClient, SpiTupleTable};
+use pgrx::{composite_type, AllocatedByRust, PgSqlErrorCode};
 use std::cell::RefCell;
 
 extension_sql!(
@@ -141,9 +141,10 @@ fn stage_cas(
     let new_stage = errors::bounded_present("new_stage", new_stage);
     let table = task_table::task_table();
     // Convert every input before anything is written: bad input is an error with nothing changed.
-    let id = task_table::typed(id_argument, task_id, table.id_type);
-    let expected = task_table::typed("expected_stage", expected_stage, table.stage_type);
-    let new = task_table::typed("new_stage", new_stage, table.stage_type);
+    // The id exactly as keys read it (`IdType`), so the lease claimed is the key of the row written.
+    let id = table.id.read(id_argument, task_id);
+    let expected = task_table::typed("expected_stage", expected_stage, table.stage_type, -1);
+    let new = task_table::typed("new_stage", new_stage, table.stage_type, -1);
     let write = Write {
         key: task_table::output(id),
         expected_text: task_table::output(expected),
@@ -239,20 +240,42 @@ fn compare_and_set(client: &SpiClient<'_>, write: &Write) -> Cas {
     if !written.is_empty() {
         return Cas::said(true, "applied");
     }
-    let current = plans::run(client, &table.read_stage, &[write.id.arg()]);
-    if current.is_empty() {
-        return Cas::said(false, "not_found");
-    }
-    let stage = current
-        .first()
-        .get_datum_by_ordinal(1)
-        .unwrap_or_else(|error| {
-            errors::internal("cannot read the stage of", &table.qualified, error)
-        });
-    Cas {
-        applied: false,
-        outcome: "stage_mismatch",
-        current_stage: stage.map(|datum| task_table::datum_text(datum, table.stage_type)),
+    // Why nothing was written is read under a row lock, as the write would have taken it: the caller's
+    // UPDATE policies apply (a row it may read but not update is not found, never a mismatch that
+    // shows the expected stage), and with a transaction snapshot a row changed since is a
+    // serialization failure (`retry`), never a stale stage. The lock is only a look, rolled back at
+    // once (a share lock: a key-share lock passes over an update of another column). A row another
+    // session is writing is read plainly at READ COMMITTED, as before any lock; with a transaction
+    // snapshot that read could be stale, so it is `retry`.
+    let stage_of = |rows: SpiTupleTable<'_>| -> Option<Option<String>> {
+        let row = rows.first();
+        (!row.is_empty()).then(|| {
+            let stage = row.get_datum_by_ordinal(1).unwrap_or_else(|error| {
+                errors::internal("cannot read the stage of", &table.qualified, error)
+            });
+            stage.map(|datum| task_table::datum_text(datum, table.stage_type))
+        })
+    };
+    let looked =
+        races::probe(|| stage_of(plans::run(client, &table.look_stage, &[write.id.arg()])));
+    let current = match looked {
+        Ok(current) => current,
+        Err(error)
+            if races::report_of(&error).sql_error_code()
+                == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE
+                && unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32 =>
+        {
+            stage_of(plans::run(client, &table.read_stage, &[write.id.arg()]))
+        }
+        Err(error) => error.rethrow(),
+    };
+    match current {
+        None => Cas::said(false, "not_found"),
+        Some(current_stage) => Cas {
+            applied: false,
+            outcome: "stage_mismatch",
+            current_stage,
+        },
     }
 }
 

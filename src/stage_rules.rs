@@ -80,7 +80,7 @@ fn bypass_guard<'a>(
         return Ok(passes);
     }
     let task_id = column_text(data.tg_newtuple, id_column);
-    let relid = unsafe { (*data.tg_relation).rd_id };
+    let relid = registered_ancestor(unsafe { (*data.tg_relation).rd_id });
     if let (Some(key), Some(stage)) = (task_id.clone(), new_stage.clone()) {
         if stage_cas::is_cas_write(&CasWrite { relid, key, stage }) {
             return Ok(passes);
@@ -121,6 +121,22 @@ fn bypass_guard<'a>(
     });
     pgrx::warning!("{what}");
     Ok(passes)
+}
+
+/// The table a row's write is a write of: a partition's topmost partitioned table, which is the one
+/// registered (and marked by the CAS) when the task table is partitioned; the guard, cloned onto every
+/// partition, fires on the partition.
+fn registered_ancestor(relid: pg_sys::Oid) -> pg_sys::Oid {
+    if !unsafe { pg_sys::get_rel_relispartition(relid) } {
+        return relid;
+    }
+    Spi::get_one_with_args::<pg_sys::Oid>(
+        "SELECT pg_catalog.pg_partition_root($1)::pg_catalog.oid",
+        &[relid.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(relid)
 }
 
 /// Installs (or, with `off`, removes) the bypass guard on the registered task table, which the caller
@@ -219,7 +235,7 @@ fn register_stage_graph(
     let stage_type = unsafe { pg_sys::getBaseType(table.stage_type) };
     let stage = |argument: &'static str, stage: &str| {
         errors::bounded_present(argument, Some(stage));
-        task_table::output(task_table::typed(argument, stage, stage_type))
+        task_table::output(task_table::typed(argument, stage, stage_type, -1))
     };
     let pairs: Vec<(String, String)> = pairs
         .iter()
@@ -237,6 +253,8 @@ fn register_stage_graph(
             ),
         );
     }
+    // No transaction that checked by the graph before is still open, none checks by it meanwhile.
+    task_table::lock_out_calls();
     owner::as_owner(|| replace_stage_graph(&pairs, terminal));
 }
 

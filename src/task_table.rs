@@ -19,8 +19,12 @@ CREATE TABLE orch_lease.task_table (
     relid         regclass NOT NULL,
     id_column     name NOT NULL,
     stage_column  name NOT NULL,
-    registered_at timestamptz NOT NULL DEFAULT clock_timestamp()
+    registered_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    id_type       regtype,
+    id_typmod     integer
 );
+COMMENT ON COLUMN orch_lease.task_table.id_type IS
+    'The id column''s type and type modifier when it was registered: after a change the table must be registered again.';
 COMMENT ON TABLE orch_lease.task_table IS
     'The application table whose stage the CAS writes (one per database).';
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.task_table', '');
@@ -86,63 +90,151 @@ fn register_task_table(
         }
         (attnum, unsafe { pg_sys::get_atttype(table.oid(), attnum) })
     };
-    let (id_attnum, id_type) = column("id_column", &id_column);
-    let (_, stage_type) = column("stage_column", &stage_column);
-    let base = unsafe { pg_sys::getBaseType(stage_type) };
-    if !(unsafe { pg_sys::type_is_enum(base) }
-        || base == pg_sys::TEXTOID
-        || base == pg_sys::VARCHAROID)
-    {
-        errors::raise(
-            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-            format!(
-                "orch_lease: stage_column: column \"{stage_column}\" of \"{qualified}\" must be text, \
-                 varchar or an enum"
-            ),
-        );
-    }
-    check_id_column(table.oid(), id_attnum, &qualified);
+    let (id_attnum, _) = column("id_column", &id_column);
+    let (stage_attnum, _) = column("stage_column", &stage_column);
+    check_stage_column(table.oid(), stage_attnum, &stage_column, &qualified);
+    let id = check_id_column(table.oid(), id_attnum, &qualified);
+    lock_out_calls();
+    // Every lease held now (committed since this transaction's snapshot too) must already be keyed the
+    // way the new id column keys it.
     let held = owner::as_owner(|| {
-        Spi::connect(|client| {
-            plans::run(
-                client,
-                "SELECT work_item FROM orch_lease.transition_lease",
-                &[],
-            )
-            .map(|lease| rows::column::<String>(&lease, "work_item"))
-            .collect::<Vec<String>>()
+        read_latest("SELECT work_item FROM orch_lease.transition_lease", |row| {
+            text_of(row(1))
         })
     });
-    // Leases held now must already be keyed the way the new id type keys them.
-    for item in held {
-        let key = canonical("work_item", &item, id_type);
+    for item in held.into_iter().flatten() {
+        let key = id.key("work_item", &item);
         if key != item {
             errors::raise_hinted(
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 format!("orch_lease: a lease is held on work item \"{item}\", which \"{qualified}\" keys as \"{key}\""),
-                "Release or force-release the leases on such work items, then register again.",
+                "Release or force-release the leases on such work items (by the work item the status \
+                 view shows), then register again.",
                 None,
             );
         }
     }
-    // The table goes in as a regclass, and the new row's own registered_at is kept, so that on Citus
-    // (docs/scale-out.md), where the registry is a reference table, each node gets the table by name (its
-    // own oid) and the statement calls no volatile function in DO UPDATE.
-    // SAFETY: an oid is a regclass's datum.
-    let relid = unsafe { DatumWithOid::new(table.oid(), pg_sys::REGCLASSOID) };
+    // The table and the id type go in as a regclass and a regtype, and the new row's own registered_at
+    // is kept, so that on Citus (docs/scale-out.md), where the registry is a reference table, each node
+    // gets them by name (its own oids) and the statement calls no volatile function in DO UPDATE.
+    // SAFETY: oids are a regclass's and a regtype's datums.
+    let (relid, id_type) = unsafe {
+        (
+            DatumWithOid::new(table.oid(), pg_sys::REGCLASSOID),
+            DatumWithOid::new(id.column_type, pg_sys::REGTYPEOID),
+        )
+    };
     owner::as_owner(|| {
         Spi::connect(|client| {
             plans::run(
                 client,
-                "INSERT INTO orch_lease.task_table (relid, id_column, stage_column) VALUES ($1, $2::name, $3::name)
+                "INSERT INTO orch_lease.task_table (relid, id_column, stage_column, id_type, id_typmod)
+                 VALUES ($1, $2::name, $3::name, $4, $5)
                  ON CONFLICT (singleton) DO UPDATE
                     SET relid = EXCLUDED.relid, id_column = EXCLUDED.id_column,
-                        stage_column = EXCLUDED.stage_column, registered_at = EXCLUDED.registered_at",
-                &[relid, id_column.as_ref().into(), stage_column.as_ref().into()],
+                        stage_column = EXCLUDED.stage_column, registered_at = EXCLUDED.registered_at,
+                        id_type = EXCLUDED.id_type, id_typmod = EXCLUDED.id_typmod",
+                &[
+                    relid,
+                    id_column.as_ref().into(),
+                    stage_column.as_ref().into(),
+                    id_type,
+                    id.column_typmod.into(),
+                ],
             );
         });
         forget_everywhere("orch_lease.task_table");
     });
+}
+
+/// Takes the registry's lock in the one mode that excludes every call that keys a work item or reads
+/// the stage rules (they hold it in share mode until their transaction ends, `registered`), so that no
+/// transaction keys by two registrations, nor by one that changed under it. It never joins the lock's
+/// queue, where it would stop every call behind it: it tries, and gives up after `lock_timeout` (10 s
+/// when that is unset) with 55P03. Calls made meanwhile wait for the registering transaction's end.
+pub fn lock_out_calls() {
+    let registry = registry();
+    let limit_ms = match unsafe { pg_sys::LockTimeout } {
+        0 => 10_000,
+        set => i64::from(set),
+    };
+    let start = std::time::Instant::now();
+    while !unsafe {
+        pg_sys::ConditionalLockRelationOid(
+            registry,
+            pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE,
+        )
+    } {
+        if start.elapsed().as_millis() >= limit_ms as u128 {
+            errors::raise_hinted(
+                PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+                "orch_lease: transactions that called orch_lease are still open".into(),
+                "A registration waits for them so that no lease is keyed by two sets of rules. Find \
+                 them in pg_locks (relation 'orch_lease.task_table'), let them end, and register again.",
+                None,
+            );
+        }
+        unsafe { pg_sys::pg_usleep(10_000) };
+        pg_sys::check_for_interrupts!();
+    }
+}
+
+/// The registry table, `orch_lease.task_table`.
+fn registry() -> pg_sys::Oid {
+    let schema = unsafe { pg_sys::get_namespace_oid(c"orch_lease".as_ptr(), false) };
+    let relid = unsafe { pg_sys::get_relname_relid(c"task_table".as_ptr(), schema) };
+    if relid == pg_sys::InvalidOid {
+        errors::internal("missing relation", "orch_lease.task_table", "");
+    }
+    relid
+}
+
+/// Runs a read-only statement of orch_lease's own on its own tables with a snapshot taken now, whatever
+/// the transaction's isolation level, and maps each row (its columns by number, from 1) with `row`.
+/// Registrations are configuration: a transaction keys by the one committed when it first keys
+/// (the registry lock then keeps it so), never by an older one its snapshot still shows.
+fn read_latest<R>(
+    sql: &str,
+    mut row: impl FnMut(&dyn Fn(i32) -> Option<pg_sys::Datum>) -> R,
+) -> Vec<R> {
+    let sql_c = CString::new(sql).expect("SQL holds no NUL byte");
+    Spi::connect(|_client| unsafe {
+        let plan = pg_sys::SPI_prepare(sql_c.as_ptr(), 0, std::ptr::null_mut());
+        if plan.is_null() {
+            errors::internal("cannot prepare", sql, pg_sys::SPI_result);
+        }
+        let status = pg_sys::SPI_execute_snapshot(
+            plan,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            pg_sys::GetLatestSnapshot(),
+            std::ptr::null_mut(),
+            true,
+            false,
+            0,
+        );
+        if status != pg_sys::SPI_OK_SELECT as i32 {
+            errors::internal("cannot run", sql, status);
+        }
+        let table = pg_sys::SPI_tuptable;
+        let rows = (0..pg_sys::SPI_processed as usize)
+            .map(|n| {
+                let tuple = *(*table).vals.add(n);
+                row(&|column| {
+                    let mut null = false;
+                    let datum = pg_sys::SPI_getbinval(tuple, (*table).tupdesc, column, &mut null);
+                    (!null).then_some(datum)
+                })
+            })
+            .collect();
+        pg_sys::SPI_freeplan(plan);
+        rows
+    })
+}
+
+/// A text column's value read by `read_latest`.
+fn text_of(datum: Option<pg_sys::Datum>) -> Option<String> {
+    datum.and_then(|datum| unsafe { String::from_datum(datum, false) })
 }
 
 /// Id types whose text form is canonical under their equality: one value, one spelling (as their
@@ -157,15 +249,41 @@ const KEYABLE_IDS: [pg_sys::Oid; 6] = [
     pg_sys::VARCHAROID,
 ];
 
+/// How work items are read as ids: by the id column's base type with the column's own type modifier
+/// (a domain's too), so `'PR-130   '` is `'PR-130'` for a `varchar(6)` as it is for the column. Keys
+/// and the CAS read ids this way alone, so one key is one row. No domain CHECK runs: keying an item
+/// (an admin's force_release too) runs none of the table owner's code.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct IdType {
+    base: pg_sys::Oid,
+    typmod: i32,
+    /// The column's own type and modifier, as registered: a change means registering again.
+    pub column_type: pg_sys::Oid,
+    pub column_typmod: i32,
+}
+
+impl IdType {
+    /// `text` as an id value; an id the type rejects is an error naming `argument`.
+    pub fn read(&self, argument: &'static str, text: &str) -> Typed {
+        typed(argument, text, self.base, self.typmod)
+    }
+
+    /// The key of `text`: the id value's text, by the base type's output function.
+    pub fn key(&self, argument: &'static str, text: &str) -> String {
+        output(self.read(argument, text))
+    }
+}
+
 /// The id column must key a task by one spelling and find one row: a keyable type (a domain over one
 /// is fine), a deterministic collation, and a unique index on the column alone. Checked when the table
 /// is registered, and again whenever its description is renewed (after DDL on it).
-fn check_id_column(relid: pg_sys::Oid, attnum: i16, qualified: &str) {
+fn check_id_column(relid: pg_sys::Oid, attnum: i16, qualified: &str) -> IdType {
     let (mut id_type, mut typmod, mut collation) = (pg_sys::InvalidOid, 0, pg_sys::InvalidOid);
     unsafe {
         pg_sys::get_atttypetypmodcoll(relid, attnum, &mut id_type, &mut typmod, &mut collation)
     };
-    let base = unsafe { pg_sys::getBaseType(id_type) };
+    let mut base_typmod = typmod;
+    let base = unsafe { pg_sys::getBaseTypeAndTypmod(id_type, &mut base_typmod) };
     let deterministic = collation == pg_sys::InvalidOid
         || unsafe { pg_sys::get_collation_isdeterministic(collation) };
     if !KEYABLE_IDS.contains(&base) || !deterministic {
@@ -202,6 +320,77 @@ fn check_id_column(relid: pg_sys::Oid, attnum: i16, qualified: &str) {
             None,
         );
     }
+    IdType {
+        base,
+        typmod: base_typmod,
+        column_type: id_type,
+        column_typmod: typmod,
+    }
+}
+
+/// The stage column must be text, varchar or an enum (or a domain over one) compared byte for byte:
+/// under a nondeterministic collation the CAS's `WHERE stage = 'DONE'` matches `'done'`, which the
+/// stage rules, comparing text, do not know as the terminal `'done'`. Checked when the table is
+/// registered and whenever its description is renewed.
+fn check_stage_column(relid: pg_sys::Oid, attnum: i16, stage_column: &str, qualified: &str) {
+    let (mut stage_type, mut typmod, mut collation) = (pg_sys::InvalidOid, 0, pg_sys::InvalidOid);
+    unsafe {
+        pg_sys::get_atttypetypmodcoll(relid, attnum, &mut stage_type, &mut typmod, &mut collation)
+    };
+    let base = unsafe { pg_sys::getBaseType(stage_type) };
+    let deterministic = collation == pg_sys::InvalidOid
+        || unsafe { pg_sys::get_collation_isdeterministic(collation) };
+    if !(unsafe { pg_sys::type_is_enum(base) }
+        || base == pg_sys::TEXTOID
+        || base == pg_sys::VARCHAROID)
+        || !deterministic
+    {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            format!(
+                "orch_lease: stage_column: column \"{stage_column}\" of \"{qualified}\" must be text, \
+                 varchar or an enum, with a deterministic collation"
+            ),
+        );
+    }
+}
+
+/// The stages the graph names must still be values of an enum stage type: after `ALTER TYPE … RENAME
+/// VALUE 'done' TO 'finished'` a graph naming 'done' would hold 'finished' to nothing. Fails closed until
+/// the graph is registered again.
+fn check_graph_labels(
+    stage_type: pg_sys::Oid,
+    graph: &Option<HashSet<(String, String)>>,
+    terminal: &HashSet<String>,
+) {
+    let base = unsafe { pg_sys::getBaseType(stage_type) };
+    if !unsafe { pg_sys::type_is_enum(base) } {
+        return;
+    }
+    let labels: HashSet<String> = Spi::connect(|client| {
+        let labels = plans::run(
+            client,
+            "SELECT ARRAY(SELECT enumlabel::pg_catalog.text FROM pg_catalog.pg_enum
+                           WHERE enumtypid OPERATOR(pg_catalog.=) $1) AS labels",
+            &[base.into()],
+        );
+        rows::column::<Vec<String>>(&labels.first(), "labels")
+    })
+    .into_iter()
+    .collect();
+    let named = graph
+        .iter()
+        .flatten()
+        .flat_map(|(from, to)| [from, to])
+        .chain(terminal);
+    if let Some(gone) = named.into_iter().find(|stage| !labels.contains(*stage)) {
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("orch_lease: the stage graph names \"{gone}\", which the stage type no longer has"),
+            "Register the stage graph again (orch_lease.register_stage_graph) with the stage type's values.",
+            None,
+        );
+    }
 }
 
 /// Does the caller own the table (or belong to the role that does)?
@@ -222,15 +411,30 @@ fn work_item_key(work_item: Option<&str>) -> String {
 /// id type rejects is an error naming `argument`, with the type's SQLSTATE (22P02 for bad syntax).
 pub fn key(argument: &'static str, work_item: &str) -> String {
     match registered() {
-        Some(table) => canonical(argument, work_item, table.id_type),
+        Some(table) => table.id.key(argument, work_item),
         None => work_item.to_string(),
     }
 }
 
-/// `text` read by the type's input function and written back by its output function.
-fn canonical(argument: &'static str, text: &str, type_oid: pg_sys::Oid) -> String {
-    let base = unsafe { pg_sys::getBaseType(type_oid) };
-    output(typed(argument, text, base))
+/// The key of a lease to end by hand: `work_item` itself when a lease is held under exactly that text,
+/// otherwise its key. A lease keyed by earlier rules (a registration or an id type since changed) stays
+/// endable by the work item the status view shows, even while the changed table must be registered
+/// again, and never ends the lease another spelling keys to.
+pub fn key_of_held(argument: &'static str, work_item: &str) -> String {
+    let held = owner::as_owner(|| {
+        Spi::connect(|client| {
+            !plans::run(
+                client,
+                "SELECT FROM orch_lease.transition_lease WHERE work_item = $1",
+                &[work_item.into()],
+            )
+            .is_empty()
+        })
+    });
+    match held {
+        true => work_item.to_string(),
+        false => key(argument, work_item),
+    }
 }
 
 /// Makes every backend's cached task-table description stale from our commit on, by invalidating one
@@ -256,12 +460,15 @@ pub struct TaskTable {
     pub graph: Option<HashSet<(String, String)>>,
     /// The stages no transition leaves.
     pub terminal: HashSet<String>,
-    pub id_type: pg_sys::Oid,
+    /// How task ids are read, by keys and the CAS alike.
+    pub id: IdType,
     pub stage_type: pg_sys::Oid,
     /// `UPDATE … SET stage = $3 WHERE id = $1 AND stage = $2`
     pub compare_and_set: String,
     /// `SELECT stage … WHERE id = $1`
     pub read_stage: String,
+    /// `SELECT stage … WHERE id = $1 FOR SHARE NOWAIT`: the row as the CAS's write would find it
+    pub look_stage: String,
     /// `UPDATE … SET stage = $2 WHERE id = $1`: the kill-switch-off write
     pub unconditional: String,
 }
@@ -283,24 +490,26 @@ thread_local! {
     static TASK_TABLE: RefCell<Option<(u64, Option<Rc<TaskTable>>)>> = const { RefCell::new(None) };
     /// Bumped by every relcache invalidation that concerns the registry or the task table.
     static GENERATION: Cell<u64> = const { Cell::new(0) };
-    /// Set when the description was read with a transaction snapshot (REPEATABLE READ, SERIALIZABLE):
-    /// it may predate a registration committed meanwhile, so it is forgotten when that transaction ends.
-    static SNAPSHOT_BOUND: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Registers the callbacks that keep the cached description honest: any DDL on the task table (a
-/// renamed column, a dropped table or index), a renamed schema and every registration invalidate it,
-/// and so does the end of a transaction that described it from its own snapshot.
+/// renamed column, a dropped table or index), a renamed schema or enum label and every registration
+/// invalidate it.
 pub fn init() {
     unsafe {
         pg_sys::CacheRegisterRelcacheCallback(Some(forget_task_table), pg_sys::Datum::from(0));
         // A renamed schema changes the task table's qualified name without touching its relcache entry.
         pg_sys::CacheRegisterSyscacheCallback(
             pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
-            Some(forget_on_schema_change),
+            Some(forget_on_catalog_change),
             pg_sys::Datum::from(0),
         );
-        pg_sys::RegisterXactCallback(Some(forget_snapshot_bound), std::ptr::null_mut());
+        // A renamed enum label changes what the stage graph's text names without touching either table.
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::ENUMOID as i32,
+            Some(forget_on_catalog_change),
+            pg_sys::Datum::from(0),
+        );
     }
 }
 
@@ -323,22 +532,16 @@ unsafe extern "C-unwind" fn forget_task_table(_arg: pg_sys::Datum, relid: pg_sys
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn forget_on_schema_change(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+unsafe extern "C-unwind" fn forget_on_catalog_change(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
     forget();
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn forget_snapshot_bound(
-    _event: pg_sys::XactEvent::Type,
-    _arg: *mut std::ffi::c_void,
-) {
-    if SNAPSHOT_BOUND.replace(false) {
-        forget();
-    }
-}
-
 /// The registered task table, or None; described once and cached until an invalidation concerns it.
+/// Every caller holds the registry's lock in share mode until its transaction ends: a registration
+/// (`lock_out_calls`) cannot change the rules under a transaction that keyed or checked by them.
 pub fn registered() -> Option<Rc<TaskTable>> {
+    // Taking it the first time in a transaction also takes in the invalidations committed before.
+    unsafe { pg_sys::LockRelationOid(registry(), pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
     let generation = GENERATION.with(Cell::get);
     let cached = TASK_TABLE.with(|cached| cached.borrow().clone());
     if let Some((described_in, table)) = cached {
@@ -347,9 +550,6 @@ pub fn registered() -> Option<Rc<TaskTable>> {
         }
     }
     let table = describe_task_table().map(Rc::new);
-    if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
-        SNAPSHOT_BOUND.set(true);
-    }
     TASK_TABLE.with(|cached| *cached.borrow_mut() = Some((generation, table.clone())));
     table
 }
@@ -371,50 +571,57 @@ struct Registration {
     sources: [pg_sys::Oid; 4],
     id_column: String,
     stage_column: String,
+    /// The id column's type and modifier when it was registered (None: not recorded — a registration
+    /// whose table was gone at the update to 0.5.0, or read by an update script of an earlier version,
+    /// before 0.5.0's adds the columns — which keys by the type the column has, as 0.4.0 did).
+    id_type: Option<(pg_sys::Oid, i32)>,
     graph: Option<HashSet<(String, String)>>,
     terminal: HashSet<String>,
 }
 
 fn read_registration() -> Option<Registration> {
-    owner::as_owner(|| {
-        Spi::connect(|client| {
-            let row = plans::run(
-                client,
-                "SELECT tableoid AS registry, relid::oid AS relid, id_column::text AS id_column,
-                        stage_column::text AS stage_column,
-                        'orch_lease.stage_transition'::regclass::oid AS transitions,
-                        'orch_lease.terminal_stage'::regclass::oid AS terminals,
-                        (SELECT array_agg(from_stage) FROM orch_lease.stage_transition) AS froms,
-                        (SELECT array_agg(to_stage) FROM orch_lease.stage_transition) AS tos,
-                        ARRAY(SELECT stage FROM orch_lease.terminal_stage) AS terminal
-                   FROM orch_lease.task_table",
-                &[],
-            );
-            (!row.is_empty()).then(|| {
-                use rows::{column, nullable};
-                let row = row.first();
-                let oid = |name| column::<pg_sys::Oid>(&row, name);
-                let froms: Option<Vec<String>> = nullable(&row, "froms");
-                let tos: Option<Vec<String>> = nullable(&row, "tos");
+    let recorded = match unsafe { pg_sys::get_attnum(registry(), c"id_type".as_ptr()) } > 0 {
+        true => "id_type::oid, id_typmod",
+        false => "NULL::oid, NULL::integer",
+    };
+    let registrations = owner::as_owner(|| {
+        read_latest(
+            &format!(
+                "SELECT tableoid, relid::oid, id_column::text, stage_column::text,
+                    'orch_lease.stage_transition'::regclass::oid,
+                    'orch_lease.terminal_stage'::regclass::oid,
+                    (SELECT array_agg(from_stage) FROM orch_lease.stage_transition),
+                    (SELECT array_agg(to_stage) FROM orch_lease.stage_transition),
+                    ARRAY(SELECT stage FROM orch_lease.terminal_stage),
+                    {recorded}
+               FROM orch_lease.task_table"
+            ),
+            |row| {
+                let oid = |column| {
+                    row(column).map_or(pg_sys::InvalidOid, |datum| {
+                        pg_sys::Oid::from(datum.value() as u32)
+                    })
+                };
+                let texts = |column| -> Option<Vec<String>> {
+                    row(column).and_then(|datum| unsafe { Vec::from_datum(datum, false) })
+                };
+                let typmod = row(11).map(|datum| datum.value() as i32);
                 Registration {
-                    sources: [
-                        oid("registry"),
-                        oid("relid"),
-                        oid("transitions"),
-                        oid("terminals"),
-                    ],
-                    id_column: column(&row, "id_column"),
-                    stage_column: column(&row, "stage_column"),
-                    graph: froms
-                        .zip(tos)
+                    sources: [oid(1), oid(2), oid(5), oid(6)],
+                    id_column: text_of(row(3)).unwrap_or_default(),
+                    stage_column: text_of(row(4)).unwrap_or_default(),
+                    id_type: Some(oid(10))
+                        .filter(|oid| *oid != pg_sys::InvalidOid)
+                        .zip(typmod),
+                    graph: texts(7)
+                        .zip(texts(8))
                         .map(|(froms, tos)| froms.into_iter().zip(tos).collect()),
-                    terminal: column::<Vec<String>>(&row, "terminal")
-                        .into_iter()
-                        .collect(),
+                    terminal: texts(9).unwrap_or_default().into_iter().collect(),
                 }
-            })
-        })
-    })
+            },
+        )
+    });
+    registrations.into_iter().next()
 }
 
 fn describe_task_table() -> Option<TaskTable> {
@@ -422,6 +629,7 @@ fn describe_task_table() -> Option<TaskTable> {
         sources,
         id_column,
         stage_column,
+        id_type: registered_id_type,
         graph,
         terminal,
     } = read_registration()?;
@@ -458,11 +666,31 @@ fn describe_task_table() -> Option<TaskTable> {
         );
     };
     let qualified = format!("{}.{}", quote_identifier(&schema), quote_identifier(&table));
+    let stage_attnum = {
+        let name = CString::new(stage_column.as_str()).expect("a column name holds no NUL byte");
+        unsafe { pg_sys::get_attnum(relid, name.as_ptr()) }
+    };
+    check_stage_column(relid, stage_attnum, &stage_column, &qualified);
+    check_graph_labels(stage_type, &graph, &terminal);
     let id_attnum = {
         let name = CString::new(id_column.as_str()).expect("a column name holds no NUL byte");
         unsafe { pg_sys::get_attnum(relid, name.as_ptr()) }
     };
-    check_id_column(relid, id_attnum, &qualified);
+    let id_read = check_id_column(relid, id_attnum, &qualified);
+    // Leases are keyed by the id type they were acquired under: another type (ALTER COLUMN … TYPE)
+    // may key them otherwise, which registering again checks.
+    if registered_id_type
+        .is_some_and(|recorded| recorded != (id_read.column_type, id_read.column_typmod))
+    {
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("orch_lease: the type of the id column {id_column} of {qualified} changed since it was registered"),
+            "Call orch_lease.register_task_table again: it checks that the leases held are keyed the way \
+             the new type keys them. Meanwhile transition_lease_force_release ends a lease by the work \
+             item the status view shows.",
+            None,
+        );
+    }
     let (id, stage) = (
         quote_identifier(&id_column),
         quote_identifier(&stage_column),
@@ -477,6 +705,9 @@ fn describe_task_table() -> Option<TaskTable> {
             "UPDATE {qualified} SET {stage} = $3 WHERE {id} {id_eq} $1 AND {stage} {stage_eq} $2 RETURNING true"
         ),
         read_stage: format!("SELECT {stage} FROM {qualified} WHERE {id} {id_eq} $1"),
+        look_stage: format!(
+            "SELECT {stage} FROM {qualified} WHERE {id} {id_eq} $1 FOR SHARE NOWAIT"
+        ),
         unconditional: format!(
             "UPDATE {qualified} SET {stage} = $2 WHERE {id} {id_eq} $1 RETURNING true"
         ),
@@ -485,7 +716,7 @@ fn describe_task_table() -> Option<TaskTable> {
         stage_column,
         graph,
         terminal,
-        id_type,
+        id: id_read,
         stage_type,
     })
 }
@@ -529,14 +760,15 @@ fn catalog_name(name: *mut std::ffi::c_char) -> Option<String> {
     })
 }
 
-/// Converts `text` to a value of the column type `type_oid` with that type's own input function, so a
-/// stage the enum lacks or an id the id type rejects fails with the type's SQLSTATE, naming `argument`.
-pub fn typed(argument: &'static str, text: &str, type_oid: pg_sys::Oid) -> Typed {
+/// Converts `text` to a value of the column type `type_oid` (with type modifier `typmod`, -1 for none)
+/// with that type's own input function, so a stage the enum lacks or an id the id type rejects fails
+/// with the type's SQLSTATE, naming `argument`.
+pub fn typed(argument: &'static str, text: &str, type_oid: pg_sys::Oid, typmod: i32) -> Typed {
     let text = CString::new(text).expect("PostgreSQL text holds no NUL byte");
     let datum = PgTryBuilder::new(|| unsafe {
         let (mut input, mut io_param) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
         pg_sys::getTypeInputInfo(type_oid, &mut input, &mut io_param);
-        pg_sys::OidInputFunctionCall(input, text.as_ptr().cast_mut(), io_param, -1)
+        pg_sys::OidInputFunctionCall(input, text.as_ptr().cast_mut(), io_param, typmod)
     })
     .catch_others(|error| match error {
         pg_sys::panic::CaughtError::PostgresError(report) => errors::raise(

@@ -19,7 +19,7 @@
 //! acknowledged so far must be on the current leader, the old leader must not have acknowledged anything
 //! once the new one answered, and a lease acquired in a transaction left open across the fault must be
 //! absent.
-use crate::kit::{applied_commits, connect, now_ns, reconnect, shell, spawn, Rng};
+use crate::kit::{applied_commits, connect, lost_connection, now_ns, reconnect, shell, spawn, Rng};
 use postgres::Client;
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -430,23 +430,39 @@ pub fn run_actor(dsn: &str, role: &str, items: usize, dir: &Path, seconds: u64) 
         let Some(mut db) = reconnect(dsn, deadline) else {
             return;
         };
-        let Ok(at) = db
-            .query_one(
-                &format!("WITH r AS (SELECT * FROM orch_lease.transition_lease_recover($1, $2)) SELECT {NOW_NS}"),
-                &[&boot, &role],
-            )
-            .map(|row| row.get::<_, i64>(0))
-        else {
-            continue;
+        let at = match db.query_one(
+            &format!("WITH r AS (SELECT * FROM orch_lease.transition_lease_recover($1, $2)) SELECT {NOW_NS}"),
+            &[&boot, &role],
+        ) {
+            Ok(row) => row.get::<_, i64>(0),
+            Err(error) => {
+                expect_lost_connection(role, "recover", &error);
+                continue;
+            }
         };
         log_line(&mut log, format!("R {boot} {at}"));
         while Instant::now() < deadline {
             let item = format!("ha-{}", rng.below(items as u64) + 1);
-            if step(&mut db, &mut log, role, &boot, &item).is_err() {
+            if let Err(error) = step(&mut db, &mut log, role, &boot, &item) {
+                expect_lost_connection(role, &item, &error);
                 break; // the connection is gone: a new incarnation
             }
         }
     }
+}
+
+/// Only a lost connection sends an actor to a new incarnation; any other error — orch_lease raising
+/// where contention must come back as an outcome, under failover too — fails the actor (and the run:
+/// its exit status is checked).
+fn expect_lost_connection(role: &str, doing: &str, error: &postgres::Error) {
+    assert!(
+        lost_connection(error),
+        "{role} ({doing}): an error that is not a lost connection: {} {}",
+        error.code().map_or("(no SQLSTATE)", |code| code.code()),
+        error
+            .as_db_error()
+            .map_or(error.to_string(), |db| db.message().to_string())
+    );
 }
 
 fn step(

@@ -48,6 +48,21 @@ pub fn reconnect(dsn: &str, deadline: Instant) -> Option<Client> {
     None
 }
 
+/// A connection lost to a terminated session, a server going down or a failover: operator
+/// intervention (57…), a connection exception (08…), or no SQLSTATE at all because the socket closed or
+/// failed. Every other error — an orch_lease error (40001, 55P03, XX000, 22…), a constraint, a wrong
+/// number of rows — is not a lost connection, and an actor must not take it for one.
+pub fn lost_connection(error: &postgres::Error) -> bool {
+    match error.code().map(|code| code.code()) {
+        Some(code) => code.starts_with("57") || code.starts_with("08"),
+        None => {
+            error.is_closed()
+                || std::error::Error::source(error)
+                    .is_some_and(|source| source.is::<std::io::Error>())
+        }
+    }
+}
+
 /// The one number a query answers, such as a `count(*)`.
 pub fn count(db: &mut Client, sql: &str) -> i64 {
     db.query_one(sql, &[]).expect(sql).get(0)

@@ -576,27 +576,76 @@ struct EffectLogs {
     runs: BTreeMap<(String, String), Vec<Run>>,
     /// The (task, token, stage) commits an actor saw applied under a lease.
     committed: Vec<(String, i64, String)>,
-    /// Per (task, transition): the incarnations killed inside its lease region.
-    killed_inside: HashMap<(String, String), usize>,
+    /// Per (task, transition): when each incarnation killed inside its lease region died (ns).
+    killed_inside: HashMap<(String, String), Vec<u128>>,
 }
 
 impl EffectLogs {
     /// (extra runs explained by a kill inside their transition's region, extra runs not explained).
+    /// The first run of a (task, transition) is the original; every later one is an extra run, and a
+    /// kill explains it only if the killed incarnation died before that run started (a kill after it
+    /// began cannot be why it ran). Each kill explains one extra run at most: taken in order of start,
+    /// each extra run is given the earliest kill not given yet that came before it.
     fn duplicates(&self) -> (usize, usize) {
         let (mut tied, mut untied) = (0, 0);
         for (key, runs) in &self.runs {
-            let extra = runs.len().saturating_sub(1);
-            let kills = self.killed_inside.get(key).copied().unwrap_or(0);
-            tied += extra.min(kills);
-            untied += extra.saturating_sub(kills);
+            let mut starts: Vec<u128> = runs.iter().map(|run| run.0).collect();
+            starts.sort_unstable();
+            let mut deaths = self.killed_inside.get(key).cloned().unwrap_or_default();
+            deaths.sort_unstable();
+            let mut deaths = deaths.into_iter().peekable();
+            for start in starts.into_iter().skip(1) {
+                if deaths.next_if(|died| *died < start).is_some() {
+                    tied += 1;
+                } else {
+                    untied += 1;
+                }
+            }
         }
         (tied, untied)
+    }
+}
+
+/// The duplicate check of effect logs given as text, one per incarnation with when it was killed (if
+/// it was): (extra runs tied to a kill before them, extra runs with none). For fabricated logs.
+pub fn duplicates_in(logs: &[(&str, Option<u128>)]) -> (usize, usize) {
+    let mut effect_logs = EffectLogs::default();
+    for (text, died) in logs {
+        read_effect_log(text, *died, &mut effect_logs);
+    }
+    effect_logs.duplicates()
+}
+
+/// What the soak's checks read from the server once the actors are done.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Leftovers {
+    /// Tasks not at the last stage.
+    pub unfinished: i64,
+    /// Leases whose owner's boot is stale (superseded, or its session gone).
+    pub stale_leases: i64,
+    /// Leases held at all.
+    pub leftover_leases: i64,
+}
+
+/// The soak's server-side checks, on the database `db` is connected to.
+pub fn leftovers(db: &mut Client) -> Leftovers {
+    Leftovers {
+        unfinished: count(
+            db,
+            "SELECT count(*) FROM soak_task WHERE stage <> 'deployed'",
+        ),
+        stale_leases: count(
+            db,
+            "SELECT count(*) FROM orch_lease.transition_lease_status WHERE liveness = 'stale'",
+        ),
+        leftover_leases: count(db, "SELECT count(*) FROM orch_lease.transition_lease"),
     }
 }
 
 fn check(db: &mut Client, dir: &Path, plan: &Plan, faults: &Faults, elapsed: Duration) -> Report {
     let logs = read_effect_logs(dir, faults);
     let (tied, untied) = logs.duplicates();
+    let left = leftovers(db);
     Report {
         items: plan.items,
         transitions_committed: count(db, "SELECT count(*) FROM soak_history"),
@@ -604,20 +653,14 @@ fn check(db: &mut Client, dir: &Path, plan: &Plan, faults: &Faults, elapsed: Dur
         duplicate_effects: logs.runs.values().map(|r| r.len().saturating_sub(1)).sum(),
         duplicates_tied_to_a_kill: tied,
         duplicates_without_a_kill: untied,
-        killed_inside_effect: logs.killed_inside.values().sum(),
+        killed_inside_effect: logs.killed_inside.values().map(Vec::len).sum(),
         overlapping_effects: logs.runs.values().map(|list| overlaps(list)).sum(),
         bad_histories: bad_histories(db),
-        unfinished: count(
-            db,
-            "SELECT count(*) FROM soak_task WHERE stage <> 'deployed'",
-        ),
+        unfinished: left.unfinished,
         acknowledged_commits: logs.committed.len(),
         lost_commits: lost_commits(db, &logs.committed),
-        stale_leases: count(
-            db,
-            "SELECT count(*) FROM orch_lease.transition_lease_status WHERE liveness = 'stale'",
-        ),
-        leftover_leases: count(db, "SELECT count(*) FROM orch_lease.transition_lease"),
+        stale_leases: left.stale_leases,
+        leftover_leases: left.leftover_leases,
         kills: faults.kills,
         terminations: faults.terminations,
         server_restarts: faults.server_restarts,
@@ -678,8 +721,8 @@ fn read_effect_log(text: &str, died: Option<u128>, logs: &mut EffectLogs) {
             .or_default()
             .push((started, died));
     }
-    if let (Some(key), Some(_)) = (inside, died) {
-        *logs.killed_inside.entry(key).or_default() += 1;
+    if let (Some(key), Some(died)) = (inside, died) {
+        logs.killed_inside.entry(key).or_default().push(died);
     }
 }
 

@@ -60,9 +60,29 @@ fn no_rust(error: &DbError) {
     }
 }
 
+/// The server runs with RUST_BACKTRACE=1 in its environment, or "no Rust internals" proves little. What a
+/// program the backend starts sees (the superuser's COPY FROM PROGRAM): /proc/self/environ would not do,
+/// PostgreSQL writes its process title over that memory.
+fn assert_rust_backtrace_on(db: &mut postgres::Client) {
+    db.batch_execute(
+        "CREATE TEMP TABLE server_environment (value text);
+         COPY server_environment FROM PROGRAM 'echo \"[$RUST_BACKTRACE]\"'",
+    )
+    .expect("the server's environment");
+    let seen: String = db
+        .query_one("SELECT value FROM server_environment", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        seen, "[1]",
+        "the server does not run with RUST_BACKTRACE=1 (make test starts it so): this test proves nothing"
+    );
+}
+
 #[test]
 fn errors_raised_inside_orch_lease_reach_the_client_whole() {
     let dsn = fresh_database_with("passthrough", TASKS);
+    assert_rust_backtrace_on(&mut connect_timed(&dsn));
     login_role("passthrough_actor", &["orch_lease_actor"]);
     let mut owner = connect_timed(&dsn);
     owner

@@ -41,6 +41,7 @@ fn matrix() -> Vec<(&'static str, &'static str, &'static str)> {
         ("session_alive", "SELECT orch_lease.session_alive('b')", READERS),
         ("stage_write_allowed", "SELECT orch_lease.stage_write_allowed()", OWNERS),
         ("force_release", "SELECT orch_lease.transition_lease_force_release('1')", ADMINS),
+        ("hand_over", "SELECT orch_lease.transition_lease_hand_over('admins-instance', current_user)", ADMINS),
         ("reap", "SELECT count(*) FROM orch_lease.transition_lease_reap(3600)", ADMINS),
         ("prune", "SELECT orch_lease.transition_lease_prune('1 day')", ADMINS),
         ("register_stage_graph", "SELECT orch_lease.register_stage_graph('{}')", ADMINS),

@@ -62,18 +62,6 @@ impl Verdict {
         }
     }
 
-    /// A call that must fail, with whatever SQLSTATE.
-    fn fails<T: Debug>(&mut self, what: &str, result: Result<T, Error>) {
-        match result {
-            Ok(value) => self
-                .0
-                .push(format!("{what}: expected an error, got success: {value:?}")),
-            Err(error) => {
-                self.describe(&error);
-            }
-        }
-    }
-
     /// Text that reaches users (an error, a tool's stderr) must not expose Rust internals.
     fn no_internals(&mut self, text: &str) {
         if text.contains("backtrace") || text.contains(".rs:") {
@@ -893,9 +881,10 @@ fn register_task_table_wants_the_owner_and_a_unique_id() {
     for table in ["tenant_tasks", "loose_tasks"] {
         let registered =
             superuser.batch_execute(&format!("SELECT orch_lease.register_task_table('{table}')"));
-        v.fails(
+        v.sqlstate(
             &format!("register {table}, whose id column is not unique by itself"),
             registered,
+            "42P10", // invalid_column_reference
         );
     }
     v.finish();
@@ -951,7 +940,8 @@ fn a_misspelt_orch_lease_setting_is_an_error() {
         "SET orch_lease.enable = off",
         "SET orch_lease.scope = 'deploy'",
     ] {
-        v.fails(typo, db.batch_execute(typo));
+        // invalid_name: "orch_lease" is a reserved prefix
+        v.sqlstate(typo, db.batch_execute(typo), "42602");
     }
     v.ok(
         "SET orch_lease.enabled = off",
@@ -1361,7 +1351,13 @@ fn a_stage_graph_registered_meanwhile_is_seen_after_a_repeatable_read_transactio
     admin
         .batch_execute("SELECT orch_lease.register_stage_graph('{\"queued -> rolled_back\"}')")
         .unwrap();
-    v.answers("a CAS in the old snapshot", cas(&mut actor, "1"), "applied");
+    // Since 0.5.0 a transaction checks by the rules committed when it first calls orch_lease, not by
+    // those its snapshot shows (issue #29).
+    v.answers(
+        "a CAS in the old snapshot, its first call",
+        cas(&mut actor, "1"),
+        "invalid_transition",
+    );
     actor.batch_execute("COMMIT").unwrap();
     v.answers(
         "the next CAS, after that transaction",
@@ -1445,9 +1441,10 @@ fn a_cas_inside_a_cas_leaves_the_outer_one_its_mark() {
     v.finish();
 }
 
-// Boot rows were never pruned: a fleet that restarts often grew the registry without bound.
+// Prune removed old superseded boots (0.4.0), which revived their zombies (#29.9): it keeps them now;
+// their names are bounded instead.
 #[test]
-fn prune_removes_old_superseded_boots_no_lease_names() {
+fn prune_keeps_superseded_boots() {
     let dsn = fresh_database_with("sec_boots", TEXT_TASKS);
     let mut v = Verdict::default();
     let mut db = connect_timed(&dsn);
@@ -1468,6 +1465,869 @@ fn prune_removes_old_superseded_boots_no_lease_names() {
             &[],
         )
         .map(|row| row.get::<_, String>(0));
-    v.answers("the boots left: the live one", boots, "boot-3");
+    // A boot forgotten would be unknown, and its zombie's acquires granted again (#29.9).
+    v.answers("the boots left: all", boots, "boot-1 boot-2 boot-3");
+    v.finish();
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Issue #29, part B (one owner means one owner, part two): one regression test per finding, each
+// shown red on 0.4.0.
+
+/// The elapsed time of `call`, with its result.
+fn timed<T>(call: impl FnOnce() -> T) -> (T, Duration) {
+    let started = Instant::now();
+    let result = call();
+    (result, started.elapsed())
+}
+
+// #29.4 A login with CONNECT only held recover's per-instance advisory lock (class 'boot', key
+//       hashtext(instance)): every recover and takeover of that instance waited for it without bound.
+#[test]
+fn a_connect_only_login_holds_up_no_recover() {
+    let (nogrant, actor) = ("orch_sec_b4_nogrant", "orch_sec_b4_actor");
+    let dsn = fresh_database_with("sec_b4", TEXT_TASKS);
+    login_role(nogrant, &[]);
+    login_role(actor, &["orch_lease_actor"]);
+    let mut squatter = connect_timed(&dsn_as(&dsn, nogrant));
+    squatter
+        .batch_execute("SELECT pg_advisory_lock(1651470196, hashtext('worker-1'))")
+        .unwrap();
+    let mut a = connect_timed(&dsn_as(&dsn, actor));
+    let mut v = Verdict::default();
+    for (function, boot) in [("recover", "boot-1"), ("takeover", "boot-2")] {
+        let (answer, took) = timed(|| {
+            a.query(
+                &format!("SELECT * FROM orch_lease.transition_lease_{function}($1, 'worker-1')"),
+                &[&boot],
+            )
+        });
+        v.ok(&format!("{function} while the login holds the key"), answer);
+        v.check(
+            took < Duration::from_secs(2),
+            format!("{function} took {took:?} while the login held the key"),
+        );
+    }
+    v.finish();
+}
+
+// #29.4 and #29.8 A transaction left open on the instance's live boot (an acquire idle in transaction)
+//       made every takeover, the on-call tool, wait for it without bound: it must answer within a bound.
+#[test]
+fn a_takeover_gives_up_on_a_transaction_left_open_within_a_bound() {
+    let (actor, admin) = ("orch_sec_b8_actor", "orch_sec_b8_admin");
+    let dsn = fresh_database_with("sec_b8", TEXT_TASKS);
+    login_role(actor, &["orch_lease_actor"]);
+    login_role(admin, &["orch_lease_admin"]);
+    let mut a = connect_timed(&dsn_as(&dsn, actor));
+    recover(&mut a, "boot-1", "worker-1");
+    a.batch_execute("BEGIN").unwrap();
+    acquire(&mut a, "task-1", "worker", "boot-1"); // share-locks boot-1 until the transaction ends
+    let mut on_call = connect_timed(&dsn_as(&dsn, admin));
+    let mut v = Verdict::default();
+    let (answer, took) = timed(|| takeover_rows(&mut on_call, "boot-2"));
+    v.sqlstate("takeover under an open acquire", answer, "55P03");
+    v.check(
+        took < Duration::from_secs(7),
+        format!("the takeover gave up after {took:?}, not within its bound of 5 s"),
+    );
+    // The caller's own shorter lock_timeout is kept.
+    on_call.batch_execute("SET lock_timeout = '200ms'").unwrap();
+    let (answer, took) = timed(|| takeover_rows(&mut on_call, "boot-3"));
+    v.sqlstate("takeover with lock_timeout 200ms", answer, "55P03");
+    v.check(
+        took < Duration::from_secs(2),
+        format!("with lock_timeout 200ms the takeover gave up after {took:?}"),
+    );
+    a.batch_execute("COMMIT").unwrap();
+    v.eq(
+        "takeover once the transaction ended",
+        takeover_rows(&mut on_call, "boot-4")
+            .map(|rows| rows.len())
+            .ok(),
+        Some(1),
+    );
+    v.finish();
+}
+
+fn takeover_rows(db: &mut Client, boot: &str) -> Result<Vec<Row>, Error> {
+    db.query(
+        "SELECT * FROM orch_lease.transition_lease_takeover($1, 'worker-1')",
+        &[&boot],
+    )
+}
+
+// #29.8 A CAS left idle in transaction share-locks its lease: force_release waited for it without
+//       bound. It answers (false: the lease is in use) within a bound.
+#[test]
+fn force_release_answers_while_a_cas_transaction_sits_on_the_lease() {
+    let (actor, admin) = ("orch_sec_b8f_actor", "orch_sec_b8f_admin");
+    let dsn = fresh_database_with(
+        "sec_b8f",
+        &format!("{TEXT_TASKS} GRANT SELECT, UPDATE ON tasks TO PUBLIC;"),
+    );
+    login_role(actor, &["orch_lease_actor"]);
+    login_role(admin, &["orch_lease_admin"]);
+    let mut a = connect_timed(&dsn_as(&dsn, actor));
+    let token = acquire(&mut a, "task-1", "worker", "boot-1").1.unwrap();
+    a.batch_execute("BEGIN").unwrap();
+    cas(
+        &mut a,
+        "update_task_stage_cas('task-1', 'queued', 'merged', $1)",
+        &[&token],
+    );
+    let mut on_call = connect_timed(&dsn_as(&dsn, admin));
+    let mut v = Verdict::default();
+    let (answer, took) = timed(|| {
+        on_call
+            .query_one(
+                "SELECT orch_lease.transition_lease_force_release('task-1', NULL, 'stuck')",
+                &[],
+            )
+            .map(|row| row.get::<_, bool>(0).to_string())
+    });
+    v.answers("force_release under an open CAS", answer, "false");
+    v.check(
+        took < Duration::from_secs(7),
+        format!("force_release answered after {took:?}, not within its bound of 5 s"),
+    );
+    a.batch_execute("ROLLBACK").unwrap();
+    v.answers(
+        "force_release once the CAS transaction ended",
+        on_call
+            .query_one(
+                "SELECT orch_lease.transition_lease_force_release('task-1', NULL, 'stuck')",
+                &[],
+            )
+            .map(|row| row.get::<_, bool>(0).to_string()),
+        "true",
+    );
+    v.finish();
+}
+
+// #29.9 Once a superseded boot was pruned, it was unknown: its old process's acquires were granted again
+//       and the next recover did not end them.
+#[test]
+fn a_pruned_superseded_boot_stays_refused() {
+    let dsn = fresh_database_with("sec_b9", TEXT_TASKS);
+    let mut db = connect_timed(&dsn);
+    recover(&mut db, "boot-1", "worker");
+    recover(&mut db, "boot-2", "worker");
+    db.batch_execute("SELECT orch_lease.transition_lease_prune('0 seconds')")
+        .unwrap();
+    let mut v = Verdict::default();
+    v.answers(
+        "the zombie of boot-1 acquires after prune",
+        grant(&mut db, "task-1", "worker", "boot-1").map(|(outcome, _)| outcome),
+        "superseded",
+    );
+    v.eq("the zombie's lease", lease_token(&mut db, "task-1"), None);
+    v.finish();
+}
+
+// #29.14 A made-up `session:` boot id of a session long gone made every acquire an announced reclaim
+//        (a flood of takeover alerts from one actor); boots, never pruned while live, took 1 KB names.
+#[test]
+fn an_actor_names_no_other_session_and_no_huge_boot() {
+    let actor = "orch_sec_b14_actor";
+    let dsn = fresh_database_with("sec_b14", TEXT_TASKS);
+    login_role(actor, &["orch_lease_actor"]);
+    let mut a = connect_timed(&dsn_as(&dsn, actor));
+    let mut v = Verdict::default();
+    v.sqlstate(
+        "acquire with a made-up session boot id",
+        grant(&mut a, "task-1", "worker", "session:1:1"),
+        "22023",
+    );
+    let own: String = a
+        .query_one(
+            "SELECT 'session:' || pg_backend_pid() || ':' || ((extract(epoch FROM backend_start)
+                    - extract(epoch FROM timestamptz '2000-01-01 00:00:00+00')) * 1000000)::bigint
+               FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    v.answers(
+        "acquire with this session's own boot id",
+        grant(&mut a, "task-2", "worker", &own).map(|(outcome, _)| outcome),
+        "acquired",
+    );
+    let long = "b".repeat(300);
+    v.sqlstate(
+        "recover with a 300-byte boot id",
+        a.query(
+            "SELECT * FROM orch_lease.transition_lease_recover($1, 'worker')",
+            &[&long],
+        ),
+        "22001",
+    );
+    v.sqlstate(
+        "recover with a 300-byte instance",
+        a.query(
+            "SELECT * FROM orch_lease.transition_lease_recover('boot-1', $1)",
+            &[&long],
+        ),
+        "22001",
+    );
+    v.finish();
+}
+
+// #29.7 A `held` answer named the holder's boot id to any role: an actor registered it as its own
+//       instance's boot, and the holder's every later acquire under it was refused (42501).
+#[test]
+fn a_held_answer_names_another_role_s_boot_to_nobody() {
+    let (alice, bob) = ("orch_sec_b7_alice", "orch_sec_b7_bob");
+    let (_, mut a, mut b) = two_actors("sec_b7", alice, bob);
+    acquire(&mut a, "task-1", "alice", "boot-alice");
+    let mut v = Verdict::default();
+    let told = |db: &mut Client| {
+        db.query_one(
+            "SELECT outcome, coalesce(holder_boot_id, '-')
+               FROM orch_lease.transition_lease_acquire('task-1', 'x', 1, 'boot-x')",
+            &[],
+        )
+        .map(|row| format!("{} {}", row.get::<_, String>(0), row.get::<_, String>(1)))
+    };
+    v.answers("bob is told", told(&mut b), "held -");
+    v.answers("alice is told", told(&mut a), "held boot-alice");
+    v.finish();
+}
+
+// #29.7 An actor registered other roles' future instance names; the victim's recover was refused
+//       (42501) forever, an admin's takeover kept the squatter as the instance's owner, and only a
+//       superuser's DELETE repaired it. An admin hands the instance (all its boots) to the right role.
+#[test]
+fn an_admin_hands_a_squatted_instance_to_its_role() {
+    let (alice, bob, admin) = (
+        "orch_sec_b7s_alice",
+        "orch_sec_b7s_bob",
+        "orch_sec_b7s_admin",
+    );
+    let (dsn, mut a, mut b) = two_actors("sec_b7s", alice, bob);
+    login_role(admin, &["orch_lease_admin"]);
+    let mut on_call = connect_timed(&dsn_as(&dsn, admin));
+    recover(&mut b, "boot-squat", "orch-7");
+    let register_as = |db: &mut Client, boot: &str| {
+        db.query(
+            "SELECT * FROM orch_lease.transition_lease_recover($1, 'orch-7')",
+            &[&boot],
+        )
+        .map(|rows| rows.len())
+    };
+    let hand_over = |db: &mut Client, role: &str| {
+        db.query_one(
+            "SELECT orch_lease.transition_lease_hand_over('orch-7', $1)",
+            &[&role],
+        )
+        .map(|row| row.get::<_, i32>(0).to_string())
+    };
+    let mut v = Verdict::default();
+    v.sqlstate(
+        "alice recovers the squatted name",
+        register_as(&mut a, "boot-a1"),
+        "42501",
+    );
+    v.sqlstate("bob hands it over", hand_over(&mut b, alice), "42501");
+    v.sqlstate(
+        "to a role that does not exist",
+        hand_over(&mut on_call, "orch_no_such_role"),
+        "42704",
+    );
+    v.answers(
+        "the admin hands it to alice",
+        hand_over(&mut on_call, alice),
+        "1",
+    );
+    v.ok("alice recovers it now", register_as(&mut a, "boot-a2"));
+    v.sqlstate("bob no longer may", register_as(&mut b, "boot-b3"), "42501");
+    v.sqlstate(
+        "bob acquires under his squatting boot",
+        grant(&mut b, "task-1", "bob", "boot-squat"),
+        "42501",
+    );
+    v.finish();
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Issue #29, part A ("One owner means one owner, part two"): keys, key-rule changes and what the CAS
+// answers. Each test below failed on 0.4.0 (the commit that adds it says how).
+
+/// One database per id type: `tasks(id <id_type>, stage text)` with the row `row`, registered.
+fn tasks_with_id(database: &str, id_type: &str, row: &str) -> String {
+    fresh_database_with(
+        database,
+        &format!(
+            "CREATE TABLE tasks (id {id_type} PRIMARY KEY, stage text NOT NULL);
+             INSERT INTO tasks VALUES ('{row}', 'queued');
+             SELECT orch_lease.register_task_table('tasks');"
+        ),
+    )
+}
+
+// #29.1 (HIGH). Keys read a domain over varchar(n) by its base type without the length, the CAS through
+// the domain: 'PR-130   ' and 'PR-130' were two leases on one row, both `acquired`, and the first
+// holder's commit answered lease_lost while its lease stayed held.
+#[test]
+fn every_accepted_id_type_keys_one_row_once() {
+    let mut v = Verdict::default();
+    let families: [(&str, &str, &str, &[&str]); 6] = [
+        ("varchar", "varchar(6)", "PR-130", &["PR-130   ", "PR-130 "]),
+        (
+            "domain",
+            "public.pr_id",
+            "PR-130",
+            &["PR-130   ", "PR-130 "],
+        ),
+        ("domain2", "public.pr_id2", "PR-130", &["PR-130   "]),
+        ("bigint", "public.big_id", "42", &["042", "+42", " 42"]),
+        ("int", "integer", "42", &["0042", "+42"]),
+        (
+            "uuid",
+            "public.uuid_id",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            &[
+                "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+                "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+                "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+            ],
+        ),
+    ];
+    for (name, id_type, row, spellings) in families {
+        let dsn = fresh_database_with(
+            &format!("sec29_ids_{name}"),
+            &format!(
+                "CREATE DOMAIN public.pr_id AS varchar(6) CHECK (VALUE LIKE 'PR-%');
+                 CREATE DOMAIN public.pr_id2 AS public.pr_id;
+                 CREATE DOMAIN public.big_id AS bigint;
+                 CREATE DOMAIN public.uuid_id AS uuid;
+                 CREATE TABLE tasks (id {id_type} PRIMARY KEY, stage text NOT NULL);
+                 INSERT INTO tasks VALUES ('{row}', 'queued');
+                 SELECT orch_lease.register_task_table('tasks');"
+            ),
+        );
+        let mut db = connect_timed(&dsn);
+        for spelling in spellings {
+            let (first, token) = acquire(&mut db, spelling, "owner-a", "boot-a");
+            v.eq(
+                &format!("{id_type}: acquire('{spelling}')"),
+                first.as_str(),
+                "acquired",
+            );
+            let second = grant(&mut db, row, "owner-b", "boot-b").map(|(outcome, _)| outcome);
+            v.answers(
+                &format!("{id_type}: acquire('{row}') while '{spelling}' is held"),
+                second,
+                "held",
+            );
+            let key = db
+                .query_one("SELECT orch_lease.work_item_key($1)", &[spelling])
+                .map(|row| row.get::<_, String>(0));
+            v.answers(&format!("{id_type}: work_item_key('{spelling}')"), key, row);
+            let commit = outcome(
+                &mut db,
+                "commit_stage_cas($1, $2, 'queued', 'queued')",
+                &[spelling, &token],
+            );
+            v.answers(
+                &format!("{id_type}: commit of '{spelling}' by its holder"),
+                commit,
+                "applied",
+            );
+            let left = db
+                .query_one("SELECT count(*) FROM orch_lease.transition_lease", &[])
+                .unwrap()
+                .get::<_, i64>(0);
+            v.eq(&format!("{id_type}: leases left after the commit"), left, 0);
+        }
+    }
+    // Longer than the column holds is no id of the table: the type's own error, no lease.
+    let dsn = tasks_with_id("sec29_ids_long", "varchar(6)", "PR-130");
+    let mut db = connect_timed(&dsn);
+    v.sqlstate(
+        "varchar(6): acquire('PR-1300')",
+        grant(&mut db, "PR-1300", "owner-a", "boot-a"),
+        "22001",
+    );
+    // Types whose text has several spellings of one value are refused: char(n) (padding), a domain over
+    // it, citext (case) and a case-insensitive collation.
+    let dsn = fresh_database_with("sec29_ids_refused", "");
+    let mut db = connect_timed(&dsn);
+    let mut refused = vec!["char(6)", "public.pr_char"];
+    db.batch_execute("CREATE DOMAIN public.pr_char AS char(6)")
+        .unwrap();
+    if db
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS citext")
+        .is_ok()
+    {
+        db.batch_execute("CREATE DOMAIN public.ci_id AS citext")
+            .unwrap();
+        refused.extend(["citext", "public.ci_id"]);
+    }
+    if db
+        .batch_execute(
+            "CREATE COLLATION public.ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+             CREATE DOMAIN public.ci_text AS text COLLATE public.ci",
+        )
+        .is_ok()
+    {
+        refused.extend(["text COLLATE public.ci", "public.ci_text"]);
+    }
+    for id_type in refused {
+        db.batch_execute(&format!(
+            "DROP TABLE IF EXISTS tasks; CREATE TABLE tasks (id {id_type} PRIMARY KEY, stage text)"
+        ))
+        .unwrap();
+        v.sqlstate(
+            &format!("register_task_table with an id of {id_type}"),
+            db.execute("SELECT orch_lease.register_task_table('tasks')", &[]),
+            "42804",
+        );
+    }
+    v.finish();
+}
+
+// #29.2 (a). A transaction that acquired '042' (raw key, nothing registered) while register_task_table
+// ran kept its raw lease, which the registration did not see (not committed yet), and others keyed '42':
+// two holders. force_release('042') then ended the other holder's '42'.
+#[test]
+fn a_registration_waits_for_the_calls_in_flight() {
+    let mut v = Verdict::default();
+    let dsn = fresh_database_with(
+        "sec29_register_inflight",
+        "CREATE TABLE tasks (id bigint PRIMARY KEY, stage text NOT NULL);
+         INSERT INTO tasks VALUES (42, 'queued');",
+    );
+    let (mut a, mut b, mut admin) = (
+        connect_timed(&dsn),
+        connect_timed(&dsn),
+        connect_timed(&dsn),
+    );
+    admin.batch_execute("SET lock_timeout = '300ms'").unwrap();
+    a.batch_execute("BEGIN").unwrap();
+    let (raw, _) = acquire(&mut a, "042", "owner-a", "boot-a");
+    v.eq(
+        "acquire('042') before any registration",
+        raw.as_str(),
+        "acquired",
+    );
+    v.sqlstate(
+        "register_task_table while that acquire's transaction is open",
+        admin.execute("SELECT orch_lease.register_task_table('tasks')", &[]),
+        "55P03",
+    );
+    a.batch_execute("COMMIT").unwrap();
+    v.sqlstate(
+        "register_task_table with a lease on '042' held",
+        admin.execute("SELECT orch_lease.register_task_table('tasks')", &[]),
+        "55000",
+    );
+    let forced = admin
+        .query_one(
+            "SELECT orch_lease.transition_lease_force_release('042')",
+            &[],
+        )
+        .map(|row| row.get::<_, bool>(0));
+    v.eq("force_release('042')", forced.ok(), Some(true));
+    v.ok(
+        "register_task_table once the raw lease is gone",
+        admin.execute("SELECT orch_lease.register_task_table('tasks')", &[]),
+    );
+    let (first, _) = acquire(&mut a, "042", "owner-a", "boot-a");
+    v.eq(
+        "acquire('042') after the registration",
+        first.as_str(),
+        "acquired",
+    );
+    let second = grant(&mut b, "42", "owner-b", "boot-b").map(|(outcome, _)| outcome);
+    v.answers("acquire('42') by another", second, "held");
+
+    // A REPEATABLE READ transaction whose snapshot predates a registration keys by that registration.
+    let dsn = fresh_database_with(
+        "sec29_register_rr",
+        "CREATE TABLE tasks (id bigint PRIMARY KEY, stage text NOT NULL);
+         INSERT INTO tasks VALUES (42, 'queued');",
+    );
+    let (mut a, mut admin) = (connect_timed(&dsn), connect_timed(&dsn));
+    let before = a
+        .query_one("SELECT orch_lease.work_item_key('042')", &[])
+        .map(|row| row.get::<_, String>(0));
+    v.answers("work_item_key('042'), nothing registered", before, "042");
+    a.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM tasks")
+        .unwrap();
+    v.ok(
+        "register_task_table while a snapshot that has not called orch_lease is open",
+        admin.execute("SELECT orch_lease.register_task_table('tasks')", &[]),
+    );
+    let (rr, _) = acquire(&mut a, "042", "owner-a", "boot-a");
+    v.eq(
+        "acquire('042') in the older snapshot",
+        rr.as_str(),
+        "acquired",
+    );
+    a.batch_execute("COMMIT").unwrap();
+    let keys = admin
+        .query_one(
+            "SELECT string_agg(work_item, ' ') FROM orch_lease.transition_lease",
+            &[],
+        )
+        .map(|row| row.get::<_, String>(0));
+    v.answers("the lease's key", keys, "42");
+    v.finish();
+}
+
+// #29.2 (b). ALTER TABLE … ALTER COLUMN id TYPE bigint re-keyed nothing: a lease on '042' (a text id)
+// and a new one on '42' were two holders of one row.
+#[test]
+fn a_changed_id_type_needs_a_new_registration() {
+    let mut v = Verdict::default();
+    let dsn = fresh_database_with(
+        "sec29_alter_type",
+        "CREATE TABLE tasks (id text PRIMARY KEY, stage text NOT NULL);
+         INSERT INTO tasks VALUES ('042', 'queued');
+         SELECT orch_lease.register_task_table('tasks');",
+    );
+    let (mut a, mut b, mut admin) = (
+        connect_timed(&dsn),
+        connect_timed(&dsn),
+        connect_timed(&dsn),
+    );
+    let (first, _) = acquire(&mut a, "042", "owner-a", "boot-a");
+    v.eq("acquire('042') of a text id", first.as_str(), "acquired");
+    admin
+        .batch_execute("ALTER TABLE tasks ALTER COLUMN id TYPE bigint USING id::bigint")
+        .unwrap();
+    v.sqlstate(
+        "acquire('42') after the id became a bigint",
+        grant(&mut b, "42", "owner-b", "boot-b"),
+        "55000",
+    );
+    v.sqlstate(
+        "register_task_table with the lease on '042' held",
+        admin.execute("SELECT orch_lease.register_task_table('tasks')", &[]),
+        "55000",
+    );
+    let forced = admin
+        .query_one(
+            "SELECT orch_lease.transition_lease_force_release('042')",
+            &[],
+        )
+        .map(|row| row.get::<_, bool>(0));
+    v.eq(
+        "force_release('042'), the type changed",
+        forced.ok(),
+        Some(true),
+    );
+    v.ok(
+        "register_task_table again",
+        admin.execute("SELECT orch_lease.register_task_table('tasks')", &[]),
+    );
+    let (second, _) = acquire(&mut b, "42", "owner-b", "boot-b");
+    v.eq(
+        "acquire('42') after registering again",
+        second.as_str(),
+        "acquired",
+    );
+    let third = grant(&mut a, "042", "owner-a", "boot-a").map(|(outcome, _)| outcome);
+    v.answers("acquire('042') by another", third, "held");
+    v.finish();
+}
+
+// #29.2 (c). A stage graph registered while a transaction that had used the old rules was open: that
+// transaction went on checking by the old rules and moved a task out of the new terminal stage.
+#[test]
+fn a_stage_graph_waits_for_the_transactions_that_used_the_old_one() {
+    let mut v = Verdict::default();
+    let dsn = fresh_database_with("sec29_graph_inflight", TEXT_TASKS);
+    let (mut a, mut admin) = (connect_timed(&dsn), connect_timed(&dsn));
+    admin.batch_execute("SET lock_timeout = '300ms'").unwrap();
+    let cas = |db: &mut Client, from: &str, to: &str| {
+        outcome(db, "update_task_stage_cas('task-1', $1, $2)", &[&from, &to])
+    };
+    a.batch_execute("BEGIN").unwrap();
+    v.answers("queued -> done", cas(&mut a, "queued", "done"), "applied");
+    let registered = admin.execute(
+        "SELECT orch_lease.register_stage_graph('{}', '{done}')",
+        &[],
+    );
+    let left = cas(&mut a, "done", "queued");
+    v.check(
+        !(registered.is_ok() && left.as_deref().ok() == Some("applied")),
+        "the terminal stage 'done' was registered and left by one open transaction",
+    );
+    v.sqlstate(
+        "register_stage_graph while a transaction that used the old rules is open",
+        registered,
+        "55P03",
+    );
+    a.batch_execute("COMMIT").unwrap();
+    v.ok(
+        "register_stage_graph once it ended",
+        admin.execute(
+            "SELECT orch_lease.register_stage_graph('{}', '{done}')",
+            &[],
+        ),
+    );
+    v.answers("queued -> done", cas(&mut a, "queued", "done"), "applied");
+    v.answers(
+        "done -> queued",
+        cas(&mut a, "done", "queued"),
+        "invalid_transition",
+    );
+    v.finish();
+}
+
+// #29.12. With row-level security letting an actor read a task but not update it, the CAS answered
+// stage_mismatch showing the expected stage as the current one, and commit ended the lease on it.
+#[test]
+fn a_row_the_caller_may_read_but_not_update_is_not_found() {
+    let mut v = Verdict::default();
+    let actor = "orch_sec29_rls";
+    let dsn = fresh_database_with("sec29_rls", TEXT_TASKS);
+    login_role(actor, &["orch_lease_actor"]);
+    let mut owner = connect_timed(&dsn);
+    owner
+        .batch_execute(&format!(
+            "GRANT SELECT, UPDATE ON tasks TO {actor};
+             ALTER TABLE tasks ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY reads ON tasks FOR SELECT USING (true);
+             CREATE POLICY writes ON tasks FOR UPDATE USING (id <> 'task-1');"
+        ))
+        .unwrap();
+    let mut db = connect_timed(&dsn_as(&dsn, actor));
+    let shown = db
+        .query_one(
+            "SELECT concat_ws('|', outcome, current_stage)
+               FROM orch_lease.update_task_stage_cas('task-1', 'queued', 'merged')",
+            &[],
+        )
+        .map(|row| row.get::<_, String>(0));
+    v.answers(
+        "update_task_stage_cas on a row it may not update",
+        shown,
+        "not_found",
+    );
+    v.answers(
+        "update_task_stage_cas on a row it may update",
+        outcome(
+            &mut db,
+            "update_task_stage_cas('task-2', 'queued', 'merged')",
+            &[],
+        ),
+        "applied",
+    );
+    v.eq(
+        "stage of task-1",
+        stage(&mut owner, "task-1"),
+        "queued".to_string(),
+    );
+    v.finish();
+}
+
+// #29.5. At REPEATABLE READ / SERIALIZABLE, a CAS whose stage became the expected one after the
+// snapshot answered stage_mismatch with the stale stage, and commit_stage_cas ended the lease.
+#[test]
+fn a_stage_that_became_the_expected_one_after_the_snapshot_is_retry() {
+    let mut v = Verdict::default();
+    let dsn = fresh_database_with("sec29_rr_mismatch", TEXT_TASKS);
+    let (mut actor, mut other) = (connect_timed(&dsn), connect_timed(&dsn));
+    for level in [IsolationLevel::RepeatableRead, IsolationLevel::Serializable] {
+        other
+            .batch_execute("UPDATE tasks SET stage = 'merged' WHERE id = 'task-1'")
+            .unwrap();
+        let (granted, token) = acquire(&mut actor, "task-1", "monitor", "boot-1");
+        v.eq("acquire", granted.as_str(), "acquired");
+        let mut snapshot = actor
+            .build_transaction()
+            .isolation_level(level)
+            .start()
+            .unwrap();
+        snapshot
+            .query_one("SELECT stage FROM tasks WHERE id = 'task-1'", &[])
+            .unwrap();
+        other
+            .batch_execute("UPDATE tasks SET stage = 'queued' WHERE id = 'task-1'")
+            .unwrap();
+        let answer = snapshot
+            .query_one(
+                "SELECT concat_ws('|', outcome, current_stage)
+                   FROM orch_lease.commit_stage_cas('task-1', $1, 'queued', 'done')",
+                &[&token],
+            )
+            .map(|row| row.get::<_, String>(0));
+        v.answers(&format!("{level:?}: commit_stage_cas"), answer, "retry");
+        v.ok(
+            &format!("{level:?}: the transaction stays usable"),
+            snapshot.query_one("SELECT 1", &[]),
+        );
+        let _ = snapshot.rollback();
+        v.eq(
+            &format!("{level:?}: the lease after retry"),
+            lease_token(&mut other, "task-1"),
+            token,
+        );
+        v.answers(
+            &format!("{level:?}: commit_stage_cas in a new transaction"),
+            outcome(
+                &mut actor,
+                "commit_stage_cas('task-1', $1, 'queued', 'done')",
+                &[&token],
+            ),
+            "applied",
+        );
+    }
+    v.finish();
+}
+
+// #29.16. In a SQL_ASCII database a text argument that is not UTF-8 failed with XX000 and pgrx's
+// "Utf8Error { valid_up_to: 1, … }" instead of a clean 22021.
+#[test]
+fn a_text_argument_that_is_not_utf8_is_22021() {
+    let mut v = Verdict::default();
+    let mut admin = connect();
+    admin
+        .batch_execute("DROP DATABASE IF EXISTS sec29_sql_ascii WITH (FORCE)")
+        .unwrap();
+    admin
+        .batch_execute(
+            "CREATE DATABASE sec29_sql_ascii TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'",
+        )
+        .unwrap();
+    let dsn = format!("{} dbname=sec29_sql_ascii", dsn());
+    let mut db = connect_timed(&dsn);
+    db.batch_execute(&format!("CREATE EXTENSION orch_lease; {TEXT_TASKS}"))
+        .unwrap();
+    for call in [
+        "SELECT orch_lease.transition_lease_acquire(E'\\xffA', 'o', 1, 'b')",
+        "SELECT orch_lease.update_task_stage_cas('task-1', E'queued\\xff', 'merged')",
+        "SELECT orch_lease.work_item_key(E'\\xc3')",
+    ] {
+        let result = db.batch_execute(call);
+        if let Err(error) = &result {
+            let db_error = error.as_db_error();
+            v.check(
+                db_error.is_some_and(|e| e.message().starts_with("orch_lease: ")),
+                format!("{call}: the message is not orch_lease's: {error}"),
+            );
+        }
+        v.sqlstate(call, result, "22021");
+    }
+    v.ok("the session stays usable", db.batch_execute("SELECT 1"));
+    v.finish();
+}
+
+// #29.10. On a partitioned task table the bypass guard fired on the partition and compared its oid with
+// the registered (parent) table's: every CAS was refused (`reject`) or logged as a bypass (`warn`).
+#[test]
+fn the_bypass_guard_knows_the_cas_on_a_partitioned_table() {
+    let mut v = Verdict::default();
+    let dsn = fresh_database_with(
+        "sec29_partitioned",
+        "CREATE TABLE tasks (id bigint PRIMARY KEY, stage text NOT NULL) PARTITION BY RANGE (id);
+         CREATE TABLE tasks_low PARTITION OF tasks FOR VALUES FROM (0) TO (100);
+         CREATE TABLE tasks_high PARTITION OF tasks FOR VALUES FROM (100) TO (200);
+         INSERT INTO tasks VALUES (1, 'queued'), (150, 'queued');
+         SELECT orch_lease.register_task_table('tasks');",
+    );
+    let mut db = connect_timed(&dsn);
+    for mode in ["reject", "warn"] {
+        db.execute("SELECT orch_lease.install_bypass_guard($1)", &[&mode])
+            .unwrap();
+        db.batch_execute("UPDATE tasks SET stage = 'queued'; TRUNCATE orch_lease.bypass_log")
+            .ok();
+        for id in ["1", "150"] {
+            let (granted, token) = acquire(&mut db, id, "owner", "boot");
+            v.eq(
+                &format!("{mode}: acquire {id}"),
+                granted.as_str(),
+                "acquired",
+            );
+            v.answers(
+                &format!("{mode}: commit_stage_cas on {id}"),
+                outcome(
+                    &mut db,
+                    "commit_stage_cas($1, $2, 'queued', 'merged')",
+                    &[&id, &token],
+                ),
+                "applied",
+            );
+        }
+        let logged = db
+            .query_one("SELECT count(*) FROM orch_lease.bypass_log", &[])
+            .unwrap()
+            .get::<_, i64>(0);
+        v.eq(&format!("{mode}: CAS writes logged as bypasses"), logged, 0);
+    }
+    db.execute("SELECT orch_lease.install_bypass_guard('reject')", &[])
+        .unwrap();
+    v.sqlstate(
+        "a bare UPDATE of a partition's row, guard in reject mode",
+        db.execute("UPDATE tasks SET stage = 'done' WHERE id = 150", &[]),
+        "55000",
+    );
+    v.finish();
+}
+
+// #29.11. Terminal stages failed open: with a case-insensitive stage collation 'DONE' was no terminal
+// stage to the graph check yet matched 'done'; after ALTER TYPE … RENAME VALUE 'done' TO 'finished' the
+// graph still named 'done', and 'finished' -> 'queued' applied.
+#[test]
+fn a_terminal_stage_holds_under_a_collation_or_a_renamed_label() {
+    let mut v = Verdict::default();
+    let dsn = fresh_database_with(
+        "sec29_terminal_enum",
+        "CREATE TYPE public.st AS ENUM ('queued', 'done');
+         CREATE TABLE tasks (id text PRIMARY KEY, stage public.st NOT NULL);
+         INSERT INTO tasks VALUES ('task-1', 'done');
+         SELECT orch_lease.register_task_table('tasks');
+         SELECT orch_lease.register_stage_graph('{}', '{done}');",
+    );
+    let (mut actor, mut owner) = (connect_timed(&dsn), connect_timed(&dsn));
+    v.answers(
+        "done -> queued",
+        outcome(
+            &mut actor,
+            "update_task_stage_cas('task-1', 'done', 'queued')",
+            &[],
+        ),
+        "invalid_transition",
+    );
+    owner
+        .batch_execute("ALTER TYPE public.st RENAME VALUE 'done' TO 'finished'")
+        .unwrap();
+    let left = outcome(
+        &mut actor,
+        "update_task_stage_cas('task-1', 'finished', 'queued')",
+        &[],
+    );
+    v.sqlstate(
+        "finished (the renamed terminal stage) -> queued",
+        left,
+        "55000",
+    );
+    v.eq(
+        "stage of task-1",
+        owner
+            .query_one("SELECT stage::text FROM tasks", &[])
+            .unwrap()
+            .get::<_, String>(0),
+        "finished".to_string(),
+    );
+
+    let dsn = fresh_database_with("sec29_terminal_ci", "");
+    let mut db = connect_timed(&dsn);
+    if db
+        .batch_execute(
+            "CREATE COLLATION public.ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+             CREATE TABLE tasks (id text PRIMARY KEY, stage text COLLATE public.ci NOT NULL);",
+        )
+        .is_ok()
+    {
+        v.sqlstate(
+            "register_task_table with a case-insensitive stage column",
+            db.execute("SELECT orch_lease.register_task_table('tasks')", &[]),
+            "42804",
+        );
+    }
     v.finish();
 }

@@ -201,7 +201,7 @@ pub enum Outcome {
     Done,
     /// Recover refused (55006): the instance's live boot is registered by a session still connected.
     InstanceInUse,
-    /// `set_enabled` switched (answered true): one `switched` event, announced (0.4.0).
+    /// `set_enabled` switched (answered true): one `switched` event, announced (0.5.0).
     Switched,
 }
 

@@ -30,14 +30,21 @@ forced = [0]
 lock = threading.Lock()
 
 
+crashes = []  # any other exception of a thread: main re-raises the first once every thread is done
+
+
 def recording_errors(work):
-    """Runs a thread's work; a database error is recorded (the first one is the run's answer)."""
+    """Runs a thread's work; a database error is recorded (the first one is the run's answer), and any
+    other exception is kept for main to re-raise: a thread that dies must fail the run, not shrink it."""
     def run(*args):
         try:
             work(*args)
         except psycopg.Error as error:
             with lock:
                 failures.append(f"error {error.sqlstate} {str(error).strip()}")
+        except BaseException as error:
+            with lock:
+                crashes.append(error)
     return run
 
 
@@ -108,6 +115,8 @@ def main():
         thread.start()
     for thread in threads:
         thread.join()
+    if crashes:
+        raise crashes[0]
     if failures:
         print(failures[0])
         sys.exit(3)

@@ -20,6 +20,8 @@ for i in $(seq 1 $((slots + 10))); do
     # A session counts in a row of its own transaction (shard < 0) only while a prepared transaction holds
     # its slot: then it is the session this is about. It commits the prepared transaction after its
     # snapshot was taken, and calls again.
+    # || true: psql's status is not the verdict, its output is: an ERROR fails below, and a session whose
+    # output has neither an ERROR nor the second call is not on the slot (none at all fails at the end).
     out=$("$PSQL" -X -At -U postgres 2>&1 <<SQL || true
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT outcome FROM orch_lease.transition_lease_acquire('red2-f2-a-$i', 'a', 1, 'red2-f2-a-boot');

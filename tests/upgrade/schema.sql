@@ -87,4 +87,10 @@ SELECT line FROM (
            coalesce(' labels=' || (SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder) FROM pg_enum e
                                    WHERE e.enumtypid = t.oid), '')
       FROM pg_type t WHERE t.typnamespace = 'orch_lease'::regnamespace
+    UNION ALL
+    -- type privileges (USAGE on a type is granted apart from its table's), the default spelled out: a
+    -- grant revoked again leaves the default written down, which is no change
+    SELECT 'grants type ' || t.typname || ' ' ||
+           (SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(coalesce(t.typacl, acldefault('T', t.typowner))) a)
+      FROM pg_type t WHERE t.typnamespace = 'orch_lease'::regnamespace
 ) facts ORDER BY line;

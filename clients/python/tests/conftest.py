@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -63,6 +64,16 @@ def one(conn: psycopg.Connection[tuple[Any, ...]], sql: str, params: tuple[Any, 
     return row[0]
 
 
+def login(admin: psycopg.Connection[tuple[Any, ...]], role: str, *member_of: str) -> str:
+    """A login role of the cluster (made once: roles outlive the tests' databases); its conninfo to the
+    admin's database."""
+    grants = f" IN ROLE {', '.join(member_of)}" if member_of else ""
+    admin.execute(
+        f"DO $$ BEGIN CREATE ROLE {role} LOGIN{grants}; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+    )
+    return make_conninfo(admin.info.dsn, user=role)
+
+
 def dead_incarnation(dsn: str, boot: str, instance: str, *items: str) -> None:
     """An earlier incarnation of `instance` that registered `boot`, acquired `items` and died (its session
     closed)."""
@@ -70,3 +81,52 @@ def dead_incarnation(dsn: str, boot: str, instance: str, *items: str) -> None:
         conn.execute("SELECT count(*) FROM orch_lease.transition_lease_recover(%s, %s, 1)", (boot, instance))
         for item in items:
             conn.execute("SELECT orch_lease.transition_lease_acquire(%s, 'dead', 1, %s)", (item, boot))
+
+
+class HangingCommits:
+    """While entered, commits of sessions with `synchronous_commit=on` (ACTOR_OPTIONS) wait for a standby
+    that never comes: committed on the server, unanswered to the client, as when a synchronous standby is
+    lost. `release()` lets them through (also on exit)."""
+
+    ACTOR_OPTIONS = "-c synchronous_commit=on"
+
+    def __init__(self, admin: psycopg.Connection[tuple[Any, ...]]) -> None:
+        self.admin = admin
+
+    def __enter__(self) -> HangingCommits:
+        self.admin.execute("ALTER SYSTEM SET synchronous_commit = local")
+        self.admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
+        self.admin.execute("SELECT pg_reload_conf()")
+        return self
+
+    SEEN = "SELECT current_setting('synchronous_standby_names') = 'nobody'"
+
+    def seen_by(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        """Returns once the session of `conn` has reloaded the settings (a backend does so between two
+        statements, some time after pg_reload_conf())."""
+        while not one(conn, self.SEEN):
+            time.sleep(0.01)
+
+    def hanging(self, statement: str = "", timeout: float = 10.0) -> bool:
+        """Whether, within `timeout` seconds, a commit of the actor's session (application_name orch_lease)
+        waits for the standby (of a statement containing `statement`)."""
+        deadline = time.monotonic() + timeout
+        waiting = """SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'
+                      AND application_name = 'orch_lease' AND strpos(query, %s) > 0"""
+        while not one(self.admin, waiting, (statement,)):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def wait_for_hanging(self) -> None:
+        """Returns once a commit of an orch_lease actor waits for the standby."""
+        assert self.hanging(), "no commit waits for the standby"
+
+    def release(self) -> None:
+        self.admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
+        self.admin.execute("ALTER SYSTEM RESET synchronous_commit")
+        self.admin.execute("SELECT pg_reload_conf()")
+
+    def __exit__(self, *_: object) -> None:
+        self.release()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
-from conftest import one
+from conftest import HangingCommits, login, one
 from psycopg.conninfo import make_conninfo
 
 from orch_lease import (
@@ -19,6 +21,7 @@ from orch_lease import (
     LeaseBusy,
     LeaseEnded,
     LeaseHeld,
+    RecoverBlocked,
     RetryPolicy,
     Superseded,
 )
@@ -194,3 +197,95 @@ def test_without_the_claim_the_server_refuses_a_twin_and_takeover_replaces_it(ds
                 pytest.fail("the replaced process entered the block")
             with replacement.lease(16) as lease:
                 assert lease.grant.outcome is AcquireOutcome.ACQUIRED
+
+
+def test_a_retry_policy_without_attempts_is_refused() -> None:
+    for bad in ({"attempts": 0}, {"attempts": -1}, {"base": -1.0}, {"cap": float("nan")}):
+        with pytest.raises(ValueError, match="RetryPolicy"):
+            RetryPolicy(**bad)
+
+
+def actor_role(admin: Conn, dsn: str, role: str) -> str:
+    """A login in orch_lease_actor with what an actor needs on the task table; its conninfo."""
+    conninfo = login(admin, role, "orch_lease_actor")
+    admin.execute(f"GRANT SELECT, UPDATE ON task TO {role}")
+    return conninfo
+
+
+def test_a_slot_another_role_registered_is_skipped(dsn: str, admin: Conn) -> None:
+    other, mine = actor_role(admin, dsn, "other_team"), actor_role(admin, dsn, "my_team")
+    with Actor(other, owner="py") as theirs:
+        taken = theirs.instance
+    assert taken is not None and taken.endswith("-0")  # theirs is gone, its name stays that role's
+    with Actor(mine, owner="py") as actor:
+        assert actor.instance == taken[:-1] + "1"
+        with actor.lease(17) as lease:
+            assert lease.grant.outcome is AcquireOutcome.ACQUIRED
+
+
+def started_within(actor: Actor, seconds: float) -> list[BaseException]:
+    """Starts `actor` in a thread; what it raised (nothing: []) — it must be done within `seconds`."""
+    failure: list[BaseException] = []
+    thread = threading.Thread(target=lambda: failure.extend(_raised(actor.start)))
+    thread.start()
+    thread.join(timeout=seconds)
+    assert not thread.is_alive(), f"start() still waits after {seconds} s"
+    return failure
+
+
+def test_start_waits_for_the_instance_lock_only_so_long_and_says_who_holds_it(dsn: str, admin: Conn) -> None:
+    squatter_dsn = login(admin, "squatter")  # no grant at all
+    with psycopg.connect(make_conninfo(squatter_dsn, application_name="squat"), autocommit=True) as squatter:
+        # the key that transition_lease_recover of 0.4.0 waits for, for instance 'blocked'
+        squatter.execute("SELECT pg_advisory_lock(1651470196, hashtext('blocked'))")
+        squatter_pid = one(squatter, "SELECT pg_backend_pid()")
+        actor = Actor(dsn, "blocked")
+        actor.lock_timeout = 0.5
+        failure = started_within(actor, 10)
+        if failure:  # a server whose recover still waits for that key: the client says who holds it
+            [error] = failure
+            assert isinstance(error, RecoverBlocked) and error.instance == "blocked"
+            assert f"pid {squatter_pid} (role 'squatter', application_name 'squat'" in str(error)
+        else:
+            actor.close()
+    # Whatever the server: a transaction that acquired under the instance's live boot and has not ended
+    # holds up recover (it supersedes that boot). The client gives up after lock_timeout.
+    with Actor(dsn, "held-up") as first, psycopg.connect(dsn) as open_transaction:
+        open_transaction.execute("SELECT orch_lease.transition_lease_acquire('20', 'x', 1, %s)", (first.boot_id,))
+        replacement = Actor(dsn, "held-up", claim=False, takeover=True)
+        replacement.lock_timeout = 0.5
+        [error] = started_within(replacement, 10)
+        assert isinstance(error, RecoverBlocked) and "recover waited 0.5 s" in str(error)
+    with Actor(dsn, "blocked") as actor:
+        name = one(admin, "SELECT application_name FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+                          " AND datname = current_database() AND backend_type = 'client backend'")
+        assert name == "orch_lease"  # not the instance: every login reads application_name
+
+
+def _raised(call: Callable[[], object]) -> list[BaseException]:
+    try:
+        call()
+    except BaseException as error:
+        return [error]
+    return []
+
+
+# Passes alone (3 of 3 runs, also red on 0.4.0's client: the lease leaked); in the full suite the SIGINT
+# has not reached the acquire in 4 of 5 runs (the block is entered), cause not found yet: issue #34, item 4.
+@pytest.mark.xfail(strict=False, reason="in the full suite the SIGINT does not reach the acquire (under investigation)")
+def test_an_interrupted_acquire_leaves_no_lease(dsn: str, admin: Conn) -> None:
+    with Actor(make_conninfo(dsn, options=HangingCommits.ACTOR_OPTIONS), "a") as actor, HangingCommits(admin) as hang:
+
+        def interrupt() -> None:  # Ctrl-C once the acquire is granted but not answered; the standby comes
+            hang.wait_for_hanging()  # back once the client's follow-up release waits for it too (or 10 s)
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)  # to the waiting thread
+            hang.hanging("transition_lease_status")
+            hang.release()
+
+        hang.seen_by(actor.connection)
+        threading.Thread(target=interrupt).start()
+        with pytest.raises(KeyboardInterrupt), actor.lease(18):
+            pytest.fail("entered the block")
+        assert leases(admin) == 0
+        with actor.lease(18) as lease:  # and the actor may have its item again
+            assert lease.grant.outcome is AcquireOutcome.ACQUIRED

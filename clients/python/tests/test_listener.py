@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import dead_incarnation, one
+from conftest import dead_incarnation, login, one
 
 from orch_lease import AlertEvent, AsyncListener, EventKind, Listener, UnsupportedPayload, parse_payload
 
@@ -131,3 +131,33 @@ def test_payload_versions() -> None:
         with pytest.raises(UnsupportedPayload) as error:
             parse_payload(unreadable)
         assert error.value.payload == unreadable
+
+
+def test_a_hostile_payload_is_skipped_and_the_listener_goes_on(dsn: str, admin: Conn) -> None:
+    nobody = login(admin, "nobody")  # no grant at all: it can still NOTIFY
+    collector = Collector(dsn, 1)
+    with psycopg.connect(nobody, autocommit=True) as outsider:
+        outsider.execute("SELECT pg_notify('orch_lease', repeat('[', 5000))")
+        outsider.execute("""SELECT pg_notify('orch_lease', '{"version":1,"event_id":"1; DROP"}')""")
+    token = acquire(admin, "29", "monitor", "monitor-boot")
+    admin.execute("SELECT orch_lease.transition_lease_force_release('29', %s)", (token,))
+    [event] = collector.join()
+    assert event.work_item == "29" and collector.listener.unsupported == 2
+
+
+def test_the_parser_is_bounded() -> None:
+    element = V1.replace('"version":1,', "")
+    for hostile, why in (
+        ("[" * 5000, "nested deeper"),
+        ('{"version":2,"events":[[[[]]]]}', "nested deeper"),
+        ("x" * 8001, "longer than 8000 bytes"),
+        ('{"version":2,"events":[' + ",".join([element] * 41) + "]}", "longer than 8000 bytes"),
+        ('{"version":2,"events":[' + ",".join(['{"event_id":1}'] * 41) + "]}", "at most 40"),
+        (V1.replace("41", '"41"'), "old_token is not a int"),
+        (V1.replace('"PR-130"', '"' + "x" * 122 + '"'), "work_item is not a str"),
+        (V1.replace("false", "0"), "truncated is not a bool"),
+        ('{"version":true}', "version True"),
+    ):
+        with pytest.raises(UnsupportedPayload, match=why) as error:
+            parse_payload(hostile)
+        assert error.value.payload == hostile

@@ -144,7 +144,12 @@ pub fn fresh_database_with(name: &str, setup: &str) -> String {
     let _serial = setup_lock();
     let dsn = new_database(name, None);
     let mut db = orch_lease_harness::connect(&dsn);
-    db.batch_execute("CREATE EXTENSION orch_lease").unwrap();
+    // ORCH_LEASE_EXTENSION_VERSION: a released version instead of the default one
+    // (scripts/security-0.3.0-test.sh runs the security tests against 0.3.0's own build).
+    let version = std::env::var("ORCH_LEASE_EXTENSION_VERSION")
+        .map_or(String::new(), |version| format!(" VERSION '{version}'"));
+    db.batch_execute(&format!("CREATE EXTENSION orch_lease{version}"))
+        .unwrap();
     db.batch_execute(setup)
         .unwrap_or_else(|error| panic!("setup of {name}: {error}"));
     dsn

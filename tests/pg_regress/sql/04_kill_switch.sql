@@ -11,7 +11,7 @@ SELECT acquired, outcome, token FROM orch_lease.transition_lease_acquire('1007',
 SELECT acquired, outcome FROM orch_lease.transition_lease_acquire('2007', 'monitor', 101, 'monitor-boot-1', 'orchestrator');
 RESET orch_lease.scopes;
 
--- The database's switch (0.4.0): one statement by an admin turns orch_lease off for every session of the
+-- The database's switch (0.5.0): one statement by an admin turns orch_lease off for every session of the
 -- database at its next call, recorded (and announced); switching to the state it is in does nothing.
 SELECT orch_lease.set_enabled(false, 'INC-1: back to plain writes');
 SELECT enabled, database_enabled, session_enabled, changed_by = current_user AS by_me, reason

@@ -21,6 +21,7 @@ from .outcomes import (
     LeaseHeld,
     LeaseNotAcquired,
     OrchLeaseError,
+    RecoverBlocked,
     RecoveredLease,
     Superseded,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "LeaseNotAcquired",
     "Listener",
     "OrchLeaseError",
+    "RecoverBlocked",
     "RecoveredLease",
     "RetryPolicy",
     "Superseded",

@@ -10,10 +10,13 @@ import os
 import random
 import socket
 import uuid
-from collections.abc import Generator
+from collections.abc import Collection, Generator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import psycopg
+
+from .events import printable
 from .outcomes import (
     AcquireOutcome,
     CasOutcome,
@@ -23,6 +26,7 @@ from .outcomes import (
     LeaseEnded,
     LeaseBusy,
     LeaseHeld,
+    RecoverBlocked,
     RecoveredLease,
     Superseded,
 )
@@ -34,10 +38,13 @@ Row = tuple[Any, ...]
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    """Run `sql` with `params` in its own transaction (autocommit) and send back every row."""
+    """Run `sql` with `params` in its own transaction (autocommit) and send back every row. With
+    `lock_timeout` (seconds), that transaction waits at most so long for a lock (55P03 after that). A
+    database error is thrown into the operation where it yielded the query."""
 
     sql: str
     params: tuple[Any, ...]
+    lock_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +67,12 @@ class RetryPolicy:
     base: float = 0.01
     cap: float = 0.5
 
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"RetryPolicy: attempts must be at least 1, not {self.attempts!r}")
+        if not (self.base >= 0 and self.cap >= 0):
+            raise ValueError(f"RetryPolicy: base and cap must be seconds >= 0, not {self.base!r}, {self.cap!r}")
+
     def pause(self, attempt: int) -> Pause:
         return Pause(random.uniform(0, min(self.cap, self.base * 2**attempt)))
 
@@ -67,21 +80,37 @@ class RetryPolicy:
 # A session advisory lock per instance name, held by the actor's connection for its life: a second live
 # process with the same instance is refused before its recover could supersede the first (issue #21).
 CLAIM = "SELECT pg_try_advisory_lock(hashtextextended('orch_lease instance ' || %s, 0))"
+UNCLAIM = "SELECT pg_advisory_unlock(hashtextextended('orch_lease instance ' || %s, 0))"
 # How many `<owner>-<host>-<slot>` names an actor without an instance tries before giving up.
 SLOTS = 64
 # A named instance is tried for about a second: the session of a process that just ended (a restart)
 # holds its claim until the server has noticed it is gone.
 CLAIM_TRIES, CLAIM_PAUSE = 10, 0.1
+# What every login reads in pg_stat_activity.application_name: not the instance (issue #34). Who may read
+# orch_lease.boot finds a backend's instance there (registered_session).
+APPLICATION_NAME = "SELECT set_config('application_name', 'orch_lease', false)"
 # recover, or transition_lease_takeover: the same, but it also supersedes a live boot whose session is
 # still connected (which recover refuses, 55006).
 REGISTER = (
     "SELECT work_item, token, owner, owner_pid, owner_boot_id, acquired_at"
     " FROM orch_lease.transition_lease_{}(%s, %s, %s)"
 )
+# Who holds the instance's lock that recover takes (class "boot", key hashtext(instance)), when recover
+# waited too long for it; pg_stat_activity shows these columns of every session to every login.
+LOCK_HOLDERS = """SELECT a.pid, a.usename::text, a.application_name, a.backend_start
+  FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+ WHERE l.locktype = 'advisory' AND l.granted AND l.database = a.datid
+   AND l.classid = 1651470196 AND l.objid = pg_catalog.hashtext(%s)::oid AND l.objsubid = 2
+ ORDER BY a.pid"""
 ACQUIRE = (
     "SELECT acquired, outcome, token, holder, holder_pid, holder_boot_id, held_since"
     " FROM orch_lease.transition_lease_acquire(%s, %s, %s, %s, %s)"
 )
+# After an acquire whose answer never arrived (cancelled, interrupted): the lease it may have granted is
+# one of this boot's on the item that the actor does not know of.
+FORGET = """SELECT orch_lease.transition_lease_release(work_item, token)
+  FROM orch_lease.transition_lease_status
+ WHERE work_item = orch_lease.work_item_key(%s) AND owner_boot_id = %s AND token <> ALL(%s::bigint[])"""
 COMMIT = "SELECT applied, outcome, current_stage FROM orch_lease.commit_stage_cas(%s, %s, %s, %s)"
 RELEASE = "SELECT orch_lease.transition_lease_release(%s, %s)"
 HELD = "SELECT orch_lease.transition_lease_held(%s, %s)"
@@ -93,42 +122,61 @@ def _one(rows: list[Row] | None) -> Row:
 
 
 def start(
-    owner: str, instance: str | None, pid: int, claim: bool, takeover: bool
+    owner: str, instance: str | None, pid: int, claim: bool, takeover: bool, lock_timeout: float
 ) -> Steps[tuple[str, str, list[RecoveredLease]]]:
     """Claims the instance (the first free `<owner>-<host>-<slot>` when None), registers a fresh boot id
     with recover (or takeover) and returns (instance, boot id, the leases of earlier incarnations it
     gave back)."""
-    if instance is None:
-        if not claim:
-            raise ValueError("an actor that does not claim its instance must be given one")
-        for slot in range(SLOTS):
-            candidate = f"{owner}-{socket.gethostname()}-{slot}"
-            if _one((yield Query(CLAIM, (candidate,))))[0]:
-                instance = candidate
-                break
-        else:
-            raise InstanceInUse(f"all {SLOTS} instance slots of {owner} on this host are in use")
-    elif claim:
-        for _ in range(CLAIM_TRIES):
-            if _one((yield Query(CLAIM, (instance,))))[0]:
-                break
-            yield Pause(CLAIM_PAUSE)
-        else:
-            raise InstanceInUse(f"instance {instance!r} is in use by another live process: give each process its own")
-    # pg_stat_activity then says which instance a backend serves.
-    yield Query("SELECT set_config('application_name', left(%s, 63), false)", (f"orch_lease {instance}",))
+    if instance is not None:
+        if claim:
+            for _ in range(CLAIM_TRIES):
+                if _one((yield Query(CLAIM, (instance,))))[0]:
+                    break
+                yield Pause(CLAIM_PAUSE)
+            else:
+                raise InstanceInUse(f"instance {instance!r} is in use by another live process: give each process its own")
+        boot_id, recovered = yield from register(instance, pid, takeover, lock_timeout)
+        return instance, boot_id, recovered
+    if not claim:
+        raise ValueError("an actor that does not claim its instance must be given one")
+    for slot in range(SLOTS):
+        candidate = f"{owner}-{socket.gethostname()}-{slot}"
+        if not _one((yield Query(CLAIM, (candidate,))))[0]:
+            continue
+        try:
+            boot_id, recovered = yield from register(candidate, pid, takeover, lock_timeout)
+        except psycopg.errors.InsufficientPrivilege:
+            # another role registered this name: it is that role's instance, not a slot of ours
+            log.info("instance %s belongs to another role; trying the next slot", candidate)
+            yield Query(UNCLAIM, (candidate,))
+            continue
+        return candidate, boot_id, recovered
+    raise InstanceInUse(f"all {SLOTS} instance slots of {owner} on this host are in use or other roles'")
+
+
+def register(
+    instance: str, pid: int, takeover: bool, lock_timeout: float
+) -> Steps[tuple[str, list[RecoveredLease]]]:
+    """Registers a fresh boot id of the claimed `instance`; returns it and the leases given back."""
+    yield Query(APPLICATION_NAME, ())
     boot_id = f"{instance}-{uuid.uuid4()}"
-    rows = yield Query(REGISTER.format("takeover" if takeover else "recover"), (boot_id, instance, pid))
+    try:
+        rows = yield Query(REGISTER.format("takeover" if takeover else "recover"), (boot_id, instance, pid), lock_timeout)
+    except psycopg.errors.ObjectInUse as error:  # the server saw the twin (55006): the claim's mistake
+        raise InstanceInUse(str(error)) from error
+    except psycopg.errors.LockNotAvailable as error:
+        holders = yield Query(LOCK_HOLDERS, (instance,))
+        raise RecoverBlocked(instance, lock_timeout, holders or []) from error
     recovered = [RecoveredLease(*row) for row in rows or []]
     for lease in recovered:
         log.warning(
             "%s: recovered the lease on %s (token %s) of an earlier incarnation, boot %s",
-            instance,
-            lease.work_item,
+            printable(instance),
+            printable(lease.work_item),
             lease.token,
-            lease.owner_boot_id,
+            printable(lease.owner_boot_id),
         )
-    return instance, boot_id, recovered
+    return boot_id, recovered
 
 
 def acquire(
@@ -150,8 +198,23 @@ def acquire(
     if grant.outcome is AcquireOutcome.HELD:
         raise LeaseHeld(grant)
     if grant.outcome is AcquireOutcome.RECLAIMED:
-        log.warning("%s: reclaimed from %s (boot %s), a dead holder", item, grant.holder, grant.holder_boot_id)
+        log.warning(
+            "%s: reclaimed from %s (boot %s), a dead holder",
+            printable(item),
+            printable(grant.holder),
+            printable(grant.holder_boot_id),
+        )
     return grant
+
+
+def forget(item: str, boot_id: str, known: Collection[int]) -> Steps[int]:
+    """Releases what an acquire of `item` whose answer was lost (cancelled, interrupted) may have been
+    granted: this boot's lease on the item, if it is none of the `known` open ones. How many it ended."""
+    rows = yield Query(FORGET, (item, boot_id, list(known)))
+    released = sum(1 for (ended,) in rows or [] if ended)
+    if released:
+        log.warning("%s: released the lease an interrupted acquire was granted", printable(item))
+    return released
 
 
 def commit(grant: Grant, expected: str, new: str, policy: RetryPolicy) -> Steps[CommitResult]:
@@ -184,9 +247,21 @@ def still_held(grant: Grant) -> Steps[bool]:
 class LeaseState:
     """What sync and async leases share: the grant and whether it is still open."""
 
-    def __init__(self, grant: Grant) -> None:
+    def __init__(self, grant: Grant, held: set[int]) -> None:
         self.grant = grant
+        # the tokens of the actor's open leases, which this one is among while it is open
+        self._held = held
         self.open = True
+
+    @property
+    def open(self) -> bool:
+        return self._open
+
+    @open.setter
+    def open(self, value: bool) -> None:
+        self._open = value
+        if self.token is not None:
+            (self._held.add if value else self._held.discard)(self.token)
 
     @property
     def item(self) -> str:
@@ -201,7 +276,7 @@ class LeaseState:
             raise LeaseEnded(f"{self.item}: the lease was already committed or released")
 
     def _abandon_failed(self, error: Exception) -> None:
-        log.error("%s: could not release the lease (token %s): %s", self.item, self.token, error)
+        log.error("%s: could not release the lease (token %s): %s", printable(self.item), self.token, error)
 
     def _after_commit(self, result: CommitResult) -> CommitResult:
         # Every outcome but retry ends the attempt and the lease with it.
@@ -228,15 +303,19 @@ class ActorBase(Generic[C]):
         claim: bool = True,
         takeover: bool = False,
         prepare_threshold: int | None = 5,
+        lock_timeout: float = 10.0,
     ) -> None:
         self.conninfo, self.owner, self.retry, self.claim = conninfo, owner, retry, claim
         self.takeover = takeover
         # psycopg's: after how many runs a statement is prepared on the server; None never (a pooler)
         self.prepare_threshold = prepare_threshold
+        # how long start()'s recover waits for the instance's lock before RecoverBlocked
+        self.lock_timeout = lock_timeout
         self.instance = instance
         self.pid = os.getpid()
         self.boot_id: str | None = None
         self.recovered: list[RecoveredLease] = []
+        self._held: set[int] = set()
 
     @property
     def connection(self) -> C:
@@ -247,7 +326,7 @@ class ActorBase(Generic[C]):
 
     def _start(self) -> Steps[list[RecoveredLease]]:
         self.instance, self.boot_id, self.recovered = yield from start(
-            self.owner, self.instance, self.pid, self.claim, self.takeover
+            self.owner, self.instance, self.pid, self.claim, self.takeover, self.lock_timeout
         )
         return self.recovered
 
@@ -255,3 +334,7 @@ class ActorBase(Generic[C]):
         if self.boot_id is None:
             raise RuntimeError("start the actor first")
         return acquire(str(item), self.owner, self.pid, self.boot_id, scope, self.retry)
+
+    def _forget(self, item: str | int) -> Steps[int]:
+        assert self.boot_id is not None
+        return forget(str(item), self.boot_id, self._held)

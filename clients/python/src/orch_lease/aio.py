@@ -9,8 +9,16 @@ from collections.abc import AsyncIterator
 import psycopg
 
 from . import _protocol as p
-from .events import AlertEvent, ListenerBase
-from .outcomes import CommitResult, Grant, InstanceInUse, RecoveredLease
+from .events import AlertEvent, ListenerBase, printable
+from .outcomes import CommitResult, Grant, RecoveredLease
+
+
+async def _execute(conn: psycopg.AsyncConnection[p.Row], query: p.Query) -> list[p.Row]:
+    if query.lock_timeout is None:
+        return await (await conn.execute(query.sql, query.params)).fetchall()
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{query.lock_timeout * 1000:.0f}ms",))
+        return await (await conn.execute(query.sql, query.params)).fetchall()
 
 
 async def _drive(conn: psycopg.AsyncConnection[p.Row], steps: p.Steps[p.T]) -> p.T:
@@ -21,9 +29,13 @@ async def _drive(conn: psycopg.AsyncConnection[p.Row], steps: p.Steps[p.T]) -> p
             if isinstance(step, p.Pause):
                 await asyncio.sleep(step.seconds)
                 step = steps.send(None)
+                continue
+            try:
+                rows = await _execute(conn, step)
+            except psycopg.Error as error:
+                step = steps.throw(error)
             else:
-                cursor = await conn.execute(step.sql, step.params)
-                step = steps.send(await cursor.fetchall())
+                step = steps.send(rows)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
 
@@ -38,9 +50,6 @@ class AsyncActor(p.ActorBase[psycopg.AsyncConnection[p.Row]]):
         )
         try:
             return await self._run(self._start())
-        except psycopg.errors.ObjectInUse as error:  # the server saw the twin (55006): the same mistake
-            await self.close()
-            raise InstanceInUse(str(error)) from error
         except BaseException:
             await self.close()
             raise
@@ -64,12 +73,28 @@ class AsyncActor(p.ActorBase[psycopg.AsyncConnection[p.Row]]):
     def lease(self, item: str | int, *, scope: str | None = None) -> AsyncLeaseBlock:
         return AsyncLeaseBlock(self, item, scope)
 
+    async def _grant(self, item: str | int, scope: str | None) -> Grant:
+        """Acquires; when cancelled the answer may be lost with a lease in it: releases that lease, shielded
+        from a second cancellation, before the cancellation goes on."""
+        try:
+            return await self._run(self._acquire(item, scope))
+        except BaseException as error:
+            if not isinstance(error, Exception) and self._conn is not None and not self._conn.closed:
+                await asyncio.shield(self._forget_lost(item))
+            raise
+
+    async def _forget_lost(self, item: str | int) -> None:
+        try:
+            await self._run(self._forget(item))
+        except psycopg.Error as failure:
+            p.log.error("%s: could not release what an interrupted acquire got: %s", printable(item), failure)
+
 
 class AsyncLease(p.LeaseState):
     """A held transition lease (see AsyncActor.lease); the methods of sync.Lease, awaited."""
 
     def __init__(self, actor: AsyncActor, grant: Grant) -> None:
-        super().__init__(grant)
+        super().__init__(grant, actor._held)
         self._actor = actor
 
     async def commit(self, expected: str, new: str) -> CommitResult:
@@ -100,7 +125,7 @@ class AsyncLeaseBlock:
         self._lease: AsyncLease | None = None
 
     async def __aenter__(self) -> AsyncLease:
-        self._lease = AsyncLease(self._actor, await self._actor._run(self._actor._acquire(self._item, self._scope)))
+        self._lease = AsyncLease(self._actor, await self._actor._grant(self._item, self._scope))
         return self._lease
 
     async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:

@@ -1,9 +1,12 @@
 """The alert events of `NOTIFY orch_lease`, typed, and what the sync and async listeners share.
 
 Payloads are read by their `version` key: version 1 is one event (the object itself), version 2 a batch
-(`{"version": 2, "events": [...]}`, one notification per statement). Any other version, or a payload that
-is not such JSON, raises UnsupportedPayload, which carries the raw text: the listeners raise it to the
-caller (iterate again to go on), the alert bridge forwards the raw text unparsed.
+(`{"version": 2, "events": [...]}`, one notification per statement). Any role that can connect may
+`NOTIFY orch_lease`, so a payload is untrusted input: one longer than NOTIFY allows (8000 bytes), nested
+deeper than a batch, with more events than a payload of the server can hold, with a field missing, of
+another type or longer than the server sends, of any other version, or not JSON at all raises
+UnsupportedPayload (parse_payload), which carries the raw text. The listeners log it and go on; the alert
+bridge forwards it as one string value.
 """
 
 from __future__ import annotations
@@ -22,6 +25,37 @@ from .outcomes import OrchLeaseError
 log = logging.getLogger("orch_lease")
 
 CHANNEL = "orch_lease"
+# NOTIFY's limit: PostgreSQL sends no longer payload.
+MAX_PAYLOAD = 8000
+# A version-2 batch nests three deep: the message, its events array, an event.
+MAX_DEPTH = 3
+# An event of the server takes more than 200 bytes, so no payload of the server holds more events.
+MAX_EVENTS = MAX_PAYLOAD // 200
+# The server cuts each text value to 120 characters and `…`.
+MAX_TEXT = 121
+
+
+def printable(value: object, limit: int = 200) -> str:
+    """`value` as one line for a log: backslashes, control characters and non-ASCII escaped, cut to `limit`."""
+    text = value if isinstance(value, str) else repr(value)
+    return text[:limit].encode("unicode_escape").decode("ascii") + ("..." if len(text) > limit else "")
+
+
+def _depth(text: str) -> int:
+    """How deep the arrays and objects of JSON `text` nest (strings skipped)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 class EventKind(str, Enum):
@@ -37,7 +71,7 @@ class UnsupportedPayload(OrchLeaseError):
     """A payload of a version this client does not know (a newer server), or not an orch_lease payload."""
 
     def __init__(self, payload: str, why: str) -> None:
-        super().__init__(f"unsupported NOTIFY orch_lease payload ({why}): {payload[:200]}")
+        super().__init__(f"unsupported NOTIFY orch_lease payload ({printable(why)}): {printable(payload)}")
         self.payload = payload
 
 
@@ -67,37 +101,54 @@ class AlertEvent:
 
     @classmethod
     def from_json(cls, version: int, data: dict[str, Any]) -> AlertEvent:
-        return cls(
-            version=version,
-            event_id=data["event_id"],
-            at=datetime.datetime.fromisoformat(data["at"]),
-            event=EventKind(data["event"]),
-            outcome=data["outcome"],
-            work_item=data["work_item"],
-            old_owner=data["old_owner"],
-            old_token=data["old_token"],
-            old_boot_id=data["old_boot_id"],
-            new_owner=data["new_owner"],
-            new_token=data["new_token"],
-            reason=data["reason"],
-            by_role=data["by_role"],
-            truncated=data["truncated"],
-            data=data,
-        )
+        """The event of a payload's JSON object; TypeError or ValueError for one the server would not send."""
+        values: dict[str, Any] = {}
+        for name, kind in EVENT_FIELDS.items():
+            value = data[name]
+            if value is None and name not in REQUIRED:
+                values[name] = None
+            elif type(value) is not kind or (isinstance(value, str) and len(value) > MAX_TEXT):
+                raise TypeError(f"{name} is not a {kind.__name__} the server sends")
+            else:
+                values[name] = value
+        values["at"] = datetime.datetime.fromisoformat(values["at"])
+        values["event"] = EventKind(values["event"])
+        return cls(version=version, data=data, **values)
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented fields only, as sent (`version` says which payload version it came in)."""
+        return {"version": self.version, **{name: self.data[name] for name in EVENT_FIELDS}}
+
+
+# An event's fields as a payload carries them (JSON types: `at` and `event` are strings there), and those
+# that are never null.
+EVENT_FIELDS: dict[str, type] = {
+    "event_id": int, "at": str, "event": str, "outcome": str, "work_item": str, "old_owner": str,
+    "old_token": int, "old_boot_id": str, "new_owner": str, "new_token": int, "reason": str, "by_role": str,
+    "truncated": bool,
+}
+REQUIRED = frozenset({"event_id", "at", "event", "outcome", "work_item", "truncated"})
 
 
 def parse_payload(payload: str) -> list[AlertEvent]:
-    """The events of one notification, in order."""
+    """The events of one notification, in order; UnsupportedPayload for anything else."""
+    if len(payload.encode()) > MAX_PAYLOAD:
+        raise UnsupportedPayload(payload, f"longer than {MAX_PAYLOAD} bytes")
+    if _depth(payload) > MAX_DEPTH:
+        raise UnsupportedPayload(payload, f"nested deeper than {MAX_DEPTH}")
     try:
         message = json.loads(payload)
         version = message["version"] if isinstance(message, dict) else None
-        if version == 1:
+        if version == 1 and type(version) is int:
             return [AlertEvent.from_json(1, message)]
-        if version == 2:
-            return [AlertEvent.from_json(2, event) for event in message["events"]]
-    except (ValueError, KeyError, TypeError) as error:
-        raise UnsupportedPayload(payload, f"unreadable: {error!r}") from error
-    raise UnsupportedPayload(payload, f"version {version!r}")
+        if version == 2 and type(version) is int:
+            events = message["events"]
+            if not isinstance(events, list) or len(events) > MAX_EVENTS:
+                raise ValueError(f"events is not a list of at most {MAX_EVENTS}")
+            return [AlertEvent.from_json(2, event) for event in events]
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise UnsupportedPayload(payload, f"unreadable: {error}") from error
+    raise UnsupportedPayload(payload, f"version {printable(version, 20)}")
 
 
 class ListenerBase:
@@ -118,6 +169,8 @@ class ListenerBase:
         self.conninfo, self.duration, self.reconnect_delay = conninfo, duration, reconnect_delay
         self.on_listen = on_listen
         self.reconnects = 0
+        # payloads that were no orch_lease announcement (logged and skipped)
+        self.unsupported = 0
         self._connected_before = False
 
     def _deadline(self) -> float | None:
@@ -142,6 +195,11 @@ class ListenerBase:
     def _lost(error: Exception) -> None:
         log.warning("lost the %s listener's connection (%s); reconnecting", CHANNEL, error)
 
-    @staticmethod
-    def parse(payload: str) -> list[AlertEvent]:
-        return parse_payload(payload)
+    def parse(self, payload: str) -> list[AlertEvent]:
+        """The events of `payload`; none, logged, for a payload that is none of the server's."""
+        try:
+            return parse_payload(payload)
+        except UnsupportedPayload as error:
+            self.unsupported += 1
+            log.warning("skipped a NOTIFY %s payload: %s", CHANNEL, error)
+            return []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 
 class AcquireOutcome(str, Enum):
@@ -111,3 +112,21 @@ class InstanceInUse(OrchLeaseError):
 
 class LeaseEnded(OrchLeaseError):
     """The lease was already committed or released: nothing may be done under it any more."""
+
+
+class RecoverBlocked(OrchLeaseError):
+    """start() gave up: its recover waited `lock_timeout` seconds for the instance's lock, which another
+    session holds. `holders` are (pid, role, application_name, backend_start) of the sessions that hold
+    it, as far as pg_locks shows them; end them (pg_terminate_backend) if they are no actor of yours."""
+
+    def __init__(self, instance: str, seconds: float, holders: list[tuple[Any, ...]]) -> None:
+        who = "; ".join(
+            f"pid {pid} (role {role!r}, application_name {name!r}, since {since:%Y-%m-%d %H:%M:%S%z})"
+            for pid, role, name, since in holders
+        )
+        super().__init__(
+            f"instance {instance!r}: recover waited {seconds:g} s for the instance's lock and gave up; "
+            f"held by {who or 'no session that holds its advisory key (see pg_locks for what recover waits on)'}"
+        )
+        self.instance = instance
+        self.holders = holders

@@ -9,8 +9,16 @@ from contextlib import contextmanager
 import psycopg
 
 from . import _protocol as p
-from .events import AlertEvent, ListenerBase
-from .outcomes import CommitResult, Grant, InstanceInUse, RecoveredLease
+from .events import AlertEvent, ListenerBase, printable
+from .outcomes import CommitResult, Grant, RecoveredLease
+
+
+def _execute(conn: psycopg.Connection[p.Row], query: p.Query) -> list[p.Row]:
+    if query.lock_timeout is None:
+        return conn.execute(query.sql, query.params).fetchall()
+    with conn.transaction():
+        conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{query.lock_timeout * 1000:.0f}ms",))
+        return conn.execute(query.sql, query.params).fetchall()
 
 
 def _drive(conn: psycopg.Connection[p.Row], steps: p.Steps[p.T]) -> p.T:
@@ -21,8 +29,13 @@ def _drive(conn: psycopg.Connection[p.Row], steps: p.Steps[p.T]) -> p.T:
             if isinstance(step, p.Pause):
                 time.sleep(step.seconds)
                 step = steps.send(None)
+                continue
+            try:
+                rows = _execute(conn, step)
+            except psycopg.Error as error:
+                step = steps.throw(error)
             else:
-                step = steps.send(conn.execute(step.sql, step.params).fetchall())
+                step = steps.send(rows)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
 
@@ -38,6 +51,8 @@ class Actor(p.ActorBase[psycopg.Connection[p.Row]]):
     then an instance must be given. `takeover=True` registers with `transition_lease_takeover`, which
     supersedes the instance's live boot even while the session that registered it is connected (recover
     refuses that, 55006, raised as InstanceInUse): behind a pooler, or to replace a wedged process.
+    Recover waits at most `lock_timeout` seconds for the instance's lock, then start() raises
+    RecoverBlocked naming the sessions that hold it.
     Behind PgBouncer's transaction pooling also pass `prepare_threshold=None` (no server-side prepared
     statements) and `claim=False`.
     """
@@ -46,9 +61,6 @@ class Actor(p.ActorBase[psycopg.Connection[p.Row]]):
         self._conn = psycopg.connect(self.conninfo, autocommit=True, prepare_threshold=self.prepare_threshold)
         try:
             return self._run(self._start())
-        except psycopg.errors.ObjectInUse as error:  # the server saw the twin (55006): the same mistake
-            self.close()
-            raise InstanceInUse(str(error)) from error
         except BaseException:
             self.close()
             raise
@@ -69,12 +81,25 @@ class Actor(p.ActorBase[psycopg.Connection[p.Row]]):
     def _run(self, steps: p.Steps[p.T]) -> p.T:
         return _drive(self.connection, steps)
 
+    def _grant(self, item: str | int, scope: str | None) -> Grant:
+        """Acquires; when interrupted (KeyboardInterrupt) the answer may be lost with a lease in it:
+        releases that lease before the interruption goes on."""
+        try:
+            return self._run(self._acquire(item, scope))
+        except BaseException as error:
+            if not isinstance(error, Exception) and self._conn is not None and not self._conn.closed:
+                try:
+                    self._run(self._forget(item))
+                except psycopg.Error as failure:
+                    p.log.error("%s: could not release what an interrupted acquire got: %s", printable(item), failure)
+            raise
+
     @contextmanager
     def lease(self, item: str | int, *, scope: str | None = None) -> Iterator[Lease]:
         """Acquires `item` for the block. Raises LeaseHeld, LeaseBusy (both LeaseNotAcquired) or
         Superseded instead of entering it without the lease. A lease the block neither committed nor
         released is released when the block ends, normally or by an exception."""
-        lease = Lease(self, self._run(self._acquire(item, scope)))
+        lease = Lease(self, self._grant(item, scope))
         try:
             yield lease
         except BaseException:
@@ -88,7 +113,7 @@ class Lease(p.LeaseState):
     """A held transition lease (see Actor.lease). `grant` is what acquire answered."""
 
     def __init__(self, actor: Actor, grant: Grant) -> None:
-        super().__init__(grant)
+        super().__init__(grant, actor._held)
         self._actor = actor
 
     def commit(self, expected: str, new: str) -> CommitResult:
