@@ -265,10 +265,12 @@ free_port() {
 # A pg_ctl command line as one string, for a program to run later through sh (as the postgres user when we
 # are root): pg_ctl_command ARGS…
 pg_ctl_command() {
-    local command="$PG_BIN/pg_ctl $*" fd
+    local command="$PG_BIN/pg_ctl $*" fd closes=""
     if is_root; then command="runuser -u postgres -- $command"; fi
     # The program that runs it inherits this shell's descriptors: the server it starts must not keep the lock.
-    for fd in $(lock_fds); do command="$command $fd>&-"; done
+    # Through bash: the programs run it with sh, and dash reads `11>&-` as an argument 11 (one digit only).
+    for fd in $(lock_fds); do closes="$closes exec $fd>&-;"; done
+    [ -z "$closes" ] || command="bash -c '$closes exec $command'"
     echo "$command"
 }
 
