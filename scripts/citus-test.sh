@@ -227,7 +227,18 @@ everywhere "ALTER SYSTEM SET orch_lease.scopes = 'deploy'"
 check "SELECT outcome FROM orch_lease.transition_lease_acquire('$item', 'x', 1, 'boot-2', 'build')" out_of_scope "a scope not covered"
 everywhere "ALTER SYSTEM RESET orch_lease.scopes"
 check "SELECT outcome FROM orch_lease.transition_lease_acquire('$item', 'x', 1, 'boot-2', 'build')" acquired "every scope again"
-passed=$((passed + 3))
+# The database's kill-switch is a table of each node's own: set_enabled on every node (docs/scale-out.md).
+for port in "$COORDINATOR" "${WORKERS[@]}"; do
+    on "$port" "SELECT orch_lease.set_enabled(false, 'INC-1, node $port')" >/dev/null
+done
+item=$(item_on "$WORKER1")
+check "SELECT outcome FROM orch_lease.transition_lease_acquire('$item', 'x', 1, 'boot-2')" disabled "set_enabled on every node"
+for port in "$COORDINATOR" "${WORKERS[@]}"; do
+    on "$port" "SELECT orch_lease.set_enabled(true, 'INC-1 over, node $port')" >/dev/null
+done
+check "SELECT outcome FROM orch_lease.transition_lease_acquire('$item', 'x', 1, 'boot-2')" acquired "back on, on every node"
+check "SELECT count(*) FROM orch_lease.lease_event WHERE event = 'switched'" 6 "each node's switches in the history"
+passed=$((passed + 4))
 
 # the metrics and the history, read on the coordinator from every worker
 # (counters summed over every node, as docs/scale-out.md shows: each node counts the calls it runs)

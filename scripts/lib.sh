@@ -265,10 +265,12 @@ free_port() {
 # A pg_ctl command line as one string, for a program to run later through sh (as the postgres user when we
 # are root): pg_ctl_command ARGS…
 pg_ctl_command() {
-    local command="$PG_BIN/pg_ctl $*" fd
+    local command="$PG_BIN/pg_ctl $*" fd closes=""
     if is_root; then command="runuser -u postgres -- $command"; fi
     # The program that runs it inherits this shell's descriptors: the server it starts must not keep the lock.
-    for fd in $(lock_fds); do command="$command $fd>&-"; done
+    # Through bash: the programs run it with sh, and dash reads `11>&-` as an argument 11 (one digit only).
+    for fd in $(lock_fds); do closes="$closes exec $fd>&-;"; done
+    [ -z "$closes" ] || command="bash -c '$closes exec $command'"
     echo "$command"
 }
 
@@ -391,8 +393,9 @@ await_answer() {
 # run_snippets PAGE NAME: runs every ```sql block of the markdown PAGE, in order, in one psql session that
 # stops at the first error, and compares what psql printed (each statement echoed, then its answer,
 # unaligned) with tests/snippets/NAME.out, as pg_regress does: a snippet that answers differently fails.
-# What changes from run to run is masked first (timestamps as <timestamp>, fractions of three digits or
-# more, such as ages in seconds, as <frac>; a version such as 0.4.0 stays). The SQL goes to
+# What changes from run to run is masked first (timestamps as <timestamp>, Unix times such as
+# orch_lease_enabled_changed_timestamp_seconds as <epoch>, fractions of three digits or more, such as ages
+# in seconds, as <frac>; a version such as 0.4.0 stays). The SQL goes to
 # target/NAME.sql, the masked output to target/NAME.out.
 # ORCH_LEASE_BLESS=1 writes the output as the new expected file instead: review it with git diff.
 run_snippets() {
@@ -403,7 +406,8 @@ run_snippets() {
         fail "a snippet of $1 failed (above)"
     fi
     sed -E -e 's/[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([+-][0-9]{2}(:[0-9]{2})?)?/<timestamp>/g' \
-        -e 's/\b([0-9]+)\.[0-9]{3,}\b/\1.<frac>/g' "target/$2.raw" > "target/$2.out"
+        -e 's/\b1[0-9]{9}(\.[0-9]+)?\b/<epoch>/g' -e 's/\b([0-9]+)\.[0-9]{3,}\b/\1.<frac>/g' \
+        "target/$2.raw" > "target/$2.out"
     if [ "${ORCH_LEASE_BLESS:-}" = 1 ]; then
         mkdir -p tests/snippets
         cp "target/$2.out" "$expected"

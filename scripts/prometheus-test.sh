@@ -5,7 +5,7 @@
 # contrib/prometheus/alerts.yaml loaded, while a scripted incident plays out: grants, a held and a superseded
 # refusal, a commit applied, a forced release and the commit that then answers lease_lost, a reap at the age
 # ceiling, a restart whose recover reclaims a stale lease, a dead session's leases (one left stale, one
-# reclaimed by an acquire), a boot of unknown liveness. /metrics must then show every orch_lease series with
+# reclaimed by an acquire), a boot of unknown liveness, the kill-switch turned off. /metrics must then show every orch_lease series with
 # its type and its exact value, unchanged by a prune of the whole history; Prometheus must fire the ceiling
 # and lease_lost alerts and hold the others pending; without pg_monitor the queries must fail, and say so.
 # The dashboard and the rules may name only series the exporter emits.
@@ -80,13 +80,14 @@ api 'query?query=orch_lease_releases_total' | grep -q '"0"\]' || fail "Prometheu
 log "prometheus: Prometheus $(prometheus --version 2>&1 | awk 'NR == 1 { print $3 }') on port $prometheus_port"
 
 # scrape NAME: the exporter's /metrics into $work/NAME.txt, then its orch_lease samples into $work/NAME.series
-# without the exporter's server label, ages masked as <age>.
+# without the exporter's server label, ages masked as <age> and times as <time>.
 scrape() {
     curl -sf "http://127.0.0.1:$exporter_port/metrics" > "$work/$1.txt" ||
         fail "the exporter did not answer (see $work/exporter.log)"
     # || true: no orch_lease series at all is an empty file, which the comparisons with the expected series fail.
     { grep '^orch_lease' "$work/$1.txt" || true; } |
-        sed -E -e 's/,?server="[^"]*"//' -e 's/\{,/{/' -e 's/\{\}//' -e 's/^(orch_lease[a-z_]*age_seconds.*) [^ ]+$/\1 <age>/' |
+        sed -E -e 's/,?server="[^"]*"//' -e 's/\{,/{/' -e 's/\{\}//' -e 's/^(orch_lease[a-z_]*age_seconds.*) [^ ]+$/\1 <age>/' \
+            -e 's/^(orch_lease[a-z_]*timestamp_seconds.*) [^ ]+$/\1 <time>/' |
         sort > "$work/$1.series"
 }
 
@@ -129,6 +130,10 @@ token[8]=$(as worker "SELECT token FROM orch_lease.transition_lease_acquire('8',
 check "SET ROLE worker; SELECT orch_lease.transition_lease_release('8', ${token[8]:-NULL})" t \
       "the worker reclaims the dead session's lease, then releases it"
 
+# Last, the people on call turn the kill-switch off: its gauge goes to 0, its alert waits its 30 minutes.
+check "SET ROLE oncall; SELECT orch_lease.set_enabled(false, 'INC-1')" t "the people on call turn orch_lease off"
+switched=$(q "SELECT extract(epoch FROM changed_at)::float8 FROM orch_lease.kill_switch")
+
 scrape incident
 cat > "$work/expected.series" <<'EOF'
 orch_lease_cas_total{outcome="applied"} 1
@@ -137,6 +142,8 @@ orch_lease_cas_total{outcome="lease_lost"} 1
 orch_lease_cas_total{outcome="not_found"} 0
 orch_lease_cas_total{outcome="retry"} 0
 orch_lease_cas_total{outcome="stage_mismatch"} 0
+orch_lease_enabled 0
+orch_lease_enabled_changed_timestamp_seconds <time>
 orch_lease_grants_total{outcome="acquired"} 9
 orch_lease_grants_total{outcome="reclaimed"} 1
 orch_lease_instance_leases{actor_instance="",liveness="stale"} 1
@@ -165,10 +172,14 @@ passed=$((passed + 1))
 
 age=$(grep '^orch_lease_oldest_live_lease_age_seconds' "$work/incident.txt" | awk '{ print $2 }')
 awk -v a="$age" 'BEGIN { exit !(a >= 600 && a < 660) }' || fail "oldest live lease age is $age, wanted 600 s and a little"
+at=$(grep '^orch_lease_enabled_changed_timestamp_seconds' "$work/incident.txt" | awk '{ print $2 }')
+awk -v a="$at" -v s="$switched" 'BEGIN { exit !(a - s < 0.01 && s - a < 0.01) }' ||
+    fail "the kill-switch's last change is $at, wanted the switch's time $switched"
 for family in grants refusals releases reclaims cas; do
     grep -qx "# TYPE orch_lease_${family}_total counter" "$work/incident.txt" || fail "orch_lease_${family}_total is not typed counter"
 done
-for gauge in leases oldest_live_lease_age_seconds instance_leases instance_oldest_lease_age_seconds; do
+for gauge in leases oldest_live_lease_age_seconds instance_leases instance_oldest_lease_age_seconds enabled \
+             enabled_changed_timestamp_seconds; do
     grep -qx "# TYPE orch_lease_$gauge gauge" "$work/incident.txt" || fail "orch_lease_$gauge is not typed gauge"
 done
 grep -qx 'pg_exporter_last_scrape_error 0' "$work/incident.txt" || fail "the exporter reported a scrape error (see $work/exporter.log)"
@@ -185,7 +196,7 @@ alerts() {
 print(" ".join(sorted(a["labels"]["alertname"] + ":" + a["state"] for a in json.load(sys.stdin)["data"]["alerts"]
                       if a["labels"]["alertname"] != "OrchLeaseTakeoverStorm")))'
 }
-wanted="OrchLeaseCeilingReap:firing OrchLeaseLostCommit:firing OrchLeaseStaleLeases:pending OrchLeaseUnknownLiveness:pending"
+wanted="OrchLeaseCeilingReap:firing OrchLeaseDisabled:pending OrchLeaseLostCommit:firing OrchLeaseStaleLeases:pending OrchLeaseUnknownLiveness:pending"
 for _ in $(seq 60); do
     [ "$(alerts)" = "$wanted" ] && break
     sleep 0.5

@@ -19,8 +19,16 @@ check "SELECT string_agg(work_item || ':' || outcome, ' ') FROM orch_lease.lease
       "PR-132:recovered" "section 4's recover returned the old incarnation's lease"
 check "SELECT count(*) FROM orch_lease.boot WHERE instance = 'monitor' AND superseded_at IS NULL" 1 \
       "section 4 left one live incarnation"
-check "SELECT count(*) FROM pg_db_role_setting WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = 'orch_lease_runbook')" 0 \
-      "section 5 turned the kill-switch back on"
+check "SELECT string_agg(outcome, ' ' ORDER BY event_id) FROM orch_lease.lease_event WHERE event = 'switched'" "off on" \
+      "section 5 turned the kill-switch off and back on, recorded"
+check "SELECT enabled FROM orch_lease.kill_switch()" t "section 5 turned the kill-switch back on"
+# The output section 5 shows for its last verification is what psql prints (aligned, as on call).
+shown=$(awk '/^```text$/ { n++; on = 1; block = ""; next } /^```$/ { if (on) last = block; on = 0 } on { block = block $0 "\n" }
+             END { printf "%s", last }' <(sed -n '/^## 5\./,/^## 6\./p' docs/runbook.md))
+verify=$(grep -m1 '^SELECT enabled, database_enabled, session_enabled, changed_by, reason FROM orch_lease.kill_switch();' docs/runbook.md)
+printed=$(psql -X -c "$verify" | sed -e 's/ *$//')
+[ "$printed" = "$(printf '%b' "$shown" | sed -e 's/ *$//')" ] ||
+    fail "section 5 shows another output for its verification than psql prints: $printed"
 # Section 2's force_release, as the page spells it, after the lease was released and taken again: the new
 # holder's lease (another token) must survive it.
 stuck=$(grep -m1 "^SELECT orch_lease.transition_lease_force_release('PR-130'" docs/runbook.md)
@@ -60,6 +68,32 @@ q "ALTER ROLE settings_actor SET session_preload_libraries = 'orch_lease'"
 answer=$(as_actor -v VERBOSITY=verbose -c "SET orch_lease.enabled = off" | head -n 1 || true)
 [[ "$answer" == "ERROR:  42501:"* ]] || fail "with session_preload_libraries: got '$answer'"
 q "DROP ROLE settings_actor" >/dev/null
+
+# A misspelt setting (docs/runbook.md, section 5): refused where the library is loaded (42602); accepted by
+# a session that has not loaded it, and by ALTER DATABASE from one, where the runbook's verification query
+# shows the WARNING and the switch still on.
+verify=$(grep -m1 '^SELECT enabled, database_enabled, session_enabled, changed_by, reason FROM orch_lease.kill_switch();' docs/runbook.md)
+answer=$(psql -X -q -t -A -v VERBOSITY=verbose -c "LOAD 'orch_lease'" -c "SET orch_lease.enabeld = off" 2>&1 | head -n 1 || true)
+[[ "$answer" == "ERROR:  42602:"* ]] || fail "a misspelt SET once the library is loaded: got '$answer'"
+answer=$(psql -X -q -t -A -c "SET orch_lease.enabeld = off" -c "$verify" 2>&1 | sed -n '1p;3p' | tr '\n' ' ')
+[[ "$answer" == 'WARNING:  invalid configuration parameter name "orch_lease.enabeld", removing it t|t|t|'* ]] ||
+    fail "the verification query after a misspelt SET before the library loaded: got '$answer'"
+answer=$(psql -X -q -t -A -c "LOAD 'orch_lease'" -c "ALTER DATABASE $PGDATABASE SET orch_lease.enabeld = off" 2>&1 | head -n 1 || true)
+[[ "$answer" == 'ERROR:  invalid configuration parameter name "orch_lease.enabeld"'* ]] ||
+    fail "a misspelt ALTER DATABASE SET once the library is loaded: got '$answer'"
+q "ALTER DATABASE $PGDATABASE SET orch_lease.enabeld = off"
+answer=$(psql -X -q -t -A -c "$verify" 2>&1 | sed -n '1p;3p' | tr '\n' ' ')
+[[ "$answer" == 'WARNING:  invalid configuration parameter name "orch_lease.enabeld", removing it t|t|t|'* ]] ||
+    fail "the verification query in a database with a misspelt setting: got '$answer'"
+stored=$(sed -n '/^SELECT coalesce(d.datname/,/;$/p' docs/runbook.md)
+check "$stored" "$PGDATABASE|(all)|orch_lease.enabeld=off" "the runbook's query lists the misspelt setting"
+q "ALTER DATABASE $PGDATABASE RESET orch_lease.enabeld"
+# ALTER SYSTEM knows the name only once the session has loaded the library (PostgreSQL 15 and 16).
+answer=$(psql -X -q -t -A -c "ALTER SYSTEM SET orch_lease.enabled = off" 2>&1 | head -n 1 || true)
+[ "$answer" = 'ERROR:  unrecognized configuration parameter "orch_lease.enabled"' ] ||
+    fail "ALTER SYSTEM before the library loaded: got '$answer'"
+psql -X -q -v ON_ERROR_STOP=1 -c "LOAD 'orch_lease'" -c "ALTER SYSTEM SET orch_lease.enabled = off" \
+     -c "ALTER SYSTEM RESET orch_lease.enabled" || fail "ALTER SYSTEM after LOAD 'orch_lease'"
 
 echo "runbook: $(snippet_count docs/runbook.md) snippets ran"
 echo "runbook: 1 passed, 0 failed"

@@ -31,7 +31,8 @@ pub fn init() {
         c"Kill-switch of orch_lease: off makes the lease inert and the stage CAS an unconditional write.",
         c"When off, transition_lease_acquire grants without writing (outcome 'disabled') and \
           update_task_stage_cas / commit_stage_cas write the stage exactly as a bare UPDATE would \
-          (outcome 'unconditional').",
+          (outcome 'unconditional'). The database's switch, orch_lease.set_enabled(false, reason), turns \
+          every session off at its next call whatever this says: off wins.",
         &ENABLED,
         GucContext::Suset,
         GucFlags::default(),
@@ -124,8 +125,14 @@ pub fn history() -> History {
     HISTORY.get()
 }
 
-/// Is the kill-switch on (orch_lease active)?
+/// Is orch_lease on for this call? Only when both switches are: the database's (`set_enabled`, every
+/// session) and this session's `orch_lease.enabled`. Off wins, wherever it is said.
 pub fn enabled() -> bool {
+    ENABLED.get() && crate::switch::enabled()
+}
+
+/// `orch_lease.enabled` as this session has it (ALTER SYSTEM, DATABASE or ROLE … SET, or SET).
+pub fn session_enabled() -> bool {
     ENABLED.get()
 }
 

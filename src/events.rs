@@ -26,7 +26,7 @@ CREATE TABLE orch_lease.lease_event (
     event_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     at          timestamptz NOT NULL DEFAULT clock_timestamp(),
     event       text NOT NULL CHECK (event IN ('acquired', 'refused', 'released', 'reclaimed', 'reaped',
-                                               'forced', 'cas_applied', 'cas_lost')),
+                                               'forced', 'cas_applied', 'cas_lost', 'switched')),
     work_item   text NOT NULL,
     old_owner   text,
     old_token   bigint,
@@ -126,15 +126,16 @@ pub struct Event<'a> {
 const COLUMNS: &str = "event, outcome, work_item, actor, old_owner, old_token, old_boot_id, \
                        new_owner, new_token, stage_from, stage_to, reason, by_role";
 
-/// Takeovers: always recorded, whatever `orch_lease.history` says, and announced.
-const TAKEOVERS: [&str; 3] = ["reclaimed", "reaped", "forced"];
+/// Takeovers, and the kill-switch switched (`switch::set_enabled`, work item ''): always recorded,
+/// whatever `orch_lease.history` says, and announced.
+const ANNOUNCED: [&str; 4] = ["reclaimed", "reaped", "forced", "switched"];
 
 fn recorded(event: &Event<'_>) -> bool {
     let polling = event.event == "refused" && matches!(event.outcome, "held" | "busy");
     match config::history() {
         History::All => true,
         History::Changes => !polling,
-        History::Takeovers => TAKEOVERS.contains(&event.event),
+        History::Takeovers => ANNOUNCED.contains(&event.event),
     }
 }
 
@@ -306,7 +307,7 @@ fn prepared_transactions() -> bool {
 /// Counts one event, and records it in the history if `orch_lease.history` keeps it (a takeover is
 /// also announced). Run as the extension's owner; `by_role` is the caller.
 pub fn record(client: &SpiClient<'_>, event: Event<'_>) {
-    if TAKEOVERS.contains(&event.event) {
+    if ANNOUNCED.contains(&event.event) {
         return record_all(client, &[event]);
     }
     let count_one = |slot: Option<i32>| {

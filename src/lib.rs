@@ -10,7 +10,8 @@
 //! writes the task table, `stage_rules` checks writes against the stage graph and the bypass guard;
 //! `status` only reads (status view, history view, metrics). Shared machinery: `plans` (cached
 //! statements), `races` (a lost race as an outcome), `rows` (reading and forming rows), `owner` (the
-//! switch to the extension's owner), `errors` (SQLSTATEs), `config` (GUCs), `roles` (grants).
+//! switch to the extension's owner), `errors` (SQLSTATEs), `config` (GUCs), `switch` (the database's
+//! kill-switch, read by `config::enabled`), `roles` (grants).
 use pgrx::prelude::*;
 
 mod config;
@@ -26,6 +27,7 @@ mod rows;
 mod stage_cas;
 mod stage_rules;
 mod status;
+mod switch;
 mod task_table;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -37,6 +39,7 @@ pub extern "C-unwind" fn _PG_init() {
     // SAFETY: the backend is single-threaded while a library loads.
     unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     config::init();
+    switch::init();
     task_table::init();
     errors::init();
 }

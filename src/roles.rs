@@ -3,7 +3,7 @@
 //!   liveness, metrics, and reading the status view and history of its own role (tokens are
 //!   capabilities: an actor never reads another role's);
 //! - `orch_lease_admin`: everything an actor may, plus force_release, recover of any instance, reap,
-//!   prune, the registrations, and reading every lease table.
+//!   prune, the registrations, the kill-switch (`set_enabled`), and reading every lease table.
 //!
 //! PUBLIC gets nothing, and nobody but the extension's owner writes the lease tables: the functions do
 //! it for their callers (`owner::as_owner`), each only in the way it is meant to. The stage CAS writes
@@ -56,7 +56,8 @@ GRANT EXECUTE ON FUNCTION
 GRANT EXECUTE ON FUNCTION
     orch_lease.session_alive(text),
     orch_lease.boot_liveness(text),
-    orch_lease.transition_lease_metrics()
+    orch_lease.transition_lease_metrics(),
+    orch_lease.kill_switch()
     TO orch_lease_actor, pg_monitor;
 GRANT SELECT ON
     orch_lease.boot, orch_lease.task_table, orch_lease.stage_transition, orch_lease.terminal_stage,
@@ -71,10 +72,12 @@ GRANT EXECUTE ON FUNCTION
     orch_lease.transition_lease_prune(interval),
     orch_lease.register_task_table(regclass, name, name),
     orch_lease.register_stage_graph(text[], text[]),
-    orch_lease.install_bypass_guard(text)
+    orch_lease.install_bypass_guard(text),
+    orch_lease.set_enabled(boolean, text)
     TO orch_lease_admin;
 GRANT SELECT ON
-    orch_lease.transition_lease, orch_lease.lease_event, orch_lease.event_count, orch_lease.bypass_log
+    orch_lease.transition_lease, orch_lease.lease_event, orch_lease.event_count, orch_lease.bypass_log,
+    orch_lease.kill_switch
     TO orch_lease_admin;
 "#,
     name = "roles",

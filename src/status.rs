@@ -1,5 +1,6 @@
-//! What the people on call and the scrapers read: the status of every lease, the history as each
-//! role may see it, and the metrics. Reads only: the tables they read are written elsewhere.
+//! What the people on call and the scrapers read: the status of every lease (and of the kill-switch),
+//! the history as each role may see it, and the metrics. Reads only: the tables they read are written
+//! elsewhere.
 //!
 //! What an actor sees: only the leases and history of its own role, and no token but its own role's
 //! (a token is a capability). Members of `orch_lease_admin` and `pg_monitor` see everything. The task
@@ -22,14 +23,15 @@ SELECT l.work_item,
        l.acquired_at,
        round(extract(epoch FROM clock_timestamp() - l.acquired_at), 3) AS age_s,
        coalesce(orch_lease.boot_liveness(l.owner_boot_id), 'unknown') AS liveness,
-       l.holder_role
+       l.holder_role,
+       (SELECT s.enabled FROM orch_lease.kill_switch() s) AS enabled
   FROM orch_lease.transition_lease l
   LEFT JOIN orch_lease.boot b ON b.boot_id = l.owner_boot_id
  WHERE pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
     OR pg_catalog.pg_has_role('pg_monitor', 'USAGE')
     OR l.holder_role = CURRENT_USER;
 COMMENT ON VIEW orch_lease.transition_lease_status IS
-    'Every held lease with its owner, age and liveness (live; stale = boot superseded or session gone; unknown = boot never registered). Actors see their own role''s leases only.';
+    'Every held lease with its owner, age and liveness (live; stale = boot superseded or session gone; unknown = boot never registered), and whether orch_lease is on for the reader''s calls (the kill-switch). Actors see their own role''s leases only.';
 
 CREATE VIEW orch_lease.lease_history WITH (security_barrier) AS
 SELECT e.event_id, e.at, e.event, e.work_item, e.old_owner,
@@ -82,11 +84,23 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT 'orch_lease_oldest_live_lease_age_seconds', '',
            coalesce(max(age_s) FILTER (WHERE liveness = 'live'), 0)::float8
       FROM orch_lease.transition_lease_status
+    UNION ALL
+    SELECT m.metric, '', m.value
+      FROM orch_lease.kill_switch() s,
+           LATERAL (VALUES ('orch_lease_enabled', s.enabled::integer::float8),
+                           ('orch_lease_enabled_changed_timestamp_seconds',
+                            coalesce(extract(epoch FROM s.changed_at), 0)::float8)) m (metric, value)
      ORDER BY 1, 2
 $$;
 COMMENT ON FUNCTION orch_lease.transition_lease_metrics() IS
-    'Counters (grants, refusals, releases, reclaims by kind, CAS outcomes) and gauges (leases by liveness, oldest live lease age).';
+    'Counters (grants, refusals, releases, reclaims by kind, CAS outcomes) and gauges (leases by liveness, oldest live lease age, the kill-switch and when it last switched).';
 "#,
     name = "status",
-    requires = ["lease_table", "boot_table", "events", "liveness"]
+    requires = [
+        "lease_table",
+        "boot_table",
+        "events",
+        "liveness",
+        "kill_switch_comments"
+    ]
 );

@@ -27,6 +27,7 @@ const GRAPH: &str = "SELECT orch_lease.register_stage_graph";
 const GUARD: &str = "SELECT orch_lease.install_bypass_guard";
 const HELD: &str = "SELECT orch_lease.transition_lease_held";
 const SESSION: &str = "SELECT outcome FROM orch_lease.transition_lease_acquire_session";
+const SWITCH: &str = "SELECT orch_lease.set_enabled";
 
 fn cases() -> Vec<(String, Expect)> {
     let long = "x".repeat(1025);
@@ -319,8 +320,15 @@ fn cases() -> Vec<(String, Expect)> {
             Error("22023"),
         ),
         c(format!("{RECOVER}('live-boot', {quotes})"), Error("22001")),
-        // settings
+        // settings: a misspelt name is refused once the library is loaded (its prefix is reserved)
         c("SET orch_lease.enabled = 'maybe'".into(), Error("22023")),
+        c("SET orch_lease.enabeld = off".into(), Error("42602")),
+        // the kill-switch: switching to the state it is in changes and records nothing
+        c(format!("{SWITCH}(NULL, 'why')"), Error("22004")),
+        c(format!("{SWITCH}(false, NULL)"), Error("22004")),
+        c(format!("{SWITCH}(false, ' ')"), Error("22023")),
+        c(format!("{SWITCH}(false, '{long}')"), Error("22001")),
+        c(format!("{SWITCH}(true, {quotes})"), Returns("f")),
     ]
 }
 
@@ -438,7 +446,7 @@ fn own_count_only(
 }
 
 /// Cases that reach orch_lease, and cases PostgreSQL's parser rejects before it runs.
-const REACHING_ORCH_LEASE: usize = 127;
+const REACHING_ORCH_LEASE: usize = 133;
 const REJECTED_BY_THE_PARSER: usize = 4;
 
 #[test]

@@ -72,6 +72,10 @@ fn matrix() -> Vec<(&'static str, &'static str, &'static str)> {
         ("nextval token_seq", "SELECT nextval('orch_lease.token_seq')", OWNERS),
         ("nextval lease_event_event_id_seq", "SELECT nextval('orch_lease.lease_event_event_id_seq')", OWNERS),
         ("set orch_lease.enabled", "SET LOCAL orch_lease.enabled = off", "SU OW"),
+        ("set_enabled (the kill-switch)", "SELECT orch_lease.set_enabled(false, 'matrix')", ADMINS),
+        ("kill_switch", "SELECT count(*) FROM orch_lease.kill_switch()", READERS),
+        ("select kill_switch", "SELECT count(*) FROM orch_lease.kill_switch", ADMINS),
+        ("write kill_switch", "DELETE FROM orch_lease.kill_switch", OWNERS),
     ]
 }
 

@@ -106,7 +106,12 @@ pub enum Action {
     Reap {
         ceiling: bool,
     },
+    /// `set_enabled(on, reason)` by an operator in a session of its own: the database's kill-switch, which
+    /// every actor's open session sees at its very next call, in the middle of an attempt too (between
+    /// acquire and commit). The model offers only the other state, so it always switches: one `switched`
+    /// event, announced.
     SetEnabled(bool),
+    /// `orch_lease.scopes` changed in every session (a setting: not an incident lever).
     SetScopeCovered(bool),
     LockRow(u8),
     AcquireElsewhere(u8),
@@ -196,6 +201,8 @@ pub enum Outcome {
     Done,
     /// Recover refused (55006): the instance's live boot is registered by a session still connected.
     InstanceInUse,
+    /// `set_enabled` switched (answered true): one `switched` event, announced (0.5.0).
+    Switched,
 }
 
 /// How a lease was taken away from its holder; each is one history event (and a NOTIFY).
@@ -485,7 +492,7 @@ impl Config {
             }
             Action::SetEnabled(on) => {
                 next.enabled = on;
-                Outcome::Done
+                Outcome::Switched
             }
             Action::SetScopeCovered(covered) => {
                 next.scope_covered = covered;

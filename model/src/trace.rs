@@ -79,7 +79,10 @@ pub fn describe(state: &State, action: &Action, step: &Step) -> String {
         }
         Action::Reap { ceiling: false } => "reaper (no lease over the ceiling)".into(),
         Action::Reap { ceiling: true } => "reaper (every lease over the ceiling)".into(),
-        Action::SetEnabled(on) => format!("orch_lease.enabled = {}", if on { "on" } else { "off" }),
+        Action::SetEnabled(on) => format!(
+            "operator set_enabled({on}): the kill-switch {}",
+            if on { "on" } else { "off" }
+        ),
         Action::SetScopeCovered(true) => "orch_lease.scopes covers the actors' scope".into(),
         Action::SetScopeCovered(false) => "orch_lease.scopes leaves the actors' scope out".into(),
         Action::LockRow(item) => format!("another session locks task {}", task_id(item)),
@@ -113,6 +116,7 @@ pub fn describe(state: &State, action: &Action, step: &Step) -> String {
         },
         Outcome::Ended(ended) => ended.to_string(),
         Outcome::InstanceInUse => "refused: instance in use (55006)".into(),
+        Outcome::Switched => "switched".into(),
         Outcome::Took | Outcome::Done => String::new(),
     };
     let taken: Vec<String> = step

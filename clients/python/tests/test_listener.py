@@ -59,6 +59,16 @@ def test_a_forced_release_arrives_typed(dsn: str, admin: Conn) -> None:
     assert event.version in (1, 2) and event.at.tzinfo is not None
 
 
+def test_the_kill_switch_arrives_typed(dsn: str, admin: Conn) -> None:
+    collector = Collector(dsn, 2)
+    assert one(admin, "SELECT orch_lease.set_enabled(false, 'INC-7: leases stuck')") is True
+    assert one(admin, "SELECT orch_lease.set_enabled(true, 'INC-7 over')") is True
+    off, on = collector.join()
+    assert (off.event, off.outcome, off.work_item, off.reason) == (EventKind.SWITCHED, "off", "", "INC-7: leases stuck")
+    assert (on.event, on.outcome, on.reason, on.by_role) == (EventKind.SWITCHED, "on", "INC-7 over", "postgres")
+    assert (off.old_owner, off.old_token, off.new_owner, off.new_token) == (None, None, None, None)
+
+
 def test_every_recovered_lease_arrives(dsn: str, admin: Conn) -> None:
     collector = Collector(dsn, 2)
     dead_incarnation(dsn, "old", "merger", "22", "23")

@@ -275,8 +275,10 @@ impl Server {
         if polling != 0 {
             return Err(mismatch("the refusals recorded", sql, 0, polling));
         }
-        let sql = "SELECT event_id, event, outcome, work_item, old_token FROM orch_lease.lease_event
-                    WHERE event_id > $1 AND event IN ('reclaimed', 'reaped', 'forced') ORDER BY event_id";
+        let sql =
+            "SELECT event_id, event, outcome, work_item, old_token FROM orch_lease.lease_event
+                    WHERE event_id > $1 AND event IN ('reclaimed', 'reaped', 'forced', 'switched')
+                    ORDER BY event_id";
         let rows = self
             .operator
             .query(sql, &[&self.last_event])
@@ -290,7 +292,7 @@ impl Server {
                     r.get::<_, String>(1),
                     r.get::<_, String>(2),
                     r.get::<_, String>(3),
-                    token.unwrap_or(-1)
+                    token.map_or("null".to_string(), |t| t.to_string())
                 )
             })
             .collect();
@@ -317,7 +319,14 @@ impl Server {
 
 impl Server {
     /// The takeovers the model made in `step`, as `event/outcome key tN`, the way the server's are read.
+    /// The takeovers of the step, and its switch of the kill-switch (work item '', no token).
     fn expected_takeovers(&self, step: &Step) -> Vec<String> {
+        let switched = (step.outcome == Outcome::Switched).then(|| {
+            format!(
+                "switched/{}  tnull",
+                if step.next.enabled { "on" } else { "off" }
+            )
+        });
         step.takeovers
             .iter()
             .map(|t| {
@@ -328,6 +337,7 @@ impl Server {
                     self.tokens[&t.token]
                 )
             })
+            .chain(switched)
             .collect()
     }
 

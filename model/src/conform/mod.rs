@@ -114,7 +114,11 @@ impl Server {
         self.operator
             .batch_execute(&clean)
             .map_err(|e| failed(&clean, e))?;
-        apply_settings(&mut self.operator, true, true).map_err(|e| failed("SET", e))?;
+        apply_settings(&mut self.operator, true).map_err(|e| failed("SET", e))?;
+        let on = "SELECT orch_lease.set_enabled(true, 'a new episode')";
+        self.operator
+            .query_one(on, &[])
+            .map_err(|e| failed(on, e))?;
         self.last_event = self
             .operator
             .query_one(
@@ -136,7 +140,7 @@ impl Server {
         }
         self.actors = (0..self.config.actors).map(|_| None).collect();
         for actor in 0..self.config.actors as u8 {
-            self.open_connection(actor, 1, true, true)?;
+            self.open_connection(actor, 1, true)?;
         }
         Ok(())
     }
@@ -149,19 +153,13 @@ impl Server {
         format!("{}-boot{boot}", self.instance(actor))
     }
 
-    fn open_connection(
-        &mut self,
-        actor: u8,
-        boot: u8,
-        on: bool,
-        covered: bool,
-    ) -> Result<(), Mismatch> {
-        let sql = "connect; SET lock_timeout; SET orch_lease.*";
+    fn open_connection(&mut self, actor: u8, boot: u8, covered: bool) -> Result<(), Mismatch> {
+        let sql = "connect; SET lock_timeout; SET orch_lease.scopes";
         let mut client = connect(&self.dsn).map_err(|e| failed(sql, e))?;
         client
             .batch_execute(&format!("SET lock_timeout = '{ACTOR_LOCK_TIMEOUT}'"))
             .map_err(|e| failed(sql, e))?;
-        apply_settings(&mut client, on, covered).map_err(|e| failed(sql, e))?;
+        apply_settings(&mut client, covered).map_err(|e| failed(sql, e))?;
         let pid: i32 = client
             .query_one("SELECT pg_backend_pid()", &[])
             .map_err(|e| failed(sql, e))?
@@ -235,12 +233,11 @@ impl Server {
         action: &Action,
         step: &Step,
     ) -> Result<&'static str, Mismatch> {
-        let on = step.next.enabled;
         let covered = step.next.scope_covered;
         match *action {
             Action::Restart(a) => {
                 let boot = step.next.actors[a as usize].boot;
-                self.open_connection(a, boot, on, covered)?;
+                self.open_connection(a, boot, covered)?;
                 Ok("restart")
             }
             Action::Crash(a) => {
@@ -400,10 +397,24 @@ impl Server {
                 self.compare_taken_kinds(sql, step, kinds, got)?;
                 Ok("reap")
             }
-            Action::SetEnabled(_) | Action::SetScopeCovered(_) => {
-                apply_settings(&mut self.operator, on, covered).map_err(|e| failed("SET", e))?;
+            // The database's kill-switch, from the operator's session: the actors' sessions, open all
+            // along, are not touched; their next call must see it.
+            Action::SetEnabled(on) => {
+                let sql = "SELECT orch_lease.set_enabled($1, 'the model')";
+                let switched: bool = self
+                    .operator
+                    .query_one(sql, &[&on])
+                    .map_err(|e| failed(sql, e))?
+                    .get(0);
+                if !switched {
+                    return Err(mismatch("set_enabled's answer", sql, true, switched));
+                }
+                Ok("kill-switch")
+            }
+            Action::SetScopeCovered(_) => {
+                apply_settings(&mut self.operator, covered).map_err(|e| failed("SET", e))?;
                 for actor in self.actors.iter_mut().flatten() {
-                    apply_settings(&mut actor.0, on, covered).map_err(|e| failed("SET", e))?;
+                    apply_settings(&mut actor.0, covered).map_err(|e| failed("SET", e))?;
                 }
                 Ok("setting")
             }
@@ -426,7 +437,7 @@ impl Server {
             }
             Action::AcquireElsewhere(item) => {
                 let sql = "BEGIN; SELECT outcome FROM orch_lease.transition_lease_acquire($1, 'other', 1, $2, $3)";
-                apply_settings(&mut self.other, true, true).map_err(|e| failed(sql, e))?;
+                apply_settings(&mut self.other, true).map_err(|e| failed(sql, e))?;
                 self.other
                     .batch_execute("BEGIN")
                     .map_err(|e| failed(sql, e))?;
@@ -490,11 +501,10 @@ fn connect(dsn: &str) -> Result<Client, postgres::Error> {
     Ok(client)
 }
 
-/// The kill-switch and the scope list, as the model has them, in one session.
-fn apply_settings(client: &mut Client, on: bool, covered: bool) -> Result<(), postgres::Error> {
+/// The scope list, as the model has it, in one session (the kill-switch is the database's: `set_enabled`).
+fn apply_settings(client: &mut Client, covered: bool) -> Result<(), postgres::Error> {
     client.batch_execute(&format!(
-        "SET orch_lease.enabled = {}; SET orch_lease.scopes = '{}'",
-        if on { "on" } else { "off" },
+        "SET orch_lease.scopes = '{}'",
         if covered { "" } else { "elsewhere" }
     ))
 }

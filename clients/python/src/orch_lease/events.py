@@ -59,11 +59,12 @@ def _depth(text: str) -> int:
 
 
 class EventKind(str, Enum):
-    """The takeovers that are announced."""
+    """What is announced: the takeovers, and the kill-switch switched (`set_enabled`)."""
 
     RECLAIMED = "reclaimed"
     REAPED = "reaped"
     FORCED = "forced"
+    SWITCHED = "switched"
 
 
 class UnsupportedPayload(OrchLeaseError):
@@ -76,8 +77,10 @@ class UnsupportedPayload(OrchLeaseError):
 
 @dataclass(frozen=True, slots=True)
 class AlertEvent:
-    """One takeover. `outcome` is `reclaimed`, `recovered`, `stale`, `ceiling` or `forced`; `old_*` name
-    the holder the lease was taken from, `new_*` the acquire that took it over (else None). Text values
+    """One takeover, or the kill-switch switched. A takeover's `outcome` is `reclaimed`, `recovered`,
+    `stale`, `ceiling` or `forced`; `old_*` name the holder the lease was taken from, `new_*` the acquire
+    that took it over (else None). A switch (`event` SWITCHED) has `outcome` `off` or `on`, `work_item`
+    '', the admin's `reason` and `by_role`, and no `old_*` or `new_*`. Text values
     may be cut to 120 characters plus `…` (`truncated`); `data` is the event's JSON object as sent."""
 
     version: int
