@@ -73,12 +73,12 @@ q "DROP ROLE settings_actor" >/dev/null
 # a session that has not loaded it, and by ALTER DATABASE from one, where the runbook's verification query
 # shows the WARNING and the switch still on.
 verify=$(grep -m1 '^SELECT enabled, database_enabled, session_enabled, changed_by, reason FROM orch_lease.kill_switch();' docs/runbook.md)
-answer=$(psql -X -q -t -A -v VERBOSITY=verbose -c "LOAD 'orch_lease'" -c "SET orch_lease.enabeld = off" 2>&1 | head -n 1 || true)
+answer=$(psql -X -q -t -A -v VERBOSITY=verbose -c "LOAD 'orch_lease'" -c "SET orch_lease.enabeld = off" 2>&1 | head -n 1 || true) # || true: the error is the answer, checked next
 [[ "$answer" == "ERROR:  42602:"* ]] || fail "a misspelt SET once the library is loaded: got '$answer'"
 answer=$(psql -X -q -t -A -c "SET orch_lease.enabeld = off" -c "$verify" 2>&1 | sed -n '1p;3p' | tr '\n' ' ')
 [[ "$answer" == 'WARNING:  invalid configuration parameter name "orch_lease.enabeld", removing it t|t|t|'* ]] ||
     fail "the verification query after a misspelt SET before the library loaded: got '$answer'"
-answer=$(psql -X -q -t -A -c "LOAD 'orch_lease'" -c "ALTER DATABASE $PGDATABASE SET orch_lease.enabeld = off" 2>&1 | head -n 1 || true)
+answer=$(psql -X -q -t -A -c "LOAD 'orch_lease'" -c "ALTER DATABASE $PGDATABASE SET orch_lease.enabeld = off" 2>&1 | head -n 1 || true) # || true: the error is the answer, checked next
 [[ "$answer" == 'ERROR:  invalid configuration parameter name "orch_lease.enabeld"'* ]] ||
     fail "a misspelt ALTER DATABASE SET once the library is loaded: got '$answer'"
 q "ALTER DATABASE $PGDATABASE SET orch_lease.enabeld = off"
@@ -89,7 +89,7 @@ stored=$(sed -n '/^SELECT coalesce(d.datname/,/;$/p' docs/runbook.md)
 check "$stored" "$PGDATABASE|(all)|orch_lease.enabeld=off" "the runbook's query lists the misspelt setting"
 q "ALTER DATABASE $PGDATABASE RESET orch_lease.enabeld"
 # ALTER SYSTEM knows the name only once the session has loaded the library (PostgreSQL 15 and 16).
-answer=$(psql -X -q -t -A -c "ALTER SYSTEM SET orch_lease.enabled = off" 2>&1 | head -n 1 || true)
+answer=$(psql -X -q -t -A -c "ALTER SYSTEM SET orch_lease.enabled = off" 2>&1 | head -n 1 || true) # || true: the error is the answer, checked next
 [ "$answer" = 'ERROR:  unrecognized configuration parameter "orch_lease.enabled"' ] ||
     fail "ALTER SYSTEM before the library loaded: got '$answer'"
 psql -X -q -v ON_ERROR_STOP=1 -c "LOAD 'orch_lease'" -c "ALTER SYSTEM SET orch_lease.enabled = off" \
