@@ -197,10 +197,14 @@ pub enum Reach {
     ReapedCeiling,
     Forced,
     InstanceInUse,
+    /// A lease acquired while the switch was on, committed after it went off (0.5.0).
+    CommitAfterOff,
+    /// A grant without a lease (the switch off, or out of scope), committed with the switch on (0.5.0).
+    LeaselessCommitWhileOn,
 }
 
 impl Reach {
-    pub const ALL: [Reach; 20] = [
+    pub const ALL: [Reach; 22] = [
         Reach::Acquired,
         Reach::Held,
         Reach::Reclaimed,
@@ -221,6 +225,8 @@ impl Reach {
         Reach::ReapedCeiling,
         Reach::Forced,
         Reach::InstanceInUse,
+        Reach::CommitAfterOff,
+        Reach::LeaselessCommitWhileOn,
     ];
 
     pub fn name(self) -> &'static str {
@@ -245,6 +251,12 @@ impl Reach {
             Reach::ReapedCeiling => "reachable: reaper takes a lease at the ceiling",
             Reach::Forced => "reachable: force_release true",
             Reach::InstanceInUse => "reachable: recover refused, instance in use",
+            Reach::CommitAfterOff => {
+                "reachable: a lease acquired before the switch went off, committed after (unconditional)"
+            }
+            Reach::LeaselessCommitWhileOn => {
+                "reachable: a grant without a lease, committed with the switch on (a plain CAS)"
+            }
         }
     }
 
@@ -252,8 +264,21 @@ impl Reach {
         1 << self as u32
     }
 
-    /// What one step reached.
-    fn of(action: &Action, step: &Step) -> u32 {
+    /// What one step from `pre` reached.
+    fn of(pre: &State, action: &Action, step: &Step) -> u32 {
+        // The switch flipped mid-transition, both ways: the attempt's grant and the commit on either side.
+        let across = match action {
+            Action::Commit(a) => pre.actors[*a as usize].attempt().and_then(|attempt| {
+                match (attempt.token.is_some(), pre.enabled, step.outcome) {
+                    (true, false, Outcome::Cas(Cas::Unconditional)) => Some(Reach::CommitAfterOff),
+                    (false, true, Outcome::Cas(Cas::Applied | Cas::StageMismatch(_))) => {
+                        Some(Reach::LeaselessCommitWhileOn)
+                    }
+                    _ => None,
+                }
+            }),
+            _ => None,
+        };
         let outcome = match step.outcome {
             Outcome::Grant(grant) => match grant {
                 Grant::Acquired(_) => Some(Reach::Acquired),
@@ -286,6 +311,7 @@ impl Reach {
         });
         outcome
             .into_iter()
+            .chain(across)
             .chain(taken)
             .fold(0, |bits, r| bits | r.bit())
     }
@@ -406,7 +432,7 @@ impl OrchLease {
         let mut next = Vec::new();
         for action in self.config.actions(state) {
             let step = self.config.step(state, &action);
-            analysis.reached |= Reach::of(&action, &step);
+            analysis.reached |= Reach::of(state, &action, &step);
             for rule in StepRule::ALL {
                 if !rule.holds(&self.config, state, &action, &step) {
                     analysis.broken |= rule.bit();
@@ -446,7 +472,7 @@ impl OrchLease {
     pub fn reaching_step(&self, state: &State, reach: Reach) -> Option<(Action, Step)> {
         self.config.actions(state).into_iter().find_map(|action| {
             let step = self.config.step(state, &action);
-            (Reach::of(&action, &step) & reach.bit() != 0).then_some((action, step))
+            (Reach::of(state, &action, &step) & reach.bit() != 0).then_some((action, step))
         })
     }
 }
@@ -468,7 +494,7 @@ const STEP_PROPERTIES: [fn(&OrchLease, &State) -> bool; 8] = [
 ];
 
 /// Reachability properties by outcome, in `Reach::ALL` order.
-const REACH_PROPERTIES: [fn(&OrchLease, &State) -> bool; 19] = [
+const REACH_PROPERTIES: [fn(&OrchLease, &State) -> bool; 21] = [
     |m, s| m.analyse(s).reached & Reach::ALL[0].bit() != 0,
     |m, s| m.analyse(s).reached & Reach::ALL[1].bit() != 0,
     |m, s| m.analyse(s).reached & Reach::ALL[2].bit() != 0,
@@ -488,6 +514,10 @@ const REACH_PROPERTIES: [fn(&OrchLease, &State) -> bool; 19] = [
     |m, s| m.analyse(s).reached & Reach::ALL[16].bit() != 0,
     |m, s| m.analyse(s).reached & Reach::ALL[17].bit() != 0,
     |m, s| m.analyse(s).reached & Reach::ALL[18].bit() != 0,
+    // InstanceInUse (19) is not asserted here (the zip above always left it out); the switch flipped
+    // mid-transition, both ways, is.
+    |m, s| m.analyse(s).reached & Reach::ALL[20].bit() != 0,
+    |m, s| m.analyse(s).reached & Reach::ALL[21].bit() != 0,
 ];
 
 impl Model for OrchLease {
@@ -531,7 +561,11 @@ impl Model for OrchLease {
                 |m: &OrchLease, s: &State| released_item_can_be_acquired_again(&m.config, s),
             ));
         } else {
-            for (reach, reached) in Reach::ALL.into_iter().zip(REACH_PROPERTIES) {
+            // In REACH_PROPERTIES' order: every outcome but InstanceInUse (a twin's recover).
+            let asserted = Reach::ALL
+                .into_iter()
+                .filter(|r| *r != Reach::InstanceInUse);
+            for (reach, reached) in asserted.zip(REACH_PROPERTIES) {
                 properties.push(Property::sometimes(reach.name(), reached));
             }
         }
