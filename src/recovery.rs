@@ -233,6 +233,10 @@ fn register_once(
 ) -> Option<Vec<Ended>> {
     let (boot_id, instance, pid, takeover) =
         (asked.boot_id, asked.instance, asked.pid, &asked.takeover);
+    // The caller's right to the instance comes before its lock: a role that may not recover it must
+    // not hold its live boot's row either (an open or prepared takeover of another role's live boot
+    // froze that instance's acquires and recovers; red team of #29). Checked again under the lock.
+    instance_registrant(client, (boot_id, instance), role, admin);
     // The instance's live boot, locked: recovers of one instance run one at a time, and acquires under it
     // (which share-lock it) have committed, so their leases are visible before we end the stale ones.
     // A row lock that only orch_lease's owner can take, unlike an advisory lock, which any login can
