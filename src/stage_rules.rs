@@ -2,7 +2,7 @@
 //! stages), and a guard on the task table that notices, or refuses, a stage write that bypasses the CAS.
 //! A plain client of the CAS: it asks `stage_cas` which write is the CAS's own.
 use crate::stage_cas::{self, CasWrite};
-use crate::{config, errors, owner, plans, task_table};
+use crate::{config, errors, owner, plans, rows, task_table};
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, quote_literal};
 use pgrx::{AllocatedByPostgres, PgSqlErrorCode};
@@ -80,12 +80,20 @@ fn bypass_guard<'a>(
         return Ok(passes);
     }
     let task_id = column_text(data.tg_newtuple, id_column);
-    let relid = registered_ancestor(unsafe { (*data.tg_relation).rd_id });
-    if let (Some(key), Some(stage)) = (task_id.clone(), new_stage.clone()) {
-        if stage_cas::is_cas_write(&CasWrite { relid, key, stage }) {
+    let fired_on = unsafe { (*data.tg_relation).rd_id };
+    if let (Some(key), Some(stage)) = (&task_id, &new_stage) {
+        let cas_write = |relid| {
+            stage_cas::is_cas_write(&CasWrite {
+                relid,
+                key: key.clone(),
+                stage: stage.clone(),
+            })
+        };
+        if written_tables(fired_on).into_iter().any(cas_write) {
             return Ok(passes);
         }
     }
+    let relid = registered_ancestor(fired_on);
     let table = trigger.table_name().unwrap_or_default();
     let shown = |value: &Option<String>| value.clone().unwrap_or_else(|| "<NULL>".into());
     let what = format!(
@@ -123,9 +131,27 @@ fn bypass_guard<'a>(
     Ok(passes)
 }
 
-/// The table a row's write is a write of: a partition's topmost partitioned table, which is the one
-/// registered (and marked by the CAS) when the task table is partitioned; the guard, cloned onto every
-/// partition, fires on the partition.
+/// The tables a row's write is a write of: the one the guard fired on and, for a partition, every
+/// partitioned table above it. The registered table (the one the CAS marks) is any of them: the
+/// partitioned table, or a partition registered by itself (red team of #29.10: mapping every partition
+/// to the topmost table refused the CAS on a registered partition).
+fn written_tables(relid: pg_sys::Oid) -> Vec<pg_sys::Oid> {
+    if !unsafe { pg_sys::get_rel_relispartition(relid) } {
+        return vec![relid];
+    }
+    Spi::connect(|client| {
+        plans::run(
+            client,
+            "SELECT relid::pg_catalog.oid AS relid FROM pg_catalog.pg_partition_ancestors($1)",
+            &[relid.into()],
+        )
+        .map(|row| rows::column::<pg_sys::Oid>(&row, "relid"))
+        .collect()
+    })
+}
+
+/// The table a bypass is logged under: a partition's topmost partitioned table, the one registered
+/// when the task table is partitioned; the guard, cloned onto every partition, fires on the partition.
 fn registered_ancestor(relid: pg_sys::Oid) -> pg_sys::Oid {
     if !unsafe { pg_sys::get_rel_relispartition(relid) } {
         return relid;
