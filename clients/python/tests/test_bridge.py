@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import login
+from conftest import login, one
 
 from orch_lease import bridge
 
@@ -227,3 +227,33 @@ def test_the_bridge_drops_an_alert_the_history_does_not_hold(dsn: str, admin: Co
         assert webhook.delivered.empty()
     finally:
         stop(bridge)
+
+
+def test_the_history_check_runs_no_planted_function_and_drops_a_rewritten_replay(
+    dsn: str, admin: Conn, webhook: Webhook
+) -> None:
+    """Red team of #29 item 6: the check ran unqualified length() and || in the bridge's own session, with
+    the database's search_path: a database owner's own length() ran as the bridge's admin role. And it
+    compared only some fields: a genuine alert replayed with another reason was forwarded."""
+    webhook.failures = 0
+    admin.execute("""CREATE SCHEMA tools; CREATE TABLE tools.called (who text);
+        CREATE FUNCTION tools.length(text) RETURNS integer LANGUAGE sql
+            AS $$ INSERT INTO tools.called VALUES (current_user) RETURNING pg_catalog.length($1) $$""")
+    admin.execute(f"ALTER DATABASE {one(admin, 'SELECT current_database()')} SET search_path = tools, pg_catalog, public")
+    bridge = start_bridge(dsn, webhook)
+    try:
+        forced(admin, "27")
+        _, body = webhook.delivered.get(timeout=20)
+        genuine = json.loads(body)
+        assert (genuine["work_item"], genuine["reason"]) == ("27", "real")
+        replay = {key: value for key, value in genuine.items() if key != "version"}
+        replay["reason"] = "rewritten"
+        admin.execute("SELECT pg_notify('orch_lease', %s)", (json.dumps({"version": 2, "events": [replay]}),))
+        forced(admin, "28")
+        _, body = webhook.delivered.get(timeout=20)
+        assert json.loads(body)["work_item"] == "28", "the rewritten replay was forwarded"
+        assert webhook.delivered.empty()
+    finally:
+        logged = stop(bridge)
+    assert one(admin, "SELECT count(*) FROM tools.called") == 0, "the planted length() ran in the bridge"
+    assert "does not hold (forged?)" in logged

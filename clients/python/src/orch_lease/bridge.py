@@ -97,18 +97,35 @@ def post(url: str, body: bytes, headers: dict[str, str], retries: int, timeout: 
     return False
 
 
+# The text fields of an announced event that the history must hold as sent, and every field checked.
+CHECKED_TEXT = ("event", "outcome", "work_item", "old_owner", "old_boot_id", "new_owner", "reason", "by_role")
+CHECKED = ("event_id", "at", "old_token", "new_token", *CHECKED_TEXT)
+
+
+def history_reader(dsn: str) -> psycopg.Connection[tuple[Any, ...]]:
+    """A connection for the history check. It runs as an admin or pg_monitor, so nothing the database's or
+    the role's search_path puts first (a database owner's own length() or ||) may run in it."""
+    db = psycopg.connect(dsn, autocommit=True)
+    db.execute("SET search_path = pg_catalog")
+    return db
+
+
 def confirmed(payloads: Iterable[str], dsn: str) -> Iterator[str]:
     """The payloads whose every event is in orch_lease's history, and of the others a payload of the
     events that are; an event the history does not hold (forged) is logged and dropped. Payloads of a
     version this client cannot read pass as they came (and are POSTed marked unparsed). Needs a role
     that reads the whole history: orch_lease_admin or pg_monitor."""
     # Any login can NOTIFY orch_lease with a payload of its own making; none can write the history (#29).
-    recorded = """
-        SELECT EXISTS (SELECT FROM orch_lease.lease_history h
-                        WHERE h.event_id = %(event_id)s AND h.event = %(event)s AND h.outcome = %(outcome)s
-                          AND h.at = %(at)s::timestamptz AND h.by_role IS NOT DISTINCT FROM %(by_role)s
-                          AND CASE WHEN length(h.work_item) > 120 THEN left(h.work_item, 120) || '…'
-                                   ELSE h.work_item END = %(work_item)s)"""
+    # Every field must be the history's (text cut as the server cuts it), so a genuine alert replayed
+    # with another reason or owner is dropped too.
+    cut = "CASE WHEN pg_catalog.length(h.{0}) > 120 THEN pg_catalog.left(h.{0}, 120) || '…' ELSE h.{0} END"
+    recorded = (
+        "SELECT EXISTS (SELECT FROM orch_lease.lease_history h WHERE h.event_id = %(event_id)s"
+        " AND h.at = %(at)s::pg_catalog.timestamptz"
+        " AND h.old_token IS NOT DISTINCT FROM %(old_token)s AND h.new_token IS NOT DISTINCT FROM %(new_token)s"
+        + "".join(f" AND {cut.format(field)} IS NOT DISTINCT FROM %({field})s" for field in CHECKED_TEXT)
+        + ")"
+    )
     db: psycopg.Connection[tuple[Any, ...]] | None = None
     for payload in payloads:
         try:
@@ -119,8 +136,8 @@ def confirmed(payloads: Iterable[str], dsn: str) -> Iterator[str]:
         genuine = []
         for event in events:
             try:
-                db = db if db is not None and not db.closed else psycopg.connect(dsn, autocommit=True)
-                row = db.execute(recorded, event.data).fetchone()
+                db = db if db is not None and not db.closed else history_reader(dsn)
+                row = db.execute(recorded, {field: event.data.get(field) for field in CHECKED}).fetchone()
             except psycopg.Error as error:
                 log.error("cannot check an alert against the history (%s), dropped: %s", error, event.data)
                 if db is not None:
