@@ -155,8 +155,10 @@ COPYRIGHT
 # are new; what changed in each release is CHANGELOG.md's), dated as CHANGELOG.md dates VERSION.
 deb_changelog() {
     local pkg=$1 version=$2 major=$3 date
-    date=$(sed -n "s/^## \[$version\] - \([0-9-]*\)$/\1/p" "$ROOT_DIR/CHANGELOG.md")
-    [ -n "$date" ] || fail "CHANGELOG.md has no dated entry for $version"
+    date=$(sed -n "s/^## \[$version\] - \([0-9-]*\|unreleased\)$/\1/p" "$ROOT_DIR/CHANGELOG.md")
+    # A version not released yet is dated by the commit it is built from (the same date for every build of it).
+    [ "$date" != unreleased ] || date=$(git -C "$ROOT_DIR" log -1 --format=%cs)
+    [ -n "$date" ] || fail "CHANGELOG.md has no entry for $version, dated or unreleased" >&2
     cat <<ENTRY
 $pkg ($version) unstable; urgency=medium
 
