@@ -180,3 +180,25 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION orch_lease.transition_lease_metrics() IS
     'Counters (grants, refusals, releases, reclaims by kind, CAS outcomes) and gauges (leases by liveness, oldest live lease age, the kill-switch and when it last switched).';
+
+-- ---------------------------------------------------------------------------------------------------
+-- Issue #26 (speed): the actor cycle in two round trips. An acquire answers the task's stage (read after
+-- the grant, in the same call), and with a registered table an id with no row is `not_found` (no lease,
+-- no token), unless the table is registered with rows_created_later (a table registered before keeps
+-- false: register it again with true if its rows come after their leases).
+ALTER TYPE orch_lease.lease_grant ADD ATTRIBUTE stage text;
+COMMENT ON COLUMN orch_lease.lease_grant.stage IS
+    'The task''s stage as read after the grant, in the same call (acquired, reclaimed, and the pass-through disabled and out_of_scope); NULL on a refusal, and without a registered task table.';
+ALTER TABLE orch_lease.task_table ADD COLUMN rows_created_later boolean NOT NULL DEFAULT false;
+COMMENT ON COLUMN orch_lease.task_table.rows_created_later IS
+    'Whether a task''s row may be created after its lease is taken: acquire then grants on an id with no row (stage NULL) instead of answering not_found.';
+DROP FUNCTION orch_lease.register_task_table(regclass, name, name);
+CREATE FUNCTION orch_lease.register_task_table(
+    task_table regclass, id_column name DEFAULT 'id', stage_column name DEFAULT 'stage',
+    rows_created_later boolean DEFAULT false
+) RETURNS void VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'register_task_table_wrapper';
+COMMENT ON FUNCTION orch_lease.register_task_table(regclass, name, name, boolean) IS
+    'Registers the application table whose stage the CAS writes: the caller must own it, and its id column must be unique. With rows_created_later, acquire grants on ids with no row yet instead of answering not_found.';
+REVOKE ALL ON FUNCTION orch_lease.register_task_table(regclass, name, name, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION orch_lease.register_task_table(regclass, name, name, boolean) TO orch_lease_admin;
