@@ -227,115 +227,78 @@ DROP FUNCTION orch_lease.work_item_key(text);
 DROP FUNCTION orch_lease.register_stage_graph(text[], text[]);
 DROP FUNCTION orch_lease.install_bypass_guard(text);
 DROP FUNCTION orch_lease.transition_lease_reap(integer);
-CREATE FUNCTION orch_lease."transition_lease_acquire"(
-	"work_item" TEXT, /* Option < & str > */
-	"owner" TEXT, /* Option < & str > */
-	"owner_pid" INT, /* Option < i32 > */
-	"owner_boot_id" TEXT, /* Option < & str > */
-	"scope" TEXT DEFAULT NULL, /* Option < & str > */
-	"task_table" regclass DEFAULT NULL /* Option < TableArg > */
-) RETURNS orch_lease.lease_grant /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
+CREATE FUNCTION orch_lease.transition_lease_acquire(
+    work_item text,
+    owner text,
+    owner_pid integer,
+    owner_boot_id text,
+    scope text DEFAULT NULL,
+    task_table regclass DEFAULT NULL
+) RETURNS orch_lease.lease_grant VOLATILE PARALLEL UNSAFE LANGUAGE c
 AS 'MODULE_PATHNAME', 'transition_lease_acquire_wrapper';
-
-CREATE FUNCTION orch_lease."transition_lease_acquire_session"(
-	"work_item" TEXT, /* Option < & str > */
-	"owner" TEXT, /* Option < & str > */
-	"scope" TEXT DEFAULT NULL, /* Option < & str > */
-	"task_table" regclass DEFAULT NULL /* Option < TableArg > */
-) RETURNS orch_lease.lease_grant /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
+CREATE FUNCTION orch_lease.transition_lease_acquire_session(
+    work_item text,
+    owner text,
+    scope text DEFAULT NULL,
+    task_table regclass DEFAULT NULL
+) RETURNS orch_lease.lease_grant VOLATILE PARALLEL UNSAFE LANGUAGE c
 AS 'MODULE_PATHNAME', 'transition_lease_acquire_session_wrapper';
-
-CREATE FUNCTION orch_lease."transition_lease_release"(
-	"work_item" TEXT, /* Option < & str > */
-	"token" bigint, /* Option < i64 > */
-	"task_table" regclass DEFAULT NULL /* Option < TableArg > */
-) RETURNS bool /* bool */
-VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
+CREATE FUNCTION orch_lease.transition_lease_release(
+    work_item text,
+    token bigint,
+    task_table regclass DEFAULT NULL
+) RETURNS boolean VOLATILE PARALLEL UNSAFE LANGUAGE c
 AS 'MODULE_PATHNAME', 'transition_lease_release_wrapper';
-
-CREATE FUNCTION orch_lease."transition_lease_force_release"(
-	"work_item" TEXT, /* Option < & str > */
-	"expected_token" bigint DEFAULT NULL, /* Option < i64 > */
-	"reason" TEXT DEFAULT 'manual', /* Option < & str > */
-	"task_table" regclass DEFAULT NULL /* Option < TableArg > */
-) RETURNS bool /* bool */
-VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
+CREATE FUNCTION orch_lease.transition_lease_force_release(
+    work_item text,
+    expected_token bigint DEFAULT NULL,
+    reason text DEFAULT 'manual',
+    task_table regclass DEFAULT NULL
+) RETURNS boolean VOLATILE PARALLEL UNSAFE LANGUAGE c
 AS 'MODULE_PATHNAME', 'transition_lease_force_release_wrapper';
-
-CREATE FUNCTION orch_lease."transition_lease_held"(
-	"work_item" TEXT, /* Option < & str > */
-	"token" bigint, /* Option < i64 > */
-	"task_table" regclass DEFAULT NULL /* Option < TableArg > */
-) RETURNS bool /* bool */
-STABLE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
+CREATE FUNCTION orch_lease.transition_lease_held(
+    work_item text,
+    token bigint,
+    task_table regclass DEFAULT NULL
+) RETURNS boolean STABLE PARALLEL UNSAFE LANGUAGE c
 AS 'MODULE_PATHNAME', 'transition_lease_held_wrapper';
-
-CREATE FUNCTION orch_lease."transition_lease_liveness"(
-	"work_item" TEXT, /* Option < & str > */
-	"task_table" regclass DEFAULT NULL /* Option < task_table :: TableArg > */
-) RETURNS TEXT /* String */
-VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
+CREATE FUNCTION orch_lease.transition_lease_liveness(
+    work_item text,
+    task_table regclass DEFAULT NULL
+) RETURNS text VOLATILE PARALLEL UNSAFE LANGUAGE c
 AS 'MODULE_PATHNAME', 'transition_lease_liveness_wrapper';
-
-CREATE FUNCTION orch_lease."update_task_stage_cas"(
-	"task_id" TEXT, /* Option < & str > */
-	"expected_stage" TEXT, /* Option < & str > */
-	"new_stage" TEXT, /* Option < & str > */
-	"lease_token" bigint DEFAULT NULL, /* Option < i64 > */
-	"task_table" regclass DEFAULT NULL /* Option < TableArg > */
-) RETURNS orch_lease.cas_result /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
+CREATE FUNCTION orch_lease.update_task_stage_cas(
+    task_id text,
+    expected_stage text,
+    new_stage text,
+    lease_token bigint DEFAULT NULL,
+    task_table regclass DEFAULT NULL
+) RETURNS orch_lease.cas_result VOLATILE PARALLEL UNSAFE LANGUAGE c
 AS 'MODULE_PATHNAME', 'update_task_stage_cas_wrapper';
-
-CREATE FUNCTION orch_lease."commit_stage_cas"(
-	"work_item" TEXT, /* Option < & str > */
-	"token" bigint, /* Option < i64 > */
-	"expected_stage" TEXT, /* Option < & str > */
-	"new_stage" TEXT, /* Option < & str > */
-	"task_table" regclass DEFAULT NULL /* Option < TableArg > */
-) RETURNS orch_lease.cas_result /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
+CREATE FUNCTION orch_lease.commit_stage_cas(
+    work_item text,
+    token bigint,
+    expected_stage text,
+    new_stage text,
+    task_table regclass DEFAULT NULL
+) RETURNS orch_lease.cas_result VOLATILE PARALLEL UNSAFE LANGUAGE c
 AS 'MODULE_PATHNAME', 'commit_stage_cas_wrapper';
-
-CREATE FUNCTION orch_lease."work_item_key"(
-	"work_item" TEXT, /* Option < & str > */
-	"task_table" regclass DEFAULT NULL /* Option < TableArg > */
-) RETURNS TEXT /* String */
-STABLE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
+CREATE FUNCTION orch_lease.work_item_key(
+    work_item text,
+    task_table regclass DEFAULT NULL
+) RETURNS text STABLE PARALLEL UNSAFE LANGUAGE c
 AS 'MODULE_PATHNAME', 'work_item_key_wrapper';
-
-CREATE FUNCTION orch_lease."register_stage_graph"(
-	"transitions" TEXT[], /* :: std :: option :: Option < Vec < Option < String > > > */
-	"terminal_stages" TEXT[] DEFAULT '{}', /* :: std :: option :: Option < Vec < Option < String > > > */
-	"task_table" regclass DEFAULT NULL /* Option < TableArg > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
+CREATE FUNCTION orch_lease.register_stage_graph(
+    transitions text[],
+    terminal_stages text[] DEFAULT '{}',
+    task_table regclass DEFAULT NULL
+) RETURNS void VOLATILE PARALLEL UNSAFE LANGUAGE c
 AS 'MODULE_PATHNAME', 'register_stage_graph_wrapper';
-
-CREATE FUNCTION orch_lease."install_bypass_guard"(
-	"mode" TEXT DEFAULT 'warn', /* Option < & str > */
-	"task_table" regclass DEFAULT NULL /* Option < TableArg > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
+CREATE FUNCTION orch_lease.install_bypass_guard(
+    mode text DEFAULT 'warn',
+    task_table regclass DEFAULT NULL
+) RETURNS void VOLATILE PARALLEL UNSAFE LANGUAGE c
 AS 'MODULE_PATHNAME', 'install_bypass_guard_wrapper';
-
 CREATE FUNCTION orch_lease."transition_lease_reap"(
 	"max_running_s" INT /* Option < i32 > */
 ) RETURNS TABLE (
@@ -352,7 +315,6 @@ CREATE FUNCTION orch_lease."transition_lease_reap"(
 VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'transition_lease_reap_wrapper';
-
 CREATE FUNCTION orch_lease.unregister_task_table(task_table regclass) RETURNS void
 VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'unregister_task_table_wrapper';
 COMMENT ON FUNCTION orch_lease.transition_lease_acquire(text, text, integer, text, text, regclass) IS

@@ -113,15 +113,31 @@ impl Grant {
 
 /// Asks for the transition lease on `work_item`. Never waits and never raises on contention: the
 /// outcome says what happened (acquired, held, reclaimed, busy, retry, superseded, disabled, out_of_scope).
-#[pg_extern(volatile, parallel_unsafe, requires = ["lease_table", "events", "liveness"])]
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    requires = ["lease_table", "events", "liveness"],
+    sql = r#"
+CREATE FUNCTION orch_lease.transition_lease_acquire(
+    work_item text,
+    owner text,
+    owner_pid integer,
+    owner_boot_id text,
+    scope text DEFAULT NULL,
+    task_table regclass DEFAULT NULL
+) RETURNS orch_lease.lease_grant VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'transition_lease_acquire_wrapper';
+"#
+)]
 fn transition_lease_acquire(
     work_item: Option<&str>,
     owner: Option<&str>,
     owner_pid: Option<i32>,
     owner_boot_id: Option<&str>,
     scope: default!(Option<&str>, "NULL"),
-    task_table: default!(Option<TableArg>, "NULL"),
+    fcinfo: pg_sys::FunctionCallInfo,
 ) -> composite_type!('static, "orch_lease.lease_grant") {
+    let task_table = task_table::argument(fcinfo, 5);
     let work_item = errors::required("work_item", work_item);
     let owner = errors::required("owner", owner);
     let owner_pid = errors::positive_pid("owner_pid", owner_pid);
@@ -142,13 +158,27 @@ fn transition_lease_acquire(
 /// and stale as soon as that backend is gone (its pid and start time identify it, so a reused pid does
 /// not keep it alive); the next acquire reclaims it. Not for transaction-mode connection poolers, where
 /// the session is not the actor's.
-#[pg_extern(volatile, parallel_unsafe, requires = ["lease_table", "events", "liveness"])]
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    requires = ["lease_table", "events", "liveness"],
+    sql = r#"
+CREATE FUNCTION orch_lease.transition_lease_acquire_session(
+    work_item text,
+    owner text,
+    scope text DEFAULT NULL,
+    task_table regclass DEFAULT NULL
+) RETURNS orch_lease.lease_grant VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'transition_lease_acquire_session_wrapper';
+"#
+)]
 fn transition_lease_acquire_session(
     work_item: Option<&str>,
     owner: Option<&str>,
     scope: default!(Option<&str>, "NULL"),
-    task_table: default!(Option<TableArg>, "NULL"),
+    fcinfo: pg_sys::FunctionCallInfo,
 ) -> composite_type!('static, "orch_lease.lease_grant") {
+    let task_table = task_table::argument(fcinfo, 3);
     let work_item = errors::required("work_item", work_item);
     request_lease(Request {
         item: task_table::item("work_item", work_item, task_table),
@@ -406,12 +436,25 @@ fn reclaim(client: &SpiClient<'_>, request: &Request<'_>, role: &str, dead: Hold
 /// Is the lease on `work_item` still held with `token`, by the caller's role? The checkpoint of a long
 /// effect: false means the lease was taken away (reclaimed, reaped, forced) and the effect should stop.
 /// Never an error on a stale, NULL or foreign token: only "yours, still" is true.
-#[pg_extern(stable, parallel_unsafe, requires = ["lease_table"])]
+#[pg_extern(
+    stable,
+    parallel_unsafe,
+    requires = ["lease_table"],
+    sql = r#"
+CREATE FUNCTION orch_lease.transition_lease_held(
+    work_item text,
+    token bigint,
+    task_table regclass DEFAULT NULL
+) RETURNS boolean STABLE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'transition_lease_held_wrapper';
+"#
+)]
 fn transition_lease_held(
     work_item: Option<&str>,
     token: Option<i64>,
-    task_table: default!(Option<TableArg>, "NULL"),
+    fcinfo: pg_sys::FunctionCallInfo,
 ) -> bool {
+    let task_table = task_table::argument(fcinfo, 2);
     let work_item = errors::required("work_item", work_item);
     let item = task_table::item("work_item", work_item, task_table);
     let Some(token) = token else { return false };
@@ -438,12 +481,25 @@ fn transition_lease_held(
 /// Releases the lease on `work_item` if, and only if, it is still held with `token`. A stale or NULL
 /// token (what a disabled or out-of-scope grant hands out) is a `false`, never an error; another role's
 /// lease is an error (42501): a token is its holder's capability.
-#[pg_extern(volatile, parallel_unsafe, requires = ["lease_table", "events"])]
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    requires = ["lease_table", "events"],
+    sql = r#"
+CREATE FUNCTION orch_lease.transition_lease_release(
+    work_item text,
+    token bigint,
+    task_table regclass DEFAULT NULL
+) RETURNS boolean VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'transition_lease_release_wrapper';
+"#
+)]
 fn transition_lease_release(
     work_item: Option<&str>,
     token: Option<i64>,
-    task_table: default!(Option<TableArg>, "NULL"),
+    fcinfo: pg_sys::FunctionCallInfo,
 ) -> bool {
+    let task_table = task_table::argument(fcinfo, 2);
     let work_item = errors::required("work_item", work_item);
     let item = task_table::item("work_item", work_item, task_table);
     let Some(token) = token else { return false };
@@ -459,13 +515,27 @@ fn transition_lease_release(
 
 /// The manual release for the people on call. With `expected_token` it frees only that lease, so it can
 /// never free one that was re-acquired meanwhile. Logged as a `forced` event and announced.
-#[pg_extern(volatile, parallel_unsafe, requires = ["lease_table", "events"])]
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    requires = ["lease_table", "events"],
+    sql = r#"
+CREATE FUNCTION orch_lease.transition_lease_force_release(
+    work_item text,
+    expected_token bigint DEFAULT NULL,
+    reason text DEFAULT 'manual',
+    task_table regclass DEFAULT NULL
+) RETURNS boolean VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'transition_lease_force_release_wrapper';
+"#
+)]
 fn transition_lease_force_release(
     work_item: Option<&str>,
     expected_token: default!(Option<i64>, "NULL"),
     reason: default!(Option<&str>, "'manual'"),
-    task_table: default!(Option<TableArg>, "NULL"),
+    fcinfo: pg_sys::FunctionCallInfo,
 ) -> bool {
+    let task_table = task_table::argument(fcinfo, 3);
     let work_item = errors::required("work_item", work_item);
     let reason = errors::required("reason", reason);
     let item = task_table::held_item("work_item", work_item, task_table);

@@ -577,11 +577,20 @@ fn seconds(age_s: f64) -> AnyNumeric {
 /// The liveness of the lease on `work_item`, for a reaper that decides job by job: `none` (no lease),
 /// `live`, `stale` (its holder's boot was superseded, or its session is gone) or `unknown` (its boot
 /// was never registered through recover).
-#[pg_extern(volatile, parallel_unsafe, requires = ["lease_table", "liveness"])]
-fn transition_lease_liveness(
-    work_item: Option<&str>,
-    task_table: default!(Option<task_table::TableArg>, "NULL"),
-) -> String {
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    requires = ["lease_table", "liveness"],
+    sql = r#"
+CREATE FUNCTION orch_lease.transition_lease_liveness(
+    work_item text,
+    task_table regclass DEFAULT NULL
+) RETURNS text VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'transition_lease_liveness_wrapper';
+"#
+)]
+fn transition_lease_liveness(work_item: Option<&str>, fcinfo: pg_sys::FunctionCallInfo) -> String {
+    let task_table = task_table::argument(fcinfo, 1);
     let work_item = errors::required("work_item", work_item);
     let item = task_table::item("work_item", work_item, task_table);
     owner::as_owner(|| {

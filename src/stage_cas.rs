@@ -93,14 +93,29 @@ impl Cas {
 
 /// Sets the task's stage to `new_stage` if it is still `expected_stage`. With `lease_token`, only while
 /// the caller's role holds the lease on the task with that token; the lease stays held.
-#[pg_extern(volatile, parallel_unsafe, requires = ["task_table_registry", "lease_table", "cas_result"])]
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    requires = ["task_table_registry", "lease_table", "cas_result"],
+    sql = r#"
+CREATE FUNCTION orch_lease.update_task_stage_cas(
+    task_id text,
+    expected_stage text,
+    new_stage text,
+    lease_token bigint DEFAULT NULL,
+    task_table regclass DEFAULT NULL
+) RETURNS orch_lease.cas_result VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'update_task_stage_cas_wrapper';
+"#
+)]
 fn update_task_stage_cas(
     task_id: Option<&str>,
     expected_stage: Option<&str>,
     new_stage: Option<&str>,
     lease_token: default!(Option<i64>, "NULL"),
-    task_table: default!(Option<TableArg>, "NULL"),
+    fcinfo: pg_sys::FunctionCallInfo,
 ) -> composite_type!('static, "orch_lease.cas_result") {
+    let task_table = task_table::argument(fcinfo, 4);
     let lease = lease_token.map(|token| (token, Claim::Keep));
     stage_cas(
         ("task_id", task_id),
@@ -115,14 +130,29 @@ fn update_task_stage_cas(
 /// The lease-guarded CAS and the end of that lease, in one atomic step. The lease ends whatever the
 /// CAS outcome — the attempt is over — except `retry`, when the CAS could not run and the lease is kept.
 /// A NULL token (from a disabled or out-of-scope grant) makes it a plain CAS.
-#[pg_extern(volatile, parallel_unsafe, requires = ["task_table_registry", "lease_table", "cas_result"])]
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    requires = ["task_table_registry", "lease_table", "cas_result"],
+    sql = r#"
+CREATE FUNCTION orch_lease.commit_stage_cas(
+    work_item text,
+    token bigint,
+    expected_stage text,
+    new_stage text,
+    task_table regclass DEFAULT NULL
+) RETURNS orch_lease.cas_result VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'commit_stage_cas_wrapper';
+"#
+)]
 fn commit_stage_cas(
     work_item: Option<&str>,
     token: Option<i64>,
     expected_stage: Option<&str>,
     new_stage: Option<&str>,
-    task_table: default!(Option<TableArg>, "NULL"),
+    fcinfo: pg_sys::FunctionCallInfo,
 ) -> composite_type!('static, "orch_lease.cas_result") {
+    let task_table = task_table::argument(fcinfo, 4);
     let lease = token.map(|token| (token, Claim::End));
     stage_cas(
         ("work_item", work_item),

@@ -2,7 +2,7 @@
 //! stages), and a guard on the task table that notices, or refuses, a stage write that bypasses the CAS.
 //! A plain client of the CAS: it asks `stage_cas` which write is the CAS's own.
 use crate::stage_cas::{self, CasWrite};
-use crate::task_table::{self, TableArg};
+use crate::task_table;
 use crate::{config, errors, owner, plans, rows};
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, quote_literal};
@@ -175,11 +175,20 @@ fn registered_ancestor(relid: pg_sys::Oid) -> pg_sys::Oid {
 /// one registered), which the caller must own. `warn` logs each stage write that does not come through the CAS to
 /// `orch_lease.bypass_log` and raises a WARNING; `reject` refuses it with SQLSTATE 55000. Writes
 /// through the CAS always pass; so does everything while the kill-switch is off.
-#[pg_extern(volatile, parallel_unsafe, requires = ["stage_rules", bypass_guard])]
-fn install_bypass_guard(
-    mode: default!(Option<&str>, "'warn'"),
-    task_table: default!(Option<TableArg>, "NULL"),
-) {
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    requires = ["stage_rules", bypass_guard],
+    sql = r#"
+CREATE FUNCTION orch_lease.install_bypass_guard(
+    mode text DEFAULT 'warn',
+    task_table regclass DEFAULT NULL
+) RETURNS void VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'install_bypass_guard_wrapper';
+"#
+)]
+fn install_bypass_guard(mode: default!(Option<&str>, "'warn'"), fcinfo: pg_sys::FunctionCallInfo) {
+    let task_table = task_table::argument(fcinfo, 1);
     let mode = errors::required("mode", mode);
     if !["off", "warn", "reject"].contains(&mode) {
         errors::raise(
@@ -254,12 +263,25 @@ fn client_run(sql: &str) {
 /// table's earlier graph, no other's; an empty list removes it. With a graph, a CAS
 /// whose (expected, new) pair is not in it answers `invalid_transition` and writes nothing; so does a
 /// CAS out of a terminal stage, graph or not.
-#[pg_extern(volatile, parallel_unsafe, requires = ["stage_rules"])]
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    requires = ["stage_rules"],
+    sql = r#"
+CREATE FUNCTION orch_lease.register_stage_graph(
+    transitions text[],
+    terminal_stages text[] DEFAULT '{}',
+    task_table regclass DEFAULT NULL
+) RETURNS void VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'register_stage_graph_wrapper';
+"#
+)]
 fn register_stage_graph(
     transitions: Option<Vec<Option<String>>>,
     terminal_stages: default!(Option<Vec<Option<String>>>, "'{}'"),
-    task_table: default!(Option<TableArg>, "NULL"),
+    fcinfo: pg_sys::FunctionCallInfo,
 ) {
+    let task_table = task_table::argument(fcinfo, 2);
     let transitions = errors::present("transitions", transitions);
     let terminal: Vec<String> = errors::present("terminal_stages", terminal_stages)
         .into_iter()

@@ -163,6 +163,22 @@ fn register_task_table(
                 "UPDATE orch_lease.transition_lease SET task_table = $1 WHERE task_table = 0",
                 &[table.oid().into()],
             );
+            // A table dropped since it was registered is forgotten with its graph, unless a lease on
+            // it is held: then its registration stays (calls naming no table are ambiguous) until
+            // that lease is ended and the table unregistered.
+            plans::run(
+                client,
+                "WITH gone AS (
+                     DELETE FROM orch_lease.task_table t
+                      WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = t.relid)
+                        AND NOT EXISTS (SELECT FROM orch_lease.transition_lease l
+                                         WHERE l.task_table = t.relid)
+                     RETURNING t.relid),
+                 graph AS (DELETE FROM orch_lease.stage_transition s USING gone
+                            WHERE s.task_table = gone.relid)
+                 DELETE FROM orch_lease.terminal_stage s USING gone WHERE s.task_table = gone.relid",
+                &[],
+            );
         });
         forget_everywhere("orch_lease.task_table");
     });
@@ -270,6 +286,23 @@ fn unregister_task_table(task_table: Option<TableArg>) {
         crate::stage_rules::remove_bypass_guard(relid);
     }
     owner::as_owner(|| forget_everywhere("orch_lease.task_table"));
+}
+
+/// The optional `task_table` argument, number `index` (from 0) of a call: None when NULL, or when the
+/// call came through a catalog entry of an earlier release that lacks it — an update script of that
+/// release (0.3.0 -> 0.4.0 keys leases with `work_item_key(text)`), or a call made between installing
+/// this library and `ALTER EXTENSION orch_lease UPDATE`, which is then told to run it. Read from the
+/// call itself because pgrx refuses a call with fewer arguments than the function declares.
+pub fn argument(fcinfo: pg_sys::FunctionCallInfo, index: usize) -> Option<TableArg> {
+    // SAFETY: fcinfo is the call's own, with nargs arguments.
+    unsafe {
+        let nargs = usize::try_from((*fcinfo).nargs).unwrap_or(0);
+        if index >= nargs {
+            return None;
+        }
+        let arg = *(*fcinfo).args.as_ptr().add(index);
+        (!arg.isnull).then(|| TableArg(pg_sys::Oid::from(arg.value.value() as u32)))
+    }
 }
 
 /// A `regclass` argument, by its oid alone: unlike `PgRelation` it opens nothing, so a table dropped
@@ -578,11 +611,20 @@ pub fn caller_owns(relid: pg_sys::Oid) -> bool {
 
 /// The key orch_lease uses for this work item: with a task table registered, the id column's canonical
 /// form of it (every spelling of one id is one key); otherwise the text itself.
-#[pg_extern(stable, parallel_unsafe, requires = ["task_table_registry"])]
-fn work_item_key(
-    work_item: Option<&str>,
-    task_table: default!(Option<TableArg>, "NULL"),
-) -> String {
+#[pg_extern(
+    stable,
+    parallel_unsafe,
+    requires = ["task_table_registry"],
+    sql = r#"
+CREATE FUNCTION orch_lease.work_item_key(
+    work_item text,
+    task_table regclass DEFAULT NULL
+) RETURNS text STABLE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'work_item_key_wrapper';
+"#
+)]
+fn work_item_key(work_item: Option<&str>, fcinfo: pg_sys::FunctionCallInfo) -> String {
+    let task_table = argument(fcinfo, 1);
     item(
         "work_item",
         errors::required("work_item", work_item),
