@@ -150,7 +150,7 @@ for from in 0.1.0 0.2.0 0.3.0 0.4.0; do
 
     # A second table registered after the update leaves the first's leases with it: '21' of tasks is
     # held, '21' of jobs is free, and a call that names no table is refused.
-    q "CREATE TABLE jobs (id bigint PRIMARY KEY, stage text NOT NULL); SELECT orch_lease.register_task_table('jobs')" >/dev/null
+    q "CREATE TABLE jobs (id bigint PRIMARY KEY, stage text NOT NULL); INSERT INTO jobs VALUES (21, 'queued'); SELECT orch_lease.register_task_table('jobs')" >/dev/null
     check "SELECT outcome FROM orch_lease.transition_lease_acquire('21', 'reaper', 3, 'boot-9', task_table => 'tasks')" held \
           "a lease made before the update is not held once a second table is registered"
     check "SELECT outcome FROM orch_lease.transition_lease_acquire('21', 'reaper', 3, 'boot-9', task_table => 'jobs')" acquired \

@@ -12,8 +12,8 @@
 use crate::events::{self, Event};
 use crate::races::{self, Lost};
 use crate::rows::{self, column, nullable};
-use crate::task_table::{self, Item, TableArg};
-use crate::{config, errors, owner, plans, recovery};
+use crate::task_table::{self, Item, TableArg, TaskTable, Typed};
+use crate::{config, errors, owner, plans, recovery, stage_cas};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiHeapTupleData};
@@ -51,8 +51,11 @@ CREATE TYPE orch_lease.lease_grant AS (
     holder         text,
     holder_pid     integer,
     holder_boot_id text,
-    held_since     timestamptz
+    held_since     timestamptz,
+    stage          text
 );
+COMMENT ON COLUMN orch_lease.lease_grant.stage IS
+    'The task''s stage as read after the grant, in the same call (acquired, reclaimed, and the pass-through disabled and out_of_scope); NULL on a refusal, and without a registered task table.';
 "#,
     name = "lease_table",
     requires = ["task_table_registry"]
@@ -79,6 +82,8 @@ struct Grant {
     outcome: &'static str,
     token: Option<i64>,
     holder: Option<Holder>,
+    /// The task's stage, read after the grant (never on a refusal: the stage is the holder's to move).
+    stage: Option<String>,
 }
 
 impl Grant {
@@ -88,6 +93,7 @@ impl Grant {
             outcome,
             token: None,
             holder: None,
+            stage: None,
         }
     }
 
@@ -106,13 +112,15 @@ impl Grant {
                     .as_ref()
                     .and_then(|h| h.boot_id.as_deref().into_datum()),
                 holder.as_ref().and_then(|h| h.since.into_datum()),
+                self.stage.into_datum(),
             ],
         )
     }
 }
 
 /// Asks for the transition lease on `work_item`. Never waits and never raises on contention: the
-/// outcome says what happened (acquired, held, reclaimed, busy, retry, superseded, disabled, out_of_scope).
+/// outcome says what happened (acquired, held, reclaimed, busy, retry, superseded, not_found, disabled,
+/// out_of_scope), and a grant says the task's stage, so an actor's cycle is acquire, effect, commit.
 #[pg_extern(
     volatile,
     parallel_unsafe,
@@ -198,34 +206,79 @@ struct Request<'a> {
 }
 
 fn request_lease(request: Request<'_>) -> PgHeapTuple<'static, AllocatedByRust> {
-    if !config::enabled() {
-        return Grant::new(true, "disabled").into_row();
-    }
-    if !config::covers_scope(request.scope) {
-        return Grant::new(true, "out_of_scope").into_row();
-    }
-    let role = owner::caller_name();
-    owner::as_owner(|| {
-        Spi::connect(|client| {
-            let decided = races::lost_race_as(
-                || acquire(client, &request, &role),
+    Spi::connect(|client| {
+        // The task's stage, read with the caller's privileges (its row-level security applies); outside
+        // the owner switch, which reaches none of the application's objects. None: no row it may see.
+        let stage = |look: fn(&SpiClient<'_>, &TaskTable, Typed) -> Option<Option<String>>| {
+            let (table, id) = request.item.task.as_ref()?;
+            look(client, table, *id)
+        };
+        // Passing through, an actor still learns the stage it acts on.
+        let pass = |outcome| Grant {
+            stage: stage(stage_cas::read_stage).flatten(),
+            ..Grant::new(true, outcome)
+        };
+        if !config::enabled() {
+            return pass("disabled");
+        }
+        if !config::covers_scope(request.scope) {
+            return pass("out_of_scope");
+        }
+        // An id with no task row is no task (swapped arguments, a typo): no lease, no token drawn.
+        let rows_first = request
+            .item
+            .task
+            .as_ref()
+            .is_some_and(|(table, _)| !table.rows_created_later);
+        let decided = if rows_first && stage(stage_cas::read_stage).is_none() {
+            Grant::new(false, "not_found")
+        } else {
+            let role = owner::caller_name();
+            races::lost_race_as(
+                || {
+                    let decided = owner::as_owner(|| acquire(client, &request, &role));
+                    match decided.token {
+                        // A row changed after a transaction snapshot is `retry`: the grant is rolled
+                        // back with this attempt.
+                        Some(_) => Grant {
+                            stage: stage(stage_after_grant).flatten(),
+                            ..decided
+                        },
+                        None => decided,
+                    }
+                },
                 |lost| match lost {
                     Lost::Locked => Grant::new(false, "busy"),
                     Lost::Conflict => Grant::new(false, "retry"),
                 },
-            );
-            record_grant(client, &request, &decided);
-            decided
-        })
+            )
+        };
+        owner::as_owner(|| record_grant(client, &request, &decided));
+        decided
     })
     .into_row()
+}
+
+/// The task's stage just after a grant. At READ COMMITTED the read's snapshot is taken after the grant,
+/// and a holder that committed and ended just before it is seen. With a transaction snapshot it is read
+/// as a write would find the row (`stage_cas::current_stage`), so a row changed since the snapshot is a
+/// serialization failure, never a stale stage.
+fn stage_after_grant(
+    client: &SpiClient<'_>,
+    table: &TaskTable,
+    id: Typed,
+) -> Option<Option<String>> {
+    match unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32 {
+        true => stage_cas::read_stage(client, table, id),
+        false => stage_cas::current_stage(client, table, id),
+    }
 }
 
 /// Records a grant or a refusal in the history (a reclaim recorded its own takeover).
 fn record_grant(client: &SpiClient<'_>, request: &Request<'_>, decided: &Grant) {
     let event = match decided.outcome {
         "acquired" => "acquired",
-        "held" | "busy" | "superseded" | "retry" => "refused",
+        "held" | "busy" | "superseded" | "retry" | "not_found" => "refused",
         _ => return,
     };
     let holder = decided.holder.as_ref();
@@ -779,10 +832,7 @@ pub fn reap(client: &SpiClient<'_>, ceiling_s: i32) -> Vec<Reaped> {
     )
     .map(|row| {
         let age_s = column(&row, "age_s");
-        let item = Item {
-            table: column(&row, "task_table"),
-            key: column(&row, "work_item"),
-        };
+        let item = Item::leased(column(&row, "task_table"), column(&row, "work_item"));
         (item, column(&row, "token"), age_s)
     })
     .collect();

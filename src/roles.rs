@@ -70,7 +70,7 @@ GRANT EXECUTE ON FUNCTION
     orch_lease.transition_lease_hand_over(text, text),
     orch_lease.transition_lease_reap(integer),
     orch_lease.transition_lease_prune(interval),
-    orch_lease.register_task_table(regclass, name, name),
+    orch_lease.register_task_table(regclass, name, name, boolean),
     orch_lease.unregister_task_table(regclass),
     orch_lease.register_stage_graph(text[], text[], regclass),
     orch_lease.install_bypass_guard(text, regclass),

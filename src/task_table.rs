@@ -25,8 +25,11 @@ CREATE TABLE orch_lease.task_table (
     stage_column  name NOT NULL,
     registered_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     id_type       regtype,
-    id_typmod     integer
+    id_typmod     integer,
+    rows_created_later boolean NOT NULL DEFAULT false
 );
+COMMENT ON COLUMN orch_lease.task_table.rows_created_later IS
+    'Whether a task''s row may be created after its lease is taken: acquire then grants on an id with no row (stage NULL) instead of answering not_found.';
 COMMENT ON COLUMN orch_lease.task_table.id_type IS
     'The id column''s type and type modifier when it was registered: after a change the table must be registered again.';
 COMMENT ON TABLE orch_lease.task_table IS
@@ -39,27 +42,31 @@ SELECT pg_catalog.pg_extension_config_dump('orch_lease.task_table', '');
 /// Registers one of the application's existing tables whose stage the CAS writes, or describes again
 /// one registered before (the others are left alone). The caller must own it; the id column must be
 /// unique by itself and its type must have an equality operator; the stage column may be text, varchar
-/// or an enum. From then on every work item of it is keyed by its id's canonical form. A partition and
-/// its partitioned table are one set of rows: only one of them may be registered.
+/// or an enum. From then on every work item of it is keyed by its id's canonical form, and acquire
+/// answers `not_found` for an id with no row, unless `rows_created_later`. A partition and its
+/// partitioned table are one set of rows: only one of them may be registered.
 #[pg_extern(
     volatile,
     parallel_unsafe,
     requires = ["task_table_registry", "lease_table"],
     sql = r#"
 CREATE FUNCTION orch_lease.register_task_table(
-    task_table regclass, id_column name DEFAULT 'id', stage_column name DEFAULT 'stage'
+    task_table regclass, id_column name DEFAULT 'id', stage_column name DEFAULT 'stage',
+    rows_created_later boolean DEFAULT false
 ) RETURNS void VOLATILE PARALLEL UNSAFE LANGUAGE c
 AS 'MODULE_PATHNAME', 'register_task_table_wrapper';
-COMMENT ON FUNCTION orch_lease.register_task_table(regclass, name, name) IS
-    'Registers an application table whose stage the CAS writes (or describes a registered one again): the caller must own it, and its id column must be unique.';
+COMMENT ON FUNCTION orch_lease.register_task_table(regclass, name, name, boolean) IS
+    'Registers an application table whose stage the CAS writes (or describes a registered one again): the caller must own it, and its id column must be unique. With rows_created_later, acquire grants on ids with no row yet instead of answering not_found.';
 "#
 )]
 fn register_task_table(
     task_table: Option<PgRelation>,
     id_column: Option<&CStr>,
     stage_column: Option<&CStr>,
+    rows_created_later: Option<bool>,
 ) {
     let table = errors::present("task_table", task_table);
+    let rows_created_later = errors::present("rows_created_later", rows_created_later);
     let id_column = errors::present("id_column", id_column).to_string_lossy();
     let stage_column = errors::present("stage_column", stage_column).to_string_lossy();
     let qualified = format!("{}.{}", table.namespace(), table.name());
@@ -142,18 +149,21 @@ fn register_task_table(
         Spi::connect(|client| {
             plans::run(
                 client,
-                "INSERT INTO orch_lease.task_table (relid, id_column, stage_column, id_type, id_typmod)
-                 VALUES ($1, $2::name, $3::name, $4, $5)
+                "INSERT INTO orch_lease.task_table
+                        (relid, id_column, stage_column, id_type, id_typmod, rows_created_later)
+                 VALUES ($1, $2::name, $3::name, $4, $5, $6)
                  ON CONFLICT (relid) DO UPDATE
                     SET id_column = EXCLUDED.id_column,
                         stage_column = EXCLUDED.stage_column, registered_at = EXCLUDED.registered_at,
-                        id_type = EXCLUDED.id_type, id_typmod = EXCLUDED.id_typmod",
+                        id_type = EXCLUDED.id_type, id_typmod = EXCLUDED.id_typmod,
+                        rows_created_later = EXCLUDED.rows_created_later",
                 &[
                     relid,
                     id_column.as_ref().into(),
                     stage_column.as_ref().into(),
                     id_type,
                     id.column_typmod.into(),
+                    rows_created_later.into(),
                 ],
             );
             // Leases taken while no table was registered were keyed by their text: they are this
@@ -633,12 +643,24 @@ fn work_item_key(work_item: Option<&str>, fcinfo: pg_sys::FunctionCallInfo) -> S
     .key
 }
 
-/// A work item: the task table it is a row of (`InvalidOid` while no table is registered) and its key.
-/// '42' of `tasks` and '42' of `jobs` are two items, under two leases.
-#[derive(Clone, PartialEq, Eq)]
+/// A work item: the task table it is a row of (`InvalidOid` while no table is registered), its key,
+/// and, with a table, the table described and the id value that finds its row. '42' of `tasks` and
+/// '42' of `jobs` are two items, under two leases.
 pub struct Item {
     pub table: pg_sys::Oid,
     pub key: String,
+    pub task: Option<(Rc<TaskTable>, Typed)>,
+}
+
+impl Item {
+    /// The item of a lease, as its row in `transition_lease` names it: no look at the task's row.
+    pub fn leased(table: pg_sys::Oid, key: String) -> Item {
+        Item {
+            table,
+            key,
+            task: None,
+        }
+    }
 }
 
 /// The work item `work_item` of the table the call names (`table`; omitted, the only one registered),
@@ -649,14 +671,17 @@ pub fn item(argument: &'static str, work_item: &str, table: Option<TableArg>) ->
     match resolve(table) {
         Some(table) => {
             may_write_stage(&table);
+            let id = table.id.read(argument, work_item);
             Item {
                 table: table.relid,
-                key: table.id.key(argument, work_item),
+                key: output(id),
+                task: Some((table, id)),
             }
         }
         None => Item {
             table: pg_sys::InvalidOid,
             key: work_item.to_string(),
+            task: None,
         },
     }
 }
@@ -678,22 +703,11 @@ pub fn held_item(argument: &'static str, work_item: &str, table: Option<TableArg
             .is_empty()
         })
     });
-    match held {
-        true => Item {
-            table: relid,
-            key: work_item.to_string(),
-        },
-        false => match relid == pg_sys::InvalidOid {
-            true => Item {
-                table: relid,
-                key: work_item.to_string(),
-            },
-            false => Item {
-                table: relid,
-                key: describe(relid).id.key(argument, work_item),
-            },
-        },
-    }
+    let key = match held || relid == pg_sys::InvalidOid {
+        true => work_item.to_string(),
+        false => describe(relid).id.key(argument, work_item),
+    };
+    Item::leased(relid, key)
 }
 
 /// The caller must hold UPDATE on the table's stage column (or on the table): the stage a lease
@@ -751,6 +765,8 @@ pub struct TaskTable {
     /// How task ids are read, by keys and the CAS alike.
     pub id: IdType,
     pub stage_type: pg_sys::Oid,
+    /// Acquire grants on an id with no row (registered with `rows_created_later`).
+    pub rows_created_later: bool,
     /// `UPDATE … SET stage = $3 WHERE id = $1 AND stage = $2`
     pub compare_and_set: String,
     /// `SELECT stage … WHERE id = $1`
@@ -986,6 +1002,7 @@ struct Registration {
     id_type: Option<(pg_sys::Oid, i32)>,
     graph: Option<HashSet<(String, String)>>,
     terminal: HashSet<String>,
+    rows_created_later: bool,
 }
 
 fn read_registrations() -> Vec<Registration> {
@@ -1006,6 +1023,11 @@ fn read_registrations() -> Vec<Registration> {
         false => "",
     };
     let sorted = "ORDER BY s.from_stage, s.to_stage";
+    // Read by an update script of an earlier version too, before 0.5.0's adds the column.
+    let later = match has("task_table", c"rows_created_later") {
+        true => "t.rows_created_later",
+        false => "false",
+    };
     owner::as_owner(|| {
         read_latest(
             &format!(
@@ -1015,7 +1037,7 @@ fn read_registrations() -> Vec<Registration> {
                     (SELECT array_agg(s.from_stage {sorted}) FROM orch_lease.stage_transition s {its_own}),
                     (SELECT array_agg(s.to_stage {sorted}) FROM orch_lease.stage_transition s {its_own}),
                     ARRAY(SELECT s.stage FROM orch_lease.terminal_stage s {its_own}),
-                    {recorded}
+                    {recorded}, {later}
                FROM orch_lease.task_table t"
             ),
             |row| {
@@ -1040,6 +1062,7 @@ fn read_registrations() -> Vec<Registration> {
                         .zip(texts(8))
                         .map(|(froms, tos)| froms.into_iter().zip(tos).collect()),
                     terminal: texts(9).unwrap_or_default().into_iter().collect(),
+                    rows_created_later: row(12).is_some_and(|datum| datum.value() != 0),
                 }
             },
         )
@@ -1054,10 +1077,12 @@ fn describe_task_table(registration: &Registration) -> TaskTable {
         id_type: registered_id_type,
         graph,
         terminal,
+        rows_created_later,
         ..
     } = registration;
     let (relid, id_column, stage_column) = (*relid, id_column.clone(), stage_column.clone());
     let (graph, terminal) = (graph.clone(), terminal.clone());
+    let rows_created_later = *rows_created_later;
     // Names and types come from the catalog caches; DDL on the task table invalidates this description,
     // so a renamed or dropped table or column is noticed at once.
     let reregister = "The task table changed since it was registered: call orch_lease.register_task_table again.";
@@ -1143,6 +1168,7 @@ fn describe_task_table(registration: &Registration) -> TaskTable {
         terminal,
         id: id_read,
         stage_type,
+        rows_created_later,
     }
 }
 

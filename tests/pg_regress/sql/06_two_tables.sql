@@ -7,7 +7,7 @@ DROP TABLE IF EXISTS tasks, jobs;
 CREATE TABLE tasks (id text PRIMARY KEY, stage text NOT NULL);
 CREATE TABLE jobs (id text PRIMARY KEY, stage text NOT NULL);
 INSERT INTO tasks VALUES ('42', 'queued');
-INSERT INTO jobs VALUES ('42', 'queued');
+INSERT INTO jobs VALUES ('42', 'queued'), ('7', 'queued');
 SELECT orch_lease.register_task_table('tasks');
 -- With one table registered, today's calls are unchanged: they mean tasks.
 SELECT acquired, outcome FROM orch_lease.transition_lease_acquire('42', 'team-a', 1, 'boot-a');
