@@ -298,7 +298,7 @@ fn unregister_task_table(task_table: Option<TableArg>) {
     owner::as_owner(|| forget_everywhere("orch_lease.task_table"));
 }
 
-/// The optional `task_table` argument, number `index` (from 0) of a call: None when NULL, or when the
+/// The optional `task_table` argument, number `index` (from 0) of a call: None when NULL or 0, or when the
 /// call came through a catalog entry of an earlier release that lacks it — an update script of that
 /// release (0.3.0 -> 0.4.0 keys leases with `work_item_key(text)`), or a call made between installing
 /// this library and `ALTER EXTENSION orch_lease UPDATE`, which is then told to run it. Read from the
@@ -311,7 +311,9 @@ pub fn argument(fcinfo: pg_sys::FunctionCallInfo, index: usize) -> Option<TableA
             return None;
         }
         let arg = *(*fcinfo).args.as_ptr().add(index);
-        (!arg.isnull).then(|| TableArg(pg_sys::Oid::from(arg.value.value() as u32)))
+        let oid = pg_sys::Oid::from(arg.value.value() as u32);
+        // 0 (`-`) is the status view's table of a lease taken while none was registered: no table named.
+        (!arg.isnull && oid != pg_sys::InvalidOid).then_some(TableArg(oid))
     }
 }
 
