@@ -10,7 +10,7 @@ use pgrx::pgrx_sql_entity_graph::metadata::{
     ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin,
 };
 use pgrx::prelude::*;
-use pgrx::spi::quote_identifier;
+use pgrx::spi::{quote_identifier, SpiClient};
 use pgrx::{PgRelation, PgSqlErrorCode};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
@@ -108,7 +108,16 @@ fn register_task_table(
     check_stage_column(table.oid(), stage_attnum, &stage_column, &qualified);
     let id = check_id_column(table.oid(), id_attnum, &qualified);
     lock_out_calls();
-    one_of_its_family(table.oid(), &qualified);
+    let registered: Vec<pg_sys::Oid> = registrations().iter().map(|r| r.relid).collect();
+    one_of_its_family(table.oid(), &qualified, &registered);
+    // A table dropped since it was registered is forgotten with its graph, unless a lease on it is
+    // held: then its registration stays (calls naming no table are ambiguous) until that lease is
+    // ended and the table unregistered.
+    let forgotten: Vec<pg_sys::Oid> = registered
+        .into_iter()
+        .filter(|relid| catalog_name(unsafe { pg_sys::get_rel_name(*relid) }).is_none())
+        .filter(|relid| leases_on(*relid) == 0)
+        .collect();
     // Every lease held on it now (committed since this transaction's snapshot too) must already be
     // keyed the way the new id column keys it; so must the leases taken while no table was registered,
     // which the first table registered adopts.
@@ -173,22 +182,10 @@ fn register_task_table(
                 "UPDATE orch_lease.transition_lease SET task_table = $1 WHERE task_table = 0",
                 &[table.oid().into()],
             );
-            // A table dropped since it was registered is forgotten with its graph, unless a lease on
-            // it is held: then its registration stays (calls naming no table are ambiguous) until
-            // that lease is ended and the table unregistered.
-            plans::run(
-                client,
-                "WITH gone AS (
-                     DELETE FROM orch_lease.task_table t
-                      WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = t.relid)
-                        AND NOT EXISTS (SELECT FROM orch_lease.transition_lease l
-                                         WHERE l.task_table = t.relid)
-                     RETURNING t.relid),
-                 graph AS (DELETE FROM orch_lease.stage_transition s USING gone
-                            WHERE s.task_table = gone.relid)
-                 DELETE FROM orch_lease.terminal_stage s USING gone WHERE s.task_table = gone.relid",
-                &[],
-            );
+            // One statement per table and relation: Citus (docs/scale-out.md) plans each.
+            for relid in forgotten {
+                forget_registration(client, relid);
+            }
         });
         forget_everywhere("orch_lease.task_table");
     });
@@ -196,22 +193,21 @@ fn register_task_table(
 
 /// Refuses a table whose partitioned table or partition is registered: one row would be two work
 /// items, leased twice.
-fn one_of_its_family(relid: pg_sys::Oid, qualified: &str) {
-    let family = owner::as_owner(|| {
-        Spi::connect(|client| {
-            plans::run(
-                client,
-                "SELECT pg_catalog.format('%s', t.relid) AS name FROM orch_lease.task_table t
-                  WHERE t.relid OPERATOR(pg_catalog.<>) $1
-                    AND (t.relid IN (SELECT a.relid FROM pg_catalog.pg_partition_ancestors($1) a)
-                         OR t.relid IN (SELECT p.relid FROM pg_catalog.pg_partition_tree($1) p))",
-                &[relid.into()],
-            )
-            .map(|row| rows::column::<String>(&row, "name"))
-            .next()
-        })
+fn one_of_its_family(relid: pg_sys::Oid, qualified: &str, registered: &[pg_sys::Oid]) {
+    let family: Vec<pg_sys::Oid> = Spi::connect(|client| {
+        plans::run(
+            client,
+            "SELECT a.relid::pg_catalog.oid AS relid FROM pg_catalog.pg_partition_ancestors($1) a
+             UNION SELECT p.relid::pg_catalog.oid FROM pg_catalog.pg_partition_tree($1) p",
+            &[relid.into()],
+        )
+        .map(|row| rows::column::<pg_sys::Oid>(&row, "relid"))
+        .collect()
     });
-    if let Some(registered) = family {
+    let shared = registered
+        .iter()
+        .find(|other| **other != relid && family.contains(other));
+    if let Some(registered) = shared.map(|other| shown_name(*other)) {
         errors::raise_hinted(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             format!("orch_lease: \"{qualified}\" shares its rows with the registered task table \"{registered}\""),
@@ -249,17 +245,7 @@ fn unregister_task_table(task_table: Option<TableArg>) {
         );
     }
     lock_out_calls();
-    let held = owner::as_owner(|| {
-        read_latest(
-            &format!(
-                "SELECT count(*) FROM orch_lease.transition_lease
-                  WHERE task_table OPERATOR(pg_catalog.=) {}::pg_catalog.oid",
-                relid.to_u32()
-            ),
-            |row| row(1).map_or(0, |datum| datum.value() as i64),
-        )
-    });
-    let held = held.first().copied().unwrap_or(0);
+    let held = leases_on(relid);
     if held > 0 {
         errors::raise_hinted(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -269,26 +255,7 @@ fn unregister_task_table(task_table: Option<TableArg>) {
             None,
         );
     }
-    let registered = owner::as_owner(|| {
-        Spi::connect(|client| {
-            let gone = plans::run(
-                client,
-                "DELETE FROM orch_lease.task_table WHERE relid = $1 RETURNING relid",
-                &[relid.into()],
-            );
-            plans::run(
-                client,
-                "DELETE FROM orch_lease.stage_transition WHERE task_table = $1",
-                &[relid.into()],
-            );
-            plans::run(
-                client,
-                "DELETE FROM orch_lease.terminal_stage WHERE task_table = $1",
-                &[relid.into()],
-            );
-            !gone.is_empty()
-        })
-    });
+    let registered = owner::as_owner(|| Spi::connect(|client| forget_registration(client, relid)));
     if !registered {
         not_registered(relid);
     }
@@ -315,6 +282,38 @@ pub fn argument(fcinfo: pg_sys::FunctionCallInfo, index: usize) -> Option<TableA
         // 0 (`-`) is the status view's table of a lease taken while none was registered: no table named.
         (!arg.isnull && oid != pg_sys::InvalidOid).then_some(TableArg(oid))
     }
+}
+
+/// How many leases on work items of `relid` are held, committed ones included (`read_latest`).
+fn leases_on(relid: pg_sys::Oid) -> i64 {
+    let held = owner::as_owner(|| {
+        read_latest(
+            &format!(
+                "SELECT count(*) FROM orch_lease.transition_lease
+                  WHERE task_table OPERATOR(pg_catalog.=) {}::pg_catalog.oid",
+                relid.to_u32()
+            ),
+            |row| row(1).map_or(0, |datum| datum.value() as i64),
+        )
+    });
+    held.first().copied().unwrap_or(0)
+}
+
+/// Deletes `relid`'s registration and stage graph; whether it was registered. Run as the owner.
+fn forget_registration(client: &SpiClient<'_>, relid: pg_sys::Oid) -> bool {
+    let gone = plans::run(
+        client,
+        "DELETE FROM orch_lease.task_table WHERE relid = $1 RETURNING relid",
+        &[relid.into()],
+    );
+    let registered = !gone.is_empty();
+    for graph in [
+        "DELETE FROM orch_lease.stage_transition WHERE task_table = $1",
+        "DELETE FROM orch_lease.terminal_stage WHERE task_table = $1",
+    ] {
+        plans::run(client, graph, &[relid.into()]);
+    }
+    registered
 }
 
 /// A `regclass` argument, by its oid alone: unlike `PgRelation` it opens nothing, so a table dropped
