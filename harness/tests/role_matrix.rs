@@ -218,6 +218,7 @@ fn an_actor_works_only_the_tables_it_may_write() {
              SELECT orch_lease.register_task_table(t) FROM unnest(ARRAY['tasks', 'jobs', 'runs']::regclass[]) t;
              GRANT SELECT, UPDATE ON tasks TO matrix_actor;
              GRANT SELECT ON jobs TO matrix_actor;
+             GRANT SELECT, UPDATE ON jobs TO matrix_admin;
              GRANT SELECT (id, stage), UPDATE (stage) ON runs TO matrix_actor;
              SET ROLE matrix_admin;
              SELECT orch_lease.transition_lease_acquire('42', 'admin', 1, 'boot-admin', task_table => 'jobs');
