@@ -304,6 +304,34 @@ COMMENT ON COLUMN orch_lease.lease_event.task_table IS
 COMMENT ON FUNCTION orch_lease.register_task_table(regclass, name, name, boolean) IS
     'Registers an application table whose stage the CAS writes (or describes a registered one again): the caller must own it, and its id column must be unique. With rows_created_later, acquire grants on ids with no row yet instead of answering not_found.';
 -- Every function that takes a work item gains task_table; the reaper returns it.
+-- Each is dropped and created again: the EXECUTE grants a site made on one (a cron role's on the reaper,
+-- say) carry over to the new signature, kept in a transaction-local setting until they are made again
+-- below; orch_lease's own roles get theirs as a fresh install does.
+DO $keep$
+BEGIN
+    PERFORM pg_catalog.set_config('orch_lease_upgrade.regrant', coalesce((
+        SELECT pg_catalog.json_agg(pg_catalog.json_build_array(n.new,
+                   CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END))::text
+          FROM (VALUES ('orch_lease.transition_lease_acquire(text,text,integer,text,text)', 'orch_lease.transition_lease_acquire(text,text,integer,text,text,regclass)'),
+                     ('orch_lease.transition_lease_acquire_session(text,text,text)', 'orch_lease.transition_lease_acquire_session(text,text,text,regclass)'),
+                     ('orch_lease.transition_lease_release(text,bigint)', 'orch_lease.transition_lease_release(text,bigint,regclass)'),
+                     ('orch_lease.transition_lease_force_release(text,bigint,text)', 'orch_lease.transition_lease_force_release(text,bigint,text,regclass)'),
+                     ('orch_lease.transition_lease_held(text,bigint)', 'orch_lease.transition_lease_held(text,bigint,regclass)'),
+                     ('orch_lease.transition_lease_liveness(text)', 'orch_lease.transition_lease_liveness(text,regclass)'),
+                     ('orch_lease.update_task_stage_cas(text,text,text,bigint)', 'orch_lease.update_task_stage_cas(text,text,text,bigint,regclass)'),
+                     ('orch_lease.commit_stage_cas(text,bigint,text,text)', 'orch_lease.commit_stage_cas(text,bigint,text,text,regclass)'),
+                     ('orch_lease.work_item_key(text)', 'orch_lease.work_item_key(text,regclass)'),
+                     ('orch_lease.register_stage_graph(text[],text[])', 'orch_lease.register_stage_graph(text[],text[],regclass)'),
+                     ('orch_lease.install_bypass_guard(text)', 'orch_lease.install_bypass_guard(text,regclass)'),
+                     ('orch_lease.transition_lease_reap(integer)', 'orch_lease.transition_lease_reap(integer)')) n (old, new)
+          JOIN pg_catalog.pg_proc p ON p.oid = n.old::pg_catalog.regprocedure
+         CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) a
+          LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+         WHERE a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner
+           AND r.rolname IS DISTINCT FROM 'orch_lease_actor' AND r.rolname IS DISTINCT FROM 'orch_lease_admin'),
+        '[]'), true);
+END
+$keep$;
 DROP FUNCTION orch_lease.transition_lease_acquire(text, text, integer, text, text);
 DROP FUNCTION orch_lease.transition_lease_acquire_session(text, text, text);
 DROP FUNCTION orch_lease.transition_lease_release(text, bigint);
@@ -464,6 +492,16 @@ GRANT EXECUTE ON FUNCTION
     orch_lease.register_stage_graph(text[], text[], regclass),
     orch_lease.install_bypass_guard(text, regclass)
     TO orch_lease_admin;
+DO $regrant$
+DECLARE
+    kept json;
+BEGIN
+    FOR kept IN SELECT pg_catalog.json_array_elements(
+                    pg_catalog.current_setting('orch_lease_upgrade.regrant')::json) LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s', kept->>0, kept->>1);
+    END LOOP;
+END
+$regrant$;
 -- The status view and the history show the table.
 CREATE OR REPLACE VIEW orch_lease.transition_lease_status WITH (security_barrier) AS
 SELECT l.work_item,

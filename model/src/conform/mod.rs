@@ -60,8 +60,9 @@ impl Server {
         let setup = "CREATE EXTENSION IF NOT EXISTS orch_lease;
              CREATE TABLE IF NOT EXISTS tasks (id bigint PRIMARY KEY, stage text);
              CREATE TABLE IF NOT EXISTS jobs (id bigint PRIMARY KEY, stage text);
-             SELECT orch_lease.register_task_table(t, 'id', 'stage'),
-                    orch_lease.register_stage_graph(
+             SELECT orch_lease.register_task_table(t, 'id', 'stage')
+               FROM unnest(ARRAY['tasks', 'jobs']::regclass[]) t;
+             SELECT orch_lease.register_stage_graph(
                         ARRAY['queued -> merged', 'merged -> done'], ARRAY['done'], task_table => t)
                FROM unnest(ARRAY['tasks', 'jobs']::regclass[]) t;";
         operator

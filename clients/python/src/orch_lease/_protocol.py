@@ -194,7 +194,11 @@ def acquire(
     other outcome."""
     for attempt in range(policy.attempts):
         acquired, outcome, *rest = _one((yield Query(ACQUIRE, (item, owner, pid, boot_id, scope, task_table))))
-        grant = Grant(item, acquired, AcquireOutcome(outcome), *rest, task_table=task_table)
+        token, holder, holder_pid, holder_boot_id, held_since, stage = rest
+        grant = Grant(
+            item, acquired, AcquireOutcome(outcome), token, holder, holder_pid, holder_boot_id, held_since, stage,
+            task_table,
+        )
         if grant.outcome not in (AcquireOutcome.BUSY, AcquireOutcome.RETRY):
             break
         if attempt + 1 < policy.attempts:
