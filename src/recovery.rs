@@ -7,7 +7,7 @@
 //! registry and the one definition of liveness (`boot_liveness`, `session_alive`).
 use crate::lease::{self, Ended};
 use crate::rows::{column, nullable};
-use crate::{error_context, errors, owner, plans, races, task_table};
+use crate::{errors, owner, plans, races, task_table};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{composite_type, AnyNumeric, PgSqlErrorCode};
@@ -163,9 +163,17 @@ fn register(
 
     // Every lock recover waits for (the live boot's row, its leases' rows) is one that only orch_lease's
     // own statements take, and the wait is bounded: a transaction left idle or prepared on one makes
-    // recover fail with 55P03, not hang (#29 items 4 and 8).
-    let attempt = races::subtransaction(|| {
-        races::bounded_lock_wait(|| {
+    // recover fail with 55P03 naming it, not hang (#29 items 4 and 8).
+    let mut ended = races::naming_holders(
+        &format!("{function} of instance \"{}\"", asked.instance),
+        (
+            "that an acquire, commit or recover not yet ended holds",
+            &["orch_lease.boot", "orch_lease.transition_lease"],
+        ),
+        "Call it again. If it keeps failing, a transaction named in the detail holds the instance's live \
+         boot or one of its leases and has not ended: end it (docs/runbook.md, \"A transaction that holds \
+         an item\").",
+        || {
             owner::as_owner(|| {
                 Spi::connect(|client| {
                     // A concurrent recover of a new instance can register its first boot between our
@@ -187,33 +195,8 @@ fn register(
                     )
                 })
             })
-        })
-    });
-    let mut ended = match attempt {
-        Ok(ended) => ended,
-        Err(error) => {
-            if races::report_of(&error).sql_error_code()
-                != PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE
-            {
-                error.rethrow();
-            }
-            error_context::forget_passing();
-            errors::raise_hinted(
-                PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
-                format!(
-                    "orch_lease: {function} of instance \"{}\" gave up waiting for another transaction",
-                    asked.instance
-                ),
-                "Call it again. If it keeps failing, a transaction holds the instance's live boot or one of \
-                 its leases: find it in pg_stat_activity (state 'idle in transaction') or \
-                 pg_prepared_xacts and end it (docs/runbook.md, \"A transaction that holds an item\").",
-                Some(format!(
-                    "Waited {} ms at most for a lock that an acquire, commit or recover not yet ended holds.",
-                    races::LOCK_WAIT_MS
-                )),
-            )
-        }
-    };
+        },
+    );
     ended.sort_by(|a, b| a.work_item.cmp(&b.work_item));
     // Rows are built here, in the caller's memory context: SPI frees its own when it finishes.
     SetOfIterator::new(ended.into_iter().map(Ended::into_row))
