@@ -315,10 +315,16 @@ fn a_switch_left_open_makes_the_on_calls_switch_fail_within_the_bound_naming_it(
     );
     assert_contains_all(
         error.detail().unwrap_or_default(),
-        &[&format!("pid {drill_pid} (role ks_drill"), "orch_lease.kill_switch"],
+        &[
+            &format!("pid {drill_pid} (role ks_drill"),
+            "orch_lease.kill_switch",
+        ],
     );
     assert!(
-        error.hint().unwrap_or_default().contains("pg_terminate_backend"),
+        error
+            .hint()
+            .unwrap_or_default()
+            .contains("pg_terminate_backend"),
         "{error:?}"
     );
     // The on-call's session is usable, and the hint works: end the drill, switch, the actor sees it.
