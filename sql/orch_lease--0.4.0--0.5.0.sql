@@ -180,3 +180,17 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION orch_lease.transition_lease_metrics() IS
     'Counters (grants, refusals, releases, reclaims by kind, CAS outcomes) and gauges (leases by liveness, oldest live lease age, the kill-switch and when it last switched).';
+
+-- ---------------------------------------------------------------------------------------------------
+-- #34 (closers-a, red team F15b): boot_liveness runs under its caller's search_path (the status view
+-- calls it, read by pg_monitor scrapers): its body names no operator unqualified.
+CREATE OR REPLACE FUNCTION orch_lease.boot_liveness(owner_boot_id text) RETURNS text
+LANGUAGE sql STABLE AS $$
+    -- Run under the caller's search_path (the status view calls it, read by pg_monitor scrapers): no
+    -- unqualified operator, not even CASE x WHEN's = (red team of #34, F15b).
+    SELECT CASE WHEN s.alive THEN 'live'
+                WHEN NOT s.alive THEN 'stale'
+                ELSE (SELECT CASE WHEN b.superseded_at IS NULL THEN 'live' ELSE 'stale' END
+                        FROM orch_lease.boot b WHERE b.boot_id OPERATOR(pg_catalog.=) $1) END
+      FROM (SELECT orch_lease.session_alive($1) AS alive) s
+$$;

@@ -43,11 +43,13 @@ extension_sql!(
 -- Liveness of a lease holder's boot: live, stale (boot superseded, or session gone), NULL if unknown.
 CREATE FUNCTION orch_lease.boot_liveness(owner_boot_id text) RETURNS text
 LANGUAGE sql STABLE AS $$
-    SELECT CASE orch_lease.session_alive($1)
-                WHEN true THEN 'live'
-                WHEN false THEN 'stale'
+    -- Run under the caller's search_path (the status view calls it, read by pg_monitor scrapers): no
+    -- unqualified operator, not even CASE x WHEN's = (red team of #34, F15b).
+    SELECT CASE WHEN s.alive THEN 'live'
+                WHEN NOT s.alive THEN 'stale'
                 ELSE (SELECT CASE WHEN b.superseded_at IS NULL THEN 'live' ELSE 'stale' END
-                        FROM orch_lease.boot b WHERE b.boot_id = $1) END
+                        FROM orch_lease.boot b WHERE b.boot_id OPERATOR(pg_catalog.=) $1) END
+      FROM (SELECT orch_lease.session_alive($1) AS alive) s
 $$;
 COMMENT ON FUNCTION orch_lease.boot_liveness(text) IS
     'Liveness of a boot: live, stale (superseded, or its session gone), NULL when never registered.';
