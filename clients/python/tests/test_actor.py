@@ -284,9 +284,6 @@ def _raised(call: Callable[[], object]) -> list[BaseException]:
     return []
 
 
-# Passes alone (3 of 3 runs, also red on 0.4.0's client: the lease leaked); in the full suite the SIGINT
-# has not reached the acquire in 4 of 5 runs (the block is entered), cause not found yet: issue #34, item 4.
-@pytest.mark.xfail(strict=False, reason="in the full suite the SIGINT does not reach the acquire (under investigation)")
 def test_an_interrupted_acquire_leaves_no_lease(dsn: str, admin: Conn) -> None:
     with Actor(make_conninfo(dsn, options=HangingCommits.ACTOR_OPTIONS), "a") as actor, HangingCommits(admin) as hang:
 
