@@ -99,8 +99,15 @@ class HangingCommits:
         self.admin.execute("ALTER SYSTEM SET synchronous_commit = local")
         self.admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
         self.admin.execute("SELECT pg_reload_conf()")
-        self.until_commits_wait()
+        try:
+            self.until_commits_wait()
+        except BaseException:
+            self.release()  # __exit__ is not called when __enter__ raises
+            raise
         return self
+
+    # A commit that waits for the standby: its transaction has an xid and wrote WAL (an xid alone does not).
+    PROBE = "SELECT pg_catalog.pg_logical_emit_message(true, 'orch_lease-test', 'probe')"
 
     def until_commits_wait(self, timeout: float = 10.0) -> None:
         """Returns once a commit with `synchronous_commit=on` waits for the standby. A session that sees
@@ -111,14 +118,16 @@ class HangingCommits:
         probe = psycopg.connect(make_conninfo(self.admin.info.dsn, options=self.ACTOR_OPTIONS), autocommit=True)
         deadline = time.monotonic() + timeout
         while True:
-            committing = threading.Thread(target=probe.execute, args=("SELECT pg_catalog.txid_current()",))
+            committing = threading.Thread(target=probe.execute, args=(self.PROBE,))
             committing.start()
             committing.join(0.05)
             if committing.is_alive() and self.waits(probe.info.backend_pid):
                 self.probe = (probe, committing)
                 return
-            committing.join()
-            assert time.monotonic() < deadline, "commits did not begin to wait for the standby"
+            committing.join(timeout)
+            if time.monotonic() > deadline:
+                probe.close()
+                raise AssertionError("commits did not begin to wait for the standby")
 
     def waits(self, pid: int, timeout: float = 10.0) -> bool:
         """Whether, within `timeout` seconds, the commit of session `pid` waits for the standby."""
