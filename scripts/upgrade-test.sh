@@ -155,8 +155,8 @@ for from in 0.1.0 0.2.0 0.3.0 0.4.0; do
     passed=$((passed + 1))
 done
 # The schema facts see what they claim to: a column privilege, a sequence's settings, an owner, a type, a
-# type's grant and an initial privilege changed on a fresh install each make its facts differ (each change
-# is undone before the next).
+# type's grant, a default privilege and an initial privilege changed on a fresh install each make its facts
+# differ (each change is undone before the next).
 SUITE="upgrade schema facts"
 new_database orch_lease_facts_red
 q "CREATE EXTENSION orch_lease"
@@ -175,11 +175,12 @@ ALTER SEQUENCE orch_lease.token_seq CACHE 7|ALTER SEQUENCE orch_lease.token_seq 
 ALTER TABLE orch_lease.boot OWNER TO orch_lease_facts_owner|ALTER TABLE orch_lease.boot OWNER TO postgres
 CREATE TYPE orch_lease.stray AS ENUM ('a')|DROP TYPE orch_lease.stray
 GRANT USAGE ON TYPE orch_lease.lease_grant TO orch_lease_facts_owner|REVOKE USAGE ON TYPE orch_lease.lease_grant FROM orch_lease_facts_owner
+ALTER DEFAULT PRIVILEGES IN SCHEMA orch_lease GRANT SELECT ON TABLES TO orch_lease_facts_owner|ALTER DEFAULT PRIVILEGES IN SCHEMA orch_lease REVOKE SELECT ON TABLES FROM orch_lease_facts_owner
 UPDATE pg_init_privs SET initprivs = array_append(initprivs, makeaclitem('orch_lease_facts_owner'::regrole, 'postgres'::regrole, 'EXECUTE', false)) WHERE objoid = 'orch_lease.transition_lease_reap(integer)'::regprocedure|UPDATE pg_init_privs SET initprivs = array_remove(initprivs, makeaclitem('orch_lease_facts_owner'::regrole, 'postgres'::regrole, 'EXECUTE', false)) WHERE objoid = 'orch_lease.transition_lease_reap(integer)'::regprocedure
 CHANGES
 q "$(cat tests/upgrade/schema.sql)" | diff -u target/schema-fresh.txt - || fail "undoing the changes did not restore the facts"
 q "DROP ROLE orch_lease_facts_owner"
-echo "upgrade schema facts: a column privilege, a sequence setting, an owner, a type, a type grant and an initial privilege each detected"
+echo "upgrade schema facts: a column privilege, a sequence setting, an owner, a type, a type grant, a default privilege and an initial privilege each detected"
 passed=$((passed + 1))
 
 # A lease 0.4.0 cannot key (not an id of the task table) stops the update with what to do; done, it goes on.

@@ -94,6 +94,11 @@ SELECT line FROM (
            (SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(coalesce(t.typacl, acldefault('T', t.typowner))) a)
       FROM pg_type t WHERE t.typnamespace = 'orch_lease'::regnamespace
     UNION ALL
+    -- default privileges in the schema (ALTER DEFAULT PRIVILEGES): what objects made there later get
+    SELECT 'default-acl ' || pg_get_userbyid(d.defaclrole) || ' ' || d.defaclobjtype::text || ' ' ||
+           (SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(d.defaclacl) a)
+      FROM pg_default_acl d WHERE d.defaclnamespace = 'orch_lease'::regnamespace
+    UNION ALL
     -- the extension's initial privileges (pg_init_privs): what pg_dump takes as the extension's own and
     -- does not dump; a site's grant recorded there is lost by a dump and restore
     SELECT 'init-privs ' || i.privtype::text || ' ' ||
