@@ -10,9 +10,10 @@ added. In the shell scripts of scripts/ and tests/ it refuses
 Usage: scripts/typed-count-check.py [DIR…] (default: scripts tests, from the project root). Prints every
 such line as FILE:LINE and exits 1 if there is any.
 """
-import os
 import re
 import sys
+
+from shell_scripts import shell_scripts
 
 TYPED = [
     re.compile(r"""\becho\b.*:\s*\d+\s+passed"""),
@@ -22,32 +23,14 @@ TYPED = [
 ]
 
 
-def is_shell(path):
-    if path.endswith(".sh"):
-        return True
-    try:
-        with open(path, encoding="utf-8") as file:
-            first = file.readline()
-    except (UnicodeDecodeError, OSError):
-        return False
-    return first.startswith("#!") and re.search(r"\b(ba)?sh\b", first) is not None
-
-
 def main():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    dirs = sys.argv[1:] or [os.path.join(root, "scripts"), os.path.join(root, "tests")]
     found = 0
-    for top in dirs:
-        for folder, _, files in sorted(os.walk(top)):
-            for name in sorted(files):
-                path = os.path.join(folder, name)
-                if not is_shell(path):
-                    continue
-                with open(path, encoding="utf-8") as file:
-                    for number, line in enumerate(file, 1):
-                        if not line.lstrip().startswith("#") and any(p.search(line) for p in TYPED):
-                            print(f"{os.path.relpath(path, root)}:{number}: {line.strip()}")
-                            found += 1
+    for shown, path in shell_scripts(sys.argv[1:]):
+        with open(path, encoding="utf-8") as file:
+            for number, line in enumerate(file, 1):
+                if not line.lstrip().startswith("#") and any(p.search(line) for p in TYPED):
+                    print(f"{shown}:{number}: {line.strip()}")
+                    found += 1
     if found:
         print(f"typed-count-check: {found} count(s) typed in, not counted as the checks ran")
         return 1
