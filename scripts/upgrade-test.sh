@@ -219,8 +219,8 @@ q "DELETE FROM orch_lease.transition_lease WHERE work_item = 'PR-7'"
 q "ALTER EXTENSION orch_lease UPDATE"
 echo "upgrade with a lease on 'PR-7': refused with what to do, then done once it was released"
 passed=$((passed + 1))
-# The dump restored below goes to a cluster with none of this test's own roles: its grant to one goes first.
-PGDATABASE=orch_lease_upgraded_from_0_4_0 q "REVOKE SELECT ON tasks FROM orch_upgrade_actor"
+# The dump restored below goes to a cluster with none of this test's own roles: their grants go first.
+PGDATABASE=orch_lease_upgraded_from_0_4_0 q "DROP OWNED BY orch_upgrade_actor"
 "$PG_BIN/pg_dump" -Fc -d orch_lease_upgraded_from_0_4_0 > target/dump-upgraded.dump
 
 # orch_lease's roles are the cluster's, made by the install and update scripts where missing. In a cluster
