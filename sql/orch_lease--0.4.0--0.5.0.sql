@@ -554,16 +554,21 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- ---------------------------------------------------------------------------------------------------
--- Issue #30 item 6 (initial privileges): the 0.3.0 -> 0.4.0 update re-granted a site's own EXECUTE on
--- transition_lease_reap (its cron role's) inside the update script, where PostgreSQL records every grant
--- as the extension's initial privilege (pg_init_privs). pg_dump leaves initial privileges out, so a dump
--- and restore lost the site's grant. The reaper's initial privileges become a fresh install's (its
--- owner's and orch_lease_admin's); the site's grants stay in its ACL, where pg_dump finds them.
+-- Issue #30 item 6 (initial privileges): an update script that grants a site's own EXECUTE again (the
+-- 0.3.0 -> 0.4.0 one on transition_lease_reap, its cron role's; #27's section above on every function it
+-- recreates) makes PostgreSQL record that grant as the extension's initial privilege (pg_init_privs).
+-- pg_dump leaves initial privileges out, so a dump and restore lost the site's grant. Every function's
+-- initial privileges become a fresh install's: only its owner, orch_lease's roles and PUBLIC; the site's
+-- grants stay in the functions' ACLs, where pg_dump finds them.
 UPDATE pg_catalog.pg_init_privs i
-   SET initprivs = ARRAY[pg_catalog.makeaclitem(p.proowner, p.proowner, 'EXECUTE', false),
-                         pg_catalog.makeaclitem('orch_lease_admin'::pg_catalog.regrole, p.proowner, 'EXECUTE', false)]
+   SET initprivs = (SELECT pg_catalog.array_agg(u.item ORDER BY u.n)
+                      FROM pg_catalog.unnest(i.initprivs) WITH ORDINALITY u (item, n)
+                     WHERE (SELECT e.grantee FROM pg_catalog.aclexplode(ARRAY[u.item]) e LIMIT 1)
+                           OPERATOR(pg_catalog.=) ANY (ARRAY[0, p.proowner,
+                                'orch_lease_actor'::pg_catalog.regrole, 'orch_lease_admin'::pg_catalog.regrole,
+                                'pg_monitor'::pg_catalog.regrole]::pg_catalog.oid[]))
   FROM pg_catalog.pg_proc p
- WHERE p.oid OPERATOR(pg_catalog.=) 'orch_lease.transition_lease_reap(integer)'::pg_catalog.regprocedure
+ WHERE p.pronamespace OPERATOR(pg_catalog.=) 'orch_lease'::pg_catalog.regnamespace
    AND i.objoid OPERATOR(pg_catalog.=) p.oid
    AND i.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
    AND i.objsubid OPERATOR(pg_catalog.=) 0
