@@ -105,13 +105,18 @@ mod tests {
 
     #[pg_test]
     fn the_cas_writes_with_the_callers_own_privileges() {
-        app_with("SELECT");
+        app_with("SELECT, UPDATE");
         run("SET LOCAL ROLE app");
         let token = token_of("1", "monitor", "boot-a");
+        run("RESET ROLE");
+        run("REVOKE UPDATE ON public.tasks FROM app");
+        run("SET LOCAL ROLE app");
         denied(&format!(
             "SELECT * FROM orch_lease.commit_stage_cas('1', {token}, 'queued', 'merged')"
         ));
         denied("SELECT * FROM orch_lease.update_task_stage_cas('1', 'queued', 'merged')");
+        // Nor a lease on the table's items (#27): a lease is for writing the stage.
+        denied("SELECT * FROM orch_lease.transition_lease_acquire('2', 'monitor', 1, 'boot-a')");
         run("RESET ROLE");
         assert_eq!(stage_of(1), "queued");
         assert_eq!(
