@@ -982,14 +982,6 @@ pub fn task_table(table: Option<TableArg>) -> Rc<TaskTable> {
     })
 }
 
-/// The table a call means, for a caller that writes its stage (the CAS): `task_table` and the stage
-/// privilege check `item` makes.
-pub fn writable_task_table(table: Option<TableArg>) -> Rc<TaskTable> {
-    let table = task_table(table);
-    may_write_stage(&table);
-    table
-}
-
 /// What the registry says of one table, read as the extension's owner.
 struct Registration {
     relid: pg_sys::Oid,
