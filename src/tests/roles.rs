@@ -115,8 +115,6 @@ mod tests {
             "SELECT * FROM orch_lease.commit_stage_cas('1', {token}, 'queued', 'merged')"
         ));
         denied("SELECT * FROM orch_lease.update_task_stage_cas('1', 'queued', 'merged')");
-        // Nor a lease on the table's items (#27): a lease is for writing the stage.
-        denied("SELECT * FROM orch_lease.transition_lease_acquire('2', 'monitor', 1, 'boot-a')");
         run("RESET ROLE");
         assert_eq!(stage_of(1), "queued");
         assert_eq!(
