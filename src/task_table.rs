@@ -665,13 +665,13 @@ impl Item {
 }
 
 /// The work item `work_item` of the table the call names (`table`; omitted, the only one registered),
-/// read as that table's id. The caller must be allowed to write the table's stage column: a lease is
-/// for writing it. An id the id type rejects is an error naming `argument`, with the type's SQLSTATE
+/// read as that table's id. The caller must be allowed to read the table's stage column, as the
+/// acquire's answer does (#26). An id the id type rejects is an error naming `argument`, with the type's SQLSTATE
 /// (22P02 for bad syntax).
 pub fn item(argument: &'static str, work_item: &str, table: Option<TableArg>) -> Item {
     match resolve(table) {
         Some(table) => {
-            may_write_stage(&table);
+            may_read_stage(&table);
             let id = table.id.read(argument, work_item);
             Item {
                 table: table.relid,
@@ -711,31 +711,31 @@ pub fn held_item(argument: &'static str, work_item: &str, table: Option<TableArg
     Item::leased(relid, key)
 }
 
-/// The caller must hold UPDATE on the table's stage column (or on the table): the stage a lease
-/// guards. Asked before anything about a lease is read, so a table an actor may not write tells it
-/// nothing about the leases on it (docs/security.md).
-fn may_write_stage(table: &TaskTable) {
+/// The caller must hold SELECT on the table's stage column (or on the table): the stage a lease guards
+/// and an acquire answers. Asked before anything about a lease is read, so a table an actor may not
+/// read tells it nothing about the leases on it (docs/security.md).
+fn may_read_stage(table: &TaskTable) {
     let role = owner::caller();
     let column = CString::new(table.stage_column.as_str()).expect("a name holds no NUL byte");
     let attnum = unsafe { pg_sys::get_attnum(table.relid, column.as_ptr()) };
     let allowed = unsafe {
-        pg_sys::pg_class_aclcheck(table.relid, role, pg_sys::ACL_UPDATE as pg_sys::AclMode)
+        pg_sys::pg_class_aclcheck(table.relid, role, pg_sys::ACL_SELECT as pg_sys::AclMode)
             == pg_sys::AclResult::ACLCHECK_OK
             || pg_sys::pg_attribute_aclcheck(
                 table.relid,
                 attnum,
                 role,
-                pg_sys::ACL_UPDATE as pg_sys::AclMode,
+                pg_sys::ACL_SELECT as pg_sys::AclMode,
             ) == pg_sys::AclResult::ACLCHECK_OK
     };
     if !allowed {
         errors::raise_hinted(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             format!(
-                "orch_lease: permission denied to write the stage of task table {}",
+                "orch_lease: permission denied to read the stage of task table {}",
                 table.qualified
             ),
-            "A work item is leased by a role that may update its table's stage column: GRANT UPDATE \
+            "A work item is leased by a role that may read its table's stage column: GRANT SELECT \
              (stage) ON the table to the role.",
             Some(format!("Called by role \"{}\".", owner::caller_name())),
         );
@@ -980,14 +980,6 @@ pub fn task_table(table: Option<TableArg>) -> Rc<TaskTable> {
             None,
         )
     })
-}
-
-/// The table a call means, for a caller that writes its stage (the CAS): `task_table` and the stage
-/// privilege check `item` makes.
-pub fn writable_task_table(table: Option<TableArg>) -> Rc<TaskTable> {
-    let table = task_table(table);
-    may_write_stage(&table);
-    table
 }
 
 /// What the registry says of one table, read as the extension's owner.
