@@ -254,12 +254,7 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
     )
     .first();
     if column::<bool>(&current, "foreign_boot") {
-        errors::raise_hinted(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("orch_lease: boot \"{}\" was registered by another role", request.boot_id),
-            "Acquire with the boot id your own process registered through transition_lease_recover.",
-            None,
-        );
+        recovery::refuse_foreign_boot(client, &request.boot_id, role);
     }
     if nullable::<bool>(&current, "superseded").unwrap_or(false) {
         return Grant::new(false, "superseded");
@@ -519,9 +514,23 @@ pub enum Claim {
     End,
 }
 
+/// What a CAS found of the lease it claimed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Claimed {
+    /// Held with this token by the caller's role (kept or ended as asked).
+    Held,
+    /// Taken away from its holder: reclaimed, reaped, forced or recovered. A lost race: `lease_lost`.
+    Taken,
+    /// No lease on this item was ever taken away with this token: one never granted for it, or one its
+    /// holder already ended (released, committed). A programming mistake: `not_held`, never paged.
+    NotHeld,
+}
+
 /// Does the caller's role hold the lease on `key` with `token`? Keeps (share-locks) or ends it as a
-/// side effect. Another role's lease with this token is an error (42501). Run as the extension's owner.
-pub fn claim(client: &SpiClient<'_>, key: &str, token: i64, how: Claim, role: &str) -> bool {
+/// side effect. Another role's lease with this token is an error (42501). When it is not held, the
+/// takeovers in the history (always recorded) tell a lease taken away from one never held or already
+/// ended. Run as the extension's owner.
+pub fn claim(client: &SpiClient<'_>, key: &str, token: i64, how: Claim, role: &str) -> Claimed {
     let statement = match how {
         Claim::Keep => {
             "SELECT holder_role FROM orch_lease.transition_lease
@@ -532,12 +541,20 @@ pub fn claim(client: &SpiClient<'_>, key: &str, token: i64, how: Claim, role: &s
              RETURNING holder_role"
         }
     };
-    match plans::run(client, statement, &[key.into(), token.into()]).next() {
-        Some(lease) => {
-            owns(key, &lease, role);
-            true
-        }
-        None => false,
+    if let Some(lease) = plans::run(client, statement, &[key.into(), token.into()]).next() {
+        owns(key, &lease, role);
+        return Claimed::Held;
+    }
+    let taken = plans::run(
+        client,
+        "SELECT FROM orch_lease.lease_event
+          WHERE work_item = $1 AND old_token = $2 AND event IN ('reclaimed', 'reaped', 'forced')
+          LIMIT 1",
+        &[key.into(), token.into()],
+    );
+    match taken.is_empty() {
+        true => Claimed::NotHeld,
+        false => Claimed::Taken,
     }
 }
 
@@ -740,4 +757,41 @@ COMMENT ON FUNCTION orch_lease.transition_lease_held(text, bigint) IS
         transition_lease_force_release,
         transition_lease_held
     ]
+);
+
+extension_sql!(
+    r#"
+-- An integer work item (acquire(131, ...)) found no function (42883, a generic "does not exist"): these
+-- overloads take it only to say what to do. They key nothing: one spelling of an id is its text.
+CREATE FUNCTION orch_lease.transition_lease_acquire(work_item bigint, owner text, owner_pid integer,
+                                                    owner_boot_id text, scope text DEFAULT NULL)
+RETURNS orch_lease.lease_grant
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RAISE EXCEPTION 'orch_lease: work_item must be text, not a number'
+          USING ERRCODE = '42804',
+                DETAIL = format('Called with work_item %s.', work_item),
+                HINT = format('Pass the id as text: orch_lease.transition_lease_acquire(%L, ...), or %s::text.',
+                              work_item, work_item);
+END
+$$;
+COMMENT ON FUNCTION orch_lease.transition_lease_acquire(bigint, text, integer, text, text) IS
+    'Refuses an integer work item (42804) with a hint: pass the id as text.';
+CREATE FUNCTION orch_lease.transition_lease_acquire_session(work_item bigint, owner text,
+                                                            scope text DEFAULT NULL)
+RETURNS orch_lease.lease_grant
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RAISE EXCEPTION 'orch_lease: work_item must be text, not a number'
+          USING ERRCODE = '42804',
+                DETAIL = format('Called with work_item %s.', work_item),
+                HINT = format('Pass the id as text: orch_lease.transition_lease_acquire_session(%L, ...), or %s::text.',
+                              work_item, work_item);
+END
+$$;
+COMMENT ON FUNCTION orch_lease.transition_lease_acquire_session(bigint, text, text) IS
+    'Refuses an integer work item (42804) with a hint: pass the id as text.';
+"#,
+    name = "integer_work_item",
+    requires = ["lease_table", "lease_comments"]
 );

@@ -98,10 +98,18 @@ fn under_lease(
     merge_pull_request(db, task, actor)?;
     let mut attempt = 0;
     let (committed, current): (String, Option<String>) = loop {
-        let result = db.query_one(
-            "SELECT outcome, current_stage FROM orch_lease.commit_stage_cas($1, $2, $3, $4)",
-            &[&task, &token, &FROM_STAGE, &TO_STAGE],
-        )?;
+        // A grant without a lease (disabled, out_of_scope: no token) writes by name, checking no
+        // lease: commit_stage_cas refuses a NULL token while orch_lease is on.
+        let result = match token {
+            Some(token) => db.query_one(
+                "SELECT outcome, current_stage FROM orch_lease.commit_stage_cas($1, $2, $3, $4)",
+                &[&task, &token, &FROM_STAGE, &TO_STAGE],
+            )?,
+            None => db.query_one(
+                "SELECT outcome, current_stage FROM orch_lease.update_task_stage_cas($1, $2, $3)",
+                &[&task, &FROM_STAGE, &TO_STAGE],
+            )?,
+        };
         attempt += 1;
         if result.get::<_, String>(0) != "retry" || attempt == 5 {
             break (result.get(0), result.get(1));
@@ -109,7 +117,7 @@ fn under_lease(
         // retry: the commit could not run (a lock timeout, a deadlock); the lease is still ours.
         std::thread::sleep(Duration::from_millis(10 * attempt));
     };
-    // applied or unconditional: done. Otherwise (stage_mismatch, lease_lost, not_found,
+    // applied or unconditional: done. Otherwise (stage_mismatch, lease_lost, not_held, not_found,
     // invalid_transition, retry after retries) the effect happened and the stage was not written.
     if !matches!(committed.as_str(), "applied" | "unconditional") {
         eprintln!(

@@ -112,6 +112,9 @@ FORGET = """SELECT orch_lease.transition_lease_release(work_item, token)
   FROM orch_lease.transition_lease_status
  WHERE work_item = orch_lease.work_item_key(%s) AND owner_boot_id = %s AND token <> ALL(%s::bigint[])"""
 COMMIT = "SELECT applied, outcome, current_stage FROM orch_lease.commit_stage_cas(%s, %s, %s, %s)"
+# A grant without a lease (kill-switch off, out of scope) writes by name: commit_stage_cas refuses a NULL
+# token while orch_lease is on (0.5.0).
+WRITE = "SELECT applied, outcome, current_stage FROM orch_lease.update_task_stage_cas(%s, %s, %s)"
 RELEASE = "SELECT orch_lease.transition_lease_release(%s, %s)"
 HELD = "SELECT orch_lease.transition_lease_held(%s, %s)"
 
@@ -218,9 +221,14 @@ def forget(item: str, boot_id: str, known: Collection[int]) -> Steps[int]:
 
 
 def commit(grant: Grant, expected: str, new: str, policy: RetryPolicy) -> Steps[CommitResult]:
-    """`commit_stage_cas` under the grant, retrying `retry` (the lease is kept meanwhile)."""
+    """`commit_stage_cas` under the grant, retrying `retry` (the lease is kept meanwhile). A grant
+    without a token writes through `update_task_stage_cas`, which checks no lease."""
+    if grant.token is None:
+        query = Query(WRITE, (grant.item, expected, new))
+    else:
+        query = Query(COMMIT, (grant.item, grant.token, expected, new))
     for attempt in range(policy.attempts):
-        applied, outcome, current = _one((yield Query(COMMIT, (grant.item, grant.token, expected, new))))
+        applied, outcome, current = _one((yield query))
         result = CommitResult(applied, CasOutcome(outcome), current)
         if result.outcome is not CasOutcome.RETRY:
             break
