@@ -4,7 +4,8 @@ SET client_min_messages = warning;
 DROP TABLE IF EXISTS tasks CASCADE;
 DROP TYPE IF EXISTS task_stage;
 CREATE TABLE tasks (id text PRIMARY KEY, stage text NOT NULL);
-INSERT INTO tasks VALUES ('PR-1', 'queued'), ('PR-2', 'queued'), ('PR-3', 'queued'), ('PR-4', 'queued');
+INSERT INTO tasks VALUES ('PR-1', 'queued'), ('PR-2', 'queued'), ('PR-3', 'queued'), ('PR-4', 'queued'),
+                         ('131', 'queued');
 SELECT orch_lease.register_task_table('tasks', 'id', 'stage');
 -- A clean slate: no lease nor history of the specs before, and the counters as they stand.
 SELECT bool_and(orch_lease.transition_lease_force_release(work_item, NULL, 'clean slate')) AS cleared
@@ -92,17 +93,19 @@ SELECT orch_lease.transition_lease_force_release('globex/PR-1');
 -- with that boot is told whose boot it is and what to do; an actor of a third role is not told the name.
 CREATE ROLE regress_contact_orch LOGIN IN ROLE orch_lease_actor;
 CREATE ROLE regress_contact_other LOGIN IN ROLE orch_lease_actor;
+GRANT SELECT ON tenant_tasks TO regress_contact_other;
 SET ROLE regress_contact_orch;
 SELECT count(*) FROM orch_lease.transition_lease_recover('orch-boot-1', 'contact-orchestrator');
 RESET ROLE;
 SELECT count(*) FROM orch_lease.transition_lease_takeover('orch-boot-2', 'contact-orchestrator');
 SELECT registered_by FROM orch_lease.boot WHERE boot_id = 'orch-boot-2';
-SELECT * FROM orch_lease.transition_lease_acquire('acme/PR-2', 'on-call', 1, 'orch-boot-2');
+SELECT * FROM orch_lease.transition_lease_acquire('acme/PR-1', 'on-call', 1, 'orch-boot-2');
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 SET ROLE regress_contact_other;
-SELECT * FROM orch_lease.transition_lease_acquire('acme/PR-2', 'other', 1, 'orch-boot-2');
+SELECT * FROM orch_lease.transition_lease_acquire('acme/PR-1', 'other', 1, 'orch-boot-2');
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 RESET ROLE;
 DELETE FROM orch_lease.boot WHERE instance = 'contact-orchestrator';
+REVOKE SELECT ON tenant_tasks FROM regress_contact_other;
 DROP ROLE regress_contact_orch, regress_contact_other;
 DROP TABLE tenant_tasks, int_tasks;
