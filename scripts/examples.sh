@@ -73,6 +73,9 @@ for lang in python node rust; do
     ${actor[$lang]} "$dsn" --listen 4 > "$work/$lang-listener.out" &
     listener=$!
     for _ in $(seq 50); do grep -q listening "$work/$lang-listener.out" 2>/dev/null && break; sleep 0.1; done
+    # Any login may NOTIFY the channel: a payload that is not JSON must not end the listener, which must
+    # still print the reclaim announced after it.
+    q "NOTIFY orch_lease, 'not json'; NOTIFY orch_lease, '{\"version\": 2}'" >/dev/null
     pids=()
     for n in 1 2 3; do
         # shellcheck disable=SC2046 # one argument per task
@@ -89,7 +92,7 @@ for lang in python node rust; do
     check "SELECT count(*) FROM orch_lease.lease_event WHERE event = 'reclaimed' AND work_item = 'task-1'" 1 \
           "the dead incarnation's lease reclaimed"
     grep -q "recovered lease on task-1" "$work/$lang-worker-1.out" || fail "recover not reported"
-    grep -q "reclaimed" "$work/$lang-listener.out" || fail "alert not received"
+    grep -q "reclaimed" "$work/$lang-listener.out" || fail "alert not received (after a payload that is not JSON)"
     passed=$((passed + 1))
     [ "$lang" = python ] || first_contact "$lang"
 done

@@ -14,6 +14,14 @@ const { Client } = require('pg');
 const crypto = require('node:crypto');
 const os = require('node:os');
 
+// node-postgres takes the user a DSN leaves out from $USER, and fails without it (a container, cron, a
+// systemd unit): fall back to the OS user, as libpq does. A user in the DSN or $PGUSER still wins.
+function connection(dsn) {
+  const config = { connectionString: dsn };
+  if (!process.env.PGUSER && !process.env.USER) config.user = os.userInfo().username;
+  return config;
+}
+
 const FROM_STAGE = 'queued';
 const TO_STAGE = 'merged';
 
@@ -102,7 +110,7 @@ async function register(db, instance, pid) {
 }
 
 async function runActor(dsn, instance, items) {
-  const db = new Client({ connectionString: dsn });
+  const db = new Client(connection(dsn));
   await db.connect();
   const pid = process.pid;
   const { name, bootId } = await register(db, instance, pid);
@@ -118,10 +126,22 @@ async function runActor(dsn, instance, items) {
 // The alerting bridge: every forced or stale reclaim arrives as JSON on channel orch_lease, in payload
 // format version 2: {"version": 2, "events": [...]}, the takeovers of one statement.
 async function listen(dsn, seconds) {
-  const db = new Client({ connectionString: dsn });
+  const db = new Client(connection(dsn));
   await db.connect();
+  // Any role that may connect can NOTIFY orch_lease with anything: a payload that is not the server's is
+  // logged and skipped, never the end of the listener.
   db.on('notification', (note) => {
-    for (const event of JSON.parse(note.payload).events) {
+    let events;
+    try {
+      events = JSON.parse(note.payload).events;
+    } catch (error) {
+      events = undefined;
+    }
+    if (!Array.isArray(events)) {
+      console.error(`skipped a NOTIFY orch_lease payload that is not orch_lease's: ${JSON.stringify(note.payload.slice(0, 200))}`);
+      return;
+    }
+    for (const event of events) {
       console.log(`ALERT ${event.event} ${event.work_item} from ${event.old_owner} (token ${event.old_token}): ${event.reason}`);
     }
   });
