@@ -267,8 +267,7 @@ BEGIN
     RAISE EXCEPTION 'orch_lease: work_item must be text, not a number'
           USING ERRCODE = '42804',
                 DETAIL = format('Called with work_item %s.', work_item),
-                HINT = format('Pass the id as text: orch_lease.transition_lease_acquire(%L, ...), or %s::text.',
-                              work_item, work_item);
+                HINT = format('Pass the id as text: %L, or %s::text.', work_item, work_item);
 END
 $$;
 COMMENT ON FUNCTION orch_lease.transition_lease_acquire(bigint, text, integer, text, text) IS
@@ -276,14 +275,8 @@ COMMENT ON FUNCTION orch_lease.transition_lease_acquire(bigint, text, integer, t
 CREATE FUNCTION orch_lease.transition_lease_acquire_session(work_item bigint, owner text,
                                                             scope text DEFAULT NULL)
 RETURNS orch_lease.lease_grant
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    RAISE EXCEPTION 'orch_lease: work_item must be text, not a number'
-          USING ERRCODE = '42804',
-                DETAIL = format('Called with work_item %s.', work_item),
-                HINT = format('Pass the id as text: orch_lease.transition_lease_acquire_session(%L, ...), or %s::text.',
-                              work_item, work_item);
-END
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT * FROM orch_lease.transition_lease_acquire(work_item, owner, 1, 'session', scope)
 $$;
 COMMENT ON FUNCTION orch_lease.transition_lease_acquire_session(bigint, text, text) IS
     'Refuses an integer work item (42804) with a hint: pass the id as text.';

@@ -290,9 +290,11 @@ class LeaseState:
     def _abandon_failed(self, error: Exception) -> None:
         log.error("%s: could not release the lease (token %s): %s", printable(self.item), self.token, error)
 
-    def _after_commit(self, result: CommitResult) -> CommitResult:
-        # Every outcome but retry ends the attempt and the lease with it.
-        self.open = result.outcome is CasOutcome.RETRY
+    def _after_commit(self, result: CommitResult, in_transaction: bool) -> CommitResult:
+        # Every outcome but retry ends the attempt and the lease with it, once it commits: inside the
+        # caller's transaction the lease stays open here, since a rollback keeps it on the server; the
+        # block's end then releases it (false, changing nothing, when the transaction committed).
+        self.open = result.outcome is CasOutcome.RETRY or in_transaction
         return result
 
 
