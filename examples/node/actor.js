@@ -7,8 +7,10 @@
 // examples/setup.sql). Run several copies at once: each effect still happens once.
 //
 // An instance name stands for one running process. Without --instance, the actor takes its host's first
-// free slot, <host>-node-<n>: recover refuses a slot whose process is still connected (55006), and a
-// restarted process finds its own slot again and recovers what its predecessor left.
+// free slot, node-actor-<host>-<slot> (the Python client's convention, slots from 0): recover refuses a
+// slot whose process is still connected (55006), and a restarted process finds its own slot again and
+// recovers what its predecessor left. Exit status, as the other examples: 0; 1 for an error (a failed
+// effect stops it, its lease released); 2 for an instance name in use (55006); 3 when superseded.
 'use strict';
 const { Client } = require('pg');
 const crypto = require('node:crypto');
@@ -46,7 +48,7 @@ async function advance(db, task, actor, pid, bootId) {
   if (grant.outcome === 'superseded') {
     // A newer incarnation of this instance exists: this process is a zombie and must stop.
     console.error(`${actor}: boot ${bootId} was superseded; exiting`);
-    process.exit(1);
+    process.exit(3);
   }
   // held: a live owner is doing it; busy or retry (still, after retries): leave it for the next round;
   // not_found: no task has this id (nothing was granted).
@@ -92,8 +94,8 @@ async function advance(db, task, actor, pid, bootId) {
 // Registers this process start (a fresh boot id) under `instance`, or under this host's first free slot,
 // and takes back the leases its previous incarnation left. Returns the instance and the boot id.
 async function register(db, instance, pid) {
-  for (let slot = 1; ; slot++) {
-    const name = instance || `${os.hostname()}-node-${slot}`;
+  for (let slot = 0; ; slot++) {
+    const name = instance || `node-actor-${os.hostname()}-${slot}`;
     const bootId = `${name}-${crypto.randomUUID()}`; // a fresh boot id per process start
     try {
       const recovered = await db.query(
@@ -163,5 +165,5 @@ const seconds = option('listen');
   // A database error as PostgreSQL sent it: SQLSTATE, message, detail, hint.
   console.error(`error ${error.code || ''}: ${error.message}` + (error.detail ? `\nDETAIL: ${error.detail}` : '') +
     (error.hint ? `\nHINT: ${error.hint}` : ''));
-  process.exit(1);
+  process.exit(error.code === '55006' ? 2 : 1);
 });

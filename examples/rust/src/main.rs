@@ -7,8 +7,10 @@
 //! examples/setup.sql). Run several copies at once: each effect still happens once.
 //!
 //! An instance name stands for one running process. Without --instance, the actor takes its host's first
-//! free slot, `<host>-rust-<n>`: recover refuses a slot whose process is still connected (55006), and a
-//! restarted process finds its own slot again and recovers what its predecessor left.
+//! free slot, `rust-actor-<host>-<slot>` (the Python client's convention, slots from 0): recover refuses a
+//! slot whose process is still connected (55006), and a restarted process finds its own slot again and
+//! recovers what its predecessor left. Exit status, as the other examples: 0; 1 for an error (a failed
+//! effect stops it, its lease released); 2 for an instance name in use (55006); 3 when superseded.
 use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
@@ -55,7 +57,7 @@ fn advance(
     if outcome == "superseded" {
         // A newer incarnation of this instance exists: this process is a zombie and must stop.
         eprintln!("{actor}: boot {boot_id} was superseded; exiting");
-        std::process::exit(1);
+        std::process::exit(3);
     }
     if !acquired {
         // held: a live owner is doing it; busy, retry (after retries): next round; not_found: no task
@@ -136,8 +138,11 @@ fn register(
     pid: i32,
 ) -> Result<(String, String), postgres::Error> {
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "localhost".into());
-    for slot in 1.. {
-        let name = instance.map_or_else(|| format!("{}-rust-{slot}", host.trim()), str::to_string);
+    for slot in 0.. {
+        let name = instance.map_or_else(
+            || format!("rust-actor-{}-{slot}", host.trim()),
+            str::to_string,
+        );
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
@@ -219,6 +224,7 @@ fn main() {
             }
             None => eprintln!("{error}"),
         }
-        std::process::exit(1);
+        let in_use = error.code() == Some(&SqlState::OBJECT_IN_USE);
+        std::process::exit(if in_use { 2 } else { 1 });
     }
 }
