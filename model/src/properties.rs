@@ -208,7 +208,7 @@ pub enum Reach {
 }
 
 impl Reach {
-    pub const ALL: [Reach; 23] = [
+    pub const ALL: [Reach; 24] = [
         Reach::Acquired,
         Reach::Held,
         Reach::Reclaimed,
