@@ -2,7 +2,8 @@
 -- advisory gate, boot check and lost-race subtransactions) and the same durable writes (the lease row,
 -- the stage, and one history row per grant, refusal and CAS, as orch_lease.history = all writes them),
 -- written for the benchmark only: it is what a careful team would hand-write for its own task table
--- (bench_task) instead of installing the extension. Its statements are static SQL, planned once per
+-- (bench_task) instead of installing the extension (its answer's stage, 0.5.0, is NULL: the twin's
+-- cycle reads the stage itself, as before). Its statements are static SQL, planned once per
 -- session (no EXECUTE format re-planned on every call).
 CREATE SCHEMA IF NOT EXISTS twin;
 CREATE TABLE IF NOT EXISTS twin.event (LIKE orch_lease.lease_event INCLUDING ALL);
@@ -20,7 +21,7 @@ BEGIN
         RAISE EXCEPTION 'argument must not be NULL' USING ERRCODE = '22004';
     END IF;
     IF current_setting('orch_lease.enabled', true) = 'off' THEN
-        RETURN ROW(true, 'disabled', NULL, NULL, NULL, NULL, NULL)::orch_lease.lease_grant;
+        RETURN ROW(true, 'disabled', NULL, NULL, NULL, NULL, NULL, NULL)::orch_lease.lease_grant;
     END IF;
     BEGIN
         SELECT b.superseded_at IS NOT NULL INTO superseded FROM orch_lease.boot b
@@ -28,10 +29,10 @@ BEGIN
         IF superseded THEN
             INSERT INTO twin.event (event, work_item, outcome, actor, by_role)
             VALUES ('refused', p_item, 'superseded', p_owner, current_user);
-            RETURN ROW(false, 'superseded', NULL, NULL, NULL, NULL, NULL)::orch_lease.lease_grant;
+            RETURN ROW(false, 'superseded', NULL, NULL, NULL, NULL, NULL, NULL)::orch_lease.lease_grant;
         END IF;
         IF NOT pg_try_advisory_xact_lock(1869767528, hashtext(p_item)) THEN
-            RETURN ROW(false, 'busy', NULL, NULL, NULL, NULL, NULL)::orch_lease.lease_grant;
+            RETURN ROW(false, 'busy', NULL, NULL, NULL, NULL, NULL, NULL)::orch_lease.lease_grant;
         END IF;
         SELECT l.* INTO held FROM orch_lease.transition_lease l WHERE l.work_item = p_item;
         IF NOT FOUND THEN
@@ -41,11 +42,11 @@ BEGIN
             IF new_token IS NULL THEN
                 INSERT INTO twin.event (event, work_item, outcome, actor, by_role)
                 VALUES ('refused', p_item, 'busy', p_owner, current_user);
-                RETURN ROW(false, 'busy', NULL, NULL, NULL, NULL, NULL)::orch_lease.lease_grant;
+                RETURN ROW(false, 'busy', NULL, NULL, NULL, NULL, NULL, NULL)::orch_lease.lease_grant;
             END IF;
             INSERT INTO twin.event (event, work_item, outcome, actor, new_owner, new_token, by_role)
             VALUES ('acquired', p_item, 'acquired', p_owner, p_owner, new_token, current_user);
-            RETURN ROW(true, 'acquired', new_token, NULL, NULL, NULL, NULL)::orch_lease.lease_grant;
+            RETURN ROW(true, 'acquired', new_token, NULL, NULL, NULL, NULL, NULL)::orch_lease.lease_grant;
         END IF;
         SELECT b.superseded_at IS NOT NULL INTO holder_dead FROM orch_lease.boot b
          WHERE b.boot_id = held.owner_boot_id;
@@ -54,9 +55,9 @@ BEGIN
         END IF;
         INSERT INTO twin.event (event, work_item, outcome, actor, old_owner, by_role)
         VALUES ('refused', p_item, 'held', p_owner, held.owner, current_user);
-        RETURN ROW(false, 'held', NULL, held.owner, held.owner_pid, held.owner_boot_id, held.acquired_at)::orch_lease.lease_grant;
+        RETURN ROW(false, 'held', NULL, held.owner, held.owner_pid, held.owner_boot_id, held.acquired_at, NULL)::orch_lease.lease_grant;
     EXCEPTION WHEN serialization_failure OR lock_not_available OR deadlock_detected THEN
-        RETURN ROW(false, 'retry', NULL, NULL, NULL, NULL, NULL)::orch_lease.lease_grant;
+        RETURN ROW(false, 'retry', NULL, NULL, NULL, NULL, NULL, NULL)::orch_lease.lease_grant;
     END;
 END $$;
 

@@ -263,6 +263,38 @@ check "SELECT count(*) FROM orch_lease.lease_event" 0 "prune leaves history behi
 check "$reclaims" "$before" "prune changed the counters"
 passed=$((passed + 6))
 
+# Two task tables (#27): jobs, distributed by id and colocated with tasks, registered beside it. The same
+# id in both is two work items, leased at once on the worker that holds that id, each commit writing its
+# own table's row; a call naming no table is refused. Then jobs goes (the checks below name no table).
+q "CREATE TABLE jobs (id text PRIMARY KEY, stage text NOT NULL);
+   SELECT create_distributed_table('jobs', 'id', colocate_with => 'tasks');
+   INSERT INTO jobs SELECT 'task-' || i, 'queued' FROM generate_series(1, 20) i;
+   SELECT orch_lease.register_task_table('jobs')" >/dev/null
+item=$(q "SELECT 'task-' || g FROM generate_series(1, 20) g
+            JOIN pg_dist_placement p ON p.shardid = get_shard_id_for_distribution_column('tasks', 'task-' || g)
+            JOIN pg_dist_node n USING (groupid)
+           WHERE n.nodeport = $WORKER2 AND 'task-' || g NOT IN (SELECT work_item FROM orch_lease.transition_lease)
+           ORDER BY g LIMIT 1")
+stage=$(q "SELECT stage FROM tasks WHERE id = '$item'")
+for table in tasks jobs; do
+    check "SELECT outcome FROM orch_lease.transition_lease_acquire('$item', 'team-$table', 1, 'boot-2', task_table => '$table')" \
+          acquired "$item of $table, leased while the other table's is"
+done
+# || true: psql must fail here (no table named); what it answered is the check, on the next line.
+answer=$(psql -X -q -v VERBOSITY=sqlstate -c "SELECT orch_lease.transition_lease_held('$item', 1)" 2>&1 || true)
+[ "$answer" = "ERROR:  42P08" ] || fail "a call naming no table with two registered: $answer"
+token=$(q "SELECT token FROM orch_lease.transition_lease WHERE work_item = '$item' AND owner = 'team-jobs'")
+[ $((token >> 48)) = "$(q "SELECT groupid FROM pg_dist_node WHERE nodeport = $WORKER2")" ] ||
+    fail "the token $token of ($item, jobs) is not from its worker's range"
+check "SELECT outcome FROM orch_lease.commit_stage_cas('$item', $token, 'queued', 'running', task_table => 'jobs')" \
+      applied "the commit on jobs"
+check "SELECT (SELECT stage FROM tasks WHERE id = '$item') || ' ' || (SELECT stage FROM jobs WHERE id = '$item')" \
+      "$stage running" "the commit on jobs wrote only jobs' row"
+check "SELECT orch_lease.transition_lease_force_release('$item', task_table => 'tasks')" t "tasks' lease, ended by its table"
+check "SELECT count(*) FROM orch_lease.transition_lease WHERE work_item = '$item'" 0 "both leases ended"
+q "SELECT orch_lease.unregister_task_table('jobs'); DROP TABLE jobs" >/dev/null
+passed=$((passed + 4))
+
 # Bad input raised on a worker reaches the caller with its SQLSTATE and nothing written
 for worker in "$WORKER1" "$WORKER2"; do
     item=$(item_on "$worker")

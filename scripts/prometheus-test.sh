@@ -167,6 +167,12 @@ orch_lease_refusals_total{outcome="not_found"} 0
 orch_lease_refusals_total{outcome="retry"} 0
 orch_lease_refusals_total{outcome="superseded"} 1
 orch_lease_releases_total 1
+orch_lease_table_leases{liveness="live",task_table="public.tasks"} 2
+orch_lease_table_leases{liveness="stale",task_table="public.tasks"} 1
+orch_lease_table_leases{liveness="unknown",task_table="public.tasks"} 1
+orch_lease_table_oldest_lease_age_seconds{liveness="live",task_table="public.tasks"} <age>
+orch_lease_table_oldest_lease_age_seconds{liveness="stale",task_table="public.tasks"} <age>
+orch_lease_table_oldest_lease_age_seconds{liveness="unknown",task_table="public.tasks"} <age>
 EOF
 diff -u "$work/expected.series" "$work/incident.series" || fail "the scrape after the incident differs from the expected series (diff above)"
 passed=$((passed + 1))

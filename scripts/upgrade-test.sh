@@ -93,6 +93,11 @@ for from in 0.1.0 0.2.0 0.3.0 0.4.0; do
     fi
     q "ALTER EXTENSION orch_lease UPDATE"
     check "$fingerprint" "$before" "leases, boots, events or stages changed"
+    # #27: the one registered table stays registered, and its leases and stage graph are its own.
+    check "SELECT string_agg(DISTINCT task_table::text, ',') FROM orch_lease.transition_lease" tasks \
+          "a lease made before the update is not keyed to the registered table"
+    check "SELECT count(*) FROM orch_lease.stage_transition WHERE task_table <> 'tasks'::regclass" 0 \
+          "the stage graph made before the update is not the registered table's"
     check "SELECT count(*) = (SELECT count(*) FROM orch_lease.lease_event) FROM public.site_history" t \
           "the site's view over the history does not read it"
     q "DROP VIEW public.site_history" >/dev/null
@@ -129,8 +134,9 @@ for from in 0.1.0 0.2.0 0.3.0 0.4.0; do
     # its (sequential) token, or acquire under that boot. The update gives them to the role that ran it.
     q "DO \$\$BEGIN CREATE ROLE orch_upgrade_actor IN ROLE orch_lease_actor;
        EXCEPTION WHEN duplicate_object THEN NULL; END\$\$" >/dev/null
-    # An actor reads its task table: since 0.5.0 an acquire says the task's stage, read with its privileges.
-    q "GRANT SELECT ON tasks TO orch_upgrade_actor" >/dev/null
+    # An actor reads its task table: since 0.5.0 an acquire says the task's stage, read with its privileges;
+    # and it leases work items of the tables whose stage it may write (#27).
+    q "GRANT SELECT, UPDATE (stage) ON tasks TO orch_upgrade_actor" >/dev/null
     check "SELECT count(*) FROM orch_lease.transition_lease WHERE holder_role IS NULL" 0 "a lease names no role"
     check "SELECT count(*) FROM orch_lease.boot WHERE registered_by IS NULL" 0 "a boot names no role"
     token=$(q "SELECT token FROM orch_lease.transition_lease WHERE work_item = '2'")
@@ -143,6 +149,17 @@ for from in 0.1.0 0.2.0 0.3.0 0.4.0; do
         fi
     done
 
+    # A second table registered after the update leaves the first's leases with it: '21' of tasks is
+    # held, '21' of jobs is free, and a call that names no table is refused.
+    q "CREATE TABLE jobs (id bigint PRIMARY KEY, stage text NOT NULL); INSERT INTO jobs VALUES (21, 'queued'); SELECT orch_lease.register_task_table('jobs')" >/dev/null
+    check "SELECT outcome FROM orch_lease.transition_lease_acquire('21', 'reaper', 3, 'boot-9', task_table => 'tasks')" held \
+          "a lease made before the update is not held once a second table is registered"
+    check "SELECT outcome FROM orch_lease.transition_lease_acquire('21', 'reaper', 3, 'boot-9', task_table => 'jobs')" acquired \
+          "the same id in a second table is not a work item of its own"
+    if out=$(q "SELECT orch_lease.transition_lease_held('21', 1)" 2>&1) || ! grep -q "several task tables" <<<"$out"; then
+        fail "a call naming no table with two registered answered: $out"
+    fi
+    q "SELECT orch_lease.transition_lease_force_release('21', task_table => 'jobs'); SELECT orch_lease.unregister_task_table('jobs'); DROP TABLE jobs" >/dev/null
     q "$(cat tests/upgrade/schema.sql)" > "target/schema-from-$from.txt"
     diff -u target/schema-fresh.txt "target/schema-from-$from.txt" ||
         fail "the upgraded schema differs from a fresh $version install (above)"

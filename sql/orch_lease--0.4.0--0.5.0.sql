@@ -269,19 +269,291 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- ---------------------------------------------------------------------------------------------------
+-- Issue #27 (tables): any number of task tables. A lease is keyed by (task_table, work_item); every
+-- function that takes a work item takes an optional task_table (omitted: the only table registered).
+-- The one table 0.4.0 registered stays registered, and its leases and stage graph become its own;
+-- leases held while none was registered are keyed to no table (0, shown -), as fresh ones are.
+ALTER TABLE orch_lease.task_table DROP COLUMN singleton;
+ALTER TABLE orch_lease.task_table ADD PRIMARY KEY (relid);
+ALTER TABLE orch_lease.stage_transition ADD COLUMN task_table regclass;
+UPDATE orch_lease.stage_transition SET task_table = (SELECT t.relid FROM orch_lease.task_table t);
+DELETE FROM orch_lease.stage_transition WHERE task_table IS NULL;
+ALTER TABLE orch_lease.stage_transition ALTER COLUMN task_table SET NOT NULL,
+    DROP CONSTRAINT stage_transition_pkey, ADD PRIMARY KEY (task_table, from_stage, to_stage);
+ALTER TABLE orch_lease.terminal_stage ADD COLUMN task_table regclass;
+UPDATE orch_lease.terminal_stage SET task_table = (SELECT t.relid FROM orch_lease.task_table t);
+DELETE FROM orch_lease.terminal_stage WHERE task_table IS NULL;
+ALTER TABLE orch_lease.terminal_stage ALTER COLUMN task_table SET NOT NULL,
+    DROP CONSTRAINT terminal_stage_pkey, ADD PRIMARY KEY (task_table, stage);
+ALTER TABLE orch_lease.transition_lease ADD COLUMN task_table regclass;
+UPDATE orch_lease.transition_lease SET task_table = coalesce((SELECT t.relid FROM orch_lease.task_table t), 0);
+ALTER TABLE orch_lease.transition_lease ALTER COLUMN task_table SET NOT NULL,
+    DROP CONSTRAINT transition_lease_pkey, ADD PRIMARY KEY (task_table, work_item);
+-- The history names the table from now on (NULL: recorded before 0.5.0).
+ALTER TABLE orch_lease.lease_event ADD COLUMN task_table regclass;
+COMMENT ON TABLE orch_lease.task_table IS
+    'The application tables whose stage the CAS writes, one row per registered table.';
+COMMENT ON TABLE orch_lease.stage_transition IS
+    'The allowed stage transitions of each task table. None for a table: every transition is allowed.';
+COMMENT ON TABLE orch_lease.terminal_stage IS 'Stages no transition of a task table leaves.';
+COMMENT ON COLUMN orch_lease.transition_lease.task_table IS
+    'The registered task table the work item is a row of (0, shown -, while no table is registered): a lease is keyed by (task_table, work_item).';
+COMMENT ON COLUMN orch_lease.lease_event.task_table IS
+    'The task table of the work item (NULL: no table was registered, the event concerns no work item, or it was recorded before 0.5.0).';
+
+COMMENT ON FUNCTION orch_lease.register_task_table(regclass, name, name, boolean) IS
+    'Registers an application table whose stage the CAS writes (or describes a registered one again): the caller must own it, and its id column must be unique. With rows_created_later, acquire grants on ids with no row yet instead of answering not_found.';
+-- Every function that takes a work item gains task_table; the reaper returns it.
+-- Each is dropped and created again: the EXECUTE grants a site made on one (a cron role's on the reaper,
+-- say) carry over to the new signature, kept in a transaction-local setting until they are made again
+-- below; orch_lease's own roles get theirs as a fresh install does.
+DO $keep$
+BEGIN
+    PERFORM pg_catalog.set_config('orch_lease_upgrade.regrant', coalesce((
+        SELECT pg_catalog.json_agg(pg_catalog.json_build_array(n.new,
+                   CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END))::text
+          FROM (VALUES ('orch_lease.transition_lease_acquire(text,text,integer,text,text)', 'orch_lease.transition_lease_acquire(text,text,integer,text,text,regclass)'),
+                     ('orch_lease.transition_lease_acquire_session(text,text,text)', 'orch_lease.transition_lease_acquire_session(text,text,text,regclass)'),
+                     ('orch_lease.transition_lease_release(text,bigint)', 'orch_lease.transition_lease_release(text,bigint,regclass)'),
+                     ('orch_lease.transition_lease_force_release(text,bigint,text)', 'orch_lease.transition_lease_force_release(text,bigint,text,regclass)'),
+                     ('orch_lease.transition_lease_held(text,bigint)', 'orch_lease.transition_lease_held(text,bigint,regclass)'),
+                     ('orch_lease.transition_lease_liveness(text)', 'orch_lease.transition_lease_liveness(text,regclass)'),
+                     ('orch_lease.update_task_stage_cas(text,text,text,bigint)', 'orch_lease.update_task_stage_cas(text,text,text,bigint,regclass)'),
+                     ('orch_lease.commit_stage_cas(text,bigint,text,text)', 'orch_lease.commit_stage_cas(text,bigint,text,text,regclass)'),
+                     ('orch_lease.work_item_key(text)', 'orch_lease.work_item_key(text,regclass)'),
+                     ('orch_lease.register_stage_graph(text[],text[])', 'orch_lease.register_stage_graph(text[],text[],regclass)'),
+                     ('orch_lease.install_bypass_guard(text)', 'orch_lease.install_bypass_guard(text,regclass)'),
+                     ('orch_lease.transition_lease_reap(integer)', 'orch_lease.transition_lease_reap(integer)')) n (old, new)
+          JOIN pg_catalog.pg_proc p ON p.oid = n.old::pg_catalog.regprocedure
+         CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) a
+          LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+         WHERE a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner
+           AND r.rolname IS DISTINCT FROM 'orch_lease_actor' AND r.rolname IS DISTINCT FROM 'orch_lease_admin'),
+        '[]'), true);
+END
+$keep$;
+DROP FUNCTION orch_lease.transition_lease_acquire(text, text, integer, text, text);
+DROP FUNCTION orch_lease.transition_lease_acquire_session(text, text, text);
+DROP FUNCTION orch_lease.transition_lease_release(text, bigint);
+DROP FUNCTION orch_lease.transition_lease_force_release(text, bigint, text);
+DROP FUNCTION orch_lease.transition_lease_held(text, bigint);
+DROP FUNCTION orch_lease.transition_lease_liveness(text);
+DROP FUNCTION orch_lease.update_task_stage_cas(text, text, text, bigint);
+DROP FUNCTION orch_lease.commit_stage_cas(text, bigint, text, text);
+DROP FUNCTION orch_lease.work_item_key(text);
+DROP FUNCTION orch_lease.register_stage_graph(text[], text[]);
+DROP FUNCTION orch_lease.install_bypass_guard(text);
+DROP FUNCTION orch_lease.transition_lease_reap(integer);
+CREATE FUNCTION orch_lease.transition_lease_acquire(
+    work_item text,
+    owner text,
+    owner_pid integer,
+    owner_boot_id text,
+    scope text DEFAULT NULL,
+    task_table regclass DEFAULT NULL
+) RETURNS orch_lease.lease_grant VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'transition_lease_acquire_wrapper';
+CREATE FUNCTION orch_lease.transition_lease_acquire_session(
+    work_item text,
+    owner text,
+    scope text DEFAULT NULL,
+    task_table regclass DEFAULT NULL
+) RETURNS orch_lease.lease_grant VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'transition_lease_acquire_session_wrapper';
+CREATE FUNCTION orch_lease.transition_lease_release(
+    work_item text,
+    token bigint,
+    task_table regclass DEFAULT NULL
+) RETURNS boolean VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'transition_lease_release_wrapper';
+CREATE FUNCTION orch_lease.transition_lease_force_release(
+    work_item text,
+    expected_token bigint DEFAULT NULL,
+    reason text DEFAULT 'manual',
+    task_table regclass DEFAULT NULL
+) RETURNS boolean VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'transition_lease_force_release_wrapper';
+CREATE FUNCTION orch_lease.transition_lease_held(
+    work_item text,
+    token bigint,
+    task_table regclass DEFAULT NULL
+) RETURNS boolean STABLE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'transition_lease_held_wrapper';
+CREATE FUNCTION orch_lease.transition_lease_liveness(
+    work_item text,
+    task_table regclass DEFAULT NULL
+) RETURNS text VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'transition_lease_liveness_wrapper';
+CREATE FUNCTION orch_lease.update_task_stage_cas(
+    task_id text,
+    expected_stage text,
+    new_stage text,
+    lease_token bigint DEFAULT NULL,
+    task_table regclass DEFAULT NULL
+) RETURNS orch_lease.cas_result VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'update_task_stage_cas_wrapper';
+CREATE FUNCTION orch_lease.commit_stage_cas(
+    work_item text,
+    token bigint,
+    expected_stage text,
+    new_stage text,
+    task_table regclass DEFAULT NULL
+) RETURNS orch_lease.cas_result VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'commit_stage_cas_wrapper';
+CREATE FUNCTION orch_lease.work_item_key(
+    work_item text,
+    task_table regclass DEFAULT NULL
+) RETURNS text STABLE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'work_item_key_wrapper';
+CREATE FUNCTION orch_lease.register_stage_graph(
+    transitions text[],
+    terminal_stages text[] DEFAULT '{}',
+    task_table regclass DEFAULT NULL
+) RETURNS void VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'register_stage_graph_wrapper';
+CREATE FUNCTION orch_lease.install_bypass_guard(
+    mode text DEFAULT 'warn',
+    task_table regclass DEFAULT NULL
+) RETURNS void VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'install_bypass_guard_wrapper';
+CREATE FUNCTION orch_lease."transition_lease_reap"(
+	"max_running_s" INT /* Option < i32 > */
+) RETURNS TABLE (
+	"work_item" TEXT,  /* String */
+	"kind" TEXT,  /* String */
+	"token" bigint,  /* i64 */
+	"owner" TEXT,  /* String */
+	"owner_pid" INT,  /* i32 */
+	"owner_boot_id" TEXT,  /* String */
+	"acquired_at" timestamp with time zone,  /* TimestampWithTimeZone */
+	"age_s" NUMERIC,  /* AnyNumeric */
+	"task_table" regclass  /* task_table :: TableArg */
+)
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'transition_lease_reap_wrapper';
+CREATE FUNCTION orch_lease.unregister_task_table(task_table regclass) RETURNS void
+VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'unregister_task_table_wrapper';
+COMMENT ON FUNCTION orch_lease.transition_lease_acquire(text, text, integer, text, text, regclass) IS
+    'Asks for the transition lease on a work item; never waits, never raises on contention: acquired, held, reclaimed, busy, retry, superseded, disabled or out_of_scope.';
+COMMENT ON FUNCTION orch_lease.transition_lease_acquire_session(text, text, text, regclass) IS
+    'Asks for a lease that lives as long as the calling database session (not behind a transaction pooler).';
+COMMENT ON FUNCTION orch_lease.transition_lease_release(text, bigint, regclass) IS
+    'Ends the lease on a work item if it is still held with this token; only the role that acquired it may (42501 otherwise).';
+COMMENT ON FUNCTION orch_lease.transition_lease_force_release(text, bigint, text, regclass) IS
+    'For the people on call: ends the lease on a work item (only that token, if given), recorded as forced and announced.';
+COMMENT ON FUNCTION orch_lease.transition_lease_held(text, bigint, regclass) IS
+    'Whether the caller''s role still holds the lease on a work item with this token: the checkpoint of a long effect.';
+COMMENT ON FUNCTION orch_lease.transition_lease_reap(integer) IS
+    'The reaper: ends leases of dead holders (stale) and leases held longer than max_running_s (ceiling), each recorded and announced. READ COMMITTED only.';
+COMMENT ON FUNCTION orch_lease.transition_lease_liveness(text, regclass) IS
+    'The liveness of the lease on a work item: none, live, stale or unknown.';
+COMMENT ON FUNCTION orch_lease.update_task_stage_cas(text, text, text, bigint, regclass) IS
+    'Sets a task''s stage only if it still equals the expected one (and, with a token, while the caller''s role holds its lease): applied, stage_mismatch, not_found, lease_lost, invalid_transition or retry.';
+COMMENT ON FUNCTION orch_lease.commit_stage_cas(text, bigint, text, text, regclass) IS
+    'The lease-guarded stage CAS and the end of that lease in one step; on retry the lease is kept.';
+COMMENT ON FUNCTION orch_lease.work_item_key(text, regclass) IS
+    'The key orch_lease uses for a work item of a task table (omitted: the only one registered): its id type''s canonical form (every spelling of one id is one key).';
+COMMENT ON FUNCTION orch_lease.register_stage_graph(text[], text[], regclass) IS
+    'Registers a task table''s allowed transitions (''from -> to'') and terminal stages; an empty list removes its graph.';
+COMMENT ON FUNCTION orch_lease.install_bypass_guard(text, regclass) IS
+    'Installs the bypass guard on a registered task table (warn or reject), or removes it (off); the caller must own the table.';
+COMMENT ON FUNCTION orch_lease.unregister_task_table(regclass) IS
+    'Removes a task table''s registration, stage graph and bypass guard; refused (55000) while a lease on it is held.';
+REVOKE ALL ON FUNCTION
+    orch_lease.transition_lease_acquire(text, text, integer, text, text, regclass),
+    orch_lease.transition_lease_acquire_session(text, text, text, regclass),
+    orch_lease.transition_lease_release(text, bigint, regclass),
+    orch_lease.transition_lease_force_release(text, bigint, text, regclass),
+    orch_lease.transition_lease_held(text, bigint, regclass),
+    orch_lease.transition_lease_liveness(text, regclass),
+    orch_lease.update_task_stage_cas(text, text, text, bigint, regclass),
+    orch_lease.commit_stage_cas(text, bigint, text, text, regclass),
+    orch_lease.work_item_key(text, regclass),
+    orch_lease.register_stage_graph(text[], text[], regclass),
+    orch_lease.install_bypass_guard(text, regclass),
+    orch_lease.transition_lease_reap(integer),
+    orch_lease.unregister_task_table(regclass)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    orch_lease.transition_lease_acquire(text, text, integer, text, text, regclass),
+    orch_lease.transition_lease_acquire_session(text, text, text, regclass),
+    orch_lease.transition_lease_release(text, bigint, regclass),
+    orch_lease.transition_lease_held(text, bigint, regclass),
+    orch_lease.update_task_stage_cas(text, text, text, bigint, regclass),
+    orch_lease.commit_stage_cas(text, bigint, text, text, regclass),
+    orch_lease.transition_lease_liveness(text, regclass),
+    orch_lease.work_item_key(text, regclass)
+    TO orch_lease_actor;
+GRANT EXECUTE ON FUNCTION
+    orch_lease.transition_lease_force_release(text, bigint, text, regclass),
+    orch_lease.transition_lease_reap(integer),
+    orch_lease.unregister_task_table(regclass),
+    orch_lease.register_stage_graph(text[], text[], regclass),
+    orch_lease.install_bypass_guard(text, regclass)
+    TO orch_lease_admin;
+DO $regrant$
+DECLARE
+    kept json;
+BEGIN
+    FOR kept IN SELECT pg_catalog.json_array_elements(
+                    pg_catalog.current_setting('orch_lease_upgrade.regrant')::json) LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s', kept->>0, kept->>1);
+    END LOOP;
+END
+$regrant$;
+-- The status view and the history show the table.
+CREATE OR REPLACE VIEW orch_lease.transition_lease_status WITH (security_barrier) AS
+SELECT l.work_item,
+       l.owner,
+       l.owner_pid,
+       l.owner_boot_id,
+       b.instance,
+       CASE WHEN pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
+              OR pg_catalog.pg_has_role('pg_monitor', 'USAGE')
+              OR l.holder_role = CURRENT_USER THEN l.token END AS token,
+       l.scope,
+       l.acquired_at,
+       round(extract(epoch FROM clock_timestamp() - l.acquired_at), 3) AS age_s,
+       coalesce(orch_lease.boot_liveness(l.owner_boot_id), 'unknown') AS liveness,
+       l.holder_role,
+       (SELECT s.enabled FROM orch_lease.kill_switch() s) AS enabled,
+       l.task_table
+  FROM orch_lease.transition_lease l
+  LEFT JOIN orch_lease.boot b ON b.boot_id = l.owner_boot_id
+ WHERE pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
+    OR pg_catalog.pg_has_role('pg_monitor', 'USAGE')
+    OR l.holder_role = CURRENT_USER;
+CREATE OR REPLACE VIEW orch_lease.lease_history WITH (security_barrier) AS
+SELECT e.event_id, e.at, e.event, e.work_item, e.old_owner,
+       CASE WHEN pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
+              OR pg_catalog.pg_has_role('pg_monitor', 'USAGE') THEN e.old_token END AS old_token,
+       e.old_boot_id, e.new_owner,
+       CASE WHEN pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
+              OR pg_catalog.pg_has_role('pg_monitor', 'USAGE') THEN e.new_token END AS new_token,
+       e.reason, e.outcome, e.actor, e.stage_from, e.stage_to, e.by_role, e.task_table
+  FROM orch_lease.lease_event e
+ WHERE pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
+    OR pg_catalog.pg_has_role('pg_monitor', 'USAGE')
+    OR e.by_role = CURRENT_USER;
+COMMENT ON VIEW orch_lease.transition_lease_status IS
+    'Every held lease with its task table, owner, age and liveness (live; stale = boot superseded or session gone; unknown = boot never registered), and whether orch_lease is on for the reader''s calls (the kill-switch). Actors see their own role''s leases only.';
+
+-- ---------------------------------------------------------------------------------------------------
 -- Issue #31 (contact): outcomes that tell a mistake from a lost race, and refusals that say what to do.
 -- The stage CAS answers not_held (a token the item never had, or a lease its holder already ended),
 -- counted apart from lease_lost; commit_stage_cas refuses a NULL token while orch_lease is on; the hints
 -- of register_task_table and of an acquire under another role's boot: all in the library, only the
 -- comments change here.
-COMMENT ON FUNCTION orch_lease.update_task_stage_cas(text, text, text, bigint) IS
+COMMENT ON FUNCTION orch_lease.update_task_stage_cas(text, text, text, bigint, regclass) IS
     'Sets a task''s stage only if it still equals the expected one (and, with a token, while the caller''s role holds its lease): applied, stage_mismatch, not_found, lease_lost, not_held, invalid_transition or retry.';
-COMMENT ON FUNCTION orch_lease.commit_stage_cas(text, bigint, text, text) IS
+COMMENT ON FUNCTION orch_lease.commit_stage_cas(text, bigint, text, text, regclass) IS
     'The lease-guarded stage CAS and the end of that lease in one step; on retry the lease is kept. The token is required while orch_lease is on (update_task_stage_cas writes without a lease).';
 -- An integer work item (acquire(131, ...)) found no function (42883, a generic "does not exist"): these
 -- overloads take it only to say what to do. They key nothing: one spelling of an id is its text.
 CREATE FUNCTION orch_lease.transition_lease_acquire(work_item bigint, owner text, owner_pid integer,
-                                                    owner_boot_id text, scope text DEFAULT NULL)
+                                                    owner_boot_id text, scope text DEFAULT NULL,
+                                                    task_table regclass DEFAULT NULL)
 RETURNS orch_lease.lease_grant
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -291,23 +563,24 @@ BEGIN
                 HINT = format('Pass the id as text: %L, or %s::text.', work_item, work_item);
 END
 $$;
-COMMENT ON FUNCTION orch_lease.transition_lease_acquire(bigint, text, integer, text, text) IS
+COMMENT ON FUNCTION orch_lease.transition_lease_acquire(bigint, text, integer, text, text, regclass) IS
     'Refuses an integer work item (42804) with a hint: pass the id as text.';
 CREATE FUNCTION orch_lease.transition_lease_acquire_session(work_item bigint, owner text,
-                                                            scope text DEFAULT NULL)
+                                                            scope text DEFAULT NULL,
+                                                            task_table regclass DEFAULT NULL)
 RETURNS orch_lease.lease_grant
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT * FROM orch_lease.transition_lease_acquire(work_item, owner, 1, 'session', scope)
+    SELECT * FROM orch_lease.transition_lease_acquire(work_item, owner, 1, 'session', scope, task_table)
 $$;
-COMMENT ON FUNCTION orch_lease.transition_lease_acquire_session(bigint, text, text) IS
+COMMENT ON FUNCTION orch_lease.transition_lease_acquire_session(bigint, text, text, regclass) IS
     'Refuses an integer work item (42804) with a hint: pass the id as text.';
 REVOKE ALL ON FUNCTION
-    orch_lease.transition_lease_acquire(bigint, text, integer, text, text),
-    orch_lease.transition_lease_acquire_session(bigint, text, text)
+    orch_lease.transition_lease_acquire(bigint, text, integer, text, text, regclass),
+    orch_lease.transition_lease_acquire_session(bigint, text, text, regclass)
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    orch_lease.transition_lease_acquire(bigint, text, integer, text, text),
-    orch_lease.transition_lease_acquire_session(bigint, text, text)
+    orch_lease.transition_lease_acquire(bigint, text, integer, text, text, regclass),
+    orch_lease.transition_lease_acquire_session(bigint, text, text, regclass)
     TO orch_lease_actor;
 -- The status view says when the session that registered a holder's boot is gone (session_gone).
 CREATE OR REPLACE VIEW orch_lease.transition_lease_status WITH (security_barrier) AS
@@ -325,6 +598,7 @@ SELECT l.work_item,
        coalesce(orch_lease.boot_liveness(l.owner_boot_id), 'unknown') AS liveness,
        l.holder_role,
        (SELECT s.enabled FROM orch_lease.kill_switch() s) AS enabled,
+       l.task_table,
        NOT orch_lease.session_alive(b.registered_session) AS session_gone
   FROM orch_lease.transition_lease l
   LEFT JOIN orch_lease.boot b ON b.boot_id = l.owner_boot_id
@@ -332,7 +606,7 @@ SELECT l.work_item,
     OR pg_catalog.pg_has_role('pg_monitor', 'USAGE')
     OR l.holder_role = CURRENT_USER;
 COMMENT ON VIEW orch_lease.transition_lease_status IS
-    'Every held lease with its owner, age and liveness (live; stale = boot superseded or session gone; unknown = boot never registered), whether orch_lease is on for the reader''s calls (the kill-switch), and whether the database session that registered the holder''s boot is gone (session_gone; NULL when none was recorded). Actors see their own role''s leases only.';
+    'Every held lease with its task table, owner, age and liveness (live; stale = boot superseded or session gone; unknown = boot never registered), whether orch_lease is on for the reader''s calls (the kill-switch), and whether the database session that registered the holder''s boot is gone (session_gone; NULL when none was recorded). Actors see their own role''s leases only.';
 -- The metrics count not_held apart: OrchLeaseLostCommit watches lease_lost only.
 CREATE OR REPLACE FUNCTION orch_lease.transition_lease_metrics()
 RETURNS TABLE (metric text, label text, value double precision)

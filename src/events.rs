@@ -40,12 +40,15 @@ CREATE TABLE orch_lease.lease_event (
     actor       text,
     stage_from  text,
     stage_to    text,
-    by_role     name
+    by_role     name,
+    task_table  regclass
 );
 CREATE INDEX lease_event_work_item ON orch_lease.lease_event (work_item, at);
 CREATE INDEX lease_event_at ON orch_lease.lease_event USING brin (at);
 COMMENT ON TABLE orch_lease.lease_event IS
     'Lease history, append-only: grants, refusals, releases, takeovers (reclaimed, reaped, forced) and stage CAS outcomes.';
+COMMENT ON COLUMN orch_lease.lease_event.task_table IS
+    'The task table of the work item (NULL: no table was registered, the event concerns no work item, or it was recorded before 0.5.0).';
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.lease_event', '');
 -- Its identity sequence too: a restored history must go on numbering after the restored rows.
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.lease_event_event_id_seq', '');
@@ -123,6 +126,8 @@ pub struct Event<'a> {
     pub event: &'a str,
     pub outcome: &'a str,
     pub work_item: &'a str,
+    /// The work item's task table (`task_table::Item`); None for an event of no work item.
+    pub task_table: Option<pg_sys::Oid>,
     /// The owner named in the call (the would-be holder of a refused acquire, the releaser…).
     pub actor: Option<&'a str>,
     pub old_owner: Option<&'a str>,
@@ -137,7 +142,7 @@ pub struct Event<'a> {
 
 /// The columns an event fills, in the order `record` and `record_all` pass them; `by_role` last.
 const COLUMNS: &str = "event, outcome, work_item, actor, old_owner, old_token, old_boot_id, \
-                       new_owner, new_token, stage_from, stage_to, reason, by_role";
+                       new_owner, new_token, stage_from, stage_to, reason, task_table, by_role";
 
 /// Takeovers, and the kill-switch switched (`switch::set_enabled`, work item ''): always recorded,
 /// whatever `orch_lease.history` says, and announced.
@@ -192,22 +197,24 @@ fn shard_of(slot: u8, class: u8) -> String {
     )
 }
 
-/// The history row of one event, from parameters $1 to $13 (`COLUMNS`' order, `by_role` an oid).
+/// The history row of one event, from parameters $1 to $14 (`COLUMNS`' order, `by_role` an oid).
 fn insert_one() -> String {
     format!(
         "INSERT INTO orch_lease.lease_event ({COLUMNS})
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, pg_catalog.pg_get_userbyid($13))"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                 pg_catalog.pg_get_userbyid($14))"
     )
 }
 
-/// The history rows of takeovers, from arrays $1 to $12 and the role $13: the query `recorded`.
+/// The history rows of takeovers, from arrays $1 to $13 and the role $14: the query `recorded`.
 fn insert_all() -> String {
     format!(
         "recorded AS (
              INSERT INTO orch_lease.lease_event ({COLUMNS})
-             SELECT *, pg_catalog.pg_get_userbyid($13)
+             SELECT *, pg_catalog.pg_get_userbyid($14)
                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
-                           $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[])
+                           $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[],
+                           $13::oid[])
              RETURNING *)"
     )
 }
@@ -221,7 +228,7 @@ thread_local! {
     static RECORD_ONE: String = format!(
         "WITH recorded AS ({}) {}",
         insert_one(),
-        count(&format!("VALUES ($1, $2, {}, 1)", shard_of(14, 15)))
+        count(&format!("VALUES ($1, $2, {}, 1)", shard_of(15, 16)))
     );
     /// Events counted, from arrays of their events and outcomes.
     static COUNT_ALL: String = count(&format!(
@@ -237,7 +244,7 @@ thread_local! {
         insert_all(),
         count(&format!(
             "SELECT event, outcome, {}, count(*) FROM recorded GROUP BY event, outcome",
-            shard_of(14, 15)
+            shard_of(15, 16)
         )),
         announce()
     );
@@ -252,7 +259,9 @@ fn one_statement() -> bool {
 }
 
 /// The announcement of the takeovers in `recorded` (every row of it is one): NOTIFY orch_lease,
-/// payload format version 2 (docs/sql-reference.md), `{"version":2,"events":[…]}`, one element per
+/// payload format version 3 (docs/sql-reference.md), `{"version":3,"events":[…]}`, each element naming
+/// its work item's task table (schema-qualified, quoted as needed: at most 2 × 63 bytes, doubled
+/// quotes aside, so never cut; null for no table), one element per
 /// takeover in event_id order, as many per payload as stay far under NOTIFY's 8000 bytes. Every text
 /// value is cut to 120 characters, so an element is under 4,300 bytes whatever an actor passed (every
 /// character escaped); the running sum of element sizes divided by 3,200 numbers the payloads, so a
@@ -267,14 +276,18 @@ fn announce() -> String {
     };
     format!(
         "SELECT pg_catalog.pg_notify('orch_lease',
-                    '{{\"version\":2,\"events\":[' || string_agg(payload, ',' ORDER BY event_id) || ']}}')
+                    '{{\"version\":3,\"events\":[' || string_agg(payload, ',' ORDER BY event_id) || ']}}')
            FROM (SELECT event_id, payload,
                         sum(octet_length(payload) + 1) OVER (ROWS UNBOUNDED PRECEDING) / 3200 AS part
                    FROM (SELECT r.event_id, row_to_json(e)::text AS payload
                            FROM recorded r,
                                 LATERAL (SELECT r.event_id, r.at, r.event, r.outcome, {}, {}, r.old_token, {},
                                                 {}, r.new_token, {}, r.by_role,
-                                                coalesce({}, false) AS truncated) e) e) p
+                                                coalesce({}, false) AS truncated,
+                                                (SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
+                                                   FROM pg_catalog.pg_class c
+                                                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                                                  WHERE c.oid = r.task_table) AS task_table) e) e) p
           GROUP BY part",
         cut("work_item"),
         cut("old_owner"),
@@ -379,6 +392,7 @@ fn row_of<'a>(event: &Event<'a>) -> Vec<pgrx::datum::DatumWithOid<'a>> {
         event.stage_from.into(),
         event.stage_to.into(),
         event.reason.into(),
+        event.task_table.into(),
         owner::caller().into(),
     ]
 }
@@ -412,6 +426,11 @@ pub fn record_all(client: &SpiClient<'_>, events: &[Event<'_>]) {
             text(events, |e| e.stage_from).into(),
             text(events, |e| e.stage_to).into(),
             text(events, |e| e.reason).into(),
+            events
+                .iter()
+                .map(|e| e.task_table)
+                .collect::<Vec<_>>()
+                .into(),
             owner::caller().into(),
         ]
     };

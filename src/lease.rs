@@ -1,6 +1,7 @@
 //! The transition lease: owner-exclusion on *entry* to a side-effectful transition.
 //!
-//! One row per held lease, keyed by the work item's canonical key (`task_table::key`). A grant draws a
+//! One row per held lease, keyed by its work item: the task table and the item's canonical key
+//! (`task_table::item`), so '42' of `tasks` and '42' of `jobs` are two leases. A grant draws a
 //! fencing token from one sequence, so every grant's token is larger than all before it. A lease has no
 //! TTL: its holder is dead only when its boot incarnation was superseded (see `recovery`), and the only
 //! age bound is a reaper's ceiling. A lease is its holder's capability: only the role that acquired it
@@ -11,7 +12,7 @@
 use crate::events::{self, Event};
 use crate::races::{self, Lost};
 use crate::rows::{self, column, nullable};
-use crate::task_table::{self, TaskTable, Typed};
+use crate::task_table::{self, Item, TableArg, TaskTable, Typed};
 use crate::{config, errors, owner, plans, recovery, stage_cas};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
@@ -23,19 +24,23 @@ extension_sql!(
 CREATE SEQUENCE orch_lease.token_seq AS bigint;
 COMMENT ON SEQUENCE orch_lease.token_seq IS 'Fencing tokens: every grant takes a new, larger one.';
 CREATE TABLE orch_lease.transition_lease (
-    work_item     text PRIMARY KEY,
+    work_item     text NOT NULL,
     token         bigint NOT NULL,
     owner         text NOT NULL,
     owner_pid     integer NOT NULL,
     owner_boot_id text NOT NULL,
     scope         text,
     acquired_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
-    holder_role   text
+    holder_role   text,
+    task_table    regclass NOT NULL,
+    PRIMARY KEY (task_table, work_item)
 );
 CREATE INDEX transition_lease_owner_boot_id ON orch_lease.transition_lease (owner_boot_id);
 COMMENT ON TABLE orch_lease.transition_lease IS 'One row per held transition lease.';
 COMMENT ON COLUMN orch_lease.transition_lease.holder_role IS
     'The role that acquired the lease: only it may release it or commit under it (NULL: acquired before 0.4.0).';
+COMMENT ON COLUMN orch_lease.transition_lease.task_table IS
+    'The registered task table the work item is a row of (0, shown -, while no table is registered): a lease is keyed by (task_table, work_item).';
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.transition_lease', '');
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.token_seq', '');
 
@@ -116,14 +121,31 @@ impl Grant {
 /// Asks for the transition lease on `work_item`. Never waits and never raises on contention: the
 /// outcome says what happened (acquired, held, reclaimed, busy, retry, superseded, not_found, disabled,
 /// out_of_scope), and a grant says the task's stage, so an actor's cycle is acquire, effect, commit.
-#[pg_extern(volatile, parallel_unsafe, requires = ["lease_table", "events", "liveness"])]
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    requires = ["lease_table", "events", "liveness"],
+    sql = r#"
+CREATE FUNCTION orch_lease.transition_lease_acquire(
+    work_item text,
+    owner text,
+    owner_pid integer,
+    owner_boot_id text,
+    scope text DEFAULT NULL,
+    task_table regclass DEFAULT NULL
+) RETURNS orch_lease.lease_grant VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'transition_lease_acquire_wrapper';
+"#
+)]
 fn transition_lease_acquire(
     work_item: Option<&str>,
     owner: Option<&str>,
     owner_pid: Option<i32>,
     owner_boot_id: Option<&str>,
     scope: default!(Option<&str>, "NULL"),
+    fcinfo: pg_sys::FunctionCallInfo,
 ) -> composite_type!('static, "orch_lease.lease_grant") {
+    let task_table = task_table::argument(fcinfo, 5);
     let work_item = errors::required("work_item", work_item);
     let owner = errors::required("owner", owner);
     let owner_pid = errors::positive_pid("owner_pid", owner_pid);
@@ -132,7 +154,7 @@ fn transition_lease_acquire(
     let scope = errors::optional("scope", scope);
 
     request_lease(Request {
-        item: task_table::item("work_item", work_item),
+        item: task_table::item("work_item", work_item, task_table),
         owner,
         owner_pid,
         boot_id: boot_id.to_string(),
@@ -144,15 +166,30 @@ fn transition_lease_acquire(
 /// and stale as soon as that backend is gone (its pid and start time identify it, so a reused pid does
 /// not keep it alive); the next acquire reclaims it. Not for transaction-mode connection poolers, where
 /// the session is not the actor's.
-#[pg_extern(volatile, parallel_unsafe, requires = ["lease_table", "events", "liveness"])]
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    requires = ["lease_table", "events", "liveness"],
+    sql = r#"
+CREATE FUNCTION orch_lease.transition_lease_acquire_session(
+    work_item text,
+    owner text,
+    scope text DEFAULT NULL,
+    task_table regclass DEFAULT NULL
+) RETURNS orch_lease.lease_grant VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'transition_lease_acquire_session_wrapper';
+"#
+)]
 fn transition_lease_acquire_session(
     work_item: Option<&str>,
     owner: Option<&str>,
     scope: default!(Option<&str>, "NULL"),
+    fcinfo: pg_sys::FunctionCallInfo,
 ) -> composite_type!('static, "orch_lease.lease_grant") {
+    let task_table = task_table::argument(fcinfo, 3);
     let work_item = errors::required("work_item", work_item);
     request_lease(Request {
-        item: task_table::item("work_item", work_item),
+        item: task_table::item("work_item", work_item, task_table),
         owner: errors::required("owner", owner),
         owner_pid: unsafe { pg_sys::MyProcPid },
         boot_id: recovery::this_session_boot_id(),
@@ -161,7 +198,7 @@ fn transition_lease_acquire_session(
 }
 
 struct Request<'a> {
-    item: task_table::Item,
+    item: Item,
     owner: &'a str,
     owner_pid: i32,
     boot_id: String,
@@ -251,6 +288,7 @@ fn record_grant(client: &SpiClient<'_>, request: &Request<'_>, decided: &Grant) 
             event,
             outcome: decided.outcome,
             work_item: &request.item.key,
+            task_table: Some(request.item.table),
             actor: Some(request.owner),
             old_owner: holder.map(|h| h.owner.as_str()),
             old_token: holder.map(|h| h.token),
@@ -284,12 +322,13 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
                     (SELECT b.superseded_at IS NOT NULL FROM orch_lease.boot b
                       WHERE b.boot_id = $2 AND (b.registered_by IS NULL OR b.registered_by = $4))
                         AS superseded,
-                    pg_catalog.pg_try_advisory_xact_lock($3, pg_catalog.hashtext($1)) AS gate,
+                    pg_catalog.pg_try_advisory_xact_lock($3,
+                        pg_catalog.hashtext($8::pg_catalog.oid::pg_catalog.text || ':' || $1)) AS gate,
                     l.token, l.owner, l.owner_pid, l.owner_boot_id, l.acquired_at, l.holder_role,
                     CASE WHEN l.work_item IS NOT NULL
                          THEN orch_lease.boot_liveness(l.owner_boot_id) = 'stale' END AS dead
                FROM (VALUES (true)) AS one_row
-               LEFT JOIN orch_lease.transition_lease l ON l.work_item = $1),
+               LEFT JOIN orch_lease.transition_lease l ON l.task_table = $8 AND l.work_item = $1),
          free AS (
              SELECT FROM state
               WHERE NOT state.foreign_boot AND state.superseded IS NOT TRUE AND state.gate
@@ -301,10 +340,10 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
                 FOR SHARE NOWAIT),
          granted AS (
              INSERT INTO orch_lease.transition_lease
-                    (work_item, token, owner, owner_pid, owner_boot_id, scope, holder_role)
-             SELECT $1, nextval('orch_lease.token_seq'), $5, $6, $2, $7, $4 FROM free
+                    (work_item, token, owner, owner_pid, owner_boot_id, scope, holder_role, task_table)
+             SELECT $1, nextval('orch_lease.token_seq'), $5, $6, $2, $7, $4, $8 FROM free
               WHERE NOT EXISTS (SELECT FROM boot WHERE boot.superseded)
-             ON CONFLICT (work_item) DO NOTHING
+             ON CONFLICT (task_table, work_item) DO NOTHING
              RETURNING token)
          SELECT state.foreign_boot, state.gate, state.token, state.owner, state.owner_pid,
                 state.owner_boot_id, state.acquired_at, state.holder_role, state.dead,
@@ -319,6 +358,7 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
             request.owner.into(),
             request.owner_pid.into(),
             request.scope.into(),
+            TableArg(request.item.table).into(),
         ],
     )
     .first();
@@ -351,7 +391,7 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
     // Dead: its boot was superseded, or it was a session-bound lease and that session is gone. A dead
     // holder's boot id is no use to anyone: a superseded boot or a session cannot be registered again.
     if !nullable::<bool>(&current, "dead").unwrap_or(false) {
-        still_there(client, &request.item.key, token);
+        still_there(client, &request.item, token);
         let theirs = nullable::<String>(&current, "holder_role").as_deref() != Some(role);
         return Grant {
             holder: Some(Holder {
@@ -369,16 +409,20 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
 /// serialization failure (`retry`) and one being ended right now is `busy`, never a stale `held`. The
 /// lock is only a look (rolled back at once): a refused caller must not delay the holder's commit. At
 /// READ COMMITTED the statement's snapshot is fresh, and a holder whose release is in flight is held.
-fn still_there(client: &SpiClient<'_>, key: &str, token: i64) {
+fn still_there(client: &SpiClient<'_>, item: &Item, token: i64) {
     if unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32 {
         return;
     }
     let look = races::probe(|| {
         plans::run(
             client,
-            "SELECT FROM orch_lease.transition_lease WHERE work_item = $1 AND token = $2
-                FOR KEY SHARE NOWAIT",
-            &[key.into(), token.into()],
+            "SELECT FROM orch_lease.transition_lease
+              WHERE task_table = $3 AND work_item = $1 AND token = $2 FOR KEY SHARE NOWAIT",
+            &[
+                item.key.as_str().into(),
+                token.into(),
+                TableArg(item.table).into(),
+            ],
         );
     });
     if let Err(lost) = look {
@@ -404,11 +448,11 @@ fn reclaim(client: &SpiClient<'_>, request: &Request<'_>, role: &str, dead: Hold
         client,
         "WITH locked AS (
              SELECT work_item FROM orch_lease.transition_lease
-              WHERE work_item = $1 AND token = $6 FOR UPDATE NOWAIT)
+              WHERE task_table = $10 AND work_item = $1 AND token = $6 FOR UPDATE NOWAIT)
          UPDATE orch_lease.transition_lease l
             SET token = $8, owner = $2, owner_pid = $3,
                 owner_boot_id = $4, scope = $5, acquired_at = $9, holder_role = $7
-           FROM locked WHERE l.work_item = locked.work_item
+           FROM locked WHERE l.task_table = $10 AND l.work_item = locked.work_item
          RETURNING l.token",
         &[
             request.item.key.as_str().into(),
@@ -420,6 +464,7 @@ fn reclaim(client: &SpiClient<'_>, request: &Request<'_>, role: &str, dead: Hold
             role.into(),
             token.into(),
             now.into(),
+            TableArg(request.item.table).into(),
         ],
     );
     // No row: the dead holder's lease was released or taken over since we read it.
@@ -433,6 +478,7 @@ fn reclaim(client: &SpiClient<'_>, request: &Request<'_>, role: &str, dead: Hold
             event: "reclaimed",
             outcome: "reclaimed",
             work_item: &request.item.key,
+            task_table: Some(request.item.table),
             actor: Some(request.owner),
             old_owner: Some(&dead.owner),
             old_token: Some(dead.token),
@@ -453,10 +499,27 @@ fn reclaim(client: &SpiClient<'_>, request: &Request<'_>, role: &str, dead: Hold
 /// Is the lease on `work_item` still held with `token`, by the caller's role? The checkpoint of a long
 /// effect: false means the lease was taken away (reclaimed, reaped, forced) and the effect should stop.
 /// Never an error on a stale, NULL or foreign token: only "yours, still" is true.
-#[pg_extern(stable, parallel_unsafe, requires = ["lease_table"])]
-fn transition_lease_held(work_item: Option<&str>, token: Option<i64>) -> bool {
+#[pg_extern(
+    stable,
+    parallel_unsafe,
+    requires = ["lease_table"],
+    sql = r#"
+CREATE FUNCTION orch_lease.transition_lease_held(
+    work_item text,
+    token bigint,
+    task_table regclass DEFAULT NULL
+) RETURNS boolean STABLE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'transition_lease_held_wrapper';
+"#
+)]
+fn transition_lease_held(
+    work_item: Option<&str>,
+    token: Option<i64>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> bool {
+    let task_table = task_table::argument(fcinfo, 2);
     let work_item = errors::required("work_item", work_item);
-    let key = task_table::key("work_item", work_item);
+    let item = task_table::item("work_item", work_item, task_table);
     let Some(token) = token else { return false };
     let role = owner::caller_name();
     owner::as_owner(|| {
@@ -464,8 +527,14 @@ fn transition_lease_held(work_item: Option<&str>, token: Option<i64>) -> bool {
             !plans::run(
                 client,
                 "SELECT FROM orch_lease.transition_lease
-                  WHERE work_item = $1 AND token = $2 AND (holder_role IS NULL OR holder_role = $3)",
-                &[key.as_str().into(), token.into(), role.as_str().into()],
+                  WHERE task_table = $4 AND work_item = $1 AND token = $2
+                    AND (holder_role IS NULL OR holder_role = $3)",
+                &[
+                    item.key.as_str().into(),
+                    token.into(),
+                    role.as_str().into(),
+                    TableArg(item.table).into(),
+                ],
             )
             .is_empty()
         })
@@ -475,38 +544,74 @@ fn transition_lease_held(work_item: Option<&str>, token: Option<i64>) -> bool {
 /// Releases the lease on `work_item` if, and only if, it is still held with `token`. A stale or NULL
 /// token (what a disabled or out-of-scope grant hands out) is a `false`, never an error; another role's
 /// lease is an error (42501): a token is its holder's capability.
-#[pg_extern(volatile, parallel_unsafe, requires = ["lease_table", "events"])]
-fn transition_lease_release(work_item: Option<&str>, token: Option<i64>) -> bool {
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    requires = ["lease_table", "events"],
+    sql = r#"
+CREATE FUNCTION orch_lease.transition_lease_release(
+    work_item text,
+    token bigint,
+    task_table regclass DEFAULT NULL
+) RETURNS boolean VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'transition_lease_release_wrapper';
+"#
+)]
+fn transition_lease_release(
+    work_item: Option<&str>,
+    token: Option<i64>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> bool {
+    let task_table = task_table::argument(fcinfo, 2);
     let work_item = errors::required("work_item", work_item);
-    let key = task_table::key("work_item", work_item);
+    let item = task_table::item("work_item", work_item, task_table);
     let Some(token) = token else { return false };
     let role = owner::caller_name();
     end_lease(
-        "DELETE FROM orch_lease.transition_lease WHERE work_item = $1 AND token = $2
+        "DELETE FROM orch_lease.transition_lease WHERE task_table = $3 AND work_item = $1 AND token = $2
          RETURNING owner, token, owner_boot_id, holder_role",
-        &[key.as_str().into(), token.into()],
-        (&key, "released", None),
+        &[item.key.as_str().into(), token.into(), TableArg(item.table).into()],
+        (&item, "released", None),
         Some(&role),
     )
 }
 
 /// The manual release for the people on call. With `expected_token` it frees only that lease, so it can
 /// never free one that was re-acquired meanwhile. Logged as a `forced` event and announced.
-#[pg_extern(volatile, parallel_unsafe, requires = ["lease_table", "events"])]
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    requires = ["lease_table", "events"],
+    sql = r#"
+CREATE FUNCTION orch_lease.transition_lease_force_release(
+    work_item text,
+    expected_token bigint DEFAULT NULL,
+    reason text DEFAULT 'manual',
+    task_table regclass DEFAULT NULL
+) RETURNS boolean VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'transition_lease_force_release_wrapper';
+"#
+)]
 fn transition_lease_force_release(
     work_item: Option<&str>,
     expected_token: default!(Option<i64>, "NULL"),
     reason: default!(Option<&str>, "'manual'"),
+    fcinfo: pg_sys::FunctionCallInfo,
 ) -> bool {
+    let task_table = task_table::argument(fcinfo, 3);
     let work_item = errors::required("work_item", work_item);
     let reason = errors::required("reason", reason);
-    let key = task_table::key_of_held("work_item", work_item);
+    let item = task_table::held_item("work_item", work_item, task_table);
     end_lease(
         "DELETE FROM orch_lease.transition_lease
-          WHERE work_item = $1 AND ($2::bigint IS NULL OR token = $2)
+          WHERE task_table = $3 AND work_item = $1 AND ($2::bigint IS NULL OR token = $2)
          RETURNING owner, token, owner_boot_id, holder_role",
-        &[key.as_str().into(), expected_token.into()],
-        (&key, "forced", Some(reason)),
+        &[
+            item.key.as_str().into(),
+            expected_token.into(),
+            TableArg(item.table).into(),
+        ],
+        (&item, "forced", Some(reason)),
         None,
     )
 }
@@ -518,7 +623,7 @@ fn transition_lease_force_release(
 fn end_lease(
     delete: &str,
     args: &[DatumWithOid],
-    (key, event, reason): (&str, &str, Option<&str>),
+    (item, event, reason): (&Item, &str, Option<&str>),
     holder: Option<&str>,
 ) -> bool {
     races::bounded_lock_wait(|| {
@@ -530,7 +635,7 @@ fn end_lease(
                             return false;
                         };
                         if let Some(role) = holder {
-                            owns(key, &gone, role);
+                            owns(&item.key, &gone, role);
                         }
                         let (owner, boot_id): (String, String) =
                             (column(&gone, "owner"), column(&gone, "owner_boot_id"));
@@ -539,7 +644,8 @@ fn end_lease(
                             Event {
                                 event,
                                 outcome: event,
-                                work_item: key,
+                                work_item: &item.key,
+                                task_table: Some(item.table),
                                 actor: (event == "released").then_some(owner.as_str()),
                                 old_owner: Some(&owner),
                                 old_token: nullable(&gone, "token"),
@@ -595,31 +701,38 @@ pub enum Claimed {
     NotHeld,
 }
 
-/// Does the caller's role hold the lease on `key` with `token`? Keeps (share-locks) or ends it as a
+/// Does the caller's role hold the lease on `item` with `token`? Keeps (share-locks) or ends it as a
 /// side effect. Another role's lease with this token is an error (42501). When it is not held, the
 /// takeovers in the history (always recorded) tell a lease taken away from one never held or already
 /// ended. Run as the extension's owner.
-pub fn claim(client: &SpiClient<'_>, key: &str, token: i64, how: Claim, role: &str) -> Claimed {
+pub fn claim(client: &SpiClient<'_>, item: &Item, token: i64, how: Claim, role: &str) -> Claimed {
     let statement = match how {
         Claim::Keep => {
             "SELECT holder_role FROM orch_lease.transition_lease
-              WHERE work_item = $1 AND token = $2 FOR SHARE"
+              WHERE task_table = $3 AND work_item = $1 AND token = $2 FOR SHARE"
         }
         Claim::End => {
-            "DELETE FROM orch_lease.transition_lease WHERE work_item = $1 AND token = $2
+            "DELETE FROM orch_lease.transition_lease
+              WHERE task_table = $3 AND work_item = $1 AND token = $2
              RETURNING holder_role"
         }
     };
-    if let Some(lease) = plans::run(client, statement, &[key.into(), token.into()]).next() {
-        owns(key, &lease, role);
+    let args = [
+        item.key.as_str().into(),
+        token.into(),
+        TableArg(item.table).into(),
+    ];
+    if let Some(lease) = plans::run(client, statement, &args).next() {
+        owns(&item.key, &lease, role);
         return Claimed::Held;
     }
+    // Tokens come from one sequence: (work item, token) names one lease whatever its table.
     let taken = plans::run(
         client,
         "SELECT FROM orch_lease.lease_event
           WHERE work_item = $1 AND old_token = $2 AND event IN ('reclaimed', 'reaped', 'forced')
           LIMIT 1",
-        &[key.into(), token.into()],
+        &[item.key.as_str().into(), token.into()],
     );
     match taken.is_empty() {
         true => Claimed::NotHeld,
@@ -637,6 +750,7 @@ pub struct Ended {
     pub scope: Option<String>,
     pub acquired_at: TimestampWithTimeZone,
     pub holder_role: Option<String>,
+    pub task_table: pg_sys::Oid,
 }
 
 impl Ended {
@@ -650,6 +764,7 @@ impl Ended {
             scope: nullable(row, "scope"),
             acquired_at: column(row, "acquired_at"),
             holder_role: nullable(row, "holder_role"),
+            task_table: column(row, "task_table"),
         }
     }
 
@@ -659,6 +774,7 @@ impl Ended {
             event,
             outcome,
             work_item: &self.work_item,
+            task_table: Some(self.task_table),
             old_owner: Some(&self.owner),
             old_token: Some(self.token),
             old_boot_id: Some(&self.owner_boot_id),
@@ -679,6 +795,8 @@ impl Ended {
                 self.scope.into_datum(),
                 self.acquired_at.into_datum(),
                 self.holder_role.into_datum(),
+                // An oid is a regclass's datum.
+                Some(pg_sys::Datum::from(self.task_table)),
             ],
         )
     }
@@ -735,10 +853,11 @@ pub fn reap(client: &SpiClient<'_>, ceiling_s: i32) -> Vec<Reaped> {
               OR l.acquired_at < {now} - make_interval(secs => $1))"
         )
     };
-    let candidates: Vec<(String, i64, f64)> = plans::run(
+    let candidates: Vec<(Item, i64, f64)> = plans::run(
         client,
         &format!(
-            "SELECT l.work_item, l.token, extract(epoch FROM $2 - l.acquired_at)::float8 AS age_s
+            "SELECT l.task_table::oid AS task_table, l.work_item, l.token,
+                    extract(epoch FROM $2 - l.acquired_at)::float8 AS age_s
                FROM orch_lease.transition_lease l WHERE {}",
             doomed("$2")
         ),
@@ -746,7 +865,8 @@ pub fn reap(client: &SpiClient<'_>, ceiling_s: i32) -> Vec<Reaped> {
     )
     .map(|row| {
         let age_s = column(&row, "age_s");
-        (column(&row, "work_item"), column(&row, "token"), age_s)
+        let item = Item::leased(column(&row, "task_table"), column(&row, "work_item"));
+        (item, column(&row, "token"), age_s)
     })
     .collect();
     // The age comes from the candidate's read: a lease keeps its acquired_at as long as its token.
@@ -755,24 +875,26 @@ pub fn reap(client: &SpiClient<'_>, ceiling_s: i32) -> Vec<Reaped> {
              SELECT l.work_item, l.token,
                     orch_lease.boot_liveness(l.owner_boot_id) IS NOT DISTINCT FROM 'stale' AS dead
                FROM orch_lease.transition_lease l
-              WHERE l.work_item = $2 AND l.token = $3 AND {}
+              WHERE l.task_table = $5 AND l.work_item = $2 AND l.token = $3 AND {}
                 FOR UPDATE SKIP LOCKED)
          DELETE FROM orch_lease.transition_lease l USING doomed d
-          WHERE l.work_item = $2 AND l.work_item = d.work_item AND l.token = d.token
+          WHERE l.task_table = $5 AND l.work_item = $2 AND l.work_item = d.work_item
+            AND l.token = d.token
          RETURNING l.*, d.dead",
         doomed("$4")
     );
     let reaped: Vec<Reaped> = candidates
         .iter()
-        .filter_map(|(key, token, age_s)| {
+        .filter_map(|(item, token, age_s)| {
             let row = plans::run(
                 client,
                 &end_one,
                 &[
                     ceiling_s.into(),
-                    key.as_str().into(),
+                    item.key.as_str().into(),
                     (*token).into(),
                     now.into(),
+                    TableArg(item.table).into(),
                 ],
             )
             .next()?;
@@ -807,15 +929,15 @@ pub fn reap(client: &SpiClient<'_>, ceiling_s: i32) -> Vec<Reaped> {
 
 extension_sql!(
     r#"
-COMMENT ON FUNCTION orch_lease.transition_lease_acquire(text, text, integer, text, text) IS
+COMMENT ON FUNCTION orch_lease.transition_lease_acquire(text, text, integer, text, text, regclass) IS
     'Asks for the transition lease on a work item; never waits, never raises on contention: acquired, held, reclaimed, busy, retry, superseded, disabled or out_of_scope.';
-COMMENT ON FUNCTION orch_lease.transition_lease_acquire_session(text, text, text) IS
+COMMENT ON FUNCTION orch_lease.transition_lease_acquire_session(text, text, text, regclass) IS
     'Asks for a lease that lives as long as the calling database session (not behind a transaction pooler).';
-COMMENT ON FUNCTION orch_lease.transition_lease_release(text, bigint) IS
+COMMENT ON FUNCTION orch_lease.transition_lease_release(text, bigint, regclass) IS
     'Ends the lease on a work item if it is still held with this token; only the role that acquired it may (42501 otherwise).';
-COMMENT ON FUNCTION orch_lease.transition_lease_force_release(text, bigint, text) IS
+COMMENT ON FUNCTION orch_lease.transition_lease_force_release(text, bigint, text, regclass) IS
     'For the people on call: ends the lease on a work item (only that token, if given), recorded as forced and announced.';
-COMMENT ON FUNCTION orch_lease.transition_lease_held(text, bigint) IS
+COMMENT ON FUNCTION orch_lease.transition_lease_held(text, bigint, regclass) IS
     'Whether the caller''s role still holds the lease on a work item with this token: the checkpoint of a long effect.';
 "#,
     name = "lease_comments",
@@ -833,7 +955,8 @@ extension_sql!(
 -- An integer work item (acquire(131, ...)) found no function (42883, a generic "does not exist"): these
 -- overloads take it only to say what to do. They key nothing: one spelling of an id is its text.
 CREATE FUNCTION orch_lease.transition_lease_acquire(work_item bigint, owner text, owner_pid integer,
-                                                    owner_boot_id text, scope text DEFAULT NULL)
+                                                    owner_boot_id text, scope text DEFAULT NULL,
+                                                    task_table regclass DEFAULT NULL)
 RETURNS orch_lease.lease_grant
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -843,15 +966,16 @@ BEGIN
                 HINT = format('Pass the id as text: %L, or %s::text.', work_item, work_item);
 END
 $$;
-COMMENT ON FUNCTION orch_lease.transition_lease_acquire(bigint, text, integer, text, text) IS
+COMMENT ON FUNCTION orch_lease.transition_lease_acquire(bigint, text, integer, text, text, regclass) IS
     'Refuses an integer work item (42804) with a hint: pass the id as text.';
 CREATE FUNCTION orch_lease.transition_lease_acquire_session(work_item bigint, owner text,
-                                                            scope text DEFAULT NULL)
+                                                            scope text DEFAULT NULL,
+                                                            task_table regclass DEFAULT NULL)
 RETURNS orch_lease.lease_grant
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT * FROM orch_lease.transition_lease_acquire(work_item, owner, 1, 'session', scope)
+    SELECT * FROM orch_lease.transition_lease_acquire(work_item, owner, 1, 'session', scope, task_table)
 $$;
-COMMENT ON FUNCTION orch_lease.transition_lease_acquire_session(bigint, text, text) IS
+COMMENT ON FUNCTION orch_lease.transition_lease_acquire_session(bigint, text, text, regclass) IS
     'Refuses an integer work item (42804) with a hint: pass the id as text.';
 "#,
     name = "integer_work_item",

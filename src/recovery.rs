@@ -214,7 +214,9 @@ fn register(
             )
         }
     };
-    ended.sort_by(|a, b| a.work_item.cmp(&b.work_item));
+    ended.sort_by(|a, b| {
+        (a.task_table.to_u32(), &a.work_item).cmp(&(b.task_table.to_u32(), &b.work_item))
+    });
     // Rows are built here, in the caller's memory context: SPI frees its own when it finishes.
     SetOfIterator::new(ended.into_iter().map(Ended::into_row))
 }
@@ -569,6 +571,7 @@ fn transition_lease_reap(
         name!(owner_boot_id, String),
         name!(acquired_at, TimestampWithTimeZone),
         name!(age_s, AnyNumeric),
+        name!(task_table, task_table::TableArg),
     ),
 > {
     let ceiling = errors::present("max_running_s", max_running_s);
@@ -582,7 +585,9 @@ fn transition_lease_reap(
     }
     read_committed_only("transition_lease_reap");
     let mut reaped = owner::as_owner(|| Spi::connect(|client| lease::reap(client, ceiling)));
-    reaped.sort_by(|(a, ..), (b, ..)| a.work_item.cmp(&b.work_item));
+    reaped.sort_by(|(a, ..), (b, ..)| {
+        (a.task_table.to_u32(), &a.work_item).cmp(&(b.task_table.to_u32(), &b.work_item))
+    });
     TableIterator::new(reaped.into_iter().map(|(lease, kind, age_s)| {
         (
             lease.work_item,
@@ -593,6 +598,7 @@ fn transition_lease_reap(
             lease.owner_boot_id,
             lease.acquired_at,
             seconds(age_s),
+            task_table::TableArg(lease.task_table),
         )
     }))
 }
@@ -607,17 +613,32 @@ fn seconds(age_s: f64) -> AnyNumeric {
 /// The liveness of the lease on `work_item`, for a reaper that decides job by job: `none` (no lease),
 /// `live`, `stale` (its holder's boot was superseded, or its session is gone) or `unknown` (its boot
 /// was never registered through recover).
-#[pg_extern(volatile, parallel_unsafe, requires = ["lease_table", "liveness"])]
-fn transition_lease_liveness(work_item: Option<&str>) -> String {
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    requires = ["lease_table", "liveness"],
+    sql = r#"
+CREATE FUNCTION orch_lease.transition_lease_liveness(
+    work_item text,
+    task_table regclass DEFAULT NULL
+) RETURNS text VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'transition_lease_liveness_wrapper';
+"#
+)]
+fn transition_lease_liveness(work_item: Option<&str>, fcinfo: pg_sys::FunctionCallInfo) -> String {
+    let task_table = task_table::argument(fcinfo, 1);
     let work_item = errors::required("work_item", work_item);
-    let key = task_table::key("work_item", work_item);
+    let item = task_table::item("work_item", work_item, task_table);
     owner::as_owner(|| {
         Spi::connect(|client| {
             let lease = plans::run(
                 client,
                 "SELECT coalesce(orch_lease.boot_liveness(owner_boot_id), 'unknown') AS liveness
-                   FROM orch_lease.transition_lease WHERE work_item = $1",
-                &[key.as_str().into()],
+                   FROM orch_lease.transition_lease WHERE task_table = $2 AND work_item = $1",
+                &[
+                    item.key.as_str().into(),
+                    task_table::TableArg(item.table).into(),
+                ],
             );
             match lease.is_empty() {
                 true => "none".to_string(),
@@ -649,7 +670,7 @@ COMMENT ON FUNCTION orch_lease.transition_lease_hand_over(text, text) IS
     'For the people on call: every boot of an instance becomes the given role''s (the repair for an instance name or boot id another role registered first). Returns how many boots changed hands.';
 COMMENT ON FUNCTION orch_lease.transition_lease_reap(integer) IS
     'The reaper: ends leases of dead holders (stale) and leases held longer than max_running_s (ceiling), each recorded and announced. READ COMMITTED only.';
-COMMENT ON FUNCTION orch_lease.transition_lease_liveness(text) IS
+COMMENT ON FUNCTION orch_lease.transition_lease_liveness(text, regclass) IS
     'The liveness of the lease on a work item: none, live, stale or unknown.';
 COMMENT ON FUNCTION orch_lease.session_alive(text) IS
     'Whether the database session behind a session-bound boot id is still connected (NULL for other boot ids).';

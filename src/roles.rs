@@ -42,18 +42,18 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA orch_lease FROM PUBLIC;
 GRANT USAGE ON SCHEMA orch_lease TO orch_lease_actor, pg_monitor;
 
 GRANT EXECUTE ON FUNCTION
-    orch_lease.transition_lease_acquire(text, text, integer, text, text),
-    orch_lease.transition_lease_acquire_session(text, text, text),
-    orch_lease.transition_lease_acquire(bigint, text, integer, text, text),
-    orch_lease.transition_lease_acquire_session(bigint, text, text),
-    orch_lease.transition_lease_release(text, bigint),
-    orch_lease.transition_lease_held(text, bigint),
-    orch_lease.update_task_stage_cas(text, text, text, bigint),
-    orch_lease.commit_stage_cas(text, bigint, text, text),
+    orch_lease.transition_lease_acquire(text, text, integer, text, text, regclass),
+    orch_lease.transition_lease_acquire_session(text, text, text, regclass),
+    orch_lease.transition_lease_acquire(bigint, text, integer, text, text, regclass),
+    orch_lease.transition_lease_acquire_session(bigint, text, text, regclass),
+    orch_lease.transition_lease_release(text, bigint, regclass),
+    orch_lease.transition_lease_held(text, bigint, regclass),
+    orch_lease.update_task_stage_cas(text, text, text, bigint, regclass),
+    orch_lease.commit_stage_cas(text, bigint, text, text, regclass),
     orch_lease.transition_lease_recover(text, text, integer),
     orch_lease.transition_lease_takeover(text, text, integer),
-    orch_lease.transition_lease_liveness(text),
-    orch_lease.work_item_key(text)
+    orch_lease.transition_lease_liveness(text, regclass),
+    orch_lease.work_item_key(text, regclass)
     TO orch_lease_actor;
 GRANT EXECUTE ON FUNCTION
     orch_lease.session_alive(text),
@@ -68,13 +68,14 @@ GRANT SELECT ON
 GRANT SELECT ON orch_lease.transition_lease_status, orch_lease.lease_history, orch_lease.boot TO pg_monitor;
 
 GRANT EXECUTE ON FUNCTION
-    orch_lease.transition_lease_force_release(text, bigint, text),
+    orch_lease.transition_lease_force_release(text, bigint, text, regclass),
     orch_lease.transition_lease_hand_over(text, text),
     orch_lease.transition_lease_reap(integer),
     orch_lease.transition_lease_prune(interval),
     orch_lease.register_task_table(regclass, name, name, boolean),
-    orch_lease.register_stage_graph(text[], text[]),
-    orch_lease.install_bypass_guard(text),
+    orch_lease.unregister_task_table(regclass),
+    orch_lease.register_stage_graph(text[], text[], regclass),
+    orch_lease.install_bypass_guard(text, regclass),
     orch_lease.set_enabled(boolean, text)
     TO orch_lease_admin;
 GRANT SELECT ON

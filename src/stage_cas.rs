@@ -6,7 +6,7 @@
 //! to it, and writes it with the caller's own privileges, row-level security and triggers.
 use crate::events::{self, Event};
 use crate::lease::{self, Claim, Claimed};
-use crate::task_table::{self, TaskTable, Typed};
+use crate::task_table::{self, Item, TableArg, TaskTable, Typed};
 use crate::{config, errors, owner, plans, races, rows};
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiTupleTable};
@@ -93,15 +93,38 @@ impl Cas {
 
 /// Sets the task's stage to `new_stage` if it is still `expected_stage`. With `lease_token`, only while
 /// the caller's role holds the lease on the task with that token; the lease stays held.
-#[pg_extern(volatile, parallel_unsafe, requires = ["task_table_registry", "lease_table", "cas_result"])]
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    requires = ["task_table_registry", "lease_table", "cas_result"],
+    sql = r#"
+CREATE FUNCTION orch_lease.update_task_stage_cas(
+    task_id text,
+    expected_stage text,
+    new_stage text,
+    lease_token bigint DEFAULT NULL,
+    task_table regclass DEFAULT NULL
+) RETURNS orch_lease.cas_result VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'update_task_stage_cas_wrapper';
+"#
+)]
 fn update_task_stage_cas(
     task_id: Option<&str>,
     expected_stage: Option<&str>,
     new_stage: Option<&str>,
     lease_token: default!(Option<i64>, "NULL"),
+    fcinfo: pg_sys::FunctionCallInfo,
 ) -> composite_type!('static, "orch_lease.cas_result") {
+    let task_table = task_table::argument(fcinfo, 4);
     let lease = lease_token.map(|token| (token, Claim::Keep));
-    stage_cas(("task_id", task_id), expected_stage, new_stage, lease).into_row()
+    stage_cas(
+        ("task_id", task_id),
+        task_table,
+        expected_stage,
+        new_stage,
+        lease,
+    )
+    .into_row()
 }
 
 /// The lease-guarded CAS and the end of that lease, in one atomic step. The lease ends whatever the
@@ -110,12 +133,27 @@ fn update_task_stage_cas(
 /// a write without a lease check is asked for by name, `update_task_stage_cas`, never by a NULL read
 /// from the wrong field. With the kill-switch off it is still the bare write (deprecated, see the SQL
 /// reference).
-#[pg_extern(volatile, parallel_unsafe, requires = ["task_table_registry", "lease_table", "cas_result"])]
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    requires = ["task_table_registry", "lease_table", "cas_result"],
+    sql = r#"
+CREATE FUNCTION orch_lease.commit_stage_cas(
+    work_item text,
+    token bigint,
+    expected_stage text,
+    new_stage text,
+    task_table regclass DEFAULT NULL
+) RETURNS orch_lease.cas_result VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'commit_stage_cas_wrapper';
+"#
+)]
 fn commit_stage_cas(
     work_item: Option<&str>,
     token: Option<i64>,
     expected_stage: Option<&str>,
     new_stage: Option<&str>,
+    fcinfo: pg_sys::FunctionCallInfo,
 ) -> composite_type!('static, "orch_lease.cas_result") {
     if token.is_none() && config::enabled() {
         errors::raise_hinted(
@@ -126,15 +164,23 @@ fn commit_stage_cas(
             Some("A NULL token no longer makes commit_stage_cas a plain CAS (since 0.5.0).".into()),
         );
     }
+    let task_table = task_table::argument(fcinfo, 4);
     let lease = token.map(|token| (token, Claim::End));
-    stage_cas(("work_item", work_item), expected_stage, new_stage, lease).into_row()
+    stage_cas(
+        ("work_item", work_item),
+        task_table,
+        expected_stage,
+        new_stage,
+        lease,
+    )
+    .into_row()
 }
 
 /// The CAS's inputs, converted to the task table's types before anything is written.
 struct Write {
     table: std::rc::Rc<TaskTable>,
     id: Typed,
-    key: String,
+    item: Item,
     expected: Typed,
     new: Typed,
     /// The stages as the stage type writes them.
@@ -144,6 +190,7 @@ struct Write {
 
 fn stage_cas(
     (id_argument, task_id): (&'static str, Option<&str>),
+    task_table: Option<TableArg>,
     expected_stage: Option<&str>,
     new_stage: Option<&str>,
     lease: Option<(i64, Claim)>,
@@ -151,14 +198,14 @@ fn stage_cas(
     let task_id = errors::required(id_argument, task_id);
     let expected_stage = errors::bounded_present("expected_stage", expected_stage);
     let new_stage = errors::bounded_present("new_stage", new_stage);
-    let table = task_table::task_table();
+    let table = task_table::writable_task_table(task_table);
     // Convert every input before anything is written: bad input is an error with nothing changed.
     // The id exactly as keys read it (`IdType`), so the lease claimed is the key of the row written.
     let id = table.id.read(id_argument, task_id);
     let expected = task_table::typed("expected_stage", expected_stage, table.stage_type, -1);
     let new = task_table::typed("new_stage", new_stage, table.stage_type, -1);
     let write = Write {
-        key: task_table::output(id),
+        item: Item::leased(table.relid, task_table::output(id)),
         expected_text: task_table::output(expected),
         new_text: task_table::output(new),
         table,
@@ -170,7 +217,7 @@ fn stage_cas(
 
     Spi::connect(|client| {
         let claim = |(token, how): (i64, Claim)| {
-            owner::as_owner(|| lease::claim(client, &write.key, token, how, &role))
+            owner::as_owner(|| lease::claim(client, &write.item, token, how, &role))
         };
         if !config::enabled() {
             // The kill-switch makes the CAS a bare UPDATE; a commit still ends its lease. A row it may
@@ -217,7 +264,8 @@ fn stage_cas(
                         "cas_lost"
                     },
                     outcome: cas.outcome,
-                    work_item: &write.key,
+                    work_item: &write.item.key,
+                    task_table: Some(write.item.table),
                     old_token: lease.map(|(token, _)| token),
                     stage_from: Some(&write.expected_text),
                     stage_to: Some(&write.new_text),
@@ -234,7 +282,7 @@ fn mark<R>(write: &Write, body: impl FnOnce() -> R) -> R {
     as_cas_write(
         CasWrite {
             relid: write.table.relid,
-            key: write.key.clone(),
+            key: write.item.key.clone(),
             stage: write.new_text.clone(),
         },
         body,
@@ -311,9 +359,9 @@ fn stage_of(table: &TaskTable, rows: SpiTupleTable<'_>) -> Option<Option<String>
 
 extension_sql!(
     r#"
-COMMENT ON FUNCTION orch_lease.update_task_stage_cas(text, text, text, bigint) IS
+COMMENT ON FUNCTION orch_lease.update_task_stage_cas(text, text, text, bigint, regclass) IS
     'Sets a task''s stage only if it still equals the expected one (and, with a token, while the caller''s role holds its lease): applied, stage_mismatch, not_found, lease_lost, not_held, invalid_transition or retry.';
-COMMENT ON FUNCTION orch_lease.commit_stage_cas(text, bigint, text, text) IS
+COMMENT ON FUNCTION orch_lease.commit_stage_cas(text, bigint, text, text, regclass) IS
     'The lease-guarded stage CAS and the end of that lease in one step; on retry the lease is kept. The token is required while orch_lease is on (update_task_stage_cas writes without a lease).';
 COMMENT ON FUNCTION orch_lease.stage_write_allowed() IS
     'True while the stage CAS is writing or the kill-switch is off; kept for the bypass guard of releases before 0.4.0.';

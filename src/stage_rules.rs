@@ -2,7 +2,8 @@
 //! stages), and a guard on the task table that notices, or refuses, a stage write that bypasses the CAS.
 //! A plain client of the CAS: it asks `stage_cas` which write is the CAS's own.
 use crate::stage_cas::{self, CasWrite};
-use crate::{config, errors, owner, plans, rows, task_table};
+use crate::task_table;
+use crate::{config, errors, owner, plans, rows};
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, quote_literal};
 use pgrx::{AllocatedByPostgres, PgSqlErrorCode};
@@ -13,12 +14,17 @@ extension_sql!(
 CREATE TABLE orch_lease.stage_transition (
     from_stage text NOT NULL,
     to_stage   text NOT NULL,
-    PRIMARY KEY (from_stage, to_stage)
+    task_table regclass NOT NULL,
+    PRIMARY KEY (task_table, from_stage, to_stage)
 );
 COMMENT ON TABLE orch_lease.stage_transition IS
-    'The allowed stage transitions. Empty: every transition is allowed.';
-CREATE TABLE orch_lease.terminal_stage (stage text PRIMARY KEY);
-COMMENT ON TABLE orch_lease.terminal_stage IS 'Stages no transition leaves.';
+    'The allowed stage transitions of each task table. None for a table: every transition is allowed.';
+CREATE TABLE orch_lease.terminal_stage (
+    stage      text NOT NULL,
+    task_table regclass NOT NULL,
+    PRIMARY KEY (task_table, stage)
+);
+COMMENT ON TABLE orch_lease.terminal_stage IS 'Stages no transition of a task table leaves.';
 CREATE TABLE orch_lease.bypass_log (
     at         timestamptz NOT NULL DEFAULT clock_timestamp(),
     task_table regclass NOT NULL,
@@ -165,12 +171,24 @@ fn registered_ancestor(relid: pg_sys::Oid) -> pg_sys::Oid {
     .unwrap_or(relid)
 }
 
-/// Installs (or, with `off`, removes) the bypass guard on the registered task table, which the caller
-/// must own. `warn` logs each stage write that does not come through the CAS to
+/// Installs (or, with `off`, removes) the bypass guard on a registered task table (omitted: the only
+/// one registered), which the caller must own. `warn` logs each stage write that does not come through the CAS to
 /// `orch_lease.bypass_log` and raises a WARNING; `reject` refuses it with SQLSTATE 55000. Writes
 /// through the CAS always pass; so does everything while the kill-switch is off.
-#[pg_extern(volatile, parallel_unsafe, requires = ["stage_rules", bypass_guard])]
-fn install_bypass_guard(mode: default!(Option<&str>, "'warn'")) {
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    requires = ["stage_rules", bypass_guard],
+    sql = r#"
+CREATE FUNCTION orch_lease.install_bypass_guard(
+    mode text DEFAULT 'warn',
+    task_table regclass DEFAULT NULL
+) RETURNS void VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'install_bypass_guard_wrapper';
+"#
+)]
+fn install_bypass_guard(mode: default!(Option<&str>, "'warn'"), fcinfo: pg_sys::FunctionCallInfo) {
+    let task_table = task_table::argument(fcinfo, 1);
     let mode = errors::required("mode", mode);
     if !["off", "warn", "reject"].contains(&mode) {
         errors::raise(
@@ -178,7 +196,7 @@ fn install_bypass_guard(mode: default!(Option<&str>, "'warn'")) {
             format!("orch_lease: mode must be off, warn or reject, not \"{mode}\""),
         );
     }
-    let table = task_table::task_table();
+    let table = task_table::task_table(task_table);
     if !task_table::caller_owns(table.relid) {
         errors::raise(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
@@ -188,22 +206,10 @@ fn install_bypass_guard(mode: default!(Option<&str>, "'warn'")) {
             ),
         );
     }
+    remove_bypass_guard(table.relid);
     // The trigger is created by the extension's owner: nobody else may execute bypass_guard, so nobody
     // attaches it to another table.
     owner::as_owner(|| {
-        Spi::connect(|client| {
-            let installed = plans::run(
-                client,
-                "SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = 'orch_lease_bypass_guard'",
-                &[table.relid.into()],
-            );
-            if !installed.is_empty() {
-                client_run(&format!(
-                    "DROP TRIGGER orch_lease_bypass_guard ON {}",
-                    table.qualified
-                ));
-            }
-        });
         if mode != "off" {
             client_run(&format!(
                 "CREATE TRIGGER orch_lease_bypass_guard BEFORE UPDATE OF {} ON {}
@@ -218,20 +224,64 @@ fn install_bypass_guard(mode: default!(Option<&str>, "'warn'")) {
     });
 }
 
+/// Removes the bypass guard from a table, if it has one (`unregister_task_table` too).
+pub fn remove_bypass_guard(relid: pg_sys::Oid) {
+    owner::as_owner(|| {
+        let installed = Spi::connect(|client| {
+            !plans::run(
+                client,
+                "SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = 'orch_lease_bypass_guard'",
+                &[relid.into()],
+            )
+            .is_empty()
+        });
+        if installed {
+            let qualified = Spi::get_one_with_args::<String>(
+                "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
+                   FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+                  WHERE c.oid OPERATOR(pg_catalog.=) $1",
+                &[relid.into()],
+            )
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| errors::internal("missing relation", "task table", ""));
+            client_run(&format!(
+                "DROP TRIGGER orch_lease_bypass_guard ON {qualified}"
+            ));
+        }
+    });
+}
+
 /// Runs a utility statement (DDL: nothing to plan and keep).
 fn client_run(sql: &str) {
     Spi::run(sql).unwrap_or_else(|error| errors::internal("cannot run", sql, error));
 }
 
-/// Registers the allowed stage transitions, each written `'from -> to'`, and the terminal stages (which
-/// no transition may leave). Replaces any earlier graph; an empty list removes it. With a graph, a CAS
+/// Registers the allowed stage transitions of a task table (omitted: the only one registered), each
+/// written `'from -> to'`, and its terminal stages (which no transition may leave). Replaces that
+/// table's earlier graph, no other's; an empty list removes it. With a graph, a CAS
 /// whose (expected, new) pair is not in it answers `invalid_transition` and writes nothing; so does a
 /// CAS out of a terminal stage, graph or not.
-#[pg_extern(volatile, parallel_unsafe, requires = ["stage_rules"])]
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    requires = ["stage_rules"],
+    sql = r#"
+CREATE FUNCTION orch_lease.register_stage_graph(
+    transitions text[],
+    terminal_stages text[] DEFAULT '{}',
+    task_table regclass DEFAULT NULL
+) RETURNS void VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'register_stage_graph_wrapper';
+"#
+)]
 fn register_stage_graph(
     transitions: Option<Vec<Option<String>>>,
     terminal_stages: default!(Option<Vec<Option<String>>>, "'{}'"),
+    fcinfo: pg_sys::FunctionCallInfo,
 ) {
+    let task_table = task_table::argument(fcinfo, 2);
     let transitions = errors::present("transitions", transitions);
     let terminal: Vec<String> = errors::present("terminal_stages", terminal_stages)
         .into_iter()
@@ -257,7 +307,7 @@ fn register_stage_graph(
     // Every stage named must be a value of the stage column's type (an enum label it has), and is
     // stored as that type writes it. Read by the base type: a domain's CHECK is the table owner's code,
     // which an admin registering the graph must not run.
-    let table = task_table::task_table();
+    let table = task_table::task_table(task_table);
     let stage_type = unsafe { pg_sys::getBaseType(table.stage_type) };
     let stage = |argument: &'static str, stage: &str| {
         errors::bounded_present(argument, Some(stage));
@@ -281,24 +331,34 @@ fn register_stage_graph(
     }
     // No transaction that checked by the graph before is still open, none checks by it meanwhile.
     task_table::lock_out_calls();
-    owner::as_owner(|| replace_stage_graph(&pairs, terminal));
+    owner::as_owner(|| replace_stage_graph(table.relid, &pairs, terminal));
 }
 
-fn replace_stage_graph(pairs: &[(String, String)], terminal: Vec<String>) {
+fn replace_stage_graph(relid: pg_sys::Oid, pairs: &[(String, String)], terminal: Vec<String>) {
     let froms: Vec<&str> = pairs.iter().map(|(from, _)| from.as_str()).collect();
     let tos: Vec<&str> = pairs.iter().map(|(_, to)| to.as_str()).collect();
     Spi::connect(|client| {
-        plans::run(client, "DELETE FROM orch_lease.stage_transition", &[]);
-        plans::run(client, "DELETE FROM orch_lease.terminal_stage", &[]);
         plans::run(
             client,
-            "INSERT INTO orch_lease.stage_transition SELECT DISTINCT * FROM unnest($1::text[], $2::text[])",
-            &[froms.into(), tos.into()],
+            "DELETE FROM orch_lease.stage_transition WHERE task_table = $1",
+            &[relid.into()],
         );
         plans::run(
             client,
-            "INSERT INTO orch_lease.terminal_stage SELECT DISTINCT unnest($1::text[])",
-            &[terminal.into()],
+            "DELETE FROM orch_lease.terminal_stage WHERE task_table = $1",
+            &[relid.into()],
+        );
+        plans::run(
+            client,
+            "INSERT INTO orch_lease.stage_transition (from_stage, to_stage, task_table)
+             SELECT DISTINCT f, t, $3 FROM unnest($1::text[], $2::text[]) u (f, t)",
+            &[froms.into(), tos.into(), relid.into()],
+        );
+        plans::run(
+            client,
+            "INSERT INTO orch_lease.terminal_stage (stage, task_table)
+             SELECT DISTINCT s, $2 FROM unnest($1::text[]) u (s)",
+            &[terminal.into(), relid.into()],
         );
     });
     task_table::forget_everywhere("orch_lease.stage_transition");
@@ -306,10 +366,10 @@ fn replace_stage_graph(pairs: &[(String, String)], terminal: Vec<String>) {
 
 extension_sql!(
     r#"
-COMMENT ON FUNCTION orch_lease.register_stage_graph(text[], text[]) IS
-    'Registers the allowed transitions (''from -> to'') and the terminal stages; an empty list removes the graph.';
-COMMENT ON FUNCTION orch_lease.install_bypass_guard(text) IS
-    'Installs the bypass guard on the registered task table (warn or reject), or removes it (off); the caller must own the table.';
+COMMENT ON FUNCTION orch_lease.register_stage_graph(text[], text[], regclass) IS
+    'Registers a task table''s allowed transitions (''from -> to'') and terminal stages; an empty list removes its graph.';
+COMMENT ON FUNCTION orch_lease.install_bypass_guard(text, regclass) IS
+    'Installs the bypass guard on a registered task table (warn or reject), or removes it (off); the caller must own the table.';
 "#,
     name = "stage_rules_comments",
     requires = [register_stage_graph, install_bypass_guard]

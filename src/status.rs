@@ -25,6 +25,7 @@ SELECT l.work_item,
        coalesce(orch_lease.boot_liveness(l.owner_boot_id), 'unknown') AS liveness,
        l.holder_role,
        (SELECT s.enabled FROM orch_lease.kill_switch() s) AS enabled,
+       l.task_table,
        NOT orch_lease.session_alive(b.registered_session) AS session_gone
   FROM orch_lease.transition_lease l
   LEFT JOIN orch_lease.boot b ON b.boot_id = l.owner_boot_id
@@ -32,7 +33,7 @@ SELECT l.work_item,
     OR pg_catalog.pg_has_role('pg_monitor', 'USAGE')
     OR l.holder_role = CURRENT_USER;
 COMMENT ON VIEW orch_lease.transition_lease_status IS
-    'Every held lease with its owner, age and liveness (live; stale = boot superseded or session gone; unknown = boot never registered), whether orch_lease is on for the reader''s calls (the kill-switch), and whether the database session that registered the holder''s boot is gone (session_gone; NULL when none was recorded). Actors see their own role''s leases only.';
+    'Every held lease with its task table, owner, age and liveness (live; stale = boot superseded or session gone; unknown = boot never registered), whether orch_lease is on for the reader''s calls (the kill-switch), and whether the database session that registered the holder''s boot is gone (session_gone; NULL when none was recorded). Actors see their own role''s leases only.';
 
 CREATE VIEW orch_lease.lease_history WITH (security_barrier) AS
 SELECT e.event_id, e.at, e.event, e.work_item, e.old_owner,
@@ -41,7 +42,7 @@ SELECT e.event_id, e.at, e.event, e.work_item, e.old_owner,
        e.old_boot_id, e.new_owner,
        CASE WHEN pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
               OR pg_catalog.pg_has_role('pg_monitor', 'USAGE') THEN e.new_token END AS new_token,
-       e.reason, e.outcome, e.actor, e.stage_from, e.stage_to, e.by_role
+       e.reason, e.outcome, e.actor, e.stage_from, e.stage_to, e.by_role, e.task_table
   FROM orch_lease.lease_event e
  WHERE pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
     OR pg_catalog.pg_has_role('pg_monitor', 'USAGE')

@@ -1,22 +1,26 @@
-//! The registered task table: the application's own table whose stage the CAS writes, its description
-//! (cached per backend until an invalidation concerns it), and what follows from its id column's type —
-//! how a value is read from text, and the one canonical key every spelling of a task id maps to.
+//! The registered task tables: the application's own tables whose stage the CAS writes (any number of
+//! them, #27), their descriptions (cached per backend until an invalidation concerns them), which one a
+//! call means (the `task_table` argument; omitted, the only one registered, never a guess), and what
+//! follows from a table's id column's type — how a value is read from text, and the one canonical key
+//! every spelling of a task id maps to. A work item is a (table, key) pair: `Item`.
 use crate::{error_context, errors, owner, plans, races, rows};
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::{self, PgTryBuilder};
+use pgrx::pgrx_sql_entity_graph::metadata::{
+    ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin,
+};
 use pgrx::prelude::*;
-use pgrx::spi::quote_identifier;
+use pgrx::spi::{quote_identifier, SpiClient};
 use pgrx::{PgRelation, PgSqlErrorCode};
 use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString};
 use std::rc::Rc;
 
 extension_sql!(
     r#"
 CREATE TABLE orch_lease.task_table (
-    singleton     boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    relid         regclass NOT NULL,
+    relid         regclass PRIMARY KEY,
     id_column     name NOT NULL,
     stage_column  name NOT NULL,
     registered_at timestamptz NOT NULL DEFAULT clock_timestamp(),
@@ -29,16 +33,18 @@ COMMENT ON COLUMN orch_lease.task_table.rows_created_later IS
 COMMENT ON COLUMN orch_lease.task_table.id_type IS
     'The id column''s type and type modifier when it was registered: after a change the table must be registered again.';
 COMMENT ON TABLE orch_lease.task_table IS
-    'The application table whose stage the CAS writes (one per database).';
+    'The application tables whose stage the CAS writes, one row per registered table.';
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.task_table', '');
 "#,
     name = "task_table_registry"
 );
 
-/// Names the application's existing table whose stage the CAS writes. The caller must own it; the id
-/// column must be unique by itself and its type must have an equality operator; the stage column may be
-/// text, varchar or an enum. From then on every work item is keyed by its id's canonical form, and
-/// acquire answers `not_found` for an id with no row, unless `rows_created_later`.
+/// Registers one of the application's existing tables whose stage the CAS writes, or describes again
+/// one registered before (the others are left alone). The caller must own it; the id column must be
+/// unique by itself and its type must have an equality operator; the stage column may be text, varchar
+/// or an enum. From then on every work item of it is keyed by its id's canonical form, and acquire
+/// answers `not_found` for an id with no row, unless `rows_created_later`. A partition and its
+/// partitioned table are one set of rows: only one of them may be registered.
 #[pg_extern(
     volatile,
     parallel_unsafe,
@@ -50,7 +56,7 @@ CREATE FUNCTION orch_lease.register_task_table(
 ) RETURNS void VOLATILE PARALLEL UNSAFE LANGUAGE c
 AS 'MODULE_PATHNAME', 'register_task_table_wrapper';
 COMMENT ON FUNCTION orch_lease.register_task_table(regclass, name, name, boolean) IS
-    'Registers the application table whose stage the CAS writes: the caller must own it, and its id column must be unique. With rows_created_later, acquire grants on ids with no row yet instead of answering not_found.';
+    'Registers an application table whose stage the CAS writes (or describes a registered one again): the caller must own it, and its id column must be unique. With rows_created_later, acquire grants on ids with no row yet instead of answering not_found.';
 "#
 )]
 fn register_task_table(
@@ -102,12 +108,29 @@ fn register_task_table(
     check_stage_column(table.oid(), stage_attnum, &stage_column, &qualified);
     let id = check_id_column(table.oid(), id_attnum, &qualified);
     lock_out_calls();
-    // Every lease held now (committed since this transaction's snapshot too) must already be keyed the
-    // way the new id column keys it.
+    let registered: Vec<pg_sys::Oid> = registrations().iter().map(|r| r.relid).collect();
+    one_of_its_family(table.oid(), &qualified, &registered);
+    // A table dropped since it was registered is forgotten with its graph, unless a lease on it is
+    // held: then its registration stays (calls naming no table are ambiguous) until that lease is
+    // ended and the table unregistered.
+    let forgotten: Vec<pg_sys::Oid> = registered
+        .into_iter()
+        .filter(|relid| catalog_name(unsafe { pg_sys::get_rel_name(*relid) }).is_none())
+        .filter(|relid| leases_on(*relid) == 0)
+        .collect();
+    // Every lease held on it now (committed since this transaction's snapshot too) must already be
+    // keyed the way the new id column keys it; so must the leases taken while no table was registered,
+    // which the first table registered adopts.
     let held = owner::as_owner(|| {
-        read_latest("SELECT work_item FROM orch_lease.transition_lease", |row| {
-            text_of(row(1))
-        })
+        read_latest(
+            &format!(
+                "SELECT work_item FROM orch_lease.transition_lease
+                  WHERE task_table OPERATOR(pg_catalog.=) {oid}::pg_catalog.oid
+                     OR task_table OPERATOR(pg_catalog.=) 0::pg_catalog.oid",
+                oid = table.oid().to_u32()
+            ),
+            |row| text_of(row(1)),
+        )
     });
     for item in held.into_iter().flatten() {
         // An id the new type cannot read is in the way too (55000, not the type's 22P02 naming an
@@ -153,8 +176,8 @@ fn register_task_table(
                 "INSERT INTO orch_lease.task_table
                         (relid, id_column, stage_column, id_type, id_typmod, rows_created_later)
                  VALUES ($1, $2::name, $3::name, $4, $5, $6)
-                 ON CONFLICT (singleton) DO UPDATE
-                    SET relid = EXCLUDED.relid, id_column = EXCLUDED.id_column,
+                 ON CONFLICT (relid) DO UPDATE
+                    SET id_column = EXCLUDED.id_column,
                         stage_column = EXCLUDED.stage_column, registered_at = EXCLUDED.registered_at,
                         id_type = EXCLUDED.id_type, id_typmod = EXCLUDED.id_typmod,
                         rows_created_later = EXCLUDED.rows_created_later",
@@ -167,9 +190,196 @@ fn register_task_table(
                     rows_created_later.into(),
                 ],
             );
+            // Leases taken while no table was registered were keyed by their text: they are this
+            // table's now (checked above), as they were the one table's in 0.4.0.
+            plans::run(
+                client,
+                "UPDATE orch_lease.transition_lease SET task_table = $1 WHERE task_table = 0",
+                &[table.oid().into()],
+            );
+            // One statement per table and relation: Citus (docs/scale-out.md) plans each.
+            for relid in forgotten {
+                forget_registration(client, relid);
+            }
         });
         forget_everywhere("orch_lease.task_table");
     });
+}
+
+/// Refuses a table whose partitioned table or partition is registered: one row would be two work
+/// items, leased twice.
+fn one_of_its_family(relid: pg_sys::Oid, qualified: &str, registered: &[pg_sys::Oid]) {
+    let family: Vec<pg_sys::Oid> = Spi::connect(|client| {
+        plans::run(
+            client,
+            "SELECT a.relid::pg_catalog.oid AS relid FROM pg_catalog.pg_partition_ancestors($1) a
+             UNION SELECT p.relid::pg_catalog.oid FROM pg_catalog.pg_partition_tree($1) p",
+            &[relid.into()],
+        )
+        .map(|row| rows::column::<pg_sys::Oid>(&row, "relid"))
+        .collect()
+    });
+    let shared = registered
+        .iter()
+        .find(|other| **other != relid && family.contains(other));
+    if let Some(registered) = shared.map(|other| shown_name(*other)) {
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("orch_lease: \"{qualified}\" shares its rows with the registered task table \"{registered}\""),
+            "A partition and its partitioned table are one set of rows: register only one of them \
+             (orch_lease.unregister_task_table removes a registration).",
+            None,
+        );
+    }
+}
+
+/// Removes a table's registration, its stage graph and its bypass guard. Refused while a lease on one
+/// of its work items is held: that lease would be keyed by no table's rules.
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    requires = ["task_table_registry", "lease_table", "stage_rules"],
+    sql = r#"
+CREATE FUNCTION orch_lease.unregister_task_table(task_table regclass) RETURNS void
+VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'unregister_task_table_wrapper';
+COMMENT ON FUNCTION orch_lease.unregister_task_table(regclass) IS
+    'Removes a task table''s registration, stage graph and bypass guard; refused (55000) while a lease on it is held.';
+"#
+)]
+fn unregister_task_table(task_table: Option<TableArg>) {
+    let relid = errors::present("task_table", task_table).0;
+    let exists = catalog_name(unsafe { pg_sys::get_rel_name(relid) }).is_some();
+    let shown = shown_name(relid);
+    // A table dropped since it was registered has no owner left to ask: an admin removes it.
+    if exists && !caller_owns(relid) {
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("orch_lease: must be the owner of \"{shown}\" to unregister it"),
+            "The owner of the task table (or a member of its owning role) unregisters it.",
+            None,
+        );
+    }
+    lock_out_calls();
+    let held = leases_on(relid);
+    if held > 0 {
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("orch_lease: {held} lease(s) on work items of \"{shown}\" are held"),
+            "Let their holders release them, or force-release them (orch_lease.transition_lease_force_release \
+             with task_table => the table), then unregister.",
+            None,
+        );
+    }
+    let registered = owner::as_owner(|| Spi::connect(|client| forget_registration(client, relid)));
+    if !registered {
+        not_registered(relid);
+    }
+    if exists {
+        crate::stage_rules::remove_bypass_guard(relid);
+    }
+    owner::as_owner(|| forget_everywhere("orch_lease.task_table"));
+}
+
+/// The optional `task_table` argument, number `index` (from 0) of a call: None when NULL or 0, or when the
+/// call came through a catalog entry of an earlier release that lacks it — an update script of that
+/// release (0.3.0 -> 0.4.0 keys leases with `work_item_key(text)`), or a call made between installing
+/// this library and `ALTER EXTENSION orch_lease UPDATE`, which is then told to run it. Read from the
+/// call itself because pgrx refuses a call with fewer arguments than the function declares.
+pub fn argument(fcinfo: pg_sys::FunctionCallInfo, index: usize) -> Option<TableArg> {
+    // SAFETY: fcinfo is the call's own, with nargs arguments.
+    unsafe {
+        let nargs = usize::try_from((*fcinfo).nargs).unwrap_or(0);
+        if index >= nargs {
+            return None;
+        }
+        let arg = *(*fcinfo).args.as_ptr().add(index);
+        let oid = pg_sys::Oid::from(arg.value.value() as u32);
+        // 0 (`-`) is the status view's table of a lease taken while none was registered: no table named.
+        (!arg.isnull && oid != pg_sys::InvalidOid).then_some(TableArg(oid))
+    }
+}
+
+/// How many leases on work items of `relid` are held, committed ones included (`read_latest`).
+fn leases_on(relid: pg_sys::Oid) -> i64 {
+    let held = owner::as_owner(|| {
+        read_latest(
+            &format!(
+                "SELECT count(*) FROM orch_lease.transition_lease
+                  WHERE task_table OPERATOR(pg_catalog.=) {}::pg_catalog.oid",
+                relid.to_u32()
+            ),
+            |row| row(1).map_or(0, |datum| datum.value() as i64),
+        )
+    });
+    held.first().copied().unwrap_or(0)
+}
+
+/// Deletes `relid`'s registration and stage graph; whether it was registered. Run as the owner.
+fn forget_registration(client: &SpiClient<'_>, relid: pg_sys::Oid) -> bool {
+    let gone = plans::run(
+        client,
+        "DELETE FROM orch_lease.task_table WHERE relid = $1 RETURNING relid",
+        &[relid.into()],
+    );
+    let registered = !gone.is_empty();
+    for graph in [
+        "DELETE FROM orch_lease.stage_transition WHERE task_table = $1",
+        "DELETE FROM orch_lease.terminal_stage WHERE task_table = $1",
+    ] {
+        plans::run(client, graph, &[relid.into()]);
+    }
+    registered
+}
+
+/// A `regclass` argument, by its oid alone: unlike `PgRelation` it opens nothing, so a table dropped
+/// since it was registered can still be named (by its oid) to end its leases or remove it.
+#[derive(Clone, Copy)]
+pub struct TableArg(pub pg_sys::Oid);
+
+impl FromDatum for TableArg {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _typoid: pg_sys::Oid,
+    ) -> Option<Self> {
+        (!is_null).then(|| TableArg(pg_sys::Oid::from(datum.value() as u32)))
+    }
+}
+
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for TableArg {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        unsafe { arg.unbox_arg_using_from_datum() }
+            .unwrap_or_else(|| panic!("argument {index} must not be null"))
+    }
+}
+
+unsafe impl pgrx::callconv::BoxRet for TableArg {
+    unsafe fn box_into<'fcx>(
+        self,
+        fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
+    ) -> pgrx::datum::Datum<'fcx> {
+        unsafe { fcinfo.return_raw_datum(pg_sys::Datum::from(self.0)) }
+    }
+}
+
+impl IntoDatum for TableArg {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        Some(pg_sys::Datum::from(self.0))
+    }
+
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::REGCLASSOID
+    }
+}
+
+unsafe impl SqlTranslatable for TableArg {
+    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(TableArg);
+    const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
+    const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> =
+        Ok(SqlMappingRef::literal("regclass"));
+    const RETURN_SQL: Result<ReturnsRef, ReturnsError> =
+        Ok(ReturnsRef::One(SqlMappingRef::literal("regclass")));
 }
 
 /// Takes the registry's lock in the one mode that excludes every call that keys a work item or reads
@@ -430,59 +640,123 @@ pub fn caller_owns(relid: pg_sys::Oid) -> bool {
 
 /// The key orch_lease uses for this work item: with a task table registered, the id column's canonical
 /// form of it (every spelling of one id is one key); otherwise the text itself.
-#[pg_extern(stable, parallel_unsafe, requires = ["task_table_registry"])]
-fn work_item_key(work_item: Option<&str>) -> String {
-    key("work_item", errors::required("work_item", work_item))
+#[pg_extern(
+    stable,
+    parallel_unsafe,
+    requires = ["task_table_registry"],
+    sql = r#"
+CREATE FUNCTION orch_lease.work_item_key(
+    work_item text,
+    task_table regclass DEFAULT NULL
+) RETURNS text STABLE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'work_item_key_wrapper';
+"#
+)]
+fn work_item_key(work_item: Option<&str>, fcinfo: pg_sys::FunctionCallInfo) -> String {
+    let task_table = argument(fcinfo, 1);
+    item(
+        "work_item",
+        errors::required("work_item", work_item),
+        task_table,
+    )
+    .key
 }
 
-/// The key of `work_item`, read as the id of the registered task table when there is one. An id the
-/// id type rejects is an error naming `argument`, with the type's SQLSTATE (22P02 for bad syntax).
-pub fn key(argument: &'static str, work_item: &str) -> String {
-    item(argument, work_item).key
-}
-
-/// A work item as a call names it: its key and, with a task table registered, the table and the id
-/// value that finds its row.
+/// A work item: the task table it is a row of (`InvalidOid` while no table is registered), its key,
+/// and, with a table, the table described and the id value that finds its row. '42' of `tasks` and
+/// '42' of `jobs` are two items, under two leases.
 pub struct Item {
+    pub table: pg_sys::Oid,
     pub key: String,
     pub task: Option<(Rc<TaskTable>, Typed)>,
 }
 
-/// `work_item` read as `key` reads it, keeping the id value for a look at its row.
-pub fn item(argument: &'static str, work_item: &str) -> Item {
-    match registered() {
+impl Item {
+    /// The item of a lease, as its row in `transition_lease` names it: no look at the task's row.
+    pub fn leased(table: pg_sys::Oid, key: String) -> Item {
+        Item {
+            table,
+            key,
+            task: None,
+        }
+    }
+}
+
+/// The work item `work_item` of the table the call names (`table`; omitted, the only one registered),
+/// read as that table's id. The caller must be allowed to write the table's stage column: a lease is
+/// for writing it. An id the id type rejects is an error naming `argument`, with the type's SQLSTATE
+/// (22P02 for bad syntax).
+pub fn item(argument: &'static str, work_item: &str, table: Option<TableArg>) -> Item {
+    match resolve(table) {
         Some(table) => {
+            may_write_stage(&table);
             let id = table.id.read(argument, work_item);
             Item {
+                table: table.relid,
                 key: output(id),
                 task: Some((table, id)),
             }
         }
         None => Item {
+            table: pg_sys::InvalidOid,
             key: work_item.to_string(),
             task: None,
         },
     }
 }
 
-/// The key of a lease to end by hand: `work_item` itself when a lease is held under exactly that text,
-/// otherwise its key. A lease keyed by earlier rules (a registration or an id type since changed) stays
-/// endable by the work item the status view shows, even while the changed table must be registered
-/// again, and never ends the lease another spelling keys to.
-pub fn key_of_held(argument: &'static str, work_item: &str) -> String {
+/// The work item of a lease to end by hand: `work_item` itself when a lease of the table is held under
+/// exactly that text, otherwise its key. A lease keyed by earlier rules (a registration or an id type
+/// since changed, a table since dropped) stays endable by the work item and table the status view
+/// shows, and never ends the lease another spelling keys to. No privilege on the table is asked: this
+/// is the operators' (force_release, admins only).
+pub fn held_item(argument: &'static str, work_item: &str, table: Option<TableArg>) -> Item {
+    let relid = which(table);
     let held = owner::as_owner(|| {
         Spi::connect(|client| {
             !plans::run(
                 client,
-                "SELECT FROM orch_lease.transition_lease WHERE work_item = $1",
-                &[work_item.into()],
+                "SELECT FROM orch_lease.transition_lease WHERE task_table = $1 AND work_item = $2",
+                &[TableArg(relid).into(), work_item.into()],
             )
             .is_empty()
         })
     });
-    match held {
+    let key = match held || relid == pg_sys::InvalidOid {
         true => work_item.to_string(),
-        false => key(argument, work_item),
+        false => describe(relid).id.key(argument, work_item),
+    };
+    Item::leased(relid, key)
+}
+
+/// The caller must hold UPDATE on the table's stage column (or on the table): the stage a lease
+/// guards. Asked before anything about a lease is read, so a table an actor may not write tells it
+/// nothing about the leases on it (docs/security.md).
+fn may_write_stage(table: &TaskTable) {
+    let role = owner::caller();
+    let column = CString::new(table.stage_column.as_str()).expect("a name holds no NUL byte");
+    let attnum = unsafe { pg_sys::get_attnum(table.relid, column.as_ptr()) };
+    let allowed = unsafe {
+        pg_sys::pg_class_aclcheck(table.relid, role, pg_sys::ACL_UPDATE as pg_sys::AclMode)
+            == pg_sys::AclResult::ACLCHECK_OK
+            || pg_sys::pg_attribute_aclcheck(
+                table.relid,
+                attnum,
+                role,
+                pg_sys::ACL_UPDATE as pg_sys::AclMode,
+            ) == pg_sys::AclResult::ACLCHECK_OK
+    };
+    if !allowed {
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!(
+                "orch_lease: permission denied to write the stage of task table {}",
+                table.qualified
+            ),
+            "A work item is leased by a role that may update its table's stage column: GRANT UPDATE \
+             (stage) ON the table to the role.",
+            Some(format!("Called by role \"{}\".", owner::caller_name())),
+        );
     }
 }
 
@@ -496,10 +770,8 @@ pub fn forget_everywhere(relation: &str) {
     unsafe { pg_sys::CacheInvalidateRelcacheByRelid(oid) };
 }
 
-/// The registered task table, described.
+/// A registered task table, described.
 pub struct TaskTable {
-    /// The relations this description is read from: an invalidation of any of them renews it.
-    sources: [pg_sys::Oid; 4],
     pub relid: pg_sys::Oid,
     /// The task table, schema-qualified and quoted, and its columns' plain names.
     pub qualified: String,
@@ -536,20 +808,31 @@ impl TaskTable {
 }
 
 thread_local! {
-    /// The task table as last described (None: nothing registered), with the invalidation generation
-    /// it was described in.
-    static TASK_TABLE: RefCell<Option<(u64, Option<Rc<TaskTable>>)>> = const { RefCell::new(None) };
-    /// Bumped by every relcache invalidation that concerns the registry or the task table.
+    /// The registrations as last read, and the tables described since, with the invalidation generation
+    /// they were read in.
+    static CACHE: RefCell<Option<Cache>> = const { RefCell::new(None) };
+    /// Bumped by every relcache invalidation that concerns the registry or a task table.
     static GENERATION: Cell<u64> = const { Cell::new(0) };
 }
 
-/// Registers the callbacks that keep the cached description honest: any DDL on the task table (a
+struct Cache {
+    generation: u64,
+    /// The relations the registrations are read from, and every registered table: an invalidation of
+    /// any of them renews the cache.
+    sources: HashSet<pg_sys::Oid>,
+    registrations: Rc<Vec<Registration>>,
+    /// Tables described in this generation, by oid. A table that cannot be described (dropped,
+    /// changed) is not kept: every call naming it raises again, and calls on the others go on.
+    described: HashMap<pg_sys::Oid, Rc<TaskTable>>,
+}
+
+/// Registers the callbacks that keep the cached descriptions honest: any DDL on a task table (a
 /// renamed column, a dropped table or index), a renamed schema or enum label and every registration
-/// invalidate it.
+/// invalidate them.
 pub fn init() {
     unsafe {
         pg_sys::CacheRegisterRelcacheCallback(Some(forget_task_table), pg_sys::Datum::from(0));
-        // A renamed schema changes the task table's qualified name without touching its relcache entry.
+        // A renamed schema changes a task table's qualified name without touching its relcache entry.
         pg_sys::CacheRegisterSyscacheCallback(
             pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
             Some(forget_on_catalog_change),
@@ -570,10 +853,10 @@ fn forget() {
 
 #[pg_guard]
 unsafe extern "C-unwind" fn forget_task_table(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
-    let concerned = TASK_TABLE.with(|cached| match cached.try_borrow() {
+    let concerned = CACHE.with(|cached| match cached.try_borrow() {
         Ok(cached) => match cached.as_ref() {
-            Some((_, Some(table))) => relid == pg_sys::InvalidOid || table.sources.contains(&relid),
-            _ => true,
+            Some(cache) => relid == pg_sys::InvalidOid || cache.sources.contains(&relid),
+            None => false,
         },
         Err(_) => true,
     });
@@ -587,27 +870,127 @@ unsafe extern "C-unwind" fn forget_on_catalog_change(_arg: pg_sys::Datum, _cache
     forget();
 }
 
-/// The registered task table, or None; described once and cached until an invalidation concerns it.
-/// Every caller holds the registry's lock in share mode until its transaction ends: a registration
-/// (`lock_out_calls`) cannot change the rules under a transaction that keyed or checked by them.
-pub fn registered() -> Option<Rc<TaskTable>> {
+/// The registrations, read once and cached until an invalidation concerns them. Every caller holds the
+/// registry's lock in share mode until its transaction ends: a registration (`lock_out_calls`) cannot
+/// change the rules under a transaction that keyed or checked by them.
+fn registrations() -> Rc<Vec<Registration>> {
     // Taking it the first time in a transaction also takes in the invalidations committed before.
     unsafe { pg_sys::LockRelationOid(registry(), pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
     let generation = GENERATION.with(Cell::get);
-    let cached = TASK_TABLE.with(|cached| cached.borrow().clone());
-    if let Some((described_in, table)) = cached {
-        if described_in == generation {
-            return table;
+    let cached = CACHE.with(|cached| {
+        cached
+            .borrow()
+            .as_ref()
+            .filter(|cache| cache.generation == generation)
+            .map(|cache| cache.registrations.clone())
+    });
+    if let Some(registrations) = cached {
+        return registrations;
+    }
+    let registrations = Rc::new(read_registrations());
+    let mut sources: HashSet<pg_sys::Oid> = HashSet::from([registry()]);
+    sources.extend(registrations.iter().flat_map(|r| r.sources));
+    CACHE.with(|cached| {
+        *cached.borrow_mut() = Some(Cache {
+            generation,
+            sources,
+            registrations: registrations.clone(),
+            described: HashMap::new(),
+        })
+    });
+    registrations
+}
+
+/// The table a call means: the one it names, which must be registered, or, named none, the only one
+/// registered (`InvalidOid` while none is). Several registered and none named is an error, never a
+/// guess: a stage written on the wrong table's row would be reported applied.
+fn which(table: Option<TableArg>) -> pg_sys::Oid {
+    let registrations = registrations();
+    match (table, registrations.as_slice()) {
+        (Some(TableArg(relid)), registered) => {
+            if !registered.iter().any(|r| r.relid == relid) {
+                not_registered(relid);
+            }
+            relid
+        }
+        (None, []) => pg_sys::InvalidOid,
+        (None, [only]) => only.relid,
+        (None, several) => {
+            let mut names: Vec<String> = several.iter().map(|r| shown_name(r.relid)).collect();
+            names.sort();
+            errors::raise_hinted(
+                PgSqlErrorCode::ERRCODE_AMBIGUOUS_PARAMETER,
+                format!(
+                    "orch_lease: several task tables are registered ({}): name the work item's table",
+                    names.join(", ")
+                ),
+                "Pass task_table => 'your_table' (a named argument, regclass) to say whose work item \
+                 it is.",
+                None,
+            )
         }
     }
-    let table = describe_task_table().map(Rc::new);
-    TASK_TABLE.with(|cached| *cached.borrow_mut() = Some((generation, table.clone())));
+}
+
+/// "is not a registered task table", with the registered ones named in the hint.
+fn not_registered(relid: pg_sys::Oid) -> ! {
+    errors::raise_hinted(
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        format!(
+            "orch_lease: \"{}\" is not a registered task table",
+            shown_name(relid)
+        ),
+        "Register it with orch_lease.register_task_table (its owner), or name one of the tables \
+         orch_lease.task_table lists.",
+        None,
+    )
+}
+
+/// A table's name as messages show it: schema-qualified, or its oid once it is gone.
+fn shown_name(relid: pg_sys::Oid) -> String {
+    let name = catalog_name(unsafe { pg_sys::get_rel_name(relid) });
+    let schema =
+        catalog_name(unsafe { pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid)) });
+    match (schema, name) {
+        (Some(schema), Some(name)) => format!("{schema}.{name}"),
+        _ => format!("oid {} (dropped)", relid.to_u32()),
+    }
+}
+
+/// The registered table `relid`, described once per generation.
+fn describe(relid: pg_sys::Oid) -> Rc<TaskTable> {
+    let registrations = registrations();
+    let cached = CACHE.with(|cached| {
+        cached
+            .borrow()
+            .as_ref()
+            .and_then(|cache| cache.described.get(&relid).cloned())
+    });
+    if let Some(table) = cached {
+        return table;
+    }
+    let registration = registrations
+        .iter()
+        .find(|r| r.relid == relid)
+        .unwrap_or_else(|| not_registered(relid));
+    let table = Rc::new(describe_task_table(registration));
+    CACHE.with(|cached| {
+        if let Some(cache) = cached.borrow_mut().as_mut() {
+            cache.described.insert(relid, table.clone());
+        }
+    });
     table
 }
 
-/// The registered task table; an error with a hint when there is none.
-pub fn task_table() -> Rc<TaskTable> {
-    registered().unwrap_or_else(|| {
+/// The table a call means (`which`), described; None while no table is registered.
+pub fn resolve(table: Option<TableArg>) -> Option<Rc<TaskTable>> {
+    let relid = which(table);
+    (relid != pg_sys::InvalidOid).then(|| describe(relid))
+}
+
+/// The table a call means; an error with a hint when none is registered.
+pub fn task_table(table: Option<TableArg>) -> Rc<TaskTable> {
+    resolve(table).unwrap_or_else(|| {
         errors::raise_hinted(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             "orch_lease: no task table is registered".into(),
@@ -617,8 +1000,18 @@ pub fn task_table() -> Rc<TaskTable> {
     })
 }
 
-/// What the registry says, read as the extension's owner.
+/// The table a call means, for a caller that writes its stage (the CAS): `task_table` and the stage
+/// privilege check `item` makes.
+pub fn writable_task_table(table: Option<TableArg>) -> Rc<TaskTable> {
+    let table = task_table(table);
+    may_write_stage(&table);
+    table
+}
+
+/// What the registry says of one table, read as the extension's owner.
 struct Registration {
+    relid: pg_sys::Oid,
+    /// The registry, the table, and the stage graph's two tables.
     sources: [pg_sys::Oid; 4],
     id_column: String,
     stage_column: String,
@@ -631,28 +1024,40 @@ struct Registration {
     rows_created_later: bool,
 }
 
-fn read_registration() -> Option<Registration> {
-    let recorded = match unsafe { pg_sys::get_attnum(registry(), c"id_type".as_ptr()) } > 0 {
-        true => "id_type::oid, id_typmod",
+fn read_registrations() -> Vec<Registration> {
+    let has = |relation: &str, column: &CStr| {
+        let relation = CString::new(relation).expect("a name holds no NUL byte");
+        let schema = unsafe { pg_sys::get_namespace_oid(c"orch_lease".as_ptr(), false) };
+        let relid = unsafe { pg_sys::get_relname_relid(relation.as_ptr(), schema) };
+        unsafe { pg_sys::get_attnum(relid, column.as_ptr()) > 0 }
+    };
+    let recorded = match has("task_table", c"id_type") {
+        true => "t.id_type::oid, t.id_typmod",
         false => "NULL::oid, NULL::integer",
     };
+    // The stage graph is each table's since 0.5.0; an update script of an earlier version reads the one
+    // graph there was.
+    let its_own = match has("stage_transition", c"task_table") {
+        true => "WHERE s.task_table OPERATOR(pg_catalog.=) t.relid",
+        false => "",
+    };
+    let sorted = "ORDER BY s.from_stage, s.to_stage";
     // Read by an update script of an earlier version too, before 0.5.0's adds the column.
-    let later = match unsafe { pg_sys::get_attnum(registry(), c"rows_created_later".as_ptr()) } > 0
-    {
-        true => "rows_created_later",
+    let later = match has("task_table", c"rows_created_later") {
+        true => "t.rows_created_later",
         false => "false",
     };
-    let registrations = owner::as_owner(|| {
+    owner::as_owner(|| {
         read_latest(
             &format!(
-                "SELECT tableoid, relid::oid, id_column::text, stage_column::text,
+                "SELECT t.tableoid, t.relid::oid, t.id_column::text, t.stage_column::text,
                     'orch_lease.stage_transition'::regclass::oid,
                     'orch_lease.terminal_stage'::regclass::oid,
-                    (SELECT array_agg(from_stage) FROM orch_lease.stage_transition),
-                    (SELECT array_agg(to_stage) FROM orch_lease.stage_transition),
-                    ARRAY(SELECT stage FROM orch_lease.terminal_stage),
+                    (SELECT array_agg(s.from_stage {sorted}) FROM orch_lease.stage_transition s {its_own}),
+                    (SELECT array_agg(s.to_stage {sorted}) FROM orch_lease.stage_transition s {its_own}),
+                    ARRAY(SELECT s.stage FROM orch_lease.terminal_stage s {its_own}),
                     {recorded}, {later}
-               FROM orch_lease.task_table"
+               FROM orch_lease.task_table t"
             ),
             |row| {
                 let oid = |column| {
@@ -665,6 +1070,7 @@ fn read_registration() -> Option<Registration> {
                 };
                 let typmod = row(11).map(|datum| datum.value() as i32);
                 Registration {
+                    relid: oid(2),
                     sources: [oid(1), oid(2), oid(5), oid(6)],
                     id_column: text_of(row(3)).unwrap_or_default(),
                     stage_column: text_of(row(4)).unwrap_or_default(),
@@ -679,23 +1085,25 @@ fn read_registration() -> Option<Registration> {
                 }
             },
         )
-    });
-    registrations.into_iter().next()
+    })
 }
 
-fn describe_task_table() -> Option<TaskTable> {
+fn describe_task_table(registration: &Registration) -> TaskTable {
     let Registration {
-        sources,
+        relid,
         id_column,
         stage_column,
         id_type: registered_id_type,
         graph,
         terminal,
         rows_created_later,
-    } = read_registration()?;
+        ..
+    } = registration;
+    let (relid, id_column, stage_column) = (*relid, id_column.clone(), stage_column.clone());
+    let (graph, terminal) = (graph.clone(), terminal.clone());
+    let rows_created_later = *rows_created_later;
     // Names and types come from the catalog caches; DDL on the task table invalidates this description,
     // so a renamed or dropped table or column is noticed at once.
-    let relid = sources[1];
     let reregister = "The task table changed since it was registered: call orch_lease.register_task_table again.";
     let (Some(table), Some(schema)) = (catalog_name(unsafe { pg_sys::get_rel_name(relid) }), {
         let namespace = unsafe { pg_sys::get_rel_namespace(relid) };
@@ -707,7 +1115,9 @@ fn describe_task_table() -> Option<TaskTable> {
                 "orch_lease: the registered task table (oid {}) no longer exists",
                 relid.to_u32()
             ),
-            reregister,
+            "A table dropped (or dropped and created again) is no longer the registered one: end its \
+             leases with transition_lease_force_release(…, task_table => <oid>), then \
+             orch_lease.unregister_task_table(<oid>), and register the new table.",
             None,
         );
     };
@@ -758,8 +1168,7 @@ fn describe_task_table() -> Option<TaskTable> {
     // Operators spelled out with their schema: nothing in the caller's search_path stands in for them.
     let id_eq = equality_operator("id_column", id_type);
     let stage_eq = equality_operator("stage_column", stage_type);
-    Some(TaskTable {
-        sources,
+    TaskTable {
         relid,
         compare_and_set: format!(
             "UPDATE {qualified} SET {stage} = $3 WHERE {id} {id_eq} $1 AND {stage} {stage_eq} $2 RETURNING true"
@@ -779,7 +1188,7 @@ fn describe_task_table() -> Option<TaskTable> {
         id: id_read,
         stage_type,
         rows_created_later,
-    })
+    }
 }
 
 /// The type's default equality operator, written `OPERATOR(schema.name)`.
@@ -872,8 +1281,8 @@ impl Typed {
 
 extension_sql!(
     r#"
-COMMENT ON FUNCTION orch_lease.work_item_key(text) IS
-    'The key orch_lease uses for a work item: the registered id type''s canonical form of it (every spelling of one id is one key).';
+COMMENT ON FUNCTION orch_lease.work_item_key(text, regclass) IS
+    'The key orch_lease uses for a work item of a task table (omitted: the only one registered): its id type''s canonical form (every spelling of one id is one key).';
 "#,
     name = "task_table_comments",
     requires = [work_item_key]

@@ -1,6 +1,9 @@
 // An orch_lease actor in Node.js (node-postgres): owner-exclusion and atomic stage writes through SQL.
 //
-//   node actor.js --dsn postgres://... [--instance NAME] task-1 task-2 ...
+//   node actor.js --dsn postgres://... [--instance NAME] [--task-table TABLE] task-1 task-2 ...
+//
+// --task-table names the registered table the tasks are rows of: needed once a database registers
+// several (tasks, jobs…), where a call naming none is refused (42P08); optional while there is one.
 //   node actor.js --dsn postgres://... --listen 10      # print NOTIFY orch_lease alerts for 10 s
 //
 // Each task moves queued -> merged with one irreversible effect, recorded in example_effect (the tables:
@@ -34,12 +37,13 @@ async function mergePullRequest(db, task, actor) {
 }
 
 // One attempt at one transition; returns what happened, for the summary.
-async function advance(db, task, actor, pid, bootId) {
+async function advance(db, task, actor, pid, bootId, taskTable) {
   let grant;
   for (let attempt = 0; attempt < 5; attempt++) {
     grant = (await db.query(
-      'SELECT acquired, outcome, token, holder, stage FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)',
-      [task, actor, pid, bootId])).rows[0];
+      'SELECT acquired, outcome, token, holder, stage' +
+        ' FROM orch_lease.transition_lease_acquire($1, $2, $3, $4, task_table => $5::regclass)',
+      [task, actor, pid, bootId, taskTable])).rows[0];
     if (grant.outcome !== 'busy' && grant.outcome !== 'retry') break;
     // busy: another transaction is acquiring it right now; retry: a lost race rolled the attempt back.
     // Either way, try again in a moment.
@@ -64,10 +68,12 @@ async function advance(db, task, actor, pid, bootId) {
     // A grant without a lease (disabled, out_of_scope: token null) writes by name, checking no lease:
     // commit_stage_cas refuses a null token while orch_lease is on.
     const [commit, args] = grant.token === null
-      ? ['SELECT applied, outcome, current_stage FROM orch_lease.update_task_stage_cas($1, $2, $3)',
-        [task, FROM_STAGE, TO_STAGE]]
-      : ['SELECT applied, outcome, current_stage FROM orch_lease.commit_stage_cas($1, $2, $3, $4)',
-        [task, grant.token, FROM_STAGE, TO_STAGE]];
+      ? ['SELECT applied, outcome, current_stage' +
+          ' FROM orch_lease.update_task_stage_cas($1, $2, $3, task_table => $4::regclass)',
+        [task, FROM_STAGE, TO_STAGE, taskTable]]
+      : ['SELECT applied, outcome, current_stage' +
+          ' FROM orch_lease.commit_stage_cas($1, $2, $3, $4, task_table => $5::regclass)',
+        [task, grant.token, FROM_STAGE, TO_STAGE, taskTable]];
     let result;
     for (let attempt = 0; attempt < 5; attempt++) {
       result = (await db.query(commit, args)).rows[0];
@@ -111,14 +117,14 @@ async function register(db, instance, pid) {
   }
 }
 
-async function runActor(dsn, instance, items) {
+async function runActor(dsn, instance, taskTable, items) {
   const db = new Client(connection(dsn));
   await db.connect();
   const pid = process.pid;
   const { name, bootId } = await register(db, instance, pid);
   const outcomes = {};
   for (const task of items) {
-    const outcome = await advance(db, task, name, pid, bootId);
+    const outcome = await advance(db, task, name, pid, bootId, taskTable);
     outcomes[outcome] = (outcomes[outcome] || 0) + 1;
   }
   console.log(`${name}: ` + Object.keys(outcomes).sort().map((k) => `${k}=${outcomes[k]}`).join(' '));
@@ -126,7 +132,8 @@ async function runActor(dsn, instance, items) {
 }
 
 // The alerting bridge: every forced or stale reclaim arrives as JSON on channel orch_lease, in payload
-// format version 2: {"version": 2, "events": [...]}, the takeovers of one statement.
+// format version 3: {"version": 3, "events": [...]}, the takeovers of one statement, each naming its
+// task table (event.task_table).
 async function listen(dsn, seconds) {
   const db = new Client(connection(dsn));
   await db.connect();
@@ -144,7 +151,7 @@ async function listen(dsn, seconds) {
       return;
     }
     for (const event of events) {
-      console.log(`ALERT ${event.event} ${event.work_item} from ${event.old_owner} (token ${event.old_token}): ${event.reason}`);
+      console.log(`ALERT ${event.event} ${event.task_table ? event.task_table + ' ' : ''}${event.work_item} from ${event.old_owner} (token ${event.old_token}): ${event.reason}`);
     }
   });
   await db.query('LISTEN orch_lease');
@@ -160,8 +167,9 @@ const option = (name, fallback) => {
 };
 const dsn = option('dsn');
 const instance = option('instance', null);
+const taskTable = option('task-table', null);
 const seconds = option('listen');
-(seconds ? listen(dsn, Number(seconds)) : runActor(dsn, instance, args)).catch((error) => {
+(seconds ? listen(dsn, Number(seconds)) : runActor(dsn, instance, taskTable, args)).catch((error) => {
   // A database error as PostgreSQL sent it: SQLSTATE, message, detail, hint.
   console.error(`error ${error.code || ''}: ${error.message}` + (error.detail ? `\nDETAIL: ${error.detail}` : '') +
     (error.hint ? `\nHINT: ${error.hint}` : ''));

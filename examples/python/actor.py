@@ -3,6 +3,7 @@
     pip install ./clients/python                               # from the repository's root
     psql -d app -f examples/setup.sql                          # once: extension, tables, task-1 … task-12
     python examples/python/actor.py --dsn "$DSN" task-1 task-2 # advance them; run several copies at once
+    python examples/python/actor.py --dsn "$DSN" --task-table jobs job-1   # once several tables are registered
     python examples/python/actor.py --dsn "$DSN" --listen 60   # print NOTIFY orch_lease alerts
 
 Each task moves queued -> merged with one irreversible effect ("merge the PR"), recorded in the table
@@ -31,11 +32,11 @@ def merge_pull_request(actor: Actor, task: str) -> None:
     time.sleep(0.02)
 
 
-def advance(actor: Actor, task: str) -> str:
+def advance(actor: Actor, task: str, task_table: str | None = None) -> str:
     """One attempt at one transition; what happened, for the summary. Whatever happens inside the block
     (a missing task, a failed effect, a lost race), leaving it releases a lease that was not committed."""
     try:
-        with actor.lease(task) as lease:
+        with actor.lease(task, task_table=task_table) as lease:
             # The stage the acquire read after the grant: the transition may already have been made.
             # Two round trips a cycle: acquire, then (after the effect) commit.
             if lease.grant.stage != FROM_STAGE:
@@ -69,7 +70,7 @@ def run_actor(args: argparse.Namespace) -> int:
         outcomes: Counter[str] = Counter()
         for task in args.items:
             try:
-                outcomes[advance(actor, task)] += 1
+                outcomes[advance(actor, task, args.task_table)] += 1
             except orch_lease.Superseded as error:
                 print(f"{actor.instance}: {error}; exiting", file=sys.stderr)
                 return 3
@@ -94,6 +95,10 @@ def main() -> int:
     parser.add_argument("--dsn", required=True, help='libpq connection string, e.g. "host=/var/run/postgresql dbname=app"')
     parser.add_argument("--instance", help="this process's instance name (default: python-actor-<host>-<free slot>)")
     parser.add_argument("--listen", type=float, help="print alerts for this many seconds")
+    parser.add_argument(
+        "--task-table",
+        help="the registered table the tasks are rows of (needed once several are registered; 0.5.0)",
+    )
     parser.add_argument("items", nargs="*", help="the tasks to advance")
     args = parser.parse_args()
     return listen(args) if args.listen else run_actor(args)

@@ -108,10 +108,30 @@ pub fn create_tasks(client: &mut Client, prefix: &str, items: usize) {
             .batch_execute(&layout.replace("{prefix}", prefix))
             .expect("ORCH_LEASE_TASK_LAYOUT");
     }
+    // The race's calls name no table (#27): its table must be the only one registered.
+    client
+        .batch_execute("TRUNCATE orch_lease.transition_lease")
+        .expect("no lease");
+    let others: Vec<String> = client
+        .query(
+            "SELECT relid::oid::text FROM orch_lease.task_table WHERE relid <> $1::text::regclass",
+            &[&format!("{prefix}_task")],
+        )
+        .expect("the registered tables")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    for relid in others {
+        client
+            .execute(
+                "SELECT orch_lease.unregister_task_table($1::text::oid::regclass)",
+                &[&relid],
+            )
+            .expect("unregister");
+    }
     client
         .batch_execute(&format!(
-            "TRUNCATE orch_lease.transition_lease;
-             SELECT orch_lease.register_task_table('{prefix}_task');"
+            "SELECT orch_lease.register_task_table('{prefix}_task');"
         ))
         .expect("registration");
 }

@@ -570,6 +570,153 @@ fn every_bad_input_gets_its_documented_answer_and_changes_nothing() {
     );
 }
 
+/// #27: the task table a call names, made hostile — a table that is not registered, a name that is no
+/// table, a view, a partition of a registered table, a registered table dropped, renamed, or dropped
+/// and created again under its name. Each is a clear error (or, renamed, still the same table), never
+/// a write on another table's row and never a second holder of one row.
+#[test]
+fn a_hostile_task_table_argument_is_refused_or_keeps_its_table() {
+    let dsn = common::fresh_database("hostile_tables");
+    let mut db = orch_lease_harness::connect(&dsn);
+    db.batch_execute(
+        "CREATE TABLE jobs (id bigint PRIMARY KEY, stage text NOT NULL);
+         INSERT INTO tasks VALUES ('42', 'queued'); INSERT INTO jobs VALUES (42, 'queued');
+         SELECT orch_lease.register_task_table('jobs');
+         CREATE TABLE deploys (id text PRIMARY KEY, stage text NOT NULL);
+         CREATE VIEW jobs_view AS SELECT * FROM jobs;
+         CREATE TABLE runs (id bigint, stage text NOT NULL, PRIMARY KEY (id)) PARTITION BY RANGE (id);
+         CREATE TABLE runs_low PARTITION OF runs FOR VALUES FROM (0) TO (1000);
+         SELECT orch_lease.register_task_table('runs');",
+    )
+    .unwrap();
+    let code = |db: &mut postgres::Client, sql: &str| -> String {
+        match db.batch_execute(sql) {
+            Ok(()) => "ok".into(),
+            Err(error) => error
+                .code()
+                .map(|code| code.code().to_string())
+                .unwrap_or_default(),
+        }
+    };
+    let acquire = |table: &str| {
+        format!(
+            "SELECT orch_lease.transition_lease_acquire('42', 'o', 1, 'b', task_table => {table})"
+        )
+    };
+    let leases = |db: &mut postgres::Client| -> i64 {
+        db.query_one("SELECT count(*) FROM orch_lease.transition_lease", &[])
+            .unwrap()
+            .get(0)
+    };
+    // Three tables registered and none named: ambiguous, whichever call.
+    for call in [
+        "SELECT orch_lease.transition_lease_acquire('42', 'o', 1, 'b')",
+        "SELECT orch_lease.update_task_stage_cas('42', 'queued', 'merged')",
+        "SELECT orch_lease.transition_lease_held('42', 1)",
+        "SELECT orch_lease.work_item_key('42')",
+    ] {
+        assert_eq!(code(&mut db, call), "42P08", "{call}");
+    }
+    // Not registered, a name that is no relation, a view, a partition of a registered table, an oid
+    // that names nothing, a system catalog.
+    for (table, expected) in [
+        ("'deploys'", "55000"),
+        ("'no_such_table'", "42P01"),
+        ("'jobs_view'", "55000"),
+        ("'runs_low'", "55000"),
+        ("4000000000::oid::regclass", "55000"),
+        ("'pg_class'", "55000"),
+    ] {
+        assert_eq!(code(&mut db, &acquire(table)), expected, "{table}");
+    }
+    assert_eq!(leases(&mut db), 0, "a refused call leased something");
+    // A partition of a registered table, or the partitioned table of a registered partition, is the
+    // same rows: registering it is refused.
+    assert_eq!(
+        code(&mut db, "SELECT orch_lease.register_task_table('runs_low')"),
+        "55000"
+    );
+    // Renamed after registration: still the registered table (a regclass is an oid), under its new name.
+    assert_eq!(code(&mut db, &acquire("'jobs'")), "ok");
+    db.batch_execute("ALTER TABLE jobs RENAME TO jobs_renamed")
+        .unwrap();
+    let outcome: String = db
+        .query_one(
+            "SELECT outcome FROM orch_lease.transition_lease_acquire('42', 'p', 2, 'b2', task_table => 'jobs_renamed')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(outcome, "held", "a renamed table lost its leases");
+    // Dropped, and created again under the same name: the new table is not the registered one, and
+    // the old registration stays while its lease is held; the lease is ended by the old table's oid.
+    let old: u32 = db
+        .query_one("SELECT 'jobs_renamed'::regclass::oid", &[])
+        .unwrap()
+        .get(0);
+    db.batch_execute(
+        "DROP VIEW jobs_view; DROP TABLE jobs_renamed;
+         CREATE TABLE jobs_renamed (id bigint PRIMARY KEY, stage text NOT NULL);
+         INSERT INTO jobs_renamed VALUES (42, 'queued');",
+    )
+    .unwrap();
+    assert_eq!(code(&mut db, &acquire("'jobs_renamed'")), "55000");
+    assert_eq!(
+        code(
+            &mut db,
+            &format!("SELECT orch_lease.update_task_stage_cas('42', 'queued', 'merged', task_table => {old}::oid::regclass)")
+        ),
+        "42P01",
+        "a CAS on the dropped table's registration"
+    );
+    assert_eq!(
+        code(
+            &mut db,
+            &format!("SELECT orch_lease.unregister_task_table({old}::oid::regclass)")
+        ),
+        "55000",
+        "unregistering the dropped table while its lease is held"
+    );
+    assert_eq!(
+        code(
+            &mut db,
+            &format!("SELECT orch_lease.transition_lease_force_release('42', task_table => {old}::oid::regclass)")
+        ),
+        "ok"
+    );
+    assert_eq!(
+        code(
+            &mut db,
+            &format!("SELECT orch_lease.unregister_task_table({old}::oid::regclass)")
+        ),
+        "ok"
+    );
+    // The new table registered: its own item, and the other tables' rows untouched by its CAS.
+    assert_eq!(
+        code(
+            &mut db,
+            "SELECT orch_lease.register_task_table('jobs_renamed')"
+        ),
+        "ok"
+    );
+    let applied: String = db
+        .query_one(
+            "SELECT outcome FROM orch_lease.update_task_stage_cas('42', 'queued', 'merged', task_table => 'jobs_renamed')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, "applied");
+    let stages: String = db
+        .query_one(
+            "SELECT (SELECT stage FROM tasks WHERE id = '42') || ',' || (SELECT stage FROM jobs_renamed WHERE id = 42)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(stages, "queued,merged", "a CAS wrote another table's row");
+}
+
 /// The stage an acquire answers (0.5.0) is read with the caller's own privileges, and an id with no
 /// row is `not_found` with nothing written: the swapped-argument mistake on a text-id table, a row the
 /// caller's row-level security hides, a planted operator in the caller's schema, a caller with no

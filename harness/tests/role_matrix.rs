@@ -73,7 +73,7 @@ fn matrix() -> Vec<(&'static str, &'static str, &'static str)> {
         ("write event_count", "INSERT INTO orch_lease.event_count VALUES ('acquired', 'acquired', 1, 0)", OWNERS),
         ("write task_table", "UPDATE orch_lease.task_table SET id_column = 'stage'", OWNERS),
         ("write stage_transition", "DELETE FROM orch_lease.stage_transition", OWNERS),
-        ("write terminal_stage", "INSERT INTO orch_lease.terminal_stage VALUES ('merged')", OWNERS),
+        ("write terminal_stage", "INSERT INTO orch_lease.terminal_stage VALUES ('merged', 'tasks')", OWNERS),
         ("write bypass_log", "DELETE FROM orch_lease.bypass_log", OWNERS),
         ("nextval token_seq", "SELECT nextval('orch_lease.token_seq')", OWNERS),
         ("nextval lease_event_event_id_seq", "SELECT nextval('orch_lease.lease_event_event_id_seq')", OWNERS),
@@ -88,7 +88,31 @@ fn matrix() -> Vec<(&'static str, &'static str, &'static str)> {
 /// The roles, the database with orch_lease created by its own (superuser) owner, a task table owned
 /// by the table owner and registered, a table of the admin's own, and an instance the admin registered.
 fn setup() -> String {
-    common::fresh_database("role_matrix_boot"); // makes sure orch_lease's roles exist
+    roles("role_matrix_boot");
+    let dsn = common::new_database("role_matrix", Some("matrix_extension_owner"));
+    let mut owner = orch_lease_harness::connect(&common::dsn_as(&dsn, "matrix_extension_owner"));
+    owner
+        .batch_execute(
+            "CREATE EXTENSION orch_lease;
+             CREATE TABLE tasks (id bigint PRIMARY KEY, stage text NOT NULL);
+             INSERT INTO tasks VALUES (1, 'queued');
+             ALTER TABLE tasks OWNER TO matrix_table_owner;
+             GRANT SELECT, UPDATE ON tasks TO PUBLIC;
+             CREATE TABLE admin_tasks (id bigint PRIMARY KEY, stage text NOT NULL);
+             ALTER TABLE admin_tasks OWNER TO matrix_admin;
+             GRANT TRIGGER ON admin_tasks TO PUBLIC;
+             SELECT orch_lease.register_task_table('tasks');
+             SET ROLE matrix_admin;
+             SELECT count(*) FROM orch_lease.transition_lease_recover('boot-1', 'admins-instance');
+             RESET ROLE;",
+        )
+        .unwrap();
+    dsn
+}
+
+/// The roles of `ROLES`, created when missing; `boot` names a throwaway database of the caller's own.
+fn roles(boot: &str) {
+    common::fresh_database(boot); // makes sure orch_lease's roles exist
     for (short, role) in ROLES {
         match short {
             "SU" => {}
@@ -110,25 +134,6 @@ fn setup() -> String {
             _ => common::login_role(role, &[]),
         }
     }
-    let dsn = common::new_database("role_matrix", Some("matrix_extension_owner"));
-    let mut owner = orch_lease_harness::connect(&common::dsn_as(&dsn, "matrix_extension_owner"));
-    owner
-        .batch_execute(
-            "CREATE EXTENSION orch_lease;
-             CREATE TABLE tasks (id bigint PRIMARY KEY, stage text NOT NULL);
-             INSERT INTO tasks VALUES (1, 'queued');
-             ALTER TABLE tasks OWNER TO matrix_table_owner;
-             GRANT SELECT, UPDATE ON tasks TO PUBLIC;
-             CREATE TABLE admin_tasks (id bigint PRIMARY KEY, stage text NOT NULL);
-             ALTER TABLE admin_tasks OWNER TO matrix_admin;
-             GRANT TRIGGER ON admin_tasks TO PUBLIC;
-             SELECT orch_lease.register_task_table('tasks');
-             SET ROLE matrix_admin;
-             SELECT count(*) FROM orch_lease.transition_lease_recover('boot-1', 'admins-instance');
-             RESET ROLE;",
-        )
-        .unwrap();
-    dsn
 }
 
 /// Does `role` get 42501 from `call`? Any other outcome (a result, another error) is "allowed".
@@ -191,5 +196,89 @@ fn every_role_against_every_object() {
         "{} of {cells} cells wrong:\n{}",
         failures.len(),
         failures.join("\n")
+    );
+}
+
+/// #27: an actor is granted some task tables and not others through the tables' own privileges. With
+/// `tasks` and `jobs` registered, an actor that may update the stage of `tasks` only leases, checks and
+/// writes work items of `tasks`; every call naming `jobs` is 42501, before anything about a lease on it
+/// is read (the admin's lease on ('42', jobs) is neither reported held nor shown). A column grant on
+/// the stage column is enough.
+#[test]
+fn an_actor_works_only_the_tables_it_may_write() {
+    roles("role_matrix_tables_boot");
+    let dsn = common::new_database("role_matrix_tables", Some("matrix_extension_owner"));
+    let mut owner = orch_lease_harness::connect(&common::dsn_as(&dsn, "matrix_extension_owner"));
+    owner
+        .batch_execute(
+            "CREATE EXTENSION orch_lease;
+             CREATE TABLE tasks (id bigint PRIMARY KEY, stage text NOT NULL);
+             CREATE TABLE jobs (id bigint PRIMARY KEY, stage text NOT NULL);
+             CREATE TABLE runs (id bigint PRIMARY KEY, stage text NOT NULL, note text);
+             INSERT INTO tasks VALUES (42, 'queued'); INSERT INTO jobs VALUES (42, 'queued');
+             INSERT INTO runs VALUES (42, 'queued');
+             SELECT orch_lease.register_task_table(t) FROM unnest(ARRAY['tasks', 'jobs', 'runs']::regclass[]) t;
+             GRANT SELECT, UPDATE ON tasks TO matrix_actor;
+             GRANT SELECT ON jobs TO matrix_actor;
+             GRANT SELECT, UPDATE ON jobs TO matrix_admin;
+             GRANT SELECT (id, stage), UPDATE (stage) ON runs TO matrix_actor;
+             SET ROLE matrix_admin;
+             SELECT orch_lease.transition_lease_acquire('42', 'admin', 1, 'boot-admin', task_table => 'jobs');
+             RESET ROLE;",
+        )
+        .unwrap();
+    let mut actor = orch_lease_harness::connect(&common::dsn_as(&dsn, "matrix_actor"));
+    let code = |db: &mut Client, sql: &str| -> String {
+        match db.batch_execute(sql) {
+            Ok(()) => "ok".into(),
+            Err(error) => error
+                .code()
+                .map(|code| code.code().to_string())
+                .unwrap_or_default(),
+        }
+    };
+    for table in ["tasks", "runs"] {
+        for call in [
+            format!("SELECT orch_lease.transition_lease_acquire('42', 'a', 1, 'boot-a', task_table => '{table}')"),
+            format!("SELECT orch_lease.transition_lease_held('42', 1, task_table => '{table}')"),
+            format!("SELECT orch_lease.transition_lease_liveness('42', task_table => '{table}')"),
+            format!("SELECT orch_lease.work_item_key('42', task_table => '{table}')"),
+            format!("SELECT orch_lease.update_task_stage_cas('42', 'queued', 'merged', task_table => '{table}')"),
+        ] {
+            assert_eq!(code(&mut actor, &call), "ok", "{call}");
+        }
+    }
+    for call in [
+        "SELECT orch_lease.transition_lease_acquire('42', 'a', 1, 'boot-a', task_table => 'jobs')",
+        "SELECT orch_lease.transition_lease_acquire_session('42', 'a', task_table => 'jobs')",
+        "SELECT orch_lease.transition_lease_held('42', 1, task_table => 'jobs')",
+        "SELECT orch_lease.transition_lease_release('42', 1, task_table => 'jobs')",
+        "SELECT orch_lease.transition_lease_liveness('42', task_table => 'jobs')",
+        "SELECT orch_lease.work_item_key('42', task_table => 'jobs')",
+        "SELECT orch_lease.update_task_stage_cas('42', 'queued', 'merged', task_table => 'jobs')",
+        "SELECT orch_lease.commit_stage_cas('42', 1, 'queued', 'merged', task_table => 'jobs')",
+        "SELECT orch_lease.unregister_task_table('jobs')",
+        "SELECT orch_lease.transition_lease_force_release('42', task_table => 'jobs')",
+    ] {
+        assert_eq!(code(&mut actor, call), "42501", "{call}");
+    }
+    let seen: i64 = actor
+        .query_one(
+            "SELECT count(*) FROM orch_lease.transition_lease_status WHERE task_table = 'jobs'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        seen, 0,
+        "an actor sees another role's lease on a table it may not write"
+    );
+    let stages: String = owner
+        .query_one("SELECT string_agg(stage, ',' ORDER BY t) FROM (SELECT 'jobs' t, stage FROM jobs UNION ALL SELECT 'runs', stage FROM runs UNION ALL SELECT 'tasks', stage FROM tasks) s", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        stages, "queued,merged,merged",
+        "the CAS wrote where it may not, or not where it may"
     );
 }

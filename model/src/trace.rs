@@ -2,9 +2,15 @@
 use crate::contract::{spelling_of, Action, Config, Grant, Outcome, Step, TakeoverKind};
 use crate::state::{Pc, Stage, State};
 
-/// The id of an item as the task table has it: 7, 8, 9, …
+/// Items are (task table, id) pairs (#27): even items are rows of `tasks`, odd ones of `jobs`, with the
+/// ids 7, 7, 8, 8, …, so that items 0 and 1 are the same id in two tables, two work items.
+pub fn task_table(item: u8) -> &'static str {
+    ["tasks", "jobs"][item as usize % 2]
+}
+
+/// The id of an item as its task table has it: 7, 7, 8, 8, …
 pub fn task_id(item: u8) -> i64 {
-    7 + item as i64
+    7 + item as i64 / 2
 }
 
 /// How a spelling writes an item's id: spelling 0 is the canonical text ("7"), spelling 1 another

@@ -50,6 +50,28 @@ def test_acquired_then_applied_ends_the_lease(dsn: str, admin: Conn) -> None:
     assert leases(admin) == 0
 
 
+def test_two_task_tables_name_the_table(dsn: str, admin: Conn) -> None:
+    """#27: with `task` and `job` registered, a lease names its table; '1' of each is a work item of its
+    own, each commit writes its own row, and a lease that names no table is refused."""
+    admin.execute("CREATE TABLE job (id bigint PRIMARY KEY, stage text NOT NULL)")
+    admin.execute("INSERT INTO job VALUES (1, 'queued')")
+    admin.execute("SELECT orch_lease.register_task_table('job')")
+    with Actor(dsn, "a") as first, Actor(dsn, "b") as second:
+        with first.lease(1, task_table="task") as on_task, second.lease(1, task_table="job") as on_job:
+            assert on_task.grant.task_table == "task" and on_job.grant.task_table == "job"
+            assert on_task.still_held() and on_job.still_held()
+            assert on_job.commit("queued", "running").outcome is CasOutcome.APPLIED
+            assert on_task.commit("queued", "merged").outcome is CasOutcome.APPLIED
+        with pytest.raises(psycopg.errors.AmbiguousParameter):
+            with first.lease(1):
+                pass
+    assert (one(admin, "SELECT stage FROM task WHERE id = 1"), one(admin, "SELECT stage FROM job WHERE id = 1")) == (
+        "merged",
+        "running",
+    )
+    assert leases(admin) == 0
+
+
 def test_stage_mismatch_not_found_invalid_transition(dsn: str, admin: Conn) -> None:
     admin.execute("UPDATE task SET stage = 'done' WHERE id = 2")
     admin.execute("SELECT orch_lease.register_stage_graph(ARRAY['queued -> merged'], ARRAY['done'])")

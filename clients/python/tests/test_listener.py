@@ -56,7 +56,7 @@ def test_a_forced_release_arrives_typed(dsn: str, admin: Conn) -> None:
     assert (event.event, event.outcome, event.work_item) == (EventKind.FORCED, "forced", "21")
     assert (event.old_owner, event.old_token, event.old_boot_id) == ("monitor", token, "monitor-boot")
     assert (event.reason, event.by_role, event.truncated) == ("stuck since 03:10", "postgres", False)
-    assert event.version in (1, 2) and event.at.tzinfo is not None
+    assert event.version in (1, 2, 3) and event.at.tzinfo is not None
 
 
 def test_the_kill_switch_arrives_typed(dsn: str, admin: Conn) -> None:
@@ -127,7 +127,12 @@ def test_payload_versions() -> None:
     element = V1.replace('"version":1,', "")
     batch = parse_payload(f'{{"version":2,"events":[{element},{element.replace("PR-130", "PR-131")}]}}')
     assert [(e.version, e.work_item) for e in batch] == [(2, "PR-130"), (2, "PR-131")]
-    for unreadable in ('{"version":3,"events":[]}', "not json", '{"event":"forced"}', '{"version":1}'):
+    # version 3 (0.5.0): each event names its task table (#27)
+    tabled = element.replace('"truncated":false', '"truncated":false,"task_table":"public.jobs"')
+    [v3] = parse_payload(f'{{"version":3,"events":[{tabled}]}}')
+    assert (v3.version, v3.task_table, v3.to_json()["task_table"]) == (3, "public.jobs", "public.jobs")
+    for unreadable in ('{"version":4,"events":[]}', f'{{"version":3,"events":[{element}]}}', "not json",
+                       '{"event":"forced"}', '{"version":1}'):
         with pytest.raises(UnsupportedPayload) as error:
             parse_payload(unreadable)
         assert error.value.payload == unreadable

@@ -1,6 +1,9 @@
 //! An orch_lease actor in Rust (the `postgres` crate): owner-exclusion and atomic stage writes through SQL.
 //!
-//!     actor --dsn "host=... dbname=..." [--instance NAME] task-1 task-2 ...
+//!     actor --dsn "host=... dbname=..." [--instance NAME] [--task-table TABLE] task-1 task-2 ...
+//!
+//! --task-table names the registered table the tasks are rows of: needed once a database registers
+//! several (tasks, jobs…), where a call naming none is refused (42P08); optional while there is one.
 //!     actor --dsn "..." --listen 10        # print NOTIFY orch_lease alerts for 10 s
 //!
 //! Each task moves queued -> merged with one irreversible effect, recorded in example_effect (the tables:
@@ -37,13 +40,15 @@ fn advance(
     actor: &str,
     pid: i32,
     boot_id: &str,
+    task_table: Option<&str>,
 ) -> Result<String, postgres::Error> {
     let mut attempt = 0;
     let (acquired, outcome, token, stage): (bool, String, Option<i64>, Option<String>) = loop {
         let grant = db.query_one(
             "SELECT acquired, outcome, token, stage
-               FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)",
-            &[&task, &actor, &pid, &boot_id],
+               FROM orch_lease.transition_lease_acquire($1, $2, $3, $4,
+                                                        task_table => $5::text::regclass)",
+            &[&task, &actor, &pid, &boot_id, &task_table],
         )?;
         attempt += 1;
         let outcome: String = grant.get(1);
@@ -66,11 +71,11 @@ fn advance(
     }
     // acquired, reclaimed, disabled or out_of_scope (token None). Every way out but a commit that
     // answered ends the lease: no error leaves a lease behind for the reaper.
-    let attempt = under_lease(db, task, actor, token, stage.as_deref());
+    let attempt = under_lease(db, (task, task_table), actor, token, stage.as_deref());
     if !matches!(&attempt, Ok((_, true))) {
         if let Err(error) = db.execute(
-            "SELECT orch_lease.transition_lease_release($1, $2)",
-            &[&task, &token],
+            "SELECT orch_lease.transition_lease_release($1, $2, task_table => $3::text::regclass)",
+            &[&task, &token, &task_table],
         ) {
             eprintln!("{actor}: could not release {task}: {error}");
         }
@@ -88,7 +93,7 @@ fn advance(
 /// ended the lease (every answer but `retry` does).
 fn under_lease(
     db: &mut Client,
-    task: &str,
+    (task, task_table): (&str, Option<&str>),
     actor: &str,
     token: Option<i64>,
     stage: Option<&str>,
@@ -104,12 +109,14 @@ fn under_lease(
         // lease: commit_stage_cas refuses a NULL token while orch_lease is on.
         let result = match token {
             Some(token) => db.query_one(
-                "SELECT outcome, current_stage FROM orch_lease.commit_stage_cas($1, $2, $3, $4)",
-                &[&task, &token, &FROM_STAGE, &TO_STAGE],
+                "SELECT outcome, current_stage
+                   FROM orch_lease.commit_stage_cas($1, $2, $3, $4, task_table => $5::text::regclass)",
+                &[&task, &token, &FROM_STAGE, &TO_STAGE, &task_table],
             )?,
             None => db.query_one(
-                "SELECT outcome, current_stage FROM orch_lease.update_task_stage_cas($1, $2, $3)",
-                &[&task, &FROM_STAGE, &TO_STAGE],
+                "SELECT outcome, current_stage
+                   FROM orch_lease.update_task_stage_cas($1, $2, $3, task_table => $4::text::regclass)",
+                &[&task, &FROM_STAGE, &TO_STAGE, &task_table],
             )?,
         };
         attempt += 1;
@@ -170,14 +177,21 @@ fn register(
     unreachable!("there is always a next slot")
 }
 
-fn run_actor(dsn: &str, instance: Option<&str>, items: &[String]) -> Result<(), postgres::Error> {
+fn run_actor(
+    dsn: &str,
+    instance: Option<&str>,
+    task_table: Option<&str>,
+    items: &[String],
+) -> Result<(), postgres::Error> {
     let mut db = Client::connect(dsn, NoTls)?;
     let pid = std::process::id() as i32;
     let (instance, boot_id) = register(&mut db, instance, pid)?;
     let mut outcomes = BTreeMap::new();
     for task in items {
         *outcomes
-            .entry(advance(&mut db, task, &instance, pid, &boot_id)?)
+            .entry(advance(
+                &mut db, task, &instance, pid, &boot_id, task_table,
+            )?)
             .or_insert(0) += 1;
     }
     let summary: Vec<String> = outcomes.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -194,7 +208,7 @@ fn listen(dsn: &str, seconds: u64) -> Result<(), postgres::Error> {
     let mut notifications = db.notifications();
     while let Ok(left) = deadline.duration_since(SystemTime::now()) {
         if let Some(note) = notifications.timeout_iter(left).next()? {
-            println!("ALERT {}", note.payload()); // JSON, format version 2: {"version":2,"events":[{event, work_item, old_owner, old_token, reason…}]}
+            println!("ALERT {}", note.payload()); // JSON, format version 3: {"version":3,"events":[{event, work_item, task_table, old_owner, old_token, reason…}]}
         }
     }
     Ok(())
@@ -210,9 +224,10 @@ fn main() {
     };
     let dsn = option("--dsn").expect("--dsn is required");
     let instance = option("--instance");
+    let task_table = option("--task-table");
     let result = match option("--listen") {
         Some(seconds) => listen(&dsn, seconds.parse().expect("--listen SECONDS")),
-        None => run_actor(&dsn, instance.as_deref(), &args),
+        None => run_actor(&dsn, instance.as_deref(), task_table.as_deref(), &args),
     };
     if let Err(error) = result {
         match error.as_db_error() {

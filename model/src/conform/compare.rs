@@ -2,7 +2,7 @@
 use super::{owner_name, Server};
 use crate::contract::{Cas, Grant, Outcome, Step, Takeover};
 use crate::state::{Stage, State};
-use crate::trace::task_id;
+use crate::trace::{task_id, task_table};
 use postgres::fallible_iterator::FallibleIterator;
 use std::time::{Duration, Instant};
 
@@ -155,9 +155,10 @@ impl Server {
 
     /// The leases, the stages and the boot registry after a step.
     pub(super) fn compare_state(&mut self, model: &State) -> Result<(), Mismatch> {
-        let sql = "SELECT work_item, token, owner, owner_boot_id FROM orch_lease.transition_lease ORDER BY work_item";
+        let sql = "SELECT task_table::text || ':' || work_item, token, owner, owner_boot_id
+                     FROM orch_lease.transition_lease ORDER BY 1";
         let rows = self.operator.query(sql, &[]).map_err(|e| failed(sql, e))?;
-        let got: Vec<String> = rows
+        let mut got: Vec<String> = rows
             .iter()
             .map(|r| {
                 let boot: String = r.get(3);
@@ -174,6 +175,7 @@ impl Server {
                 )
             })
             .collect();
+        got.sort();
         let mut expected: Vec<String> = model
             .leases()
             .map(|(item, slot, lease)| {
@@ -196,15 +198,17 @@ impl Server {
             ));
         }
 
-        let sql = "SELECT id, stage FROM tasks ORDER BY id";
+        let sql = "SELECT t, id, stage FROM (SELECT 'tasks' t, * FROM tasks UNION ALL
+                                               SELECT 'jobs', * FROM jobs) s ORDER BY id, t DESC";
         let rows = self.operator.query(sql, &[]).map_err(|e| failed(sql, e))?;
         let got: Vec<String> = rows
             .iter()
             .map(|r| {
                 format!(
-                    "{} {}",
-                    r.get::<_, i64>(0),
-                    r.get::<_, Option<String>>(1).unwrap_or_default()
+                    "{}:{} {}",
+                    r.get::<_, &str>(0),
+                    r.get::<_, i64>(1),
+                    r.get::<_, Option<String>>(2).unwrap_or_default()
                 )
             })
             .collect();
@@ -213,7 +217,10 @@ impl Server {
             .iter()
             .enumerate()
             .filter(|(_, item)| item.stage != Stage::Missing)
-            .map(|(i, item)| format!("{} {}", task_id(i as u8), item.stage.name()))
+            .map(|(i, item)| {
+                let i = i as u8;
+                format!("{}:{} {}", task_table(i), task_id(i), item.stage.name())
+            })
             .collect();
         if expected != got {
             return Err(mismatch(
@@ -279,7 +286,8 @@ impl Server {
             return Err(mismatch("the refusals recorded", sql, 0, polling));
         }
         let sql =
-            "SELECT event_id, event, outcome, work_item, old_token FROM orch_lease.lease_event
+            "SELECT event_id, event, outcome, coalesce(task_table::text || ':', '') || work_item, old_token
+               FROM orch_lease.lease_event
                     WHERE event_id > $1 AND event IN ('reclaimed', 'reaped', 'forced', 'switched')
                     ORDER BY event_id";
         let rows = self
@@ -380,12 +388,12 @@ impl Server {
     }
 }
 
-/// The events of an announcement (payload format version 2: `{"version":2,"events":[{…},…]}`, one
-/// statement's takeovers), each as its event, outcome, work item and old token.
+/// The events of an announcement (payload format version 3: `{"version":3,"events":[{…},…]}`, one
+/// statement's takeovers), each as its event, outcome, `table:work item` and old token.
 fn announced(payload: &str) -> Vec<String> {
-    match payload.strip_prefix("{\"version\":2,\"events\":[") {
+    match payload.strip_prefix("{\"version\":3,\"events\":[") {
         Some(events) => events.split("{\"event_id\":").skip(1).map(event).collect(),
-        None => vec![format!("not a version 2 payload: {payload}")],
+        None => vec![format!("not a version 3 payload: {payload}")],
     }
 }
 
@@ -403,8 +411,13 @@ fn event(payload: &str) -> String {
             }
         })
     };
+    // The table is schema-qualified in a payload; the model's tables are in public.
+    let table = match field("task_table").as_str() {
+        "null" => String::new(),
+        table => format!("{}:", table.trim_start_matches("public.")),
+    };
     format!(
-        "{}/{} {} t{}",
+        "{}/{} {table}{} t{}",
         field("event"),
         field("outcome"),
         field("work_item"),

@@ -14,7 +14,7 @@ pub use walk::{replay, report, shrink, walk, weight, Failure, Random};
 
 use crate::contract::{spelling_of, Action, Config, Step, TakeoverKind};
 use crate::state::{Holder, Stage, State};
-use crate::trace::{spelling_text, task_id};
+use crate::trace::{spelling_text, task_id, task_table};
 use compare::{compare_bool, compare_cas, failed, mismatch};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
@@ -56,11 +56,15 @@ impl Server {
     /// stage graph the model assumes.
     pub fn connect(dsn: &str, config: Config, run: &str) -> Result<Server, String> {
         let mut operator = connect(dsn).map_err(|e| format!("cannot connect: {e}"))?;
+        // Two task tables, each with the stage graph the model assumes (#27).
         let setup = "CREATE EXTENSION IF NOT EXISTS orch_lease;
              CREATE TABLE IF NOT EXISTS tasks (id bigint PRIMARY KEY, stage text);
-             SELECT orch_lease.register_task_table('tasks', 'id', 'stage');
+             CREATE TABLE IF NOT EXISTS jobs (id bigint PRIMARY KEY, stage text);
+             SELECT orch_lease.register_task_table(t, 'id', 'stage')
+               FROM unnest(ARRAY['tasks', 'jobs']::regclass[]) t;
              SELECT orch_lease.register_stage_graph(
-                 ARRAY['queued -> merged', 'merged -> done'], ARRAY['done']);";
+                        ARRAY['queued -> merged', 'merged -> done'], ARRAY['done'], task_table => t)
+               FROM unnest(ARRAY['tasks', 'jobs']::regclass[]) t;";
         operator
             .batch_execute(setup)
             .map_err(|e| failed(setup, e).to_string())?;
@@ -104,12 +108,17 @@ impl Server {
             self.drop_connection(actor as u8)?;
         }
         let rows: Vec<String> = (0..self.config.items as u8)
-            .map(|item| format!("({}, 'queued')", task_id(item)))
+            .map(|item| {
+                format!(
+                    "INSERT INTO {} VALUES ({}, 'queued');",
+                    task_table(item),
+                    task_id(item)
+                )
+            })
             .collect();
         let clean = format!(
-            "DELETE FROM orch_lease.transition_lease; DELETE FROM tasks;
-             INSERT INTO tasks VALUES {};",
-            rows.join(", ")
+            "DELETE FROM orch_lease.transition_lease; DELETE FROM tasks; DELETE FROM jobs; {}",
+            rows.join(" ")
         );
         self.operator
             .batch_execute(&clean)
@@ -201,10 +210,11 @@ impl Server {
             .0
     }
 
-    /// The key a lease slot has on the server: the canonical text (slot 0), or under the 0.3.0
-    /// raw-text rule the other spelling's own text.
+    /// The work item a lease slot has on the server, `table:key`: the canonical text (slot 0), or
+    /// under the 0.3.0 raw-text rule the other spelling's own text. The server's are read with
+    /// `WORK_ITEM`.
     fn key(&self, item: u8, slot: u8) -> String {
-        spelling_text(item, slot)
+        format!("{}:{}", task_table(item), spelling_text(item, slot))
     }
 
     /// Runs `action` on the server and compares everything with `step`, the model's prediction.
@@ -246,8 +256,8 @@ impl Server {
             }
             Action::Effect(_) => Ok("effect"),
             Action::Recover(a) => {
-                let sql =
-                    "SELECT work_item, token FROM orch_lease.transition_lease_recover($1, $2, $3)";
+                let sql = "SELECT task_table::text || ':' || work_item, token
+                             FROM orch_lease.transition_lease_recover($1, $2, $3)";
                 let boot = self.boot_id(a, state.actors[a as usize].boot);
                 let instance = self.instance(a);
                 let pid = 1000 + a as i32;
@@ -288,43 +298,51 @@ impl Server {
                 let owner = format!("actor-{actor}");
                 let sql = if session {
                     "SELECT acquired, outcome, token, holder, stage
-                       FROM orch_lease.transition_lease_acquire_session($1, $2, $3)"
+                       FROM orch_lease.transition_lease_acquire_session($1, $2, $3,
+                                                                        task_table => $4::text::regclass)"
                 } else {
                     "SELECT acquired, outcome, token, holder, stage
-                       FROM orch_lease.transition_lease_acquire($1, $2, $4, $5, $3)"
+                       FROM orch_lease.transition_lease_acquire($1, $2, $4, $5, $3,
+                                                                task_table => $6::text::regclass)"
                 };
                 let boot = self.boot_id(actor, state.actors[actor as usize].boot);
                 let pid = 1000 + actor as i32;
+                let table = task_table(item);
                 let row = if session {
-                    self.actor(actor).query_one(sql, &[&text, &owner, &SCOPE])
+                    self.actor(actor)
+                        .query_one(sql, &[&text, &owner, &SCOPE, &table])
                 } else {
                     self.actor(actor)
-                        .query_one(sql, &[&text, &owner, &SCOPE, &pid, &boot])
+                        .query_one(sql, &[&text, &owner, &SCOPE, &pid, &boot, &table])
                 }
                 .map_err(|e| failed(sql, e))?;
                 self.compare_grant(sql, step, row)
             }
             Action::ZombieAcquire { actor, item } => {
                 let sql = "SELECT acquired, outcome, token, holder, stage
-                             FROM orch_lease.transition_lease_acquire($1, $2, $3, $4, $5)";
+                             FROM orch_lease.transition_lease_acquire($1, $2, $3, $4, $5,
+                                                                      task_table => $6::text::regclass)";
                 let text = spelling_text(item, spelling_of(actor));
                 let owner = format!("actor-{actor}");
                 let boot = self.boot_id(actor, state.actors[actor as usize].boot - 1);
                 let pid = 1000 + actor as i32;
                 let row = self
                     .operator
-                    .query_one(sql, &[&text, &owner, &pid, &boot, &SCOPE])
+                    .query_one(
+                        sql,
+                        &[&text, &owner, &pid, &boot, &SCOPE, &task_table(item)],
+                    )
                     .map_err(|e| failed(sql, e))?;
                 self.compare_grant(sql, step, row)
             }
             Action::Release(a) => {
                 let attempt = state.actors[a as usize].attempt().expect("an attempt");
-                let sql = "SELECT orch_lease.transition_lease_release($1, $2)";
+                let sql = "SELECT orch_lease.transition_lease_release($1, $2, $3::text::regclass)";
                 let text = spelling_text(attempt.item, spelling_of(a));
                 let token = self.real_token(attempt.token);
                 let got: bool = self
                     .actor(a)
-                    .query_one(sql, &[&text, &token])
+                    .query_one(sql, &[&text, &token, &task_table(attempt.item)])
                     .map_err(|e| failed(sql, e))?
                     .get(0);
                 compare_bool(sql, step, got, ["release false", "release true"])
@@ -336,18 +354,24 @@ impl Server {
                 let (sql, row) = match self.real_token(attempt.token) {
                     Some(token) => {
                         let sql = "SELECT applied, outcome, current_stage
-                                     FROM orch_lease.commit_stage_cas($1, $2, $3, $4)";
+                             FROM orch_lease.commit_stage_cas($1, $2, $3, $4, $5::text::regclass)";
+                        let table = task_table(attempt.item);
                         (
                             sql,
                             self.actor(a)
-                                .query_one(sql, &[&text, &token, &expected, &new]),
+                                .query_one(sql, &[&text, &token, &expected, &new, &table]),
                         )
                     }
                     // A grant without a lease writes by name, without a lease check (0.5.0).
                     None => {
                         let sql = "SELECT applied, outcome, current_stage
-                                     FROM orch_lease.update_task_stage_cas($1, $2, $3)";
-                        (sql, self.actor(a).query_one(sql, &[&text, &expected, &new]))
+                             FROM orch_lease.update_task_stage_cas($1, $2, $3, NULL, $4::text::regclass)";
+                        let table = task_table(attempt.item);
+                        (
+                            sql,
+                            self.actor(a)
+                                .query_one(sql, &[&text, &expected, &new, &table]),
+                        )
                     }
                 };
                 compare_cas(sql, step, row.map_err(|e| failed(sql, e))?)
@@ -355,7 +379,7 @@ impl Server {
             Action::CommitStray { actor: a, item } => {
                 // Token 0: the token sequence never hands it out.
                 let sql = "SELECT applied, outcome, current_stage
-                             FROM orch_lease.commit_stage_cas($1, 0, $2, $3)";
+                             FROM orch_lease.commit_stage_cas($1, 0, $2, $3, $4::text::regclass)";
                 let text = spelling_text(item, spelling_of(a));
                 let expected = match state.items[item as usize].stage {
                     Stage::Missing => Stage::Queued,
@@ -364,16 +388,17 @@ impl Server {
                 let (expected, new) = (expected.name(), expected.next().name());
                 let row = self
                     .actor(a)
-                    .query_one(sql, &[&text, &expected, &new])
+                    .query_one(sql, &[&text, &expected, &new, &task_table(item)])
                     .map_err(|e| failed(sql, e))?;
                 compare_cas(sql, step, row)
             }
             Action::ForceRelease { item, spelling } => {
-                let sql = "SELECT orch_lease.transition_lease_force_release($1, NULL, 'model')";
+                let sql = "SELECT orch_lease.transition_lease_force_release($1, NULL, 'model',
+                                                                            $2::text::regclass)";
                 let text = spelling_text(item, spelling);
                 let got: bool = self
                     .operator
-                    .query_one(sql, &[&text])
+                    .query_one(sql, &[&text, &task_table(item)])
                     .map_err(|e| failed(sql, e))?
                     .get(0);
                 compare_bool(
@@ -392,8 +417,8 @@ impl Server {
                         .execute(age, &[])
                         .map_err(|e| failed(age, e))?;
                 }
-                let sql =
-                    "SELECT work_item, kind, token FROM orch_lease.transition_lease_reap(86400)";
+                let sql = "SELECT task_table::text || ':' || work_item, kind, token
+                             FROM orch_lease.transition_lease_reap(86400)";
                 let rows = self.operator.query(sql, &[]).map_err(|e| failed(sql, e))?;
                 let mut got = Vec::new();
                 for row in &rows {
@@ -429,16 +454,17 @@ impl Server {
                 Ok("setting")
             }
             Action::LockRow(item) => {
-                let sql = "BEGIN; SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE";
+                let lock = format!(
+                    "SELECT 1 FROM {} WHERE id = $1 FOR UPDATE",
+                    task_table(item)
+                );
+                let sql = &format!("BEGIN; {lock}");
                 self.other
                     .batch_execute("BEGIN")
                     .map_err(|e| failed(sql, e))?;
                 let rows = self
                     .other
-                    .query(
-                        "SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE",
-                        &[&task_id(item)],
-                    )
+                    .query(&lock, &[&task_id(item)])
                     .map_err(|e| failed(sql, e))?;
                 if rows.len() != 1 {
                     return Err(mismatch("the other session's row lock", sql, 1, rows.len()));
@@ -446,7 +472,7 @@ impl Server {
                 Ok("lock")
             }
             Action::AcquireElsewhere(item) => {
-                let sql = "BEGIN; SELECT outcome FROM orch_lease.transition_lease_acquire($1, 'other', 1, $2, $3)";
+                let sql = "BEGIN; SELECT outcome FROM orch_lease.transition_lease_acquire($1, 'other', 1, $2, $3, $4::text::regclass)";
                 apply_settings(&mut self.other, true).map_err(|e| failed(sql, e))?;
                 self.other
                     .batch_execute("BEGIN")
@@ -455,8 +481,8 @@ impl Server {
                 let outcome: String = self
                     .other
                     .query_one(
-                        "SELECT outcome FROM orch_lease.transition_lease_acquire($1, 'other', 1, $2, $3)",
-                        &[&spelling_text(item, 0), &boot, &SCOPE],
+                        "SELECT outcome FROM orch_lease.transition_lease_acquire($1, 'other', 1, $2, $3, $4::text::regclass)",
+                        &[&spelling_text(item, 0), &boot, &SCOPE, &task_table(item)],
                     )
                     .map_err(|e| failed(sql, e))?
                     .get(0);
@@ -477,14 +503,14 @@ impl Server {
                 Ok("end other")
             }
             Action::DeleteRow(item) => {
-                let sql = "DELETE FROM tasks WHERE id = $1";
+                let sql = &format!("DELETE FROM {} WHERE id = $1", task_table(item));
                 self.operator
                     .execute(sql, &[&task_id(item)])
                     .map_err(|e| failed(sql, e))?;
                 Ok("delete row")
             }
             Action::InsertRow(item) => {
-                let sql = "INSERT INTO tasks VALUES ($1, 'queued')";
+                let sql = &format!("INSERT INTO {} VALUES ($1, 'queued')", task_table(item));
                 self.operator
                     .execute(sql, &[&task_id(item)])
                     .map_err(|e| failed(sql, e))?;

@@ -105,19 +105,27 @@ LOCK_HOLDERS = """SELECT a.pid, a.usename::text, a.application_name, a.backend_s
  ORDER BY a.pid"""
 ACQUIRE = (
     "SELECT acquired, outcome, token, holder, holder_pid, holder_boot_id, held_since, stage"
-    " FROM orch_lease.transition_lease_acquire(%s, %s, %s, %s, %s)"
+    " FROM orch_lease.transition_lease_acquire(%s, %s, %s, %s, %s, task_table => %s::regclass)"
 )
 # After an acquire whose answer never arrived (cancelled, interrupted): the lease it may have granted is
 # one of this boot's on the item that the actor does not know of.
-FORGET = """SELECT orch_lease.transition_lease_release(work_item, token)
+FORGET = """SELECT orch_lease.transition_lease_release(work_item, token, task_table)
   FROM orch_lease.transition_lease_status
- WHERE work_item = orch_lease.work_item_key(%s) AND owner_boot_id = %s AND token <> ALL(%s::bigint[])"""
-COMMIT = "SELECT applied, outcome, current_stage FROM orch_lease.commit_stage_cas(%s, %s, %s, %s)"
+ WHERE work_item = orch_lease.work_item_key(%s, task_table => %s::regclass) AND owner_boot_id = %s
+   AND token <> ALL(%s::bigint[]) AND task_table = coalesce(%s::regclass, task_table)"""
+# A task table (0.5.0): the table the work item is a row of, None for the only one registered.
+COMMIT = (
+    "SELECT applied, outcome, current_stage"
+    " FROM orch_lease.commit_stage_cas(%s, %s, %s, %s, task_table => %s::regclass)"
+)
+RELEASE = "SELECT orch_lease.transition_lease_release(%s, %s, task_table => %s::regclass)"
 # A grant without a lease (kill-switch off, out of scope) writes by name: commit_stage_cas refuses a NULL
 # token while orch_lease is on (0.5.0).
-WRITE = "SELECT applied, outcome, current_stage FROM orch_lease.update_task_stage_cas(%s, %s, %s)"
-RELEASE = "SELECT orch_lease.transition_lease_release(%s, %s)"
-HELD = "SELECT orch_lease.transition_lease_held(%s, %s)"
+WRITE = (
+    "SELECT applied, outcome, current_stage"
+    " FROM orch_lease.update_task_stage_cas(%s, %s, %s, task_table => %s::regclass)"
+)
+HELD = "SELECT orch_lease.transition_lease_held(%s, %s, task_table => %s::regclass)"
 
 
 def _one(rows: list[Row] | None) -> Row:
@@ -184,14 +192,19 @@ def register(
 
 
 def acquire(
-    item: str, owner: str, pid: int, boot_id: str, scope: str | None, policy: RetryPolicy
+    item: str, owner: str, pid: int, boot_id: str, scope: str | None, policy: RetryPolicy,
+    task_table: str | None = None,
 ) -> Steps[Grant]:
     """Acquires `item`, retrying `busy` / `retry` with jitter; returns a grant that lets the effect go
     ahead (with the task's stage, read after the grant: no read of its own is needed), raises for every
     other outcome."""
     for attempt in range(policy.attempts):
-        acquired, outcome, *rest = _one((yield Query(ACQUIRE, (item, owner, pid, boot_id, scope))))
-        grant = Grant(item, acquired, AcquireOutcome(outcome), *rest)
+        acquired, outcome, *rest = _one((yield Query(ACQUIRE, (item, owner, pid, boot_id, scope, task_table))))
+        token, holder, holder_pid, holder_boot_id, held_since, stage = rest
+        grant = Grant(
+            item, acquired, AcquireOutcome(outcome), token, holder, holder_pid, holder_boot_id, held_since, stage,
+            task_table,
+        )
         if grant.outcome not in (AcquireOutcome.BUSY, AcquireOutcome.RETRY):
             break
         if attempt + 1 < policy.attempts:
@@ -214,10 +227,10 @@ def acquire(
     return grant
 
 
-def forget(item: str, boot_id: str, known: Collection[int]) -> Steps[int]:
+def forget(item: str, boot_id: str, known: Collection[int], task_table: str | None = None) -> Steps[int]:
     """Releases what an acquire of `item` whose answer was lost (cancelled, interrupted) may have been
     granted: this boot's lease on the item, if it is none of the `known` open ones. How many it ended."""
-    rows = yield Query(FORGET, (item, boot_id, list(known)))
+    rows = yield Query(FORGET, (item, task_table, boot_id, list(known), task_table))
     released = sum(1 for (ended,) in rows or [] if ended)
     if released:
         log.warning("%s: released the lease an interrupted acquire was granted", printable(item))
@@ -228,9 +241,9 @@ def commit(grant: Grant, expected: str, new: str, policy: RetryPolicy) -> Steps[
     """`commit_stage_cas` under the grant, retrying `retry` (the lease is kept meanwhile). A grant
     without a token writes through `update_task_stage_cas`, which checks no lease."""
     if grant.token is None:
-        query = Query(WRITE, (grant.item, expected, new))
+        query = Query(WRITE, (grant.item, expected, new, grant.task_table))
     else:
-        query = Query(COMMIT, (grant.item, grant.token, expected, new))
+        query = Query(COMMIT, (grant.item, grant.token, expected, new, grant.task_table))
     for attempt in range(policy.attempts):
         applied, outcome, current = _one((yield query))
         result = CommitResult(applied, CasOutcome(outcome), current)
@@ -245,7 +258,7 @@ def release(grant: Grant) -> Steps[bool]:
     """Ends the lease; False when it was no longer held (taken away, or a NULL-token grant)."""
     if grant.token is None:
         return False
-    return bool(_one((yield Query(RELEASE, (grant.item, grant.token))))[0])
+    return bool(_one((yield Query(RELEASE, (grant.item, grant.token, grant.task_table))))[0])
 
 
 def still_held(grant: Grant) -> Steps[bool]:
@@ -253,7 +266,7 @@ def still_held(grant: Grant) -> Steps[bool]:
     nothing to lose: True."""
     if grant.token is None:
         return True
-    return bool(_one((yield Query(HELD, (grant.item, grant.token))))[0])
+    return bool(_one((yield Query(HELD, (grant.item, grant.token, grant.task_table))))[0])
 
 
 class LeaseState:
@@ -344,11 +357,11 @@ class ActorBase(Generic[C]):
         )
         return self.recovered
 
-    def _acquire(self, item: str | int, scope: str | None) -> Steps[Grant]:
+    def _acquire(self, item: str | int, scope: str | None, task_table: str | None) -> Steps[Grant]:
         if self.boot_id is None:
             raise RuntimeError("start the actor first")
-        return acquire(str(item), self.owner, self.pid, self.boot_id, scope, self.retry)
+        return acquire(str(item), self.owner, self.pid, self.boot_id, scope, self.retry, task_table)
 
-    def _forget(self, item: str | int) -> Steps[int]:
+    def _forget(self, item: str | int, task_table: str | None) -> Steps[int]:
         assert self.boot_id is not None
-        return forget(str(item), self.boot_id, self._held)
+        return forget(str(item), self.boot_id, self._held, task_table)

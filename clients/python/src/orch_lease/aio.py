@@ -70,22 +70,22 @@ class AsyncActor(p.ActorBase[psycopg.AsyncConnection[p.Row]]):
     async def _run(self, steps: p.Steps[p.T]) -> p.T:
         return await _drive(self.connection, steps)
 
-    def lease(self, item: str | int, *, scope: str | None = None) -> AsyncLeaseBlock:
-        return AsyncLeaseBlock(self, item, scope)
+    def lease(self, item: str | int, *, scope: str | None = None, task_table: str | None = None) -> AsyncLeaseBlock:
+        return AsyncLeaseBlock(self, item, scope, task_table)
 
-    async def _grant(self, item: str | int, scope: str | None) -> Grant:
+    async def _grant(self, item: str | int, scope: str | None, task_table: str | None) -> Grant:
         """Acquires; when cancelled the answer may be lost with a lease in it: releases that lease, shielded
         from a second cancellation, before the cancellation goes on."""
         try:
-            return await self._run(self._acquire(item, scope))
+            return await self._run(self._acquire(item, scope, task_table))
         except BaseException as error:
             if not isinstance(error, Exception) and self._conn is not None and not self._conn.closed:
-                await asyncio.shield(self._forget_lost(item))
+                await asyncio.shield(self._forget_lost(item, task_table))
             raise
 
-    async def _forget_lost(self, item: str | int) -> None:
+    async def _forget_lost(self, item: str | int, task_table: str | None) -> None:
         try:
-            await self._run(self._forget(item))
+            await self._run(self._forget(item, task_table))
         except psycopg.Error as failure:
             p.log.error("%s: could not release what an interrupted acquire got: %s", printable(item), failure)
 
@@ -124,12 +124,12 @@ class AsyncLease(p.LeaseState):
 class AsyncLeaseBlock:
     """`async with actor.lease(item) as lease:` acquires on entry and releases what is left open on exit."""
 
-    def __init__(self, actor: AsyncActor, item: str | int, scope: str | None) -> None:
-        self._actor, self._item, self._scope = actor, item, scope
+    def __init__(self, actor: AsyncActor, item: str | int, scope: str | None, task_table: str | None) -> None:
+        self._actor, self._item, self._scope, self._task_table = actor, item, scope, task_table
         self._lease: AsyncLease | None = None
 
     async def __aenter__(self) -> AsyncLease:
-        self._lease = AsyncLease(self._actor, await self._actor._grant(self._item, self._scope))
+        self._lease = AsyncLease(self._actor, await self._actor._grant(self._item, self._scope, self._task_table))
         return self._lease
 
     async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:

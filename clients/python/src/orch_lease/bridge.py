@@ -150,7 +150,7 @@ def confirmed(payloads: Iterable[str], dsn: str) -> Iterator[str]:
         if len(genuine) == len(events):
             yield payload
         elif genuine:
-            yield json.dumps({"version": 2, "events": [event.data for event in genuine]})
+            yield json.dumps({"version": genuine[0].version, "events": [event.data for event in genuine]})
 
 
 def run(payloads: Iterable[str], url: str, headers: dict[str, str], retries: int) -> None:

@@ -1,7 +1,8 @@
 """The alert events of `NOTIFY orch_lease`, typed, and what the sync and async listeners share.
 
 Payloads are read by their `version` key: version 1 is one event (the object itself), version 2 a batch
-(`{"version": 2, "events": [...]}`, one notification per statement). Any role that can connect may
+(`{"version": 2, "events": [...]}`, one notification per statement), version 3 (0.5.0) the same batch
+whose events name their work item's task table (`task_table`, schema-qualified; null for none). Any role that can connect may
 `NOTIFY orch_lease`, so a payload is untrusted input: one longer than NOTIFY allows (8000 bytes), nested
 deeper than a batch, with more events than a payload of the server can hold, with a field missing, of
 another type or longer than the server sends, of any other version, or not JSON at all raises
@@ -27,12 +28,14 @@ log = logging.getLogger("orch_lease")
 CHANNEL = "orch_lease"
 # NOTIFY's limit: PostgreSQL sends no longer payload.
 MAX_PAYLOAD = 8000
-# A version-2 batch nests three deep: the message, its events array, an event.
+# A version-2 or -3 batch nests three deep: the message, its events array, an event.
 MAX_DEPTH = 3
 # An event of the server takes more than 200 bytes, so no payload of the server holds more events.
 MAX_EVENTS = MAX_PAYLOAD // 200
 # The server cuts each text value to 120 characters and `…`.
 MAX_TEXT = 121
+# A task table's name is never cut: two identifiers of at most 63 bytes, quoted, each quote doubled.
+MAX_TABLE = 2 * (2 + 2 * 63) + 1
 
 
 def printable(value: object, limit: int = 200) -> str:
@@ -81,7 +84,9 @@ class AlertEvent:
     `stale`, `ceiling` or `forced`; `old_*` name the holder the lease was taken from, `new_*` the acquire
     that took it over (else None). A switch (`event` SWITCHED) has `outcome` `off` or `on`, `work_item`
     '', the admin's `reason` and `by_role`, and no `old_*` or `new_*`. Text values
-    may be cut to 120 characters plus `…` (`truncated`); `data` is the event's JSON object as sent."""
+    may be cut to 120 characters plus `…` (`truncated`); `data` is the event's JSON object as sent.
+    `task_table` (version 3) is the work item's task table, schema-qualified (None: no table, or an
+    earlier version's payload)."""
 
     version: int
     event_id: int
@@ -98,6 +103,7 @@ class AlertEvent:
     by_role: str | None
     truncated: bool
     data: dict[str, Any]
+    task_table: str | None = None
 
     @classmethod
     def from_json(cls, version: int, data: dict[str, Any]) -> AlertEvent:
@@ -111,13 +117,19 @@ class AlertEvent:
                 raise TypeError(f"{name} is not a {kind.__name__} the server sends")
             else:
                 values[name] = value
+        if version >= 3:
+            table = data["task_table"]
+            if table is not None and (type(table) is not str or len(table) > MAX_TABLE):
+                raise TypeError("task_table is not a table name the server sends")
+            values["task_table"] = table
         values["at"] = datetime.datetime.fromisoformat(values["at"])
         values["event"] = EventKind(values["event"])
         return cls(version=version, data=data, **values)
 
     def to_json(self) -> dict[str, Any]:
         """The documented fields only, as sent (`version` says which payload version it came in)."""
-        return {"version": self.version, **{name: self.data[name] for name in EVENT_FIELDS}}
+        fields = [*EVENT_FIELDS, "task_table"] if self.version >= 3 else list(EVENT_FIELDS)
+        return {"version": self.version, **{name: self.data[name] for name in fields}}
 
 
 # An event's fields as a payload carries them (JSON types: `at` and `event` are strings there), and those
@@ -141,11 +153,11 @@ def parse_payload(payload: str) -> list[AlertEvent]:
         version = message["version"] if isinstance(message, dict) else None
         if version == 1 and type(version) is int:
             return [AlertEvent.from_json(1, message)]
-        if version == 2 and type(version) is int:
+        if version in (2, 3) and type(version) is int:
             events = message["events"]
             if not isinstance(events, list) or len(events) > MAX_EVENTS:
                 raise ValueError(f"events is not a list of at most {MAX_EVENTS}")
-            return [AlertEvent.from_json(2, event) for event in events]
+            return [AlertEvent.from_json(version, event) for event in events]
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise UnsupportedPayload(payload, f"unreadable: {error}") from error
     raise UnsupportedPayload(payload, f"version {printable(version, 20)}")

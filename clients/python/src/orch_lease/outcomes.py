@@ -41,7 +41,9 @@ class Grant:
     """One `lease_grant` row. `token` is None for `disabled` and `out_of_scope` grants (nothing written),
     `holder*` name the holder that refused it or the dead one it was reclaimed from. `stage` is the
     task's stage read after the grant (0.5.0): what the effect acts on and what `commit` expects; None on
-    a refusal, and for a task with no row yet (a table registered with `rows_created_later`)."""
+    a refusal, and for a task with no row yet (a table registered with `rows_created_later`). `task_table`
+    is the task table the lease was asked on (0.5.0; None: the only one registered), which commit,
+    release and still_held name too."""
 
     item: str
     acquired: bool
@@ -52,6 +54,7 @@ class Grant:
     holder_boot_id: str | None
     held_since: datetime.datetime | None
     stage: str | None
+    task_table: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,25 +81,26 @@ class Actor(p.ActorBase[psycopg.Connection[p.Row]]):
     def _run(self, steps: p.Steps[p.T]) -> p.T:
         return _drive(self.connection, steps)
 
-    def _grant(self, item: str | int, scope: str | None) -> Grant:
+    def _grant(self, item: str | int, scope: str | None, task_table: str | None) -> Grant:
         """Acquires; when interrupted (KeyboardInterrupt) the answer may be lost with a lease in it:
         releases that lease before the interruption goes on."""
         try:
-            return self._run(self._acquire(item, scope))
+            return self._run(self._acquire(item, scope, task_table))
         except BaseException as error:
             if not isinstance(error, Exception) and self._conn is not None and not self._conn.closed:
                 try:
-                    self._run(self._forget(item))
+                    self._run(self._forget(item, task_table))
                 except psycopg.Error as failure:
                     p.log.error("%s: could not release what an interrupted acquire got: %s", printable(item), failure)
             raise
 
     @contextmanager
-    def lease(self, item: str | int, *, scope: str | None = None) -> Iterator[Lease]:
-        """Acquires `item` for the block. Raises LeaseHeld, LeaseBusy (both LeaseNotAcquired) or
+    def lease(self, item: str | int, *, scope: str | None = None, task_table: str | None = None) -> Iterator[Lease]:
+        """Acquires `item` of `task_table` (a registered table's name; None: the only one registered, 0.5.0)
+        for the block. Raises LeaseHeld, LeaseBusy (both LeaseNotAcquired) or
         Superseded instead of entering it without the lease. A lease the block neither committed nor
         released is released when the block ends, normally or by an exception."""
-        lease = Lease(self, self._grant(item, scope))
+        lease = Lease(self, self._grant(item, scope, task_table))
         try:
             yield lease
         except BaseException:
