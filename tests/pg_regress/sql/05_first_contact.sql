@@ -1,15 +1,17 @@
 -- First contact (0.5.0, #31): a programming mistake is told apart from a lost race, and each refusal a
 -- newcomer meets says what to do.
 SET client_min_messages = warning;
-DROP TABLE IF EXISTS tasks CASCADE;
+-- A clean slate: no lease, registration nor history of the specs before, and the counters as they stand.
+SELECT bool_and(orch_lease.transition_lease_force_release(work_item, NULL, 'clean slate', task_table => task_table))
+       AS cleared
+  FROM orch_lease.transition_lease;
+SELECT orch_lease.unregister_task_table('tasks');
+DROP TABLE tasks;
 DROP TYPE IF EXISTS task_stage;
 CREATE TABLE tasks (id text PRIMARY KEY, stage text NOT NULL);
 INSERT INTO tasks VALUES ('PR-1', 'queued'), ('PR-2', 'queued'), ('PR-3', 'queued'), ('PR-4', 'queued'),
                          ('131', 'queued');
 SELECT orch_lease.register_task_table('tasks', 'id', 'stage');
--- A clean slate: no lease nor history of the specs before, and the counters as they stand.
-SELECT bool_and(orch_lease.transition_lease_force_release(work_item, NULL, 'clean slate')) AS cleared
-  FROM orch_lease.transition_lease;
 SELECT orch_lease.transition_lease_prune('0 s') >= 0 AS pruned;
 SELECT sum(value) FILTER (WHERE label = 'lease_lost') AS lost,
        sum(value) FILTER (WHERE label = 'not_held') AS not_held
@@ -56,14 +58,17 @@ SELECT * FROM orch_lease.transition_lease_acquire_session(131, 'monitor');
 SELECT acquired, outcome FROM orch_lease.transition_lease_acquire('131', 'monitor', 4242, 'monitor-boot-1');
 SELECT orch_lease.transition_lease_force_release('131');
 
--- Registering a table whose id type cannot key a held lease: a lease is in the way (55000), naming
--- the lease, not an argument the caller never passed.
+-- Registering a table whose id type cannot key a held lease (one taken while no table was registered,
+-- which the first table registered adopts): a lease is in the way (55000), naming the lease, not an
+-- argument the caller never passed.
+SELECT orch_lease.unregister_task_table('tasks');
 SELECT acquired FROM orch_lease.transition_lease_acquire('PR-2', 'monitor', 4242, 'monitor-boot-1');
 CREATE TABLE int_tasks (id bigint PRIMARY KEY, stage text NOT NULL);
 SELECT orch_lease.register_task_table('int_tasks', 'id', 'stage');
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 SELECT orch_lease.transition_lease_force_release('PR-2');
 SELECT orch_lease.register_task_table('int_tasks', 'id', 'stage');
+SELECT orch_lease.unregister_task_table('int_tasks');
 
 -- A composite key: the hint names the workaround, a unique generated column, which then works.
 CREATE TABLE tenant_tasks (tenant text, id text, stage text NOT NULL, PRIMARY KEY (tenant, id));
