@@ -98,7 +98,7 @@ SELECT orch_lease.transition_lease_force_release('globex/PR-1');
 -- with that boot is told whose boot it is and what to do; an actor of a third role is not told the name.
 CREATE ROLE regress_contact_orch LOGIN IN ROLE orch_lease_actor;
 CREATE ROLE regress_contact_other LOGIN IN ROLE orch_lease_actor;
-GRANT SELECT ON tenant_tasks TO regress_contact_other;
+GRANT SELECT, UPDATE ON tenant_tasks TO regress_contact_other;
 SET ROLE regress_contact_orch;
 SELECT count(*) FROM orch_lease.transition_lease_recover('orch-boot-1', 'contact-orchestrator');
 RESET ROLE;
@@ -111,6 +111,6 @@ SELECT * FROM orch_lease.transition_lease_acquire('acme/PR-1', 'other', 1, 'orch
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 RESET ROLE;
 DELETE FROM orch_lease.boot WHERE instance = 'contact-orchestrator';
-REVOKE SELECT ON tenant_tasks FROM regress_contact_other;
+REVOKE SELECT, UPDATE ON tenant_tasks FROM regress_contact_other;
 DROP ROLE regress_contact_orch, regress_contact_other;
 DROP TABLE tenant_tasks, int_tasks;
