@@ -540,6 +540,18 @@ COMMENT ON VIEW orch_lease.transition_lease_status IS
     'Every held lease with its task table, owner, age and liveness (live; stale = boot superseded or session gone; unknown = boot never registered), and whether orch_lease is on for the reader''s calls (the kill-switch). Actors see their own role''s leases only.';
 
 -- ---------------------------------------------------------------------------------------------------
+-- #34 (closers-a, red team F15b): boot_liveness runs under its caller's search_path (the status view
+-- calls it, read by pg_monitor scrapers): its body names no operator unqualified.
+CREATE OR REPLACE FUNCTION orch_lease.boot_liveness(owner_boot_id text) RETURNS text
+LANGUAGE sql STABLE AS $$
+    -- Run under the caller's search_path (the status view calls it, read by pg_monitor scrapers): no
+    -- unqualified operator, not even CASE x WHEN's = (red team of #34, F15b).
+    SELECT CASE WHEN s.alive THEN 'live'
+                WHEN NOT s.alive THEN 'stale'
+                ELSE (SELECT CASE WHEN b.superseded_at IS NULL THEN 'live' ELSE 'stale' END
+                        FROM orch_lease.boot b WHERE b.boot_id OPERATOR(pg_catalog.=) $1) END
+      FROM (SELECT orch_lease.session_alive($1) AS alive) s
+
 -- Issue #31 (contact): outcomes that tell a mistake from a lost race, and refusals that say what to do.
 -- The stage CAS answers not_held (a token the item never had, or a lease its holder already ended),
 -- counted apart from lease_lost; commit_stage_cas refuses a NULL token while orch_lease is on; the hints
