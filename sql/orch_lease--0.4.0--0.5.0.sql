@@ -551,7 +551,25 @@ LANGUAGE sql STABLE AS $$
                 ELSE (SELECT CASE WHEN b.superseded_at IS NULL THEN 'live' ELSE 'stale' END
                         FROM orch_lease.boot b WHERE b.boot_id OPERATOR(pg_catalog.=) $1) END
       FROM (SELECT orch_lease.session_alive($1) AS alive) s
+$$;
 
+-- ---------------------------------------------------------------------------------------------------
+-- Issue #30 item 6 (initial privileges): the 0.3.0 -> 0.4.0 update re-granted a site's own EXECUTE on
+-- transition_lease_reap (its cron role's) inside the update script, where PostgreSQL records every grant
+-- as the extension's initial privilege (pg_init_privs). pg_dump leaves initial privileges out, so a dump
+-- and restore lost the site's grant. The reaper's initial privileges become a fresh install's (its
+-- owner's and orch_lease_admin's); the site's grants stay in its ACL, where pg_dump finds them.
+UPDATE pg_catalog.pg_init_privs i
+   SET initprivs = ARRAY[pg_catalog.makeaclitem(p.proowner, p.proowner, 'EXECUTE', false),
+                         pg_catalog.makeaclitem('orch_lease_admin'::pg_catalog.regrole, p.proowner, 'EXECUTE', false)]
+  FROM pg_catalog.pg_proc p
+ WHERE p.oid OPERATOR(pg_catalog.=) 'orch_lease.transition_lease_reap(integer)'::pg_catalog.regprocedure
+   AND i.objoid OPERATOR(pg_catalog.=) p.oid
+   AND i.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+   AND i.objsubid OPERATOR(pg_catalog.=) 0
+   AND i.privtype OPERATOR(pg_catalog.=) 'e';
+
+-- ---------------------------------------------------------------------------------------------------
 -- Issue #31 (contact): outcomes that tell a mistake from a lost race, and refusals that say what to do.
 -- The stage CAS answers not_held (a token the item never had, or a lease its holder already ended),
 -- counted apart from lease_lost; commit_stage_cas refuses a NULL token while orch_lease is on; the hints
