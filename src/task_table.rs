@@ -3,7 +3,7 @@
 //! call means (the `task_table` argument; omitted, the only one registered, never a guess), and what
 //! follows from a table's id column's type — how a value is read from text, and the one canonical key
 //! every spelling of a task id maps to. A work item is a (table, key) pair: `Item`.
-use crate::{errors, owner, plans, rows};
+use crate::{error_context, errors, owner, plans, races, rows};
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::{self, PgTryBuilder};
 use pgrx::pgrx_sql_entity_graph::metadata::{
@@ -133,16 +133,31 @@ fn register_task_table(
         )
     });
     for item in held.into_iter().flatten() {
-        let key = id.key("work_item", &item);
-        if key != item {
-            errors::raise_hinted(
-                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                format!("orch_lease: a lease is held on work item \"{item}\", which \"{qualified}\" keys as \"{key}\""),
-                "Release or force-release the leases on such work items (by the work item the status \
-                 view shows), then register again.",
+        // An id the new type cannot read is in the way too (55000, not the type's 22P02 naming an
+        // argument the caller never passed); the look is rolled back whatever it finds.
+        let keyed = races::probe(|| id.key("leased work item", &item)).map_err(|error| {
+            error_context::forget_passing();
+            let why = races::report_of(&error).message();
+            why.trim_start_matches("orch_lease: ").to_string()
+        });
+        let (found, detail) = match keyed {
+            Ok(key) if key == item => continue,
+            Ok(key) => (
+                format!("keys the leased work item \"{item}\" as \"{key}\""),
                 None,
-            );
-        }
+            ),
+            Err(why) => (
+                format!("cannot key the leased work item \"{item}\""),
+                Some(why),
+            ),
+        };
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("orch_lease: a lease is in the way: \"{qualified}\" {found}"),
+            "Release or force-release the leases on such work items (by the work item the status \
+             view shows), then register again.",
+            detail,
+        );
     }
     // The table and the id type go in as a regclass and a regtype, and the new row's own registered_at
     // is kept, so that on Citus (docs/scale-out.md), where the registry is a reference table, each node
@@ -536,7 +551,10 @@ fn check_id_column(relid: pg_sys::Oid, attnum: i16, qualified: &str) -> IdType {
         errors::raise_hinted(
             PgSqlErrorCode::ERRCODE_INVALID_COLUMN_REFERENCE,
             format!("orch_lease: id_column: the id column of \"{qualified}\" is not unique by itself"),
-            "The CAS must find one row per id: give the id column a primary key or a unique constraint.",
+            "The CAS must find one row per id: give the id column a primary key or a unique constraint. \
+             For a key of several columns such as (tenant, id), add a unique generated column and register \
+             that: ALTER TABLE t ADD COLUMN task_key text GENERATED ALWAYS AS (tenant || '/' || id) STORED \
+             UNIQUE (a separator no tenant contains).",
             None,
         );
     }

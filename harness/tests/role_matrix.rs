@@ -27,13 +27,15 @@ fn matrix() -> Vec<(&'static str, &'static str, &'static str)> {
     vec![
         ("acquire", "SELECT orch_lease.transition_lease_acquire('1', 'o', 1, 'b')", ACTORS),
         ("acquire_session", "SELECT orch_lease.transition_lease_acquire_session('1', 'o')", ACTORS),
+        ("acquire (an integer id: 42804)", "SELECT orch_lease.transition_lease_acquire(1, 'o', 1, 'b')", ACTORS),
+        ("acquire_session (an integer id: 42804)", "SELECT orch_lease.transition_lease_acquire_session(1, 'o')", ACTORS),
         // 0.5.0: the stage a grant answers, and not_found for an id with no row, for the same roles.
         ("acquire's stage", "SELECT stage FROM orch_lease.transition_lease_acquire_session('1', 'o')", ACTORS),
         ("acquire not_found", "SELECT stage FROM orch_lease.transition_lease_acquire('404', 'o', 1, 'b')", ACTORS),
         ("release", "SELECT orch_lease.transition_lease_release('1', NULL)", ACTORS),
         ("held", "SELECT orch_lease.transition_lease_held('1', 1)", ACTORS),
         ("update_task_stage_cas", "SELECT orch_lease.update_task_stage_cas('1', 'queued', 'merged')", ACTORS),
-        ("commit_stage_cas", "SELECT orch_lease.commit_stage_cas('1', NULL, 'queued', 'merged')", ACTORS),
+        ("commit_stage_cas", "SELECT orch_lease.commit_stage_cas('1', 0, 'queued', 'merged')", ACTORS),
         ("recover (a new instance)", "SELECT orch_lease.transition_lease_recover('boot-new', 'new-instance')", ACTORS),
         ("recover (the admin's instance)", "SELECT orch_lease.transition_lease_recover('boot-2', 'admins-instance')", ADMINS),
         ("takeover (the admin's instance)", "SELECT orch_lease.transition_lease_takeover('boot-2', 'admins-instance')", ADMINS),

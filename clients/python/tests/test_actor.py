@@ -329,3 +329,22 @@ def test_an_interrupted_acquire_leaves_no_lease(dsn: str, admin: Conn) -> None:
         assert leases(admin) == 0
         with actor.lease(18) as lease:  # and the actor may have its item again
             assert lease.grant.outcome is AcquireOutcome.ACQUIRED
+
+
+def test_a_commit_rolled_back_with_the_callers_transaction_leaves_no_lease(dsn: str, admin: Conn) -> None:
+    # The stage write in the caller's own transaction, beside its own writes (an outbox row): rolled back
+    # with it, the lease was not ended, and the client must not believe it was (it leaked until restart).
+    with Actor(dsn, "a") as actor:
+        with pytest.raises(RuntimeError), actor.lease(31) as lease:
+            with actor.connection.transaction():
+                assert lease.commit("queued", "merged").applied
+                raise RuntimeError("the outbox insert failed")
+        assert leases(admin) == 0, "the block's end released the lease the rollback kept"
+        # Committed with the caller's transaction: done, and the block's end has nothing left to release.
+        with actor.lease(31) as lease:
+            with actor.connection.transaction():
+                assert lease.commit("queued", "merged").applied
+                actor.connection.execute("SELECT 1")  # the caller's own write
+            assert leases(admin) == 0
+    assert one(admin, "SELECT stage FROM task WHERE id = 31") == "merged"
+    assert leases(admin) == 0

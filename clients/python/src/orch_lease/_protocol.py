@@ -125,6 +125,12 @@ COMMIT = (
     " FROM orch_lease.commit_stage_cas(%s, %s, %s, %s, task_table => %s::regclass)"
 )
 RELEASE = "SELECT orch_lease.transition_lease_release(%s, %s, task_table => %s::regclass)"
+# A grant without a lease (kill-switch off, out of scope) writes by name: commit_stage_cas refuses a NULL
+# token while orch_lease is on (0.5.0).
+WRITE = (
+    "SELECT applied, outcome, current_stage"
+    " FROM orch_lease.update_task_stage_cas(%s, %s, %s, task_table => %s::regclass)"
+)
 HELD = "SELECT orch_lease.transition_lease_held(%s, %s, task_table => %s::regclass)"
 
 
@@ -238,9 +244,14 @@ def forget(item: str, boot_id: str, known: Collection[int], task_table: str | No
 
 
 def commit(grant: Grant, expected: str, new: str, policy: RetryPolicy) -> Steps[CommitResult]:
-    """`commit_stage_cas` under the grant, retrying `retry` (the lease is kept meanwhile)."""
+    """`commit_stage_cas` under the grant, retrying `retry` (the lease is kept meanwhile). A grant
+    without a token writes through `update_task_stage_cas`, which checks no lease."""
+    if grant.token is None:
+        query = Query(WRITE, (grant.item, expected, new, grant.task_table))
+    else:
+        query = Query(COMMIT, (grant.item, grant.token, expected, new, grant.task_table))
     for attempt in range(policy.attempts):
-        applied, outcome, current = _one((yield Query(COMMIT, (grant.item, grant.token, expected, new, grant.task_table))))
+        applied, outcome, current = _one((yield query))
         result = CommitResult(applied, CasOutcome(outcome), current)
         if result.outcome is not CasOutcome.RETRY:
             break
@@ -298,9 +309,11 @@ class LeaseState:
     def _abandon_failed(self, error: Exception) -> None:
         log.error("%s: could not release the lease (token %s): %s", printable(self.item), self.token, error)
 
-    def _after_commit(self, result: CommitResult) -> CommitResult:
-        # Every outcome but retry ends the attempt and the lease with it.
-        self.open = result.outcome is CasOutcome.RETRY
+    def _after_commit(self, result: CommitResult, in_transaction: bool) -> CommitResult:
+        # Every outcome but retry ends the attempt and the lease with it, once it commits: inside the
+        # caller's transaction the lease stays open here, since a rollback keeps it on the server; the
+        # block's end then releases it (false, changing nothing, when the transaction committed).
+        self.open = result.outcome is CasOutcome.RETRY or in_transaction
         return result
 
 
