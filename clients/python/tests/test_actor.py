@@ -12,6 +12,7 @@ import pytest
 from conftest import HangingCommits, login, one
 from psycopg.conninfo import make_conninfo
 
+from orch_lease import _protocol
 from orch_lease import (
     AcquireOutcome,
     Actor,
@@ -303,6 +304,34 @@ def test_the_application_name_is_not_the_instance(dsn: str, admin: Conn) -> None
         name = one(admin, "SELECT application_name FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
                           " AND datname = current_database() AND backend_type = 'client backend'")
         assert name == "orch_lease"  # not the instance: every login reads application_name
+
+
+PLANTS = """
+CREATE TABLE public.planted_calls (what text);
+CREATE FUNCTION public.hashtextextended(text, integer) RETURNS bigint LANGUAGE sql
+    AS $$ INSERT INTO public.planted_calls VALUES ('hashtextextended') RETURNING 0::bigint $$;
+CREATE FUNCTION public.regclass_eq(regclass, regclass) RETURNS boolean LANGUAGE sql
+    AS $$ INSERT INTO public.planted_calls VALUES ('=') RETURNING true $$;
+CREATE OPERATOR public.= (LEFTARG = regclass, RIGHTARG = regclass, FUNCTION = public.regclass_eq);
+"""
+
+
+def test_the_clients_own_queries_run_no_planted_function(dsn: str, admin: Conn) -> None:
+    # A database owner's functions and operators on the actor's search_path (public): an exact match for
+    # an unqualified name beats pg_catalog's that needs a cast, and would run as the actor (red team).
+    admin.execute(PLANTS)
+    assert one(admin, "SELECT outcome FROM orch_lease.transition_lease_acquire_session('1', 'o')") == "acquired"
+    boot = one(admin, "SELECT owner_boot_id FROM orch_lease.transition_lease_status")
+    for query, params in [
+        (_protocol.CLAIM, ("inst",)),
+        (_protocol.CLAIM_HOLDERS, ("inst",)),
+        (_protocol.UNCLAIM, ("inst",)),
+        (_protocol.APPLICATION_NAME, ()),
+        (_protocol.FORGET, ("1", None, boot, [], None)),
+    ]:
+        admin.execute(query, params).fetchall()
+    assert one(admin, "SELECT string_agg(what, ',') FROM public.planted_calls") is None
+    assert leases(admin) == 0  # FORGET did run: it ended the lease
 
 
 def _raised(call: Callable[[], object]) -> list[BaseException]:
