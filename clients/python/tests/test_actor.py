@@ -322,13 +322,14 @@ def test_the_clients_own_queries_run_no_planted_function(dsn: str, admin: Conn) 
     admin.execute(PLANTS)
     assert one(admin, "SELECT outcome FROM orch_lease.transition_lease_acquire_session('1', 'o')") == "acquired"
     boot = one(admin, "SELECT owner_boot_id FROM orch_lease.transition_lease_status")
-    for query, params in [
+    queries: list[tuple[str, tuple[Any, ...]]] = [
         (_protocol.CLAIM, ("inst",)),
         (_protocol.CLAIM_HOLDERS, ("inst",)),
         (_protocol.UNCLAIM, ("inst",)),
         (_protocol.APPLICATION_NAME, ()),
         (_protocol.FORGET, ("1", None, boot, [], None)),
-    ]:
+    ]
+    for query, params in queries:
         admin.execute(query, params).fetchall()
     assert one(admin, "SELECT string_agg(what, ',') FROM public.planted_calls") is None
     assert leases(admin) == 0  # FORGET did run: it ended the lease
