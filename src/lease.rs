@@ -309,11 +309,14 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
     // now, even if its release is in flight. The holder's liveness is asked only when there is a holder:
     // boot_liveness is an SQL function, planned on every call.
     //
-    // Only on the way to a grant is the caller's boot row share-locked (`boot`, whose one-time filter
-    // runs no scan when the item is not free), so that a concurrent recover, which supersedes it, waits
+    // Only on the way to a grant is the caller's boot row share-locked (the grant's last condition, a
+    // subquery run only when the others hold), so that a concurrent recover, which supersedes it, waits
     // for us and then sees our lease; a refusal locks nothing, so it writes nothing (no row lock, no
-    // transaction id, no commit record). The grant draws its token only when it inserts; a lease
-    // committed after this statement's snapshot is caught by ON CONFLICT (no row: someone else is there).
+    // transaction id, no commit record). A boot superseded after the snapshot is seen by that lock: no
+    // grant, and the answer is busy (the next call says superseded). The lock is not a CTE of its own:
+    // Citus cannot plan a row-locking CTE over another CTE (scripts/citus-test.sh). The grant draws its
+    // token only when it inserts; a lease committed after this statement's snapshot is caught by ON
+    // CONFLICT (no row: someone else is there).
     let current = plans::run(
         client,
         "WITH state AS (
@@ -329,25 +332,20 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
                          THEN orch_lease.boot_liveness(l.owner_boot_id) = 'stale' END AS dead
                FROM (VALUES (true)) AS one_row
                LEFT JOIN orch_lease.transition_lease l ON l.task_table = $8 AND l.work_item = $1),
-         free AS (
-             SELECT FROM state
-              WHERE NOT state.foreign_boot AND state.superseded IS NOT TRUE AND state.gate
-                AND state.token IS NULL),
-         boot AS (
-             SELECT b.superseded_at IS NOT NULL AS superseded FROM orch_lease.boot b
-              WHERE EXISTS (SELECT FROM free)
-                AND b.boot_id = $2 AND (b.registered_by IS NULL OR b.registered_by = $4)
-                FOR SHARE NOWAIT),
          granted AS (
              INSERT INTO orch_lease.transition_lease
                     (work_item, token, owner, owner_pid, owner_boot_id, scope, holder_role, task_table)
-             SELECT $1, nextval('orch_lease.token_seq'), $5, $6, $2, $7, $4, $8 FROM free
-              WHERE NOT EXISTS (SELECT FROM boot WHERE boot.superseded)
+             SELECT $1, nextval('orch_lease.token_seq'), $5, $6, $2, $7, $4, $8 FROM state
+              WHERE NOT state.foreign_boot AND state.superseded IS NOT TRUE AND state.gate
+                AND state.token IS NULL
+                AND NOT coalesce((SELECT b.superseded_at IS NOT NULL FROM orch_lease.boot b
+                                   WHERE b.boot_id = $2 AND (b.registered_by IS NULL OR b.registered_by = $4)
+                                     FOR SHARE NOWAIT), false)
              ON CONFLICT (task_table, work_item) DO NOTHING
              RETURNING token)
          SELECT state.foreign_boot, state.gate, state.token, state.owner, state.owner_pid,
                 state.owner_boot_id, state.acquired_at, state.holder_role, state.dead,
-                state.superseded OR coalesce((SELECT superseded FROM boot), false) AS superseded,
+                state.superseded,
                 (SELECT token FROM granted) AS granted
            FROM state",
         &[
