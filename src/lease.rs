@@ -13,6 +13,7 @@ use crate::races::{self, Lost};
 use crate::rows::{self, column, nullable};
 use crate::{config, errors, owner, plans, recovery, task_table};
 use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiHeapTupleData};
 use pgrx::{composite_type, AllocatedByRust, PgSqlErrorCode};
@@ -37,6 +38,7 @@ COMMENT ON COLUMN orch_lease.transition_lease.holder_role IS
     'The role that acquired the lease: only it may release it or commit under it (NULL: acquired before 0.4.0).';
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.transition_lease', '');
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.token_seq', '');
+
 
 CREATE TYPE orch_lease.lease_grant AS (
     acquired       boolean,
@@ -301,25 +303,60 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
 }
 
 /// With a transaction snapshot (REPEATABLE READ, SERIALIZABLE), the holder we read may have been
-/// released since: try its row lock without waiting, so that a lease gone after the snapshot is a
-/// serialization failure (`retry`) and one being ended right now is `busy`, never a stale `held`. The
-/// lock is only a look (rolled back at once): a refused caller must not delay the holder's commit. At
-/// READ COMMITTED the statement's snapshot is fresh, and a holder whose release is in flight is held.
+/// released since: a lease gone after the snapshot is a serialization failure (`retry`) and one being
+/// ended right now is `busy`, never a stale `held`. At READ COMMITTED the statement's snapshot is fresh,
+/// and a holder whose release is in flight is held.
 fn still_there(client: &SpiClient<'_>, key: &str, token: i64) {
-    if unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32 {
-        return;
-    }
-    let look = races::probe(|| {
-        plans::run(
-            client,
-            "SELECT FROM orch_lease.transition_lease WHERE work_item = $1 AND token = $2
-                FOR KEY SHARE NOWAIT",
-            &[key.into(), token.into()],
-        );
-    });
-    if let Err(lost) = look {
+    if let Err(lost) = snapshot_current(client, key, Some(token)) {
         lost.rethrow();
     }
+}
+
+/// Is the transaction snapshot's view of the lease on `key` still the current one? Always at READ
+/// COMMITTED, whose statements read fresh. With a transaction snapshot, a look rolled back at once (a
+/// refused or reading caller must not delay anyone): the lease the snapshot shows with `token` is
+/// key-share locked without waiting, and a row changed since is a serialization failure, one being
+/// ended right now a lock failure; when the snapshot shows none, inserting the key meets a lease
+/// granted since as a serialization failure (one being granted right now is waited for within the
+/// bound). A call must never answer "gone" from a snapshot older than the lease (#29 item 13).
+fn snapshot_current(
+    client: &SpiClient<'_>,
+    key: &str,
+    token: Option<i64>,
+) -> Result<(), Box<CaughtError>> {
+    if unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32 {
+        return Ok(());
+    }
+    races::probe(|| match token {
+        Some(token) => {
+            plans::run(
+                client,
+                "SELECT FROM orch_lease.transition_lease WHERE work_item = $1 AND token = $2
+                    FOR KEY SHARE NOWAIT",
+                &[key.into(), token.into()],
+            );
+        }
+        None => races::bounded_lock_wait(|| {
+            plans::run(
+                client,
+                "INSERT INTO orch_lease.transition_lease (work_item, token, owner, owner_pid, owner_boot_id)
+                 VALUES ($1, 0, '', 0, '') ON CONFLICT (work_item) DO NOTHING",
+                &[key.into()],
+            );
+        }),
+    })
+}
+
+/// Raises the serialization failure of a call whose transaction snapshot cannot see the lease on `key`
+/// as it is now: answering "not held" from it could leak a lease granted since.
+fn stale_snapshot(key: &str) -> ! {
+    errors::raise_hinted(
+        PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+        format!("orch_lease: the lease on \"{key}\" changed after this transaction's snapshot"),
+        "REPEATABLE READ and SERIALIZABLE read as of the transaction's first statement: run the \
+         transaction again, or make this call at READ COMMITTED.",
+        None,
+    )
 }
 
 /// Takes over the lease of a holder whose boot was superseded: new owner, new token, logged and
@@ -397,13 +434,23 @@ fn transition_lease_held(work_item: Option<&str>, token: Option<i64>) -> bool {
     let role = owner::caller_name();
     owner::as_owner(|| {
         Spi::connect(|client| {
-            !plans::run(
+            let seen = !plans::run(
                 client,
                 "SELECT FROM orch_lease.transition_lease
                   WHERE work_item = $1 AND token = $2 AND (holder_role IS NULL OR holder_role = $3)",
                 &[key.as_str().into(), token.into(), role.as_str().into()],
             )
-            .is_empty()
+            .is_empty();
+            // A lease the snapshot shows may have ended since (false; being ended right now is still
+            // held, as at READ COMMITTED); one it does not show may have been granted since (#29 item 13).
+            let Err(error) = snapshot_current(client, &key, seen.then_some(token)) else {
+                return seen;
+            };
+            match (seen, races::lost_of(&error)) {
+                (_, None) => error.rethrow(),
+                (false, Some(_)) => stale_snapshot(&key),
+                (true, Some(lost)) => lost == Lost::Locked,
+            }
         })
     })
 }
@@ -457,13 +504,18 @@ fn end_lease(
     (key, event, reason): (&str, &str, Option<&str>),
     holder: Option<&str>,
 ) -> bool {
-    races::bounded_lock_wait(|| {
+    let ended = races::bounded_lock_wait(|| {
         owner::as_owner(|| {
             Spi::connect(|client| {
                 races::lost_race_as(
                     || {
                         let Some(gone) = plans::run(client, delete, args).next() else {
-                            return false;
+                            // None as of this snapshot; one granted since must not leak (#29 item 13).
+                            return match snapshot_current(client, key, None) {
+                                Ok(()) => Ok(false),
+                                Err(error) if races::lost_of(&error).is_some() => Err(()),
+                                Err(error) => error.rethrow(),
+                            };
                         };
                         if let Some(role) = holder {
                             owns(key, &gone, role);
@@ -484,13 +536,14 @@ fn end_lease(
                                 ..Default::default()
                             },
                         );
-                        true
+                        Ok(true)
                     },
-                    |_| false,
+                    |_| Ok(false),
                 )
             })
         })
-    })
+    });
+    ended.unwrap_or_else(|_| stale_snapshot(key))
 }
 
 /// Raises 42501 unless the lease in `row` (with a `holder_role` column) is held by `role`. Leases from
@@ -537,7 +590,11 @@ pub fn claim(client: &SpiClient<'_>, key: &str, token: i64, how: Claim, role: &s
             owns(key, &lease, role);
             true
         }
-        None => false,
+        // Not as of this snapshot; a lease granted since is a serialization failure (#29 item 13).
+        None => match snapshot_current(client, key, None) {
+            Ok(()) => false,
+            Err(error) => error.rethrow(),
+        },
     }
 }
 

@@ -32,7 +32,7 @@ impl Lost {
 pub fn lost_race_as<R>(body: impl FnOnce() -> R, lost: impl FnOnce(Lost) -> R) -> R {
     match subtransaction(body) {
         Ok(result) => result,
-        Err(error) => match Lost::of(report_of(&error).sql_error_code()) {
+        Err(error) => match lost_of(&error) {
             Some(how) => {
                 errors::forget_passing();
                 lost(how)
@@ -40,6 +40,11 @@ pub fn lost_race_as<R>(body: impl FnOnce() -> R, lost: impl FnOnce(Lost) -> R) -
             None => error.rethrow(),
         },
     }
+}
+
+/// How a caught error lost a race, if it is one.
+pub fn lost_of(error: &CaughtError) -> Option<Lost> {
+    Lost::of(report_of(error).sql_error_code())
 }
 
 /// Runs `body` in a subtransaction: committed into the caller's transaction when it returns, rolled
