@@ -39,6 +39,57 @@ COMMENT ON COLUMN orch_lease.transition_lease.holder_role IS
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.transition_lease', '');
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.token_seq', '');
 
+-- Logical replication carries rows, not sequences (#29 item 3). A generation drawn at install is kept in
+-- a sequence and in a row: every way of moving a database that carries the token sequence (a dump, a
+-- physical standby, pg_upgrade) carries both or neither, but a logical move brings the old server's row
+-- to a server whose own sequence does not match it. Then no token is granted until an admin adopts the
+-- data (orch_lease.adopt_moved_data). Neither is dumped: a restore draws a generation of its own.
+CREATE SEQUENCE orch_lease.generation AS bigint;
+SELECT pg_catalog.setval('orch_lease.generation', 1 + (pg_catalog.random() * 9e18)::bigint);
+COMMENT ON SEQUENCE orch_lease.generation IS
+    'This database''s generation: a row of orch_lease.generation_mark that differs from it came from another server.';
+CREATE TABLE orch_lease.generation_mark (generation bigint PRIMARY KEY);
+INSERT INTO orch_lease.generation_mark SELECT last_value FROM orch_lease.generation;
+COMMENT ON TABLE orch_lease.generation_mark IS
+    'The generation of every server whose leases this database holds: more than its own (logical replication) refuses grants until orch_lease.adopt_moved_data.';
+
+-- Adopts data a logical move brought: the token sequence goes above the old server's and every token in
+-- the data, the history's above its events, and the old server's generation is dropped.
+CREATE FUNCTION orch_lease.adopt_moved_data(token_floor bigint)
+RETURNS bigint LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    floor bigint;
+BEGIN
+    IF token_floor IS NULL OR token_floor < 0 THEN
+        RAISE EXCEPTION 'orch_lease: token_floor must be the old server''s last token (0 or more), got %',
+              coalesce(token_floor::text, 'NULL')
+              USING ERRCODE = '22023',
+                    HINT = 'On the old server: SELECT last_value FROM orch_lease.token_seq. If it is gone, see docs/ha.md.';
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_subscription s
+                WHERE s.subdbid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())
+                  AND s.subenabled) THEN
+        RAISE EXCEPTION 'orch_lease: a subscription of this database is still enabled'
+              USING ERRCODE = '55000',
+                    HINT = 'Adopt the data once the move is over: stop the actors on the old server, let the subscription catch up, then ALTER SUBSCRIPTION … DISABLE (or DROP it).';
+    END IF;
+    floor := greatest(token_floor, 1,
+                      (SELECT max(l.token) FROM orch_lease.transition_lease l),
+                      (SELECT max(greatest(e.old_token, e.new_token)) FROM orch_lease.lease_event e),
+                      (SELECT s.last_value FROM orch_lease.token_seq s));
+    PERFORM setval('orch_lease.token_seq', floor);
+    PERFORM setval('orch_lease.lease_event_event_id_seq',
+                   greatest(1, (SELECT max(e.event_id) FROM orch_lease.lease_event e),
+                            (SELECT s.last_value FROM orch_lease.lease_event_event_id_seq s)));
+    DELETE FROM orch_lease.generation_mark m
+     WHERE m.generation <> (SELECT g.last_value FROM orch_lease.generation g);
+    INSERT INTO orch_lease.generation_mark SELECT g.last_value FROM orch_lease.generation g
+        ON CONFLICT DO NOTHING;
+    RETURN floor;
+END
+$$;
+COMMENT ON FUNCTION orch_lease.adopt_moved_data(bigint) IS
+    'After a move by logical replication: sets the token and history sequences above the old server''s last token and the data, and lets grants resume.';
 
 CREATE TYPE orch_lease.lease_grant AS (
     acquired       boolean,
@@ -232,14 +283,17 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
                     pg_catalog.pg_try_advisory_xact_lock($3, pg_catalog.hashtext($1)) AS gate,
                     l.token, l.owner, l.owner_pid, l.owner_boot_id, l.acquired_at, l.holder_role,
                     CASE WHEN l.work_item IS NOT NULL
-                         THEN orch_lease.boot_liveness(l.owner_boot_id) = 'stale' END AS dead
+                         THEN orch_lease.boot_liveness(l.owner_boot_id) = 'stale' END AS dead,
+                    EXISTS (SELECT FROM orch_lease.generation_mark m
+                             WHERE m.generation <> (SELECT g.last_value FROM orch_lease.generation g))
+                      AS moved
                FROM (VALUES (true)) AS one_row
                LEFT JOIN orch_lease.transition_lease l ON l.work_item = $1),
          granted AS (
              INSERT INTO orch_lease.transition_lease
                     (work_item, token, owner, owner_pid, owner_boot_id, scope, holder_role)
              SELECT $1, nextval('orch_lease.token_seq'), $5, $6, $2, $7, $4 FROM state
-              WHERE NOT state.foreign_boot AND state.superseded IS NOT TRUE AND state.gate
+              WHERE NOT state.foreign_boot AND NOT state.moved AND state.superseded IS NOT TRUE AND state.gate
                 AND state.token IS NULL
              ON CONFLICT (work_item) DO NOTHING
              RETURNING token)
@@ -260,6 +314,17 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             format!("orch_lease: boot \"{}\" was registered by another role", request.boot_id),
             "Acquire with the boot id your own process registered through transition_lease_recover.",
+            None,
+        );
+    }
+    if column::<bool>(&current, "moved") {
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "orch_lease: this database's leases were copied from another server, whose tokens it does not know"
+                .to_string(),
+            "Logical replication carries no sequences, so tokens could go backwards here. Once the move is \
+             over, an orch_lease_admin runs SELECT orch_lease.adopt_moved_data(<the old server's \
+             token_seq last_value>); see docs/ha.md.",
             None,
         );
     }
