@@ -1,7 +1,7 @@
 //! The registered task table: the application's own table whose stage the CAS writes, its description
 //! (cached per backend until an invalidation concerns it), and what follows from its id column's type —
 //! how a value is read from text, and the one canonical key every spelling of a task id maps to.
-use crate::{errors, owner, plans, rows};
+use crate::{errors, owner, plans, races, rows};
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::{self, PgTryBuilder};
 use pgrx::prelude::*;
@@ -153,25 +153,32 @@ fn register_task_table(
 /// queue, where it would stop every call behind it: it tries, and gives up after `lock_timeout` (10 s
 /// when that is unset) with 55P03. Calls made meanwhile wait for the registering transaction's end.
 pub fn lock_out_calls() {
-    let registry = registry();
     let limit_ms = match unsafe { pg_sys::LockTimeout } {
         0 => 10_000,
-        set => i64::from(set),
+        set => set,
     };
+    lock_registry(
+        pg_sys::AccessExclusiveLock,
+        limit_ms,
+        "orch_lease: transactions that called orch_lease are still open",
+        "A registration waits for them so that no lease is keyed by two sets of rules. Find \
+         them in pg_locks (relation 'orch_lease.task_table'; a prepared one in pg_prepared_xacts), let \
+         them end, and register again.",
+    );
+}
+
+/// Takes the registry's lock in `mode` without joining its queue, where it would stop every call
+/// behind it: it tries every 10 ms, and after `limit_ms` raises 55P03 with `message` and `hint`.
+fn lock_registry(mode: u32, limit_ms: i32, message: &str, hint: &str) {
+    let registry = registry();
     let start = std::time::Instant::now();
-    while !unsafe {
-        pg_sys::ConditionalLockRelationOid(
-            registry,
-            pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE,
-        )
-    } {
+    while !unsafe { pg_sys::ConditionalLockRelationOid(registry, mode as pg_sys::LOCKMODE) } {
         if start.elapsed().as_millis() >= limit_ms as u128 {
             errors::raise_hinted(
                 PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
-                "orch_lease: transactions that called orch_lease are still open".into(),
-                "A registration waits for them so that no lease is keyed by two sets of rules. Find \
-                 them in pg_locks (relation 'orch_lease.task_table'), let them end, and register again.",
-                None,
+                message.into(),
+                hint,
+                Some(format!("Waited {limit_ms} ms.")),
             );
         }
         unsafe { pg_sys::pg_usleep(10_000) };
@@ -540,8 +547,16 @@ unsafe extern "C-unwind" fn forget_on_catalog_change(_arg: pg_sys::Datum, _cache
 /// Every caller holds the registry's lock in share mode until its transaction ends: a registration
 /// (`lock_out_calls`) cannot change the rules under a transaction that keyed or checked by them.
 pub fn registered() -> Option<Rc<TaskTable>> {
-    // Taking it the first time in a transaction also takes in the invalidations committed before.
-    unsafe { pg_sys::LockRelationOid(registry(), pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+    // Taking it the first time in a transaction also takes in the invalidations committed before. A
+    // registration left open (or prepared) holds it: waited for within the bound only (red team F2).
+    lock_registry(
+        pg_sys::AccessShareLock,
+        races::lock_wait_ms(),
+        "orch_lease: a registration of the task table is still open",
+        "A transaction of register_task_table or register_stage_graph holds the registry: find it in \
+         pg_locks (relation 'orch_lease.task_table', AccessExclusiveLock; a prepared one in \
+         pg_prepared_xacts) and end it, then call again.",
+    );
     let generation = GENERATION.with(Cell::get);
     let cached = TASK_TABLE.with(|cached| cached.borrow().clone());
     if let Some((described_in, table)) = cached {
