@@ -1,7 +1,7 @@
 # orch_lease — every entry point installs what it needs first (scripts/setup.sh) and is safe to rerun.
 # Recipes that source scripts/lib.sh need bash.
 SHELL := /bin/bash
-.PHONY: demo test test-matrix test-ha model soak bench bench-history setup setup-test install package test-package dist lint clean
+.PHONY: demo test test-matrix test-ha model soak bench bench-history setup setup-test install package test-package dist lint clean help
 
 demo:        ## Replay the incident: five actor processes race with and without orch_lease
 	scripts/demo.sh
@@ -54,7 +54,10 @@ lint: setup  ## rustfmt and clippy, warnings are errors; no `|| true` hiding a t
 	cd model && cargo fmt -- --check
 	cd model && cargo clippy --all-targets -- -D warnings
 
-clean:
+clean:       ## Remove every build output (extension, harness, model)
 	cargo clean
 	cd harness && cargo clean
 	cd model && cargo clean
+
+help:        ## This list: each target and what it does
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 16

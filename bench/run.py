@@ -30,6 +30,9 @@ TASKS = 100_000
 # rows (the floor of anything that keeps orch_lease's history); the twin writes its history.
 CYCLES = {"orch_lease": "cycle_orch_lease.sql", "raw floor": "cycle_raw.sql",
           "raw floor + history": "cycle_raw_history.sql", "PL/pgSQL twin": "cycle_twin.sql"}
+# orch_lease's own cycle since 0.5.0: two round trips (the grant says the stage), measured beside the
+# three-round-trip floors above, which are what an actor hand-writes without it.
+TWO_TRIPS = {"orch_lease, 2 trips": "cycle_orch_lease.sql"}
 # The two-round-trip cycle (acquire, then commit) of the earlier runs, beside its floors: the same scripts
 # without the stage read.
 CYCLES2 = {"orch_lease, 2 trips": "cycle_orch_lease.sql", "raw floor + history, 2 trips": "cycle_raw_history.sql",
@@ -75,7 +78,7 @@ def cycle_scripts(sync):
     """The cycles measured at synchronous_commit `sync`, by name: issue #15's three-trip ones, and with
     sync off the two-trip ones of earlier runs."""
     three = {name: three_trips(script) for name, script in CYCLES.items()}
-    return {**three, **(CYCLES2 if sync == "off" else {})}
+    return {**three, **TWO_TRIPS, **(CYCLES2 if sync == "off" else {})}
 
 
 def pgbench_run(script, clients, synchronous_commit="on", seconds=SECONDS, options=""):
@@ -240,7 +243,7 @@ def refusal_bench():
     rows = []
     with connect() as db:
         db.execute("TRUNCATE orch_lease.transition_lease")
-        db.execute("SELECT orch_lease.transition_lease_acquire('-1', 'holder', 1, 'bench-boot')")
+        db.execute("SELECT orch_lease.transition_lease_acquire('0', 'holder', 1, 'bench-boot')")
         for history in ("changes", "all"):
             db.execute("CHECKPOINT")
             since = wal_lsn(db)
@@ -318,7 +321,7 @@ def write_report(ceiling, cycle, cas, hot, refusals, recover, scrape, scale, mem
     DOCS.joinpath("img").mkdir(parents=True, exist_ok=True)
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
     for axis, sync in zip(axes, ("on", "off")):
-        for name in CYCLES:
+        for name in [*CYCLES, *TWO_TRIPS]:
             medians = [cycle[(sync, name, c)][0] for c in CLIENTS]
             lows = [cycle[(sync, name, c)][0] - cycle[(sync, name, c)][1] for c in CLIENTS]
             highs = [cycle[(sync, name, c)][2] - cycle[(sync, name, c)][0] for c in CLIENTS]
@@ -327,7 +330,7 @@ def write_report(ceiling, cycle, cas, hot, refusals, recover, scrape, scale, mem
         axis.set_xticks(CLIENTS, [str(c) for c in CLIENTS])
         axis.set_xlabel("clients")
         axis.set_ylabel("transition cycles per second")
-        axis.set_title(f"three-round-trip cycle, synchronous_commit = {sync}")
+        axis.set_title(f"transition cycle, synchronous_commit = {sync}")
         axis.grid(alpha=0.3)
     axes[0].legend()
     figure.tight_layout()
@@ -358,21 +361,24 @@ def write_report(ceiling, cycle, cas, hot, refusals, recover, scrape, scale, mem
         "| **raw floor** (`cycle_raw.sql`) | 3 | read the stage; `INSERT … ON CONFLICT DO NOTHING RETURNING token`; one statement that updates the stage where it is still the expected one and deletes the lease row by token. No history |",
         "| **raw floor + history** (`cycle_raw_history.sql`) | 3 | the raw floor, its second and third statements also inserting the history row of the grant and of the CAS (a copy of `lease_event` with its indexes): what keeping orch_lease's history costs at least |",
         "| **PL/pgSQL twin** (`bench/twin.sql`, `cycle_twin.sql`) | 3 | read the stage; the same writes as orch_lease with a history row per grant and CAS; static SQL, planned once per session |",
+        "| **orch_lease, 2 trips** (`cycle_orch_lease.sql` as it is, 0.5.0) | 2 | acquire, which says the stage read after the grant; commit from that stage: orch_lease's own cycle |",
         "",
     ]
     for sync in ("on", "off"):
         lines += [f"synchronous_commit = {sync}:", "",
                   "| clients | SELECT 1 ceiling | orch_lease | raw floor | raw + history | twin | ÷ raw floor | "
-                  "÷ raw + history | ÷ twin | raw + history ÷ raw |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "÷ raw + history | ÷ twin | raw + history ÷ raw | orch_lease, 2 trips | 2 trips ÷ raw floor |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for c in CLIENTS:
             ours, raw, raw_history, twin = (cycle[(sync, n, c)] for n in CYCLES)
+            two = cycle[(sync, "orch_lease, 2 trips", c)]
             lines.append(f"| {c} | {ceiling[c][0]:,.0f} | {fmt(ours)} | {fmt(raw)} | {fmt(raw_history)} | "
                          f"{fmt(twin)} | {ratio(ours[0], raw[0]):.2f} | {ratio(ours[0], raw_history[0]):.2f} | "
-                         f"{ratio(ours[0], twin[0]):.2f} | {ratio(raw_history[0], raw[0]):.2f} |")
+                         f"{ratio(ours[0], twin[0]):.2f} | {ratio(raw_history[0], raw[0]):.2f} | {fmt(two)} | "
+                         f"{ratio(two[0], raw[0]):.2f} |")
         lines.append("")
-    lines += ["### The two-round-trip cycle (acquire, then commit), as measured before (synchronous_commit off)", "",
-              "The same without reading the stage first, beside the two-round-trip floors: with a history row per",
+    lines += ["### The two-round-trip cycle (acquire, then commit) beside two-round-trip floors (synchronous_commit off)", "",
+              "orch_lease's own cycle, beside floors that also skip the stage read: with a history row per",
               "grant and CAS (`cycle_raw_history.sql`), without (`cycle_raw.sql`), and a session advisory lock",
               "(`cycle_advisory.sql`: the stage only, no durable lease, not the same guarantee).", ""]
     lines += ["| clients | orch_lease | raw + history | raw | advisory | ÷ raw + history | ÷ raw | ÷ advisory |",

@@ -163,6 +163,7 @@ orch_lease_reclaims_total{kind="manual"} 1
 orch_lease_reclaims_total{kind="stale"} 2
 orch_lease_refusals_total{outcome="busy"} 0
 orch_lease_refusals_total{outcome="held"} 1
+orch_lease_refusals_total{outcome="not_found"} 0
 orch_lease_refusals_total{outcome="retry"} 0
 orch_lease_refusals_total{outcome="superseded"} 1
 orch_lease_releases_total 1

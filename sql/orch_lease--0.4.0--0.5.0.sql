@@ -181,6 +181,72 @@ $$;
 COMMENT ON FUNCTION orch_lease.transition_lease_metrics() IS
     'Counters (grants, refusals, releases, reclaims by kind, CAS outcomes) and gauges (leases by liveness, oldest live lease age, the kill-switch and when it last switched).';
 
+-- ---------------------------------------------------------------------------------------------------
+-- Issue #26 (speed): the actor cycle in two round trips. An acquire answers the task's stage (read after
+-- the grant, in the same call), and with a registered table an id with no row is `not_found` (no lease,
+-- no token), unless the table is registered with rows_created_later (a table registered before keeps
+-- false: register it again with true if its rows come after their leases).
+ALTER TYPE orch_lease.lease_grant ADD ATTRIBUTE stage text;
+COMMENT ON COLUMN orch_lease.lease_grant.stage IS
+    'The task''s stage as read after the grant, in the same call (acquired, reclaimed, and the pass-through disabled and out_of_scope); NULL on a refusal, and without a registered task table.';
+ALTER TABLE orch_lease.task_table ADD COLUMN rows_created_later boolean NOT NULL DEFAULT false;
+COMMENT ON COLUMN orch_lease.task_table.rows_created_later IS
+    'Whether a task''s row may be created after its lease is taken: acquire then grants on an id with no row (stage NULL) instead of answering not_found.';
+DROP FUNCTION orch_lease.register_task_table(regclass, name, name);
+CREATE FUNCTION orch_lease.register_task_table(
+    task_table regclass, id_column name DEFAULT 'id', stage_column name DEFAULT 'stage',
+    rows_created_later boolean DEFAULT false
+) RETURNS void VOLATILE PARALLEL UNSAFE LANGUAGE c
+AS 'MODULE_PATHNAME', 'register_task_table_wrapper';
+COMMENT ON FUNCTION orch_lease.register_task_table(regclass, name, name, boolean) IS
+    'Registers the application table whose stage the CAS writes: the caller must own it, and its id column must be unique. With rows_created_later, acquire grants on ids with no row yet instead of answering not_found.';
+REVOKE ALL ON FUNCTION orch_lease.register_task_table(regclass, name, name, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION orch_lease.register_task_table(regclass, name, name, boolean) TO orch_lease_admin;
+-- The metrics count not_found refusals (orch_lease_refusals_total{outcome="not_found"}).
+CREATE OR REPLACE FUNCTION orch_lease.transition_lease_metrics()
+RETURNS TABLE (metric text, label text, value double precision)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    WITH counted AS (SELECT event, outcome, n FROM orch_lease.event_count),
+    series (metric, label, event, outcome) AS (VALUES
+        ('orch_lease_grants_total', 'acquired', 'acquired', NULL),
+        ('orch_lease_grants_total', 'reclaimed', 'reclaimed', 'reclaimed'),
+        ('orch_lease_refusals_total', 'held', 'refused', 'held'),
+        ('orch_lease_refusals_total', 'busy', 'refused', 'busy'),
+        ('orch_lease_refusals_total', 'superseded', 'refused', 'superseded'),
+        ('orch_lease_refusals_total', 'retry', 'refused', 'retry'),
+        ('orch_lease_refusals_total', 'not_found', 'refused', 'not_found'),
+        ('orch_lease_releases_total', 'released', 'released', NULL),
+        ('orch_lease_reclaims_total', 'stale', 'reclaimed', NULL),
+        ('orch_lease_reclaims_total', 'ceiling', 'reaped', NULL),
+        ('orch_lease_reclaims_total', 'manual', 'forced', NULL),
+        ('orch_lease_cas_total', 'applied', 'cas_applied', NULL),
+        ('orch_lease_cas_total', 'stage_mismatch', 'cas_lost', 'stage_mismatch'),
+        ('orch_lease_cas_total', 'lease_lost', 'cas_lost', 'lease_lost'),
+        ('orch_lease_cas_total', 'not_found', 'cas_lost', 'not_found'),
+        ('orch_lease_cas_total', 'invalid_transition', 'cas_lost', 'invalid_transition'),
+        ('orch_lease_cas_total', 'retry', 'cas_lost', 'retry'))
+    SELECT s.metric, s.label, coalesce(sum(c.n), 0)::float8
+      FROM series s
+      LEFT JOIN counted c ON c.event = s.event AND c.outcome = coalesce(s.outcome, c.outcome)
+     GROUP BY s.metric, s.label
+    UNION ALL
+    SELECT 'orch_lease_leases', v.liveness, count(l.work_item)::float8
+      FROM (VALUES ('live'), ('stale'), ('unknown')) v (liveness)
+      LEFT JOIN orch_lease.transition_lease_status l ON l.liveness = v.liveness
+     GROUP BY v.liveness
+    UNION ALL
+    SELECT 'orch_lease_oldest_live_lease_age_seconds', '',
+           coalesce(max(age_s) FILTER (WHERE liveness = 'live'), 0)::float8
+      FROM orch_lease.transition_lease_status
+    UNION ALL
+    SELECT m.metric, '', m.value
+      FROM orch_lease.kill_switch() s,
+           LATERAL (VALUES ('orch_lease_enabled', s.enabled::integer::float8),
+                           ('orch_lease_enabled_changed_timestamp_seconds',
+                            coalesce(extract(epoch FROM s.changed_at), 0)::float8)) m (metric, value)
+     ORDER BY 1, 2
+$$;
+
 -- #29 item 3 (trust-c): a move by logical replication carries rows, not sequences. A generation drawn at
 -- install lives in a sequence and in a row; rows from another server's generation refuse every grant
 -- until an admin adopts the data (adopt_moved_data, with the old server's last token).

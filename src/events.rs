@@ -15,7 +15,7 @@
 //! `Event` and `COLUMNS` are the one definition of a history row: every writer goes through `record`
 //! or `record_all`.
 use crate::config::{self, History};
-use crate::{errors, owner, plans, races};
+use crate::{error_context, owner, plans, races};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
@@ -292,7 +292,7 @@ fn counting(run: impl Fn(Option<i32>)) {
         if code != PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE {
             error.rethrow();
         }
-        errors::forget_passing();
+        error_context::forget_passing();
         run(None);
     }
 }

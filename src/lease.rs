@@ -11,7 +11,8 @@
 use crate::events::{self, Event};
 use crate::races::{self, Lost};
 use crate::rows::{self, column, nullable};
-use crate::{config, errors, owner, plans, recovery, task_table};
+use crate::task_table::{self, TaskTable, Typed};
+use crate::{config, errors, owner, plans, recovery, stage_cas};
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
@@ -98,8 +99,11 @@ CREATE TYPE orch_lease.lease_grant AS (
     holder         text,
     holder_pid     integer,
     holder_boot_id text,
-    held_since     timestamptz
+    held_since     timestamptz,
+    stage          text
 );
+COMMENT ON COLUMN orch_lease.lease_grant.stage IS
+    'The task''s stage as read after the grant, in the same call (acquired, reclaimed, and the pass-through disabled and out_of_scope); NULL on a refusal, and without a registered task table.';
 "#,
     name = "lease_table",
     requires = ["task_table_registry"]
@@ -126,6 +130,8 @@ struct Grant {
     outcome: &'static str,
     token: Option<i64>,
     holder: Option<Holder>,
+    /// The task's stage, read after the grant (never on a refusal: the stage is the holder's to move).
+    stage: Option<String>,
 }
 
 impl Grant {
@@ -135,6 +141,7 @@ impl Grant {
             outcome,
             token: None,
             holder: None,
+            stage: None,
         }
     }
 
@@ -153,13 +160,15 @@ impl Grant {
                     .as_ref()
                     .and_then(|h| h.boot_id.as_deref().into_datum()),
                 holder.as_ref().and_then(|h| h.since.into_datum()),
+                self.stage.into_datum(),
             ],
         )
     }
 }
 
 /// Asks for the transition lease on `work_item`. Never waits and never raises on contention: the
-/// outcome says what happened (acquired, held, reclaimed, busy, retry, superseded, disabled, out_of_scope).
+/// outcome says what happened (acquired, held, reclaimed, busy, retry, superseded, not_found, disabled,
+/// out_of_scope), and a grant says the task's stage, so an actor's cycle is acquire, effect, commit.
 #[pg_extern(volatile, parallel_unsafe, requires = ["lease_table", "events", "liveness"])]
 fn transition_lease_acquire(
     work_item: Option<&str>,
@@ -176,7 +185,7 @@ fn transition_lease_acquire(
     let scope = errors::optional("scope", scope);
 
     request_lease(Request {
-        key: task_table::key("work_item", work_item),
+        item: task_table::item("work_item", work_item),
         owner,
         owner_pid,
         boot_id: boot_id.to_string(),
@@ -196,7 +205,7 @@ fn transition_lease_acquire_session(
 ) -> composite_type!('static, "orch_lease.lease_grant") {
     let work_item = errors::required("work_item", work_item);
     request_lease(Request {
-        key: task_table::key("work_item", work_item),
+        item: task_table::item("work_item", work_item),
         owner: errors::required("owner", owner),
         owner_pid: unsafe { pg_sys::MyProcPid },
         boot_id: recovery::this_session_boot_id(),
@@ -205,7 +214,7 @@ fn transition_lease_acquire_session(
 }
 
 struct Request<'a> {
-    key: String,
+    item: task_table::Item,
     owner: &'a str,
     owner_pid: i32,
     boot_id: String,
@@ -213,34 +222,79 @@ struct Request<'a> {
 }
 
 fn request_lease(request: Request<'_>) -> PgHeapTuple<'static, AllocatedByRust> {
-    if !config::enabled() {
-        return Grant::new(true, "disabled").into_row();
-    }
-    if !config::covers_scope(request.scope) {
-        return Grant::new(true, "out_of_scope").into_row();
-    }
-    let role = owner::caller_name();
-    owner::as_owner(|| {
-        Spi::connect(|client| {
-            let decided = races::lost_race_as(
-                || acquire(client, &request, &role),
+    Spi::connect(|client| {
+        // The task's stage, read with the caller's privileges (its row-level security applies); outside
+        // the owner switch, which reaches none of the application's objects. None: no row it may see.
+        let stage = |look: fn(&SpiClient<'_>, &TaskTable, Typed) -> Option<Option<String>>| {
+            let (table, id) = request.item.task.as_ref()?;
+            look(client, table, *id)
+        };
+        // Passing through, an actor still learns the stage it acts on.
+        let pass = |outcome| Grant {
+            stage: stage(stage_cas::read_stage).flatten(),
+            ..Grant::new(true, outcome)
+        };
+        if !config::enabled() {
+            return pass("disabled");
+        }
+        if !config::covers_scope(request.scope) {
+            return pass("out_of_scope");
+        }
+        // An id with no task row is no task (swapped arguments, a typo): no lease, no token drawn.
+        let rows_first = request
+            .item
+            .task
+            .as_ref()
+            .is_some_and(|(table, _)| !table.rows_created_later);
+        let decided = if rows_first && stage(stage_cas::read_stage).is_none() {
+            Grant::new(false, "not_found")
+        } else {
+            let role = owner::caller_name();
+            races::lost_race_as(
+                || {
+                    let decided = owner::as_owner(|| acquire(client, &request, &role));
+                    match decided.token {
+                        // A row changed after a transaction snapshot is `retry`: the grant is rolled
+                        // back with this attempt.
+                        Some(_) => Grant {
+                            stage: stage(stage_after_grant).flatten(),
+                            ..decided
+                        },
+                        None => decided,
+                    }
+                },
                 |lost| match lost {
                     Lost::Locked => Grant::new(false, "busy"),
                     Lost::Conflict => Grant::new(false, "retry"),
                 },
-            );
-            record_grant(client, &request, &decided);
-            decided
-        })
+            )
+        };
+        owner::as_owner(|| record_grant(client, &request, &decided));
+        decided
     })
     .into_row()
+}
+
+/// The task's stage just after a grant. At READ COMMITTED the read's snapshot is taken after the grant,
+/// and a holder that committed and ended just before it is seen. With a transaction snapshot it is read
+/// as a write would find the row (`stage_cas::current_stage`), so a row changed since the snapshot is a
+/// serialization failure, never a stale stage.
+fn stage_after_grant(
+    client: &SpiClient<'_>,
+    table: &TaskTable,
+    id: Typed,
+) -> Option<Option<String>> {
+    match unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32 {
+        true => stage_cas::read_stage(client, table, id),
+        false => stage_cas::current_stage(client, table, id),
+    }
 }
 
 /// Records a grant or a refusal in the history (a reclaim recorded its own takeover).
 fn record_grant(client: &SpiClient<'_>, request: &Request<'_>, decided: &Grant) {
     let event = match decided.outcome {
         "acquired" => "acquired",
-        "held" | "busy" | "superseded" | "retry" => "refused",
+        "held" | "busy" | "superseded" | "retry" | "not_found" => "refused",
         _ => return,
     };
     let holder = decided.holder.as_ref();
@@ -249,7 +303,7 @@ fn record_grant(client: &SpiClient<'_>, request: &Request<'_>, decided: &Grant) 
         Event {
             event,
             outcome: decided.outcome,
-            work_item: &request.key,
+            work_item: &request.item.key,
             actor: Some(request.owner),
             old_owner: holder.map(|h| h.owner.as_str()),
             old_token: holder.map(|h| h.token),
@@ -299,7 +353,7 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
              RETURNING token)
          SELECT state.*, (SELECT token FROM granted) AS granted FROM state",
         &[
-            request.key.as_str().into(),
+            request.item.key.as_str().into(),
             request.boot_id.as_str().into(),
             ITEM_LOCK_CLASS.into(),
             role.into(),
@@ -354,7 +408,7 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
     // Dead: its boot was superseded, or it was a session-bound lease and that session is gone. A dead
     // holder's boot id is no use to anyone: a superseded boot or a session cannot be registered again.
     if !nullable::<bool>(&current, "dead").unwrap_or(false) {
-        still_there(client, &request.key, token);
+        still_there(client, &request.item.key, token);
         let theirs = nullable::<String>(&current, "holder_role").as_deref() != Some(role);
         return Grant {
             holder: Some(Holder {
@@ -449,7 +503,7 @@ fn reclaim(client: &SpiClient<'_>, request: &Request<'_>, role: &str, dead: Hold
            FROM locked WHERE l.work_item = locked.work_item
          RETURNING l.token",
         &[
-            request.key.as_str().into(),
+            request.item.key.as_str().into(),
             request.owner.into(),
             request.owner_pid.into(),
             request.boot_id.as_str().into(),
@@ -470,7 +524,7 @@ fn reclaim(client: &SpiClient<'_>, request: &Request<'_>, role: &str, dead: Hold
         Event {
             event: "reclaimed",
             outcome: "reclaimed",
-            work_item: &request.key,
+            work_item: &request.item.key,
             actor: Some(request.owner),
             old_owner: Some(&dead.owner),
             old_token: Some(dead.token),

@@ -10,11 +10,13 @@
 //! writes the task table, `stage_rules` checks writes against the stage graph and the bypass guard;
 //! `status` only reads (status view, history view, metrics). Shared machinery: `plans` (cached
 //! statements), `races` (a lost race as an outcome), `rows` (reading and forming rows), `owner` (the
-//! switch to the extension's owner), `errors` (SQLSTATEs), `config` (GUCs), `switch` (the database's
-//! kill-switch, read by `config::enabled`), `roles` (grants).
+//! switch to the extension's owner), `errors` (SQLSTATEs for bad input), `error_context` (an error
+//! raised inside orch_lease's statements reaches the client whole), `config` (GUCs), `switch` (the
+//! database's kill-switch, read by `config::enabled`), `roles` (grants).
 use pgrx::prelude::*;
 
 mod config;
+mod error_context;
 mod errors;
 mod events;
 mod lease;
@@ -41,7 +43,7 @@ pub extern "C-unwind" fn _PG_init() {
     config::init();
     switch::init();
     task_table::init();
-    errors::init();
+    error_context::init();
 }
 
 /// Required by `cargo pgrx test`.

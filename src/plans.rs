@@ -1,5 +1,5 @@
 //! Statements prepared once per backend and kept: every hot path runs through `run`.
-use crate::errors;
+use crate::{error_context, errors};
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
@@ -54,6 +54,6 @@ pub fn run<'conn>(
         });
         plan
     });
-    errors::keeping_context(|| client.select(&*plan, None, args))
+    error_context::keeping_context(|| client.select(&*plan, None, args))
         .unwrap_or_else(|error| errors::internal("cannot run", sql, error))
 }

@@ -1,6 +1,6 @@
 //! A lost race is an outcome, not an aborted caller: the attempt runs in a subtransaction, and when it
 //! loses only the subtransaction is rolled back.
-use crate::errors;
+use crate::error_context;
 use pgrx::pg_sys::panic::{CaughtError, ErrorReportWithLevel};
 use pgrx::pg_sys::{self, PgTryBuilder};
 use pgrx::PgSqlErrorCode;
@@ -34,7 +34,7 @@ pub fn lost_race_as<R>(body: impl FnOnce() -> R, lost: impl FnOnce(Lost) -> R) -
         Ok(result) => result,
         Err(error) => match lost_of(&error) {
             Some(how) => {
-                errors::forget_passing();
+                error_context::forget_passing();
                 lost(how)
             }
             None => error.rethrow(),
@@ -83,7 +83,7 @@ fn in_subtransaction<R>(body: impl FnOnce() -> R, keep: bool) -> Result<R, Box<C
     });
     PgTryBuilder::new(attempt)
         .catch_others(move |error| {
-            errors::keeping_passing(|| end(false));
+            error_context::keeping_passing(|| end(false));
             Err(Box::new(error))
         })
         .execute()

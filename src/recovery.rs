@@ -7,7 +7,7 @@
 //! registry and the one definition of liveness (`boot_liveness`, `session_alive`).
 use crate::lease::{self, Ended};
 use crate::rows::{column, nullable};
-use crate::{errors, owner, plans, races, task_table};
+use crate::{error_context, errors, owner, plans, races, task_table};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{composite_type, AnyNumeric, PgSqlErrorCode};
@@ -197,7 +197,7 @@ fn register(
             {
                 error.rethrow();
             }
-            errors::forget_passing();
+            error_context::forget_passing();
             errors::raise_hinted(
                 PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
                 format!(

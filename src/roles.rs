@@ -70,7 +70,7 @@ GRANT EXECUTE ON FUNCTION
     orch_lease.transition_lease_hand_over(text, text),
     orch_lease.transition_lease_reap(integer),
     orch_lease.transition_lease_prune(interval),
-    orch_lease.register_task_table(regclass, name, name),
+    orch_lease.register_task_table(regclass, name, name, boolean),
     orch_lease.register_stage_graph(text[], text[]),
     orch_lease.install_bypass_guard(text),
     orch_lease.set_enabled(boolean, text),

@@ -240,35 +240,8 @@ fn compare_and_set(client: &SpiClient<'_>, write: &Write) -> Cas {
     if !written.is_empty() {
         return Cas::said(true, "applied");
     }
-    // Why nothing was written is read under a row lock, as the write would have taken it: the caller's
-    // UPDATE policies apply (a row it may read but not update is not found, never a mismatch that
-    // shows the expected stage), and with a transaction snapshot a row changed since is a
-    // serialization failure (`retry`), never a stale stage. The lock is only a look, rolled back at
-    // once (a share lock: a key-share lock passes over an update of another column). A row another
-    // session is writing is read plainly at READ COMMITTED, as before any lock; with a transaction
-    // snapshot that read could be stale, so it is `retry`.
-    let stage_of = |rows: SpiTupleTable<'_>| -> Option<Option<String>> {
-        let row = rows.first();
-        (!row.is_empty()).then(|| {
-            let stage = row.get_datum_by_ordinal(1).unwrap_or_else(|error| {
-                errors::internal("cannot read the stage of", &table.qualified, error)
-            });
-            stage.map(|datum| task_table::datum_text(datum, table.stage_type))
-        })
-    };
-    let looked =
-        races::probe(|| stage_of(plans::run(client, &table.look_stage, &[write.id.arg()])));
-    let current = match looked {
-        Ok(current) => current,
-        Err(error)
-            if races::report_of(&error).sql_error_code()
-                == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE
-                && unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32 =>
-        {
-            stage_of(plans::run(client, &table.read_stage, &[write.id.arg()]))
-        }
-        Err(error) => error.rethrow(),
-    };
+    // Why nothing was written is read as the write would have found the row (`current_stage`).
+    let current = current_stage(client, table, write.id);
     match current {
         None => Cas::said(false, "not_found"),
         Some(current_stage) => Cas {
@@ -277,6 +250,50 @@ fn compare_and_set(client: &SpiClient<'_>, write: &Write) -> Cas {
             current_stage,
         },
     }
+}
+
+/// The stage of task `id` (`Some(None)`: a row with a NULL stage; `None`: no row the caller may see),
+/// read now with the caller's privileges.
+pub fn read_stage(client: &SpiClient<'_>, table: &TaskTable, id: Typed) -> Option<Option<String>> {
+    stage_of(table, plans::run(client, &table.read_stage, &[id.arg()]))
+}
+
+/// The stage of task `id` as a write would find the row, read under a row lock: the caller's UPDATE
+/// policies apply (a row it may read but not update is not found, never a mismatch that shows the
+/// expected stage), and with a transaction snapshot a row changed since is a serialization failure
+/// (`retry`), never a stale stage. The lock is only a look, rolled back at once (a share lock: a
+/// key-share lock passes over an update of another column). A row another session is writing is read
+/// plainly at READ COMMITTED, as before any lock; with a transaction snapshot that read could be stale,
+/// so the lock's error is raised.
+pub fn current_stage(
+    client: &SpiClient<'_>,
+    table: &TaskTable,
+    id: Typed,
+) -> Option<Option<String>> {
+    let looked =
+        races::probe(|| stage_of(table, plans::run(client, &table.look_stage, &[id.arg()])));
+    match looked {
+        Ok(current) => current,
+        Err(error)
+            if races::report_of(&error).sql_error_code()
+                == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE
+                && unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32 =>
+        {
+            read_stage(client, table, id)
+        }
+        Err(error) => error.rethrow(),
+    }
+}
+
+/// The stage in the first row of `rows`, if there is one.
+fn stage_of(table: &TaskTable, rows: SpiTupleTable<'_>) -> Option<Option<String>> {
+    let row = rows.first();
+    (!row.is_empty()).then(|| {
+        let stage = row.get_datum_by_ordinal(1).unwrap_or_else(|error| {
+            errors::internal("cannot read the stage of", &table.qualified, error)
+        });
+        stage.map(|datum| task_table::datum_text(datum, table.stage_type))
+    })
 }
 
 extension_sql!(

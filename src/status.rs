@@ -61,6 +61,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
         ('orch_lease_refusals_total', 'busy', 'refused', 'busy'),
         ('orch_lease_refusals_total', 'superseded', 'refused', 'superseded'),
         ('orch_lease_refusals_total', 'retry', 'refused', 'retry'),
+        ('orch_lease_refusals_total', 'not_found', 'refused', 'not_found'),
         ('orch_lease_releases_total', 'released', 'released', NULL),
         ('orch_lease_reclaims_total', 'stale', 'reclaimed', NULL),
         ('orch_lease_reclaims_total', 'ceiling', 'reaped', NULL),

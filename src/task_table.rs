@@ -21,8 +21,11 @@ CREATE TABLE orch_lease.task_table (
     stage_column  name NOT NULL,
     registered_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     id_type       regtype,
-    id_typmod     integer
+    id_typmod     integer,
+    rows_created_later boolean NOT NULL DEFAULT false
 );
+COMMENT ON COLUMN orch_lease.task_table.rows_created_later IS
+    'Whether a task''s row may be created after its lease is taken: acquire then grants on an id with no row (stage NULL) instead of answering not_found.';
 COMMENT ON COLUMN orch_lease.task_table.id_type IS
     'The id column''s type and type modifier when it was registered: after a change the table must be registered again.';
 COMMENT ON TABLE orch_lease.task_table IS
@@ -34,26 +37,30 @@ SELECT pg_catalog.pg_extension_config_dump('orch_lease.task_table', '');
 
 /// Names the application's existing table whose stage the CAS writes. The caller must own it; the id
 /// column must be unique by itself and its type must have an equality operator; the stage column may be
-/// text, varchar or an enum. From then on every work item is keyed by its id's canonical form.
+/// text, varchar or an enum. From then on every work item is keyed by its id's canonical form, and
+/// acquire answers `not_found` for an id with no row, unless `rows_created_later`.
 #[pg_extern(
     volatile,
     parallel_unsafe,
     requires = ["task_table_registry", "lease_table"],
     sql = r#"
 CREATE FUNCTION orch_lease.register_task_table(
-    task_table regclass, id_column name DEFAULT 'id', stage_column name DEFAULT 'stage'
+    task_table regclass, id_column name DEFAULT 'id', stage_column name DEFAULT 'stage',
+    rows_created_later boolean DEFAULT false
 ) RETURNS void VOLATILE PARALLEL UNSAFE LANGUAGE c
 AS 'MODULE_PATHNAME', 'register_task_table_wrapper';
-COMMENT ON FUNCTION orch_lease.register_task_table(regclass, name, name) IS
-    'Registers the application table whose stage the CAS writes: the caller must own it, and its id column must be unique.';
+COMMENT ON FUNCTION orch_lease.register_task_table(regclass, name, name, boolean) IS
+    'Registers the application table whose stage the CAS writes: the caller must own it, and its id column must be unique. With rows_created_later, acquire grants on ids with no row yet instead of answering not_found.';
 "#
 )]
 fn register_task_table(
     task_table: Option<PgRelation>,
     id_column: Option<&CStr>,
     stage_column: Option<&CStr>,
+    rows_created_later: Option<bool>,
 ) {
     let table = errors::present("task_table", task_table);
+    let rows_created_later = errors::present("rows_created_later", rows_created_later);
     let id_column = errors::present("id_column", id_column).to_string_lossy();
     let stage_column = errors::present("stage_column", stage_column).to_string_lossy();
     let qualified = format!("{}.{}", table.namespace(), table.name());
@@ -128,18 +135,21 @@ fn register_task_table(
         Spi::connect(|client| {
             plans::run(
                 client,
-                "INSERT INTO orch_lease.task_table (relid, id_column, stage_column, id_type, id_typmod)
-                 VALUES ($1, $2::name, $3::name, $4, $5)
+                "INSERT INTO orch_lease.task_table
+                        (relid, id_column, stage_column, id_type, id_typmod, rows_created_later)
+                 VALUES ($1, $2::name, $3::name, $4, $5, $6)
                  ON CONFLICT (singleton) DO UPDATE
                     SET relid = EXCLUDED.relid, id_column = EXCLUDED.id_column,
                         stage_column = EXCLUDED.stage_column, registered_at = EXCLUDED.registered_at,
-                        id_type = EXCLUDED.id_type, id_typmod = EXCLUDED.id_typmod",
+                        id_type = EXCLUDED.id_type, id_typmod = EXCLUDED.id_typmod,
+                        rows_created_later = EXCLUDED.rows_created_later",
                 &[
                     relid,
                     id_column.as_ref().into(),
                     stage_column.as_ref().into(),
                     id_type,
                     id.column_typmod.into(),
+                    rows_created_later.into(),
                 ],
             );
         });
@@ -417,9 +427,30 @@ fn work_item_key(work_item: Option<&str>) -> String {
 /// The key of `work_item`, read as the id of the registered task table when there is one. An id the
 /// id type rejects is an error naming `argument`, with the type's SQLSTATE (22P02 for bad syntax).
 pub fn key(argument: &'static str, work_item: &str) -> String {
+    item(argument, work_item).key
+}
+
+/// A work item as a call names it: its key and, with a task table registered, the table and the id
+/// value that finds its row.
+pub struct Item {
+    pub key: String,
+    pub task: Option<(Rc<TaskTable>, Typed)>,
+}
+
+/// `work_item` read as `key` reads it, keeping the id value for a look at its row.
+pub fn item(argument: &'static str, work_item: &str) -> Item {
     match registered() {
-        Some(table) => table.id.key(argument, work_item),
-        None => work_item.to_string(),
+        Some(table) => {
+            let id = table.id.read(argument, work_item);
+            Item {
+                key: output(id),
+                task: Some((table, id)),
+            }
+        }
+        None => Item {
+            key: work_item.to_string(),
+            task: None,
+        },
     }
 }
 
@@ -470,6 +501,8 @@ pub struct TaskTable {
     /// How task ids are read, by keys and the CAS alike.
     pub id: IdType,
     pub stage_type: pg_sys::Oid,
+    /// Acquire grants on an id with no row (registered with `rows_created_later`).
+    pub rows_created_later: bool,
     /// `UPDATE … SET stage = $3 WHERE id = $1 AND stage = $2`
     pub compare_and_set: String,
     /// `SELECT stage … WHERE id = $1`
@@ -592,12 +625,19 @@ struct Registration {
     id_type: Option<(pg_sys::Oid, i32)>,
     graph: Option<HashSet<(String, String)>>,
     terminal: HashSet<String>,
+    rows_created_later: bool,
 }
 
 fn read_registration() -> Option<Registration> {
     let recorded = match unsafe { pg_sys::get_attnum(registry(), c"id_type".as_ptr()) } > 0 {
         true => "id_type::oid, id_typmod",
         false => "NULL::oid, NULL::integer",
+    };
+    // Read by an update script of an earlier version too, before 0.5.0's adds the column.
+    let later = match unsafe { pg_sys::get_attnum(registry(), c"rows_created_later".as_ptr()) } > 0
+    {
+        true => "rows_created_later",
+        false => "false",
     };
     let registrations = owner::as_owner(|| {
         read_latest(
@@ -608,7 +648,7 @@ fn read_registration() -> Option<Registration> {
                     (SELECT array_agg(from_stage) FROM orch_lease.stage_transition),
                     (SELECT array_agg(to_stage) FROM orch_lease.stage_transition),
                     ARRAY(SELECT stage FROM orch_lease.terminal_stage),
-                    {recorded}
+                    {recorded}, {later}
                FROM orch_lease.task_table"
             ),
             |row| {
@@ -632,6 +672,7 @@ fn read_registration() -> Option<Registration> {
                         .zip(texts(8))
                         .map(|(froms, tos)| froms.into_iter().zip(tos).collect()),
                     terminal: texts(9).unwrap_or_default().into_iter().collect(),
+                    rows_created_later: row(12).is_some_and(|datum| datum.value() != 0),
                 }
             },
         )
@@ -647,6 +688,7 @@ fn describe_task_table() -> Option<TaskTable> {
         id_type: registered_id_type,
         graph,
         terminal,
+        rows_created_later,
     } = read_registration()?;
     // Names and types come from the catalog caches; DDL on the task table invalidates this description,
     // so a renamed or dropped table or column is noticed at once.
@@ -733,6 +775,7 @@ fn describe_task_table() -> Option<TaskTable> {
         terminal,
         id: id_read,
         stage_type,
+        rows_created_later,
     })
 }
 

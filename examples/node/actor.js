@@ -28,7 +28,7 @@ async function advance(db, task, actor, pid, bootId) {
   let grant;
   for (let attempt = 0; attempt < 5; attempt++) {
     grant = (await db.query(
-      'SELECT acquired, outcome, token, holder FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)',
+      'SELECT acquired, outcome, token, holder, stage FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)',
       [task, actor, pid, bootId])).rows[0];
     if (grant.outcome !== 'busy' && grant.outcome !== 'retry') break;
     // busy: another transaction is acquiring it right now; retry: a lost race rolled the attempt back.
@@ -40,16 +40,16 @@ async function advance(db, task, actor, pid, bootId) {
     console.error(`${actor}: boot ${bootId} was superseded; exiting`);
     process.exit(1);
   }
-  // held: a live owner is doing it; busy or retry (still, after retries): leave it for the next round.
+  // held: a live owner is doing it; busy or retry (still, after retries): leave it for the next round;
+  // not_found: no task has this id (nothing was granted).
   if (!grant.acquired) return grant.outcome;
   // acquired, reclaimed, disabled or out_of_scope (token null). From here every way out but a commit
   // that answered ends the lease: no error leaves a lease behind for the reaper.
   let ended = false;
   try {
-    // Re-check the stage under the lease: the task may be gone, or moved on already.
-    const row = (await db.query('SELECT stage FROM example_task WHERE id = $1', [task])).rows[0];
-    if (!row) return 'not_found';
-    if (row.stage !== FROM_STAGE) return 'already_done';
+    // The stage the acquire read after the grant (no read of our own: two round trips a cycle). The
+    // task may have moved on already.
+    if (grant.stage !== FROM_STAGE) return 'already_done';
     await mergePullRequest(db, task, actor);
     let result;
     for (let attempt = 0; attempt < 5; attempt++) {

@@ -36,11 +36,9 @@ def advance(actor: Actor, task: str) -> str:
     (a missing task, a failed effect, a lost race), leaving it releases a lease that was not committed."""
     try:
         with actor.lease(task) as lease:
-            # Re-check the stage under the lease: the transition may already have been made.
-            row = actor.connection.execute("SELECT stage FROM example_task WHERE id = %s", (lease.item,)).fetchone()
-            if row is None:
-                return "not_found"
-            if row[0] != FROM_STAGE:
+            # The stage the acquire read after the grant: the transition may already have been made.
+            # Two round trips a cycle: acquire, then (after the effect) commit.
+            if lease.grant.stage != FROM_STAGE:
                 return "already_done"
             merge_pull_request(actor, task)
             result = lease.commit(FROM_STAGE, TO_STAGE)
@@ -53,7 +51,8 @@ def advance(actor: Actor, task: str) -> str:
             reclaimed = lease.grant.outcome is orch_lease.AcquireOutcome.RECLAIMED
             return ("reclaimed+" if reclaimed else "") + result.outcome.value
     except LeaseNotAcquired as refused:
-        # held: a live owner is doing it; busy / retry after every attempt: the next round.
+        # held: a live owner is doing it; busy / retry after every attempt: the next round; not_found:
+        # no task has this id (nothing was granted).
         return refused.grant.outcome.value
 
 

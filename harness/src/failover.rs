@@ -413,7 +413,7 @@ fn log_line(log: &mut File, line: String) {
     log.write_all(format!("{line}\n").as_bytes()).unwrap();
 }
 
-/// One actor: acquire, read the stage, commit the next stage; on a lost connection, reconnect, register
+/// One actor: acquire (which says the stage), commit the next stage; on a lost connection, reconnect, register
 /// a new incarnation with recover (which releases the leases of the old one) and go on.
 pub fn run_actor(dsn: &str, role: &str, items: usize, dir: &Path, seconds: u64) {
     let mut log = OpenOptions::new()
@@ -474,7 +474,8 @@ fn step(
 ) -> Result<(), postgres::Error> {
     let grant = db.query_one(
         &format!(
-            "SELECT acquired, token, {NOW_NS} FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)"
+            "SELECT acquired, token, {NOW_NS}, stage
+               FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)"
         ),
         &[&item, &role, &(std::process::id() as i32), &boot],
     )?;
@@ -486,9 +487,7 @@ fn step(
     };
     let (at, port) = (grant.get::<_, i64>(2), grant.get::<_, i32>(3));
     log_line(log, format!("A {item} {token} {at} {port}"));
-    let stage: String = db
-        .query_one("SELECT stage FROM ha_task WHERE id = $1", &[&item])?
-        .get(0);
+    let stage: String = grant.get(4);
     let next = stage[1..].parse::<u32>().unwrap() + 1;
     let commit = db.query_one(
         &format!("SELECT outcome, {NOW_NS} FROM orch_lease.commit_stage_cas($1, $2, $3, $4)"),

@@ -5,7 +5,8 @@
 //! merged`), two roll back (`queued → rolled_back`); each transition has an irreversible effect that is
 //! recorded on its own autocommit statement, outside any lease or CAS transaction, with start and end
 //! marks. In `naive` mode an actor reads the stage and writes it with a bare UPDATE; in `lease` mode it
-//! acquires the transition lease, re-reads the stage under it, and commits with `commit_stage_cas`.
+//! acquires the transition lease, which answers the stage read after the grant, and commits with
+//! `commit_stage_cas`: two round trips.
 use crate::kit::{connect, count, create_tasks, now_ms, spawn, Mode};
 use postgres::Client;
 use std::path::Path;
@@ -134,12 +135,13 @@ fn advance_with_lease(
 ) -> String {
     let grant = db
         .query_one(
-            "SELECT acquired, outcome, token FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)",
+            "SELECT acquired, outcome, token, stage
+               FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)",
             &[&task, &plan.role, &pid, &boot_id],
         )
         .expect("acquire");
-    let (acquired, outcome, token): (bool, String, Option<i64>) =
-        (grant.get(0), grant.get(1), grant.get(2));
+    let (acquired, outcome, token, stage): (bool, String, Option<i64>, Option<String>) =
+        (grant.get(0), grant.get(1), grant.get(2), grant.get(3));
     if !acquired {
         return outcome; // held, busy or superseded: someone else owns this transition
     }
@@ -150,8 +152,8 @@ fn advance_with_lease(
         );
         std::process::exit(137);
     }
-    // Under the lease, nobody else can be here: re-check that the transition is still to be made.
-    if stage_of(db, task) != "queued" {
+    // Under the lease, nobody else can be here: the stage the grant said is the one to move from.
+    if stage.as_deref() != Some("queued") {
         db.execute(
             "SELECT orch_lease.transition_lease_release($1, $2)",
             &[&task, &token],

@@ -228,14 +228,15 @@ impl Actor {
         Ok(())
     }
 
-    /// The lease, the stage read under it, the effect, then `commit_stage_cas`.
+    /// The lease (which answers the stage, read after the grant), the effect, then `commit_stage_cas`.
     fn advance_with_lease(&mut self, task: &str) -> Result<(), postgres::Error> {
         let grant = self.db.query_one(
-            "SELECT acquired, outcome, token FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)",
+            "SELECT acquired, outcome, token, stage
+               FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)",
             &[&task, &self.instance, &self.pid, &self.boot_id],
         )?;
-        let (acquired, outcome, token): (bool, String, Option<i64>) =
-            (grant.get(0), grant.get(1), grant.get(2));
+        let (acquired, outcome, token, stage): (bool, String, Option<i64>, Option<String>) =
+            (grant.get(0), grant.get(1), grant.get(2), grant.get(3));
         if outcome == "superseded" {
             panic!("{}: boot superseded while alive", self.instance);
         }
@@ -243,11 +244,8 @@ impl Actor {
             std::thread::sleep(Duration::from_millis(self.rng.below(3)));
             return Ok(());
         }
-        // Under the lease: the stage now, not the one seen before acquiring.
-        let from: String = self
-            .db
-            .query_one("SELECT stage FROM soak_task WHERE id = $1", &[&task])?
-            .get(0);
+        // Under the lease: the stage now (as the grant said it), not the one seen before acquiring.
+        let from = stage.expect("a granted task has a row");
         let Some(to) = next_stage(&from) else {
             self.db.execute(
                 "SELECT orch_lease.transition_lease_release($1, $2)",

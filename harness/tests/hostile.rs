@@ -251,6 +251,23 @@ fn cases() -> Vec<(String, Expect)> {
         c(format!("{A}(' 2', 'o', 1, 'live-boot')"), Returns("held")),
         c(format!("{SESSION}('0002', 'o')"), Returns("held")),
         c(format!("{A}('two', 'o', 1, 'live-boot')"), Error("22P02")),
+        // 0.5.0: an id with no task row (every spelling of it) is no task: not_found, no lease, no token.
+        c(
+            format!("{A}('404', 'o', 1, 'live-boot')"),
+            Returns("not_found"),
+        ),
+        c(
+            format!("{A}('+0404', 'o', 1, 'dead-boot')"),
+            Returns("not_found"),
+        ),
+        c(
+            format!("{SESSION}('0404', {controls})"),
+            Returns("not_found"),
+        ),
+        c(
+            format!("{A}('-9223372036854775808', {quotes}, 1, 'live-boot', {quotes})"),
+            Returns("not_found"),
+        ),
         c(format!("{A}('2.0', 'o', 1, 'live-boot')"), Error("22P02")),
         c(
             format!("{A}('99999999999999999999', 'o', 1, 'live-boot')"),
@@ -446,7 +463,7 @@ fn own_count_only(
 }
 
 /// Cases that reach orch_lease, and cases PostgreSQL's parser rejects before it runs.
-const REACHING_ORCH_LEASE: usize = 133;
+const REACHING_ORCH_LEASE: usize = 137;
 const REJECTED_BY_THE_PARSER: usize = 4;
 
 #[test]
@@ -457,7 +474,7 @@ fn every_bad_input_gets_its_documented_answer_and_changes_nothing() {
         "DROP TABLE tasks;
          CREATE TYPE task_stage AS ENUM ('queued', 'merged', 'rolled_back');
          CREATE TABLE tasks (id bigint PRIMARY KEY, stage task_stage NOT NULL, attempts int DEFAULT 0);
-         INSERT INTO tasks (id, stage) VALUES (1, 'queued');
+         INSERT INTO tasks (id, stage) VALUES (1, 'queued'), (2, 'queued');
          CREATE VIEW tasks_view AS SELECT * FROM tasks;
          CREATE SEQUENCE tasks_seq;
          SELECT orch_lease.register_task_table('tasks');
@@ -543,4 +560,93 @@ fn every_bad_input_gets_its_documented_answer_and_changes_nothing() {
         (REACHING_ORCH_LEASE, REJECTED_BY_THE_PARSER),
         "cases reaching orch_lease and cases the parser rejects (docs/reliability.md states both)"
     );
+}
+
+/// The stage an acquire answers (0.5.0) is read with the caller's own privileges, and an id with no
+/// row is `not_found` with nothing written: the swapped-argument mistake on a text-id table, a row the
+/// caller's row-level security hides, a planted operator in the caller's schema, a caller with no
+/// SELECT on the task table (an error, nothing granted).
+#[test]
+fn acquire_answers_the_stage_as_the_caller_reads_it() {
+    let dsn = common::fresh_database_with(
+        "hostile_stage",
+        "CREATE TABLE pulls (id text PRIMARY KEY, stage text NOT NULL, team text NOT NULL);
+         INSERT INTO pulls VALUES ('PR-3', 'open', 'red'), ('PR-4', 'review', 'blue');
+         SELECT orch_lease.register_task_table('pulls');
+         ALTER TABLE pulls ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY own_team ON pulls USING (team = 'red');",
+    );
+    common::login_role("hostile_stage_actor", &["orch_lease_actor"]);
+    common::login_role("hostile_stage_blind", &["orch_lease_actor"]);
+    let mut admin = orch_lease_harness::connect(&dsn);
+    admin
+        .batch_execute(
+            "GRANT SELECT, UPDATE ON pulls TO hostile_stage_actor;
+             CREATE SCHEMA planted AUTHORIZATION hostile_stage_actor;",
+        )
+        .unwrap();
+    let mut actor = orch_lease_harness::connect(&common::dsn_as(&dsn, "hostile_stage_actor"));
+    let tokens = |db: &mut Client| -> i64 {
+        db.query_one("SELECT last_value FROM orch_lease.token_seq", &[])
+            .unwrap()
+            .get(0)
+    };
+    let answer = |db: &mut Client,
+                  item: &str,
+                  owner: &str|
+     -> (String, Option<i64>, Option<String>) {
+        let row = db
+            .query_one(
+                "SELECT outcome, token, stage FROM orch_lease.transition_lease_acquire_session($1, $2)",
+                &[&item, &owner],
+            )
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    };
+    let before = tokens(&mut admin);
+
+    // Swapped arguments: the owner's name where the work item goes.
+    let swapped = answer(&mut actor, "orch", "PR-3");
+    assert_eq!(
+        swapped,
+        ("not_found".into(), None, None),
+        "acquire('orch', 'PR-3')"
+    );
+    // A row the caller's row-level security hides is no task of its: the same answer, whatever it
+    // holds (its stage is not shown).
+    assert_eq!(
+        answer(&mut actor, "PR-4", "orch"),
+        ("not_found".into(), None, None)
+    );
+    assert_eq!(tokens(&mut admin), before, "no token drawn for not_found");
+
+    // An operator of the caller's own in front of pg_catalog: the read uses the id type's own.
+    actor
+        .batch_execute(
+            "CREATE FUNCTION planted.never(text, text) RETURNS boolean LANGUAGE sql AS 'SELECT false';
+             CREATE OPERATOR planted.= (LEFTARG = text, RIGHTARG = text, FUNCTION = planted.never);
+             SET search_path = planted, pg_catalog, public;",
+        )
+        .unwrap();
+    let (outcome, token, stage) = answer(&mut actor, "PR-3", "orch");
+    assert_eq!(
+        (outcome.as_str(), stage.as_deref()),
+        ("acquired", Some("open"))
+    );
+    assert!(token.is_some());
+
+    // A caller that may not read the task table gets an error, and no lease.
+    let mut blind = orch_lease_harness::connect(&common::dsn_as(&dsn, "hostile_stage_blind"));
+    let refused = blind
+        .query_one(
+            "SELECT outcome FROM orch_lease.transition_lease_acquire_session('PR-3', 'blind')",
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(refused.code().map(|c| c.code()), Some("42501"), "{refused}");
+    let leases: i64 = admin
+        .query_one("SELECT count(*) FROM orch_lease.transition_lease", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(leases, 1, "only the actor's lease on PR-3");
 }

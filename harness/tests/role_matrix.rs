@@ -27,6 +27,9 @@ fn matrix() -> Vec<(&'static str, &'static str, &'static str)> {
     vec![
         ("acquire", "SELECT orch_lease.transition_lease_acquire('1', 'o', 1, 'b')", ACTORS),
         ("acquire_session", "SELECT orch_lease.transition_lease_acquire_session('1', 'o')", ACTORS),
+        // 0.5.0: the stage a grant answers, and not_found for an id with no row, for the same roles.
+        ("acquire's stage", "SELECT stage FROM orch_lease.transition_lease_acquire_session('1', 'o')", ACTORS),
+        ("acquire not_found", "SELECT stage FROM orch_lease.transition_lease_acquire('404', 'o', 1, 'b')", ACTORS),
         ("release", "SELECT orch_lease.transition_lease_release('1', NULL)", ACTORS),
         ("held", "SELECT orch_lease.transition_lease_held('1', 1)", ACTORS),
         ("update_task_stage_cas", "SELECT orch_lease.update_task_stage_cas('1', 'queued', 'merged')", ACTORS),
@@ -47,6 +50,7 @@ fn matrix() -> Vec<(&'static str, &'static str, &'static str)> {
         ("register_stage_graph", "SELECT orch_lease.register_stage_graph('{}')", ADMINS),
         // The registrations also want the task table's owner: an admin who does not own it may not.
         ("register_task_table", "SELECT orch_lease.register_task_table('tasks')", OWNERS),
+        ("register_task_table rows_created_later", "SELECT orch_lease.register_task_table('tasks', rows_created_later => true)", OWNERS),
         ("install_bypass_guard", "SELECT orch_lease.install_bypass_guard('off')", OWNERS),
         ("register_task_table (own table)", "SELECT orch_lease.register_task_table('admin_tasks')", ADMINS),
         // Nobody but a superuser attaches the bypass guard by hand (not even to a table of its own).

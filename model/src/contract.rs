@@ -78,7 +78,8 @@ pub enum Action {
     /// A second process started with the actor's instance name calls `transition_lease_recover` while
     /// the actor's registered incarnation is up (its session connected): refused, nothing changes.
     TwinRecover(u8),
-    /// Read the task's stage, then `transition_lease_acquire` (or `_acquire_session`).
+    /// `transition_lease_acquire` (or `_acquire_session`), which answers the task's stage (0.5.0: the
+    /// actor no longer reads it first).
     Acquire {
         actor: u8,
         item: u8,
@@ -126,9 +127,14 @@ pub enum Action {
 pub enum Grant {
     Acquired(u32),
     Held(Holder),
-    Reclaimed { token: u32, from: Holder },
+    Reclaimed {
+        token: u32,
+        from: Holder,
+    },
     Busy,
     Superseded,
+    /// The task has no row (0.5.0): no lease, no token.
+    NotFound,
     Disabled,
     OutOfScope,
 }
@@ -141,6 +147,7 @@ impl Grant {
             Grant::Reclaimed { .. } => "reclaimed",
             Grant::Busy => "busy",
             Grant::Superseded => "superseded",
+            Grant::NotFound => "not_found",
             Grant::Disabled => "disabled",
             Grant::OutOfScope => "out_of_scope",
         }
@@ -159,6 +166,12 @@ impl Grant {
             Grant::Acquired(token) | Grant::Reclaimed { token, .. } => Some(token),
             _ => None,
         }
+    }
+
+    /// The stage the answer says (0.5.0): the task's, read after the grant, on every answer that lets
+    /// the caller go ahead; none on a refusal, nor when the task has no row.
+    pub fn stage(self, task: Stage) -> Option<Stage> {
+        (self.acquired() && task != Stage::Missing).then_some(task)
     }
 }
 
@@ -191,7 +204,8 @@ impl Cas {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Grant(Grant),
+    /// An acquire's answer and the stage it said.
+    Grant(Grant, Option<Stage>),
     Cas(Cas),
     /// `transition_lease_release` / `_force_release` answered this boolean.
     Ended(bool),
@@ -327,9 +341,17 @@ impl Config {
                 Pc::Booted => actions.push(Action::Recover(a)),
                 Pc::Ready if self.budget.is_none() || actor.attempts_left > 0 => {
                     for item in items.clone() {
-                        // An actor picks up a task it can see: one with a row.
-                        if state.items[item as usize].stage != Stage::Missing {
-                            for session in [false, true] {
+                        // An actor picks up a task it can see (one with a row); since 0.5.0 it may
+                        // also name one that is gone, or a wrong id, and is answered not_found
+                        // (whatever the lease's kind: one kind is enough).
+                        let missing = state.items[item as usize].stage == Stage::Missing;
+                        let sessions: &[bool] = match (missing, self.rules) {
+                            (false, _) => &[false, true],
+                            (true, Rules::Contract) => &[false],
+                            (true, _) => &[],
+                        };
+                        {
+                            for &session in sessions {
                                 actions.push(Action::Acquire {
                                     actor: a,
                                     item,
@@ -383,7 +405,7 @@ impl Config {
                     actions.push(Action::LockRow(item));
                 }
                 let free = state.items[item as usize].leases[self.slot(0)].is_none();
-                if state.scope_covered && free {
+                if state.scope_covered && free && stage != Stage::Missing {
                     actions.push(Action::AcquireElsewhere(item));
                 }
             }
@@ -420,24 +442,26 @@ impl Config {
                 session,
             } => {
                 let boot = next.actors[a as usize].boot;
-                let expected = next.items[item as usize].stage;
                 let grant = self.acquire(&mut next, a, boot, item, session, &mut takeovers);
+                let stage = grant.stage(next.items[item as usize].stage);
                 let actor = &mut next.actors[a as usize];
                 if self.budget.is_some() {
                     actor.attempts_left -= 1;
                 }
-                if grant.acquired() {
+                // The actor acts on the stage the grant said: with none there is nothing to act on.
+                if let Some(expected) = stage {
                     actor.pc = Pc::Holding(Attempt {
                         item,
                         token: grant.token(),
                         expected,
                     });
                 }
-                Outcome::Grant(grant)
+                Outcome::Grant(grant, stage)
             }
             Action::ZombieAcquire { actor: a, item } => {
                 let boot = next.actors[a as usize].boot - 1;
-                Outcome::Grant(self.acquire(&mut next, a, boot, item, false, &mut takeovers))
+                let grant = self.acquire(&mut next, a, boot, item, false, &mut takeovers);
+                Outcome::Grant(grant, grant.stage(next.items[item as usize].stage))
             }
             Action::Effect(a) => {
                 let actor = &mut next.actors[a as usize];
@@ -542,6 +566,10 @@ impl Config {
         }
         if !state.scope_covered {
             return Grant::OutOfScope;
+        }
+        // An id with no task row is no task (0.5.0): checked before anything else is looked at.
+        if self.rules == Rules::Contract && state.items[item as usize].stage == Stage::Missing {
+            return Grant::NotFound;
         }
         // A session-bound lease names the session, not the boot: its boot is never superseded.
         if !session && state.actors[actor as usize].is_superseded(boot) {

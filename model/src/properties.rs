@@ -92,7 +92,7 @@ impl StepRule {
                 _ => true,
             },
             StepRule::TokensIncrease => match step.outcome {
-                Outcome::Grant(grant) => grant
+                Outcome::Grant(grant, _) => grant
                     .token()
                     .is_none_or(|token| pre.tokens().all(|earlier| earlier < token)),
                 _ => true,
@@ -201,10 +201,12 @@ pub enum Reach {
     CommitAfterOff,
     /// A grant without a lease (the switch off, or out of scope), committed with the switch on (0.5.0).
     LeaselessCommitWhileOn,
+    /// An acquire of an id with no task row (0.5.0).
+    AcquireNotFound,
 }
 
 impl Reach {
-    pub const ALL: [Reach; 22] = [
+    pub const ALL: [Reach; 23] = [
         Reach::Acquired,
         Reach::Held,
         Reach::Reclaimed,
@@ -227,6 +229,7 @@ impl Reach {
         Reach::InstanceInUse,
         Reach::CommitAfterOff,
         Reach::LeaselessCommitWhileOn,
+        Reach::AcquireNotFound,
     ];
 
     pub fn name(self) -> &'static str {
@@ -257,6 +260,7 @@ impl Reach {
             Reach::LeaselessCommitWhileOn => {
                 "reachable: a grant without a lease, committed with the switch on (a plain CAS)"
             }
+            Reach::AcquireNotFound => "reachable: acquire not_found",
         }
     }
 
@@ -280,12 +284,13 @@ impl Reach {
             _ => None,
         };
         let outcome = match step.outcome {
-            Outcome::Grant(grant) => match grant {
+            Outcome::Grant(grant, _) => match grant {
                 Grant::Acquired(_) => Some(Reach::Acquired),
                 Grant::Held(_) => Some(Reach::Held),
                 Grant::Reclaimed { .. } => Some(Reach::Reclaimed),
                 Grant::Busy => Some(Reach::Busy),
                 Grant::Superseded => Some(Reach::Superseded),
+                Grant::NotFound => Some(Reach::AcquireNotFound),
                 Grant::Disabled => Some(Reach::Disabled),
                 Grant::OutOfScope => Some(Reach::OutOfScope),
             },
@@ -494,7 +499,7 @@ const STEP_PROPERTIES: [fn(&OrchLease, &State) -> bool; 8] = [
 ];
 
 /// Reachability properties by outcome, in `Reach::ALL` order.
-const REACH_PROPERTIES: [fn(&OrchLease, &State) -> bool; 21] = [
+const REACH_PROPERTIES: [fn(&OrchLease, &State) -> bool; 22] = [
     |m, s| m.analyse(s).reached & Reach::ALL[0].bit() != 0,
     |m, s| m.analyse(s).reached & Reach::ALL[1].bit() != 0,
     |m, s| m.analyse(s).reached & Reach::ALL[2].bit() != 0,
@@ -518,6 +523,7 @@ const REACH_PROPERTIES: [fn(&OrchLease, &State) -> bool; 21] = [
     // mid-transition, both ways, is.
     |m, s| m.analyse(s).reached & Reach::ALL[20].bit() != 0,
     |m, s| m.analyse(s).reached & Reach::ALL[21].bit() != 0,
+    |m, s| m.analyse(s).reached & Reach::ALL[22].bit() != 0,
 ];
 
 impl Model for OrchLease {

@@ -1,6 +1,6 @@
 //! Steps in words, for counterexamples and for the conformance driver's reports.
 use crate::contract::{spelling_of, Action, Config, Grant, Outcome, Step, TakeoverKind};
-use crate::state::{Pc, State};
+use crate::state::{Pc, Stage, State};
 
 /// The id of an item as the task table has it: 7, 8, 9, …
 pub fn task_id(item: u8) -> i64 {
@@ -97,12 +97,14 @@ pub fn describe(state: &State, action: &Action, step: &Step) -> String {
         Action::InsertRow(item) => format!("task {} is inserted (queued)", task_id(item)),
     };
     let answer = match step.outcome {
-        Outcome::Grant(grant) => match grant {
-            Grant::Acquired(t) => format!("acquired t{t}"),
+        Outcome::Grant(grant, stage) => match grant {
+            Grant::Acquired(t) => format!("acquired t{t} (stage {})", stage_name(stage)),
             Grant::Reclaimed { token, from } => {
                 format!(
-                    "reclaimed t{token} from actor {} boot {}",
-                    from.actor, from.boot
+                    "reclaimed t{token} from actor {} boot {} (stage {})",
+                    from.actor,
+                    from.boot,
+                    stage_name(stage)
                 )
             }
             Grant::Held(h) => format!("held by actor {} boot {}", h.actor, h.boot),
@@ -145,6 +147,11 @@ pub fn describe(state: &State, action: &Action, step: &Step) -> String {
 
 /// A sequence of steps from the initial state, one numbered line each, with the leases and stages
 /// after the last one.
+/// A stage an answer said, or "none".
+fn stage_name(stage: Option<Stage>) -> &'static str {
+    stage.map_or("none", Stage::name)
+}
+
 pub fn render(config: &Config, actions: &[Action]) -> String {
     let mut state = config.init();
     let mut out = String::new();

@@ -21,7 +21,7 @@ mod tests {
 
     /// One of everything: grant, refusal, CAS applied and lost, release, forced release.
     fn a_day_of_work() -> i64 {
-        tasks("text", &[(1, "queued"), (2, "queued")]);
+        tasks("text", &[(1, "queued"), (2, "queued"), (3, "queued")]);
         the_work()
     }
 

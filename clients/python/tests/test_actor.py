@@ -24,6 +24,7 @@ from orch_lease import (
     RecoverBlocked,
     RetryPolicy,
     Superseded,
+    TaskNotFound,
 )
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -39,6 +40,7 @@ def test_acquired_then_applied_ends_the_lease(dsn: str, admin: Conn) -> None:
         assert actor.recovered == []
         with actor.lease(1) as lease:
             assert lease.grant.outcome is AcquireOutcome.ACQUIRED and lease.grant.acquired
+            assert lease.grant.stage == "queued"  # read by the acquire, after the grant (0.5.0)
             assert lease.token is not None and lease.still_held()
             assert lease.commit("queued", "merged") == CommitResult(True, CasOutcome.APPLIED, None)
             assert not lease.open
@@ -54,7 +56,11 @@ def test_stage_mismatch_not_found_invalid_transition(dsn: str, admin: Conn) -> N
     with Actor(dsn, "a") as actor:
         with actor.lease(2) as lease:
             assert lease.commit("queued", "merged") == CommitResult(False, CasOutcome.STAGE_MISMATCH, "done")
-        with actor.lease(999) as lease:  # an id of the type, but no such task
+        with pytest.raises(TaskNotFound) as refused, actor.lease(999):  # an id of the type, no such task
+            pytest.fail("entered the block without a task")
+        assert refused.value.grant.outcome is AcquireOutcome.NOT_FOUND and refused.value.grant.token is None
+        with actor.lease(40) as lease:  # the task is deleted under the lease: the commit finds no row
+            admin.execute("DELETE FROM task WHERE id = 40")
             assert lease.commit("queued", "merged").outcome is CasOutcome.NOT_FOUND
         with actor.lease(3) as lease:
             assert lease.commit("queued", "done").outcome is CasOutcome.INVALID_TRANSITION
@@ -73,6 +79,7 @@ def test_lease_lost_after_a_forced_release(dsn: str, admin: Conn) -> None:
 def test_kill_switch_off_disabled_and_unconditional(dsn: str, admin: Conn) -> None:
     with Actor(make_conninfo(dsn, options="-c orch_lease.enabled=off"), "a") as actor, actor.lease(5) as lease:
         assert lease.grant.outcome is AcquireOutcome.DISABLED and lease.token is None
+        assert lease.grant.stage == "queued"  # passing through, the stage is still said
         assert lease.still_held()
         assert lease.commit("merged", "done") == CommitResult(True, CasOutcome.UNCONDITIONAL, None)
     assert one(admin, "SELECT stage FROM task WHERE id = 5") == "done"

@@ -19,8 +19,7 @@ def advance(actor: Actor, at: float, items: list[str]) -> None:
     for item in items:
         try:
             with actor.lease(item) as lease:
-                row = actor.connection.execute("SELECT stage FROM task WHERE id = %s", (item,)).fetchone()
-                if row is None or row[0] != "queued":
+                if lease.grant.stage != "queued":  # the stage the acquire read after the grant
                     continue
                 actor.connection.execute("INSERT INTO effect VALUES (%s, %s)", (item, actor.boot_id))
                 time.sleep(0.01)

@@ -37,15 +37,16 @@ fn advance(
     boot_id: &str,
 ) -> Result<String, postgres::Error> {
     let mut attempt = 0;
-    let (acquired, outcome, token): (bool, String, Option<i64>) = loop {
+    let (acquired, outcome, token, stage): (bool, String, Option<i64>, Option<String>) = loop {
         let grant = db.query_one(
-            "SELECT acquired, outcome, token FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)",
+            "SELECT acquired, outcome, token, stage
+               FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)",
             &[&task, &actor, &pid, &boot_id],
         )?;
         attempt += 1;
         let outcome: String = grant.get(1);
         if !matches!(outcome.as_str(), "busy" | "retry") || attempt == 5 {
-            break (grant.get(0), outcome, grant.get(2));
+            break (grant.get(0), outcome, grant.get(2), grant.get(3));
         }
         // busy: another transaction is acquiring it right now; retry: a lost race rolled the attempt
         // back. Either way, try again in a moment.
@@ -57,11 +58,13 @@ fn advance(
         std::process::exit(1);
     }
     if !acquired {
-        return Ok(outcome); // held: a live owner is doing it; busy, retry (after retries): next round
+        // held: a live owner is doing it; busy, retry (after retries): next round; not_found: no task
+        // has this id (nothing was granted).
+        return Ok(outcome);
     }
     // acquired, reclaimed, disabled or out_of_scope (token None). Every way out but a commit that
     // answered ends the lease: no error leaves a lease behind for the reaper.
-    let attempt = under_lease(db, task, actor, token);
+    let attempt = under_lease(db, task, actor, token, stage.as_deref());
     if !matches!(&attempt, Ok((_, true))) {
         if let Err(error) = db.execute(
             "SELECT orch_lease.transition_lease_release($1, $2)",
@@ -78,22 +81,19 @@ fn advance(
     })
 }
 
-/// The work under the lease: re-check the stage, the effect, the commit. Returns the outcome and
-/// whether the commit ended the lease (every answer but `retry` does).
+/// The work under the lease: the effect and the commit, from `stage`, which the acquire read after
+/// the grant (two round trips a cycle: no read of our own). Returns the outcome and whether the commit
+/// ended the lease (every answer but `retry` does).
 fn under_lease(
     db: &mut Client,
     task: &str,
     actor: &str,
     token: Option<i64>,
+    stage: Option<&str>,
 ) -> Result<(String, bool), postgres::Error> {
-    // The task may be gone, or moved on already.
-    let stage: Option<String> = db
-        .query_opt("SELECT stage FROM example_task WHERE id = $1", &[&task])?
-        .map(|row| row.get(0));
-    match stage.as_deref() {
-        None => return Ok(("not_found".into(), false)),
-        Some(FROM_STAGE) => {}
-        Some(_) => return Ok(("already_done".into(), false)),
+    // The task may have moved on already.
+    if stage != Some(FROM_STAGE) {
+        return Ok(("already_done".into(), false));
     }
     merge_pull_request(db, task, actor)?;
     let mut attempt = 0;

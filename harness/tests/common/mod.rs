@@ -169,8 +169,10 @@ pub fn new_database(name: &str, owner: Option<&str>) -> String {
 }
 
 /// The `tasks(id text, stage text)` table of `fresh_database`, registered: a `fresh_database_with` setup.
+/// Actors may read it, as an acquire does to say the stage (0.5.0); writing it is each test's to grant.
 pub const TEXT_TASKS: &str = "CREATE TABLE tasks (id text PRIMARY KEY, stage text NOT NULL);
      INSERT INTO tasks SELECT 'task-' || i, 'queued' FROM generate_series(1, 10) i;
+     GRANT SELECT ON tasks TO orch_lease_actor;
      SELECT orch_lease.register_task_table('tasks');";
 
 /// A login role (trust authentication), created when missing — roles are cluster-wide and outlive the

@@ -59,17 +59,19 @@ impl Server {
         step: &Step,
         row: postgres::Row,
     ) -> Result<&'static str, Mismatch> {
-        let Outcome::Grant(grant) = step.outcome else {
+        let Outcome::Grant(grant, stage) = step.outcome else {
             unreachable!("an acquire answers a grant")
         };
         let (acquired, outcome): (bool, String) = (row.get(0), row.get(1));
         let (token, holder): (Option<i64>, Option<String>) = (row.get(2), row.get(3));
+        let said: Option<String> = row.get(4);
+        let expected_stage = stage.map(|s| s.name().to_string());
         let expected_holder = match grant {
             Grant::Held(h) | Grant::Reclaimed { from: h, .. } => Some(owner_name(h)),
             _ => None,
         };
         let expected = format!(
-            "{} acquired={} token={} holder={:?}",
+            "{} acquired={} token={} holder={:?} stage={expected_stage:?}",
             grant.name(),
             grant.acquired(),
             if grant.token().is_some() {
@@ -80,13 +82,14 @@ impl Server {
             expected_holder
         );
         let got = format!(
-            "{outcome} acquired={acquired} token={} holder={holder:?}",
+            "{outcome} acquired={acquired} token={} holder={holder:?} stage={said:?}",
             token.map_or("NULL".into(), |t| t.to_string())
         );
         let same = outcome == grant.name()
             && acquired == grant.acquired()
             && token.is_some() == grant.token().is_some()
-            && holder == expected_holder;
+            && holder == expected_holder
+            && said == expected_stage;
         if !same {
             return Err(mismatch("the acquire's answer", sql, expected, got));
         }

@@ -283,30 +283,14 @@ impl Server {
                 item,
                 session,
             } => {
-                // The actor reads the stage it means to move the task from.
-                let read = "SELECT stage FROM tasks WHERE id = $1";
-                let id = task_id(item);
-                let stage: Option<String> = self
-                    .actor(actor)
-                    .query_opt(read, &[&id])
-                    .map_err(|e| failed(read, e))?
-                    .map(|row| row.get(0));
-                let expected = state.items[item as usize].stage;
-                if stage.as_deref() != Some(expected.name()) {
-                    return Err(mismatch(
-                        "the stage an actor reads",
-                        read,
-                        expected.name(),
-                        format!("{stage:?}"),
-                    ));
-                }
+                // The actor reads no stage first: the acquire's answer says it (0.5.0).
                 let text = spelling_text(item, spelling_of(actor));
                 let owner = format!("actor-{actor}");
                 let sql = if session {
-                    "SELECT acquired, outcome, token, holder
+                    "SELECT acquired, outcome, token, holder, stage
                        FROM orch_lease.transition_lease_acquire_session($1, $2, $3)"
                 } else {
-                    "SELECT acquired, outcome, token, holder
+                    "SELECT acquired, outcome, token, holder, stage
                        FROM orch_lease.transition_lease_acquire($1, $2, $4, $5, $3)"
                 };
                 let boot = self.boot_id(actor, state.actors[actor as usize].boot);
@@ -321,7 +305,7 @@ impl Server {
                 self.compare_grant(sql, step, row)
             }
             Action::ZombieAcquire { actor, item } => {
-                let sql = "SELECT acquired, outcome, token, holder
+                let sql = "SELECT acquired, outcome, token, holder, stage
                              FROM orch_lease.transition_lease_acquire($1, $2, $3, $4, $5)";
                 let text = spelling_text(item, spelling_of(actor));
                 let owner = format!("actor-{actor}");

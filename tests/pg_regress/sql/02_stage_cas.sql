@@ -15,9 +15,12 @@ SELECT * FROM orch_lease.update_task_stage_cas('1', 'queued', 'merged');
 SELECT * FROM orch_lease.update_task_stage_cas('1', 'queued', 'rolled_back');
 SELECT * FROM orch_lease.update_task_stage_cas('404', 'queued', 'merged');
 
--- The lease-guarded path: acquire, do the effect, then commit the stage and release in one step.
-SELECT token AS t FROM orch_lease.transition_lease_acquire('2', 'deploy-finalizer', 303, 'finalizer-boot-1') \gset
-SELECT * FROM orch_lease.commit_stage_cas('2', :t, 'queued', 'merged');
+-- The lease-guarded path in two round trips: acquire (which says the stage), do the effect, then
+-- commit the stage and release in one step.
+SELECT token AS t, stage AS s
+  FROM orch_lease.transition_lease_acquire('2', 'deploy-finalizer', 303, 'finalizer-boot-1') \gset
+\echo stage :s
+SELECT * FROM orch_lease.commit_stage_cas('2', :t, :'s', 'merged');
 SELECT count(*) AS leases_left FROM orch_lease.transition_lease;
 
 -- A commit whose lease was taken away writes nothing.

@@ -1,5 +1,6 @@
 -- Liveness by boot incarnation: a restart supersedes the old boot and recovers its leases.
 SET client_min_messages = warning;
+INSERT INTO tasks VALUES (1914, 'queued'), (1915, 'queued');
 SELECT count(*) FROM orch_lease.transition_lease_recover('orchestrator-boot-1', 'orchestrator', 500);
 SELECT outcome FROM orch_lease.transition_lease_acquire('1914', 'monitor', 500, 'orchestrator-boot-1');
 SELECT outcome FROM orch_lease.transition_lease_acquire('1915', 'reconciler', 500, 'orchestrator-boot-1');

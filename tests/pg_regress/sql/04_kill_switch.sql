@@ -6,6 +6,7 @@ SELECT * FROM orch_lease.update_task_stage_cas('1', 'queued', 'done');
 SELECT id, stage FROM tasks WHERE id = 1;
 RESET orch_lease.enabled;
 
+INSERT INTO tasks VALUES (1007, 'queued'), (2007, 'queued');
 SET orch_lease.scopes = 'orchestrator';
 SELECT acquired, outcome, token FROM orch_lease.transition_lease_acquire('1007', 'monitor', 101, 'monitor-boot-1', 'enduro');
 SELECT acquired, outcome FROM orch_lease.transition_lease_acquire('2007', 'monitor', 101, 'monitor-boot-1', 'orchestrator');

@@ -2,9 +2,10 @@
 alert events of NOTIFY orch_lease.
 
     with Actor(conninfo) as actor:                 # a fresh boot, recover at start
-        with actor.lease(item) as lease:           # LeaseHeld / LeaseBusy / Superseded instead of entering
-            ...                                    # re-check the stage, do the effect
-            result = lease.commit("queued", "merged")
+        with actor.lease(item) as lease:           # LeaseHeld / LeaseBusy / TaskNotFound / Superseded instead
+            if lease.grant.stage == "queued":      # the stage, read after the grant: no read of your own
+                ...                                # the effect
+                result = lease.commit("queued", "merged")
 """
 
 from ._protocol import RetryPolicy
@@ -24,6 +25,7 @@ from .outcomes import (
     RecoverBlocked,
     RecoveredLease,
     Superseded,
+    TaskNotFound,
 )
 from .sync import Actor, Lease, Listener
 
@@ -51,6 +53,7 @@ __all__ = [
     "RecoveredLease",
     "RetryPolicy",
     "Superseded",
+    "TaskNotFound",
     "UnsupportedPayload",
     "parse_payload",
 ]

@@ -29,6 +29,7 @@ from .outcomes import (
     RecoverBlocked,
     RecoveredLease,
     Superseded,
+    TaskNotFound,
 )
 
 log = logging.getLogger("orch_lease")
@@ -103,7 +104,7 @@ LOCK_HOLDERS = """SELECT a.pid, a.usename::text, a.application_name, a.backend_s
    AND l.classid = 1651470196 AND l.objid = pg_catalog.hashtext(%s)::oid AND l.objsubid = 2
  ORDER BY a.pid"""
 ACQUIRE = (
-    "SELECT acquired, outcome, token, holder, holder_pid, holder_boot_id, held_since"
+    "SELECT acquired, outcome, token, holder, holder_pid, holder_boot_id, held_since, stage"
     " FROM orch_lease.transition_lease_acquire(%s, %s, %s, %s, %s)"
 )
 # After an acquire whose answer never arrived (cancelled, interrupted): the lease it may have granted is
@@ -183,7 +184,8 @@ def acquire(
     item: str, owner: str, pid: int, boot_id: str, scope: str | None, policy: RetryPolicy
 ) -> Steps[Grant]:
     """Acquires `item`, retrying `busy` / `retry` with jitter; returns a grant that lets the effect go
-    ahead, raises for every other outcome."""
+    ahead (with the task's stage, read after the grant: no read of its own is needed), raises for every
+    other outcome."""
     for attempt in range(policy.attempts):
         acquired, outcome, *rest = _one((yield Query(ACQUIRE, (item, owner, pid, boot_id, scope))))
         grant = Grant(item, acquired, AcquireOutcome(outcome), *rest)
@@ -197,6 +199,8 @@ def acquire(
         raise Superseded(grant)
     if grant.outcome is AcquireOutcome.HELD:
         raise LeaseHeld(grant)
+    if grant.outcome is AcquireOutcome.NOT_FOUND:
+        raise TaskNotFound(grant)
     if grant.outcome is AcquireOutcome.RECLAIMED:
         log.warning(
             "%s: reclaimed from %s (boot %s), a dead holder",

@@ -18,6 +18,7 @@ class AcquireOutcome(str, Enum):
     BUSY = "busy"
     RETRY = "retry"
     SUPERSEDED = "superseded"
+    NOT_FOUND = "not_found"
     DISABLED = "disabled"
     OUT_OF_SCOPE = "out_of_scope"
 
@@ -37,7 +38,9 @@ class CasOutcome(str, Enum):
 @dataclass(frozen=True, slots=True)
 class Grant:
     """One `lease_grant` row. `token` is None for `disabled` and `out_of_scope` grants (nothing written),
-    `holder*` name the holder that refused it or the dead one it was reclaimed from."""
+    `holder*` name the holder that refused it or the dead one it was reclaimed from. `stage` is the
+    task's stage read after the grant (0.5.0): what the effect acts on and what `commit` expects; None on
+    a refusal, and for a task with no row yet (a table registered with `rows_created_later`)."""
 
     item: str
     acquired: bool
@@ -47,6 +50,7 @@ class Grant:
     holder_pid: int | None
     holder_boot_id: str | None
     held_since: datetime.datetime | None
+    stage: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,13 @@ class LeaseHeld(LeaseNotAcquired):
 
     def __init__(self, grant: Grant) -> None:
         super().__init__(grant, f"held by {grant.holder} (pid {grant.holder_pid}, boot {grant.holder_boot_id})")
+
+
+class TaskNotFound(LeaseNotAcquired):
+    """No task has this id (`not_found`, 0.5.0): a wrong id, or arguments swapped. Nothing was granted."""
+
+    def __init__(self, grant: Grant) -> None:
+        super().__init__(grant, "no task has this id")
 
 
 class LeaseBusy(LeaseNotAcquired):
