@@ -297,3 +297,23 @@ REVOKE ALL ON FUNCTION orch_lease.adopt_moved_data(bigint) FROM PUBLIC;
 REVOKE ALL ON SEQUENCE orch_lease.generation FROM PUBLIC;
 REVOKE ALL ON TABLE orch_lease.generation_mark FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION orch_lease.adopt_moved_data(bigint) TO orch_lease_admin;
+
+-- Red team F12 (trust-c): a label the stage graph names is known by its place in an enum stage type, so a
+-- rename that gives its name to another label fails closed too. Recorded for the graph registered now.
+CREATE TABLE orch_lease.stage_label (stage text PRIMARY KEY, rank integer NOT NULL);
+COMMENT ON TABLE orch_lease.stage_label IS
+    'For an enum stage type: the place in the enum of each stage the graph names, when it was registered (a renamed or swapped label fails closed).';
+SELECT pg_catalog.pg_extension_config_dump('orch_lease.stage_label', '');
+REVOKE ALL ON TABLE orch_lease.stage_label FROM PUBLIC;
+INSERT INTO orch_lease.stage_label
+SELECT e.enumlabel, e.rank
+  FROM orch_lease.task_table t
+  JOIN pg_catalog.pg_attribute a ON a.attrelid = t.relid AND a.attname = t.stage_column
+  JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid
+ CROSS JOIN LATERAL (
+       SELECT enumlabel::text, (row_number() OVER (ORDER BY enumsortorder))::integer AS rank
+         FROM pg_catalog.pg_enum
+        WHERE enumtypid = CASE WHEN ty.typtype = 'd' THEN ty.typbasetype ELSE ty.oid END) e
+ WHERE e.enumlabel IN (SELECT from_stage FROM orch_lease.stage_transition
+                       UNION SELECT to_stage FROM orch_lease.stage_transition
+                       UNION SELECT stage FROM orch_lease.terminal_stage);

@@ -8,7 +8,7 @@ use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 use pgrx::{PgRelation, PgSqlErrorCode};
 use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString};
 use std::rc::Rc;
 
@@ -372,42 +372,43 @@ fn check_stage_column(relid: pg_sys::Oid, attnum: i16, stage_column: &str, quali
     }
 }
 
-/// The stages the graph names must still be values of an enum stage type: after `ALTER TYPE … RENAME
-/// VALUE 'done' TO 'finished'` a graph naming 'done' would hold 'finished' to nothing. Fails closed until
-/// the graph is registered again.
-fn check_graph_labels(
+/// The stages the graph names must still be the values of an enum stage type they named: after `ALTER
+/// TYPE … RENAME VALUE 'done' TO 'finished'` a graph naming 'done' would hold 'finished' to nothing, and
+/// after `RENAME VALUE 'running' TO 'done'` too, though 'done' is a label again: a label is known by its
+/// place in the enum when the graph was registered. The first stage named that moved, if any.
+fn moved_label(
     stage_type: pg_sys::Oid,
     graph: &Option<HashSet<(String, String)>>,
     terminal: &HashSet<String>,
-) {
+    places: &HashMap<String, i32>,
+) -> Option<String> {
     let base = unsafe { pg_sys::getBaseType(stage_type) };
     if !unsafe { pg_sys::type_is_enum(base) } {
-        return;
+        return None;
     }
-    let labels: HashSet<String> = Spi::connect(|client| {
+    let labels: HashMap<String, i32> = Spi::connect(|client| {
         let labels = plans::run(
             client,
             "SELECT ARRAY(SELECT enumlabel::pg_catalog.text FROM pg_catalog.pg_enum
-                           WHERE enumtypid OPERATOR(pg_catalog.=) $1) AS labels",
+                           WHERE enumtypid OPERATOR(pg_catalog.=) $1 ORDER BY enumsortorder) AS labels",
             &[base.into()],
         );
         rows::column::<Vec<String>>(&labels.first(), "labels")
     })
     .into_iter()
+    .zip(1..)
     .collect();
     let named = graph
         .iter()
         .flatten()
         .flat_map(|(from, to)| [from, to])
         .chain(terminal);
-    if let Some(gone) = named.into_iter().find(|stage| !labels.contains(*stage)) {
-        errors::raise_hinted(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!("orch_lease: the stage graph names \"{gone}\", which the stage type no longer has"),
-            "Register the stage graph again (orch_lease.register_stage_graph) with the stage type's values.",
-            None,
-        );
-    }
+    let moved = |stage: &String| match (labels.get(stage), places.get(stage)) {
+        (None, _) => true,
+        (Some(now), Some(then)) => now != then,
+        (Some(_), None) => false,
+    };
+    named.into_iter().find(|stage| moved(stage)).cloned()
 }
 
 /// Does the caller own the table (or belong to the role that does)?
@@ -498,6 +499,8 @@ pub struct TaskTable {
     pub graph: Option<HashSet<(String, String)>>,
     /// The stages no transition leaves.
     pub terminal: HashSet<String>,
+    /// A stage the graph names that an enum stage type no longer has where it had it (renamed).
+    moved_label: Option<String>,
     /// How task ids are read, by keys and the CAS alike.
     pub id: IdType,
     pub stage_type: pg_sys::Oid,
@@ -515,7 +518,20 @@ pub struct TaskTable {
 
 impl TaskTable {
     /// May a CAS go from `expected` to `new`? Never out of a terminal stage; with a graph, only along it.
+    /// Fails closed (55000) while a label the graph names was renamed: the graph no longer says what it
+    /// said; registering it again is the repair, so only the CAS checks this, not the description.
     pub fn allows(&self, expected: &str, new: &str) -> bool {
+        if let Some(moved) = &self.moved_label {
+            errors::raise_hinted(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!(
+                    "orch_lease: the stage graph names \"{moved}\", which the stage type no longer has where it had it"
+                ),
+                "A label was renamed, or its name given to another. Register the stage graph again \
+                 (orch_lease.register_stage_graph) with the stage type's values.",
+                None,
+            );
+        }
         !self.terminal.contains(expected)
             && self
                 .graph
@@ -626,12 +642,25 @@ struct Registration {
     graph: Option<HashSet<(String, String)>>,
     terminal: HashSet<String>,
     rows_created_later: bool,
+    /// For an enum stage type: where each label the graph names was in the enum (1 = first).
+    places: HashMap<String, i32>,
 }
 
 fn read_registration() -> Option<Registration> {
     let recorded = match unsafe { pg_sys::get_attnum(registry(), c"id_type".as_ptr()) } > 0 {
         true => "id_type::oid, id_typmod",
         false => "NULL::oid, NULL::integer",
+    };
+    // The labels' places (0.5.0), not there for an update script of an earlier version.
+    let schema = unsafe { pg_sys::get_namespace_oid(c"orch_lease".as_ptr(), false) };
+    let places = match unsafe { pg_sys::get_relname_relid(c"stage_label".as_ptr(), schema) }
+        != pg_sys::InvalidOid
+    {
+        true => {
+            "ARRAY(SELECT stage FROM orch_lease.stage_label ORDER BY stage),
+                 ARRAY(SELECT rank FROM orch_lease.stage_label ORDER BY stage)"
+        }
+        false => "NULL::text[], NULL::integer[]",
     };
     // Read by an update script of an earlier version too, before 0.5.0's adds the column.
     let later = match unsafe { pg_sys::get_attnum(registry(), c"rows_created_later".as_ptr()) } > 0
@@ -648,7 +677,7 @@ fn read_registration() -> Option<Registration> {
                     (SELECT array_agg(from_stage) FROM orch_lease.stage_transition),
                     (SELECT array_agg(to_stage) FROM orch_lease.stage_transition),
                     ARRAY(SELECT stage FROM orch_lease.terminal_stage),
-                    {recorded}, {later}
+                    {recorded}, {later}, {places}
                FROM orch_lease.task_table"
             ),
             |row| {
@@ -673,6 +702,15 @@ fn read_registration() -> Option<Registration> {
                         .map(|(froms, tos)| froms.into_iter().zip(tos).collect()),
                     terminal: texts(9).unwrap_or_default().into_iter().collect(),
                     rows_created_later: row(12).is_some_and(|datum| datum.value() != 0),
+                    places: texts(13)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .zip(
+                            row(14)
+                                .and_then(|datum| unsafe { Vec::<i32>::from_datum(datum, false) })
+                                .unwrap_or_default(),
+                        )
+                        .collect(),
                 }
             },
         )
@@ -689,6 +727,7 @@ fn describe_task_table() -> Option<TaskTable> {
         graph,
         terminal,
         rows_created_later,
+        places,
     } = read_registration()?;
     // Names and types come from the catalog caches; DDL on the task table invalidates this description,
     // so a renamed or dropped table or column is noticed at once.
@@ -728,7 +767,7 @@ fn describe_task_table() -> Option<TaskTable> {
         unsafe { pg_sys::get_attnum(relid, name.as_ptr()) }
     };
     check_stage_column(relid, stage_attnum, &stage_column, &qualified);
-    check_graph_labels(stage_type, &graph, &terminal);
+    let moved_label = moved_label(stage_type, &graph, &terminal, &places);
     let id_attnum = {
         let name = CString::new(id_column.as_str()).expect("a column name holds no NUL byte");
         unsafe { pg_sys::get_attnum(relid, name.as_ptr()) }
@@ -773,6 +812,7 @@ fn describe_task_table() -> Option<TaskTable> {
         stage_column,
         graph,
         terminal,
+        moved_label,
         id: id_read,
         stage_type,
         rows_created_later,
