@@ -85,6 +85,7 @@ export PGDATABASE=postgres
 passed=$((passed + 1))
 
 log "5. a session-bound lease through the pooler"
+q "INSERT INTO pool_task VALUES ('session-item', '0'), ('session-pooled', '0'), ('session-direct', '0')"  # tasks, not not_found
 through_pooler() { psql -X -q -t -A -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PGBOUNCER_PORT" -c "$1"; }
 # actor-a takes a session lease and disconnects (its process is gone); its "session" is PgBouncer's server
 # connection, which stays: the lease stays live, and actor-b, through the same pooler, finds it held by a

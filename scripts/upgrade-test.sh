@@ -129,6 +129,8 @@ for from in 0.1.0 0.2.0 0.3.0 0.4.0; do
     # its (sequential) token, or acquire under that boot. The update gives them to the role that ran it.
     q "DO \$\$BEGIN CREATE ROLE orch_upgrade_actor IN ROLE orch_lease_actor;
        EXCEPTION WHEN duplicate_object THEN NULL; END\$\$" >/dev/null
+    # An actor reads its task table: since 0.5.0 an acquire says the task's stage, read with its privileges.
+    q "GRANT SELECT ON tasks TO orch_upgrade_actor" >/dev/null
     check "SELECT count(*) FROM orch_lease.transition_lease WHERE holder_role IS NULL" 0 "a lease names no role"
     check "SELECT count(*) FROM orch_lease.boot WHERE registered_by IS NULL" 0 "a boot names no role"
     token=$(q "SELECT token FROM orch_lease.transition_lease WHERE work_item = '2'")

@@ -202,11 +202,32 @@ COMMENT ON FUNCTION orch_lease.register_task_table(regclass, name, name, boolean
     'Registers the application table whose stage the CAS writes: the caller must own it, and its id column must be unique. With rows_created_later, acquire grants on ids with no row yet instead of answering not_found.';
 REVOKE ALL ON FUNCTION orch_lease.register_task_table(regclass, name, name, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION orch_lease.register_task_table(regclass, name, name, boolean) TO orch_lease_admin;
--- The metrics count not_found refusals (orch_lease_refusals_total{outcome="not_found"}).
+
+-- ---------------------------------------------------------------------------------------------------
+-- Issue #26 (speed): a refusal writes nothing. The refusals of a polling fleet (held, busy) are counted
+-- by a sequence each (no write per call: nextval is WAL-logged once in 32) instead of an event_count
+-- row; the counts already in event_count stay there and the metrics add both.
+CREATE SEQUENCE orch_lease.refused_held_count AS bigint;
+CREATE SEQUENCE orch_lease.refused_busy_count AS bigint;
+COMMENT ON SEQUENCE orch_lease.refused_held_count IS
+    'How many acquires were refused held, since 0.5.0 (before: in event_count): not transactional.';
+COMMENT ON SEQUENCE orch_lease.refused_busy_count IS
+    'How many acquires were refused busy, since 0.5.0 (before: in event_count): not transactional.';
+SELECT pg_catalog.pg_extension_config_dump('orch_lease.refused_held_count', '');
+SELECT pg_catalog.pg_extension_config_dump('orch_lease.refused_busy_count', '');
+REVOKE ALL ON SEQUENCE orch_lease.refused_held_count, orch_lease.refused_busy_count FROM PUBLIC;
+-- The metrics add them, and count not_found refusals (orch_lease_refusals_total{outcome="not_found"}).
 CREATE OR REPLACE FUNCTION orch_lease.transition_lease_metrics()
 RETURNS TABLE (metric text, label text, value double precision)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    WITH counted AS (SELECT event, outcome, n FROM orch_lease.event_count),
+    -- Polling refusals are counted by sequences (0.5.0; those from before stay in event_count).
+    WITH counted AS (SELECT event, outcome, n FROM orch_lease.event_count
+                     UNION ALL
+                     SELECT 'refused', 'held', CASE WHEN is_called THEN last_value ELSE 0 END
+                       FROM orch_lease.refused_held_count
+                     UNION ALL
+                     SELECT 'refused', 'busy', CASE WHEN is_called THEN last_value ELSE 0 END
+                       FROM orch_lease.refused_busy_count),
     series (metric, label, event, outcome) AS (VALUES
         ('orch_lease_grants_total', 'acquired', 'acquired', NULL),
         ('orch_lease_grants_total', 'reclaimed', 'reclaimed', 'reclaimed'),

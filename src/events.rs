@@ -8,9 +8,11 @@
 //! announced on channel `orch_lease` with a JSON payload of a stable, versioned shape, so an alerting
 //! bridge needs only `LISTEN orch_lease`. The statement that records it announces it: a history
 //! restored from a dump, or written by hand, announces nothing. Every event, recorded or not, is
-//! counted in `event_count` (one row per backend slot), which the metrics read: a scrape costs the
-//! same whatever the history holds, and `transition_lease_prune` bounds the history without touching
-//! a count.
+//! counted, and the metrics read the counts: a scrape costs the same whatever the history holds, and
+//! `transition_lease_prune` bounds the history without touching a count. The refusals of a polling
+//! fleet (`held`, `busy`) are counted by a sequence each, which writes nothing per call (`nextval` is
+//! WAL-logged once in 32 calls), so a refusal writes nothing; every other event is counted in
+//! `event_count` (one row per backend slot) by the statement that writes what it changed anyway.
 //!
 //! `Event` and `COLUMNS` are the one definition of a history row: every writer goes through `record`
 //! or `record_all`.
@@ -58,6 +60,17 @@ CREATE TABLE orch_lease.event_count (
 COMMENT ON TABLE orch_lease.event_count IS
     'Running counts of every lease event, whatever the history keeps: one row per (event, outcome, backend slot), so no two sessions ever update one row; the metrics add them up.';
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.event_count', '');
+
+-- The refusals of a polling fleet, counted without a write per call: not transactional (a refusal
+-- rolled back still counts), and after a crash up to 32 ahead (what nextval logs in advance).
+CREATE SEQUENCE orch_lease.refused_held_count AS bigint;
+CREATE SEQUENCE orch_lease.refused_busy_count AS bigint;
+COMMENT ON SEQUENCE orch_lease.refused_held_count IS
+    'How many acquires were refused held, since 0.5.0 (before: in event_count): not transactional.';
+COMMENT ON SEQUENCE orch_lease.refused_busy_count IS
+    'How many acquires were refused busy, since 0.5.0 (before: in event_count): not transactional.';
+SELECT pg_catalog.pg_extension_config_dump('orch_lease.refused_held_count', '');
+SELECT pg_catalog.pg_extension_config_dump('orch_lease.refused_busy_count', '');
 
 -- Bounded history: removes events older than `older_than` (default orch_lease.history_retention). The
 -- counts live in event_count, which pruning leaves alone. Superseded boots stay, however old: a boot
@@ -130,11 +143,16 @@ const COLUMNS: &str = "event, outcome, work_item, actor, old_owner, old_token, o
 /// whatever `orch_lease.history` says, and announced.
 const ANNOUNCED: [&str; 4] = ["reclaimed", "reaped", "forced", "switched"];
 
+/// The refusals of a polling fleet: a `held` or `busy` acquire. They change nothing, and are neither
+/// recorded (but with `orch_lease.history = all`) nor counted by a write.
+fn polling(event: &Event<'_>) -> bool {
+    event.event == "refused" && matches!(event.outcome, "held" | "busy")
+}
+
 fn recorded(event: &Event<'_>) -> bool {
-    let polling = event.event == "refused" && matches!(event.outcome, "held" | "busy");
     match config::history() {
         History::All => true,
-        History::Changes => !polling,
+        History::Changes => !polling(event),
         History::Takeovers => ANNOUNCED.contains(&event.event),
     }
 }
@@ -310,6 +328,18 @@ pub fn record(client: &SpiClient<'_>, event: Event<'_>) {
     if ANNOUNCED.contains(&event.event) {
         return record_all(client, &[event]);
     }
+    if polling(&event) {
+        // Counted by its sequence: no row written, no transaction id taken (31 calls in 32).
+        let count = match event.outcome {
+            "held" => "SELECT nextval('orch_lease.refused_held_count')",
+            _ => "SELECT nextval('orch_lease.refused_busy_count')",
+        };
+        plans::run(client, count, &[]);
+        if recorded(&event) {
+            INSERT_ONE.with(|sql| plans::run(client, sql, &row_of(&event)));
+        }
+        return;
+    }
     let count_one = |slot: Option<i32>| {
         let args = [
             event.event.into(),
@@ -322,33 +352,35 @@ pub fn record(client: &SpiClient<'_>, event: Event<'_>) {
     if !recorded(&event) {
         return counting(count_one);
     }
-    let row = || {
-        vec![
-            event.event.into(),
-            event.outcome.into(),
-            event.work_item.into(),
-            event.actor.into(),
-            event.old_owner.into(),
-            event.old_token.into(),
-            event.old_boot_id.into(),
-            event.new_owner.into(),
-            event.new_token.into(),
-            event.stage_from.into(),
-            event.stage_to.into(),
-            event.reason.into(),
-            owner::caller().into(),
-        ]
-    };
     if one_statement() {
         counting(|slot| {
-            let mut args = row();
+            let mut args = row_of(&event);
             args.extend([slot.into(), SLOT_LOCK_CLASS.into()]);
             RECORD_ONE.with(|sql| plans::run(client, sql, &args));
         });
     } else {
-        INSERT_ONE.with(|sql| plans::run(client, sql, &row()));
+        INSERT_ONE.with(|sql| plans::run(client, sql, &row_of(&event)));
         counting(count_one);
     }
+}
+
+/// The parameters of `event`'s history row, in `COLUMNS`' order.
+fn row_of<'a>(event: &Event<'a>) -> Vec<pgrx::datum::DatumWithOid<'a>> {
+    vec![
+        event.event.into(),
+        event.outcome.into(),
+        event.work_item.into(),
+        event.actor.into(),
+        event.old_owner.into(),
+        event.old_token.into(),
+        event.old_boot_id.into(),
+        event.new_owner.into(),
+        event.new_token.into(),
+        event.stage_from.into(),
+        event.stage_to.into(),
+        event.reason.into(),
+        owner::caller().into(),
+    ]
 }
 
 /// Records, counts and announces takeovers (recover's and the reaper's, one at a time for an acquire's

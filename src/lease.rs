@@ -318,22 +318,25 @@ fn record_grant(client: &SpiClient<'_>, request: &Request<'_>, decided: &Grant) 
 fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
     // One statement: the gate, the current holder, and the grant when the item is free. The gate: the
     // caller's own boot must not be superseded (a zombie gets nothing), and no other transaction may be
-    // acquiring this item right now (a transaction-level advisory lock, never waited for). The boot row is
-    // share-locked so that a concurrent recover, which supersedes it, waits for us and then sees our
-    // lease. The holder is read without locking: a visible row is the holder as of now, even if its
-    // release is in flight. A boot another role registered is neither locked nor used: it is that role's
-    // incarnation, not ours (boots from before 0.4.0 name no role). The holder's liveness is asked only
-    // when there is a holder: boot_liveness is an SQL function, planned on every call. The grant draws
-    // its token only when it inserts; a lease committed after this statement's snapshot is caught by
-    // ON CONFLICT (no row: someone else is there).
+    // acquiring this item right now (a transaction-level advisory lock, never waited for). A boot another
+    // role registered is neither locked nor used: it is that role's incarnation, not ours (boots from
+    // before 0.4.0 name no role). The holder is read without locking: a visible row is the holder as of
+    // now, even if its release is in flight. The holder's liveness is asked only when there is a holder:
+    // boot_liveness is an SQL function, planned on every call.
+    //
+    // Only on the way to a grant is the caller's boot row share-locked (`boot`, whose one-time filter
+    // runs no scan when the item is not free), so that a concurrent recover, which supersedes it, waits
+    // for us and then sees our lease; a refusal locks nothing, so it writes nothing (no row lock, no
+    // transaction id, no commit record). The grant draws its token only when it inserts; a lease
+    // committed after this statement's snapshot is caught by ON CONFLICT (no row: someone else is there).
     let current = plans::run(
         client,
         "WITH state AS (
              SELECT EXISTS (SELECT FROM orch_lease.boot b
                              WHERE b.boot_id = $2 AND b.registered_by <> $4) AS foreign_boot,
                     (SELECT b.superseded_at IS NOT NULL FROM orch_lease.boot b
-                      WHERE b.boot_id = $2 AND (b.registered_by IS NULL OR b.registered_by = $4)
-                        FOR SHARE NOWAIT) AS superseded,
+                      WHERE b.boot_id = $2 AND (b.registered_by IS NULL OR b.registered_by = $4))
+                        AS superseded,
                     pg_catalog.pg_try_advisory_xact_lock($3, pg_catalog.hashtext($1)) AS gate,
                     l.token, l.owner, l.owner_pid, l.owner_boot_id, l.acquired_at, l.holder_role,
                     CASE WHEN l.work_item IS NOT NULL
@@ -343,15 +346,27 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
                       AS moved
                FROM (VALUES (true)) AS one_row
                LEFT JOIN orch_lease.transition_lease l ON l.work_item = $1),
+         free AS (
+             SELECT FROM state
+              WHERE NOT state.foreign_boot AND NOT state.moved AND state.superseded IS NOT TRUE
+                AND state.gate AND state.token IS NULL),
+         boot AS (
+             SELECT b.superseded_at IS NOT NULL AS superseded FROM orch_lease.boot b
+              WHERE EXISTS (SELECT FROM free)
+                AND b.boot_id = $2 AND (b.registered_by IS NULL OR b.registered_by = $4)
+                FOR SHARE NOWAIT),
          granted AS (
              INSERT INTO orch_lease.transition_lease
                     (work_item, token, owner, owner_pid, owner_boot_id, scope, holder_role)
-             SELECT $1, nextval('orch_lease.token_seq'), $5, $6, $2, $7, $4 FROM state
-              WHERE NOT state.foreign_boot AND NOT state.moved AND state.superseded IS NOT TRUE AND state.gate
-                AND state.token IS NULL
+             SELECT $1, nextval('orch_lease.token_seq'), $5, $6, $2, $7, $4 FROM free
+              WHERE NOT EXISTS (SELECT FROM boot WHERE boot.superseded)
              ON CONFLICT (work_item) DO NOTHING
              RETURNING token)
-         SELECT state.*, (SELECT token FROM granted) AS granted FROM state",
+         SELECT state.foreign_boot, state.gate, state.token, state.owner, state.owner_pid,
+                state.owner_boot_id, state.acquired_at, state.holder_role, state.dead, state.moved,
+                state.superseded OR coalesce((SELECT superseded FROM boot), false) AS superseded,
+                (SELECT token FROM granted) AS granted
+           FROM state",
         &[
             request.item.key.as_str().into(),
             request.boot_id.as_str().into(),

@@ -53,7 +53,14 @@ COMMENT ON VIEW orch_lease.lease_history IS
 CREATE FUNCTION orch_lease.transition_lease_metrics()
 RETURNS TABLE (metric text, label text, value double precision)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    WITH counted AS (SELECT event, outcome, n FROM orch_lease.event_count),
+    -- Polling refusals are counted by sequences (0.5.0; those from before stay in event_count).
+    WITH counted AS (SELECT event, outcome, n FROM orch_lease.event_count
+                     UNION ALL
+                     SELECT 'refused', 'held', CASE WHEN is_called THEN last_value ELSE 0 END
+                       FROM orch_lease.refused_held_count
+                     UNION ALL
+                     SELECT 'refused', 'busy', CASE WHEN is_called THEN last_value ELSE 0 END
+                       FROM orch_lease.refused_busy_count),
     series (metric, label, event, outcome) AS (VALUES
         ('orch_lease_grants_total', 'acquired', 'acquired', NULL),
         ('orch_lease_grants_total', 'reclaimed', 'reclaimed', 'reclaimed'),

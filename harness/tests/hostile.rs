@@ -376,10 +376,12 @@ fn fingerprint(db: &mut Client, event_id: i64) -> String {
             format!("SELECT '{table} ' || t::text AS r FROM orch_lease.{table} t {only_older}")
         })
         .collect();
-    // The history's own id sequence moves with a refusal's row, which is checked row by row.
+    // The history's own id sequence moves with a refusal's row, which is checked row by row; the
+    // sequences that count polling refusals are counts (`counts`).
     parts.push(
         "SELECT 'sequence ' || sequencename || ' ' || coalesce(last_value::text, 'unused')
-           FROM pg_sequences WHERE schemaname = 'orch_lease' AND sequencename <> 'lease_event_event_id_seq'"
+           FROM pg_sequences WHERE schemaname = 'orch_lease'
+            AND sequencename NOT IN ('lease_event_event_id_seq', 'refused_held_count', 'refused_busy_count')"
             .into(),
     );
     parts.push(
@@ -430,10 +432,16 @@ fn own_row_only(expect: &Expect, added: &[(String, Option<String>)]) -> bool {
     }
 }
 
-/// The running counts (event_count) by event and outcome.
+/// The running counts (event_count, and the sequences of polling refusals) by event and outcome.
 fn counts(db: &mut Client) -> std::collections::BTreeMap<(String, String), i64> {
     db.query(
-        "SELECT event, outcome, sum(n)::bigint FROM orch_lease.event_count GROUP BY event, outcome",
+        "SELECT event, outcome, sum(n)::bigint
+           FROM (SELECT event, outcome, n FROM orch_lease.event_count
+                 UNION ALL SELECT 'refused', 'held', CASE WHEN is_called THEN last_value ELSE 0 END
+                             FROM orch_lease.refused_held_count
+                 UNION ALL SELECT 'refused', 'busy', CASE WHEN is_called THEN last_value ELSE 0 END
+                             FROM orch_lease.refused_busy_count) c
+          GROUP BY event, outcome",
         &[],
     )
     .unwrap()

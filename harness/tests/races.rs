@@ -634,3 +634,46 @@ fn counters_stay_exact_across_sessions_and_prunes() {
         .get(0);
     assert!(slots >= sessions as i64, "one slot per session: {slots}");
 }
+
+/// The stage a grant says (0.5.0) is never older than the grant: at REPEATABLE READ, a task row changed
+/// after the caller's snapshot makes the acquire `retry` (the grant undone), not `acquired` with the
+/// stage the snapshot still shows; at READ COMMITTED the stage is read after the grant, as it is now.
+#[test]
+fn a_grant_never_says_a_stage_older_than_itself() {
+    let dsn = fresh_database("race_stage_after_grant");
+    let mut actor = connect(&dsn);
+    let mut writer = connect(&dsn);
+    let said = |db: &mut postgres::Transaction<'_>| -> (String, Option<String>) {
+        let row = db
+            .query_one(
+                "SELECT outcome, stage FROM orch_lease.transition_lease_acquire_session('task-5', 'actor')",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    let mut tx = actor
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .unwrap();
+    tx.query_one("SELECT stage FROM tasks WHERE id = 'task-5'", &[])
+        .unwrap(); // the snapshot
+    writer
+        .execute("UPDATE tasks SET stage = 'merged' WHERE id = 'task-5'", &[])
+        .unwrap();
+    assert_eq!(said(&mut tx), ("retry".into(), None), "REPEATABLE READ");
+    tx.rollback().unwrap();
+    let leases: i64 = writer
+        .query_one("SELECT count(*) FROM orch_lease.transition_lease", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(leases, 0, "the retried grant was undone");
+    let mut tx = actor.transaction().unwrap();
+    assert_eq!(
+        said(&mut tx),
+        ("acquired".into(), Some("merged".into())),
+        "READ COMMITTED"
+    );
+    tx.commit().unwrap();
+}

@@ -3,7 +3,7 @@
     python cycle.py --dsn DSN [--actors 8] [--items 20] [--seconds 5] [--prepare-threshold default|none]
 
 ACTORS threads, each with its own connection (autocommit: every call its own transaction), run
-recover, then acquire -> read the stage -> commit_stage_cas (or, one time in five, release without a
+recover, then acquire (which says the stage) -> commit_stage_cas (or, one time in five, release without a
 commit) over ITEMS tasks of pool_task, while an operator thread force-releases a held lease now and then.
 Then, over one connection: every applied commit moved its task by exactly one stage, no lease is left
 but the ones force-released from under an actor (those commits answer lease_lost), nothing failed.
@@ -57,12 +57,11 @@ def actor(dsn, threshold, instance, items, deadline):
         rng = random.Random(instance)
         while time.time() < deadline:
             task = f"task-{rng.randrange(items)}"
-            acquired, token = db.execute(
-                "SELECT acquired, token FROM orch_lease.transition_lease_acquire(%s, %s, %s, %s)",
+            acquired, token, stage = db.execute(
+                "SELECT acquired, token, stage FROM orch_lease.transition_lease_acquire(%s, %s, %s, %s)",
                 (task, instance, os.getpid(), boot)).fetchone()
             if not acquired:
                 continue
-            (stage,) = db.execute("SELECT stage FROM pool_task WHERE id = %s", (task,)).fetchone()
             if rng.randrange(5) == 0:
                 db.execute("SELECT orch_lease.transition_lease_release(%s, %s)", (task, token))
                 with lock:

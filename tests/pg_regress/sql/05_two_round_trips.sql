@@ -29,3 +29,10 @@ SELECT orch_lease.register_task_table('pulls');
 SET orch_lease.enabled = off;
 SELECT acquired, outcome, token, stage FROM orch_lease.transition_lease_acquire('PR-4', 'orch', 505, 'orch-boot-1');
 RESET orch_lease.enabled;
+
+-- A refusal writes nothing: no row, no lock, so no transaction id. (The polling refusals are counted by a
+-- sequence, which writes one call in 32 and after a checkpoint: in this fresh database, not this call.)
+BEGIN;
+SELECT outcome FROM orch_lease.transition_lease_acquire('PR-3', 'poller', 505, 'orch-boot-1');
+SELECT pg_current_xact_id_if_assigned() IS NULL AS refusal_wrote_nothing;
+COMMIT;
