@@ -45,8 +45,9 @@ test-package: ## The packages installed with apt-get (15) or unpacked (14, 16-18
 dist:        ## The PGXN release orch_lease-<version>.zip (git archive of HEAD) in target/, checked and built from
 	scripts/dist.sh
 
-lint: setup  ## rustfmt and clippy, warnings are errors; no `|| true` hiding a test command's failure
+lint: setup  ## rustfmt and clippy, warnings are errors; no `|| true` hiding a test command's failure, no typed-in count
 	scripts/or-true-check.py
+	scripts/typed-count-check.py
 	cargo fmt --all -- --check
 	cd harness && cargo fmt -- --check
 	cargo clippy --all-targets --features "pg15 pg_test" -- -D warnings

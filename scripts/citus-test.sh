@@ -138,8 +138,8 @@ for worker in "$WORKER1" "$WORKER2"; do
     group=$(q "SELECT groupid FROM pg_dist_node WHERE nodeport = $worker")
     item=$(item_on "$worker")
     read -r outcome token <<< "$(grant "$item" monitor boot-1)"
-    [ "$outcome" = acquired ] || fail "acquire of $item on :$worker: $outcome"
-    [ $((token >> 48)) = "$group" ] || fail "token $token of $item is not from worker :$worker's range"
+    assert "acquire of $item on :$worker: $outcome" [ "$outcome" = acquired ]
+    assert "token $token of $item is not from worker :$worker's range" [ $((token >> 48)) = "$group" ]
     check "SELECT outcome FROM orch_lease.transition_lease_acquire('$item', 'webhook', 1, 'boot-1')" held "a second acquire is refused"
     check "SELECT orch_lease.transition_lease_held('$item', $token)" t "held with its token"
     check "SELECT orch_lease.transition_lease_liveness('$item')" live "its liveness"
@@ -153,11 +153,10 @@ for worker in "$WORKER1" "$WORKER2"; do
     check "SELECT orch_lease.transition_lease_release('$item', $token)" t "a release"
     check "SELECT orch_lease.transition_lease_release('$item', $token)" f "a second release"
     read -r outcome next <<< "$(grant "$item" monitor boot-1)"
-    [ "$outcome" = acquired ] && [ "$next" -gt "$token" ] || fail "the next grant of $item: $outcome $next after $token"
+    assert "the next grant of $item: $outcome $next after $token" matches "$outcome $((next > token))" "acquired 1"
     check "SELECT count(*) FROM orch_lease.transition_lease_status WHERE work_item = '$item' AND liveness = 'live'" 1 "the status view"
 done
 check "SELECT outcome FROM orch_lease.update_task_stage_cas('no-such-task', 'queued', 'merged')" not_found "a CAS on a missing task"
-passed=12
 
 # busy: another acquire of the item in flight on its worker (its per-item gate, a transaction-level lock)
 item=$(item_on "$WORKER1")
@@ -166,7 +165,6 @@ PGPORT=$WORKER1 psql -X -q -c "BEGIN" -c "SELECT pg_advisory_xact_lock(186976752
 sleep 1
 check "SELECT outcome FROM orch_lease.transition_lease_acquire('$item', 'webhook', 1, 'boot-1')" busy "an acquire in flight"
 wait
-passed=$((passed + 1))
 
 # retry: at REPEATABLE READ, a holder in the snapshot released since (the transaction block runs on the
 # coordinator, its statements on the item's worker in one distributed transaction)
@@ -180,8 +178,7 @@ SELECT outcome FROM orch_lease.transition_lease_acquire('$item', 'webhook', 1, '
 COMMIT;
 SQL
 )
-[ "$(echo "$answer" | tail -n 1)" = retry ] || fail "a holder released after the snapshot: $answer"
-passed=$((passed + 1))
+assert "a holder released after the snapshot: $answer" [ "$(echo "$answer" | tail -n 1)" = retry ]
 
 # superseded, recover (its NOTIFY on the coordinator, where it runs), reclaimed (its NOTIFY on the worker)
 held=$(q "SELECT count(*) FROM orch_lease.transition_lease WHERE owner_boot_id = 'boot-1'")
@@ -197,16 +194,15 @@ listen "$WORKER2" target/citus-listen-worker2.txt
 listen "$WORKER1" target/citus-listen-worker1.txt
 sleep 0.5
 read -r outcome next <<< "$(grant "$item" monitor boot-2)"
-[ "$outcome" = reclaimed ] && [ "$next" -gt "$token" ] || fail "a dead holder's lease: $outcome $next after $token"
+assert "a dead holder's lease: $outcome $next after $token" matches "$outcome $((next > token))" "reclaimed 1"
 other=$(item_on "$WORKER1")
 read -r outcome token <<< "$(grant "$other" monitor boot-2)"
 check "SELECT orch_lease.transition_lease_force_release('$other', $token, 'on call')" t "a force release"
 wait
-grep -q "\"work_item\":\"$item\"" target/citus-listen-worker2.txt || fail "no NOTIFY of the reclaim on its worker"
-grep -q "\"work_item\":\"$other\"" target/citus-listen-worker1.txt || fail "no NOTIFY of the force release on its worker"
-! grep -q "\"work_item\":\"$other\"" target/citus-listen-worker2.txt || fail "the other worker announced a takeover it did not make"
-grep -q '"outcome":"recovered"' target/citus-listen-coordinator.txt || fail "no NOTIFY of recover on the coordinator"
-passed=$((passed + 4))
+assert "no NOTIFY of the reclaim on its worker" grep -q "\"work_item\":\"$item\"" target/citus-listen-worker2.txt
+assert "no NOTIFY of the force release on its worker" grep -q "\"work_item\":\"$other\"" target/citus-listen-worker1.txt
+assert "the other worker announced a takeover it did not make" not grep -q "\"work_item\":\"$other\"" target/citus-listen-worker2.txt
+assert "no NOTIFY of recover on the coordinator" grep -q '"outcome":"recovered"' target/citus-listen-coordinator.txt
 
 # the reaper, from the coordinator: a dead holder's lease (stale) and one past the ceiling
 check "SELECT count(*) FROM orch_lease.transition_lease_recover('boot-4', 'doomed', 4)" 0 "a doomed instance"
@@ -216,7 +212,6 @@ q "UPDATE orch_lease.boot SET superseded_at = now(), superseded_by = 'gone' WHER
 check "SELECT string_agg(work_item || ':' || kind, ' ') FROM orch_lease.transition_lease_reap(3600)" "$item:stale" "the reaper takes the dead holder's lease"
 sleep 1.1
 check "SELECT count(*) > 0 FROM orch_lease.transition_lease_reap(1) WHERE kind = 'ceiling'" t "the reaper cuts leases over the ceiling"
-passed=$((passed + 2))
 
 # the kill-switch and scopes, set on every node
 item=$(item_on "$WORKER2")
@@ -238,7 +233,6 @@ for port in "$COORDINATOR" "${WORKERS[@]}"; do
 done
 check "SELECT outcome FROM orch_lease.transition_lease_acquire('$item', 'x', 1, 'boot-2')" acquired "back on, on every node"
 check "SELECT count(*) FROM orch_lease.lease_event WHERE event = 'switched'" 6 "each node's switches in the history"
-passed=$((passed + 4))
 
 # the metrics and the history, read on the coordinator from every worker
 # (counters summed over every node, as docs/scale-out.md shows: each node counts the calls it runs)
@@ -261,7 +255,6 @@ before=$(q "$reclaims")
 check "SELECT orch_lease.transition_lease_prune('0 seconds') > 0" t "prune removes the history"
 check "SELECT count(*) FROM orch_lease.lease_event" 0 "prune leaves history behind"
 check "$reclaims" "$before" "prune changed the counters"
-passed=$((passed + 6))
 
 # Two task tables (#27): jobs, distributed by id and colocated with tasks, registered beside it. The same
 # id in both is two work items, leased at once on the worker that holds that id, each commit writing its
@@ -282,10 +275,10 @@ for table in tasks jobs; do
 done
 # || true: psql must fail here (no table named); what it answered is the check, on the next line.
 answer=$(psql -X -q -v VERBOSITY=sqlstate -c "SELECT orch_lease.transition_lease_held('$item', 1)" 2>&1 || true)
-[ "$answer" = "ERROR:  42P08" ] || fail "a call naming no table with two registered: $answer"
+assert "a call naming no table with two registered: $answer" [ "$answer" = "ERROR:  42P08" ]
 token=$(q "SELECT token FROM orch_lease.transition_lease WHERE work_item = '$item' AND owner = 'team-jobs'")
-[ $((token >> 48)) = "$(q "SELECT groupid FROM pg_dist_node WHERE nodeport = $WORKER2")" ] ||
-    fail "the token $token of ($item, jobs) is not from its worker's range"
+assert "the token $token of ($item, jobs) is not from its worker's range" \
+       [ $((token >> 48)) = "$(q "SELECT groupid FROM pg_dist_node WHERE nodeport = $WORKER2")" ]
 check "SELECT outcome FROM orch_lease.commit_stage_cas('$item', $token, 'queued', 'running', task_table => 'jobs')" \
       applied "the commit on jobs"
 check "SELECT (SELECT stage FROM tasks WHERE id = '$item') || ' ' || (SELECT stage FROM jobs WHERE id = '$item')" \
@@ -293,25 +286,22 @@ check "SELECT (SELECT stage FROM tasks WHERE id = '$item') || ' ' || (SELECT sta
 check "SELECT orch_lease.transition_lease_force_release('$item', task_table => 'tasks')" t "tasks' lease, ended by its table"
 check "SELECT count(*) FROM orch_lease.transition_lease WHERE work_item = '$item'" 0 "both leases ended"
 q "SELECT orch_lease.unregister_task_table('jobs'); DROP TABLE jobs" >/dev/null
-passed=$((passed + 4))
 
 # Bad input raised on a worker reaches the caller with its SQLSTATE and nothing written
 for worker in "$WORKER1" "$WORKER2"; do
     item=$(item_on "$worker")
     # || true: psql must fail here (bad input); what it answered is the check, on the next line.
     answer=$(psql -X -q -v VERBOSITY=sqlstate -c "SELECT orch_lease.transition_lease_acquire('$item', 'x', 0, 'boot-2')" 2>&1 || true)
-    [ "$answer" = "ERROR:  22023" ] || fail "a pid of 0 for $item on :$worker: $answer"
+    assert "a pid of 0 for $item on :$worker: $answer" [ "$answer" = "ERROR:  22023" ]
     check "SELECT orch_lease.transition_lease_liveness('$item')" none "nothing granted to bad input"
 done
-passed=$((passed + 1))
 
 # Limits (docs/scale-out.md): an acquire inside a transaction block runs on the coordinator, which draws no
 # token; a session-bound lease names a backend of the worker, not the caller's session.
 # || true: psql must fail here (the limit); what it answered is the check, on the next line.
 answer=$(psql -X -q -t -A -c "BEGIN" -c "SELECT outcome FROM orch_lease.transition_lease_acquire('task-19', 'x', 1, 'boot-2')" 2>&1 || true)
-[[ "$answer" == *'reached maximum value of sequence "token_seq"'* ]] || fail "an acquire in a transaction block: $answer"
-passed=$((passed + 1))
-echo "citus: $passed contract checks passed through the coordinator"
+assert "an acquire in a transaction block: $answer" matches "$answer" '*reached maximum value of sequence "token_seq"*'
+echo "citus: $CHECKED contract checks passed through the coordinator"
 
 # The harness's tables, distributed like the tasks (create_tasks runs this before registering its table).
 export ORCH_LEASE_TASK_LAYOUT="SET citus.enable_unsafe_triggers = on;
@@ -320,18 +310,22 @@ export ORCH_LEASE_TASK_LAYOUT="SET citus.enable_unsafe_triggers = on;
     SELECT create_distributed_table('{prefix}_history', 'task_id', colocate_with => 'tasks');"
 
 log "the incident race through the coordinator: bare UPDATEs must duplicate, orch_lease must not"
-"$ORCH_RACE" race --mode naive --items 20 --expect duplicates --dsn "$ORCH_LEASE_DSN"
-"$ORCH_RACE" race --mode lease --items 20 --expect exactly-once --dsn "$ORCH_LEASE_DSN"
+assert "the naive race did not duplicate (above)" \
+    "$ORCH_RACE" race --mode naive --items 20 --expect duplicates --dsn "$ORCH_LEASE_DSN"
+assert "the lease race was not exactly once (above)" \
+    "$ORCH_RACE" race --mode lease --items 20 --expect exactly-once --dsn "$ORCH_LEASE_DSN"
 
 log "the soak through the coordinator, worker 1 restarted mid-run (immediate stop)"
 ORCH_LEASE_RESTART_CMD="$(pg_ctl_command -D "$CLUSTER_DIR/worker1" -l "$CLUSTER_DIR/worker1.log" -m immediate -w restart) >/dev/null"
 export ORCH_LEASE_RESTART_CMD
-"$ORCH_RACE" soak --mode lease --actors 4 --items 80 --effect-ms 3 --restarts 1 --budget-s 300 \
+assert "the soak through the coordinator broke an invariant (above)" \
+    "$ORCH_RACE" soak --mode lease --actors 4 --items 80 --effect-ms 3 --restarts 1 --budget-s 300 \
     --expect holds --dsn "$ORCH_LEASE_DSN"
 log "the cycle rate on two workers, then on one"
 rate_two=$(cycle_rate)
 citus_cluster 1
 rate_one=$(cycle_rate)
-[ "$rate_one" -gt 0 ] && [ "$rate_two" -gt 0 ] || fail "no cycle completed ($rate_one, $rate_two)"
+assert "no cycle completed on two workers ($rate_two)" [ "$rate_two" -gt 0 ]
+assert "no cycle completed on one worker ($rate_one)" [ "$rate_one" -gt 0 ]
 echo "citus: acquire + release cycles/s through the coordinator (2 clients): one worker $rate_one, two workers $rate_two"
-echo "citus: $((passed + 4)) passed, 0 failed"
+echo "citus: $CHECKED passed, 0 failed"

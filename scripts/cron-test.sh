@@ -58,4 +58,4 @@ check "SELECT string_agg(DISTINCT by_role, ' ') FROM orch_lease.lease_event WHER
 check "SELECT rolname FROM pg_roles WHERE pg_has_role(rolname, 'orch_lease_actor', 'MEMBER') AND rolname = 'worker'" worker \
       "the roles of the recipe exist"
 echo "cron: $(snippet_count docs/operations.md) snippets ran; the scheduled reaper reclaimed and reaped"
-echo "cron: 1 passed, 0 failed"
+echo "cron: $CHECKED passed, 0 failed"

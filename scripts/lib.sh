@@ -371,12 +371,32 @@ fail() {
     exit 1
 }
 
+# The checks that passed in this shell: check, assert and run_snippets count them, and a suite's closing
+# "NAME: N passed" line prints this count, never a number typed in (a check added, dropped or skipped shows).
+CHECKED=0
+
 # check SQL WANTED WHAT: SQL must answer WANTED, else the suite fails saying WHAT.
 check() {
     local answer
     answer=$(q "$1")
     [ "$answer" = "$2" ] || fail "$3 (got $answer, wanted $2)"
+    CHECKED=$((CHECKED + 1))
 }
+
+# assert WHAT COMMAND…: COMMAND (a test such as `[ "$a" = b ]`, `matches`, `not`, or a program) must
+# succeed, else the suite fails saying WHAT.
+assert() {
+    local what=$1
+    shift
+    "$@" || fail "$what"
+    CHECKED=$((CHECKED + 1))
+}
+
+# matches STRING PATTERN: STRING matches the glob PATTERN (assert runs commands, and [[ ]] is none).
+matches() { [[ $1 == $2 ]]; }
+
+# not COMMAND…: COMMAND fails.
+not() { ! "$@"; }
 
 # await_answer SQL WANTED TRIES INTERVAL: asks SQL every INTERVAL seconds until it answers WANTED, TRIES
 # times at most; prints its last answer.
@@ -414,6 +434,7 @@ run_snippets() {
         log "wrote $expected: review it (git diff) before committing"
     fi
     diff -u "$expected" "target/$2.out" || fail "the snippets of $1 answered otherwise than $expected (diff above)"
+    CHECKED=$((CHECKED + 1))
 }
 
 # The number of ```sql blocks of a markdown page.

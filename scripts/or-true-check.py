@@ -10,9 +10,10 @@ scripts of scripts/ and tests/ lets a test pass without its condition. It is all
 Usage: scripts/or-true-check.py [DIR…] (default: scripts tests, from the project root). Prints every
 other `|| true` as FILE:LINE and exits 1 if there is any.
 """
-import os
 import re
 import sys
+
+from shell_scripts import shell_scripts
 
 SWALLOW = re.compile(r"\|\|\s*(true|:)(?=\s|;|\)|\}|$)")
 FUNCTION = re.compile(r"^(\s*)(?:function\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*\(\)\s*\{")
@@ -40,17 +41,6 @@ def code_and_comment(line):
         elif char == "#" and (at == 0 or line[at - 1] in " \t"):
             return line[:at], line[at:]
     return line, ""
-
-
-def is_shell(path):
-    if path.endswith(".sh"):
-        return True
-    try:
-        with open(path, encoding="utf-8") as file:
-            first = file.readline()
-    except (UnicodeDecodeError, OSError):
-        return False
-    return first.startswith("#!") and re.search(r"\b(ba)?sh\b", first) is not None
 
 
 def offences(path):
@@ -92,18 +82,11 @@ def offences(path):
 
 
 def main():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    dirs = sys.argv[1:] or [os.path.join(root, "scripts"), os.path.join(root, "tests")]
     failed = 0
-    for top in dirs:
-        for folder, _, files in sorted(os.walk(top)):
-            for name in sorted(files):
-                path = os.path.join(folder, name)
-                if not is_shell(path):
-                    continue
-                for number, text in offences(path):
-                    print(f"{os.path.relpath(path, root)}:{number}: {text}")
-                    failed += 1
+    for shown, path in shell_scripts(sys.argv[1:]):
+        for number, text in offences(path):
+            print(f"{shown}:{number}: {text}")
+            failed += 1
     if failed:
         print(
             f"or-true-check: {failed} `|| true` outside cleanup and without a comment saying why "

@@ -27,8 +27,8 @@ shown=$(awk '/^```text$/ { n++; on = 1; block = ""; next } /^```$/ { if (on) las
              END { printf "%s", last }' <(sed -n '/^## 5\./,/^## 6\./p' docs/runbook.md))
 verify=$(grep -m1 '^SELECT enabled, database_enabled, session_enabled, changed_by, reason FROM orch_lease.kill_switch();' docs/runbook.md)
 printed=$(psql -X -c "$verify" | sed -e 's/ *$//')
-[ "$printed" = "$(printf '%b' "$shown" | sed -e 's/ *$//')" ] ||
-    fail "section 5 shows another output for its verification than psql prints: $printed"
+assert "section 5 shows another output for its verification than psql prints: $printed" \
+       [ "$printed" = "$(printf '%b' "$shown" | sed -e 's/ *$//')" ]
 # Section 2's force_release, as the page spells it, after the lease was released and taken again: the new
 # holder's lease (another token) must survive it.
 stuck=$(grep -m1 "^SELECT orch_lease.transition_lease_force_release('PR-130'" docs/runbook.md)
@@ -48,7 +48,7 @@ SUITE=operations.md
 awk '/^```sql$/ { n++; on = (n <= 2); next } /^```$/ { on = 0 } on' docs/operations.md > target/operations-roles.sql
 for database in orch_lease_roles_1 orch_lease_roles_2; do
     new_database "$database"
-    psql -X -q -v ON_ERROR_STOP=1 -f target/operations-roles.sql >/dev/null || fail "the roles recipe failed in $database"
+    assert "the roles recipe failed in $database" psql -X -q -v ON_ERROR_STOP=1 -f target/operations-roles.sql -o /dev/null
 done
 check "SELECT string_agg(rolname, ' ' ORDER BY rolname) FROM pg_roles
         WHERE rolname IN ('orchestrator', 'worker', 'oncall') AND rolcanlogin" "oncall orchestrator worker" \
@@ -61,12 +61,12 @@ q "DROP ROLE IF EXISTS settings_actor; CREATE ROLE settings_actor LOGIN IN ROLE 
 as_actor() { psql -X -q -t -A -U settings_actor "$@" 2>&1; }
 answer=$(as_actor -c "SET orch_lease.enabled = off" -c "SHOW orch_lease.enabled" \
                   -c "SELECT orch_lease.work_item_key('1') IS NOT NULL" -c "SHOW orch_lease.enabled" | tr '\n' ' ')
-[ "$answer" = 'off WARNING:  permission denied to set parameter "orch_lease.enabled" t on ' ] ||
-    fail "before the library loads: got '$answer'"
+assert "before the library loads: got '$answer'" \
+       [ "$answer" = 'off WARNING:  permission denied to set parameter "orch_lease.enabled" t on ' ]
 q "ALTER ROLE settings_actor SET session_preload_libraries = 'orch_lease'"
 # || true: the SET must fail; its first line is the check, on the next line.
 answer=$(as_actor -v VERBOSITY=verbose -c "SET orch_lease.enabled = off" | head -n 1 || true)
-[[ "$answer" == "ERROR:  42501:"* ]] || fail "with session_preload_libraries: got '$answer'"
+assert "with session_preload_libraries: got '$answer'" matches "$answer" "ERROR:  42501:*"
 q "DROP ROLE settings_actor" >/dev/null
 
 # A misspelt setting (docs/runbook.md, section 5): refused where the library is loaded (42602); accepted by
@@ -74,26 +74,26 @@ q "DROP ROLE settings_actor" >/dev/null
 # shows the WARNING and the switch still on.
 verify=$(grep -m1 '^SELECT enabled, database_enabled, session_enabled, changed_by, reason FROM orch_lease.kill_switch();' docs/runbook.md)
 answer=$(psql -X -q -t -A -v VERBOSITY=verbose -c "LOAD 'orch_lease'" -c "SET orch_lease.enabeld = off" 2>&1 | head -n 1 || true) # || true: the error is the answer, checked next
-[[ "$answer" == "ERROR:  42602:"* ]] || fail "a misspelt SET once the library is loaded: got '$answer'"
+assert "a misspelt SET once the library is loaded: got '$answer'" matches "$answer" "ERROR:  42602:*"
 answer=$(psql -X -q -t -A -c "SET orch_lease.enabeld = off" -c "$verify" 2>&1 | sed -n '1p;3p' | tr '\n' ' ')
-[[ "$answer" == 'WARNING:  invalid configuration parameter name "orch_lease.enabeld", removing it t|t|t|'* ]] ||
-    fail "the verification query after a misspelt SET before the library loaded: got '$answer'"
+assert "the verification query after a misspelt SET before the library loaded: got '$answer'" \
+       matches "$answer" 'WARNING:  invalid configuration parameter name "orch_lease.enabeld", removing it t|t|t|*'
 answer=$(psql -X -q -t -A -c "LOAD 'orch_lease'" -c "ALTER DATABASE $PGDATABASE SET orch_lease.enabeld = off" 2>&1 | head -n 1 || true) # || true: the error is the answer, checked next
-[[ "$answer" == 'ERROR:  invalid configuration parameter name "orch_lease.enabeld"'* ]] ||
-    fail "a misspelt ALTER DATABASE SET once the library is loaded: got '$answer'"
+assert "a misspelt ALTER DATABASE SET once the library is loaded: got '$answer'" \
+       matches "$answer" 'ERROR:  invalid configuration parameter name "orch_lease.enabeld"*'
 q "ALTER DATABASE $PGDATABASE SET orch_lease.enabeld = off"
 answer=$(psql -X -q -t -A -c "$verify" 2>&1 | sed -n '1p;3p' | tr '\n' ' ')
-[[ "$answer" == 'WARNING:  invalid configuration parameter name "orch_lease.enabeld", removing it t|t|t|'* ]] ||
-    fail "the verification query in a database with a misspelt setting: got '$answer'"
+assert "the verification query in a database with a misspelt setting: got '$answer'" \
+       matches "$answer" 'WARNING:  invalid configuration parameter name "orch_lease.enabeld", removing it t|t|t|*'
 stored=$(sed -n '/^SELECT coalesce(d.datname/,/;$/p' docs/runbook.md)
 check "$stored" "$PGDATABASE|(all)|orch_lease.enabeld=off" "the runbook's query lists the misspelt setting"
 q "ALTER DATABASE $PGDATABASE RESET orch_lease.enabeld"
 # ALTER SYSTEM knows the name only once the session has loaded the library (PostgreSQL 15 and 16).
 answer=$(psql -X -q -t -A -c "ALTER SYSTEM SET orch_lease.enabled = off" 2>&1 | head -n 1 || true) # || true: the error is the answer, checked next
-[ "$answer" = 'ERROR:  unrecognized configuration parameter "orch_lease.enabled"' ] ||
-    fail "ALTER SYSTEM before the library loaded: got '$answer'"
-psql -X -q -v ON_ERROR_STOP=1 -c "LOAD 'orch_lease'" -c "ALTER SYSTEM SET orch_lease.enabled = off" \
-     -c "ALTER SYSTEM RESET orch_lease.enabled" || fail "ALTER SYSTEM after LOAD 'orch_lease'"
+assert "ALTER SYSTEM before the library loaded: got '$answer'" \
+       [ "$answer" = 'ERROR:  unrecognized configuration parameter "orch_lease.enabled"' ]
+assert "ALTER SYSTEM after LOAD 'orch_lease'" psql -X -q -v ON_ERROR_STOP=1 -c "LOAD 'orch_lease'" \
+       -c "ALTER SYSTEM SET orch_lease.enabled = off" -c "ALTER SYSTEM RESET orch_lease.enabled"
 
 echo "runbook: $(snippet_count docs/runbook.md) snippets ran"
-echo "runbook: 1 passed, 0 failed"
+echo "runbook: $CHECKED passed, 0 failed"

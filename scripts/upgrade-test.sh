@@ -21,7 +21,7 @@ q "$(cat tests/upgrade/schema.sql)" > target/schema-fresh.txt
 scripts/releases.sh
 libdir=$("$PG_CONFIG" --pkglibdir)
 cp "$libdir/orch_lease.so" target/releases/current.so
-trap 'use_library target/releases/current.so' EXIT
+trap 'use_library target/releases/current.so; cluster_stop' EXIT
 
 # Leases, boots, takeovers, a commit and a force release, as every release could make them; an id spelled
 # as no release before 0.4.0 minded ('021'), which 0.4.0 keys as the id type writes it (21).
@@ -70,7 +70,7 @@ fingerprint_of() {
         UNION ALL SELECT t::text FROM tasks t UNION ALL SELECT last_value::text FROM orch_lease.token_seq) rows"
 }
 
-passed=0 # one per upgrade path that ran to its end
+passed=0 # one per upgrade path, red check and cluster without the roles that ran to its end
 for from in 0.1.0 0.2.0 0.3.0 0.4.0; do
     SUITE="upgrade from $from"
     new_database "orch_lease_upgraded_from_${from//./_}"
@@ -126,8 +126,14 @@ for from in 0.1.0 0.2.0 0.3.0 0.4.0; do
     if [ "$from" = 0.3.0 ]; then
         check "SELECT has_function_privilege('orch_lease_reaper_job', 'orch_lease.transition_lease_reap(integer)', 'EXECUTE')" t \
               "the site's own grant on the reaper was lost"
-        q "REVOKE EXECUTE ON FUNCTION orch_lease.transition_lease_reap(integer) FROM orch_lease_reaper_job;
-           DROP ROLE orch_lease_reaper_job" >/dev/null
+        # pg_dump writes an extension's ACLs only where they differ from its initial privileges
+        # (pg_init_privs): recorded there, the site's grant would be lost by a dump and restore.
+        "$PG_BIN/pg_dump" --schema-only > "target/dump-from-$from.sql" || fail "pg_dump of the upgraded database failed"
+        grep -Eq '^GRANT ALL ON FUNCTION orch_lease\.transition_lease_reap\(.*\) TO orch_lease_reaper_job;$' "target/dump-from-$from.sql" ||
+            fail "pg_dump leaves out the site's own grant on the reaper (target/dump-from-$from.sql)"
+        # Revoked before the schema facts, the role dropped after them: an initial privilege left naming
+        # it shows by name.
+        q "REVOKE EXECUTE ON FUNCTION orch_lease.transition_lease_reap(integer) FROM orch_lease_reaper_job" >/dev/null
     fi
 
     # #29 item 15: a lease or boot from before 0.4.0 named no role, so any actor could end that lease with
@@ -163,12 +169,13 @@ for from in 0.1.0 0.2.0 0.3.0 0.4.0; do
     q "$(cat tests/upgrade/schema.sql)" > "target/schema-from-$from.txt"
     diff -u target/schema-fresh.txt "target/schema-from-$from.txt" ||
         fail "the upgraded schema differs from a fresh $version install (above)"
+    [ "$from" != 0.3.0 ] || q "DROP ROLE orch_lease_reaper_job" >/dev/null
     echo "upgrade $from -> $version: data kept, schema identical to a fresh install ($(wc -l < target/schema-fresh.txt) facts)"
     passed=$((passed + 1))
 done
-# The schema facts see what they claim to: a column privilege, a sequence's settings, an owner, a type and
-# a type's grant changed on a fresh install each make its facts differ (each change is undone before the
-# next).
+# The schema facts see what they claim to: a column privilege, a sequence's settings, an owner, a type, a
+# type's grant, a default privilege and an initial privilege changed on a fresh install each make its facts
+# differ (each change is undone before the next).
 SUITE="upgrade schema facts"
 new_database orch_lease_facts_red
 q "CREATE EXTENSION orch_lease"
@@ -187,10 +194,13 @@ ALTER SEQUENCE orch_lease.token_seq CACHE 7|ALTER SEQUENCE orch_lease.token_seq 
 ALTER TABLE orch_lease.boot OWNER TO orch_lease_facts_owner|ALTER TABLE orch_lease.boot OWNER TO postgres
 CREATE TYPE orch_lease.stray AS ENUM ('a')|DROP TYPE orch_lease.stray
 GRANT USAGE ON TYPE orch_lease.lease_grant TO orch_lease_facts_owner|REVOKE USAGE ON TYPE orch_lease.lease_grant FROM orch_lease_facts_owner
+ALTER DEFAULT PRIVILEGES IN SCHEMA orch_lease GRANT SELECT ON TABLES TO orch_lease_facts_owner|ALTER DEFAULT PRIVILEGES IN SCHEMA orch_lease REVOKE SELECT ON TABLES FROM orch_lease_facts_owner
+UPDATE pg_init_privs SET initprivs = array_append(initprivs, makeaclitem('orch_lease_facts_owner'::regrole, 'postgres'::regrole, 'EXECUTE', false)) WHERE objoid = 'orch_lease.transition_lease_reap(integer)'::regprocedure|UPDATE pg_init_privs SET initprivs = array_remove(initprivs, makeaclitem('orch_lease_facts_owner'::regrole, 'postgres'::regrole, 'EXECUTE', false)) WHERE objoid = 'orch_lease.transition_lease_reap(integer)'::regprocedure
 CHANGES
 q "$(cat tests/upgrade/schema.sql)" | diff -u target/schema-fresh.txt - || fail "undoing the changes did not restore the facts"
 q "DROP ROLE orch_lease_facts_owner"
-echo "upgrade schema facts: a column privilege, a sequence setting, an owner, a type and a type grant each detected"
+echo "upgrade schema facts: a column privilege, a sequence setting, an owner, a type, a type grant, a default privilege and an initial privilege each detected"
+passed=$((passed + 1))
 
 # A lease 0.4.0 cannot key (not an id of the task table) stops the update with what to do; done, it goes on.
 SUITE=upgrade
@@ -208,6 +218,7 @@ check "SELECT extversion FROM pg_extension WHERE extname = 'orch_lease'" 0.3.0 "
 q "DELETE FROM orch_lease.transition_lease WHERE work_item = 'PR-7'"
 q "ALTER EXTENSION orch_lease UPDATE"
 echo "upgrade with a lease on 'PR-7': refused with what to do, then done once it was released"
+passed=$((passed + 1))
 # Red team F12 across the update: a stage graph 0.4.0 registered on an enum stage type (through a domain)
 # gets its labels' places, the registered table's own, as register_stage_graph writes them; a swap of its
 # terminal label then fails the CAS closed.
@@ -231,4 +242,50 @@ swap=$(q "SELECT outcome FROM orch_lease.update_task_stage_cas('1', 'finished', 
 grep -q 'no longer has where it had it' <<<"$swap" || fail "after a swap of the terminal label, the CAS answered: $swap"
 echo "upgrade from 0.4.0 with an enum stage type: the graph's labels' places recorded, a swap fails closed"
 passed=$((passed + 1))
+# The dump restored below goes to a cluster with none of this test's own roles: their grants go first.
+PGDATABASE=orch_lease_upgraded_from_0_4_0 q "DROP OWNED BY orch_upgrade_actor"
+"$PG_BIN/pg_dump" -Fc -d orch_lease_upgraded_from_0_4_0 > target/dump-upgraded.dump
+
+# orch_lease's roles are the cluster's, made by the install and update scripts where missing. In a cluster
+# that never had them (a new one, a dump restored into it, an install updated from a release that made
+# none), every path must make them, with their attributes and memberships as a fresh install makes them,
+# and the schema of a fresh install. Checked in a cluster of its own, with no role but initdb's; between
+# paths the roles are dropped with the database that used them.
+SUITE="upgrade in a cluster without the roles"
+cluster_start
+roles_made=0
+roleless() {
+    PGDATABASE=postgres check "SELECT count(*) FROM pg_roles WHERE oid >= 16384" 0 "the cluster has roles before $1"
+    new_database "orch_lease_roleless"
+}
+compare_roles() {
+    q "$(cat tests/upgrade/roles.sql)" > "target/roles-$1.txt"
+    [ "$1" = fresh ] || diff -u target/roles-fresh.txt "target/roles-$1.txt" ||
+        fail "the roles made by $1 differ from a fresh install's (above)"
+    q "$(cat tests/upgrade/schema.sql)" | diff -u target/schema-fresh.txt - ||
+        fail "the schema made by $1 in a cluster without the roles differs from a fresh install's (above)"
+    PGDATABASE=postgres "$PG_BIN/dropdb" orch_lease_roleless
+    PGDATABASE=postgres q "DROP ROLE orch_lease_admin; DROP ROLE orch_lease_actor"
+    roles_made=$((roles_made + 1))
+}
+roleless "a fresh install"
+q "CREATE EXTENSION orch_lease" || fail "a fresh install failed (above)"
+grep -q '^member orch_lease_admin of orch_lease_actor ' <(q "$(cat tests/upgrade/roles.sql)") ||
+    fail "a fresh install did not make orch_lease_admin a member of orch_lease_actor"
+compare_roles fresh
+for from in 0.1.0 0.2.0 0.3.0 0.4.0; do
+    roleless "the update from $from"
+    use_library "target/releases/$from/orch_lease.so"
+    q "CREATE EXTENSION orch_lease VERSION '$from'" || fail "installing $from failed (above)"
+    use_library target/releases/current.so
+    q "ALTER EXTENSION orch_lease UPDATE" || fail "the update from $from failed (above)"
+    compare_roles "update-from-$from"
+done
+roleless "the restore"
+"$PG_BIN/pg_restore" --exit-on-error -d orch_lease_roleless target/dump-upgraded.dump ||
+    fail "a dump of an updated install does not restore into a cluster without the roles"
+check "SELECT count(*) > 0 FROM orch_lease.transition_lease" t "the restore brought no leases"
+compare_roles restore
+echo "upgrade in a cluster without the roles: $roles_made paths (a fresh install, an update from each release, a restore) made a fresh install's roles and schema"
+passed=$((passed + roles_made))
 echo "upgrade: $passed passed, 0 failed"

@@ -625,3 +625,33 @@ SELECT e.enumlabel, e.rank, s.relid
  WHERE e.enumlabel IN (SELECT g.from_stage FROM orch_lease.stage_transition g WHERE g.task_table = s.relid
                        UNION SELECT g.to_stage FROM orch_lease.stage_transition g WHERE g.task_table = s.relid
                        UNION SELECT g.stage FROM orch_lease.terminal_stage g WHERE g.task_table = s.relid);
+
+-- ---------------------------------------------------------------------------------------------------
+-- #34 (closers-a, red team F15b): boot_liveness runs under its caller's search_path (the status view
+-- calls it, read by pg_monitor scrapers): its body names no operator unqualified.
+CREATE OR REPLACE FUNCTION orch_lease.boot_liveness(owner_boot_id text) RETURNS text
+LANGUAGE sql STABLE AS $$
+    -- Run under the caller's search_path (the status view calls it, read by pg_monitor scrapers): no
+    -- unqualified operator, not even CASE x WHEN's = (red team of #34, F15b).
+    SELECT CASE WHEN s.alive THEN 'live'
+                WHEN NOT s.alive THEN 'stale'
+                ELSE (SELECT CASE WHEN b.superseded_at IS NULL THEN 'live' ELSE 'stale' END
+                        FROM orch_lease.boot b WHERE b.boot_id OPERATOR(pg_catalog.=) $1) END
+      FROM (SELECT orch_lease.session_alive($1) AS alive) s
+$$;
+
+-- ---------------------------------------------------------------------------------------------------
+-- Issue #30 item 6 (initial privileges): the 0.3.0 -> 0.4.0 update re-granted a site's own EXECUTE on
+-- transition_lease_reap (its cron role's) inside the update script, where PostgreSQL records every grant
+-- as the extension's initial privilege (pg_init_privs). pg_dump leaves initial privileges out, so a dump
+-- and restore lost the site's grant. The reaper's initial privileges become a fresh install's (its
+-- owner's and orch_lease_admin's); the site's grants stay in its ACL, where pg_dump finds them.
+UPDATE pg_catalog.pg_init_privs i
+   SET initprivs = ARRAY[pg_catalog.makeaclitem(p.proowner, p.proowner, 'EXECUTE', false),
+                         pg_catalog.makeaclitem('orch_lease_admin'::pg_catalog.regrole, p.proowner, 'EXECUTE', false)]
+  FROM pg_catalog.pg_proc p
+ WHERE p.oid OPERATOR(pg_catalog.=) 'orch_lease.transition_lease_reap(integer)'::pg_catalog.regprocedure
+   AND i.objoid OPERATOR(pg_catalog.=) p.oid
+   AND i.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+   AND i.objsubid OPERATOR(pg_catalog.=) 0
+   AND i.privtype OPERATOR(pg_catalog.=) 'e';

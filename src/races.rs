@@ -1,8 +1,9 @@
 //! A lost race is an outcome, not an aborted caller: the attempt runs in a subtransaction, and when it
 //! loses only the subtransaction is rolled back.
-use crate::error_context;
+use crate::{error_context, errors};
 use pgrx::pg_sys::panic::{CaughtError, ErrorReportWithLevel};
 use pgrx::pg_sys::{self, PgTryBuilder};
+use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use std::panic::AssertUnwindSafe;
 
@@ -125,6 +126,68 @@ pub fn bounded_lock_wait<R>(body: impl FnOnce() -> R) -> R {
     let result = body();
     unsafe { pg_sys::AtEOXact_GUC(true, nest) };
     result
+}
+
+/// Runs `body` in a subtransaction with its lock waits bounded (`bounded_lock_wait`). When a wait runs
+/// out, only the subtransaction is rolled back and 55P03 "`what` gave up waiting for another transaction"
+/// is raised: its detail names the transactions that hold locks on `tables` (what `body` waits for,
+/// `waited_for`), so that on call sees whom to end rather than a hang or a guess (#28, #34).
+pub fn naming_holders<R>(
+    what: &str,
+    (waited_for, tables): (&str, &[&str]),
+    hint: &str,
+    body: impl FnOnce() -> R,
+) -> R {
+    let error = match subtransaction(|| bounded_lock_wait(body)) {
+        Ok(result) => return result,
+        Err(error) => error,
+    };
+    if report_of(&error).sql_error_code() != PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE {
+        error.rethrow();
+    }
+    error_context::forget_passing();
+    errors::raise_hinted(
+        PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+        format!("orch_lease: {what} gave up waiting for another transaction"),
+        hint,
+        Some(format!(
+            "Waited {LOCK_WAIT_MS} ms at most for a lock {waited_for}. Holding locks on {}: {}.",
+            tables.join(", "),
+            holders(tables).unwrap_or_else(|| "none any more (it has ended: call again)".into())
+        )),
+    )
+}
+
+/// The sessions (pid, role, state) and prepared transactions that hold a lock on one of `tables` that
+/// only writers and row lockers take, this session aside. Read as the caller, so pg_stat_activity shows
+/// it what it shows the caller; every name is qualified (a hostile search_path reaches nothing here).
+fn holders(tables: &[&str]) -> Option<String> {
+    Spi::get_one_with_args::<String>(
+        "SELECT pg_catalog.string_agg(holder, '; ' ORDER BY holder) FROM (
+           SELECT DISTINCT CASE WHEN l.pid IS NULL
+                  THEN pg_catalog.format('prepared transaction %L (owner %s, prepared %s)',
+                                         p.gid, p.owner, p.prepared)
+                  ELSE pg_catalog.format('pid %s (role %s, %s, transaction started %s)', l.pid,
+                                         a.usename, coalesce(a.state, 'state not shown to you'),
+                                         coalesce(a.xact_start::pg_catalog.text, '?'))
+                  END AS holder
+             FROM pg_catalog.pg_locks l
+             LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) l.pid
+             LEFT JOIN pg_catalog.pg_locks x ON l.pid IS NULL AND x.pid IS NULL
+                  AND x.locktype OPERATOR(pg_catalog.=) 'transactionid'
+                  AND x.virtualtransaction OPERATOR(pg_catalog.=) l.virtualtransaction
+             LEFT JOIN pg_catalog.pg_prepared_xacts p
+                  ON p.transaction OPERATOR(pg_catalog.=) x.transactionid
+            WHERE l.locktype OPERATOR(pg_catalog.=) 'relation' AND l.granted
+              AND l.mode OPERATOR(pg_catalog.<>) 'AccessShareLock'
+              AND l.relation OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.regclass[])
+              AND l.database OPERATOR(pg_catalog.=) (SELECT d.oid FROM pg_catalog.pg_database d
+                   WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
+              AND (l.pid IS NULL OR l.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid())) h",
+        &[tables.to_vec().into()],
+    )
+    .ok()
+    .flatten()
 }
 
 /// The report of a caught error, whatever raised it (a Rust panic reports as an internal error).

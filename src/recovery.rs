@@ -7,7 +7,7 @@
 //! registry and the one definition of liveness (`boot_liveness`, `session_alive`).
 use crate::lease::{self, Ended};
 use crate::rows::{column, nullable};
-use crate::{error_context, errors, owner, plans, races, task_table};
+use crate::{errors, owner, plans, races, task_table};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{composite_type, AnyNumeric, PgSqlErrorCode};
@@ -43,11 +43,13 @@ extension_sql!(
 -- Liveness of a lease holder's boot: live, stale (boot superseded, or session gone), NULL if unknown.
 CREATE FUNCTION orch_lease.boot_liveness(owner_boot_id text) RETURNS text
 LANGUAGE sql STABLE AS $$
-    SELECT CASE orch_lease.session_alive($1)
-                WHEN true THEN 'live'
-                WHEN false THEN 'stale'
+    -- Run under the caller's search_path (the status view calls it, read by pg_monitor scrapers): no
+    -- unqualified operator, not even CASE x WHEN's = (red team of #34, F15b).
+    SELECT CASE WHEN s.alive THEN 'live'
+                WHEN NOT s.alive THEN 'stale'
                 ELSE (SELECT CASE WHEN b.superseded_at IS NULL THEN 'live' ELSE 'stale' END
-                        FROM orch_lease.boot b WHERE b.boot_id = $1) END
+                        FROM orch_lease.boot b WHERE b.boot_id OPERATOR(pg_catalog.=) $1) END
+      FROM (SELECT orch_lease.session_alive($1) AS alive) s
 $$;
 COMMENT ON FUNCTION orch_lease.boot_liveness(text) IS
     'Liveness of a boot: live, stale (superseded, or its session gone), NULL when never registered.';
@@ -163,9 +165,17 @@ fn register(
 
     // Every lock recover waits for (the live boot's row, its leases' rows) is one that only orch_lease's
     // own statements take, and the wait is bounded: a transaction left idle or prepared on one makes
-    // recover fail with 55P03, not hang (#29 items 4 and 8).
-    let attempt = races::subtransaction(|| {
-        races::bounded_lock_wait(|| {
+    // recover fail with 55P03 naming it, not hang (#29 items 4 and 8).
+    let mut ended = races::naming_holders(
+        &format!("{function} of instance \"{}\"", asked.instance),
+        (
+            "that an acquire, commit or recover not yet ended holds",
+            &["orch_lease.boot", "orch_lease.transition_lease"],
+        ),
+        "Call it again. If it keeps failing, a transaction named in the detail holds the instance's live \
+         boot or one of its leases and has not ended: end it (docs/runbook.md, \"A transaction that holds \
+         an item\").",
+        || {
             owner::as_owner(|| {
                 Spi::connect(|client| {
                     // A concurrent recover of a new instance can register its first boot between our
@@ -187,33 +197,8 @@ fn register(
                     )
                 })
             })
-        })
-    });
-    let mut ended = match attempt {
-        Ok(ended) => ended,
-        Err(error) => {
-            if races::report_of(&error).sql_error_code()
-                != PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE
-            {
-                error.rethrow();
-            }
-            error_context::forget_passing();
-            errors::raise_hinted(
-                PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
-                format!(
-                    "orch_lease: {function} of instance \"{}\" gave up waiting for another transaction",
-                    asked.instance
-                ),
-                "Call it again. If it keeps failing, a transaction holds the instance's live boot or one of \
-                 its leases: find it in pg_stat_activity (state 'idle in transaction') or \
-                 pg_prepared_xacts and end it (docs/runbook.md, \"A transaction that holds an item\").",
-                Some(format!(
-                    "Waited {} ms at most for a lock that an acquire, commit or recover not yet ended holds.",
-                    races::LOCK_WAIT_MS
-                )),
-            )
-        }
-    };
+        },
+    );
     ended.sort_by(|a, b| {
         (a.task_table.to_u32(), &a.work_item).cmp(&(b.task_table.to_u32(), &b.work_item))
     });

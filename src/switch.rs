@@ -15,7 +15,7 @@
 //! started, whatever its transaction's age or isolation level: the row is read with the latest snapshot,
 //! not the transaction's.
 use crate::events::{self, Event};
-use crate::{errors, owner, plans};
+use crate::{errors, owner, plans, races};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 use pgrx::PgTupleDesc;
@@ -161,10 +161,33 @@ fn set_enabled(enabled: Option<bool>, reason: Option<&str>) -> bool {
     let enabled = errors::present("enabled", enabled);
     let reason = errors::required("reason", reason);
     let by = owner::caller_name();
+    // Switches run one at a time, under a table lock of their own: a switch left in an open transaction
+    // makes the on-call's switch fail within the bound, naming that transaction — never wait unbounded
+    // (red team of #28, F5). Actors' reads of the switch (ACCESS SHARE) never wait for it.
+    races::naming_holders(
+        "set_enabled",
+        (
+            "held by another switch not yet ended",
+            &["orch_lease.kill_switch"],
+        ),
+        "A transaction named in the detail switched (or wrote orch_lease.kill_switch) and has not ended: \
+         end it with SELECT pg_catalog.pg_terminate_backend(pid) and call set_enabled again \
+         (docs/runbook.md, section 5).",
+        || switch(enabled, reason, &by),
+    )
+}
+
+/// The switch itself, under the switches' lock.
+fn switch(enabled: bool, reason: &str, by: &str) -> bool {
     owner::as_owner(|| {
         Spi::connect(|client| {
+            plans::run(
+                client,
+                "LOCK TABLE orch_lease.kill_switch IN SHARE ROW EXCLUSIVE MODE",
+                &[],
+            );
             // No row is on: switching on then inserts nothing. Two admins switching at once: the second
-            // finds the row switched already (ON CONFLICT waits for the first) and changes nothing.
+            // finds the row switched already (it waited for the first's lock) and changes nothing.
             let changed = !plans::run(
                 client,
                 "INSERT INTO orch_lease.kill_switch AS k (id, enabled, changed_at, changed_by, reason)
@@ -175,7 +198,7 @@ fn set_enabled(enabled: Option<bool>, reason: Option<&str>) -> bool {
                         changed_by = EXCLUDED.changed_by, reason = EXCLUDED.reason
                   WHERE k.enabled <> EXCLUDED.enabled
                  RETURNING k.enabled",
-                &[enabled.into(), by.as_str().into(), reason.into()],
+                &[enabled.into(), by.into(), reason.into()],
             )
             .is_empty();
             if changed {

@@ -6,7 +6,10 @@
 //! database's switch and the session's setting; a superuser's own write of the switch reaches sessions
 //! too; every switch is recorded and announced.
 mod common;
-use common::{acquire, cas, dsn_as, fresh_database, login_role, stage};
+use common::{
+    acquire, assert_contains_all, await_backend_exit, cas, connect_timed, dsn_as, fresh_database,
+    login_role, stage,
+};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, GenericClient};
 use std::time::Duration;
@@ -274,4 +277,64 @@ fn a_superusers_own_write_of_the_switch_reaches_open_sessions_too() {
         .batch_execute("BEGIN; SELECT orch_lease.set_enabled(false, 'not meant'); ROLLBACK")
         .unwrap();
     assert_eq!(acquire(&mut actor, "task-6", "a", "boot").0, "acquired");
+}
+
+#[test]
+fn a_switch_left_open_makes_the_on_calls_switch_fail_within_the_bound_naming_it() {
+    // Red team of #28 (F5): an admin's switch left in an open transaction made the on-call's own
+    // set_enabled wait until statement_timeout, the actors still on meanwhile.
+    let dsn = fresh_database("kill_switch_left_open");
+    login_role("ks_drill", &["orch_lease_admin"]);
+    login_role("ks_oncall", &["orch_lease_admin"]);
+    let mut actor = orch_lease_harness::connect(&dsn);
+    let mut drill = orch_lease_harness::connect(&dsn_as(&dsn, "ks_drill"));
+    let drill_pid: i32 = drill
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    drill
+        .batch_execute("BEGIN; SELECT orch_lease.set_enabled(false, 'drill')")
+        .unwrap();
+    // The on-call's session: statement_timeout only so that the unbounded wait fails the test, not hangs it.
+    let mut oncall = connect_timed(&dsn_as(&dsn, "ks_oncall"));
+    let off = runbook_statement("SELECT orch_lease.set_enabled(false,");
+    let started = std::time::Instant::now();
+    let error = oncall
+        .batch_execute(&off)
+        .expect_err("the on-call's switch must not pass a switch left open");
+    let waited = started.elapsed();
+    let error = error.as_db_error().expect("a server error");
+    assert_eq!(error.code().code(), "55P03", "{error:?}");
+    assert!(
+        waited < Duration::from_secs(8),
+        "waited {waited:?}, not the 5 s bound"
+    );
+    assert!(
+        error.message().contains("set_enabled gave up waiting"),
+        "{error:?}"
+    );
+    assert_contains_all(
+        error.detail().unwrap_or_default(),
+        &[
+            &format!("pid {drill_pid} (role ks_drill"),
+            "orch_lease.kill_switch",
+        ],
+    );
+    assert!(
+        error
+            .hint()
+            .unwrap_or_default()
+            .contains("pg_terminate_backend"),
+        "{error:?}"
+    );
+    // The on-call's session is usable, and the hint works: end the drill, switch, the actor sees it.
+    assert_eq!(switch(&mut oncall), (true, true, true));
+    let mut superuser = orch_lease_harness::connect(&dsn);
+    superuser
+        .query_one("SELECT pg_terminate_backend($1)", &[&drill_pid])
+        .unwrap();
+    await_backend_exit(&mut superuser, drill_pid);
+    let changed: bool = oncall.query_one(&off, &[]).unwrap().get(0);
+    assert!(changed);
+    assert_eq!(acquire(&mut actor, "task-1", "a", "boot").0, "disabled");
 }

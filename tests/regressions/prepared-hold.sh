@@ -45,6 +45,17 @@ answer "takeover under a prepared acquire" "55P03" \
        "SELECT count(*) FROM orch_lease.transition_lease_takeover('$instance-b2', '$instance')"
 answer "force_release under a prepared release" "f" \
        "SELECT orch_lease.transition_lease_force_release('$instance-released', NULL, 'stuck')"
+# The takeover's 55P03 names the prepared transaction that holds it up (red team of #34, F11: it named
+# nobody), so that on call knows what to roll back.
+detail=$("$PSQL" -X -At -U red29_adm -v VERBOSITY=verbose -c "SET statement_timeout = '20s'" \
+           -c "SELECT count(*) FROM orch_lease.transition_lease_takeover('$instance-b3', '$instance')" 2>&1 |
+         sed -n 's/^DETAIL: *//p' || true) # || true: the 55P03 is the answer looked at here
+if [[ "$detail" != *"prepared transaction 'red29_boot'"* ]]; then
+    echo "FAIL: the takeover's 55P03 does not name the prepared transaction red29_boot: $detail"
+    failed=$((failed + 1))
+else
+    echo "ok: the takeover's 55P03 names prepared transaction red29_boot"
+fi
 # The runbook's look (docs/runbook.md, "A transaction that holds an item") finds both.
 found=$(q -U postgres -c "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'red29_%'")
 if [ "$found" != 2 ]; then

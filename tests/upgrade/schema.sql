@@ -93,4 +93,30 @@ SELECT line FROM (
     SELECT 'grants type ' || t.typname || ' ' ||
            (SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(coalesce(t.typacl, acldefault('T', t.typowner))) a)
       FROM pg_type t WHERE t.typnamespace = 'orch_lease'::regnamespace
+    UNION ALL
+    -- default privileges in the schema (ALTER DEFAULT PRIVILEGES): what objects made there later get
+    SELECT 'default-acl ' || pg_get_userbyid(d.defaclrole) || ' ' || d.defaclobjtype::text || ' ' ||
+           (SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(d.defaclacl) a)
+      FROM pg_default_acl d WHERE d.defaclnamespace = 'orch_lease'::regnamespace
+    UNION ALL
+    -- the extension's initial privileges (pg_init_privs): what pg_dump takes as the extension's own and
+    -- does not dump; a site's grant recorded there is lost by a dump and restore
+    SELECT 'init-privs ' || i.privtype::text || ' ' ||
+           CASE i.classoid
+               WHEN 'pg_proc'::regclass THEN 'function ' || i.objoid::regprocedure::text
+               WHEN 'pg_class'::regclass THEN 'relation ' || i.objoid::regclass::text ||
+                    coalesce('.' || (SELECT a.attname FROM pg_attribute a
+                                      WHERE a.attrelid = i.objoid AND a.attnum = i.objsubid AND i.objsubid > 0), '')
+               WHEN 'pg_type'::regclass THEN 'type ' || i.objoid::regtype::text
+               WHEN 'pg_namespace'::regclass THEN 'schema ' || i.objoid::regnamespace::text
+               ELSE i.classoid::regclass::text || ' ' || i.objoid
+           END || ' ' || (SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(i.initprivs) a)
+      FROM pg_init_privs i
+     WHERE (i.classoid = 'pg_proc'::regclass
+            AND (SELECT pronamespace FROM pg_proc WHERE oid = i.objoid) = 'orch_lease'::regnamespace)
+        OR (i.classoid = 'pg_class'::regclass
+            AND (SELECT relnamespace FROM pg_class WHERE oid = i.objoid) = 'orch_lease'::regnamespace)
+        OR (i.classoid = 'pg_type'::regclass
+            AND (SELECT typnamespace FROM pg_type WHERE oid = i.objoid) = 'orch_lease'::regnamespace)
+        OR (i.classoid = 'pg_namespace'::regclass AND i.objoid = 'orch_lease'::regnamespace)
 ) facts ORDER BY line;

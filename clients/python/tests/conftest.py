@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -92,12 +93,50 @@ class HangingCommits:
 
     def __init__(self, admin: psycopg.Connection[tuple[Any, ...]]) -> None:
         self.admin = admin
+        self.probe: tuple[psycopg.Connection[tuple[Any, ...]], threading.Thread] | None = None
 
     def __enter__(self) -> HangingCommits:
         self.admin.execute("ALTER SYSTEM SET synchronous_commit = local")
         self.admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
         self.admin.execute("SELECT pg_reload_conf()")
+        try:
+            self.until_commits_wait()
+        except BaseException:
+            self.release()  # __exit__ is not called when __enter__ raises
+            raise
         return self
+
+    # A commit that waits for the standby: its transaction has an xid and wrote WAL (an xid alone does not).
+    PROBE = "SELECT pg_catalog.pg_logical_emit_message(true, 'orch_lease-test', 'probe')"
+
+    def until_commits_wait(self, timeout: float = 10.0) -> None:
+        """Returns once a commit with `synchronous_commit=on` waits for the standby. A session that sees
+        the new settings is not enough: a commit waits only once the checkpointer has reloaded them too
+        (it publishes whether synchronous standbys are defined), and a busy checkpointer does so late —
+        why the interrupted-acquire test entered its block in the full suite (issue #34, item 4). A probe
+        session commits until one waits; it stays waiting until `release()`."""
+        probe = psycopg.connect(make_conninfo(self.admin.info.dsn, options=self.ACTOR_OPTIONS), autocommit=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            committing = threading.Thread(target=probe.execute, args=(self.PROBE,))
+            committing.start()
+            committing.join(0.05)
+            if committing.is_alive() and self.waits(probe.info.backend_pid):
+                self.probe = (probe, committing)
+                return
+            committing.join(timeout)
+            if time.monotonic() > deadline:
+                probe.close()
+                raise AssertionError("commits did not begin to wait for the standby")
+
+    def waits(self, pid: int, timeout: float = 10.0) -> bool:
+        """Whether, within `timeout` seconds, the commit of session `pid` waits for the standby."""
+        deadline = time.monotonic() + timeout
+        while not one(self.admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND wait_event = 'SyncRep'", (pid,)):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     SEEN = "SELECT current_setting('synchronous_standby_names') = 'nobody'"
 
@@ -127,6 +166,11 @@ class HangingCommits:
         self.admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
         self.admin.execute("ALTER SYSTEM RESET synchronous_commit")
         self.admin.execute("SELECT pg_reload_conf()")
+        if self.probe is not None:
+            probe, committing = self.probe
+            self.probe = None
+            committing.join(10)
+            probe.close()
 
     def __exit__(self, *_: object) -> None:
         self.release()

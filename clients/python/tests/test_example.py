@@ -46,5 +46,6 @@ def test_the_example_on_a_fresh_database() -> None:
         # a named instance a live copy holds is refused, clearly
         with psycopg.connect(dsn, autocommit=True) as holder:
             holder.execute("SELECT pg_advisory_lock(hashtextextended('orch_lease instance webhook', 0))")
+            holder_pid = one(holder, "SELECT pg_backend_pid()")
             refused = example(dsn, "--instance", "webhook", "task-20")
-            assert refused.returncode == 2 and "in use by another live process" in refused.stderr
+            assert refused.returncode == 2 and f"its claim (an advisory lock any login can take) is held by pid {holder_pid}" in refused.stderr

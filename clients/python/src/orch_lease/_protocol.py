@@ -96,12 +96,18 @@ REGISTER = (
     "SELECT work_item, token, owner, owner_pid, owner_boot_id, acquired_at"
     " FROM orch_lease.transition_lease_{}(%s, %s, %s)"
 )
-# Who holds the instance's lock that recover takes (class "boot", key hashtext(instance)), when recover
-# waited too long for it; pg_stat_activity shows these columns of every session to every login.
-LOCK_HOLDERS = """SELECT a.pid, a.usename::text, a.application_name, a.backend_start
-  FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
- WHERE l.locktype = 'advisory' AND l.granted AND l.database = a.datid
-   AND l.classid = 1651470196 AND l.objid = pg_catalog.hashtext(%s)::oid AND l.objsubid = 2
+# Who holds the instance's claim (the CLAIM key: a bigint advisory lock, so classid and objid are its
+# high and low halves and objsubid 1); pg_locks and these columns of pg_stat_activity every login reads.
+CLAIM_HOLDERS = """SELECT a.pid, a.usename::text, a.application_name, a.backend_start
+  FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) l.pid
+ CROSS JOIN LATERAL (SELECT pg_catalog.hashtextextended(
+        pg_catalog.concat('orch_lease instance ', %s::pg_catalog.text), 0) AS k) key
+ WHERE l.locktype OPERATOR(pg_catalog.=) 'advisory' AND l.granted AND l.objsubid OPERATOR(pg_catalog.=) 1
+   AND l.database OPERATOR(pg_catalog.=) a.datid
+   AND l.classid::pg_catalog.int8 OPERATOR(pg_catalog.=) ((key.k OPERATOR(pg_catalog.>>) 32)
+       OPERATOR(pg_catalog.&) 4294967295)
+   AND l.objid::pg_catalog.int8 OPERATOR(pg_catalog.=) (key.k OPERATOR(pg_catalog.&) 4294967295)
+   AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
  ORDER BY a.pid"""
 ACQUIRE = (
     "SELECT acquired, outcome, token, holder, holder_pid, holder_boot_id, held_since, stage"
@@ -140,7 +146,8 @@ def start(
                     break
                 yield Pause(CLAIM_PAUSE)
             else:
-                raise InstanceInUse(f"instance {instance!r} is in use by another live process: give each process its own")
+                holders = yield Query(CLAIM_HOLDERS, (instance,))
+                raise InstanceInUse.claimed(instance, holders or [])
         boot_id, recovered = yield from register(instance, pid, takeover, lock_timeout)
         return instance, boot_id, recovered
     if not claim:
@@ -170,9 +177,8 @@ def register(
         rows = yield Query(REGISTER.format("takeover" if takeover else "recover"), (boot_id, instance, pid), lock_timeout)
     except psycopg.errors.ObjectInUse as error:  # the server saw the twin (55006): the claim's mistake
         raise InstanceInUse(str(error)) from error
-    except psycopg.errors.LockNotAvailable as error:
-        holders = yield Query(LOCK_HOLDERS, (instance,))
-        raise RecoverBlocked(instance, lock_timeout, holders or []) from error
+    except psycopg.errors.LockNotAvailable as error:  # the server's detail names who holds it
+        raise RecoverBlocked(instance, lock_timeout, error.diag.message_detail or "") from error
     recovered = [RecoveredLease(*row) for row in rows or []]
     for lease in recovered:
         log.warning(

@@ -121,7 +121,24 @@ class Superseded(OrchLeaseError):
 
 class InstanceInUse(OrchLeaseError):
     """Another live process already runs as this instance: two processes with one instance name would
-    supersede each other and redo effects (issue #21)."""
+    supersede each other and redo effects (issue #21). `holders` are (pid, role, application_name,
+    backend_start) of the sessions that hold the instance's claim, when that is what refused it."""
+
+    holders: list[tuple[Any, ...]] = []
+
+    @classmethod
+    def claimed(cls, instance: str, holders: list[tuple[Any, ...]]) -> InstanceInUse:
+        who = "; ".join(
+            f"pid {pid} (role {role!r}, application_name {name!r}, since {since:%Y-%m-%d %H:%M:%S%z})"
+            for pid, role, name, since in holders
+        )
+        error = cls(
+            f"instance {instance!r}: its claim (an advisory lock any login can take) is held by "
+            f"{who or 'a session that has let it go since: start again'}. Another process of this instance, "
+            f"or a session that is none: end that one (pg_terminate_backend), or give each process its own"
+        )
+        error.holders = holders
+        return error
 
 
 class LeaseEnded(OrchLeaseError):
@@ -129,18 +146,12 @@ class LeaseEnded(OrchLeaseError):
 
 
 class RecoverBlocked(OrchLeaseError):
-    """start() gave up: its recover waited `lock_timeout` seconds for the instance's lock, which another
-    session holds. `holders` are (pid, role, application_name, backend_start) of the sessions that hold
-    it, as far as pg_locks shows them; end them (pg_terminate_backend) if they are no actor of yours."""
+    """start() gave up: its recover waited `lock_timeout` seconds for the instance's live boot or one of
+    its leases, which a transaction not yet ended holds. `detail` is the server's: the sessions (pid,
+    role) and prepared transactions that hold locks on them; end the one that is no actor of yours
+    (pg_terminate_backend, or ROLLBACK PREPARED) — docs/runbook.md, "A transaction that holds an item"."""
 
-    def __init__(self, instance: str, seconds: float, holders: list[tuple[Any, ...]]) -> None:
-        who = "; ".join(
-            f"pid {pid} (role {role!r}, application_name {name!r}, since {since:%Y-%m-%d %H:%M:%S%z})"
-            for pid, role, name, since in holders
-        )
-        super().__init__(
-            f"instance {instance!r}: recover waited {seconds:g} s for the instance's lock and gave up; "
-            f"held by {who or 'no session that holds its advisory key (see pg_locks for what recover waits on)'}"
-        )
+    def __init__(self, instance: str, seconds: float, detail: str) -> None:
+        super().__init__(f"instance {instance!r}: recover waited {seconds:g} s and gave up. {detail}")
         self.instance = instance
-        self.holders = holders
+        self.detail = detail

@@ -52,7 +52,7 @@ class Actor(p.ActorBase[psycopg.Connection[p.Row]]):
     supersedes the instance's live boot even while the session that registered it is connected (recover
     refuses that, 55006, raised as InstanceInUse): behind a pooler, or to replace a wedged process.
     Recover waits at most `lock_timeout` seconds for the instance's lock, then start() raises
-    RecoverBlocked naming the sessions that hold it.
+    RecoverBlocked with the server's detail, which names the sessions that hold it.
     Behind PgBouncer's transaction pooling also pass `prepare_threshold=None` (no server-side prepared
     statements) and `claim=False`.
     """
