@@ -5,7 +5,7 @@ use crate::stage_cas::{self, CasWrite};
 use crate::task_table;
 use crate::{config, errors, owner, plans, rows};
 use pgrx::prelude::*;
-use pgrx::spi::{quote_identifier, quote_literal};
+use pgrx::spi::{quote_identifier, quote_literal, SpiClient};
 use pgrx::{AllocatedByPostgres, PgSqlErrorCode};
 use std::ffi::{CStr, CString};
 
@@ -352,16 +352,7 @@ fn replace_stage_graph(
     let froms: Vec<&str> = pairs.iter().map(|(from, _)| from.as_str()).collect();
     let tos: Vec<&str> = pairs.iter().map(|(_, to)| to.as_str()).collect();
     Spi::connect(|client| {
-        plans::run(
-            client,
-            "DELETE FROM orch_lease.stage_transition WHERE task_table = $1",
-            &[relid.into()],
-        );
-        plans::run(
-            client,
-            "DELETE FROM orch_lease.terminal_stage WHERE task_table = $1",
-            &[relid.into()],
-        );
+        forget_stage_graph(client, relid);
         plans::run(
             client,
             "INSERT INTO orch_lease.stage_transition (from_stage, to_stage, task_table)
@@ -378,11 +369,6 @@ fn replace_stage_graph(
         // keeps every name the graph has, but not its place (red team F12).
         plans::run(
             client,
-            "DELETE FROM orch_lease.stage_label WHERE task_table = $1",
-            &[relid.into()],
-        );
-        plans::run(
-            client,
             "INSERT INTO orch_lease.stage_label (stage, rank, task_table)
              SELECT e.enumlabel, e.rank, $2
                FROM (SELECT enumlabel::pg_catalog.text,
@@ -396,6 +382,17 @@ fn replace_stage_graph(
         );
     });
     task_table::forget_everywhere("orch_lease.stage_transition");
+}
+
+/// Deletes `relid`'s stage graph: its transitions, terminal stages and labels' places. Run as the owner.
+pub fn forget_stage_graph(client: &SpiClient<'_>, relid: pg_sys::Oid) {
+    for graph in [
+        "DELETE FROM orch_lease.stage_transition WHERE task_table = $1",
+        "DELETE FROM orch_lease.terminal_stage WHERE task_table = $1",
+        "DELETE FROM orch_lease.stage_label WHERE task_table = $1",
+    ] {
+        plans::run(client, graph, &[relid.into()]);
+    }
 }
 
 extension_sql!(

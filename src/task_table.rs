@@ -307,13 +307,7 @@ fn forget_registration(client: &SpiClient<'_>, relid: pg_sys::Oid) -> bool {
         &[relid.into()],
     );
     let registered = !gone.is_empty();
-    for graph in [
-        "DELETE FROM orch_lease.stage_transition WHERE task_table = $1",
-        "DELETE FROM orch_lease.terminal_stage WHERE task_table = $1",
-        "DELETE FROM orch_lease.stage_label WHERE task_table = $1",
-    ] {
-        plans::run(client, graph, &[relid.into()]);
-    }
+    crate::stage_rules::forget_stage_graph(client, relid);
     registered
 }
 
