@@ -1,7 +1,7 @@
 # orch_lease — every entry point installs what it needs first (scripts/setup.sh) and is safe to rerun.
 # Recipes that source scripts/lib.sh need bash.
 SHELL := /bin/bash
-.PHONY: demo test test-matrix test-ha model soak bench bench-history setup setup-test install package test-package dist lint clean help
+.PHONY: demo test test-matrix test-ha model soak bench bench-history setup setup-test install package test-package dist python-dist lint clean help
 
 demo:        ## Replay the incident: five actor processes race with and without orch_lease
 	scripts/demo.sh
@@ -44,6 +44,9 @@ test-package: ## The packages installed with apt-get (15) or unpacked (14, 16-18
 
 dist:        ## The PGXN release orch_lease-<version>.zip (git archive of HEAD) in target/, checked and built from
 	scripts/dist.sh
+
+python-dist: ## The Python client's sdist and wheel in target/python-dist, checked with twine check (publishing: see the script)
+	scripts/python-dist.sh
 
 lint: setup  ## rustfmt and clippy, warnings are errors; no `|| true` hiding a test command's failure, no typed-in count
 	scripts/or-true-check.py

@@ -57,6 +57,7 @@ scripts/model-test.sh 2>&1 | tee -a "$results"
 
 log "6/6 the Python client, client examples and the demo"
 scripts/python-client-test.sh 2>&1 | tee -a "$results" # its own cluster
+scripts/python-dist.sh 2>&1 | tee -a "$results" # its sdist and wheel, twine check
 scripts/examples.sh 2>&1 | tee -a "$results"
 harness/target/debug/orch-race demo # asserts its own outcome
 

@@ -81,6 +81,9 @@ for from in 0.1.0 0.2.0 0.3.0 0.4.0; do
     # A site's own grant on the reaper (0.3.0's; its cron role): 0.4.0 recreates the function and keeps it.
     [ "$from" != 0.3.0 ] || q "DROP ROLE IF EXISTS orch_lease_reaper_job; CREATE ROLE orch_lease_reaper_job;
         GRANT EXECUTE ON FUNCTION orch_lease.transition_lease_reap(integer) TO orch_lease_reaper_job" >/dev/null
+    # A site's own grant on a function 0.5.0 recreates with a task_table argument (#27): kept, and dumped.
+    [ "$from" != 0.4.0 ] || q "DROP ROLE IF EXISTS orch_lease_site_caller; CREATE ROLE orch_lease_site_caller;
+        GRANT EXECUTE ON FUNCTION orch_lease.commit_stage_cas TO orch_lease_site_caller" >/dev/null
     # A site's own view over the history: the update must not need its tables' columns unused (red3 F1).
     q "CREATE VIEW public.site_history AS SELECT event, work_item FROM orch_lease.lease_event" >/dev/null
     use_library target/releases/current.so
@@ -136,6 +139,15 @@ for from in 0.1.0 0.2.0 0.3.0 0.4.0; do
         q "REVOKE EXECUTE ON FUNCTION orch_lease.transition_lease_reap(integer) FROM orch_lease_reaper_job" >/dev/null
     fi
 
+    if [ "$from" = 0.4.0 ]; then
+        check "SELECT has_function_privilege('orch_lease_site_caller', 'orch_lease.commit_stage_cas(text,bigint,text,text,regclass)', 'EXECUTE')" t \
+              "the site's own grant on commit_stage_cas was lost"
+        "$PG_BIN/pg_dump" --schema-only > "target/dump-from-$from.sql" || fail "pg_dump of the upgraded database failed"
+        grep -Eq '^GRANT ALL ON FUNCTION orch_lease\.commit_stage_cas\(.*\) TO orch_lease_site_caller;$' "target/dump-from-$from.sql" ||
+            fail "pg_dump leaves out the site's own grant on commit_stage_cas (target/dump-from-$from.sql)"
+        q "REVOKE EXECUTE ON FUNCTION orch_lease.commit_stage_cas(text,bigint,text,text,regclass) FROM orch_lease_site_caller" >/dev/null
+    fi
+
     # #29 item 15: a lease or boot from before 0.4.0 named no role, so any actor could end that lease with
     # its (sequential) token, or acquire under that boot. The update gives them to the role that ran it.
     q "DO \$\$BEGIN CREATE ROLE orch_upgrade_actor IN ROLE orch_lease_actor;
@@ -170,6 +182,7 @@ for from in 0.1.0 0.2.0 0.3.0 0.4.0; do
     diff -u target/schema-fresh.txt "target/schema-from-$from.txt" ||
         fail "the upgraded schema differs from a fresh $version install (above)"
     [ "$from" != 0.3.0 ] || q "DROP ROLE orch_lease_reaper_job" >/dev/null
+    [ "$from" != 0.4.0 ] || q "DROP ROLE orch_lease_site_caller" >/dev/null
     echo "upgrade $from -> $version: data kept, schema identical to a fresh install ($(wc -l < target/schema-fresh.txt) facts)"
     passed=$((passed + 1))
 done

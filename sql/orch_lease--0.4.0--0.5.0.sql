@@ -641,17 +641,143 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- ---------------------------------------------------------------------------------------------------
--- Issue #30 item 6 (initial privileges): the 0.3.0 -> 0.4.0 update re-granted a site's own EXECUTE on
--- transition_lease_reap (its cron role's) inside the update script, where PostgreSQL records every grant
--- as the extension's initial privilege (pg_init_privs). pg_dump leaves initial privileges out, so a dump
--- and restore lost the site's grant. The reaper's initial privileges become a fresh install's (its
--- owner's and orch_lease_admin's); the site's grants stay in its ACL, where pg_dump finds them.
+-- Issue #30 item 6 (initial privileges): an update script that grants a site's own EXECUTE again (the
+-- 0.3.0 -> 0.4.0 one on transition_lease_reap, its cron role's; #27's section above on every function it
+-- recreates) makes PostgreSQL record that grant as the extension's initial privilege (pg_init_privs).
+-- pg_dump leaves initial privileges out, so a dump and restore lost the site's grant. Every function's
+-- initial privileges become a fresh install's: only its owner, orch_lease's roles and PUBLIC; the site's
+-- grants stay in the functions' ACLs, where pg_dump finds them.
 UPDATE pg_catalog.pg_init_privs i
-   SET initprivs = ARRAY[pg_catalog.makeaclitem(p.proowner, p.proowner, 'EXECUTE', false),
-                         pg_catalog.makeaclitem('orch_lease_admin'::pg_catalog.regrole, p.proowner, 'EXECUTE', false)]
+   SET initprivs = (SELECT pg_catalog.array_agg(u.item ORDER BY u.n)
+                      FROM pg_catalog.unnest(i.initprivs) WITH ORDINALITY u (item, n)
+                     WHERE (SELECT e.grantee FROM pg_catalog.aclexplode(ARRAY[u.item]) e LIMIT 1)
+                           OPERATOR(pg_catalog.=) ANY (ARRAY[0, p.proowner,
+                                'orch_lease_actor'::pg_catalog.regrole, 'orch_lease_admin'::pg_catalog.regrole,
+                                'pg_monitor'::pg_catalog.regrole]::pg_catalog.oid[]))
   FROM pg_catalog.pg_proc p
- WHERE p.oid OPERATOR(pg_catalog.=) 'orch_lease.transition_lease_reap(integer)'::pg_catalog.regprocedure
+ WHERE p.pronamespace OPERATOR(pg_catalog.=) 'orch_lease'::pg_catalog.regnamespace
    AND i.objoid OPERATOR(pg_catalog.=) p.oid
    AND i.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
    AND i.objsubid OPERATOR(pg_catalog.=) 0
    AND i.privtype OPERATOR(pg_catalog.=) 'e';
+
+-- ---------------------------------------------------------------------------------------------------
+-- Issue #31 (contact): outcomes that tell a mistake from a lost race, and refusals that say what to do.
+-- The stage CAS answers not_held (a token the item never had, or a lease its holder already ended),
+-- counted apart from lease_lost; commit_stage_cas refuses a NULL token while orch_lease is on; the hints
+-- of register_task_table and of an acquire under another role's boot: all in the library, only the
+-- comments change here.
+COMMENT ON FUNCTION orch_lease.update_task_stage_cas(text, text, text, bigint, regclass) IS
+    'Sets a task''s stage only if it still equals the expected one (and, with a token, while the caller''s role holds its lease): applied, stage_mismatch, not_found, lease_lost, not_held, invalid_transition or retry.';
+COMMENT ON FUNCTION orch_lease.commit_stage_cas(text, bigint, text, text, regclass) IS
+    'The lease-guarded stage CAS and the end of that lease in one step; on retry the lease is kept. The token is required while orch_lease is on (update_task_stage_cas writes without a lease).';
+-- An integer work item (acquire(131, ...)) found no function (42883, a generic "does not exist"): these
+-- overloads take it only to say what to do. They key nothing: one spelling of an id is its text.
+CREATE FUNCTION orch_lease.transition_lease_acquire(work_item bigint, owner text, owner_pid integer,
+                                                    owner_boot_id text, scope text DEFAULT NULL,
+                                                    task_table regclass DEFAULT NULL)
+RETURNS orch_lease.lease_grant
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RAISE EXCEPTION 'orch_lease: work_item must be text, not a number'
+          USING ERRCODE = '42804',
+                DETAIL = format('Called with work_item %s.', work_item),
+                HINT = format('Pass the id as text: %L, or %s::text.', work_item, work_item);
+END
+$$;
+COMMENT ON FUNCTION orch_lease.transition_lease_acquire(bigint, text, integer, text, text, regclass) IS
+    'Refuses an integer work item (42804) with a hint: pass the id as text.';
+CREATE FUNCTION orch_lease.transition_lease_acquire_session(work_item bigint, owner text,
+                                                            scope text DEFAULT NULL,
+                                                            task_table regclass DEFAULT NULL)
+RETURNS orch_lease.lease_grant
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT * FROM orch_lease.transition_lease_acquire(work_item, owner, 1, 'session', scope, task_table)
+$$;
+COMMENT ON FUNCTION orch_lease.transition_lease_acquire_session(bigint, text, text, regclass) IS
+    'Refuses an integer work item (42804) with a hint: pass the id as text.';
+REVOKE ALL ON FUNCTION
+    orch_lease.transition_lease_acquire(bigint, text, integer, text, text, regclass),
+    orch_lease.transition_lease_acquire_session(bigint, text, text, regclass)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    orch_lease.transition_lease_acquire(bigint, text, integer, text, text, regclass),
+    orch_lease.transition_lease_acquire_session(bigint, text, text, regclass)
+    TO orch_lease_actor;
+-- The status view says when the session that registered a holder's boot is gone (session_gone).
+CREATE OR REPLACE VIEW orch_lease.transition_lease_status WITH (security_barrier) AS
+SELECT l.work_item,
+       l.owner,
+       l.owner_pid,
+       l.owner_boot_id,
+       b.instance,
+       CASE WHEN pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
+              OR pg_catalog.pg_has_role('pg_monitor', 'USAGE')
+              OR l.holder_role = CURRENT_USER THEN l.token END AS token,
+       l.scope,
+       l.acquired_at,
+       round(extract(epoch FROM clock_timestamp() - l.acquired_at), 3) AS age_s,
+       coalesce(orch_lease.boot_liveness(l.owner_boot_id), 'unknown') AS liveness,
+       l.holder_role,
+       (SELECT s.enabled FROM orch_lease.kill_switch() s) AS enabled,
+       l.task_table,
+       NOT orch_lease.session_alive(b.registered_session) AS session_gone
+  FROM orch_lease.transition_lease l
+  LEFT JOIN orch_lease.boot b ON b.boot_id = l.owner_boot_id
+ WHERE pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
+    OR pg_catalog.pg_has_role('pg_monitor', 'USAGE')
+    OR l.holder_role = CURRENT_USER;
+COMMENT ON VIEW orch_lease.transition_lease_status IS
+    'Every held lease with its task table, owner, age and liveness (live; stale = boot superseded or session gone; unknown = boot never registered), whether orch_lease is on for the reader''s calls (the kill-switch), and whether the database session that registered the holder''s boot is gone (session_gone; NULL when none was recorded). Actors see their own role''s leases only.';
+-- The metrics count not_held apart: OrchLeaseLostCommit watches lease_lost only.
+CREATE OR REPLACE FUNCTION orch_lease.transition_lease_metrics()
+RETURNS TABLE (metric text, label text, value double precision)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    -- Polling refusals are counted by sequences (0.5.0; those from before stay in event_count).
+    WITH counted AS (SELECT event, outcome, n FROM orch_lease.event_count
+                     UNION ALL
+                     SELECT 'refused', 'held', CASE WHEN is_called THEN last_value ELSE 0 END
+                       FROM orch_lease.refused_held_count
+                     UNION ALL
+                     SELECT 'refused', 'busy', CASE WHEN is_called THEN last_value ELSE 0 END
+                       FROM orch_lease.refused_busy_count),
+    series (metric, label, event, outcome) AS (VALUES
+        ('orch_lease_grants_total', 'acquired', 'acquired', NULL),
+        ('orch_lease_grants_total', 'reclaimed', 'reclaimed', 'reclaimed'),
+        ('orch_lease_refusals_total', 'held', 'refused', 'held'),
+        ('orch_lease_refusals_total', 'busy', 'refused', 'busy'),
+        ('orch_lease_refusals_total', 'superseded', 'refused', 'superseded'),
+        ('orch_lease_refusals_total', 'retry', 'refused', 'retry'),
+        ('orch_lease_refusals_total', 'not_found', 'refused', 'not_found'),
+        ('orch_lease_releases_total', 'released', 'released', NULL),
+        ('orch_lease_reclaims_total', 'stale', 'reclaimed', NULL),
+        ('orch_lease_reclaims_total', 'ceiling', 'reaped', NULL),
+        ('orch_lease_reclaims_total', 'manual', 'forced', NULL),
+        ('orch_lease_cas_total', 'applied', 'cas_applied', NULL),
+        ('orch_lease_cas_total', 'stage_mismatch', 'cas_lost', 'stage_mismatch'),
+        ('orch_lease_cas_total', 'lease_lost', 'cas_lost', 'lease_lost'),
+        ('orch_lease_cas_total', 'not_held', 'cas_lost', 'not_held'),
+        ('orch_lease_cas_total', 'not_found', 'cas_lost', 'not_found'),
+        ('orch_lease_cas_total', 'invalid_transition', 'cas_lost', 'invalid_transition'),
+        ('orch_lease_cas_total', 'retry', 'cas_lost', 'retry'))
+    SELECT s.metric, s.label, coalesce(sum(c.n), 0)::float8
+      FROM series s
+      LEFT JOIN counted c ON c.event = s.event AND c.outcome = coalesce(s.outcome, c.outcome)
+     GROUP BY s.metric, s.label
+    UNION ALL
+    SELECT 'orch_lease_leases', v.liveness, count(l.work_item)::float8
+      FROM (VALUES ('live'), ('stale'), ('unknown')) v (liveness)
+      LEFT JOIN orch_lease.transition_lease_status l ON l.liveness = v.liveness
+     GROUP BY v.liveness
+    UNION ALL
+    SELECT 'orch_lease_oldest_live_lease_age_seconds', '',
+           coalesce(max(age_s) FILTER (WHERE liveness = 'live'), 0)::float8
+      FROM orch_lease.transition_lease_status
+    UNION ALL
+    SELECT m.metric, '', m.value
+      FROM orch_lease.kill_switch() s,
+           LATERAL (VALUES ('orch_lease_enabled', s.enabled::integer::float8),
+                           ('orch_lease_enabled_changed_timestamp_seconds',
+                            coalesce(extract(epoch FROM s.changed_at), 0)::float8)) m (metric, value)
+     ORDER BY 1, 2
+$$;

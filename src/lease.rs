@@ -419,12 +419,7 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
     )
     .first();
     if column::<bool>(&current, "foreign_boot") {
-        errors::raise_hinted(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("orch_lease: boot \"{}\" was registered by another role", request.boot_id),
-            "Acquire with the boot id your own process registered through transition_lease_recover.",
-            None,
-        );
+        recovery::refuse_foreign_boot(client, &request.boot_id, role);
     }
     if column::<bool>(&current, "moved") {
         errors::raise_hinted(
@@ -811,9 +806,23 @@ pub enum Claim {
     End,
 }
 
+/// What a CAS found of the lease it claimed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Claimed {
+    /// Held with this token by the caller's role (kept or ended as asked).
+    Held,
+    /// Taken away from its holder: reclaimed, reaped, forced or recovered. A lost race: `lease_lost`.
+    Taken,
+    /// No lease on this item was ever taken away with this token: one never granted for it, or one its
+    /// holder already ended (released, committed). A programming mistake: `not_held`, never paged.
+    NotHeld,
+}
+
 /// Does the caller's role hold the lease on `item` with `token`? Keeps (share-locks) or ends it as a
-/// side effect. Another role's lease with this token is an error (42501). Run as the extension's owner.
-pub fn claim(client: &SpiClient<'_>, item: &Item, token: i64, how: Claim, role: &str) -> bool {
+/// side effect. Another role's lease with this token is an error (42501). When it is not held, the
+/// takeovers in the history (always recorded) tell a lease taken away from one never held or already
+/// ended. Run as the extension's owner.
+pub fn claim(client: &SpiClient<'_>, item: &Item, token: i64, how: Claim, role: &str) -> Claimed {
     let statement = match how {
         Claim::Keep => {
             "SELECT holder_role FROM orch_lease.transition_lease
@@ -830,16 +839,25 @@ pub fn claim(client: &SpiClient<'_>, item: &Item, token: i64, how: Claim, role: 
         token.into(),
         TableArg(item.table).into(),
     ];
-    match plans::run(client, statement, &args).next() {
-        Some(lease) => {
-            owns(&item.key, &lease, role);
-            true
-        }
-        // Not as of this snapshot; a lease granted since is a serialization failure (#29 item 13).
-        None => match snapshot_current(client, item, None) {
-            Ok(()) => false,
-            Err(error) => error.rethrow(),
-        },
+    if let Some(lease) = plans::run(client, statement, &args).next() {
+        owns(&item.key, &lease, role);
+        return Claimed::Held;
+    }
+    // Not as of this snapshot; a lease granted since is a serialization failure (#29 item 13).
+    if let Err(error) = snapshot_current(client, item, None) {
+        error.rethrow();
+    }
+    // Tokens come from one sequence: (work item, token) names one lease whatever its table.
+    let taken = plans::run(
+        client,
+        "SELECT FROM orch_lease.lease_event
+          WHERE work_item = $1 AND old_token = $2 AND event IN ('reclaimed', 'reaped', 'forced')
+          LIMIT 1",
+        &[item.key.as_str().into(), token.into()],
+    );
+    match taken.is_empty() {
+        true => Claimed::NotHeld,
+        false => Claimed::Taken,
     }
 }
 
@@ -1051,4 +1069,36 @@ COMMENT ON FUNCTION orch_lease.transition_lease_held(text, bigint, regclass) IS
         transition_lease_force_release,
         transition_lease_held
     ]
+);
+
+extension_sql!(
+    r#"
+-- An integer work item (acquire(131, ...)) found no function (42883, a generic "does not exist"): these
+-- overloads take it only to say what to do. They key nothing: one spelling of an id is its text.
+CREATE FUNCTION orch_lease.transition_lease_acquire(work_item bigint, owner text, owner_pid integer,
+                                                    owner_boot_id text, scope text DEFAULT NULL,
+                                                    task_table regclass DEFAULT NULL)
+RETURNS orch_lease.lease_grant
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RAISE EXCEPTION 'orch_lease: work_item must be text, not a number'
+          USING ERRCODE = '42804',
+                DETAIL = format('Called with work_item %s.', work_item),
+                HINT = format('Pass the id as text: %L, or %s::text.', work_item, work_item);
+END
+$$;
+COMMENT ON FUNCTION orch_lease.transition_lease_acquire(bigint, text, integer, text, text, regclass) IS
+    'Refuses an integer work item (42804) with a hint: pass the id as text.';
+CREATE FUNCTION orch_lease.transition_lease_acquire_session(work_item bigint, owner text,
+                                                            scope text DEFAULT NULL,
+                                                            task_table regclass DEFAULT NULL)
+RETURNS orch_lease.lease_grant
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT * FROM orch_lease.transition_lease_acquire(work_item, owner, 1, 'session', scope, task_table)
+$$;
+COMMENT ON FUNCTION orch_lease.transition_lease_acquire_session(bigint, text, text, regclass) IS
+    'Refuses an integer work item (42804) with a hint: pass the id as text.';
+"#,
+    name = "integer_work_item",
+    requires = ["lease_table", "lease_comments"]
 );

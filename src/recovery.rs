@@ -442,6 +442,42 @@ fn instance_registrant(
     }
 }
 
+/// An acquire under a boot another role registered: 42501. An admin may have registered it on that
+/// role's behalf (runbook section 4), which does not make it the admin's: it is told whose boot it is and
+/// what to do. An actor is not told another role's name, only to use a boot of its own.
+pub fn refuse_foreign_boot(client: &SpiClient<'_>, boot_id: &str, role: &str) -> ! {
+    let message = format!("orch_lease: boot \"{boot_id}\" was registered by another role");
+    if !owner::caller_is_member_of(c"orch_lease_admin") {
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            message,
+            "Acquire with the boot id your own process registered through transition_lease_recover.",
+            Some(format!("Called by role \"{role}\".")),
+        );
+    }
+    let boot = plans::run(
+        client,
+        "SELECT instance, registered_by FROM orch_lease.boot WHERE boot_id = $1",
+        &[boot_id.into()],
+    )
+    .first();
+    let (instance, registered_by): (String, String) =
+        (column(&boot, "instance"), column(&boot, "registered_by"));
+    errors::raise_hinted(
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        message,
+        &format!(
+            "An admin's recover registers a boot on behalf of the instance's role, \"{registered_by}\": \
+             only that role acquires with it (the process of instance \"{instance}\"). To hold a lease \
+             yourself, recover an instance of your own with a fresh boot id and acquire with that boot."
+        ),
+        Some(format!(
+            "Boot \"{boot_id}\" is of instance \"{instance}\", registered by role \"{registered_by}\"; \
+             called by role \"{role}\"."
+        )),
+    )
+}
+
 /// Recover and the reaper must see every lease committed until now, which a transaction snapshot
 /// (REPEATABLE READ, SERIALIZABLE) taken earlier does not: there they refuse.
 fn read_committed_only(function: &str) {

@@ -44,6 +44,8 @@ GRANT USAGE ON SCHEMA orch_lease TO orch_lease_actor, pg_monitor;
 GRANT EXECUTE ON FUNCTION
     orch_lease.transition_lease_acquire(text, text, integer, text, text, regclass),
     orch_lease.transition_lease_acquire_session(text, text, text, regclass),
+    orch_lease.transition_lease_acquire(bigint, text, integer, text, text, regclass),
+    orch_lease.transition_lease_acquire_session(bigint, text, text, regclass),
     orch_lease.transition_lease_release(text, bigint, regclass),
     orch_lease.transition_lease_held(text, bigint, regclass),
     orch_lease.update_task_stage_cas(text, text, text, bigint, regclass),

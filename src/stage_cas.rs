@@ -5,7 +5,7 @@
 //! forced release can slip between them. The task table is the application's: orch_lease adds no column
 //! to it, and writes it with the caller's own privileges, row-level security and triggers.
 use crate::events::{self, Event};
-use crate::lease::{self, Claim};
+use crate::lease::{self, Claim, Claimed};
 use crate::task_table::{self, Item, TableArg, TaskTable, Typed};
 use crate::{config, errors, owner, plans, races, rows};
 use pgrx::prelude::*;
@@ -129,7 +129,10 @@ fn update_task_stage_cas(
 
 /// The lease-guarded CAS and the end of that lease, in one atomic step. The lease ends whatever the
 /// CAS outcome — the attempt is over — except `retry`, when the CAS could not run and the lease is kept.
-/// A NULL token (from a disabled or out-of-scope grant) makes it a plain CAS.
+/// A NULL token (a grant without a lease: disabled or out of scope) is refused while orch_lease is on:
+/// a write without a lease check is asked for by name, `update_task_stage_cas`, never by a NULL read
+/// from the wrong field. With the kill-switch off it is still the bare write (deprecated, see the SQL
+/// reference).
 #[pg_extern(
     volatile,
     parallel_unsafe,
@@ -152,6 +155,15 @@ fn commit_stage_cas(
     new_stage: Option<&str>,
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> composite_type!('static, "orch_lease.cas_result") {
+    if token.is_none() && config::enabled() {
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "orch_lease: token must not be NULL: commit_stage_cas commits under a lease".into(),
+            "A grant without a lease (disabled, out_of_scope) has no token: write its stage with \
+             orch_lease.update_task_stage_cas(task_id, expected_stage, new_stage), which checks no lease.",
+            Some("A NULL token no longer makes commit_stage_cas a plain CAS (since 0.5.0).".into()),
+        );
+    }
     let task_table = task_table::argument(fcinfo, 4);
     let lease = token.map(|token| (token, Claim::End));
     stage_cas(
@@ -186,7 +198,9 @@ fn stage_cas(
     let task_id = errors::required(id_argument, task_id);
     let expected_stage = errors::bounded_present("expected_stage", expected_stage);
     let new_stage = errors::bounded_present("new_stage", new_stage);
-    let table = task_table::writable_task_table(task_table);
+    // No privilege check of orch_lease's own: the write is the caller's, and PostgreSQL's own 42501
+    // (or row-level security) reaches it whole.
+    let table = task_table::task_table(task_table);
     // Convert every input before anything is written: bad input is an error with nothing changed.
     // The id exactly as keys read it (`IdType`), so the lease claimed is the key of the row written.
     let id = table.id.read(id_argument, task_id);
@@ -231,8 +245,9 @@ fn stage_cas(
             );
         }
         let cas = races::lost_race_as(
-            || match lease {
-                Some(lease) if !claim(lease) => Cas::said(false, "lease_lost"),
+            || match lease.map(claim) {
+                Some(Claimed::Taken) => Cas::said(false, "lease_lost"),
+                Some(Claimed::NotHeld) => Cas::said(false, "not_held"),
                 _ if !write.table.allows(&write.expected_text, &write.new_text) => {
                     Cas::said(false, "invalid_transition")
                 }
@@ -347,9 +362,9 @@ fn stage_of(table: &TaskTable, rows: SpiTupleTable<'_>) -> Option<Option<String>
 extension_sql!(
     r#"
 COMMENT ON FUNCTION orch_lease.update_task_stage_cas(text, text, text, bigint, regclass) IS
-    'Sets a task''s stage only if it still equals the expected one (and, with a token, while the caller''s role holds its lease): applied, stage_mismatch, not_found, lease_lost, invalid_transition or retry.';
+    'Sets a task''s stage only if it still equals the expected one (and, with a token, while the caller''s role holds its lease): applied, stage_mismatch, not_found, lease_lost, not_held, invalid_transition or retry.';
 COMMENT ON FUNCTION orch_lease.commit_stage_cas(text, bigint, text, text, regclass) IS
-    'The lease-guarded stage CAS and the end of that lease in one step; on retry the lease is kept.';
+    'The lease-guarded stage CAS and the end of that lease in one step; on retry the lease is kept. The token is required while orch_lease is on (update_task_stage_cas writes without a lease).';
 COMMENT ON FUNCTION orch_lease.stage_write_allowed() IS
     'True while the stage CAS is writing or the kill-switch is off; kept for the bypass guard of releases before 0.4.0.';
 "#,

@@ -25,14 +25,15 @@ SELECT l.work_item,
        coalesce(orch_lease.boot_liveness(l.owner_boot_id), 'unknown') AS liveness,
        l.holder_role,
        (SELECT s.enabled FROM orch_lease.kill_switch() s) AS enabled,
-       l.task_table
+       l.task_table,
+       NOT orch_lease.session_alive(b.registered_session) AS session_gone
   FROM orch_lease.transition_lease l
   LEFT JOIN orch_lease.boot b ON b.boot_id = l.owner_boot_id
  WHERE pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
     OR pg_catalog.pg_has_role('pg_monitor', 'USAGE')
     OR l.holder_role = CURRENT_USER;
 COMMENT ON VIEW orch_lease.transition_lease_status IS
-    'Every held lease with its task table, owner, age and liveness (live; stale = boot superseded or session gone; unknown = boot never registered), and whether orch_lease is on for the reader''s calls (the kill-switch). Actors see their own role''s leases only.';
+    'Every held lease with its task table, owner, age and liveness (live; stale = boot superseded or session gone; unknown = boot never registered), whether orch_lease is on for the reader''s calls (the kill-switch), and whether the database session that registered the holder''s boot is gone (session_gone; NULL when none was recorded). Actors see their own role''s leases only.';
 
 CREATE VIEW orch_lease.lease_history WITH (security_barrier) AS
 SELECT e.event_id, e.at, e.event, e.work_item, e.old_owner,
@@ -77,6 +78,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
         ('orch_lease_cas_total', 'applied', 'cas_applied', NULL),
         ('orch_lease_cas_total', 'stage_mismatch', 'cas_lost', 'stage_mismatch'),
         ('orch_lease_cas_total', 'lease_lost', 'cas_lost', 'lease_lost'),
+        ('orch_lease_cas_total', 'not_held', 'cas_lost', 'not_held'),
         ('orch_lease_cas_total', 'not_found', 'cas_lost', 'not_found'),
         ('orch_lease_cas_total', 'invalid_transition', 'cas_lost', 'invalid_transition'),
         ('orch_lease_cas_total', 'retry', 'cas_lost', 'retry'))

@@ -3,7 +3,7 @@
 //! call means (the `task_table` argument; omitted, the only one registered, never a guess), and what
 //! follows from a table's id column's type — how a value is read from text, and the one canonical key
 //! every spelling of a task id maps to. A work item is a (table, key) pair: `Item`.
-use crate::{errors, owner, plans, races, rows};
+use crate::{error_context, errors, owner, plans, races, rows};
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::{self, PgTryBuilder};
 use pgrx::pgrx_sql_entity_graph::metadata::{
@@ -133,16 +133,31 @@ fn register_task_table(
         )
     });
     for item in held.into_iter().flatten() {
-        let key = id.key("work_item", &item);
-        if key != item {
-            errors::raise_hinted(
-                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                format!("orch_lease: a lease is held on work item \"{item}\", which \"{qualified}\" keys as \"{key}\""),
-                "Release or force-release the leases on such work items (by the work item the status \
-                 view shows), then register again.",
+        // An id the new type cannot read is in the way too (55000, not the type's 22P02 naming an
+        // argument the caller never passed); the look is rolled back whatever it finds.
+        let keyed = races::probe(|| id.key("leased work item", &item)).map_err(|error| {
+            error_context::forget_passing();
+            let why = races::report_of(&error).message();
+            why.trim_start_matches("orch_lease: ").to_string()
+        });
+        let (found, detail) = match keyed {
+            Ok(key) if key == item => continue,
+            Ok(key) => (
+                format!("keys the leased work item \"{item}\" as \"{key}\""),
                 None,
-            );
-        }
+            ),
+            Err(why) => (
+                format!("cannot key the leased work item \"{item}\""),
+                Some(why),
+            ),
+        };
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("orch_lease: a lease is in the way: \"{qualified}\" {found}"),
+            "Release or force-release the leases on such work items (by the work item the status \
+             view shows), then register again.",
+            detail,
+        );
     }
     // The table and the id type go in as a regclass and a regtype, and the new row's own registered_at
     // is kept, so that on Citus (docs/scale-out.md), where the registry is a reference table, each node
@@ -538,7 +553,10 @@ fn check_id_column(relid: pg_sys::Oid, attnum: i16, qualified: &str) -> IdType {
         errors::raise_hinted(
             PgSqlErrorCode::ERRCODE_INVALID_COLUMN_REFERENCE,
             format!("orch_lease: id_column: the id column of \"{qualified}\" is not unique by itself"),
-            "The CAS must find one row per id: give the id column a primary key or a unique constraint.",
+            "The CAS must find one row per id: give the id column a primary key or a unique constraint. \
+             For a key of several columns such as (tenant, id), add a unique generated column and register \
+             that: ALTER TABLE t ADD COLUMN task_key text GENERATED ALWAYS AS (tenant || '/' || id) STORED \
+             UNIQUE (a separator no tenant contains).",
             None,
         );
     }
@@ -668,13 +686,13 @@ impl Item {
 }
 
 /// The work item `work_item` of the table the call names (`table`; omitted, the only one registered),
-/// read as that table's id. The caller must be allowed to write the table's stage column: a lease is
-/// for writing it. An id the id type rejects is an error naming `argument`, with the type's SQLSTATE
+/// read as that table's id. The caller must be allowed to read the table's stage column, as the
+/// acquire's answer does (#26). An id the id type rejects is an error naming `argument`, with the type's SQLSTATE
 /// (22P02 for bad syntax).
 pub fn item(argument: &'static str, work_item: &str, table: Option<TableArg>) -> Item {
     match resolve(table) {
         Some(table) => {
-            may_write_stage(&table);
+            may_read_stage(&table);
             let id = table.id.read(argument, work_item);
             Item {
                 table: table.relid,
@@ -714,31 +732,31 @@ pub fn held_item(argument: &'static str, work_item: &str, table: Option<TableArg
     Item::leased(relid, key)
 }
 
-/// The caller must hold UPDATE on the table's stage column (or on the table): the stage a lease
-/// guards. Asked before anything about a lease is read, so a table an actor may not write tells it
-/// nothing about the leases on it (docs/security.md).
-fn may_write_stage(table: &TaskTable) {
+/// The caller must hold SELECT on the table's stage column (or on the table): the stage a lease guards
+/// and an acquire answers. Asked before anything about a lease is read, so a table an actor may not
+/// read tells it nothing about the leases on it (docs/security.md).
+fn may_read_stage(table: &TaskTable) {
     let role = owner::caller();
     let column = CString::new(table.stage_column.as_str()).expect("a name holds no NUL byte");
     let attnum = unsafe { pg_sys::get_attnum(table.relid, column.as_ptr()) };
     let allowed = unsafe {
-        pg_sys::pg_class_aclcheck(table.relid, role, pg_sys::ACL_UPDATE as pg_sys::AclMode)
+        pg_sys::pg_class_aclcheck(table.relid, role, pg_sys::ACL_SELECT as pg_sys::AclMode)
             == pg_sys::AclResult::ACLCHECK_OK
             || pg_sys::pg_attribute_aclcheck(
                 table.relid,
                 attnum,
                 role,
-                pg_sys::ACL_UPDATE as pg_sys::AclMode,
+                pg_sys::ACL_SELECT as pg_sys::AclMode,
             ) == pg_sys::AclResult::ACLCHECK_OK
     };
     if !allowed {
         errors::raise_hinted(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             format!(
-                "orch_lease: permission denied to write the stage of task table {}",
+                "orch_lease: permission denied to read the stage of task table {}",
                 table.qualified
             ),
-            "A work item is leased by a role that may update its table's stage column: GRANT UPDATE \
+            "A work item is leased by a role that may read its table's stage column: GRANT SELECT \
              (stage) ON the table to the role.",
             Some(format!("Called by role \"{}\".", owner::caller_name())),
         );
@@ -1006,14 +1024,6 @@ pub fn task_table(table: Option<TableArg>) -> Rc<TaskTable> {
             None,
         )
     })
-}
-
-/// The table a call means, for a caller that writes its stage (the CAS): `task_table` and the stage
-/// privilege check `item` makes.
-pub fn writable_task_table(table: Option<TableArg>) -> Rc<TaskTable> {
-    let table = task_table(table);
-    may_write_stage(&table);
-    table
 }
 
 /// What the registry says of one table, read as the extension's owner.

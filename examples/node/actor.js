@@ -10,12 +10,22 @@
 // examples/setup.sql). Run several copies at once: each effect still happens once.
 //
 // An instance name stands for one running process. Without --instance, the actor takes its host's first
-// free slot, <host>-node-<n>: recover refuses a slot whose process is still connected (55006), and a
-// restarted process finds its own slot again and recovers what its predecessor left.
+// free slot, node-actor-<host>-<slot> (the Python client's convention, slots from 0): recover refuses a
+// slot whose process is still connected (55006), and a restarted process finds its own slot again and
+// recovers what its predecessor left. Exit status, as the other examples: 0; 1 for an error (a failed
+// effect stops it, its lease released); 2 for an instance name in use (55006); 3 when superseded.
 'use strict';
 const { Client } = require('pg');
 const crypto = require('node:crypto');
 const os = require('node:os');
+
+// node-postgres takes the user a DSN leaves out from $USER, and fails without it (a container, cron, a
+// systemd unit): fall back to the OS user, as libpq does. A user in the DSN or $PGUSER still wins.
+function connection(dsn) {
+  const config = { connectionString: dsn };
+  if (!process.env.PGUSER && !process.env.USER) config.user = os.userInfo().username;
+  return config;
+}
 
 const FROM_STAGE = 'queued';
 const TO_STAGE = 'merged';
@@ -42,7 +52,7 @@ async function advance(db, task, actor, pid, bootId, taskTable) {
   if (grant.outcome === 'superseded') {
     // A newer incarnation of this instance exists: this process is a zombie and must stop.
     console.error(`${actor}: boot ${bootId} was superseded; exiting`);
-    process.exit(1);
+    process.exit(3);
   }
   // held: a live owner is doing it; busy or retry (still, after retries): leave it for the next round;
   // not_found: no task has this id (nothing was granted).
@@ -55,18 +65,24 @@ async function advance(db, task, actor, pid, bootId, taskTable) {
     // task may have moved on already.
     if (grant.stage !== FROM_STAGE) return 'already_done';
     await mergePullRequest(db, task, actor);
+    // A grant without a lease (disabled, out_of_scope: token null) writes by name, checking no lease:
+    // commit_stage_cas refuses a null token while orch_lease is on.
+    const [commit, args] = grant.token === null
+      ? ['SELECT applied, outcome, current_stage' +
+          ' FROM orch_lease.update_task_stage_cas($1, $2, $3, task_table => $4::regclass)',
+        [task, FROM_STAGE, TO_STAGE, taskTable]]
+      : ['SELECT applied, outcome, current_stage' +
+          ' FROM orch_lease.commit_stage_cas($1, $2, $3, $4, task_table => $5::regclass)',
+        [task, grant.token, FROM_STAGE, TO_STAGE, taskTable]];
     let result;
     for (let attempt = 0; attempt < 5; attempt++) {
-      result = (await db.query(
-        'SELECT applied, outcome, current_stage' +
-          ' FROM orch_lease.commit_stage_cas($1, $2, $3, $4, task_table => $5::regclass)',
-        [task, grant.token, FROM_STAGE, TO_STAGE, taskTable])).rows[0];
+      result = (await db.query(commit, args)).rows[0];
       if (result.outcome !== 'retry') break;
       // retry: the commit could not run (a lock timeout, a deadlock); the lease is still ours.
       await new Promise((resolve) => setTimeout(resolve, 10 * (attempt + 1)));
     }
-    // Every answer but retry ended the lease: applied, stage_mismatch, lease_lost, not_found,
-    // invalid_transition, unconditional.
+    // Every answer but retry ended the lease: applied, stage_mismatch, lease_lost, not_held,
+    // not_found, invalid_transition, unconditional.
     ended = result.outcome !== 'retry';
     if (result.outcome !== 'applied' && result.outcome !== 'unconditional') {
       console.error(`${actor}: ${task} effect done, stage not written: ${result.outcome}` +
@@ -84,8 +100,8 @@ async function advance(db, task, actor, pid, bootId, taskTable) {
 // Registers this process start (a fresh boot id) under `instance`, or under this host's first free slot,
 // and takes back the leases its previous incarnation left. Returns the instance and the boot id.
 async function register(db, instance, pid) {
-  for (let slot = 1; ; slot++) {
-    const name = instance || `${os.hostname()}-node-${slot}`;
+  for (let slot = 0; ; slot++) {
+    const name = instance || `node-actor-${os.hostname()}-${slot}`;
     const bootId = `${name}-${crypto.randomUUID()}`; // a fresh boot id per process start
     try {
       const recovered = await db.query(
@@ -102,7 +118,7 @@ async function register(db, instance, pid) {
 }
 
 async function runActor(dsn, instance, taskTable, items) {
-  const db = new Client({ connectionString: dsn });
+  const db = new Client(connection(dsn));
   await db.connect();
   const pid = process.pid;
   const { name, bootId } = await register(db, instance, pid);
@@ -119,10 +135,22 @@ async function runActor(dsn, instance, taskTable, items) {
 // format version 3: {"version": 3, "events": [...]}, the takeovers of one statement, each naming its
 // task table (event.task_table).
 async function listen(dsn, seconds) {
-  const db = new Client({ connectionString: dsn });
+  const db = new Client(connection(dsn));
   await db.connect();
+  // Any role that may connect can NOTIFY orch_lease with anything: a payload that is not the server's is
+  // logged and skipped, never the end of the listener.
   db.on('notification', (note) => {
-    for (const event of JSON.parse(note.payload).events) {
+    let events;
+    try {
+      events = JSON.parse(note.payload).events;
+    } catch (error) {
+      events = undefined;
+    }
+    if (!Array.isArray(events)) {
+      console.error(`skipped a NOTIFY orch_lease payload that is not orch_lease's: ${JSON.stringify(note.payload.slice(0, 200))}`);
+      return;
+    }
+    for (const event of events) {
       console.log(`ALERT ${event.event} ${event.task_table ? event.task_table + ' ' : ''}${event.work_item} from ${event.old_owner} (token ${event.old_token}): ${event.reason}`);
     }
   });
@@ -145,5 +173,5 @@ const seconds = option('listen');
   // A database error as PostgreSQL sent it: SQLSTATE, message, detail, hint.
   console.error(`error ${error.code || ''}: ${error.message}` + (error.detail ? `\nDETAIL: ${error.detail}` : '') +
     (error.hint ? `\nHINT: ${error.hint}` : ''));
-  process.exit(1);
+  process.exit(error.code === '55006' ? 2 : 1);
 });

@@ -182,11 +182,11 @@ fn cases() -> Vec<(String, Expect)> {
         c(format!("{CAS}('1', 'queued', '')"), Error("22P02")),
         c(
             format!("{CAS}('1', 'queued', 'merged', -1)"),
-            Returns("lease_lost"),
+            Returns("not_held"),
         ),
         c(
             format!("{CAS}('1', 'queued', 'merged', 9223372036854775807)"),
-            Returns("lease_lost"),
+            Returns("not_held"),
         ),
         c(
             format!("{CAS}('404', 'queued', 'merged')"),
@@ -203,11 +203,11 @@ fn cases() -> Vec<(String, Expect)> {
         ),
         c(
             format!("{COMMIT}('1', 0, 'queued', 'merged')"),
-            Returns("lease_lost"),
+            Returns("not_held"),
         ),
         c(
             format!("{COMMIT}('1', -9223372036854775808, 'queued', 'merged')"),
-            Returns("lease_lost"),
+            Returns("not_held"),
         ),
         c(
             format!("{COMMIT}('1', 1, 'queued', 'mërged')"),

@@ -120,9 +120,10 @@ fn an_open_actor_session_sees_the_runbooks_switch_at_its_very_next_call() {
         "applied"
     );
 
-    // A grant made while off (task-2: no lease, NULL token), committed after the switch is back on: a
-    // plain CAS, no lease to check. Another actor acquired the item meanwhile (nothing held it) and
-    // moved it first: the expected stage protects the write.
+    // A grant made while off (task-2: no lease, NULL token), written after the switch is back on: a
+    // plain CAS by name (update_task_stage_cas; commit_stage_cas refuses a NULL token while on, 0.5.0).
+    // Another actor acquired the item meanwhile (nothing held it) and moved it first: the expected
+    // stage protects the write.
     let (outcome, token) = acquire(&mut other, "task-2", "other", "other-boot");
     assert_eq!(
         outcome, "acquired",
@@ -137,16 +138,27 @@ fn an_open_actor_session_sees_the_runbooks_switch_at_its_very_next_call() {
         "applied"
     );
     let none: Option<i64> = None;
+    let refused = actor
+        .query_one(
+            "SELECT outcome FROM orch_lease.commit_stage_cas('task-2', $1, 'queued', 'merged')",
+            &[&none],
+        )
+        .expect_err("a NULL token while on");
+    assert_eq!(
+        refused.code(),
+        Some(&postgres::error::SqlState::NULL_VALUE_NOT_ALLOWED),
+        "{refused:?}"
+    );
     assert_eq!(
         cas(
             &mut actor,
-            "commit_stage_cas('task-2', $1, 'queued', 'merged')",
-            &[&none]
+            "update_task_stage_cas('task-2', 'queued', 'merged')",
+            &[]
         ),
         "stage_mismatch"
     );
     assert_eq!(stage(&mut superuser, "task-2"), "merged", "written once");
-    // Nobody raced it (task-5): the grant made while off commits as a plain CAS after the switch is on.
+    // Nobody raced it (task-5): the grant made while off writes as a plain CAS after the switch is on.
     oncall.query_one(off.as_str(), &[]).unwrap();
     assert_eq!(
         acquire(&mut actor, "task-5", "actor", "actor-boot").0,
@@ -156,8 +168,8 @@ fn an_open_actor_session_sees_the_runbooks_switch_at_its_very_next_call() {
     assert_eq!(
         cas(
             &mut actor,
-            "commit_stage_cas('task-5', $1, 'queued', 'merged')",
-            &[&none]
+            "update_task_stage_cas('task-5', 'queued', 'merged')",
+            &[]
         ),
         "applied"
     );

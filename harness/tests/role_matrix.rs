@@ -27,13 +27,15 @@ fn matrix() -> Vec<(&'static str, &'static str, &'static str)> {
     vec![
         ("acquire", "SELECT orch_lease.transition_lease_acquire('1', 'o', 1, 'b')", ACTORS),
         ("acquire_session", "SELECT orch_lease.transition_lease_acquire_session('1', 'o')", ACTORS),
+        ("acquire (an integer id: 42804)", "SELECT orch_lease.transition_lease_acquire(1, 'o', 1, 'b')", ACTORS),
+        ("acquire_session (an integer id: 42804)", "SELECT orch_lease.transition_lease_acquire_session(1, 'o')", ACTORS),
         // 0.5.0: the stage a grant answers, and not_found for an id with no row, for the same roles.
         ("acquire's stage", "SELECT stage FROM orch_lease.transition_lease_acquire_session('1', 'o')", ACTORS),
         ("acquire not_found", "SELECT stage FROM orch_lease.transition_lease_acquire('404', 'o', 1, 'b')", ACTORS),
         ("release", "SELECT orch_lease.transition_lease_release('1', NULL)", ACTORS),
         ("held", "SELECT orch_lease.transition_lease_held('1', 1)", ACTORS),
         ("update_task_stage_cas", "SELECT orch_lease.update_task_stage_cas('1', 'queued', 'merged')", ACTORS),
-        ("commit_stage_cas", "SELECT orch_lease.commit_stage_cas('1', NULL, 'queued', 'merged')", ACTORS),
+        ("commit_stage_cas", "SELECT orch_lease.commit_stage_cas('1', 0, 'queued', 'merged')", ACTORS),
         ("recover (a new instance)", "SELECT orch_lease.transition_lease_recover('boot-new', 'new-instance')", ACTORS),
         ("recover (the admin's instance)", "SELECT orch_lease.transition_lease_recover('boot-2', 'admins-instance')", ADMINS),
         ("takeover (the admin's instance)", "SELECT orch_lease.transition_lease_takeover('boot-2', 'admins-instance')", ADMINS),
@@ -206,9 +208,10 @@ fn every_role_against_every_object() {
 }
 
 /// #27: an actor is granted some task tables and not others through the tables' own privileges. With
-/// `tasks` and `jobs` registered, an actor that may update the stage of `tasks` only leases, checks and
-/// writes work items of `tasks`; every call naming `jobs` is 42501, before anything about a lease on it
-/// is read (the admin's lease on ('42', jobs) is neither reported held nor shown). A column grant on
+/// `tasks`, `runs` and `jobs` registered, an actor that may read and update the stage of `tasks` (and,
+/// by column grants, of `runs`) but has no grant on `jobs` leases, checks and writes work items of
+/// those two only; every call naming `jobs` is 42501 — orch_lease's before anything about a lease on it
+/// is read, the CAS's PostgreSQL's own (the admin's lease on ('42', jobs) is neither reported held nor shown). A column grant on
 /// the stage column is enough.
 #[test]
 fn an_actor_works_only_the_tables_it_may_write() {
@@ -225,7 +228,6 @@ fn an_actor_works_only_the_tables_it_may_write() {
              INSERT INTO runs VALUES (42, 'queued');
              SELECT orch_lease.register_task_table(t) FROM unnest(ARRAY['tasks', 'jobs', 'runs']::regclass[]) t;
              GRANT SELECT, UPDATE ON tasks TO matrix_actor;
-             GRANT SELECT ON jobs TO matrix_actor;
              GRANT SELECT, UPDATE ON jobs TO matrix_admin;
              GRANT SELECT (id, stage), UPDATE (stage) ON runs TO matrix_actor;
              SET ROLE matrix_admin;
@@ -262,7 +264,8 @@ fn an_actor_works_only_the_tables_it_may_write() {
         "SELECT orch_lease.transition_lease_liveness('42', task_table => 'jobs')",
         "SELECT orch_lease.work_item_key('42', task_table => 'jobs')",
         "SELECT orch_lease.update_task_stage_cas('42', 'queued', 'merged', task_table => 'jobs')",
-        "SELECT orch_lease.commit_stage_cas('42', 1, 'queued', 'merged', task_table => 'jobs')",
+        // The CAS is PostgreSQL's own UPDATE with the caller's rights: its own 42501.
+        "SELECT orch_lease.commit_stage_cas('42', NULL, 'queued', 'merged', task_table => 'jobs')",
         "SELECT orch_lease.unregister_task_table('jobs')",
         "SELECT orch_lease.transition_lease_force_release('42', task_table => 'jobs')",
     ] {

@@ -116,18 +116,12 @@ fn lease_token(superuser: &mut Client, item: &str) -> Option<i64> {
 /// A fresh database with the `tasks` table, and a session of each of two actor roles (login roles, members
 /// of orch_lease_actor): (its DSN, `first`'s session, `second`'s).
 fn two_actors(database: &str, first: &str, second: &str) -> (String, Client, Client) {
-    let dsn = fresh_database_with(database, &actors_tasks());
+    let dsn = fresh_database_with(database, TEXT_TASKS);
     login_role(first, &["orch_lease_actor"]);
     login_role(second, &["orch_lease_actor"]);
     let a = connect_timed(&dsn_as(&dsn, first));
     let b = connect_timed(&dsn_as(&dsn, second));
     (dsn, a, b)
-}
-
-/// `TEXT_TASKS`, whose stage actors may write: an actor leases only work items of a table whose stage
-/// it may write (#27).
-fn actors_tasks() -> String {
-    format!("{TEXT_TASKS} GRANT UPDATE (stage) ON tasks TO orch_lease_actor;")
 }
 
 fn first_texts(rows: &[Row]) -> Vec<String> {
@@ -1526,7 +1520,7 @@ fn a_connect_only_login_holds_up_no_recover() {
 #[test]
 fn a_takeover_gives_up_on_a_transaction_left_open_within_a_bound() {
     let (actor, admin) = ("orch_sec_b8_actor", "orch_sec_b8_admin");
-    let dsn = fresh_database_with("sec_b8", &actors_tasks());
+    let dsn = fresh_database_with("sec_b8", TEXT_TASKS);
     login_role(actor, &["orch_lease_actor"]);
     login_role(admin, &["orch_lease_admin"]);
     let mut a = connect_timed(&dsn_as(&dsn, actor));
@@ -1640,7 +1634,7 @@ fn a_pruned_superseded_boot_stays_refused() {
 #[test]
 fn an_actor_names_no_other_session_and_no_huge_boot() {
     let actor = "orch_sec_b14_actor";
-    let dsn = fresh_database_with("sec_b14", &actors_tasks());
+    let dsn = fresh_database_with("sec_b14", TEXT_TASKS);
     login_role(actor, &["orch_lease_actor"]);
     let mut a = connect_timed(&dsn_as(&dsn, actor));
     let mut v = Verdict::default();

@@ -89,8 +89,16 @@ pub enum Action {
     Effect(u8),
     /// `transition_lease_release(item, token)`: the re-check found the stage moved, or it gave up.
     Release(u8),
-    /// `commit_stage_cas(item, token, expected, next)`.
+    /// `commit_stage_cas(item, token, expected, next)`; an attempt without a token (a disabled or
+    /// out-of-scope grant) writes through `update_task_stage_cas(item, expected, next)` (0.5.0).
     Commit(u8),
+    /// A programming mistake (0.5.0): a ready actor commits on `item` with a token no lease of it was
+    /// ever granted with (read from the wrong field, or its own already ended). `not_held`, nothing
+    /// changes: not a lost race.
+    CommitStray {
+        actor: u8,
+        item: u8,
+    },
     /// The process dies: its connection drops.
     Crash(u8),
     /// A late acquire from the actor's previous incarnation (a zombie, or a request delayed in flight).
@@ -184,6 +192,8 @@ pub enum Cas {
     StageMismatch(Option<Stage>),
     NotFound,
     LeaseLost,
+    /// The token is not one this item's lease was taken away with (0.5.0).
+    NotHeld,
     InvalidTransition,
     Retry,
 }
@@ -196,6 +206,7 @@ impl Cas {
             Cas::StageMismatch(_) => "stage_mismatch",
             Cas::NotFound => "not_found",
             Cas::LeaseLost => "lease_lost",
+            Cas::NotHeld => "not_held",
             Cas::InvalidTransition => "invalid_transition",
             Cas::Retry => "retry",
         }
@@ -368,6 +379,11 @@ impl Config {
                 }
                 Pc::Effected(_) => actions.push(Action::Commit(a)),
             }
+            if actor.pc == Pc::Ready && state.enabled {
+                for item in items.clone() {
+                    actions.push(Action::CommitStray { actor: a, item });
+                }
+            }
             if actor.is_up() && state.crashes < self.crashes {
                 actions.push(Action::Crash(a));
             }
@@ -482,6 +498,8 @@ impl Config {
                 Outcome::Ended(held)
             }
             Action::Commit(a) => Outcome::Cas(self.commit(&mut next, a)),
+            // The lease check comes first and finds no lease taken with that token: nothing changes.
+            Action::CommitStray { .. } => Outcome::Cas(Cas::NotHeld),
             Action::Crash(a) => {
                 next.actors[a as usize].pc = Pc::Down;
                 next.crashes += 1;

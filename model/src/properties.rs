@@ -23,7 +23,7 @@ pub enum StepRule {
     /// Every lease taken from its holder (not ended by the holder's own release or commit) is exactly
     /// one takeover event, and every takeover event is such a lease.
     OneEventPerTakeover,
-    /// `retry` changes neither the stage nor any lease.
+    /// `retry` and `not_held` change neither the stage nor any lease.
     RetryChangesNothing,
     /// A commit that cannot take its task row (locked) changes neither the stage nor any lease.
     BlockedCasChangesNothing,
@@ -48,14 +48,14 @@ impl StepRule {
     pub fn name(self) -> &'static str {
         match self {
             StepRule::TakenLeaseNeverCommits => {
-                "no commit of a holder whose lease was taken applies"
+                "a commit of a holder whose lease was taken answers lease_lost and writes nothing"
             }
             StepRule::TokensIncrease => "tokens strictly increase per work item",
             StepRule::RecoverLeavesNoSupersededLease => {
                 "after recover, no lease of a superseded boot of that instance remains"
             }
             StepRule::OneEventPerTakeover => "every takeover records exactly one event",
-            StepRule::RetryChangesNothing => "retry changes neither stage nor lease",
+            StepRule::RetryChangesNothing => "retry and not_held change neither stage nor lease",
             StepRule::BlockedCasChangesNothing => {
                 "a CAS that cannot run (its row locked) changes neither stage nor lease"
             }
@@ -85,9 +85,9 @@ impl StepRule {
                     let item = attempt.item as usize;
                     let lease = pre.items[item].leases[config.slot(spelling_of(a))];
                     let taken = lease.map(|l| l.token) != attempt.token;
-                    !taken
-                        || (step.outcome != Outcome::Cas(Cas::Applied)
-                            && pre.items[item].stage == post.items[item].stage)
+                    // A lease taken away is a lost race, never a mistake (0.5.0): lease_lost.
+                    (step.outcome == Outcome::Cas(Cas::LeaseLost)) == taken
+                        && (!taken || pre.items[item].stage == post.items[item].stage)
                 }
                 _ => true,
             },
@@ -130,7 +130,8 @@ impl StepRule {
                 taken == events
             }
             StepRule::RetryChangesNothing => {
-                step.outcome != Outcome::Cas(Cas::Retry) || same_stages_and_leases()
+                !matches!(step.outcome, Outcome::Cas(Cas::Retry | Cas::NotHeld))
+                    || same_stages_and_leases()
             }
             StepRule::BlockedCasChangesNothing => match commit {
                 Some((a, _)) if cas_is_blocked(config, pre, a) => same_stages_and_leases(),
@@ -188,6 +189,7 @@ pub enum Reach {
     Unconditional,
     StageMismatch,
     LeaseLost,
+    NotHeld,
     NotFound,
     InvalidTransition,
     Retry,
@@ -206,7 +208,7 @@ pub enum Reach {
 }
 
 impl Reach {
-    pub const ALL: [Reach; 23] = [
+    pub const ALL: [Reach; 24] = [
         Reach::Acquired,
         Reach::Held,
         Reach::Reclaimed,
@@ -218,6 +220,7 @@ impl Reach {
         Reach::Unconditional,
         Reach::StageMismatch,
         Reach::LeaseLost,
+        Reach::NotHeld,
         Reach::NotFound,
         Reach::InvalidTransition,
         Reach::Retry,
@@ -245,6 +248,7 @@ impl Reach {
             Reach::Unconditional => "reachable: unconditional",
             Reach::StageMismatch => "reachable: stage_mismatch",
             Reach::LeaseLost => "reachable: lease_lost",
+            Reach::NotHeld => "reachable: not_held",
             Reach::NotFound => "reachable: not_found",
             Reach::InvalidTransition => "reachable: invalid_transition",
             Reach::Retry => "reachable: retry",
@@ -300,6 +304,7 @@ impl Reach {
                 Cas::StageMismatch(_) => Reach::StageMismatch,
                 Cas::NotFound => Reach::NotFound,
                 Cas::LeaseLost => Reach::LeaseLost,
+                Cas::NotHeld => Reach::NotHeld,
                 Cas::InvalidTransition => Reach::InvalidTransition,
                 Cas::Retry => Reach::Retry,
             }),

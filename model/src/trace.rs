@@ -64,6 +64,11 @@ pub fn describe(state: &State, action: &Action, step: &Step) -> String {
             quoted(item, spelling_of(a))
         ),
         Action::Effect(a) => format!("{} does the effect", actor(a)),
+        Action::CommitStray { actor: a, item } => format!(
+            "{} commit_stage_cas({}, a token it never held)",
+            actor(a),
+            quoted(item, spelling_of(a))
+        ),
         Action::Release(a) | Action::Commit(a) => {
             let at = attempt_of(a).expect("an attempt");
             let token = at.token.map_or("NULL".into(), |t| format!("t{t}"));

@@ -112,8 +112,8 @@ mod tests {
     /// A lease inserted as it would be held: `boot` need not be registered.
     fn held(item: &str, boot: &str, age: &str) {
         run(&format!(
-            "INSERT INTO orch_lease.transition_lease (work_item, token, owner, owner_pid, owner_boot_id, acquired_at)
-             VALUES ('{item}', nextval('orch_lease.token_seq'), 'monitor', 4242, '{boot}', clock_timestamp() - interval '{age}')"
+            "INSERT INTO orch_lease.transition_lease (work_item, token, owner, owner_pid, owner_boot_id, acquired_at, task_table)
+             VALUES ('{item}', nextval('orch_lease.token_seq'), 'monitor', 4242, '{boot}', clock_timestamp() - interval '{age}', '-')"
         ));
     }
 
@@ -186,8 +186,8 @@ mod tests {
         held("stale", "boot-1", "1 second");
         held("live", "boot-2", "1 second");
         held("unknown", "boot-x", "1 second");
-        run("INSERT INTO orch_lease.transition_lease (work_item, token, owner, owner_pid, owner_boot_id)
-             VALUES ('gone-session', 99, 'webhook', pg_backend_pid(), 'session:' || pg_backend_pid() || ':12345')");
+        run("INSERT INTO orch_lease.transition_lease (work_item, token, owner, owner_pid, owner_boot_id, task_table)
+             VALUES ('gone-session', 99, 'webhook', pg_backend_pid(), 'session:' || pg_backend_pid() || ':12345', '-')");
         for item in ["none", "live", "stale", "unknown"] {
             assert_eq!(liveness(item), item);
         }

@@ -105,9 +105,12 @@ mod tests {
 
     #[pg_test]
     fn the_cas_writes_with_the_callers_own_privileges() {
-        app_with("SELECT");
+        app_with("SELECT, UPDATE");
         run("SET LOCAL ROLE app");
         let token = token_of("1", "monitor", "boot-a");
+        run("RESET ROLE");
+        run("REVOKE UPDATE ON public.tasks FROM app");
+        run("SET LOCAL ROLE app");
         denied(&format!(
             "SELECT * FROM orch_lease.commit_stage_cas('1', {token}, 'queued', 'merged')"
         ));

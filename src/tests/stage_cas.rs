@@ -28,7 +28,8 @@ mod tests {
         tasks("text", &[(1, "queued")]);
         assert_eq!(
             cas("orch_lease.update_task_stage_cas('1', 'queued', 'merged', 99)"),
-            "false|lease_lost|"
+            "false|not_held|",
+            "a token this item never had is a mistake, not a lost race"
         );
         assert_eq!(stage_of(1), "queued", "nothing written without the lease");
         let token = token_of("1", "monitor", "boot-a");
@@ -105,11 +106,18 @@ mod tests {
     }
 
     #[pg_test]
-    fn a_null_token_commit_is_a_plain_cas() {
+    fn a_null_token_commit_is_refused_while_on() {
         tasks("text", &[(1, "queued")]);
+        assert_error(
+            "SELECT orch_lease.commit_stage_cas('1', NULL, 'queued', 'merged')",
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "token must not be NULL",
+        );
+        assert_eq!(stage_of(1), "queued", "nothing written");
         assert_eq!(
-            cas("orch_lease.commit_stage_cas('1', NULL, 'queued', 'merged')"),
-            "true|applied|"
+            cas("orch_lease.update_task_stage_cas('1', 'queued', 'merged')"),
+            "true|applied|",
+            "the write without a lease, by name"
         );
     }
 

@@ -184,8 +184,8 @@ mod tests {
     #[pg_test]
     fn a_lease_of_a_gone_session_is_stale_and_reclaimed() {
         // A session that no longer exists: this backend's pid, but another start time.
-        run("INSERT INTO orch_lease.transition_lease (work_item, token, owner, owner_pid, owner_boot_id)
-             VALUES ('job-1', 7, 'webhook', pg_backend_pid(), 'session:' || pg_backend_pid() || ':12345')");
+        run("INSERT INTO orch_lease.transition_lease (work_item, token, owner, owner_pid, owner_boot_id, task_table)
+             VALUES ('job-1', 7, 'webhook', pg_backend_pid(), 'session:' || pg_backend_pid() || ':12345', '-')");
         assert_eq!(
             one::<String>("SELECT liveness FROM orch_lease.transition_lease_status"),
             Some("stale".into())

@@ -12,6 +12,7 @@ import pytest
 from conftest import HangingCommits, login, one
 from psycopg.conninfo import make_conninfo
 
+from orch_lease import _protocol
 from orch_lease import (
     AcquireOutcome,
     Actor,
@@ -305,6 +306,35 @@ def test_the_application_name_is_not_the_instance(dsn: str, admin: Conn) -> None
         assert name == "orch_lease"  # not the instance: every login reads application_name
 
 
+PLANTS = """
+CREATE TABLE public.planted_calls (what text);
+CREATE FUNCTION public.hashtextextended(text, integer) RETURNS bigint LANGUAGE sql
+    AS $$ INSERT INTO public.planted_calls VALUES ('hashtextextended') RETURNING 0::bigint $$;
+CREATE FUNCTION public.regclass_eq(regclass, regclass) RETURNS boolean LANGUAGE sql
+    AS $$ INSERT INTO public.planted_calls VALUES ('=') RETURNING true $$;
+CREATE OPERATOR public.= (LEFTARG = regclass, RIGHTARG = regclass, FUNCTION = public.regclass_eq);
+"""
+
+
+def test_the_clients_own_queries_run_no_planted_function(dsn: str, admin: Conn) -> None:
+    # A database owner's functions and operators on the actor's search_path (public): an exact match for
+    # an unqualified name beats pg_catalog's that needs a cast, and would run as the actor (red team).
+    admin.execute(PLANTS)
+    assert one(admin, "SELECT outcome FROM orch_lease.transition_lease_acquire_session('1', 'o')") == "acquired"
+    boot = one(admin, "SELECT owner_boot_id FROM orch_lease.transition_lease_status")
+    queries: list[tuple[str, tuple[Any, ...]]] = [
+        (_protocol.CLAIM, ("inst",)),
+        (_protocol.CLAIM_HOLDERS, ("inst",)),
+        (_protocol.UNCLAIM, ("inst",)),
+        (_protocol.APPLICATION_NAME, ()),
+        (_protocol.FORGET, ("1", None, boot, [], None)),
+    ]
+    for query, params in queries:
+        admin.execute(query, params).fetchall()
+    assert one(admin, "SELECT string_agg(what, ',') FROM public.planted_calls") is None
+    assert leases(admin) == 0  # FORGET did run: it ended the lease
+
+
 def _raised(call: Callable[[], object]) -> list[BaseException]:
     try:
         call()
@@ -329,3 +359,22 @@ def test_an_interrupted_acquire_leaves_no_lease(dsn: str, admin: Conn) -> None:
         assert leases(admin) == 0
         with actor.lease(18) as lease:  # and the actor may have its item again
             assert lease.grant.outcome is AcquireOutcome.ACQUIRED
+
+
+def test_a_commit_rolled_back_with_the_callers_transaction_leaves_no_lease(dsn: str, admin: Conn) -> None:
+    # The stage write in the caller's own transaction, beside its own writes (an outbox row): rolled back
+    # with it, the lease was not ended, and the client must not believe it was (it leaked until restart).
+    with Actor(dsn, "a") as actor:
+        with pytest.raises(RuntimeError), actor.lease(31) as lease:
+            with actor.connection.transaction():
+                assert lease.commit("queued", "merged").applied
+                raise RuntimeError("the outbox insert failed")
+        assert leases(admin) == 0, "the block's end released the lease the rollback kept"
+        # Committed with the caller's transaction: done, and the block's end has nothing left to release.
+        with actor.lease(31) as lease:
+            with actor.connection.transaction():
+                assert lease.commit("queued", "merged").applied
+                actor.connection.execute("SELECT 1")  # the caller's own write
+            assert leases(admin) == 0
+    assert one(admin, "SELECT stage FROM task WHERE id = 31") == "merged"
+    assert leases(admin) == 0

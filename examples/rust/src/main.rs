@@ -10,8 +10,10 @@
 //! examples/setup.sql). Run several copies at once: each effect still happens once.
 //!
 //! An instance name stands for one running process. Without --instance, the actor takes its host's first
-//! free slot, `<host>-rust-<n>`: recover refuses a slot whose process is still connected (55006), and a
-//! restarted process finds its own slot again and recovers what its predecessor left.
+//! free slot, `rust-actor-<host>-<slot>` (the Python client's convention, slots from 0): recover refuses a
+//! slot whose process is still connected (55006), and a restarted process finds its own slot again and
+//! recovers what its predecessor left. Exit status, as the other examples: 0; 1 for an error (a failed
+//! effect stops it, its lease released); 2 for an instance name in use (55006); 3 when superseded.
 use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
@@ -60,7 +62,7 @@ fn advance(
     if outcome == "superseded" {
         // A newer incarnation of this instance exists: this process is a zombie and must stop.
         eprintln!("{actor}: boot {boot_id} was superseded; exiting");
-        std::process::exit(1);
+        std::process::exit(3);
     }
     if !acquired {
         // held: a live owner is doing it; busy, retry (after retries): next round; not_found: no task
@@ -103,11 +105,20 @@ fn under_lease(
     merge_pull_request(db, task, actor)?;
     let mut attempt = 0;
     let (committed, current): (String, Option<String>) = loop {
-        let result = db.query_one(
-            "SELECT outcome, current_stage
-               FROM orch_lease.commit_stage_cas($1, $2, $3, $4, task_table => $5::text::regclass)",
-            &[&task, &token, &FROM_STAGE, &TO_STAGE, &task_table],
-        )?;
+        // A grant without a lease (disabled, out_of_scope: no token) writes by name, checking no
+        // lease: commit_stage_cas refuses a NULL token while orch_lease is on.
+        let result = match token {
+            Some(token) => db.query_one(
+                "SELECT outcome, current_stage
+                   FROM orch_lease.commit_stage_cas($1, $2, $3, $4, task_table => $5::text::regclass)",
+                &[&task, &token, &FROM_STAGE, &TO_STAGE, &task_table],
+            )?,
+            None => db.query_one(
+                "SELECT outcome, current_stage
+                   FROM orch_lease.update_task_stage_cas($1, $2, $3, task_table => $4::text::regclass)",
+                &[&task, &FROM_STAGE, &TO_STAGE, &task_table],
+            )?,
+        };
         attempt += 1;
         if result.get::<_, String>(0) != "retry" || attempt == 5 {
             break (result.get(0), result.get(1));
@@ -115,7 +126,7 @@ fn under_lease(
         // retry: the commit could not run (a lock timeout, a deadlock); the lease is still ours.
         std::thread::sleep(Duration::from_millis(10 * attempt));
     };
-    // applied or unconditional: done. Otherwise (stage_mismatch, lease_lost, not_found,
+    // applied or unconditional: done. Otherwise (stage_mismatch, lease_lost, not_held, not_found,
     // invalid_transition, retry after retries) the effect happened and the stage was not written.
     if !matches!(committed.as_str(), "applied" | "unconditional") {
         eprintln!(
@@ -134,8 +145,11 @@ fn register(
     pid: i32,
 ) -> Result<(String, String), postgres::Error> {
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "localhost".into());
-    for slot in 1.. {
-        let name = instance.map_or_else(|| format!("{}-rust-{slot}", host.trim()), str::to_string);
+    for slot in 0.. {
+        let name = instance.map_or_else(
+            || format!("rust-actor-{}-{slot}", host.trim()),
+            str::to_string,
+        );
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
@@ -225,6 +239,7 @@ fn main() {
             }
             None => eprintln!("{error}"),
         }
-        std::process::exit(1);
+        let in_use = error.code() == Some(&SqlState::OBJECT_IN_USE);
+        std::process::exit(if in_use { 2 } else { 1 });
     }
 }

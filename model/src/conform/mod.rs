@@ -13,7 +13,7 @@ pub use compare::Mismatch;
 pub use walk::{replay, report, shrink, walk, weight, Failure, Random};
 
 use crate::contract::{spelling_of, Action, Config, Step, TakeoverKind};
-use crate::state::{Holder, State};
+use crate::state::{Holder, Stage, State};
 use crate::trace::{spelling_text, task_id, task_table};
 use compare::{compare_bool, compare_cas, failed, mismatch};
 use postgres::fallible_iterator::FallibleIterator;
@@ -349,17 +349,46 @@ impl Server {
             }
             Action::Commit(a) => {
                 let attempt = state.actors[a as usize].attempt().expect("an attempt");
-                let sql = "SELECT applied, outcome, current_stage
-                             FROM orch_lease.commit_stage_cas($1, $2, $3, $4, $5::text::regclass)";
                 let text = spelling_text(attempt.item, spelling_of(a));
-                let token = self.real_token(attempt.token);
                 let (expected, new) = (attempt.expected.name(), attempt.expected.next().name());
+                let (sql, row) = match self.real_token(attempt.token) {
+                    Some(token) => {
+                        let sql = "SELECT applied, outcome, current_stage
+                             FROM orch_lease.commit_stage_cas($1, $2, $3, $4, $5::text::regclass)";
+                        let table = task_table(attempt.item);
+                        (
+                            sql,
+                            self.actor(a)
+                                .query_one(sql, &[&text, &token, &expected, &new, &table]),
+                        )
+                    }
+                    // A grant without a lease writes by name, without a lease check (0.5.0).
+                    None => {
+                        let sql = "SELECT applied, outcome, current_stage
+                             FROM orch_lease.update_task_stage_cas($1, $2, $3, NULL, $4::text::regclass)";
+                        let table = task_table(attempt.item);
+                        (
+                            sql,
+                            self.actor(a)
+                                .query_one(sql, &[&text, &expected, &new, &table]),
+                        )
+                    }
+                };
+                compare_cas(sql, step, row.map_err(|e| failed(sql, e))?)
+            }
+            Action::CommitStray { actor: a, item } => {
+                // Token 0: the token sequence never hands it out.
+                let sql = "SELECT applied, outcome, current_stage
+                             FROM orch_lease.commit_stage_cas($1, 0, $2, $3, $4::text::regclass)";
+                let text = spelling_text(item, spelling_of(a));
+                let expected = match state.items[item as usize].stage {
+                    Stage::Missing => Stage::Queued,
+                    stage => stage,
+                };
+                let (expected, new) = (expected.name(), expected.next().name());
                 let row = self
                     .actor(a)
-                    .query_one(
-                        sql,
-                        &[&text, &token, &expected, &new, &task_table(attempt.item)],
-                    )
+                    .query_one(sql, &[&text, &expected, &new, &task_table(item)])
                     .map_err(|e| failed(sql, e))?;
                 compare_cas(sql, step, row)
             }

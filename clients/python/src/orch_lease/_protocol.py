@@ -80,8 +80,10 @@ class RetryPolicy:
 
 # A session advisory lock per instance name, held by the actor's connection for its life: a second live
 # process with the same instance is refused before its recover could supersede the first (issue #21).
-CLAIM = "SELECT pg_try_advisory_lock(hashtextextended('orch_lease instance ' || %s, 0))"
-UNCLAIM = "SELECT pg_advisory_unlock(hashtextextended('orch_lease instance ' || %s, 0))"
+# Every name is qualified: the actor's search_path may hold a database owner's functions and operators.
+CLAIM_KEY = "pg_catalog.hashtextextended(pg_catalog.concat('orch_lease instance ', %s::pg_catalog.text), 0)"
+CLAIM = f"SELECT pg_catalog.pg_try_advisory_lock({CLAIM_KEY})"
+UNCLAIM = f"SELECT pg_catalog.pg_advisory_unlock({CLAIM_KEY})"
 # How many `<owner>-<host>-<slot>` names an actor without an instance tries before giving up.
 SLOTS = 64
 # A named instance is tried for about a second: the session of a process that just ended (a restart)
@@ -89,7 +91,7 @@ SLOTS = 64
 CLAIM_TRIES, CLAIM_PAUSE = 10, 0.1
 # What every login reads in pg_stat_activity.application_name: not the instance (issue #34). Who may read
 # orch_lease.boot finds a backend's instance there (registered_session).
-APPLICATION_NAME = "SELECT set_config('application_name', 'orch_lease', false)"
+APPLICATION_NAME = "SELECT pg_catalog.set_config('application_name', 'orch_lease', false)"
 # recover, or transition_lease_takeover: the same, but it also supersedes a live boot whose session is
 # still connected (which recover refuses, 55006).
 REGISTER = (
@@ -98,10 +100,9 @@ REGISTER = (
 )
 # Who holds the instance's claim (the CLAIM key: a bigint advisory lock, so classid and objid are its
 # high and low halves and objsubid 1); pg_locks and these columns of pg_stat_activity every login reads.
-CLAIM_HOLDERS = """SELECT a.pid, a.usename::text, a.application_name, a.backend_start
+CLAIM_HOLDERS = f"""SELECT a.pid, a.usename::text, a.application_name, a.backend_start
   FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) l.pid
- CROSS JOIN LATERAL (SELECT pg_catalog.hashtextextended(
-        pg_catalog.concat('orch_lease instance ', %s::pg_catalog.text), 0) AS k) key
+ CROSS JOIN LATERAL (SELECT {CLAIM_KEY} AS k) key
  WHERE l.locktype OPERATOR(pg_catalog.=) 'advisory' AND l.granted AND l.objsubid OPERATOR(pg_catalog.=) 1
    AND l.database OPERATOR(pg_catalog.=) a.datid
    AND l.classid::pg_catalog.int8 OPERATOR(pg_catalog.=) ((key.k OPERATOR(pg_catalog.>>) 32)
@@ -115,16 +116,25 @@ ACQUIRE = (
 )
 # After an acquire whose answer never arrived (cancelled, interrupted): the lease it may have granted is
 # one of this boot's on the item that the actor does not know of.
-FORGET = """SELECT orch_lease.transition_lease_release(work_item, token, task_table)
-  FROM orch_lease.transition_lease_status
- WHERE work_item = orch_lease.work_item_key(%s, task_table => %s::regclass) AND owner_boot_id = %s
-   AND token <> ALL(%s::bigint[]) AND task_table = coalesce(%s::regclass, task_table)"""
+FORGET = """SELECT orch_lease.transition_lease_release(s.work_item, s.token, s.task_table)
+  FROM orch_lease.transition_lease_status s
+ WHERE s.work_item OPERATOR(pg_catalog.=) orch_lease.work_item_key(%s, task_table => %s::pg_catalog.regclass)
+   AND s.owner_boot_id OPERATOR(pg_catalog.=) %s::pg_catalog.text
+   AND s.token OPERATOR(pg_catalog.<>) ALL(%s::pg_catalog.int8[])
+   AND s.task_table::pg_catalog.oid OPERATOR(pg_catalog.=)
+       COALESCE(%s::pg_catalog.regclass, s.task_table)::pg_catalog.oid"""
 # A task table (0.5.0): the table the work item is a row of, None for the only one registered.
 COMMIT = (
     "SELECT applied, outcome, current_stage"
     " FROM orch_lease.commit_stage_cas(%s, %s, %s, %s, task_table => %s::regclass)"
 )
 RELEASE = "SELECT orch_lease.transition_lease_release(%s, %s, task_table => %s::regclass)"
+# A grant without a lease (kill-switch off, out of scope) writes by name: commit_stage_cas refuses a NULL
+# token while orch_lease is on (0.5.0).
+WRITE = (
+    "SELECT applied, outcome, current_stage"
+    " FROM orch_lease.update_task_stage_cas(%s, %s, %s, task_table => %s::regclass)"
+)
 HELD = "SELECT orch_lease.transition_lease_held(%s, %s, task_table => %s::regclass)"
 
 
@@ -238,9 +248,14 @@ def forget(item: str, boot_id: str, known: Collection[int], task_table: str | No
 
 
 def commit(grant: Grant, expected: str, new: str, policy: RetryPolicy) -> Steps[CommitResult]:
-    """`commit_stage_cas` under the grant, retrying `retry` (the lease is kept meanwhile)."""
+    """`commit_stage_cas` under the grant, retrying `retry` (the lease is kept meanwhile). A grant
+    without a token writes through `update_task_stage_cas`, which checks no lease."""
+    if grant.token is None:
+        query = Query(WRITE, (grant.item, expected, new, grant.task_table))
+    else:
+        query = Query(COMMIT, (grant.item, grant.token, expected, new, grant.task_table))
     for attempt in range(policy.attempts):
-        applied, outcome, current = _one((yield Query(COMMIT, (grant.item, grant.token, expected, new, grant.task_table))))
+        applied, outcome, current = _one((yield query))
         result = CommitResult(applied, CasOutcome(outcome), current)
         if result.outcome is not CasOutcome.RETRY:
             break
@@ -298,9 +313,11 @@ class LeaseState:
     def _abandon_failed(self, error: Exception) -> None:
         log.error("%s: could not release the lease (token %s): %s", printable(self.item), self.token, error)
 
-    def _after_commit(self, result: CommitResult) -> CommitResult:
-        # Every outcome but retry ends the attempt and the lease with it.
-        self.open = result.outcome is CasOutcome.RETRY
+    def _after_commit(self, result: CommitResult, in_transaction: bool) -> CommitResult:
+        # Every outcome but retry ends the attempt and the lease with it, once it commits: inside the
+        # caller's transaction the lease stays open here, since a rollback keeps it on the server; the
+        # block's end then releases it (false, changing nothing, when the transaction committed).
+        self.open = result.outcome is CasOutcome.RETRY or in_transaction
         return result
 
 

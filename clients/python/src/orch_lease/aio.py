@@ -98,8 +98,12 @@ class AsyncLease(p.LeaseState):
         self._actor = actor
 
     async def commit(self, expected: str, new: str) -> CommitResult:
+        """As `Lease.commit`: inside a transaction of the actor's connection the lease stays open until
+        the block ends."""
         self._check_open()
-        return self._after_commit(await self._actor._run(p.commit(self.grant, expected, new, self._actor.retry)))
+        in_transaction = self._actor.connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        result = await self._actor._run(p.commit(self.grant, expected, new, self._actor.retry))
+        return self._after_commit(result, in_transaction)
 
     async def still_held(self) -> bool:
         return self.open and await self._actor._run(p.still_held(self.grant))

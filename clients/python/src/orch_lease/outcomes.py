@@ -30,6 +30,7 @@ class CasOutcome(str, Enum):
     STAGE_MISMATCH = "stage_mismatch"
     NOT_FOUND = "not_found"
     LEASE_LOST = "lease_lost"
+    NOT_HELD = "not_held"
     INVALID_TRANSITION = "invalid_transition"
     RETRY = "retry"
     UNCONDITIONAL = "unconditional"

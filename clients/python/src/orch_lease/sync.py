@@ -120,9 +120,13 @@ class Lease(p.LeaseState):
     def commit(self, expected: str, new: str) -> CommitResult:
         """Writes the stage if it is still `expected` and ends the lease, in one step. `retry` is retried;
         if it is still the answer after every attempt the lease stays open (commit again, or leave the
-        block to release it)."""
+        block to release it). Inside a transaction of the actor's connection (`with
+        actor.connection.transaction():`, beside the caller's own writes) the stage write and the lease's
+        end commit or roll back with it, and the lease stays open until the block ends."""
         self._check_open()
-        return self._after_commit(self._actor._run(p.commit(self.grant, expected, new, self._actor.retry)))
+        in_transaction = self._actor.connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        result = self._actor._run(p.commit(self.grant, expected, new, self._actor.retry))
+        return self._after_commit(result, in_transaction)
 
     def still_held(self) -> bool:
         """The checkpoint of a long effect: False once the lease was taken away (stop the effect)."""

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# `make python-dist`: the Python client's sdist and wheel in target/python-dist, checked with `twine check`
+# (the metadata and the README render as PyPI would show them). No upload: publishing is a maintainer's
+# step, from a clean checkout of the release tag, with a PyPI API token for the project `orch-lease`:
+#   target/python-client/venv/bin/twine upload target/python-dist/*
+# (TWINE_USERNAME=__token__, TWINE_PASSWORD=<the token>; try it first with --repository testpypi).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT_DIR"
+bin=$(python_client_venv)
+out=target/python-dist
+rm -rf "$out"
+"$bin/python" -m build --no-isolation --outdir "$out" clients/python >/dev/null
+"$bin/twine" check --strict "$out"/*
+ls "$out"
+echo "python-dist: 1 passed, 0 failed"
