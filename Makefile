@@ -12,8 +12,8 @@ test:        ## Every test: in-process, pg_regress, real-connection races and th
 test-matrix: ## In-process, pg_regress and isolation tests on PostgreSQL 14, 16, 17 and 18 (make test covers 15)
 	scripts/matrix.sh
 
-test-ha: setup-test  ## Only the failover tests: promotions by hand (synchronous: nothing lost; lagging asynchronous: losses reported), five failovers under Patroni + etcd, PgBouncer in transaction pooling
-	. scripts/lib.sh && lock_take && install_debug && scripts/ha-test.sh && scripts/patroni-test.sh && scripts/pgbouncer-test.sh
+test-ha: setup-test  ## Only the failover tests: promotions by hand (synchronous: nothing lost; lagging asynchronous: losses reported), a move by logical replication, five failovers under Patroni + etcd, PgBouncer in transaction pooling
+	. scripts/lib.sh && lock_take && install_debug && scripts/ha-test.sh && scripts/logical-move-test.sh && scripts/patroni-test.sh && scripts/pgbouncer-test.sh
 
 model:       ## The protocol model at a larger size (A actors, I items, C crashes; default 2 2 2): states, depth, time
 	cd model && cargo run --quiet --release --bin check -- --actors $${A:-2} --items $${I:-2} --crashes $${C:-2}

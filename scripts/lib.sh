@@ -251,7 +251,7 @@ isolation_suite() {
 count_passed() {
     awk '/^test result: ok\./ { n += $4 }
          /^#? *All [0-9]+ tests passed/ { n += $(NF-2) }
-         /^(examples|upgrade|runbook|cron|failover|model|pgbouncer|prometheus|citus|python-client|python-dist|regressions|security-0\.3\.0|package-args): [0-9]+ passed/ { n += $2 }
+         /^(examples|upgrade|runbook|cron|failover|logical-move|model|pgbouncer|prometheus|citus|python-client|python-dist|regressions|security-0\.3\.0|package-args): [0-9]+ passed/ { n += $2 }
          END { print n + 0 }' "$1"
 }
 

@@ -46,6 +46,7 @@ scripts/runbook-test.sh 2>&1 | tee -a "$results"
 scripts/cron-test.sh 2>&1 | tee -a "$results" # its own cluster, with pg_cron preloaded
 scripts/prometheus-test.sh 2>&1 | tee -a "$results" # the real postgres_exporter and Prometheus: queries, alerts, dashboard
 scripts/ha-test.sh 2>&1 | tee -a "$results"   # a primary and a synchronous standby, one failover
+scripts/logical-move-test.sh 2>&1 | tee -a "$results" # a publisher and a subscriber: no token goes backwards
 scripts/patroni-test.sh 2>&1 | tee -a "$results"   # etcd + three Patroni nodes, five failovers under load
 scripts/pgbouncer-test.sh 2>&1 | tee -a "$results" # drivers and the actor pattern through a transaction pooler
 scripts/citus-test.sh 2>&1 | tee -a "$results" # Citus: a coordinator and two workers (docs/scale-out.md)

@@ -232,6 +232,29 @@ q "DELETE FROM orch_lease.transition_lease WHERE work_item = 'PR-7'"
 q "ALTER EXTENSION orch_lease UPDATE"
 echo "upgrade with a lease on 'PR-7': refused with what to do, then done once it was released"
 passed=$((passed + 1))
+# Red team F12 across the update: a stage graph 0.4.0 registered on an enum stage type (through a domain)
+# gets its labels' places, the registered table's own, as register_stage_graph writes them; a swap of its
+# terminal label then fails the CAS closed.
+SUITE="upgrade from 0.4.0, enum stages"
+new_database orch_lease_upgrade_enum
+use_library target/releases/0.4.0/orch_lease.so
+q "CREATE EXTENSION orch_lease VERSION '0.4.0'"
+q "CREATE TYPE st AS ENUM ('queued', 'running', 'done'); CREATE DOMAIN st_d AS st;
+   CREATE TABLE tasks (id bigint PRIMARY KEY, stage st_d NOT NULL); INSERT INTO tasks VALUES (1, 'done');
+   SELECT orch_lease.register_task_table('tasks');
+   SELECT orch_lease.register_stage_graph(ARRAY['queued -> running'], ARRAY['done'])" >/dev/null
+use_library target/releases/current.so
+q "ALTER EXTENSION orch_lease UPDATE"
+places="SELECT string_agg(task_table || ':' || stage || '=' || rank, ' ' ORDER BY stage) FROM orch_lease.stage_label"
+check "$places" "tasks:done=3 tasks:queued=1 tasks:running=2" "the update did not record the graph's labels' places"
+q "SELECT orch_lease.register_stage_graph(ARRAY['queued -> running'], ARRAY['done'])" >/dev/null
+check "$places" "tasks:done=3 tasks:queued=1 tasks:running=2" "the update's places differ from a registration's"
+q "ALTER TYPE st RENAME VALUE 'done' TO 'finished'; ALTER TYPE st RENAME VALUE 'running' TO 'done'"
+# || true: the error is the answer, checked next.
+swap=$(q "SELECT outcome FROM orch_lease.update_task_stage_cas('1', 'finished', 'queued')" 2>&1 || true)
+grep -q 'no longer has where it had it' <<<"$swap" || fail "after a swap of the terminal label, the CAS answered: $swap"
+echo "upgrade from 0.4.0 with an enum stage type: the graph's labels' places recorded, a swap fails closed"
+passed=$((passed + 1))
 # The dump restored below goes to a cluster with none of this test's own roles: their grants go first.
 PGDATABASE=orch_lease_upgraded_from_0_4_0 q "DROP OWNED BY orch_upgrade_actor"
 "$PG_BIN/pg_dump" -Fc -d orch_lease_upgraded_from_0_4_0 > target/dump-upgraded.dump

@@ -540,6 +540,93 @@ COMMENT ON VIEW orch_lease.transition_lease_status IS
     'Every held lease with its task table, owner, age and liveness (live; stale = boot superseded or session gone; unknown = boot never registered), and whether orch_lease is on for the reader''s calls (the kill-switch). Actors see their own role''s leases only.';
 
 -- ---------------------------------------------------------------------------------------------------
+-- #29 item 3 (trust-c): a move by logical replication carries rows, not sequences. A generation drawn at
+-- install lives in a sequence and in a row; rows from another server's generation refuse every grant
+-- until an admin adopts the data (adopt_moved_data, with the old server's last token).
+CREATE SEQUENCE orch_lease.generation AS bigint;
+SELECT pg_catalog.setval('orch_lease.generation', 1 + (pg_catalog.random() * 9e18)::bigint);
+COMMENT ON SEQUENCE orch_lease.generation IS
+    'This database''s generation: a row of orch_lease.generation_mark that differs from it came from another server.';
+CREATE TABLE orch_lease.generation_mark (generation bigint PRIMARY KEY);
+INSERT INTO orch_lease.generation_mark SELECT last_value FROM orch_lease.generation;
+COMMENT ON TABLE orch_lease.generation_mark IS
+    'The generation of every server whose leases this database holds: more than its own (logical replication) refuses grants until orch_lease.adopt_moved_data.';
+CREATE FUNCTION orch_lease.adopt_moved_data(token_floor bigint)
+RETURNS bigint LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    floor bigint;
+BEGIN
+    IF token_floor IS NULL OR token_floor < 0 THEN
+        RAISE EXCEPTION 'orch_lease: token_floor must be the old server''s last token (0 or more), got %',
+              coalesce(token_floor::text, 'NULL')
+              USING ERRCODE = '22023',
+                    HINT = 'On the old server: SELECT last_value FROM orch_lease.token_seq. If it is gone, see docs/ha.md.';
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_subscription s
+                WHERE s.subdbid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())
+                  AND s.subenabled) THEN
+        RAISE EXCEPTION 'orch_lease: a subscription of this database is still enabled'
+              USING ERRCODE = '55000',
+                    HINT = 'Adopt the data once the move is over: stop the actors on the old server, let the subscription catch up, then ALTER SUBSCRIPTION … DISABLE (or DROP it).';
+    END IF;
+    floor := greatest(token_floor, 1,
+                      (SELECT max(l.token) FROM orch_lease.transition_lease l),
+                      (SELECT max(greatest(e.old_token, e.new_token)) FROM orch_lease.lease_event e),
+                      (SELECT s.last_value FROM orch_lease.token_seq s));
+    PERFORM setval('orch_lease.token_seq', floor);
+    PERFORM setval('orch_lease.lease_event_event_id_seq',
+                   greatest(1, (SELECT max(e.event_id) FROM orch_lease.lease_event e),
+                            (SELECT s.last_value FROM orch_lease.lease_event_event_id_seq s)));
+    DELETE FROM orch_lease.generation_mark m
+     WHERE m.generation <> (SELECT g.last_value FROM orch_lease.generation g);
+    INSERT INTO orch_lease.generation_mark SELECT g.last_value FROM orch_lease.generation g
+        ON CONFLICT DO NOTHING;
+    RETURN floor;
+END
+$$;
+COMMENT ON FUNCTION orch_lease.adopt_moved_data(bigint) IS
+    'After a move by logical replication: sets the token and history sequences above the old server''s last token and the data, and lets grants resume.';
+REVOKE ALL ON FUNCTION orch_lease.adopt_moved_data(bigint) FROM PUBLIC;
+REVOKE ALL ON SEQUENCE orch_lease.generation FROM PUBLIC;
+REVOKE ALL ON TABLE orch_lease.generation_mark FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION orch_lease.adopt_moved_data(bigint) TO orch_lease_admin;
+
+-- ---------------------------------------------------------------------------------------------------
+-- Red team F12 (trust-c): a label a task table's stage graph names is known by its place in an enum stage
+-- type, so a rename that gives its name to another label fails closed too. Written after #27's section:
+-- each table's labels are its own, recorded here for the graph of the table registered now.
+CREATE TABLE orch_lease.stage_label (
+    stage      text NOT NULL,
+    rank       integer NOT NULL,
+    task_table regclass NOT NULL,
+    PRIMARY KEY (task_table, stage)
+);
+COMMENT ON TABLE orch_lease.stage_label IS
+    'For an enum stage type: the place in the enum of each stage a task table''s graph names, when it was registered (a renamed or swapped label fails closed).';
+SELECT pg_catalog.pg_extension_config_dump('orch_lease.stage_label', '');
+REVOKE ALL ON TABLE orch_lease.stage_label FROM PUBLIC;
+-- The stage column's base type (through domains over domains), as register_stage_graph reads it.
+WITH RECURSIVE stage_type (relid, typid) AS (
+    SELECT t.relid, a.atttypid
+      FROM orch_lease.task_table t
+      JOIN pg_catalog.pg_attribute a
+        ON a.attrelid = t.relid AND a.attname = t.stage_column AND NOT a.attisdropped
+    UNION ALL
+    SELECT s.relid, ty.typbasetype
+      FROM stage_type s JOIN pg_catalog.pg_type ty ON ty.oid = s.typid
+     WHERE ty.typtype = 'd')
+INSERT INTO orch_lease.stage_label (stage, rank, task_table)
+SELECT e.enumlabel, e.rank, s.relid
+  FROM stage_type s
+ CROSS JOIN LATERAL (
+       SELECT enumlabel::text, (row_number() OVER (ORDER BY enumsortorder))::integer AS rank
+         FROM pg_catalog.pg_enum
+        WHERE enumtypid = s.typid) e
+ WHERE e.enumlabel IN (SELECT g.from_stage FROM orch_lease.stage_transition g WHERE g.task_table = s.relid
+                       UNION SELECT g.to_stage FROM orch_lease.stage_transition g WHERE g.task_table = s.relid
+                       UNION SELECT g.stage FROM orch_lease.terminal_stage g WHERE g.task_table = s.relid);
+
+-- ---------------------------------------------------------------------------------------------------
 -- #34 (closers-a, red team F15b): boot_liveness runs under its caller's search_path (the status view
 -- calls it, read by pg_monitor scrapers): its body names no operator unqualified.
 CREATE OR REPLACE FUNCTION orch_lease.boot_liveness(owner_boot_id text) RETURNS text

@@ -15,6 +15,7 @@ use crate::rows::{self, column, nullable};
 use crate::task_table::{self, Item, TableArg, TaskTable, Typed};
 use crate::{config, errors, owner, plans, recovery, stage_cas};
 use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiHeapTupleData};
 use pgrx::{composite_type, AllocatedByRust, PgSqlErrorCode};
@@ -43,6 +44,58 @@ COMMENT ON COLUMN orch_lease.transition_lease.task_table IS
     'The registered task table the work item is a row of (0, shown -, while no table is registered): a lease is keyed by (task_table, work_item).';
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.transition_lease', '');
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.token_seq', '');
+
+-- Logical replication carries rows, not sequences (#29 item 3). A generation drawn at install is kept in
+-- a sequence and in a row: every way of moving a database that carries the token sequence (a dump, a
+-- physical standby, pg_upgrade) carries both or neither, but a logical move brings the old server's row
+-- to a server whose own sequence does not match it. Then no token is granted until an admin adopts the
+-- data (orch_lease.adopt_moved_data). Neither is dumped: a restore draws a generation of its own.
+CREATE SEQUENCE orch_lease.generation AS bigint;
+SELECT pg_catalog.setval('orch_lease.generation', 1 + (pg_catalog.random() * 9e18)::bigint);
+COMMENT ON SEQUENCE orch_lease.generation IS
+    'This database''s generation: a row of orch_lease.generation_mark that differs from it came from another server.';
+CREATE TABLE orch_lease.generation_mark (generation bigint PRIMARY KEY);
+INSERT INTO orch_lease.generation_mark SELECT last_value FROM orch_lease.generation;
+COMMENT ON TABLE orch_lease.generation_mark IS
+    'The generation of every server whose leases this database holds: more than its own (logical replication) refuses grants until orch_lease.adopt_moved_data.';
+
+-- Adopts data a logical move brought: the token sequence goes above the old server's and every token in
+-- the data, the history's above its events, and the old server's generation is dropped.
+CREATE FUNCTION orch_lease.adopt_moved_data(token_floor bigint)
+RETURNS bigint LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    floor bigint;
+BEGIN
+    IF token_floor IS NULL OR token_floor < 0 THEN
+        RAISE EXCEPTION 'orch_lease: token_floor must be the old server''s last token (0 or more), got %',
+              coalesce(token_floor::text, 'NULL')
+              USING ERRCODE = '22023',
+                    HINT = 'On the old server: SELECT last_value FROM orch_lease.token_seq. If it is gone, see docs/ha.md.';
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_subscription s
+                WHERE s.subdbid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())
+                  AND s.subenabled) THEN
+        RAISE EXCEPTION 'orch_lease: a subscription of this database is still enabled'
+              USING ERRCODE = '55000',
+                    HINT = 'Adopt the data once the move is over: stop the actors on the old server, let the subscription catch up, then ALTER SUBSCRIPTION … DISABLE (or DROP it).';
+    END IF;
+    floor := greatest(token_floor, 1,
+                      (SELECT max(l.token) FROM orch_lease.transition_lease l),
+                      (SELECT max(greatest(e.old_token, e.new_token)) FROM orch_lease.lease_event e),
+                      (SELECT s.last_value FROM orch_lease.token_seq s));
+    PERFORM setval('orch_lease.token_seq', floor);
+    PERFORM setval('orch_lease.lease_event_event_id_seq',
+                   greatest(1, (SELECT max(e.event_id) FROM orch_lease.lease_event e),
+                            (SELECT s.last_value FROM orch_lease.lease_event_event_id_seq s)));
+    DELETE FROM orch_lease.generation_mark m
+     WHERE m.generation <> (SELECT g.last_value FROM orch_lease.generation g);
+    INSERT INTO orch_lease.generation_mark SELECT g.last_value FROM orch_lease.generation g
+        ON CONFLICT DO NOTHING;
+    RETURN floor;
+END
+$$;
+COMMENT ON FUNCTION orch_lease.adopt_moved_data(bigint) IS
+    'After a move by logical replication: sets the token and history sequences above the old server''s last token and the data, and lets grants resume.';
 
 CREATE TYPE orch_lease.lease_grant AS (
     acquired       boolean,
@@ -329,22 +382,25 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
                         pg_catalog.hashtext($8::pg_catalog.oid::pg_catalog.text || ':' || $1)) AS gate,
                     l.token, l.owner, l.owner_pid, l.owner_boot_id, l.acquired_at, l.holder_role,
                     CASE WHEN l.work_item IS NOT NULL
-                         THEN orch_lease.boot_liveness(l.owner_boot_id) = 'stale' END AS dead
+                         THEN orch_lease.boot_liveness(l.owner_boot_id) = 'stale' END AS dead,
+                    EXISTS (SELECT FROM orch_lease.generation_mark m
+                             WHERE m.generation <> (SELECT g.last_value FROM orch_lease.generation g))
+                      AS moved
                FROM (VALUES (true)) AS one_row
                LEFT JOIN orch_lease.transition_lease l ON l.task_table = $8 AND l.work_item = $1),
          granted AS (
              INSERT INTO orch_lease.transition_lease
                     (work_item, token, owner, owner_pid, owner_boot_id, scope, holder_role, task_table)
              SELECT $1, nextval('orch_lease.token_seq'), $5, $6, $2, $7, $4, $8 FROM state
-              WHERE NOT state.foreign_boot AND state.superseded IS NOT TRUE AND state.gate
-                AND state.token IS NULL
+              WHERE NOT state.foreign_boot AND NOT state.moved AND state.superseded IS NOT TRUE
+                AND state.gate AND state.token IS NULL
                 AND NOT coalesce((SELECT b.superseded_at IS NOT NULL FROM orch_lease.boot b
                                    WHERE b.boot_id = $2 AND (b.registered_by IS NULL OR b.registered_by = $4)
                                      FOR SHARE NOWAIT), false)
              ON CONFLICT (task_table, work_item) DO NOTHING
              RETURNING token)
          SELECT state.foreign_boot, state.gate, state.token, state.owner, state.owner_pid,
-                state.owner_boot_id, state.acquired_at, state.holder_role, state.dead,
+                state.owner_boot_id, state.acquired_at, state.holder_role, state.dead, state.moved,
                 state.superseded,
                 (SELECT token FROM granted) AS granted
            FROM state",
@@ -362,6 +418,17 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
     .first();
     if column::<bool>(&current, "foreign_boot") {
         recovery::refuse_foreign_boot(client, &request.boot_id, role);
+    }
+    if column::<bool>(&current, "moved") {
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "orch_lease: this database's leases were copied from another server, whose tokens it does not know"
+                .to_string(),
+            "Logical replication carries no sequences, so tokens could go backwards here. Once the move is \
+             over, an orch_lease_admin runs SELECT orch_lease.adopt_moved_data(<the old server's \
+             token_seq last_value>); see docs/ha.md.",
+            None,
+        );
     }
     if nullable::<bool>(&current, "superseded").unwrap_or(false) {
         return Grant::new(false, "superseded");
@@ -403,29 +470,63 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
 }
 
 /// With a transaction snapshot (REPEATABLE READ, SERIALIZABLE), the holder we read may have been
-/// released since: try its row lock without waiting, so that a lease gone after the snapshot is a
-/// serialization failure (`retry`) and one being ended right now is `busy`, never a stale `held`. The
-/// lock is only a look (rolled back at once): a refused caller must not delay the holder's commit. At
-/// READ COMMITTED the statement's snapshot is fresh, and a holder whose release is in flight is held.
+/// released since: a lease gone after the snapshot is a serialization failure (`retry`) and one being
+/// ended right now is `busy`, never a stale `held`. At READ COMMITTED the statement's snapshot is fresh,
+/// and a holder whose release is in flight is held.
 fn still_there(client: &SpiClient<'_>, item: &Item, token: i64) {
-    if unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32 {
-        return;
-    }
-    let look = races::probe(|| {
-        plans::run(
-            client,
-            "SELECT FROM orch_lease.transition_lease
-              WHERE task_table = $3 AND work_item = $1 AND token = $2 FOR KEY SHARE NOWAIT",
-            &[
-                item.key.as_str().into(),
-                token.into(),
-                TableArg(item.table).into(),
-            ],
-        );
-    });
-    if let Err(lost) = look {
+    if let Err(lost) = snapshot_current(client, item, Some(token)) {
         lost.rethrow();
     }
+}
+
+/// Is the transaction snapshot's view of the lease on `item` still the current one? Always at READ
+/// COMMITTED, whose statements read fresh. With a transaction snapshot, a look rolled back at once (a
+/// refused or reading caller must not delay anyone): the lease the snapshot shows with `token` is
+/// key-share locked without waiting, and a row changed since is a serialization failure, one being
+/// ended right now a lock failure; when the snapshot shows none, inserting the item's (table, key)
+/// meets a lease granted since as a serialization failure (one being granted right now is waited for
+/// within the bound). A call must never answer "gone" from a snapshot older than the lease (#29 item
+/// 13). Only the item's own lease counts: the same key in another table is another work item (#27).
+fn snapshot_current(
+    client: &SpiClient<'_>,
+    item: &Item,
+    token: Option<i64>,
+) -> Result<(), Box<CaughtError>> {
+    if unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32 {
+        return Ok(());
+    }
+    let (key, table) = (item.key.as_str(), TableArg(item.table));
+    races::probe(|| match token {
+        Some(token) => {
+            plans::run(
+                client,
+                "SELECT FROM orch_lease.transition_lease
+                  WHERE task_table = $3 AND work_item = $1 AND token = $2 FOR KEY SHARE NOWAIT",
+                &[key.into(), token.into(), table.into()],
+            );
+        }
+        None => races::bounded_lock_wait(|| {
+            plans::run(
+                client,
+                "INSERT INTO orch_lease.transition_lease
+                        (work_item, token, owner, owner_pid, owner_boot_id, task_table)
+                 VALUES ($1, 0, '', 0, '', $2) ON CONFLICT (task_table, work_item) DO NOTHING",
+                &[key.into(), table.into()],
+            );
+        }),
+    })
+}
+
+/// Raises the serialization failure of a call whose transaction snapshot cannot see the lease on `key`
+/// as it is now: answering "not held" from it could leak a lease granted since.
+fn stale_snapshot(key: &str) -> ! {
+    errors::raise_hinted(
+        PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+        format!("orch_lease: the lease on \"{key}\" changed after this transaction's snapshot"),
+        "REPEATABLE READ and SERIALIZABLE read as of the transaction's first statement: run the \
+         transaction again, or make this call at READ COMMITTED.",
+        None,
+    )
 }
 
 /// Takes over the lease of a holder whose boot was superseded: new owner, new token, logged and
@@ -522,7 +623,7 @@ fn transition_lease_held(
     let role = owner::caller_name();
     owner::as_owner(|| {
         Spi::connect(|client| {
-            !plans::run(
+            let seen = !plans::run(
                 client,
                 "SELECT FROM orch_lease.transition_lease
                   WHERE task_table = $4 AND work_item = $1 AND token = $2
@@ -534,7 +635,17 @@ fn transition_lease_held(
                     TableArg(item.table).into(),
                 ],
             )
-            .is_empty()
+            .is_empty();
+            // A lease the snapshot shows may have ended since (false; being ended right now is still
+            // held, as at READ COMMITTED); one it does not show may have been granted since (#29 item 13).
+            let Err(error) = snapshot_current(client, &item, seen.then_some(token)) else {
+                return seen;
+            };
+            match (seen, races::lost_of(&error)) {
+                (_, None) => error.rethrow(),
+                (false, Some(_)) => stale_snapshot(&item.key),
+                (true, Some(lost)) => lost == Lost::Locked,
+            }
         })
     })
 }
@@ -624,13 +735,18 @@ fn end_lease(
     (item, event, reason): (&Item, &str, Option<&str>),
     holder: Option<&str>,
 ) -> bool {
-    races::bounded_lock_wait(|| {
+    let ended = races::bounded_lock_wait(|| {
         owner::as_owner(|| {
             Spi::connect(|client| {
                 races::lost_race_as(
                     || {
                         let Some(gone) = plans::run(client, delete, args).next() else {
-                            return false;
+                            // None as of this snapshot; one granted since must not leak (#29 item 13).
+                            return match snapshot_current(client, item, None) {
+                                Ok(()) => Ok(false),
+                                Err(error) if races::lost_of(&error).is_some() => Err(()),
+                                Err(error) => error.rethrow(),
+                            };
                         };
                         if let Some(role) = holder {
                             owns(&item.key, &gone, role);
@@ -652,13 +768,14 @@ fn end_lease(
                                 ..Default::default()
                             },
                         );
-                        true
+                        Ok(true)
                     },
-                    |_| false,
+                    |_| Ok(false),
                 )
             })
         })
-    })
+    });
+    ended.unwrap_or_else(|_| stale_snapshot(&item.key))
 }
 
 /// Raises 42501 unless the lease in `row` (with a `holder_role` column) is held by `role`. Leases from
@@ -723,6 +840,10 @@ pub fn claim(client: &SpiClient<'_>, item: &Item, token: i64, how: Claim, role: 
     if let Some(lease) = plans::run(client, statement, &args).next() {
         owns(&item.key, &lease, role);
         return Claimed::Held;
+    }
+    // Not as of this snapshot; a lease granted since is a serialization failure (#29 item 13).
+    if let Err(error) = snapshot_current(client, item, None) {
+        error.rethrow();
     }
     // Tokens come from one sequence: (work item, token) names one lease whatever its table.
     let taken = plans::run(

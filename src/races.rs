@@ -33,7 +33,7 @@ impl Lost {
 pub fn lost_race_as<R>(body: impl FnOnce() -> R, lost: impl FnOnce(Lost) -> R) -> R {
     match subtransaction(body) {
         Ok(result) => result,
-        Err(error) => match Lost::of(report_of(&error).sql_error_code()) {
+        Err(error) => match lost_of(&error) {
             Some(how) => {
                 error_context::forget_passing();
                 lost(how)
@@ -41,6 +41,11 @@ pub fn lost_race_as<R>(body: impl FnOnce() -> R, lost: impl FnOnce(Lost) -> R) -
             None => error.rethrow(),
         },
     }
+}
+
+/// How a caught error lost a race, if it is one.
+pub fn lost_of(error: &CaughtError) -> Option<Lost> {
+    Lost::of(report_of(error).sql_error_code())
 }
 
 /// Runs `body` in a subtransaction: committed into the caller's transaction when it returns, rolled
@@ -90,16 +95,20 @@ fn in_subtransaction<R>(body: impl FnOnce() -> R, keep: bool) -> Result<R, Box<C
 /// transaction left idle or prepared while holding one is an answer, not a hang (#29).
 pub const LOCK_WAIT_MS: i32 = 5_000;
 
+/// `LOCK_WAIT_MS`, or the caller's `lock_timeout` when it is shorter.
+pub fn lock_wait_ms() -> i32 {
+    // SAFETY: the backend's own setting.
+    match unsafe { pg_sys::LockTimeout } {
+        callers @ 1..LOCK_WAIT_MS => callers,
+        _ => LOCK_WAIT_MS,
+    }
+}
+
 /// Runs `body` with `lock_timeout` at most `LOCK_WAIT_MS` (the caller's, when it is shorter), and puts
 /// the caller's back afterwards, as a function's `SET` clause would; an error's rollback does it too.
 pub fn bounded_lock_wait<R>(body: impl FnOnce() -> R) -> R {
-    // SAFETY: the backend's own setting and GUC stack, used as fmgr does for a function's SET clause.
-    let callers = unsafe { pg_sys::LockTimeout };
-    let bound = match callers {
-        1..LOCK_WAIT_MS => callers,
-        _ => LOCK_WAIT_MS,
-    };
-    let value = std::ffi::CString::new(bound.to_string()).unwrap_or_default();
+    let value = std::ffi::CString::new(lock_wait_ms().to_string()).unwrap_or_default();
+    // SAFETY: the backend's own GUC stack, used as fmgr does for a function's SET clause.
     let nest = unsafe {
         let nest = pg_sys::NewGUCNestLevel();
         pg_sys::set_config_option(

@@ -76,7 +76,8 @@ GRANT EXECUTE ON FUNCTION
     orch_lease.unregister_task_table(regclass),
     orch_lease.register_stage_graph(text[], text[], regclass),
     orch_lease.install_bypass_guard(text, regclass),
-    orch_lease.set_enabled(boolean, text)
+    orch_lease.set_enabled(boolean, text),
+    orch_lease.adopt_moved_data(bigint)
     TO orch_lease_admin;
 GRANT SELECT ON
     orch_lease.transition_lease, orch_lease.lease_event, orch_lease.event_count, orch_lease.bypass_log,

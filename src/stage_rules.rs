@@ -5,7 +5,7 @@ use crate::stage_cas::{self, CasWrite};
 use crate::task_table;
 use crate::{config, errors, owner, plans, rows};
 use pgrx::prelude::*;
-use pgrx::spi::{quote_identifier, quote_literal};
+use pgrx::spi::{quote_identifier, quote_literal, SpiClient};
 use pgrx::{AllocatedByPostgres, PgSqlErrorCode};
 use std::ffi::{CStr, CString};
 
@@ -37,6 +37,15 @@ COMMENT ON TABLE orch_lease.bypass_log IS
     'Stage writes that bypassed the CAS while the bypass guard was in warn mode, with the role that wrote them.';
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.stage_transition', '');
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.terminal_stage', '');
+CREATE TABLE orch_lease.stage_label (
+    stage      text NOT NULL,
+    rank       integer NOT NULL,
+    task_table regclass NOT NULL,
+    PRIMARY KEY (task_table, stage)
+);
+COMMENT ON TABLE orch_lease.stage_label IS
+    'For an enum stage type: the place in the enum of each stage a task table''s graph names, when it was registered (a renamed or swapped label fails closed).';
+SELECT pg_catalog.pg_extension_config_dump('orch_lease.stage_label', '');
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.bypass_log', '');
 "#,
     name = "stage_rules",
@@ -331,23 +340,19 @@ fn register_stage_graph(
     }
     // No transaction that checked by the graph before is still open, none checks by it meanwhile.
     task_table::lock_out_calls();
-    owner::as_owner(|| replace_stage_graph(table.relid, &pairs, terminal));
+    owner::as_owner(|| replace_stage_graph(table.relid, &pairs, terminal, stage_type));
 }
 
-fn replace_stage_graph(relid: pg_sys::Oid, pairs: &[(String, String)], terminal: Vec<String>) {
+fn replace_stage_graph(
+    relid: pg_sys::Oid,
+    pairs: &[(String, String)],
+    terminal: Vec<String>,
+    stage_type: pg_sys::Oid,
+) {
     let froms: Vec<&str> = pairs.iter().map(|(from, _)| from.as_str()).collect();
     let tos: Vec<&str> = pairs.iter().map(|(_, to)| to.as_str()).collect();
     Spi::connect(|client| {
-        plans::run(
-            client,
-            "DELETE FROM orch_lease.stage_transition WHERE task_table = $1",
-            &[relid.into()],
-        );
-        plans::run(
-            client,
-            "DELETE FROM orch_lease.terminal_stage WHERE task_table = $1",
-            &[relid.into()],
-        );
+        forget_stage_graph(client, relid);
         plans::run(
             client,
             "INSERT INTO orch_lease.stage_transition (from_stage, to_stage, task_table)
@@ -360,8 +365,34 @@ fn replace_stage_graph(relid: pg_sys::Oid, pairs: &[(String, String)], terminal:
              SELECT DISTINCT s, $2 FROM unnest($1::text[]) u (s)",
             &[terminal.into(), relid.into()],
         );
+        // Where each named label sits in an enum stage type: a label renamed and its name given to another
+        // keeps every name the graph has, but not its place (red team F12).
+        plans::run(
+            client,
+            "INSERT INTO orch_lease.stage_label (stage, rank, task_table)
+             SELECT e.enumlabel, e.rank, $2
+               FROM (SELECT enumlabel::pg_catalog.text,
+                            (pg_catalog.row_number() OVER (ORDER BY enumsortorder))::integer AS rank
+                       FROM pg_catalog.pg_enum WHERE enumtypid OPERATOR(pg_catalog.=) $1) e
+              WHERE e.enumlabel OPERATOR(pg_catalog.=) ANY (
+                    SELECT from_stage FROM orch_lease.stage_transition WHERE task_table = $2
+                    UNION SELECT to_stage FROM orch_lease.stage_transition WHERE task_table = $2
+                    UNION SELECT stage FROM orch_lease.terminal_stage WHERE task_table = $2)",
+            &[stage_type.into(), relid.into()],
+        );
     });
     task_table::forget_everywhere("orch_lease.stage_transition");
+}
+
+/// Deletes `relid`'s stage graph: its transitions, terminal stages and labels' places. Run as the owner.
+pub fn forget_stage_graph(client: &SpiClient<'_>, relid: pg_sys::Oid) {
+    for graph in [
+        "DELETE FROM orch_lease.stage_transition WHERE task_table = $1",
+        "DELETE FROM orch_lease.terminal_stage WHERE task_table = $1",
+        "DELETE FROM orch_lease.stage_label WHERE task_table = $1",
+    ] {
+        plans::run(client, graph, &[relid.into()]);
+    }
 }
 
 extension_sql!(

@@ -322,12 +322,7 @@ fn forget_registration(client: &SpiClient<'_>, relid: pg_sys::Oid) -> bool {
         &[relid.into()],
     );
     let registered = !gone.is_empty();
-    for graph in [
-        "DELETE FROM orch_lease.stage_transition WHERE task_table = $1",
-        "DELETE FROM orch_lease.terminal_stage WHERE task_table = $1",
-    ] {
-        plans::run(client, graph, &[relid.into()]);
-    }
+    crate::stage_rules::forget_stage_graph(client, relid);
     registered
 }
 
@@ -388,25 +383,32 @@ unsafe impl SqlTranslatable for TableArg {
 /// queue, where it would stop every call behind it: it tries, and gives up after `lock_timeout` (10 s
 /// when that is unset) with 55P03. Calls made meanwhile wait for the registering transaction's end.
 pub fn lock_out_calls() {
-    let registry = registry();
     let limit_ms = match unsafe { pg_sys::LockTimeout } {
         0 => 10_000,
-        set => i64::from(set),
+        set => set,
     };
+    lock_registry(
+        pg_sys::AccessExclusiveLock,
+        limit_ms,
+        "orch_lease: transactions that called orch_lease are still open",
+        "A registration waits for them so that no lease is keyed by two sets of rules. Find \
+         them in pg_locks (relation 'orch_lease.task_table'; a prepared one in pg_prepared_xacts), let \
+         them end, and register again.",
+    );
+}
+
+/// Takes the registry's lock in `mode` without joining its queue, where it would stop every call
+/// behind it: it tries every 10 ms, and after `limit_ms` raises 55P03 with `message` and `hint`.
+fn lock_registry(mode: u32, limit_ms: i32, message: &str, hint: &str) {
+    let registry = registry();
     let start = std::time::Instant::now();
-    while !unsafe {
-        pg_sys::ConditionalLockRelationOid(
-            registry,
-            pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE,
-        )
-    } {
+    while !unsafe { pg_sys::ConditionalLockRelationOid(registry, mode as pg_sys::LOCKMODE) } {
         if start.elapsed().as_millis() >= limit_ms as u128 {
             errors::raise_hinted(
                 PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
-                "orch_lease: transactions that called orch_lease are still open".into(),
-                "A registration waits for them so that no lease is keyed by two sets of rules. Find \
-                 them in pg_locks (relation 'orch_lease.task_table'), let them end, and register again.",
-                None,
+                message.into(),
+                hint,
+                Some(format!("Waited {limit_ms} ms.")),
             );
         }
         unsafe { pg_sys::pg_usleep(10_000) };
@@ -593,42 +595,43 @@ fn check_stage_column(relid: pg_sys::Oid, attnum: i16, stage_column: &str, quali
     }
 }
 
-/// The stages the graph names must still be values of an enum stage type: after `ALTER TYPE … RENAME
-/// VALUE 'done' TO 'finished'` a graph naming 'done' would hold 'finished' to nothing. Fails closed until
-/// the graph is registered again.
-fn check_graph_labels(
+/// The stages the graph names must still be the values of an enum stage type they named: after `ALTER
+/// TYPE … RENAME VALUE 'done' TO 'finished'` a graph naming 'done' would hold 'finished' to nothing, and
+/// after `RENAME VALUE 'running' TO 'done'` too, though 'done' is a label again: a label is known by its
+/// place in the enum when the graph was registered. The first stage named that moved, if any.
+fn moved_label(
     stage_type: pg_sys::Oid,
     graph: &Option<HashSet<(String, String)>>,
     terminal: &HashSet<String>,
-) {
+    places: &HashMap<String, i32>,
+) -> Option<String> {
     let base = unsafe { pg_sys::getBaseType(stage_type) };
     if !unsafe { pg_sys::type_is_enum(base) } {
-        return;
+        return None;
     }
-    let labels: HashSet<String> = Spi::connect(|client| {
+    let labels: HashMap<String, i32> = Spi::connect(|client| {
         let labels = plans::run(
             client,
             "SELECT ARRAY(SELECT enumlabel::pg_catalog.text FROM pg_catalog.pg_enum
-                           WHERE enumtypid OPERATOR(pg_catalog.=) $1) AS labels",
+                           WHERE enumtypid OPERATOR(pg_catalog.=) $1 ORDER BY enumsortorder) AS labels",
             &[base.into()],
         );
         rows::column::<Vec<String>>(&labels.first(), "labels")
     })
     .into_iter()
+    .zip(1..)
     .collect();
     let named = graph
         .iter()
         .flatten()
         .flat_map(|(from, to)| [from, to])
         .chain(terminal);
-    if let Some(gone) = named.into_iter().find(|stage| !labels.contains(*stage)) {
-        errors::raise_hinted(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!("orch_lease: the stage graph names \"{gone}\", which the stage type no longer has"),
-            "Register the stage graph again (orch_lease.register_stage_graph) with the stage type's values.",
-            None,
-        );
-    }
+    let moved = |stage: &String| match (labels.get(stage), places.get(stage)) {
+        (None, _) => true,
+        (Some(now), Some(then)) => now != then,
+        (Some(_), None) => false,
+    };
+    named.into_iter().find(|stage| moved(stage)).cloned()
 }
 
 /// Does the caller own the table (or belong to the role that does)?
@@ -781,6 +784,8 @@ pub struct TaskTable {
     pub graph: Option<HashSet<(String, String)>>,
     /// The stages no transition leaves.
     pub terminal: HashSet<String>,
+    /// A stage the graph names that an enum stage type no longer has where it had it (renamed).
+    moved_label: Option<String>,
     /// How task ids are read, by keys and the CAS alike.
     pub id: IdType,
     pub stage_type: pg_sys::Oid,
@@ -798,7 +803,20 @@ pub struct TaskTable {
 
 impl TaskTable {
     /// May a CAS go from `expected` to `new`? Never out of a terminal stage; with a graph, only along it.
+    /// Fails closed (55000) while a label the graph names was renamed: the graph no longer says what it
+    /// said; registering it again is the repair, so only the CAS checks this, not the description.
     pub fn allows(&self, expected: &str, new: &str) -> bool {
+        if let Some(moved) = &self.moved_label {
+            errors::raise_hinted(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!(
+                    "orch_lease: the stage graph names \"{moved}\", which the stage type no longer has where it had it"
+                ),
+                "A label was renamed, or its name given to another. Register the stage graph again \
+                 (orch_lease.register_stage_graph) with the stage type's values.",
+                None,
+            );
+        }
         !self.terminal.contains(expected)
             && self
                 .graph
@@ -874,8 +892,16 @@ unsafe extern "C-unwind" fn forget_on_catalog_change(_arg: pg_sys::Datum, _cache
 /// registry's lock in share mode until its transaction ends: a registration (`lock_out_calls`) cannot
 /// change the rules under a transaction that keyed or checked by them.
 fn registrations() -> Rc<Vec<Registration>> {
-    // Taking it the first time in a transaction also takes in the invalidations committed before.
-    unsafe { pg_sys::LockRelationOid(registry(), pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+    // Taking it the first time in a transaction also takes in the invalidations committed before. A
+    // registration left open (or prepared) holds it: waited for within the bound only (red team F2).
+    lock_registry(
+        pg_sys::AccessShareLock,
+        races::lock_wait_ms(),
+        "orch_lease: a registration of the task table is still open",
+        "A transaction of register_task_table, unregister_task_table or register_stage_graph holds the \
+         registry: find it in pg_locks (relation 'orch_lease.task_table', AccessExclusiveLock; a prepared \
+         one in pg_prepared_xacts) and end it, then call again.",
+    );
     let generation = GENERATION.with(Cell::get);
     let cached = CACHE.with(|cached| {
         cached
@@ -1014,6 +1040,8 @@ struct Registration {
     graph: Option<HashSet<(String, String)>>,
     terminal: HashSet<String>,
     rows_created_later: bool,
+    /// For an enum stage type: where each label the graph names was in the enum (1 = first).
+    places: HashMap<String, i32>,
 }
 
 fn read_registrations() -> Vec<Registration> {
@@ -1034,6 +1062,16 @@ fn read_registrations() -> Vec<Registration> {
         false => "",
     };
     let sorted = "ORDER BY s.from_stage, s.to_stage";
+    // The labels' places (0.5.0), not there for an update script of an earlier version.
+    let places = match has("stage_label", c"task_table") {
+        true => {
+            "ARRAY(SELECT l.stage FROM orch_lease.stage_label l
+                    WHERE l.task_table OPERATOR(pg_catalog.=) t.relid ORDER BY l.stage),
+             ARRAY(SELECT l.rank FROM orch_lease.stage_label l
+                    WHERE l.task_table OPERATOR(pg_catalog.=) t.relid ORDER BY l.stage)"
+        }
+        false => "NULL::text[], NULL::integer[]",
+    };
     // Read by an update script of an earlier version too, before 0.5.0's adds the column.
     let later = match has("task_table", c"rows_created_later") {
         true => "t.rows_created_later",
@@ -1048,7 +1086,7 @@ fn read_registrations() -> Vec<Registration> {
                     (SELECT array_agg(s.from_stage {sorted}) FROM orch_lease.stage_transition s {its_own}),
                     (SELECT array_agg(s.to_stage {sorted}) FROM orch_lease.stage_transition s {its_own}),
                     ARRAY(SELECT s.stage FROM orch_lease.terminal_stage s {its_own}),
-                    {recorded}, {later}
+                    {recorded}, {later}, {places}
                FROM orch_lease.task_table t"
             ),
             |row| {
@@ -1074,6 +1112,15 @@ fn read_registrations() -> Vec<Registration> {
                         .map(|(froms, tos)| froms.into_iter().zip(tos).collect()),
                     terminal: texts(9).unwrap_or_default().into_iter().collect(),
                     rows_created_later: row(12).is_some_and(|datum| datum.value() != 0),
+                    places: texts(13)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .zip(
+                            row(14)
+                                .and_then(|datum| unsafe { Vec::<i32>::from_datum(datum, false) })
+                                .unwrap_or_default(),
+                        )
+                        .collect(),
                 }
             },
         )
@@ -1089,6 +1136,7 @@ fn describe_task_table(registration: &Registration) -> TaskTable {
         graph,
         terminal,
         rows_created_later,
+        places,
         ..
     } = registration;
     let (relid, id_column, stage_column) = (*relid, id_column.clone(), stage_column.clone());
@@ -1133,7 +1181,7 @@ fn describe_task_table(registration: &Registration) -> TaskTable {
         unsafe { pg_sys::get_attnum(relid, name.as_ptr()) }
     };
     check_stage_column(relid, stage_attnum, &stage_column, &qualified);
-    check_graph_labels(stage_type, &graph, &terminal);
+    let moved_label = moved_label(stage_type, &graph, &terminal, places);
     let id_attnum = {
         let name = CString::new(id_column.as_str()).expect("a column name holds no NUL byte");
         unsafe { pg_sys::get_attnum(relid, name.as_ptr()) }
@@ -1177,6 +1225,7 @@ fn describe_task_table(registration: &Registration) -> TaskTable {
         stage_column,
         graph,
         terminal,
+        moved_label,
         id: id_read,
         stage_type,
         rows_created_later,

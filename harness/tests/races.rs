@@ -251,8 +251,8 @@ fn forced_and_stale_reclaims_are_announced() {
         payloads.push(note.payload().to_string());
     }
     assert!(
-        payloads[0].starts_with("{\"version\":2,\"events\":[{"),
-        "payload format version 2: {}",
+        payloads[0].starts_with("{\"version\":3,\"events\":[{"),
+        "payload format version 3: {}",
         payloads[0]
     );
     assert_contains_all(
@@ -291,8 +291,8 @@ fn many_actors_hammering_few_items_only_ever_get_outcomes() {
                     if n == 0 && i % 50 == 0 {
                         // A lease left behind by a superseded boot, for the others to reclaim.
                         db.execute(
-                            "INSERT INTO orch_lease.transition_lease (work_item, token, owner, owner_pid, owner_boot_id)
-                             VALUES ($1, nextval('orch_lease.token_seq'), 'ghost', 1, 'dead') ON CONFLICT DO NOTHING",
+                            "INSERT INTO orch_lease.transition_lease (work_item, token, owner, owner_pid, owner_boot_id, task_table)
+                             VALUES ($1, nextval('orch_lease.token_seq'), 'ghost', 1, 'dead', 'tasks') ON CONFLICT DO NOTHING",
                             &[&item],
                         )
                         .unwrap();
@@ -415,7 +415,7 @@ fn the_reaper_skips_a_lease_in_use_and_announces_what_it_takes() {
     assert_contains_all(
         note.payload(),
         &[
-            "{\"version\":2,\"events\":[{",
+            "{\"version\":3,\"events\":[{",
             "\"event\":\"reaped\"",
             "\"outcome\":\"ceiling\"",
             "\"old_owner\":\"deployer\"",

@@ -82,6 +82,14 @@ fn matrix() -> Vec<(&'static str, &'static str, &'static str)> {
         ("kill_switch", "SELECT count(*) FROM orch_lease.kill_switch()", READERS),
         ("select kill_switch", "SELECT count(*) FROM orch_lease.kill_switch", ADMINS),
         ("write kill_switch", "DELETE FROM orch_lease.kill_switch", OWNERS),
+        // 0.5.0 (#29 item 3): the adoption of data moved by logical replication (a floor above every
+        // token: allowed means it set the sequences, not refused for its argument).
+        ("adopt_moved_data", "SELECT orch_lease.adopt_moved_data(1000000)", ADMINS),
+        ("select generation_mark", "SELECT count(*) FROM orch_lease.generation_mark", OWNERS),
+        ("write generation_mark", "DELETE FROM orch_lease.generation_mark", OWNERS),
+        ("nextval generation", "SELECT nextval('orch_lease.generation')", OWNERS),
+        ("select stage_label", "SELECT count(*) FROM orch_lease.stage_label", OWNERS),
+        ("write stage_label", "DELETE FROM orch_lease.stage_label", OWNERS),
     ]
 }
 

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Red team F2 (#29 items 2, 4, 8): a registration left open or prepared holds orch_lease.task_table in
+# ACCESS EXCLUSIVE mode, and every call that keys a work item waited for it without bound (acquire, held,
+# the CAS, liveness, and the on-call force_release of a spelling that is not the exact key). Each must
+# give up within the bound (5 s, or the caller's shorter lock_timeout) with a clear 55P03 naming the open
+# registration. Runs in a database of its own; needs max_prepared_transactions > 0. Exit 1 = red.
+set -euo pipefail
+PSQL=${PSQL:-psql}
+db=orch_lease_registration_open
+"$PSQL" -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+trap '"$PSQL" -X -q -d "$db" -c "ROLLBACK PREPARED '"'"'f2_reg'"'"'" >/dev/null 2>&1 || true
+      "$PSQL" -X -q -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)"' EXIT
+q() { "$PSQL" -X -v ON_ERROR_STOP=1 -At -d "$db" "$@"; }
+q -c "CREATE EXTENSION orch_lease" \
+  -c "CREATE TABLE tasks (id bigint PRIMARY KEY, stage text NOT NULL)" \
+  -c "INSERT INTO tasks VALUES (7, 'queued'), (9, 'queued')" \
+  -c "SELECT orch_lease.register_task_table('tasks')" \
+  -c "SELECT token FROM orch_lease.transition_lease_acquire('7', 'w', 1, 'boot-w')" >/dev/null
+q -c "BEGIN" \
+  -c "SELECT orch_lease.register_stage_graph(ARRAY['queued -> running'], ARRAY['done'])" \
+  -c "PREPARE TRANSACTION 'f2_reg'" >/dev/null
+for sql in "SELECT outcome FROM orch_lease.transition_lease_acquire('8', 'w', 1, 'boot-w')" \
+           "SELECT orch_lease.transition_lease_held('7', 1)" \
+           "SELECT outcome FROM orch_lease.update_task_stage_cas('9', 'queued', 'running')" \
+           "SELECT orch_lease.transition_lease_liveness('7')" \
+           "SELECT orch_lease.transition_lease_force_release('07', NULL, 'incident')"; do
+    start=$(date +%s%N)
+    # || true: the error is the answer, checked next; statement_timeout stops the unfixed build's wait
+    answer=$(PGOPTIONS="-c statement_timeout=15s" "$PSQL" -X -At -d "$db" -v VERBOSITY=verbose -c "$sql" 2>&1 || true)
+    ms=$(( ($(date +%s%N) - start) / 1000000 ))
+    case "$answer" in
+        *"55P03"*"a registration of the task table is still open"*) ;;
+        *) echo "registration-open: $sql answered after $ms ms: ${answer//$'\n'/ | }"; exit 1 ;;
+    esac
+    [ "$ms" -lt 8000 ] || { echo "registration-open: $sql waited $ms ms"; exit 1; }
+    echo "ok: $sql gave up after $ms ms with 55P03"
+done
+# The caller's shorter lock_timeout is the bound.
+start=$(date +%s%N)
+PGOPTIONS="-c lock_timeout=200ms" "$PSQL" -X -At -d "$db" -c "SELECT orch_lease.transition_lease_held('7', 1)" >/dev/null 2>&1 &&
+    { echo "registration-open: held answered under an open registration"; exit 1; }
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+[ "$ms" -lt 2000 ] || { echo "registration-open: lock_timeout=200ms, waited $ms ms"; exit 1; }
+echo "ok: with lock_timeout = 200ms, gave up after $ms ms"
+q -c "ROLLBACK PREPARED 'f2_reg'" >/dev/null
+[ "$(q -c "SELECT orch_lease.transition_lease_held('7', 1)")" = t ] || { echo "registration-open: held after the rollback"; exit 1; }
+echo "ok: once the registration ended, calls answer again"
