@@ -158,9 +158,11 @@ for worker in "$WORKER1" "$WORKER2"; do
 done
 check "SELECT outcome FROM orch_lease.update_task_stage_cas('no-such-task', 'queued', 'merged')" not_found "a CAS on a missing task"
 
-# busy: another acquire of the item in flight on its worker (its per-item gate, a transaction-level lock)
+# busy: another acquire of the item in flight on its worker (its per-item gate, a transaction-level lock
+# keyed by the table, as the worker knows it, and the item)
 item=$(item_on "$WORKER1")
-PGPORT=$WORKER1 psql -X -q -c "BEGIN" -c "SELECT pg_advisory_xact_lock(1869767528, hashtext('$item'))" \
+PGPORT=$WORKER1 psql -X -q -c "BEGIN" \
+    -c "SELECT pg_advisory_xact_lock(1869767528, hashtext((SELECT relid::oid::text FROM orch_lease.task_table) || ':$item'))" \
     -c "SELECT pg_sleep(3)" -c "COMMIT" >/dev/null &
 sleep 1
 check "SELECT outcome FROM orch_lease.transition_lease_acquire('$item', 'webhook', 1, 'boot-1')" busy "an acquire in flight"

@@ -362,15 +362,27 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
     // now, even if its release is in flight. The holder's liveness is asked only when there is a holder:
     // boot_liveness is an SQL function, planned on every call.
     //
-    // Only on the way to a grant is the caller's boot row share-locked (the grant's last condition, a
-    // subquery run only when the others hold), so that a concurrent recover, which supersedes it, waits
-    // for us and then sees our lease; a refusal locks nothing, so it writes nothing (no row lock, no
-    // transaction id, no commit record). A boot superseded after the snapshot is seen by that lock: no
-    // grant, and the answer is busy (the next call says superseded). The lock is not a CTE of its own:
-    // Citus cannot plan a row-locking CTE over another CTE (scripts/citus-test.sh). The grant draws its
-    // token only when it inserts; a lease committed after this statement's snapshot is caught by ON
-    // CONFLICT (no row: someone else is there).
-    let current = plans::run(
+    // Two statements, so that only a grant locks: the look reads the state without locking, and a refusal
+    // answers from it, writing nothing (no row lock, no transaction id, no commit record). Only an item
+    // that looked free is asked again by the grant, which share-locks the caller's boot row, so that a
+    // concurrent recover, which supersedes it, waits for us and then sees our lease. (One statement with
+    // a conditional lock would do, but Citus cannot plan one: scripts/citus-test.sh.) The grant reads
+    // everything again: what changed since the look decides. It draws its token only when it inserts; a
+    // lease committed after its snapshot is caught by ON CONFLICT (no row: someone else is there).
+    if moved(client) {
+        refuse_moved();
+    }
+    let args = [
+        request.item.key.as_str().into(),
+        request.boot_id.as_str().into(),
+        ITEM_LOCK_CLASS.into(),
+        role.into(),
+        request.owner.into(),
+        request.owner_pid.into(),
+        request.scope.into(),
+        TableArg(request.item.table).into(),
+    ];
+    let look = plans::run(
         client,
         "WITH state AS (
              SELECT EXISTS (SELECT FROM orch_lease.boot b
@@ -382,53 +394,51 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
                         pg_catalog.hashtext($8::pg_catalog.oid::pg_catalog.text || ':' || $1)) AS gate,
                     l.token, l.owner, l.owner_pid, l.owner_boot_id, l.acquired_at, l.holder_role,
                     CASE WHEN l.work_item IS NOT NULL
-                         THEN orch_lease.boot_liveness(l.owner_boot_id) = 'stale' END AS dead,
-                    EXISTS (SELECT FROM orch_lease.generation_mark m
-                             WHERE m.generation <> (SELECT g.last_value FROM orch_lease.generation g))
-                      AS moved
+                         THEN orch_lease.boot_liveness(l.owner_boot_id) = 'stale' END AS dead
+               FROM (VALUES (true)) AS one_row
+               LEFT JOIN orch_lease.transition_lease l ON l.task_table = $8 AND l.work_item = $1)
+         SELECT state.*, NULL::pg_catalog.int8 AS granted FROM state",
+        &args,
+    )
+    .first();
+    let looked_free = !column::<bool>(&look, "foreign_boot")
+        && !nullable::<bool>(&look, "superseded").unwrap_or(false)
+        && nullable::<bool>(&look, "gate").unwrap_or(false)
+        && nullable::<i64>(&look, "token").is_none();
+    let current = if looked_free {
+        plans::run(
+            client,
+            "WITH state AS (
+             SELECT EXISTS (SELECT FROM orch_lease.boot b
+                             WHERE b.boot_id = $2 AND b.registered_by <> $4) AS foreign_boot,
+                    (SELECT b.superseded_at IS NOT NULL FROM orch_lease.boot b
+                      WHERE b.boot_id = $2 AND (b.registered_by IS NULL OR b.registered_by = $4)
+                        FOR SHARE NOWAIT)
+                        AS superseded,
+                    pg_catalog.pg_try_advisory_xact_lock($3,
+                        pg_catalog.hashtext($8::pg_catalog.oid::pg_catalog.text || ':' || $1)) AS gate,
+                    l.token, l.owner, l.owner_pid, l.owner_boot_id, l.acquired_at, l.holder_role,
+                    CASE WHEN l.work_item IS NOT NULL
+                         THEN orch_lease.boot_liveness(l.owner_boot_id) = 'stale' END AS dead
                FROM (VALUES (true)) AS one_row
                LEFT JOIN orch_lease.transition_lease l ON l.task_table = $8 AND l.work_item = $1),
          granted AS (
              INSERT INTO orch_lease.transition_lease
                     (work_item, token, owner, owner_pid, owner_boot_id, scope, holder_role, task_table)
              SELECT $1, nextval('orch_lease.token_seq'), $5, $6, $2, $7, $4, $8 FROM state
-              WHERE NOT state.foreign_boot AND NOT state.moved AND state.superseded IS NOT TRUE
+              WHERE NOT state.foreign_boot AND state.superseded IS NOT TRUE
                 AND state.gate AND state.token IS NULL
-                AND NOT coalesce((SELECT b.superseded_at IS NOT NULL FROM orch_lease.boot b
-                                   WHERE b.boot_id = $2 AND (b.registered_by IS NULL OR b.registered_by = $4)
-                                     FOR SHARE NOWAIT), false)
              ON CONFLICT (task_table, work_item) DO NOTHING
              RETURNING token)
-         SELECT state.foreign_boot, state.gate, state.token, state.owner, state.owner_pid,
-                state.owner_boot_id, state.acquired_at, state.holder_role, state.dead, state.moved,
-                state.superseded,
-                (SELECT token FROM granted) AS granted
-           FROM state",
-        &[
-            request.item.key.as_str().into(),
-            request.boot_id.as_str().into(),
-            ITEM_LOCK_CLASS.into(),
-            role.into(),
-            request.owner.into(),
-            request.owner_pid.into(),
-            request.scope.into(),
-            TableArg(request.item.table).into(),
-        ],
-    )
-    .first();
+         SELECT state.*, (SELECT token FROM granted) AS granted FROM state",
+            &args,
+        )
+        .first()
+    } else {
+        look
+    };
     if column::<bool>(&current, "foreign_boot") {
         recovery::refuse_foreign_boot(client, &request.boot_id, role);
-    }
-    if column::<bool>(&current, "moved") {
-        errors::raise_hinted(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            "orch_lease: this database's leases were copied from another server, whose tokens it does not know"
-                .to_string(),
-            "Logical replication carries no sequences, so tokens could go backwards here. Once the move is \
-             over, an orch_lease_admin runs SELECT orch_lease.adopt_moved_data(<the old server's \
-             token_seq last_value>); see docs/ha.md.",
-            None,
-        );
     }
     if nullable::<bool>(&current, "superseded").unwrap_or(false) {
         return Grant::new(false, "superseded");
@@ -467,6 +477,32 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
         };
     }
     reclaim(client, request, role, holder)
+}
+
+/// Whether this database's leases came from another server (a logical-replication move, #29 item 3): a
+/// statement of its own, on local tables only (Citus cannot plan a local table beside a distributed one).
+fn moved(client: &SpiClient<'_>) -> bool {
+    let row = plans::run(
+        client,
+        "SELECT EXISTS (SELECT FROM orch_lease.generation_mark m
+                         WHERE m.generation <> (SELECT g.last_value FROM orch_lease.generation g)) AS moved",
+        &[],
+    )
+    .first();
+    column::<bool>(&row, "moved")
+}
+
+/// No grant on moved data until an admin adopts it.
+fn refuse_moved() -> ! {
+    errors::raise_hinted(
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        "orch_lease: this database's leases were copied from another server, whose tokens it does not know"
+            .to_string(),
+        "Logical replication carries no sequences, so tokens could go backwards here. Once the move is \
+         over, an orch_lease_admin runs SELECT orch_lease.adopt_moved_data(<the old server's \
+         token_seq last_value>); see docs/ha.md.",
+        None,
+    );
 }
 
 /// With a transaction snapshot (REPEATABLE READ, SERIALIZABLE), the holder we read may have been

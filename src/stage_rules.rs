@@ -2,7 +2,7 @@
 //! stages), and a guard on the task table that notices, or refuses, a stage write that bypasses the CAS.
 //! A plain client of the CAS: it asks `stage_cas` which write is the CAS's own.
 use crate::stage_cas::{self, CasWrite};
-use crate::task_table;
+use crate::task_table::{self, TableArg};
 use crate::{config, errors, owner, plans, rows};
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, quote_literal, SpiClient};
@@ -357,13 +357,13 @@ fn replace_stage_graph(
             client,
             "INSERT INTO orch_lease.stage_transition (from_stage, to_stage, task_table)
              SELECT DISTINCT f, t, $3 FROM unnest($1::text[], $2::text[]) u (f, t)",
-            &[froms.into(), tos.into(), relid.into()],
+            &[froms.into(), tos.into(), TableArg(relid).into()],
         );
         plans::run(
             client,
             "INSERT INTO orch_lease.terminal_stage (stage, task_table)
              SELECT DISTINCT s, $2 FROM unnest($1::text[]) u (s)",
-            &[terminal.into(), relid.into()],
+            &[terminal.into(), TableArg(relid).into()],
         );
         // Where each named label sits in an enum stage type: a label renamed and its name given to another
         // keeps every name the graph has, but not its place (red team F12).
@@ -378,7 +378,7 @@ fn replace_stage_graph(
                     SELECT from_stage FROM orch_lease.stage_transition WHERE task_table = $2
                     UNION SELECT to_stage FROM orch_lease.stage_transition WHERE task_table = $2
                     UNION SELECT stage FROM orch_lease.terminal_stage WHERE task_table = $2)",
-            &[stage_type.into(), relid.into()],
+            &[stage_type.into(), TableArg(relid).into()],
         );
     });
     task_table::forget_everywhere("orch_lease.stage_transition");
@@ -391,7 +391,7 @@ pub fn forget_stage_graph(client: &SpiClient<'_>, relid: pg_sys::Oid) {
         "DELETE FROM orch_lease.terminal_stage WHERE task_table = $1",
         "DELETE FROM orch_lease.stage_label WHERE task_table = $1",
     ] {
-        plans::run(client, graph, &[relid.into()]);
+        plans::run(client, graph, &[TableArg(relid).into()]);
     }
 }
 

@@ -319,7 +319,9 @@ fn forget_registration(client: &SpiClient<'_>, relid: pg_sys::Oid) -> bool {
     let gone = plans::run(
         client,
         "DELETE FROM orch_lease.task_table WHERE relid = $1 RETURNING relid",
-        &[relid.into()],
+        // A regclass, not an oid: Citus ships the delete of this reference table to every node by the
+        // table's name, which each node resolves to its own oid.
+        &[TableArg(relid).into()],
     );
     let registered = !gone.is_empty();
     crate::stage_rules::forget_stage_graph(client, relid);

@@ -86,10 +86,31 @@ pub fn applied_commits(db: &mut Client) -> std::collections::HashSet<(String, i6
 /// `ORCH_LEASE_TASK_LAYOUT`, when set, is SQL run before the registration, with `{prefix}` standing for
 /// the prefix: how scripts/citus-test.sh distributes these tables over a Citus cluster.
 pub fn create_tasks(client: &mut Client, prefix: &str, items: usize) {
+    // The race's calls name no table (#27): its table must be the only one registered. Every table is
+    // unregistered while it still exists: under Citus, the registry is a reference table whose rows
+    // each node keys by its own oid of the table, reached by the table's name.
+    client
+        .batch_execute(
+            "CREATE EXTENSION IF NOT EXISTS orch_lease; TRUNCATE orch_lease.transition_lease",
+        )
+        .expect("no lease");
+    let registered: Vec<String> = client
+        .query("SELECT relid::oid::text FROM orch_lease.task_table", &[])
+        .expect("the registered tables")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    for relid in registered {
+        client
+            .execute(
+                "SELECT orch_lease.unregister_task_table($1::text::oid::regclass)",
+                &[&relid],
+            )
+            .expect("unregister");
+    }
     client
         .batch_execute(&format!(
-            "CREATE EXTENSION IF NOT EXISTS orch_lease;
-             DROP TABLE IF EXISTS {prefix}_task, {prefix}_history;
+            "DROP TABLE IF EXISTS {prefix}_task, {prefix}_history;
              CREATE TABLE {prefix}_task (id text PRIMARY KEY, stage text NOT NULL);
              CREATE TABLE {prefix}_history (seq bigserial PRIMARY KEY, task_id text, from_stage text,
                                             to_stage text, at timestamptz DEFAULT clock_timestamp());
@@ -107,27 +128,6 @@ pub fn create_tasks(client: &mut Client, prefix: &str, items: usize) {
         client
             .batch_execute(&layout.replace("{prefix}", prefix))
             .expect("ORCH_LEASE_TASK_LAYOUT");
-    }
-    // The race's calls name no table (#27): its table must be the only one registered.
-    client
-        .batch_execute("TRUNCATE orch_lease.transition_lease")
-        .expect("no lease");
-    let others: Vec<String> = client
-        .query(
-            "SELECT relid::oid::text FROM orch_lease.task_table WHERE relid <> $1::text::regclass",
-            &[&format!("{prefix}_task")],
-        )
-        .expect("the registered tables")
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    for relid in others {
-        client
-            .execute(
-                "SELECT orch_lease.unregister_task_table($1::text::oid::regclass)",
-                &[&relid],
-            )
-            .expect("unregister");
     }
     client
         .batch_execute(&format!(
