@@ -13,4 +13,6 @@ rm -rf "$out"
 "$bin/python" -m build --no-isolation --outdir "$out" clients/python >/dev/null
 "$bin/twine" check --strict "$out"/*
 ls "$out"
-echo "python-dist: 1 passed, 0 failed"
+built=$(find "$out" -maxdepth 1 \( -name '*.whl' -o -name '*.tar.gz' \) | wc -l)
+[ "$built" = 2 ] || { echo "python-dist: expected a wheel and an sdist, found $built files"; exit 1; }
+echo "python-dist: $built passed (a wheel and an sdist, twine check), 0 failed"
