@@ -38,10 +38,11 @@ export PGOPTIONS="-c search_path=public" # this script's own sessions keep to th
 
 q "SELECT count(*) FROM orch_lease.transition_lease_recover('boot-1', 'orchestrator');
    SELECT count(*) FROM orch_lease.transition_lease_recover('boot-2', 'orchestrator');" >/dev/null
-q "INSERT INTO orch_lease.transition_lease (work_item, token, owner, owner_pid, owner_boot_id, acquired_at)
-   VALUES ('dead', nextval('orch_lease.token_seq'), 'monitor', 1, 'boot-1', now()),
-          ('old', nextval('orch_lease.token_seq'), 'deployer', 2, 'boot-2', now() - interval '2 hours'),
-          ('young', nextval('orch_lease.token_seq'), 'webhook', 3, 'boot-2', now())"
+# No task table is registered here: the leases are keyed to none (0), as an acquire's would be.
+q "INSERT INTO orch_lease.transition_lease (work_item, token, owner, owner_pid, owner_boot_id, acquired_at, task_table)
+   VALUES ('dead', nextval('orch_lease.token_seq'), 'monitor', 1, 'boot-1', now(), 0),
+          ('old', nextval('orch_lease.token_seq'), 'deployer', 2, 'boot-2', now() - interval '2 hours', 0),
+          ('young', nextval('orch_lease.token_seq'), 'webhook', 3, 'boot-2', now(), 0)"
 await_answer "SELECT count(*) FROM orch_lease.transition_lease" 1 80 1 >/dev/null
 check "SELECT coalesce(string_agg(by_role, ' '), 'nobody') FROM app_private.reached" nobody \
       "the jobs reached the database owner's count(*) aggregate"

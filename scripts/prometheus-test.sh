@@ -231,8 +231,9 @@ passed=$((passed + 1))
 # past Prometheus's scrape timeout). 500 instances with a lease each: at most 23 series, adding up to them all.
 q "INSERT INTO orch_lease.boot (boot_id, instance, pid, registered_by)
      SELECT 'many-boot-' || i, 'many-' || i, i, 'worker' FROM generate_series(1, 500) i;
-   INSERT INTO orch_lease.transition_lease (work_item, token, owner, owner_pid, owner_boot_id, acquired_at)
-     SELECT 1000 + i, nextval('orch_lease.token_seq'), 'many', i, 'many-boot-' || i, now() FROM generate_series(1, 500) i"
+   INSERT INTO orch_lease.transition_lease (work_item, token, owner, owner_pid, owner_boot_id, acquired_at, task_table)
+     SELECT 1000 + i, nextval('orch_lease.token_seq'), 'many', i, 'many-boot-' || i, now(), 'tasks'::regclass
+       FROM generate_series(1, 500) i"
 scrape many
 series=$(grep -c '^orch_lease_instance_leases' "$work/many.series" || true) # || true: grep -c exits 1 on 0, checked next
 [ "$series" -le 23 ] || fail "500 instances gave $series orch_lease_instance_leases series, wanted at most 23"
