@@ -111,12 +111,14 @@ citus_cluster() {
 # alone (a failed check says so on stderr).
 cycle_rate() {
     q "SELECT count(*) FROM orch_lease.transition_lease_recover('bench-boot', 'bench')" >/dev/null
-    # Items of their own for each client, rows of the task table (an id with no row is not_found).
-    q "INSERT INTO tasks SELECT 'bench-' || i, 'queued' FROM generate_series(0, 1999) i ON CONFLICT DO NOTHING" >/dev/null
+    # Items of their own for each client, rows of tasks (an id with no row is not_found), named with
+    # their table: the soak and the race registered tables of their own.
+    q "SELECT orch_lease.register_task_table('tasks');
+       INSERT INTO tasks SELECT 'bench-' || i, 'queued' FROM generate_series(0, 1999) i ON CONFLICT DO NOTHING" >/dev/null
     cat > target/citus-cycle.sql <<'SQL'
 \set k :client_id * 1000 + random(0, 999)
-SELECT token FROM orch_lease.transition_lease_acquire('bench-:k', 'bench', 1, 'bench-boot') \gset
-SELECT orch_lease.transition_lease_release('bench-:k', :token);
+SELECT token FROM orch_lease.transition_lease_acquire('bench-:k', 'bench', 1, 'bench-boot', task_table => 'tasks') \gset
+SELECT orch_lease.transition_lease_release('bench-:k', :token, task_table => 'tasks');
 SQL
     "$PG_BIN/pgbench" -n -c 2 -j 2 -T 5 -f target/citus-cycle.sql | awk '/^tps/ { printf "%d", $3 }'
     check "SELECT count(*) FROM orch_lease.transition_lease WHERE owner = 'bench'" 0 "every cycle released its lease" >&2
