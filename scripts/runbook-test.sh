@@ -57,7 +57,9 @@ check "SELECT string_agg(rolname, ' ' ORDER BY rolname) FROM pg_roles
 # docs/sql-reference.md, Settings: a non-superuser's SET of the kill-switch before the library is loaded
 # is a placeholder that the first call takes back (with a WARNING); with the library preloaded, 42501.
 SUITE=settings
-q "DROP ROLE IF EXISTS settings_actor; CREATE ROLE settings_actor LOGIN IN ROLE orch_lease_actor" >/dev/null
+# An actor reads the stage column of the table whose work items it keys (#27).
+q "DROP ROLE IF EXISTS settings_actor; CREATE ROLE settings_actor LOGIN IN ROLE orch_lease_actor;
+   GRANT SELECT (stage) ON tasks TO settings_actor" >/dev/null
 as_actor() { psql -X -q -t -A -U settings_actor "$@" 2>&1; }
 answer=$(as_actor -c "SET orch_lease.enabled = off" -c "SHOW orch_lease.enabled" \
                   -c "SELECT orch_lease.work_item_key('1') IS NOT NULL" -c "SHOW orch_lease.enabled" | tr '\n' ' ')
@@ -67,7 +69,7 @@ q "ALTER ROLE settings_actor SET session_preload_libraries = 'orch_lease'"
 # || true: the SET must fail; its first line is the check, on the next line.
 answer=$(as_actor -v VERBOSITY=verbose -c "SET orch_lease.enabled = off" | head -n 1 || true)
 assert "with session_preload_libraries: got '$answer'" matches "$answer" "ERROR:  42501:*"
-q "DROP ROLE settings_actor" >/dev/null
+q "REVOKE SELECT (stage) ON tasks FROM settings_actor; DROP ROLE settings_actor" >/dev/null
 
 # A misspelt setting (docs/runbook.md, section 5): refused where the library is loaded (42602); accepted by
 # a session that has not loaded it, and by ALTER DATABASE from one, where the runbook's verification query
