@@ -141,6 +141,7 @@ orch_lease_cas_total{outcome="applied"} 1
 orch_lease_cas_total{outcome="invalid_transition"} 0
 orch_lease_cas_total{outcome="lease_lost"} 1
 orch_lease_cas_total{outcome="not_found"} 0
+orch_lease_cas_total{outcome="not_held"} 0
 orch_lease_cas_total{outcome="retry"} 0
 orch_lease_cas_total{outcome="stage_mismatch"} 0
 orch_lease_enabled 0
