@@ -210,6 +210,8 @@ rm -rf "$ACKS"
 mkdir -p "$ACKS"
 PGPORT=${PG_PORT[$leader]} q "CREATE TABLE ha_task (id text PRIMARY KEY, stage text NOT NULL);
     INSERT INTO ha_task SELECT 'ha-' || i, 'v0' FROM generate_series(1, 40) i;
+    -- the faults' in-flight leases: rows of the task table (an id with no row is not_found), no actor's
+    INSERT INTO ha_task SELECT 'in-flight-' || i, 'v0' FROM generate_series(1, 10) i;
     SELECT orch_lease.register_task_table('ha_task');" >/dev/null
 for n in 0 1 2 3 4 5; do
     "$ORCH_RACE" failover-actor --dsn "$DSN" --role "actor-$n" --items 40 --dir "$ACKS" --seconds 3600 &
@@ -252,7 +254,10 @@ fault() {
     local acquired
     # || true: a timeout leaves $acquired empty, and the check on the next line fails with a message.
     read -r -t 10 acquired <&"${IN_FLIGHT[0]}" || true
-    [ "$acquired" = t ] || fail "$name: the in-flight lease was not acquired ($acquired)"
+    if [ "$acquired" != t ]; then
+        kill "$IN_FLIGHT_PID" 2>/dev/null # its psql would keep the script from ending
+        fail "$name: the in-flight lease was not acquired ($acquired)"
+    fi
     injected=$(date +%s%N)
     case $name in
     switchover)
