@@ -732,3 +732,16 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
                             coalesce(extract(epoch FROM s.changed_at), 0)::float8)) m (metric, value)
      ORDER BY 1, 2
 $$;
+
+-- ---------------------------------------------------------------------------------------------------
+-- Issue #26, second round (speed2): the logical-move check is kept per backend. A write of the
+-- generation marks (a subscription's apply or initial copy included: the triggers fire ALWAYS)
+-- invalidates it in every session, so an acquire no longer reads the marks on every call.
+CREATE TRIGGER generation_mark_changed AFTER INSERT OR UPDATE OR DELETE ON orch_lease.generation_mark
+    FOR EACH ROW EXECUTE FUNCTION orch_lease.kill_switch_changed();
+CREATE TRIGGER generation_mark_truncated AFTER TRUNCATE ON orch_lease.generation_mark
+    FOR EACH STATEMENT EXECUTE FUNCTION orch_lease.kill_switch_changed();
+ALTER TABLE orch_lease.generation_mark ENABLE ALWAYS TRIGGER generation_mark_changed;
+ALTER TABLE orch_lease.generation_mark ENABLE ALWAYS TRIGGER generation_mark_truncated;
+COMMENT ON FUNCTION orch_lease.kill_switch_changed() IS
+    'Trigger of orch_lease.kill_switch and orch_lease.generation_mark: a write of either reaches every session at its next call.';

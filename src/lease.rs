@@ -19,6 +19,7 @@ use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiHeapTupleData};
 use pgrx::{composite_type, AllocatedByRust, PgSqlErrorCode};
+use std::cell::Cell;
 
 extension_sql!(
     r#"
@@ -479,17 +480,62 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
     reclaim(client, request, role, holder)
 }
 
-/// Whether this database's leases came from another server (a logical-replication move, #29 item 3): a
-/// statement of its own, on local tables only (Citus cannot plan a local table beside a distributed one).
+thread_local! {
+    /// `generation_mark`, as the last check read it.
+    static MARK: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
+    /// Whether a check found this database's own generation only, and no write of `generation_mark` (its
+    /// trigger) nor an invalidation of every relation has come since.
+    static NOT_MOVED: Cell<bool> = const { Cell::new(false) };
+    /// Counts invalidations: a check that one overtook is used once, not kept.
+    static MARK_INVALIDATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Registers the invalidation callback of the logical-move check (once per backend, from `_PG_init`).
+pub fn init() {
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(mark_invalidated), pg_sys::Datum::from(0))
+    };
+}
+
+/// A relation cache invalidation: of `generation_mark` (or any, before the first check read it), or of
+/// every relation (InvalidOid).
+#[pg_guard]
+unsafe extern "C-unwind" fn mark_invalidated(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    let mark = MARK.get();
+    if relid == pg_sys::InvalidOid || mark == pg_sys::InvalidOid || relid == mark {
+        NOT_MOVED.set(false);
+        MARK_INVALIDATIONS.set(MARK_INVALIDATIONS.get() + 1);
+    }
+}
+
+/// Whether this database's leases came from another server (a logical-replication move, #29 item 3).
+/// Read by a statement of its own, on local tables only (Citus cannot plan a local table beside a
+/// distributed one), and kept for the backend while it says "not moved": the marks change only by a
+/// write of `generation_mark`, whose trigger (enabled ALWAYS, so a subscription's apply and initial copy
+/// fire it too) invalidates the table's cache entry in every backend at commit. Only a fresh snapshot's
+/// answer is kept (READ COMMITTED): a transaction snapshot may be older than a move already committed.
 fn moved(client: &SpiClient<'_>) -> bool {
+    // SAFETY: what every lock acquisition does; one shared flag's read when nothing has arrived.
+    unsafe { pg_sys::AcceptInvalidationMessages() };
+    if NOT_MOVED.get() {
+        return false;
+    }
+    let before = MARK_INVALIDATIONS.get();
     let row = plans::run(
         client,
         "SELECT EXISTS (SELECT FROM orch_lease.generation_mark m
-                         WHERE m.generation <> (SELECT g.last_value FROM orch_lease.generation g)) AS moved",
+                         WHERE m.generation <> (SELECT g.last_value FROM orch_lease.generation g)) AS moved,
+                'orch_lease.generation_mark'::pg_catalog.regclass::pg_catalog.oid AS mark",
         &[],
     )
     .first();
-    column::<bool>(&row, "moved")
+    let moved = column::<bool>(&row, "moved");
+    let fresh = unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32;
+    if !moved && fresh && MARK_INVALIDATIONS.get() == before {
+        MARK.set(column(&row, "mark"));
+        NOT_MOVED.set(true);
+    }
+    moved
 }
 
 /// No grant on moved data until an admin adopts it.
@@ -1081,6 +1127,21 @@ pub fn reap(client: &SpiClient<'_>, ceiling_s: i32) -> Vec<Reaped> {
     events::record_all(client, &logged);
     reaped
 }
+
+extension_sql!(
+    r#"
+-- A write of the marks, however made (a subscription's apply or initial copy, adopt_moved_data, a
+-- superuser), reaches every session's next acquire: it invalidates the cached logical-move check (`moved`).
+CREATE TRIGGER generation_mark_changed AFTER INSERT OR UPDATE OR DELETE ON orch_lease.generation_mark
+    FOR EACH ROW EXECUTE FUNCTION orch_lease.kill_switch_changed();
+CREATE TRIGGER generation_mark_truncated AFTER TRUNCATE ON orch_lease.generation_mark
+    FOR EACH STATEMENT EXECUTE FUNCTION orch_lease.kill_switch_changed();
+ALTER TABLE orch_lease.generation_mark ENABLE ALWAYS TRIGGER generation_mark_changed;
+ALTER TABLE orch_lease.generation_mark ENABLE ALWAYS TRIGGER generation_mark_truncated;
+"#,
+    name = "generation_mark_trigger",
+    requires = ["lease_table", "kill_switch_comments"]
+);
 
 extension_sql!(
     r#"

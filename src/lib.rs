@@ -42,6 +42,7 @@ pub extern "C-unwind" fn _PG_init() {
     unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     config::init();
     switch::init();
+    lease::init();
     task_table::init();
     error_context::init();
 }

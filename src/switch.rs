@@ -252,11 +252,12 @@ fn kill_switch() -> TableIterator<
 
 /// Any write of the switch's table, however made (`set_enabled`, or a superuser's own UPDATE, DELETE or
 /// TRUNCATE), reaches every session's next call: its commit invalidates the table's cache entry there.
+/// The same for `orch_lease.generation_mark` (`lease::moved`, the logical-move check kept per backend).
 #[pg_trigger(sql = r#"
 CREATE FUNCTION orch_lease.kill_switch_changed() RETURNS trigger
 LANGUAGE c AS 'MODULE_PATHNAME', 'kill_switch_changed_wrapper';
 COMMENT ON FUNCTION orch_lease.kill_switch_changed() IS
-    'Trigger of orch_lease.kill_switch: a write of the switch reaches every session at its next call.';
+    'Trigger of orch_lease.kill_switch and orch_lease.generation_mark: a write of either reaches every session at its next call.';
 "#)]
 fn kill_switch_changed<'a>(
     trigger: &'a PgTrigger<'a>,
