@@ -745,3 +745,133 @@ ALTER TABLE orch_lease.generation_mark ENABLE ALWAYS TRIGGER generation_mark_cha
 ALTER TABLE orch_lease.generation_mark ENABLE ALWAYS TRIGGER generation_mark_truncated;
 COMMENT ON FUNCTION orch_lease.kill_switch_changed() IS
     'Trigger of orch_lease.kill_switch and orch_lease.generation_mark: a write of either reaches every session at its next call.';
+
+-- ---------------------------------------------------------------------------------------------------
+-- Issue #26, second round (speed2): counts that write nothing per event. Every (event, outcome) is
+-- counted by a sequence of its own, named by orch_lease.event_counter (refused/held and refused/busy keep
+-- the sequences of the first round); event_count's rows, one per backend slot, are gone. Each sequence
+-- goes on from the sum the table held (refused/held and refused/busy: that sum added to what their
+-- sequences counted since), so no counter goes down across the update.
+CREATE TABLE orch_lease.event_counter (
+    event   text NOT NULL,
+    outcome text NOT NULL,
+    counter regclass NOT NULL,
+    PRIMARY KEY (event, outcome)
+);
+COMMENT ON TABLE orch_lease.event_counter IS
+    'The sequence that counts each (event, outcome), whatever the history keeps; the metrics read them.';
+DO $$
+DECLARE
+    c record;
+BEGIN
+    FOR c IN SELECT * FROM (VALUES
+        ('acquired', 'acquired', 'acquired_count'),
+        ('refused', 'held', 'refused_held_count'),
+        ('refused', 'busy', 'refused_busy_count'),
+        ('refused', 'superseded', 'refused_superseded_count'),
+        ('refused', 'retry', 'refused_retry_count'),
+        ('refused', 'not_found', 'refused_not_found_count'),
+        ('released', 'released', 'released_count'),
+        ('reclaimed', 'reclaimed', 'reclaimed_count'),
+        ('reclaimed', 'recovered', 'reclaimed_recovered_count'),
+        ('reclaimed', 'stale', 'reclaimed_stale_count'),
+        ('reaped', 'ceiling', 'reaped_ceiling_count'),
+        ('forced', 'forced', 'forced_count'),
+        ('cas_applied', 'applied', 'cas_applied_count'),
+        ('cas_lost', 'stage_mismatch', 'cas_lost_stage_mismatch_count'),
+        ('cas_lost', 'lease_lost', 'cas_lost_lease_lost_count'),
+        ('cas_lost', 'not_held', 'cas_lost_not_held_count'),
+        ('cas_lost', 'not_found', 'cas_lost_not_found_count'),
+        ('cas_lost', 'invalid_transition', 'cas_lost_invalid_transition_count'),
+        ('cas_lost', 'retry', 'cas_lost_retry_count'),
+        ('switched', 'on', 'switched_on_count'),
+        ('switched', 'off', 'switched_off_count')) v (event, outcome, name)
+    LOOP
+        EXECUTE pg_catalog.format('CREATE SEQUENCE IF NOT EXISTS orch_lease.%I AS bigint', c.name);
+        EXECUTE pg_catalog.format('COMMENT ON SEQUENCE orch_lease.%I IS %L', c.name,
+            pg_catalog.format('How many %s events with outcome %s: not transactional (orch_lease.event_counter).',
+                              c.event, c.outcome));
+        EXECUTE pg_catalog.format('REVOKE ALL ON SEQUENCE orch_lease.%I FROM PUBLIC', c.name);
+        PERFORM pg_catalog.pg_extension_config_dump(pg_catalog.format('orch_lease.%I', c.name), '');
+        INSERT INTO orch_lease.event_counter VALUES (c.event, c.outcome, pg_catalog.format('orch_lease.%I', c.name)::regclass);
+    END LOOP;
+END
+$$;
+SELECT pg_catalog.setval(c.counter, s.n + coalesce(pg_catalog.pg_sequence_last_value(c.counter), 0))
+  FROM orch_lease.event_counter c
+  JOIN (SELECT e.event, e.outcome, sum(e.n)::bigint AS n FROM orch_lease.event_count e
+         GROUP BY e.event, e.outcome) s ON s.event = c.event AND s.outcome = c.outcome
+ WHERE s.n > 0;
+-- Out of the extension first, which also takes it off the tables pg_dump dumps (DROP alone would not).
+ALTER EXTENSION orch_lease DROP TABLE orch_lease.event_count;
+DROP TABLE orch_lease.event_count;
+GRANT SELECT ON orch_lease.event_counter TO orch_lease_admin;
+CREATE OR REPLACE FUNCTION orch_lease.transition_lease_prune(older_than interval DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    retention interval := coalesce(older_than,
+                                   current_setting('orch_lease.history_retention', true)::interval,
+                                   interval '7 days');
+    removed bigint;
+    cutoff timestamptz;
+BEGIN
+    IF retention < interval '0' THEN
+        RAISE EXCEPTION 'orch_lease: older_than must not be negative, not %', retention
+              USING ERRCODE = '22023';
+    END IF;
+    -- The cut-off is a value, not a volatile call inside the DELETEs: Citus refuses those (docs/scale-out.md).
+    cutoff := clock_timestamp() - retention;
+    WITH gone AS (DELETE FROM orch_lease.lease_event WHERE at < cutoff RETURNING 1)
+    SELECT count(*) INTO removed FROM gone;
+    RETURN removed;
+END
+$$;
+COMMENT ON FUNCTION orch_lease.transition_lease_prune(interval) IS
+    'Removes lease history older than older_than (default: orch_lease.history_retention); returns how many events. The counts are kept apart; superseded boots are kept, so that their processes stay refused.';
+CREATE OR REPLACE FUNCTION orch_lease.transition_lease_metrics()
+RETURNS TABLE (metric text, label text, value double precision)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    WITH counted AS (SELECT c.event, c.outcome, coalesce(pg_catalog.pg_sequence_last_value(c.counter), 0) AS n
+                       FROM orch_lease.event_counter c),
+    series (metric, label, event, outcome) AS (VALUES
+        ('orch_lease_grants_total', 'acquired', 'acquired', NULL),
+        ('orch_lease_grants_total', 'reclaimed', 'reclaimed', 'reclaimed'),
+        ('orch_lease_refusals_total', 'held', 'refused', 'held'),
+        ('orch_lease_refusals_total', 'busy', 'refused', 'busy'),
+        ('orch_lease_refusals_total', 'superseded', 'refused', 'superseded'),
+        ('orch_lease_refusals_total', 'retry', 'refused', 'retry'),
+        ('orch_lease_refusals_total', 'not_found', 'refused', 'not_found'),
+        ('orch_lease_releases_total', 'released', 'released', NULL),
+        ('orch_lease_reclaims_total', 'stale', 'reclaimed', NULL),
+        ('orch_lease_reclaims_total', 'ceiling', 'reaped', NULL),
+        ('orch_lease_reclaims_total', 'manual', 'forced', NULL),
+        ('orch_lease_cas_total', 'applied', 'cas_applied', NULL),
+        ('orch_lease_cas_total', 'stage_mismatch', 'cas_lost', 'stage_mismatch'),
+        ('orch_lease_cas_total', 'lease_lost', 'cas_lost', 'lease_lost'),
+        ('orch_lease_cas_total', 'not_held', 'cas_lost', 'not_held'),
+        ('orch_lease_cas_total', 'not_found', 'cas_lost', 'not_found'),
+        ('orch_lease_cas_total', 'invalid_transition', 'cas_lost', 'invalid_transition'),
+        ('orch_lease_cas_total', 'retry', 'cas_lost', 'retry'))
+    SELECT s.metric, s.label, coalesce(sum(c.n), 0)::float8
+      FROM series s
+      LEFT JOIN counted c ON c.event = s.event AND c.outcome = coalesce(s.outcome, c.outcome)
+     GROUP BY s.metric, s.label
+    UNION ALL
+    SELECT 'orch_lease_leases', v.liveness, count(l.work_item)::float8
+      FROM (VALUES ('live'), ('stale'), ('unknown')) v (liveness)
+      LEFT JOIN orch_lease.transition_lease_status l ON l.liveness = v.liveness
+     GROUP BY v.liveness
+    UNION ALL
+    SELECT 'orch_lease_oldest_live_lease_age_seconds', '',
+           coalesce(max(age_s) FILTER (WHERE liveness = 'live'), 0)::float8
+      FROM orch_lease.transition_lease_status
+    UNION ALL
+    SELECT m.metric, '', m.value
+      FROM orch_lease.kill_switch() s,
+           LATERAL (VALUES ('orch_lease_enabled', s.enabled::integer::float8),
+                           ('orch_lease_enabled_changed_timestamp_seconds',
+                            coalesce(extract(epoch FROM s.changed_at), 0)::float8)) m (metric, value)
+     ORDER BY 1, 2
+$$;
+COMMENT ON FUNCTION orch_lease.transition_lease_metrics() IS
+    'Counters (grants, refusals, releases, reclaims by kind, CAS outcomes) and gauges (leases by liveness, oldest live lease age, the kill-switch and when it last switched).';

@@ -9,18 +9,18 @@
 //! bridge needs only `LISTEN orch_lease`. The statement that records it announces it: a history
 //! restored from a dump, or written by hand, announces nothing. Every event, recorded or not, is
 //! counted, and the metrics read the counts: a scrape costs the same whatever the history holds, and
-//! `transition_lease_prune` bounds the history without touching a count. The refusals of a polling
-//! fleet (`held`, `busy`) are counted by a sequence each, which writes nothing per call (`nextval` is
-//! WAL-logged once in 32 calls), so a refusal writes nothing; every other event is counted in
-//! `event_count` (one row per backend slot) by the statement that writes what it changed anyway.
+//! `transition_lease_prune` bounds the history without touching a count. A count is a sequence per
+//! (event, outcome) (`orch_lease.event_counter`), drawn by the statement that records the event: it
+//! writes nothing per call (`nextval` is WAL-logged once in 32 calls) and never waits, so a refusal
+//! writes nothing; it is not transactional (an event rolled back still counts).
 //!
 //! `Event` and `COLUMNS` are the one definition of a history row: every writer goes through `record`
 //! or `record_all`.
 use crate::config::{self, History};
-use crate::{error_context, owner, plans, races};
+use crate::rows::column;
+use crate::{errors, owner, plans};
 use pgrx::prelude::*;
-use pgrx::spi::SpiClient;
-use pgrx::PgSqlErrorCode;
+use pgrx::spi::{SpiClient, SpiTupleTable};
 
 extension_sql!(
     r#"
@@ -53,30 +53,58 @@ SELECT pg_catalog.pg_extension_config_dump('orch_lease.lease_event', '');
 -- Its identity sequence too: a restored history must go on numbering after the restored rows.
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.lease_event_event_id_seq', '');
 
-CREATE TABLE orch_lease.event_count (
+-- The running counts: a sequence per (event, outcome), named by orch_lease.event_counter, drawn once per
+-- event (0.5.0; before, a row per backend slot in event_count). A count writes nothing per event
+-- (nextval is WAL-logged once in 32 calls) and never waits; it is not transactional (an event rolled
+-- back still counts) and after a crash it may be up to 32 ahead, as a Prometheus counter may.
+CREATE TABLE orch_lease.event_counter (
     event   text NOT NULL,
     outcome text NOT NULL,
-    n       bigint NOT NULL,
-    shard   integer NOT NULL,
-    PRIMARY KEY (event, outcome, shard)
+    counter regclass NOT NULL,
+    PRIMARY KEY (event, outcome)
 );
-COMMENT ON TABLE orch_lease.event_count IS
-    'Running counts of every lease event, whatever the history keeps: one row per (event, outcome, backend slot), so no two sessions ever update one row; the metrics add them up.';
-SELECT pg_catalog.pg_extension_config_dump('orch_lease.event_count', '');
-
--- The refusals of a polling fleet, counted without a write per call: not transactional (a refusal
--- rolled back still counts), and after a crash up to 32 ahead (what nextval logs in advance).
-CREATE SEQUENCE orch_lease.refused_held_count AS bigint;
-CREATE SEQUENCE orch_lease.refused_busy_count AS bigint;
-COMMENT ON SEQUENCE orch_lease.refused_held_count IS
-    'How many acquires were refused held, since 0.5.0 (before: in event_count): not transactional.';
-COMMENT ON SEQUENCE orch_lease.refused_busy_count IS
-    'How many acquires were refused busy, since 0.5.0 (before: in event_count): not transactional.';
-SELECT pg_catalog.pg_extension_config_dump('orch_lease.refused_held_count', '');
-SELECT pg_catalog.pg_extension_config_dump('orch_lease.refused_busy_count', '');
+COMMENT ON TABLE orch_lease.event_counter IS
+    'The sequence that counts each (event, outcome), whatever the history keeps; the metrics read them.';
+DO $$
+DECLARE
+    c record;
+BEGIN
+    FOR c IN SELECT * FROM (VALUES
+        ('acquired', 'acquired', 'acquired_count'),
+        ('refused', 'held', 'refused_held_count'),
+        ('refused', 'busy', 'refused_busy_count'),
+        ('refused', 'superseded', 'refused_superseded_count'),
+        ('refused', 'retry', 'refused_retry_count'),
+        ('refused', 'not_found', 'refused_not_found_count'),
+        ('released', 'released', 'released_count'),
+        ('reclaimed', 'reclaimed', 'reclaimed_count'),
+        ('reclaimed', 'recovered', 'reclaimed_recovered_count'),
+        ('reclaimed', 'stale', 'reclaimed_stale_count'),
+        ('reaped', 'ceiling', 'reaped_ceiling_count'),
+        ('forced', 'forced', 'forced_count'),
+        ('cas_applied', 'applied', 'cas_applied_count'),
+        ('cas_lost', 'stage_mismatch', 'cas_lost_stage_mismatch_count'),
+        ('cas_lost', 'lease_lost', 'cas_lost_lease_lost_count'),
+        ('cas_lost', 'not_held', 'cas_lost_not_held_count'),
+        ('cas_lost', 'not_found', 'cas_lost_not_found_count'),
+        ('cas_lost', 'invalid_transition', 'cas_lost_invalid_transition_count'),
+        ('cas_lost', 'retry', 'cas_lost_retry_count'),
+        ('switched', 'on', 'switched_on_count'),
+        ('switched', 'off', 'switched_off_count')) v (event, outcome, name)
+    LOOP
+        EXECUTE pg_catalog.format('CREATE SEQUENCE IF NOT EXISTS orch_lease.%I AS bigint', c.name);
+        EXECUTE pg_catalog.format('COMMENT ON SEQUENCE orch_lease.%I IS %L', c.name,
+            pg_catalog.format('How many %s events with outcome %s: not transactional (orch_lease.event_counter).',
+                              c.event, c.outcome));
+        EXECUTE pg_catalog.format('REVOKE ALL ON SEQUENCE orch_lease.%I FROM PUBLIC', c.name);
+        PERFORM pg_catalog.pg_extension_config_dump(pg_catalog.format('orch_lease.%I', c.name), '');
+        INSERT INTO orch_lease.event_counter VALUES (c.event, c.outcome, pg_catalog.format('orch_lease.%I', c.name)::regclass);
+    END LOOP;
+END
+$$;
 
 -- Bounded history: removes events older than `older_than` (default orch_lease.history_retention). The
--- counts live in event_count, which pruning leaves alone. Superseded boots stay, however old: a boot
+-- counts live in their sequences, which pruning leaves alone. Superseded boots stay, however old: a boot
 -- forgotten would be an unknown one, and its zombie's acquires granted again (#29 item 9).
 CREATE FUNCTION orch_lease.transition_lease_prune(older_than interval DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -95,25 +123,11 @@ BEGIN
     cutoff := clock_timestamp() - retention;
     WITH gone AS (DELETE FROM orch_lease.lease_event WHERE at < cutoff RETURNING 1)
     SELECT count(*) INTO removed FROM gone;
-    -- Counts a transaction made in a row of its own (shard below 0: a prepared transaction held its
-    -- slot, or committed after its snapshot) join slot 0, so such rows do not pile up; the metrics' sums
-    -- do not move. Nothing waits: a row locked right now, or slot 0 while another prune folds into it
-    -- (its slot lock, class "cnts"), is left for the next prune.
-    IF pg_catalog.pg_try_advisory_xact_lock(1668183155, 0) THEN
-        WITH folded AS (
-            DELETE FROM orch_lease.event_count c
-             WHERE c.ctid = ANY (ARRAY(SELECT o.ctid FROM orch_lease.event_count o WHERE o.shard < 0
-                                         FOR UPDATE SKIP LOCKED))
-            RETURNING c.event, c.outcome, c.n)
-        INSERT INTO orch_lease.event_count AS c (event, outcome, shard, n)
-        SELECT f.event, f.outcome, 0, sum(f.n) FROM folded f GROUP BY f.event, f.outcome
-            ON CONFLICT (event, outcome, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
-    END IF;
     RETURN removed;
 END
 $$;
 COMMENT ON FUNCTION orch_lease.transition_lease_prune(interval) IS
-    'Removes lease history older than older_than (default: orch_lease.history_retention) and folds counts made in transactions'' own rows into slot 0; returns how many events. Superseded boots are kept, so that their processes stay refused.';
+    'Removes lease history older than older_than (default: orch_lease.history_retention); returns how many events. The counts are kept apart; superseded boots are kept, so that their processes stay refused.';
 "#,
     name = "events",
     requires = ["lease_table", "boot_table"]
@@ -171,30 +185,30 @@ const CUT: [&str; 5] = [
     "reason",
 ];
 
-/// Adds each `(event, outcome)` of `source` to this backend's count, inserting the row the first time.
-/// Always through ON CONFLICT, whose look for the row takes no predicate lock: at SERIALIZABLE, counting
-/// must not make two callers' transactions conflict (a plain UPDATE's index scan did, and raised 40001 in
-/// the isolation specs).
+/// Draws one count of each `(event, outcome)` in `source`'s rows (one per event) from the sequence
+/// `orch_lease.event_counter` names for it; `counted` says how many were (`counted` checks them all).
 fn count(source: &str) -> String {
     format!(
-        "INSERT INTO orch_lease.event_count AS c (event, outcome, shard, n) {source}
-         ON CONFLICT (event, outcome, shard) DO UPDATE SET n = c.n + EXCLUDED.n"
+        "SELECT pg_catalog.count(pg_catalog.nextval(c.counter)) AS counted
+           FROM {source} LEFT JOIN orch_lease.event_counter c USING (event, outcome)"
     )
 }
 
-/// Advisory lock class ("cnts") of the backend slots' counter rows.
-const SLOT_LOCK_CLASS: i32 = 0x636e_7473;
-
-/// The shard a count goes to, from the parameters numbered `slot` (this backend's slot, `shard()`) and
-/// `class` (`SLOT_LOCK_CLASS`). The slot's row is used while this transaction holds the slot's advisory
-/// lock, never waited for: a prepared transaction that counted keeps that lock with its row locks, and
-/// a later session given the same slot then counts in a row of its own transaction (its xid, negated,
-/// which no other transaction can hold) instead of waiting for it.
-fn shard_of(slot: u8, class: u8) -> String {
-    format!(
-        "CASE WHEN pg_catalog.pg_try_advisory_xact_lock(${class}, ${slot}) THEN ${slot}
-              ELSE -(pg_catalog.txid_current() % 2147483647)::integer END"
-    )
+/// Raises unless every one of `events` was counted: a pair `event_counter` misses must fail its tests,
+/// never go uncounted.
+fn counted(rows: SpiTupleTable<'_>, events: &[Event<'_>]) {
+    let counted: i64 = column(&rows.first(), "counted");
+    if counted != events.len() as i64 {
+        let pairs: Vec<String> = events
+            .iter()
+            .map(|e| format!("{}/{}", e.event, e.outcome))
+            .collect();
+        errors::internal(
+            "cannot count",
+            &pairs.join(", "),
+            format!("{counted} counted"),
+        );
+    }
 }
 
 /// The history row of one event, from parameters $1 to $14 (`COLUMNS`' order, `by_role` an oid).
@@ -221,31 +235,25 @@ fn insert_all() -> String {
 
 thread_local! {
     /// One event counted.
-    static COUNT_ONE: String = count(&format!("VALUES ($1, $2, {}, 1)", shard_of(3, 4)));
+    static COUNT_ONE: String = count("(VALUES ($1, $2)) e (event, outcome)");
     /// A routine event recorded, not announced.
     static INSERT_ONE: String = insert_one();
     /// A routine event recorded and counted by one statement.
     static RECORD_ONE: String = format!(
         "WITH recorded AS ({}) {}",
         insert_one(),
-        count(&format!("VALUES ($1, $2, {}, 1)", shard_of(15, 16)))
+        count("(VALUES ($1, $2)) e (event, outcome)")
     );
     /// Events counted, from arrays of their events and outcomes.
-    static COUNT_ALL: String = count(&format!(
-        "SELECT event, outcome, {}, count(*) FROM unnest($1::text[], $2::text[]) e (event, outcome)
-          GROUP BY event, outcome",
-        shard_of(3, 4)
-    ));
+    static COUNT_ALL: String = count("unnest($1::text[], $2::text[]) e (event, outcome)");
     /// Takeovers recorded and announced by one statement.
     static ANNOUNCE_ALL: String = format!("WITH {} {}", insert_all(), announce());
     /// Takeovers recorded, counted and announced by one statement.
     static RECORD_ALL: String = format!(
-        "WITH {}, counted AS ({}) {}",
+        "WITH {}, counted AS ({}), announced AS ({})
+         SELECT (SELECT counted FROM counted), (SELECT count(*) FROM announced) AS announced",
         insert_all(),
-        count(&format!(
-            "SELECT event, outcome, {}, count(*) FROM recorded GROUP BY event, outcome",
-            shard_of(15, 16)
-        )),
+        count("recorded e"),
         announce()
     );
 }
@@ -298,82 +306,31 @@ fn announce() -> String {
     )
 }
 
-/// This backend's slot in event_count: its PGPROC's number, which no other live session has, so
-/// counting never waits for another session's row lock (slot 0 holds counts from before 0.4.0).
-fn shard() -> i32 {
-    // SAFETY: MyProc points into ProcGlobal->allProcs in every backend that can run SQL.
-    let number = unsafe { pg_sys::MyProc.offset_from((*pg_sys::ProcGlobal).allProcs) };
-    number as i32 + 1
-}
-
-/// Runs a statement that counts in this backend's slot (`Some(shard())`). At REPEATABLE READ and above,
-/// with prepared transactions enabled, the slot's row may have been counted by a prepared transaction
-/// that committed after this transaction's snapshot: ON CONFLICT DO UPDATE on it raises 40001, which no
-/// contention of the caller's caused. The count then goes to a row of this transaction's own (`None`:
-/// the shard expression's other branch), as while a prepared transaction holds the slot. Only there
-/// does a count take a subtransaction (and, as it writes, a subtransaction id of its own).
-fn counting(run: impl Fn(Option<i32>)) {
-    let snapshot_per_transaction =
-        unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32;
-    if !snapshot_per_transaction || !prepared_transactions() {
-        return run(Some(shard()));
-    }
-    if let Err(error) = races::subtransaction(|| run(Some(shard()))) {
-        let code = races::report_of(&error).sql_error_code();
-        if code != PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE {
-            error.rethrow();
-        }
-        error_context::forget_passing();
-        run(None);
-    }
-}
-
-/// Whether this server can prepare transactions (`max_prepared_transactions` above 0, set at start).
-fn prepared_transactions() -> bool {
-    let setting =
-        unsafe { pg_sys::GetConfigOption(c"max_prepared_transactions".as_ptr(), false, false) };
-    !setting.is_null() && unsafe { std::ffi::CStr::from_ptr(setting) }.to_bytes() != b"0"
-}
-
 /// Counts one event, and records it in the history if `orch_lease.history` keeps it (a takeover is
 /// also announced). Run as the extension's owner; `by_role` is the caller.
 pub fn record(client: &SpiClient<'_>, event: Event<'_>) {
     if ANNOUNCED.contains(&event.event) {
         return record_all(client, &[event]);
     }
-    if polling(&event) {
-        // Counted by its sequence: no row written, no transaction id taken (31 calls in 32).
-        let count = match event.outcome {
-            "held" => "SELECT nextval('orch_lease.refused_held_count')",
-            _ => "SELECT nextval('orch_lease.refused_busy_count')",
-        };
-        plans::run(client, count, &[]);
-        if recorded(&event) {
-            INSERT_ONE.with(|sql| plans::run(client, sql, &row_of(&event)));
-        }
-        return;
-    }
-    let count_one = |slot: Option<i32>| {
-        let args = [
-            event.event.into(),
-            event.outcome.into(),
-            slot.into(),
-            SLOT_LOCK_CLASS.into(),
-        ];
-        COUNT_ONE.with(|sql| plans::run(client, sql, &args));
+    let count_one = || {
+        let args = [event.event.into(), event.outcome.into()];
+        counted(
+            COUNT_ONE.with(|sql| plans::run(client, sql, &args)),
+            &[event],
+        );
     };
     if !recorded(&event) {
-        return counting(count_one);
+        // A polling refusal (`held`, `busy`) ends here by default: nothing written.
+        return count_one();
     }
     if one_statement() {
-        counting(|slot| {
-            let mut args = row_of(&event);
-            args.extend([slot.into(), SLOT_LOCK_CLASS.into()]);
-            RECORD_ONE.with(|sql| plans::run(client, sql, &args));
-        });
+        counted(
+            RECORD_ONE.with(|sql| plans::run(client, sql, &row_of(&event))),
+            &[event],
+        );
     } else {
         INSERT_ONE.with(|sql| plans::run(client, sql, &row_of(&event)));
-        counting(count_one);
+        count_one();
     }
 }
 
@@ -435,21 +392,16 @@ pub fn record_all(client: &SpiClient<'_>, events: &[Event<'_>]) {
         ]
     };
     if one_statement() {
-        counting(|slot| {
-            let mut args = rows();
-            args.extend([slot.into(), SLOT_LOCK_CLASS.into()]);
-            RECORD_ALL.with(|sql| plans::run(client, sql, &args));
-        });
+        counted(
+            RECORD_ALL.with(|sql| plans::run(client, sql, &rows())),
+            events,
+        );
     } else {
         ANNOUNCE_ALL.with(|sql| plans::run(client, sql, &rows()));
-        counting(|slot| {
-            let args = [
-                text(events, |e| Some(e.event)).into(),
-                text(events, |e| Some(e.outcome)).into(),
-                slot.into(),
-                SLOT_LOCK_CLASS.into(),
-            ];
-            COUNT_ALL.with(|sql| plans::run(client, sql, &args));
-        });
+        let args = [
+            text(events, |e| Some(e.event)).into(),
+            text(events, |e| Some(e.outcome)).into(),
+        ];
+        counted(COUNT_ALL.with(|sql| plans::run(client, sql, &args)), events);
     }
 }

@@ -370,18 +370,19 @@ fn fingerprint(db: &mut Client, event_id: i64) -> String {
             // The running counts are checked apart (`counts`): a refusal counts its own outcome.
             let only_older = match table.as_str() {
                 "lease_event" => format!("WHERE t.event_id <= {event_id}"),
-                "event_count" => "WHERE false".to_string(),
                 _ => String::new(),
             };
             format!("SELECT '{table} ' || t::text AS r FROM orch_lease.{table} t {only_older}")
         })
         .collect();
     // The history's own id sequence moves with a refusal's row, which is checked row by row; the
-    // sequences that count polling refusals are counts (`counts`).
+    // sequences that count events are counts (`counts`).
     parts.push(
-        "SELECT 'sequence ' || sequencename || ' ' || coalesce(last_value::text, 'unused')
-           FROM pg_sequences WHERE schemaname = 'orch_lease'
-            AND sequencename NOT IN ('lease_event_event_id_seq', 'refused_held_count', 'refused_busy_count')"
+        "SELECT 'sequence ' || s.sequencename || ' ' || coalesce(s.last_value::text, 'unused')
+           FROM pg_sequences s WHERE s.schemaname = 'orch_lease'
+            AND s.sequencename <> 'lease_event_event_id_seq'
+            AND NOT EXISTS (SELECT FROM orch_lease.event_counter c
+                             WHERE c.counter = format('orch_lease.%I', s.sequencename)::regclass)"
             .into(),
     );
     parts.push(
@@ -432,16 +433,11 @@ fn own_row_only(expect: &Expect, added: &[(String, Option<String>)]) -> bool {
     }
 }
 
-/// The running counts (event_count, and the sequences of polling refusals) by event and outcome.
+/// The running counts (a sequence per event and outcome) by event and outcome.
 fn counts(db: &mut Client) -> std::collections::BTreeMap<(String, String), i64> {
     db.query(
-        "SELECT event, outcome, sum(n)::bigint
-           FROM (SELECT event, outcome, n FROM orch_lease.event_count
-                 UNION ALL SELECT 'refused', 'held', CASE WHEN is_called THEN last_value ELSE 0 END
-                             FROM orch_lease.refused_held_count
-                 UNION ALL SELECT 'refused', 'busy', CASE WHEN is_called THEN last_value ELSE 0 END
-                             FROM orch_lease.refused_busy_count) c
-          GROUP BY event, outcome",
+        "SELECT event, outcome, coalesce(pg_sequence_last_value(counter), 0)
+           FROM orch_lease.event_counter",
         &[],
     )
     .unwrap()
