@@ -54,6 +54,7 @@ def prepare():
             INSERT INTO bench_task SELECT i, 'queued' FROM generate_series(0, %s) i;
             CREATE SEQUENCE raw_token;
             CREATE TABLE raw_lease (LIKE orch_lease.transition_lease INCLUDING ALL);
+            ALTER TABLE raw_lease ALTER COLUMN task_table SET DEFAULT 'bench_task'::regclass;
             CREATE TABLE raw_event (LIKE orch_lease.lease_event INCLUDING ALL);
             CREATE TABLE hot_guard (holders int, max_seen int, grants bigint);
             INSERT INTO hot_guard VALUES (0, 0, 0);
