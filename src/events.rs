@@ -21,6 +21,7 @@ use crate::rows::column;
 use crate::{errors, owner, plans};
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiTupleTable};
+use std::cell::RefCell;
 
 extension_sql!(
     r#"
@@ -211,6 +212,69 @@ fn counted(rows: SpiTupleTable<'_>, events: &[Event<'_>]) {
     }
 }
 
+thread_local! {
+    /// The sequence counting each (event, outcome), as `event_counter` named it: kept for the backend
+    /// until an invalidation of one of them (DROP EXTENSION drops them) or of every relation.
+    static COUNTERS: RefCell<Vec<(String, String, pg_sys::Oid)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Registers the invalidation callback of the kept counters (once per backend, from `_PG_init`).
+pub fn init() {
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(counters_invalidated), pg_sys::Datum::from(0))
+    };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn counters_invalidated(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    COUNTERS.with(|counters| {
+        // Never borrowed across a statement: the borrow is free whenever PostgreSQL calls this.
+        if let Ok(mut counters) = counters.try_borrow_mut() {
+            if relid == pg_sys::InvalidOid || counters.iter().any(|(_, _, oid)| *oid == relid) {
+                counters.clear();
+            }
+        }
+    });
+}
+
+/// The sequence that counts `event`'s (event, outcome): looked up once per backend, so that counting
+/// one event is a bare `nextval`. A pair `event_counter` misses raises, never goes uncounted.
+fn counter(client: &SpiClient<'_>, event: &Event<'_>) -> pg_sys::Oid {
+    // SAFETY: what every lock acquisition does; one shared flag's read when nothing has arrived.
+    unsafe { pg_sys::AcceptInvalidationMessages() };
+    let kept = COUNTERS.with(|counters| {
+        counters
+            .borrow()
+            .iter()
+            .find(|(e, o, _)| e == event.event && o == event.outcome)
+            .map(|(_, _, oid)| *oid)
+    });
+    if let Some(oid) = kept {
+        return oid;
+    }
+    let found = plans::run(
+        client,
+        "SELECT c.counter::pg_catalog.oid AS counter FROM orch_lease.event_counter c
+          WHERE c.event = $1 AND c.outcome = $2",
+        &[event.event.into(), event.outcome.into()],
+    )
+    .next()
+    .map(|row| column::<pg_sys::Oid>(&row, "counter"));
+    let Some(oid) = found else {
+        errors::internal(
+            "cannot count",
+            &format!("{}/{}", event.event, event.outcome),
+            "no counter in orch_lease.event_counter",
+        );
+    };
+    COUNTERS.with(|counters| {
+        counters
+            .borrow_mut()
+            .push((event.event.to_string(), event.outcome.to_string(), oid))
+    });
+    oid
+}
+
 /// The history row of one event, from parameters $1 to $14 (`COLUMNS`' order, `by_role` an oid).
 fn insert_one() -> String {
     format!(
@@ -234,15 +298,14 @@ fn insert_all() -> String {
 }
 
 thread_local! {
-    /// One event counted.
-    static COUNT_ONE: String = count("(VALUES ($1, $2)) e (event, outcome)");
+    /// One event counted, by its counter ($1).
+    static COUNT_ONE: String = "SELECT pg_catalog.nextval($1::pg_catalog.regclass)".to_string();
     /// A routine event recorded, not announced.
     static INSERT_ONE: String = insert_one();
-    /// A routine event recorded and counted by one statement.
+    /// A routine event recorded and counted (its counter $15) by one statement.
     static RECORD_ONE: String = format!(
-        "WITH recorded AS ({}) {}",
-        insert_one(),
-        count("(VALUES ($1, $2)) e (event, outcome)")
+        "WITH recorded AS ({}) SELECT pg_catalog.nextval($15::pg_catalog.regclass)",
+        insert_one()
     );
     /// Events counted, from arrays of their events and outcomes.
     static COUNT_ALL: String = count("unnest($1::text[], $2::text[]) e (event, outcome)");
@@ -312,22 +375,17 @@ pub fn record(client: &SpiClient<'_>, event: Event<'_>) {
     if ANNOUNCED.contains(&event.event) {
         return record_all(client, &[event]);
     }
-    let count_one = || {
-        let args = [event.event.into(), event.outcome.into()];
-        counted(
-            COUNT_ONE.with(|sql| plans::run(client, sql, &args)),
-            &[event],
-        );
-    };
+    let counter = counter(client, &event);
+    let count_one = || COUNT_ONE.with(|sql| plans::run(client, sql, &[counter.into()]));
     if !recorded(&event) {
         // A polling refusal (`held`, `busy`) ends here by default: nothing written.
-        return count_one();
+        count_one();
+        return;
     }
     if one_statement() {
-        counted(
-            RECORD_ONE.with(|sql| plans::run(client, sql, &row_of(&event))),
-            &[event],
-        );
+        let mut args = row_of(&event);
+        args.push(counter.into());
+        RECORD_ONE.with(|sql| plans::run(client, sql, &args));
     } else {
         INSERT_ONE.with(|sql| plans::run(client, sql, &row_of(&event)));
         count_one();

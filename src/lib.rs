@@ -43,6 +43,7 @@ pub extern "C-unwind" fn _PG_init() {
     config::init();
     switch::init();
     lease::init();
+    events::init();
     task_table::init();
     error_context::init();
 }
