@@ -784,3 +784,11 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION orch_lease.transition_lease_metrics() IS
     'Counters (grants, refusals, releases, reclaims by kind, CAS outcomes) and gauges (leases by liveness, oldest live lease age, the kill-switch and when it last switched).';
+
+-- ---------------------------------------------------------------------------------------------------
+-- Issue #26, second round (speed2): no index of the history by item over every event. Its inserts land
+-- on random pages (a full-page image per page after each checkpoint, on every grant and CAS); the CAS's
+-- look for a takeover by item and token has an index of the takeovers only.
+DROP INDEX orch_lease.lease_event_work_item;
+CREATE INDEX lease_event_takeover ON orch_lease.lease_event (work_item, old_token)
+    WHERE event IN ('reclaimed', 'reaped', 'forced');

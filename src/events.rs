@@ -44,7 +44,13 @@ CREATE TABLE orch_lease.lease_event (
     by_role     name,
     task_table  regclass
 );
-CREATE INDEX lease_event_work_item ON orch_lease.lease_event (work_item, at);
+-- What each index serves: the key, the order of the history and logical replication's identity (prune
+-- deletes); the BRIN, prune's range of old events and a reader's look at a recent span; the takeovers by
+-- item and token, a CAS's tell of a lease taken away (lease_lost) from one never held (not_held). No
+-- index by item over every event (0.5.0): its inserts land on random pages, a full-page image per page
+-- after each checkpoint, on every grant and CAS; a reader's look at one item scans the span it names.
+CREATE INDEX lease_event_takeover ON orch_lease.lease_event (work_item, old_token)
+    WHERE event IN ('reclaimed', 'reaped', 'forced');
 CREATE INDEX lease_event_at ON orch_lease.lease_event USING brin (at);
 COMMENT ON TABLE orch_lease.lease_event IS
     'Lease history, append-only: grants, refusals, releases, takeovers (reclaimed, reaped, forced) and stage CAS outcomes.';

@@ -927,7 +927,8 @@ pub fn claim(client: &SpiClient<'_>, item: &Item, token: i64, how: Claim, role: 
     if let Err(error) = snapshot_current(client, item, None) {
         error.rethrow();
     }
-    // Tokens come from one sequence: (work item, token) names one lease whatever its table.
+    // Tokens come from one sequence: (work item, token) names one lease whatever its table. The
+    // takeovers' own index (lease_event_takeover) answers it: the predicate is the index's.
     let taken = plans::run(
         client,
         "SELECT FROM orch_lease.lease_event
