@@ -6,9 +6,9 @@ use super::*;
 // -------------------------------------------------------------------------------------------------
 // Announcements and the history.
 
-// A hole of 0.3.0, red on 0.3.0's own build (scripts/security-0.3.0-test.sh measures it):
-// 2. A takeover announcement built from 1000 control characters (6000 bytes once JSON-escaped) was over
-//    NOTIFY's 8000-byte limit: reap, force_release, a reclaiming acquire and recover all raised.
+// 0.3.0's hole 2. A takeover announcement built from 1000 control characters (6000 bytes once
+// JSON-escaped) was over NOTIFY's 8000-byte limit: reap, force_release, a reclaiming acquire and
+// recover all raised.
 #[test]
 fn takeovers_of_leases_with_huge_control_character_names_are_announced_cut() {
     // Its items have no task row: a table whose rows come after their leases (0.5.0's opt-out).
@@ -156,7 +156,6 @@ fn takeovers_of_leases_with_huge_control_character_names_are_announced_cut() {
     v.finish();
 }
 
-// A red-team finding against the first 0.4.0 build (docs/security.md), red on that build:
 // F1. Another role's live token sat in the history an actor reads (its own 'held' refusal names the
 //     holder's token).
 #[test]
@@ -198,7 +197,6 @@ fn the_history_shows_an_actor_no_token() {
     v.finish();
 }
 
-// A red-team finding against the first 0.4.0 build (docs/security.md), red on that build:
 // F10. Restoring a dump (or any INSERT into the history) announced every takeover again.
 #[test]
 fn a_history_row_written_by_hand_is_not_announced() {
@@ -251,8 +249,7 @@ fn a_history_row_written_by_hand_is_not_announced() {
     v.finish();
 }
 
-// Found by reading 0.3.0 (issue #12's second list), red on 0.3.0:
-// Prune removed old superseded boots (0.4.0), which revived their zombies (#29.9): it keeps them now;
+// #12. Prune removed old superseded boots (0.4.0), which revived their zombies (#29.9): it keeps them now;
 // their names are bounded instead.
 #[test]
 fn prune_keeps_superseded_boots() {
@@ -281,7 +278,6 @@ fn prune_keeps_superseded_boots() {
     v.finish();
 }
 
-// Issue #29 part B (one owner means one owner, part two), red on 0.4.0:
 // #29.9 Once a superseded boot was pruned, it was unknown: its old process's acquires were granted again
 //       and the next recover did not end them.
 #[test]
@@ -329,9 +325,8 @@ fn run_tool(v: &mut Verdict, what: &str, program: std::path::PathBuf, args: &[&s
     );
 }
 
-// A hole of 0.3.0, red on 0.3.0's own build (scripts/security-0.3.0-test.sh measures it):
-// 6. The history's identity sequence was not dumped: after pg_dump and a restore, the first event of the
-//    first acquire hit lease_event_pkey (23505).
+// 0.3.0's hole 6. The history's identity sequence was not dumped: after pg_dump and a restore, the
+// first event of the first acquire hit lease_event_pkey (23505).
 #[test]
 fn a_dumped_and_restored_database_grants_new_larger_tokens() {
     let dsn = fresh_database_with("sec_dump", TEXT_TASKS);

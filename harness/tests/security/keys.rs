@@ -3,8 +3,8 @@
 
 use super::*;
 
-// A hole of 0.3.0, red on 0.3.0's own build (scripts/security-0.3.0-test.sh measures it):
-// 3. Work items were raw text: '42' and '042' were two leases, so two owners, on one bigint task.
+// 0.3.0's hole 3. Work items were raw text: '42' and '042' were two leases, so two owners, on one
+// bigint task.
 #[test]
 fn one_task_is_one_lease_however_its_id_is_spelled() {
     let mut v = Verdict::default();
@@ -83,7 +83,6 @@ fn tasks_with_id(database: &str, id_type: &str, row: &str) -> String {
     )
 }
 
-// Issue #29 part A (keys, key-rule changes, the CAS's answers), red on 0.4.0 (its commit says how):
 // #29.1 (HIGH). Keys read a domain over varchar(n) by its base type without the length, the CAS through
 // the domain: 'PR-130   ' and 'PR-130' were two leases on one row, both `acquired`, and the first
 // holder's commit answered lease_lost while its lease stayed held.
@@ -206,7 +205,6 @@ fn every_accepted_id_type_keys_one_row_once() {
     v.finish();
 }
 
-// Issue #29 part A (keys, key-rule changes, the CAS's answers), red on 0.4.0 (its commit says how):
 // #29.2 (a). A transaction that acquired '042' (raw key, nothing registered) while register_task_table
 // ran kept its raw lease, which the registration did not see (not committed yet), and others keyed '42':
 // two holders. force_release('042') then ended the other holder's '42'.
@@ -296,7 +294,6 @@ fn a_registration_waits_for_the_calls_in_flight() {
     v.finish();
 }
 
-// Issue #29 part A (keys, key-rule changes, the CAS's answers), red on 0.4.0 (its commit says how):
 // #29.2 (b). ALTER TABLE … ALTER COLUMN id TYPE bigint re-keyed nothing: a lease on '042' (a text id)
 // and a new one on '42' were two holders of one row.
 #[test]
@@ -354,7 +351,6 @@ fn a_changed_id_type_needs_a_new_registration() {
     v.finish();
 }
 
-// Issue #29 part A (keys, key-rule changes, the CAS's answers), red on 0.4.0 (its commit says how):
 // #29.16. In a SQL_ASCII database a text argument that is not UTF-8 failed with XX000 and pgrx's
 // "Utf8Error { valid_up_to: 1, … }" instead of a clean 22021.
 #[test]
@@ -392,8 +388,8 @@ fn a_text_argument_that_is_not_utf8_is_22021() {
     v.finish();
 }
 
-// A hole of 0.3.0, red on 0.3.0's own build (scripts/security-0.3.0-test.sh measures it):
-// 12. orch_lease.* settings were not reserved: a typo of the kill-switch was silently accepted.
+// 0.3.0's hole 12. orch_lease.* settings were not reserved: a typo of the kill-switch was silently
+// accepted.
 #[test]
 fn a_misspelt_orch_lease_setting_is_an_error() {
     let dsn = fresh_database_with("sec_guc_typo", TEXT_TASKS);

@@ -6,7 +6,10 @@
 //! One module per subject: [`rights`] (privileges: the owner switch, tokens, boot ids, schemas),
 //! [`keys`] (keys, id types and settings), [`stages`] (the stage graph and the CAS), [`transactions`]
 //! (snapshots, isolation levels, locks and waits) and [`history`] (announcements, the history,
-//! dump/restore). Each test's comment says which finding it guards and on which build it was red.
+//! dump/restore). Each test's comment starts with the finding it guards, which says where it was red:
+//! `0.3.0's hole N` on 0.3.0's own build (scripts/security-0.3.0-test.sh measures it on every run),
+//! `F<n>` on the first 0.4.0 build (the red team's findings, docs/security.md), `#12` on 0.3.0 (issue
+//! #12's second list, found by reading 0.3.0), `#29.<n>` on 0.4.0 (the commit that adds it says how).
 #[path = "../common/mod.rs"]
 mod common;
 mod history;

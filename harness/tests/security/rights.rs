@@ -7,9 +7,9 @@ use super::*;
 // -------------------------------------------------------------------------------------------------
 // The owner switch and the bypass guard: the extension owner's rights run no code of anyone else.
 
-// A hole of 0.3.0, red on 0.3.0's own build (scripts/security-0.3.0-test.sh measures it):
-// 1. The bypass guard ran the task table's own code (an enum's cast to json, reached by to_jsonb) as the
-//    extension's owner, a superuser: a table owner could make itself superuser with one bare UPDATE.
+// 0.3.0's hole 1. The bypass guard ran the task table's own code (an enum's cast to json, reached by
+// to_jsonb) as the extension's owner, a superuser: a table owner could make itself superuser with one
+// bare UPDATE.
 #[test]
 fn the_bypass_guard_lends_the_extension_owner_s_rights_to_nobody() {
     let role = "orch_sec_guard_owner";
@@ -73,7 +73,6 @@ fn the_bypass_guard_lends_the_extension_owner_s_rights_to_nobody() {
     v.finish();
 }
 
-// A red-team finding against the first 0.4.0 build (docs/security.md), red on that build:
 // F3. The task-table owner's code (a domain CHECK on the stage column) ran as whoever registered the
 //     stage graph — a superuser too.
 #[test]
@@ -122,8 +121,7 @@ fn registering_a_stage_graph_runs_no_code_of_the_table_owner() {
     v.finish();
 }
 
-// Found by reading 0.3.0 (issue #12's second list), red on 0.3.0:
-// The CAS found the task row with `=` resolved through the caller's search_path, so an operator the
+// #12. The CAS found the task row with `=` resolved through the caller's search_path, so an operator the
 // caller planted ran inside the CAS (with the bypass guard's door open).
 #[test]
 fn the_cas_uses_the_id_type_s_own_equality() {
@@ -159,8 +157,7 @@ fn the_cas_uses_the_id_type_s_own_equality() {
     v.finish();
 }
 
-// Found by reading 0.3.0 (issue #12's second list), red on 0.3.0:
-// A CAS made by a trigger on the task table, inside another CAS, reset the "CAS is writing" mark when
+// #12. A CAS made by a trigger on the task table, inside another CAS, reset the "CAS is writing" mark when
 // it ended: the outer CAS's own write was then refused by the bypass guard as a bypass.
 #[test]
 fn a_cas_inside_a_cas_leaves_the_outer_one_its_mark() {
@@ -198,7 +195,6 @@ fn a_cas_inside_a_cas_leaves_the_outer_one_its_mark() {
     v.finish();
 }
 
-// Issue #29 part A (keys, key-rule changes, the CAS's answers), red on 0.4.0 (its commit says how):
 // #29.10. On a partitioned task table the bypass guard fired on the partition and compared its oid with
 // the registered (parent) table's: every CAS was refused (`reject`) or logged as a bypass (`warn`).
 #[test]
@@ -254,9 +250,8 @@ fn the_bypass_guard_knows_the_cas_on_a_partitioned_table() {
 // -------------------------------------------------------------------------------------------------
 // Tokens, boot ids and instances: each is its role's alone.
 
-// A hole of 0.3.0, red on 0.3.0's own build (scripts/security-0.3.0-test.sh measures it):
-// 5. Any actor holding another actor's token (from the status view or the lease table, which every actor
-//    could read) could release that actor's lease or commit under it.
+// 0.3.0's hole 5. Any actor holding another actor's token (from the status view or the lease table,
+// which every actor could read) could release that actor's lease or commit under it.
 #[test]
 fn another_actor_s_token_is_neither_readable_nor_usable() {
     let (role_a, role_b) = ("orch_sec_token_a", "orch_sec_token_b");
@@ -334,9 +329,8 @@ fn another_actor_s_token_is_neither_readable_nor_usable() {
     v.finish();
 }
 
-// A hole of 0.3.0, red on 0.3.0's own build (scripts/security-0.3.0-test.sh measures it):
-// 7. recover was admin-only, so an actor could not register its own boot; and nothing stopped one actor
-//    from superseding another's instance.
+// 0.3.0's hole 7. recover was admin-only, so an actor could not register its own boot; and nothing
+// stopped one actor from superseding another's instance.
 #[test]
 fn an_actor_recovers_its_own_instance_and_no_other() {
     let (first, second, admin) = (
@@ -380,7 +374,6 @@ fn an_actor_recovers_its_own_instance_and_no_other() {
     v.finish();
 }
 
-// A red-team finding against the first 0.4.0 build (docs/security.md), red on that build:
 // F4 and F11. An actor acquired with another role's boot id (share-locking it: that role's recover then
 // hung), and registered another role's boot id as its own (ending that role's leases by recover).
 #[test]
@@ -443,7 +436,6 @@ fn a_boot_id_is_its_registrant_s_alone() {
     v.finish();
 }
 
-// Issue #29 part B (one owner means one owner, part two), red on 0.4.0:
 // #29.14 A made-up `session:` boot id of a session long gone made every acquire an announced reclaim
 //        (a flood of takeover alerts from one actor); boots, never pruned while live, took 1 KB names.
 #[test]
@@ -492,7 +484,6 @@ fn an_actor_names_no_other_session_and_no_huge_boot() {
     v.finish();
 }
 
-// Issue #29 part B (one owner means one owner, part two), red on 0.4.0:
 // #29.7 A `held` answer named the holder's boot id to any role: an actor registered it as its own
 //       instance's boot, and the holder's every later acquire under it was refused (42501).
 #[test]
@@ -514,7 +505,6 @@ fn a_held_answer_names_another_role_s_boot_to_nobody() {
     v.finish();
 }
 
-// Issue #29 part B (one owner means one owner, part two), red on 0.4.0:
 // #29.7 An actor registered other roles' future instance names; the victim's recover was refused
 //       (42501) forever, an admin's takeover kept the squatter as the instance's owner, and only a
 //       superuser's DELETE repaired it. An admin hands the instance (all its boots) to the right role.
@@ -573,7 +563,6 @@ fn an_admin_hands_a_squatted_instance_to_its_role() {
 // -------------------------------------------------------------------------------------------------
 // Schemas, registration and row-level security: the tables are the ones their owners registered.
 
-// A red-team finding against the first 0.4.0 build (docs/security.md), red on that build:
 // F7. A schema named orch_lease created beforehand by another role became the extension's schema, and
 //     its owner could swap objects under every orch_lease statement run as the extension's owner.
 #[test]
@@ -594,7 +583,6 @@ fn the_extension_refuses_a_schema_someone_else_made() {
     v.finish();
 }
 
-// A red-team finding against the first 0.4.0 build (docs/security.md), red on that build:
 // F9. After the task table's schema was renamed and a table of the old name made, a session that had
 //     described the task table before wrote the new table.
 #[test]
@@ -647,8 +635,8 @@ fn a_renamed_schema_does_not_redirect_the_cas() {
     v.finish();
 }
 
-// A hole of 0.3.0, red on 0.3.0's own build (scripts/security-0.3.0-test.sh measures it):
-// 10. register_task_table accepted a table its caller does not own, and an id column that is not a key.
+// 0.3.0's hole 10. register_task_table accepted a table its caller does not own, and an id column that
+// is not a key.
 #[test]
 fn register_task_table_wants_the_owner_and_a_unique_id() {
     let admin = "orch_sec_register_admin";
@@ -689,7 +677,6 @@ fn register_task_table_wants_the_owner_and_a_unique_id() {
     v.finish();
 }
 
-// Issue #29 part A (keys, key-rule changes, the CAS's answers), red on 0.4.0 (its commit says how):
 // #29.12. With row-level security letting an actor read a task but not update it, the CAS answered
 // stage_mismatch showing the expected stage as the current one, and commit ended the lease on it.
 #[test]

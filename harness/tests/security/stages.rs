@@ -3,8 +3,8 @@
 
 use super::*;
 
-// A hole of 0.3.0, red on 0.3.0's own build (scripts/security-0.3.0-test.sh measures it):
-// 9. Terminal stages were only enforced against listed transitions: with none listed, a task left 'done'.
+// 0.3.0's hole 9. Terminal stages were only enforced against listed transitions: with none listed, a
+// task left 'done'.
 #[test]
 fn a_terminal_stage_is_left_by_no_cas() {
     let dsn = fresh_database_with(
@@ -29,7 +29,6 @@ fn a_terminal_stage_is_left_by_no_cas() {
     v.finish();
 }
 
-// Issue #29 part A (keys, key-rule changes, the CAS's answers), red on 0.4.0 (its commit says how):
 // #29.11. Terminal stages failed open: with a case-insensitive stage collation 'DONE' was no terminal
 // stage to the graph check yet matched 'done'; after ALTER TYPE … RENAME VALUE 'done' TO 'finished' the
 // graph still named 'done', and 'finished' -> 'queued' applied.
@@ -94,8 +93,7 @@ fn a_terminal_stage_holds_under_a_collation_or_a_renamed_label() {
     v.finish();
 }
 
-// Found by reading 0.3.0 (issue #12's second list), red on 0.3.0:
-// A new stage graph absorbed inside a REPEATABLE READ transaction was described from that transaction's
+// #12. A new stage graph absorbed inside a REPEATABLE READ transaction was described from that transaction's
 // snapshot and stayed cached past its COMMIT: the session went on allowing what the graph forbids.
 #[test]
 fn a_stage_graph_registered_meanwhile_is_seen_after_a_repeatable_read_transaction() {
@@ -137,7 +135,6 @@ fn a_stage_graph_registered_meanwhile_is_seen_after_a_repeatable_read_transactio
     v.finish();
 }
 
-// Issue #29 part A (keys, key-rule changes, the CAS's answers), red on 0.4.0 (its commit says how):
 // #29.2 (c). A stage graph registered while a transaction that had used the old rules was open: that
 // transaction went on checking by the old rules and moved a task out of the new terminal stage.
 #[test]
@@ -182,9 +179,8 @@ fn a_stage_graph_waits_for_the_transactions_that_used_the_old_one() {
     v.finish();
 }
 
-// A hole of 0.3.0, red on 0.3.0's own build (scripts/security-0.3.0-test.sh measures it):
-// 8. With the kill-switch off, commit_stage_cas wrote the stage but kept the lease: when the switch came
-//    back on, the item stayed held by a transition that had finished.
+// 0.3.0's hole 8. With the kill-switch off, commit_stage_cas wrote the stage but kept the lease: when
+// the switch came back on, the item stayed held by a transition that had finished.
 #[test]
 fn a_commit_with_the_kill_switch_off_also_ends_the_lease() {
     let dsn = fresh_database_with("sec_kill_switch", TEXT_TASKS);

@@ -6,9 +6,8 @@ use super::*;
 // -------------------------------------------------------------------------------------------------
 // Snapshots and isolation levels.
 
-// A hole of 0.3.0, red on 0.3.0's own build (scripts/security-0.3.0-test.sh measures it):
-// 11. recover and reap ran at REPEATABLE READ / SERIALIZABLE, where they cannot see the leases committed
-//     after their snapshot.
+// 0.3.0's hole 11. recover and reap ran at REPEATABLE READ / SERIALIZABLE, where they cannot see the
+// leases committed after their snapshot.
 #[test]
 fn recover_and_reap_refuse_a_transaction_snapshot() {
     let dsn = fresh_database_with("sec_isolation_refused", TEXT_TASKS);
@@ -45,9 +44,8 @@ fn recover_and_reap_refuse_a_transaction_snapshot() {
     v.finish();
 }
 
-// A hole of 0.3.0, red on 0.3.0's own build (scripts/security-0.3.0-test.sh measures it):
-// 13a. A serialization failure inside acquire was reported as 'busy' (someone else is acquiring), when
-//      nobody was: the caller must retry in a new transaction.
+// 0.3.0's hole 13a. A serialization failure inside acquire was reported as 'busy' (someone else is
+// acquiring), when nobody was: the caller must retry in a new transaction.
 #[test]
 fn a_serialization_failure_inside_acquire_is_retry_not_busy() {
     let dsn = fresh_database_with("sec_ssi_acquire", TEXT_TASKS);
@@ -87,9 +85,8 @@ fn a_serialization_failure_inside_acquire_is_retry_not_busy() {
     v.finish();
 }
 
-// A hole of 0.3.0, red on 0.3.0's own build (scripts/security-0.3.0-test.sh measures it):
-// 13b. A CAS at REPEATABLE READ on a row updated after the snapshot (another column, the stage still the
-//      expected one) answered stage_mismatch, and commit_stage_cas dropped the lease.
+// 0.3.0's hole 13b. A CAS at REPEATABLE READ on a row updated after the snapshot (another column, the
+// stage still the expected one) answered stage_mismatch, and commit_stage_cas dropped the lease.
 #[test]
 fn a_cas_on_a_row_updated_after_the_snapshot_is_retry() {
     let dsn = fresh_database_with(
@@ -142,7 +139,6 @@ fn a_cas_on_a_row_updated_after_the_snapshot_is_retry() {
     v.finish();
 }
 
-// Issue #29 part A (keys, key-rule changes, the CAS's answers), red on 0.4.0 (its commit says how):
 // #29.5. At REPEATABLE READ / SERIALIZABLE, a CAS whose stage became the expected one after the
 // snapshot answered stage_mismatch with the stale stage, and commit_stage_cas ended the lease.
 #[test]
@@ -208,9 +204,8 @@ fn timed<T>(call: impl FnOnce() -> T) -> (T, Duration) {
     (result, started.elapsed())
 }
 
-// A hole of 0.3.0, red on 0.3.0's own build (scripts/security-0.3.0-test.sh measures it):
-// 4. A CAS that could not lock the task row (lock_timeout) answered stage_mismatch, and commit_stage_cas
-//    deleted the lease: the actor gave up a transition nobody else had made.
+// 0.3.0's hole 4. A CAS that could not lock the task row (lock_timeout) answered stage_mismatch, and
+// commit_stage_cas deleted the lease: the actor gave up a transition nobody else had made.
 #[test]
 fn a_cas_that_times_out_on_the_row_lock_says_retry_and_keeps_the_lease() {
     let dsn = fresh_database_with("sec_lock_timeout", TEXT_TASKS);
@@ -287,7 +282,6 @@ fn a_cas_that_times_out_on_the_row_lock_says_retry_and_keeps_the_lease() {
     v.finish();
 }
 
-// Issue #29 part B (one owner means one owner, part two), red on 0.4.0:
 // #29.4 A login with CONNECT only held recover's per-instance advisory lock (class 'boot', key
 //       hashtext(instance)): every recover and takeover of that instance waited for it without bound.
 #[test]
@@ -318,7 +312,6 @@ fn a_connect_only_login_holds_up_no_recover() {
     v.finish();
 }
 
-// Issue #29 part B (one owner means one owner, part two), red on 0.4.0:
 // #29.4 and #29.8 A transaction left open on the instance's live boot (an acquire idle in transaction)
 //       made every takeover, the on-call tool, wait for it without bound: it must answer within a bound.
 #[test]
@@ -365,7 +358,6 @@ fn takeover_rows(db: &mut Client, boot: &str) -> Result<Vec<Row>, Error> {
     )
 }
 
-// Issue #29 part B (one owner means one owner, part two), red on 0.4.0:
 // #29.8 A CAS left idle in transaction share-locks its lease: force_release waited for it without
 //       bound. It answers (false: the lease is in use) within a bound.
 #[test]
