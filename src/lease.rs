@@ -322,9 +322,9 @@ fn stage_after_grant(
     table: &TaskTable,
     id: Typed,
 ) -> Option<Option<String>> {
-    match !races::one_snapshot() {
-        true => stage_cas::read_stage(client, table, id),
-        false => stage_cas::current_stage(client, table, id),
+    match races::one_snapshot() {
+        false => stage_cas::read_stage(client, table, id),
+        true => stage_cas::current_stage(client, table, id),
     }
 }
 

@@ -170,7 +170,7 @@ fn written_tables(relid: pg_sys::Oid) -> Vec<pg_sys::Oid> {
 
 /// Is the relation a partition?
 fn is_partition(relid: pg_sys::Oid) -> bool {
-    // SAFETY: a catalog cache look-up by oid (the trigger's relation, open); no pointer.
+    // SAFETY: a catalog cache look-up by oid, no pointer; a relation gone answers false.
     unsafe { pg_sys::get_rel_relispartition(relid) }
 }
 
