@@ -869,7 +869,7 @@ struct Cache {
 /// invalidate them.
 pub fn init() {
     // SAFETY: from _PG_init, once per backend; the callbacks are functions of this library, which
-    // stays loaded for the backend's life, and they only bump a thread-local counter.
+    // stays loaded for the backend's life, and they touch thread-locals only.
     unsafe {
         pg_sys::CacheRegisterRelcacheCallback(Some(forget_task_table), pg_sys::Datum::from(0));
         // A renamed schema changes a task table's qualified name without touching its relcache entry.
