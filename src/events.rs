@@ -226,6 +226,8 @@ thread_local! {
 
 /// Registers the invalidation callback of the kept counters (once per backend, from `_PG_init`).
 pub fn init() {
+    // SAFETY: from _PG_init, once per backend; the callback is a function of this library, loaded for
+    // the backend's life, and touches thread-locals only.
     unsafe {
         pg_sys::CacheRegisterRelcacheCallback(Some(counters_invalidated), pg_sys::Datum::from(0))
     };
@@ -332,6 +334,7 @@ thread_local! {
 /// (docs/scale-out.md). Citus is a shared_preload_library: its settings exist in every session it may
 /// run in. A look-up of one setting, far cheaper than the statement it saves.
 fn one_statement() -> bool {
+    // SAFETY: a look-up of a setting by a static name; the value (or NULL) is only tested for NULL.
     unsafe { pg_sys::GetConfigOption(c"citus.shard_count".as_ptr(), true, false) }.is_null()
 }
 

@@ -245,6 +245,7 @@ fn transition_lease_acquire_session(
     request_lease(Request {
         item: task_table::item("work_item", work_item, task_table),
         owner: errors::required("owner", owner),
+        // SAFETY: a plain global of the backend, set at its start, read on its only thread.
         owner_pid: unsafe { pg_sys::MyProcPid },
         boot_id: recovery::this_session_boot_id(),
         scope: errors::optional("scope", scope),
@@ -322,9 +323,9 @@ fn stage_after_grant(
     table: &TaskTable,
     id: Typed,
 ) -> Option<Option<String>> {
-    match unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32 {
-        true => stage_cas::read_stage(client, table, id),
-        false => stage_cas::current_stage(client, table, id),
+    match races::one_snapshot() {
+        false => stage_cas::read_stage(client, table, id),
+        true => stage_cas::current_stage(client, table, id),
     }
 }
 
@@ -492,6 +493,8 @@ thread_local! {
 
 /// Registers the invalidation callback of the logical-move check (once per backend, from `_PG_init`).
 pub fn init() {
+    // SAFETY: from _PG_init, once per backend; the callback is a function of this library, loaded for
+    // the backend's life, and touches thread-locals only.
     unsafe {
         pg_sys::CacheRegisterRelcacheCallback(Some(mark_invalidated), pg_sys::Datum::from(0))
     };
@@ -530,8 +533,7 @@ fn moved(client: &SpiClient<'_>) -> bool {
     )
     .first();
     let moved = column::<bool>(&row, "moved");
-    let fresh = unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32;
-    if !moved && fresh && MARK_INVALIDATIONS.get() == before {
+    if !moved && !races::one_snapshot() && MARK_INVALIDATIONS.get() == before {
         MARK.set(column(&row, "mark"));
         NOT_MOVED.set(true);
     }
@@ -574,7 +576,7 @@ fn snapshot_current(
     item: &Item,
     token: Option<i64>,
 ) -> Result<(), Box<CaughtError>> {
-    if unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32 {
+    if !races::one_snapshot() {
         return Ok(());
     }
     let (key, table) = (item.key.as_str(), TableArg(item.table));
