@@ -657,23 +657,15 @@ COMMENT ON FUNCTION orch_lease.kill_switch_changed() IS
 
 -- ---------------------------------------------------------------------------------------------------
 -- Issue #26, second round (speed2): counts that write nothing per event. Every (event, outcome) is
--- counted by a sequence of its own, named by orch_lease.event_counter (refused/held and refused/busy keep
--- the sequences of the first round); event_count's rows, one per backend slot, are gone. Each sequence
--- goes on from the sum the table held (refused/held and refused/busy: that sum added to what their
--- sequences counted since), so no counter goes down across the update.
-CREATE TABLE orch_lease.event_counter (
-    event   text NOT NULL,
-    outcome text NOT NULL,
-    counter regclass NOT NULL,
-    PRIMARY KEY (event, outcome)
-);
-COMMENT ON TABLE orch_lease.event_counter IS
-    'The sequence that counts each (event, outcome), whatever the history keeps; the metrics read them.';
-DO $$
-DECLARE
-    c record;
-BEGIN
-    FOR c IN SELECT * FROM (VALUES
+-- counted by a sequence of its own, listed by the view orch_lease.event_counter (a view: logical
+-- replication copies no view rows onto a subscriber's own); refused/held and refused/busy keep the
+-- sequences of the first round. event_count's rows, one per backend slot, are gone: each sequence goes on
+-- from the sum the table held (refused/held and refused/busy: that sum added to what their sequences
+-- counted since), so no counter goes down across the update.
+CREATE VIEW orch_lease.event_counter AS
+SELECT v.event, v.outcome, v.sequence_name,
+       pg_catalog.to_regclass(pg_catalog.format('orch_lease.%I', v.sequence_name)) AS counter
+  FROM (VALUES
         ('acquired', 'acquired', 'acquired_count'),
         ('refused', 'held', 'refused_held_count'),
         ('refused', 'busy', 'refused_busy_count'),
@@ -694,15 +686,20 @@ BEGIN
         ('cas_lost', 'invalid_transition', 'cas_lost_invalid_transition_count'),
         ('cas_lost', 'retry', 'cas_lost_retry_count'),
         ('switched', 'on', 'switched_on_count'),
-        ('switched', 'off', 'switched_off_count')) v (event, outcome, name)
-    LOOP
-        EXECUTE pg_catalog.format('CREATE SEQUENCE IF NOT EXISTS orch_lease.%I AS bigint', c.name);
-        EXECUTE pg_catalog.format('COMMENT ON SEQUENCE orch_lease.%I IS %L', c.name,
+        ('switched', 'off', 'switched_off_count')) v (event, outcome, sequence_name);
+COMMENT ON VIEW orch_lease.event_counter IS
+    'The sequence that counts each (event, outcome), whatever the history keeps; the metrics read them.';
+DO $$
+DECLARE
+    c record;
+BEGIN
+    FOR c IN SELECT * FROM orch_lease.event_counter LOOP
+        EXECUTE pg_catalog.format('CREATE SEQUENCE IF NOT EXISTS orch_lease.%I AS bigint', c.sequence_name);
+        EXECUTE pg_catalog.format('COMMENT ON SEQUENCE orch_lease.%I IS %L', c.sequence_name,
             pg_catalog.format('How many %s events with outcome %s: not transactional (orch_lease.event_counter).',
                               c.event, c.outcome));
-        EXECUTE pg_catalog.format('REVOKE ALL ON SEQUENCE orch_lease.%I FROM PUBLIC', c.name);
-        PERFORM pg_catalog.pg_extension_config_dump(pg_catalog.format('orch_lease.%I', c.name), '');
-        INSERT INTO orch_lease.event_counter VALUES (c.event, c.outcome, pg_catalog.format('orch_lease.%I', c.name)::regclass);
+        EXECUTE pg_catalog.format('REVOKE ALL ON SEQUENCE orch_lease.%I FROM PUBLIC', c.sequence_name);
+        PERFORM pg_catalog.pg_extension_config_dump(pg_catalog.format('orch_lease.%I', c.sequence_name), '');
     END LOOP;
 END
 $$;

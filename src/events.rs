@@ -17,7 +17,7 @@
 //! `Event` and `COLUMNS` are the one definition of a history row: every writer goes through `record`
 //! or `record_all`.
 use crate::config::{self, History};
-use crate::rows::column;
+use crate::rows::{column, nullable};
 use crate::{errors, owner, plans};
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiTupleTable};
@@ -63,20 +63,12 @@ SELECT pg_catalog.pg_extension_config_dump('orch_lease.lease_event_event_id_seq'
 -- The running counts: a sequence per (event, outcome), named by orch_lease.event_counter, drawn once per
 -- event (0.5.0; before, a row per backend slot in event_count). A count writes nothing per event
 -- (nextval is WAL-logged once in 32 calls) and never waits; it is not transactional (an event rolled
--- back still counts) and after a crash it may be up to 32 ahead, as a Prometheus counter may.
-CREATE TABLE orch_lease.event_counter (
-    event   text NOT NULL,
-    outcome text NOT NULL,
-    counter regclass NOT NULL,
-    PRIMARY KEY (event, outcome)
-);
-COMMENT ON TABLE orch_lease.event_counter IS
-    'The sequence that counts each (event, outcome), whatever the history keeps; the metrics read them.';
-DO $$
-DECLARE
-    c record;
-BEGIN
-    FOR c IN SELECT * FROM (VALUES
+-- back still counts) and after a crash it may be up to 32 ahead, as a Prometheus counter may. A view,
+-- not a table: logical replication (FOR ALL TABLES) would copy its rows onto the subscriber's own.
+CREATE VIEW orch_lease.event_counter AS
+SELECT v.event, v.outcome, v.sequence_name,
+       pg_catalog.to_regclass(pg_catalog.format('orch_lease.%I', v.sequence_name)) AS counter
+  FROM (VALUES
         ('acquired', 'acquired', 'acquired_count'),
         ('refused', 'held', 'refused_held_count'),
         ('refused', 'busy', 'refused_busy_count'),
@@ -97,15 +89,20 @@ BEGIN
         ('cas_lost', 'invalid_transition', 'cas_lost_invalid_transition_count'),
         ('cas_lost', 'retry', 'cas_lost_retry_count'),
         ('switched', 'on', 'switched_on_count'),
-        ('switched', 'off', 'switched_off_count')) v (event, outcome, name)
-    LOOP
-        EXECUTE pg_catalog.format('CREATE SEQUENCE IF NOT EXISTS orch_lease.%I AS bigint', c.name);
-        EXECUTE pg_catalog.format('COMMENT ON SEQUENCE orch_lease.%I IS %L', c.name,
+        ('switched', 'off', 'switched_off_count')) v (event, outcome, sequence_name);
+COMMENT ON VIEW orch_lease.event_counter IS
+    'The sequence that counts each (event, outcome), whatever the history keeps; the metrics read them.';
+DO $$
+DECLARE
+    c record;
+BEGIN
+    FOR c IN SELECT * FROM orch_lease.event_counter LOOP
+        EXECUTE pg_catalog.format('CREATE SEQUENCE IF NOT EXISTS orch_lease.%I AS bigint', c.sequence_name);
+        EXECUTE pg_catalog.format('COMMENT ON SEQUENCE orch_lease.%I IS %L', c.sequence_name,
             pg_catalog.format('How many %s events with outcome %s: not transactional (orch_lease.event_counter).',
                               c.event, c.outcome));
-        EXECUTE pg_catalog.format('REVOKE ALL ON SEQUENCE orch_lease.%I FROM PUBLIC', c.name);
-        PERFORM pg_catalog.pg_extension_config_dump(pg_catalog.format('orch_lease.%I', c.name), '');
-        INSERT INTO orch_lease.event_counter VALUES (c.event, c.outcome, pg_catalog.format('orch_lease.%I', c.name)::regclass);
+        EXECUTE pg_catalog.format('REVOKE ALL ON SEQUENCE orch_lease.%I FROM PUBLIC', c.sequence_name);
+        PERFORM pg_catalog.pg_extension_config_dump(pg_catalog.format('orch_lease.%I', c.sequence_name), '');
     END LOOP;
 END
 $$;
@@ -267,7 +264,7 @@ fn counter(client: &SpiClient<'_>, event: &Event<'_>) -> pg_sys::Oid {
         &[event.event.into(), event.outcome.into()],
     )
     .next()
-    .map(|row| column::<pg_sys::Oid>(&row, "counter"));
+    .and_then(|row| nullable::<pg_sys::Oid>(&row, "counter"));
     let Some(oid) = found else {
         errors::internal(
             "cannot count",

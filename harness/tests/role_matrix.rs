@@ -70,7 +70,7 @@ fn matrix() -> Vec<(&'static str, &'static str, &'static str)> {
         ("write transition_lease", "DELETE FROM orch_lease.transition_lease", OWNERS),
         ("write boot", "UPDATE orch_lease.boot SET pid = 1", OWNERS),
         ("write lease_event", "DELETE FROM orch_lease.lease_event", OWNERS),
-        ("write event_counter", "UPDATE orch_lease.event_counter SET counter = counter", OWNERS),
+        ("draw a counter", "SELECT nextval('orch_lease.acquired_count')", OWNERS),
         ("write task_table", "UPDATE orch_lease.task_table SET id_column = 'stage'", OWNERS),
         ("write stage_transition", "DELETE FROM orch_lease.stage_transition", OWNERS),
         ("write terminal_stage", "INSERT INTO orch_lease.terminal_stage VALUES ('merged', 'tasks')", OWNERS),
