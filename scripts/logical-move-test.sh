@@ -80,7 +80,7 @@ got=$(PGPORT=$subscriber await_answer "$rows" "$want" 100 0.1)
 [ "$got" = "$want" ] || fail "the subscriber holds leases/boots/events/max token $got, the publisher $want"
 ok "leases, boots and history carried as rows ($got); the token sequence is not: $(on "$subscriber" "SELECT last_value || ' called ' || is_called FROM orch_lease.token_seq")"
 
-wait "$warm_session" || true
+wait "$warm_session" || true # its output is the verdict, checked below
 [ "$(head -n1 "$warm")" = acquired ] && [[ "$(tail -n1 "$warm")" == *55000* ]] ||
     fail "a session that checked before the move answered: $(tr '\n' ' ' <"$warm")"
 ok "a session that acquired before the move is refused after it (55000): its kept check was invalidated"
