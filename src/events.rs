@@ -221,17 +221,8 @@ thread_local! {
     static COUNTERS: RefCell<Vec<(String, String, pg_sys::Oid)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Registers the invalidation callback of the kept counters (once per backend, from `_PG_init`).
-pub fn init() {
-    // SAFETY: from _PG_init, once per backend; the callback is a function of this library, loaded for
-    // the backend's life, and touches thread-locals only.
-    unsafe {
-        pg_sys::CacheRegisterRelcacheCallback(Some(counters_invalidated), pg_sys::Datum::from(0))
-    };
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn counters_invalidated(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+/// A relation cache invalidation: of a kept counter (DROP EXTENSION), or of every relation (InvalidOid).
+pub fn counters_invalidated(relid: pg_sys::Oid) {
     COUNTERS.with(|counters| {
         // Never borrowed across a statement: the borrow is free whenever PostgreSQL calls this.
         if let Ok(mut counters) = counters.try_borrow_mut() {

@@ -491,19 +491,9 @@ thread_local! {
     static MARK_INVALIDATIONS: Cell<u64> = const { Cell::new(0) };
 }
 
-/// Registers the invalidation callback of the logical-move check (once per backend, from `_PG_init`).
-pub fn init() {
-    // SAFETY: from _PG_init, once per backend; the callback is a function of this library, loaded for
-    // the backend's life, and touches thread-locals only.
-    unsafe {
-        pg_sys::CacheRegisterRelcacheCallback(Some(mark_invalidated), pg_sys::Datum::from(0))
-    };
-}
-
 /// A relation cache invalidation: of `generation_mark` (or any, before the first check read it), or of
 /// every relation (InvalidOid).
-#[pg_guard]
-unsafe extern "C-unwind" fn mark_invalidated(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+pub fn mark_invalidated(relid: pg_sys::Oid) {
     let mark = MARK.get();
     if relid == pg_sys::InvalidOid || mark == pg_sys::InvalidOid || relid == mark {
         NOT_MOVED.set(false);

@@ -59,16 +59,8 @@ thread_local! {
     static INVALIDATIONS: Cell<u64> = const { Cell::new(0) };
 }
 
-/// Registers the invalidation callback (once per backend, from `_PG_init`).
-pub fn init() {
-    // SAFETY: from _PG_init, once per backend; the callback is a function of this library, loaded for
-    // the backend's life, and touches thread-locals only.
-    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(invalidated), pg_sys::Datum::from(0)) };
-}
-
 /// A relation cache invalidation: of the switch's table, or of every relation (InvalidOid).
-#[pg_guard]
-unsafe extern "C-unwind" fn invalidated(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+pub fn invalidated(relid: pg_sys::Oid) {
     if relid == pg_sys::InvalidOid || relid == TABLE.get() {
         CACHED.with(|cached| cached.borrow_mut().take());
         INVALIDATIONS.set(INVALIDATIONS.get() + 1);

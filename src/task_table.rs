@@ -865,13 +865,12 @@ struct Cache {
 }
 
 /// Registers the callbacks that keep the cached descriptions honest: any DDL on a task table (a
-/// renamed column, a dropped table or index), a renamed schema or enum label and every registration
-/// invalidate them.
+/// renamed column, a dropped table or index; `forget_task_table`, called by the library's relcache
+/// callback), a renamed schema or enum label and every registration invalidate them.
 pub fn init() {
     // SAFETY: from _PG_init, once per backend; the callbacks are functions of this library, which
     // stays loaded for the backend's life, and they touch thread-locals only.
     unsafe {
-        pg_sys::CacheRegisterRelcacheCallback(Some(forget_task_table), pg_sys::Datum::from(0));
         // A renamed schema changes a task table's qualified name without touching its relcache entry.
         pg_sys::CacheRegisterSyscacheCallback(
             pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
@@ -891,8 +890,8 @@ fn forget() {
     GENERATION.with(|generation| generation.set(generation.get() + 1));
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn forget_task_table(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+/// A relation cache invalidation (of `relid`, or of every relation: InvalidOid).
+pub fn forget_task_table(relid: pg_sys::Oid) {
     let concerned = CACHE.with(|cached| match cached.try_borrow() {
         Ok(cached) => match cached.as_ref() {
             Some(cache) => relid == pg_sys::InvalidOid || cache.sources.contains(&relid),
