@@ -710,24 +710,40 @@ pub fn item(argument: &'static str, work_item: &str, table: Option<TableArg>) ->
     }
 }
 
-/// The work item of a lease to end by hand: `work_item` itself when a lease of the table is held under
-/// exactly that text, otherwise its key. A lease keyed by earlier rules (a registration or an id type
-/// since changed, a table since dropped) stays endable by the work item and table the status view
-/// shows, and never ends the lease another spelling keys to. No privilege on the table is asked: this
-/// is the operators' (force_release, admins only).
+/// The work item of a lease to end by hand: `work_item` itself when a lease is held under exactly that
+/// text (of the table named; named none, of the one table that holds it), otherwise its key. Found
+/// before the registry is read, so that a registration left open or prepared, which holds the
+/// registry, never stops the on-call's last tool (red team G13). A lease keyed by earlier rules (a
+/// registration or an id type since changed, a table since dropped) stays endable by the work item and
+/// table the status view shows, and never ends the lease another spelling keys to. No privilege on the
+/// table is asked: this is the operators' (force_release, admins only).
 pub fn held_item(argument: &'static str, work_item: &str, table: Option<TableArg>) -> Item {
-    let relid = which(table);
-    let held = owner::as_owner(|| {
+    let held: Vec<pg_sys::Oid> = owner::as_owner(|| {
         Spi::connect(|client| {
-            !plans::run(
-                client,
-                "SELECT FROM orch_lease.transition_lease WHERE task_table = $1 AND work_item = $2",
-                &[TableArg(relid).into(), work_item.into()],
-            )
-            .is_empty()
+            let rows = match table {
+                Some(named) => plans::run(
+                    client,
+                    "SELECT task_table FROM orch_lease.transition_lease
+                      WHERE task_table = $1 AND work_item = $2",
+                    &[named.into(), work_item.into()],
+                ),
+                // No index on the text alone: a scan of the held leases, on call only.
+                None => plans::run(
+                    client,
+                    "SELECT task_table FROM orch_lease.transition_lease WHERE work_item = $1 LIMIT 2",
+                    &[work_item.into()],
+                ),
+            };
+            rows.filter_map(|row| row.get::<TableArg>(1).ok().flatten())
+                .map(|TableArg(relid)| relid)
+                .collect()
         })
     });
-    let key = match held || relid == pg_sys::InvalidOid {
+    if let [relid] = held.as_slice() {
+        return Item::leased(*relid, work_item.to_string());
+    }
+    let relid = which(table);
+    let key = match held.contains(&relid) || relid == pg_sys::InvalidOid {
         true => work_item.to_string(),
         false => describe(relid).id.key(argument, work_item),
     };
