@@ -271,6 +271,12 @@ fn request_lease(request: Request<'_>) -> PgHeapTuple<'static, AllocatedByRust> 
             stage: stage(stage_cas::read_stage).flatten(),
             ..Grant::new(true, outcome)
         };
+        // The task row is read with the table's lock, never waited for: acquire never waits (G14).
+        if (request.item.task.as_ref()).is_some_and(|(table, _)| !table.readable_at_once()) {
+            let busy = Grant::new(false, "busy");
+            owner::as_owner(|| record_grant(client, &request, &busy));
+            return busy;
+        }
         if !config::enabled() {
             return pass("disabled");
         }

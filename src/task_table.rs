@@ -820,6 +820,19 @@ pub struct TaskTable {
 }
 
 impl TaskTable {
+    /// Takes the table's ACCESS SHARE lock if it is free at once, which reading its rows needs: a lock
+    /// that conflicts (DDL, `LOCK TABLE`, prepared or not) or one queued for it (a migration's ALTER
+    /// waiting behind a long reader) is not waited for (red team G14). Kept to the transaction's end,
+    /// as any read keeps it.
+    pub fn readable_at_once(&self) -> bool {
+        unsafe {
+            pg_sys::ConditionalLockRelationOid(
+                self.relid,
+                pg_sys::AccessShareLock as pg_sys::LOCKMODE,
+            )
+        }
+    }
+
     /// May a CAS go from `expected` to `new`? Never out of a terminal stage; with a graph, only along it.
     /// Fails closed (55000) while a label the graph names was renamed: the graph no longer says what it
     /// said; registering it again is the repair, so only the CAS checks this, not the description.
