@@ -129,6 +129,7 @@ fn register_task_table(
                      OR task_table OPERATOR(pg_catalog.=) 0::pg_catalog.oid",
                 oid = table.oid().to_u32()
             ),
+            &[],
             |row| text_of(row(1)),
         )
     });
@@ -308,6 +309,7 @@ fn leases_on(relid: pg_sys::Oid) -> i64 {
                   WHERE task_table OPERATOR(pg_catalog.=) {}::pg_catalog.oid",
                 relid.to_u32()
             ),
+            &[],
             |row| row(1).map_or(0, |datum| datum.value() as i64),
         )
     });
@@ -428,24 +430,38 @@ fn registry() -> pg_sys::Oid {
     relid
 }
 
-/// Runs a read-only statement of orch_lease's own on its own tables with a snapshot taken now, whatever
-/// the transaction's isolation level, and maps each row (its columns by number, from 1) with `row`.
-/// Registrations are configuration: a transaction keys by the one committed when it first keys
-/// (the registry lock then keeps it so), never by an older one its snapshot still shows.
+/// Runs a read-only statement with a snapshot taken now, whatever the transaction's isolation level,
+/// and maps each row (its columns by number, from 1) with `row`. Registrations are configuration: a
+/// transaction keys by the one committed when it first keys (the registry lock then keeps it so), never
+/// by an older one its snapshot still shows. A task row is looked for this way too (`has_row_now`).
 fn read_latest<R>(
     sql: &str,
+    args: &[DatumWithOid],
     mut row: impl FnMut(&dyn Fn(i32) -> Option<pg_sys::Datum>) -> R,
 ) -> Vec<R> {
     let sql_c = CString::new(sql).expect("SQL holds no NUL byte");
+    let mut types: Vec<pg_sys::Oid> = args.iter().map(DatumWithOid::oid).collect();
+    let mut values: Vec<pg_sys::Datum> = args
+        .iter()
+        .map(|arg| {
+            arg.datum()
+                .map_or(pg_sys::Datum::from(0), |d| d.sans_lifetime())
+        })
+        .collect();
+    let nulls: Vec<std::ffi::c_char> = args
+        .iter()
+        .map(|arg| if arg.datum().is_none() { b'n' } else { b' ' } as std::ffi::c_char)
+        .chain([0])
+        .collect();
     Spi::connect(|_client| unsafe {
-        let plan = pg_sys::SPI_prepare(sql_c.as_ptr(), 0, std::ptr::null_mut());
+        let plan = pg_sys::SPI_prepare(sql_c.as_ptr(), args.len() as i32, types.as_mut_ptr());
         if plan.is_null() {
             errors::internal("cannot prepare", sql, pg_sys::SPI_result);
         }
         let status = pg_sys::SPI_execute_snapshot(
             plan,
-            std::ptr::null_mut(),
-            std::ptr::null(),
+            values.as_mut_ptr(),
+            nulls.as_ptr(),
             pg_sys::GetLatestSnapshot(),
             std::ptr::null_mut(),
             true,
@@ -833,6 +849,19 @@ impl TaskTable {
         }
     }
 
+    /// Whether row-level security applies to the caller on this table (its policies decide which rows
+    /// a write finds, not only its privileges).
+    pub fn row_security(&self) -> bool {
+        let applies = unsafe { pg_sys::check_enable_rls(self.relid, pg_sys::InvalidOid, false) };
+        applies == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32
+    }
+
+    /// Whether task `id` has a row the caller may see in a snapshot taken now (with a transaction
+    /// snapshot: one created after it too). Read with the caller's privileges.
+    pub fn has_row_now(&self, id: Typed) -> bool {
+        !read_latest(&self.read_stage, &[id.arg()], |_| ()).is_empty()
+    }
+
     /// May a CAS go from `expected` to `new`? Never out of a terminal stage; with a graph, only along it.
     /// Fails closed (55000) while a label the graph names was renamed: the graph no longer says what it
     /// said; registering it again is the repair, so only the CAS checks this, not the description.
@@ -1120,6 +1149,7 @@ fn read_registrations() -> Vec<Registration> {
                     {recorded}, {later}, {places}
                FROM orch_lease.task_table t"
             ),
+            &[],
             |row| {
                 let oid = |column| {
                     row(column).map_or(pg_sys::InvalidOid, |datum| {
