@@ -28,6 +28,7 @@ const GUARD: &str = "SELECT orch_lease.install_bypass_guard";
 const HELD: &str = "SELECT orch_lease.transition_lease_held";
 const SESSION: &str = "SELECT outcome FROM orch_lease.transition_lease_acquire_session";
 const SWITCH: &str = "SELECT orch_lease.set_enabled";
+const HAND: &str = "SELECT orch_lease.transition_lease_hand_over";
 
 fn cases() -> Vec<(String, Expect)> {
     let long = "x".repeat(1025);
@@ -137,6 +138,45 @@ fn cases() -> Vec<(String, Expect)> {
         c(
             format!("{TAKEOVER}('live-boot', 'orchestrator')"),
             Returns("0"),
+        ),
+        // transition_lease_hand_over (0.5.0): recover's checks of the instance; a role that exists. An
+        // instance with no boot changes nothing (0 boots handed over).
+        c(format!("{HAND}(NULL, 'postgres')"), Error("22004")),
+        c(format!("{HAND}('', 'postgres')"), Error("22023")),
+        c(format!("{HAND}(' \t\n ', 'postgres')"), Error("22023")),
+        c(format!("{HAND}('{long}', 'postgres')"), Error("22001")),
+        c(
+            format!("{HAND}(repeat('''', 257), 'postgres')"),
+            Error("22001"),
+        ),
+        c(
+            format!("{HAND}(repeat('''', 256), 'postgres')"),
+            Returns("0"),
+        ),
+        c(format!("{HAND}({controls}, 'postgres')"), Error("22001")),
+        c(
+            format!("{HAND}('no-such-instance', 'postgres')"),
+            Returns("0"),
+        ),
+        c(format!("{HAND}('orchestrator', NULL)"), Error("22004")),
+        c(format!("{HAND}('orchestrator', '')"), Error("22023")),
+        c(
+            format!("{HAND}('orchestrator', 'no_such_role')"),
+            Error("42704"),
+        ),
+        c(format!("{HAND}('orchestrator', 'PUBLIC')"), Error("42704")),
+        c(
+            format!("{HAND}('orchestrator', 'postgres''; DROP TABLE tasks; --')"),
+            Error("42704"),
+        ),
+        c(format!("{HAND}('orchestrator', {quotes})"), Error("42704")),
+        c(
+            format!("{HAND}('orchestrator', {controls})"),
+            Error("42704"),
+        ),
+        c(
+            format!("{HAND}('orchestrator', '{long_unicode}')"),
+            Error("22001"),
         ),
         // register_task_table
         c(format!("{REGISTER}(NULL)"), Error("22004")),
@@ -471,7 +511,7 @@ fn own_count_only(
 }
 
 /// Cases that reach orch_lease, and cases PostgreSQL's parser rejects before it runs.
-const REACHING_ORCH_LEASE: usize = 137;
+const REACHING_ORCH_LEASE: usize = 153;
 const REJECTED_BY_THE_PARSER: usize = 4;
 
 #[test]
@@ -849,7 +889,11 @@ fn a_row_the_caller_may_not_update_is_not_found() {
         (row.get(0), row.get(1))
     };
     // B on A's task: no lease, no token.
-    assert_eq!(acquire(&mut b, "1"), ("not_found".into(), None), "B acquire(A's 1)");
+    assert_eq!(
+        acquire(&mut b, "1"),
+        ("not_found".into(), None),
+        "B acquire(A's 1)"
+    );
     // Each tenant on its own task: granted; A's is A's, not held by B.
     assert_eq!(acquire(&mut a, "1").0, "acquired", "A acquire(its own 1)");
     assert_eq!(acquire(&mut b, "2").0, "acquired", "B acquire(its own 2)");
@@ -870,5 +914,9 @@ fn a_row_the_caller_may_not_update_is_not_found() {
         )
         .map(|row| (row.get(0), row.get(1)))
         .unwrap();
-    assert_eq!(runs, (true, false), "(the UPDATE policy ran, with another role's rights)");
+    assert_eq!(
+        runs,
+        (true, false),
+        "(the UPDATE policy ran, with another role's rights)"
+    );
 }
