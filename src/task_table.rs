@@ -420,6 +420,46 @@ fn lock_registry(mode: u32, limit_ms: i32, message: &str, hint: &str) {
     }
 }
 
+/// `TaskTable::readable_at_once` of the relation `relid`, then of its indexes and partitions, each
+/// listed once its parent's lock is held (no partition attached or detached meanwhile).
+fn readable_at_once(relid: pg_sys::Oid) -> bool {
+    let lock = |relid| unsafe {
+        pg_sys::ConditionalLockRelationOid(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE)
+    };
+    if !lock(relid) {
+        return false;
+    }
+    let (indexes, partitions) = unsafe {
+        let relation = pg_sys::RelationIdGetRelation(relid);
+        let indexes = oids(pg_sys::RelationGetIndexList(relation));
+        let partitions = match (*(*relation).rd_rel).relkind
+            == pg_sys::RELKIND_PARTITIONED_TABLE as std::ffi::c_char
+        {
+            true => {
+                let parts = pg_sys::RelationGetPartitionDesc(relation, true);
+                match (*parts).nparts {
+                    0 => Vec::new(),
+                    n => std::slice::from_raw_parts((*parts).oids, n as usize).to_vec(),
+                }
+            }
+            false => Vec::new(),
+        };
+        pg_sys::RelationClose(relation);
+        (indexes, partitions)
+    };
+    indexes.into_iter().all(lock) && partitions.into_iter().all(readable_at_once)
+}
+
+/// The oids of an OID list (none for NIL).
+unsafe fn oids(list: *mut pg_sys::List) -> Vec<pg_sys::Oid> {
+    match list.is_null() {
+        true => Vec::new(),
+        false => (0..(*list).length as usize)
+            .map(|n| (*(*list).elements.add(n)).oid_value)
+            .collect(),
+    }
+}
+
 /// The registry table, `orch_lease.task_table`.
 fn registry() -> pg_sys::Oid {
     let schema = unsafe { pg_sys::get_namespace_oid(c"orch_lease".as_ptr(), false) };
@@ -836,17 +876,13 @@ pub struct TaskTable {
 }
 
 impl TaskTable {
-    /// Takes the table's ACCESS SHARE lock if it is free at once, which reading its rows needs: a lock
-    /// that conflicts (DDL, `LOCK TABLE`, prepared or not) or one queued for it (a migration's ALTER
+    /// Takes the ACCESS SHARE lock that reading the table's rows needs, on it, a partitioned table's
+    /// partitions and the indexes of each, if it is free at once: a lock that conflicts (DDL, `LOCK
+    /// TABLE`, a `REINDEX` of one index, prepared or not) or one queued for it (a migration's ALTER
     /// waiting behind a long reader) is not waited for (red team G14). Kept to the transaction's end,
-    /// as any read keeps it.
+    /// as any read keeps them.
     pub fn readable_at_once(&self) -> bool {
-        unsafe {
-            pg_sys::ConditionalLockRelationOid(
-                self.relid,
-                pg_sys::AccessShareLock as pg_sys::LOCKMODE,
-            )
-        }
+        readable_at_once(self.relid)
     }
 
     /// Whether row-level security applies to the caller on this table (its policies decide which rows

@@ -55,6 +55,21 @@ answer "acquire behind a queued ALTER TABLE" "${acquire/\'5\'/\'6\'}" busy
 q -c "ROLLBACK PREPARED 'g14_reader'" >/dev/null
 wait "$alter_pid"
 alter_pid=""
-# 3. The table free again: granted.
-answer "acquire once the migration ran" "${acquire/\'5\'/\'6\'}" acquired
-answer "acquire once the lock was gone" "$acquire" acquired
+# 3. A lock on one index only (REINDEX), or on one partition of a partitioned task table, prepared.
+q -c "CREATE TABLE parted (id bigint PRIMARY KEY, stage text NOT NULL) PARTITION BY RANGE (id)" \
+  -c "CREATE TABLE parted_low PARTITION OF parted FOR VALUES FROM (0) TO (100)" \
+  -c "CREATE TABLE parted_high PARTITION OF parted FOR VALUES FROM (100) TO (200)" \
+  -c "INSERT INTO parted VALUES (7, 'queued'), (150, 'queued')" \
+  -c "SELECT orch_lease.register_task_table('parted')" >/dev/null
+q -c "BEGIN" -c "REINDEX INDEX tasks_pkey" -c "PREPARE TRANSACTION 'g14_lock'" >/dev/null
+of_tasks="SELECT outcome FROM orch_lease.transition_lease_acquire('5', 'w', 1, 'boot-w', task_table => 'tasks')"
+answer "acquire under a prepared REINDEX of the id's index" "$of_tasks" busy
+q -c "ROLLBACK PREPARED 'g14_lock'" >/dev/null
+q -c "BEGIN" -c "LOCK TABLE parted_high IN ACCESS EXCLUSIVE MODE" -c "PREPARE TRANSACTION 'g14_lock'" >/dev/null
+answer "acquire of a row of the locked partition" \
+       "SELECT outcome FROM orch_lease.transition_lease_acquire('150', 'w', 1, 'boot-w', task_table => 'parted')" busy
+q -c "ROLLBACK PREPARED 'g14_lock'" >/dev/null
+answer "acquire once the partition is free" \
+       "SELECT outcome FROM orch_lease.transition_lease_acquire('150', 'w', 1, 'boot-w', task_table => 'parted')" acquired
+# 4. The table free again: granted.
+answer "acquire once the migration ran" "$of_tasks" acquired
