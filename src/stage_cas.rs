@@ -332,6 +332,7 @@ pub fn writable_row(client: &SpiClient<'_>, table: &TaskTable, id: Typed) -> Res
         false => read_stage(client, table, id).is_some(),
         true => races::lost_race_as(|| Ok(current_stage(client, table, id).is_some()), Err)?,
     };
+    // SAFETY: a plain global of the backend (the transaction's isolation level), read on its only thread.
     let snapshot = unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32;
     if !found && snapshot && table.has_row_now(id) {
         return Err(Lost::Conflict);
@@ -358,7 +359,7 @@ pub fn current_stage(
         Err(error)
             if races::report_of(&error).sql_error_code()
                 == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE
-                && unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32 =>
+                && !races::one_snapshot() =>
         {
             read_stage(client, table, id)
         }
