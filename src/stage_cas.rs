@@ -322,13 +322,12 @@ pub fn read_stage(client: &SpiClient<'_>, table: &TaskTable, id: Typed) -> Optio
     stage_of(table, plans::run(client, &table.read_stage, &[id.arg()]))
 }
 
-/// Has task `id` a row the caller may write? Read with the caller's privileges, and under row-level
-/// security as a write would find it (`current_stage`, only there: it takes a row lock to look): a row
-/// its SELECT policies show but its UPDATE policies hide is none, as for the CAS (red team G8). With a
-/// transaction snapshot that shows none, a row created since is a lost race (`retry`), never a final
-/// answer (G10).
+/// Has task `id` a row the caller may write? Read with the caller's privileges, and where its UPDATE
+/// policies may hide rows its SELECT ones show, as a write would find it (`current_stage`, only there:
+/// it takes a row lock to look): such a row is none, as for the CAS (red team G8). With a transaction
+/// snapshot that shows none, a row created since is a lost race (`retry`), never a final answer (G10).
 pub fn writable_row(client: &SpiClient<'_>, table: &TaskTable, id: Typed) -> Result<bool, Lost> {
-    let found = match table.row_security() {
+    let found = match table.write_sees_less() {
         false => read_stage(client, table, id).is_some(),
         true => races::lost_race_as(|| Ok(current_stage(client, table, id).is_some()), Err)?,
     };

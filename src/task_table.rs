@@ -911,12 +911,33 @@ impl TaskTable {
         readable_at_once(self.relid)
     }
 
-    /// Whether row-level security applies to the caller on this table (its policies decide which rows
-    /// a write finds, not only its privileges).
-    pub fn row_security(&self) -> bool {
+    /// Whether the caller's write may find fewer rows than its read: row-level security applies to it,
+    /// and a policy of the table is for SELECT or for UPDATE alone ("read all, update own"). Policies
+    /// FOR ALL (and for INSERT or DELETE) hide the same rows from both. The caller holds the table's
+    /// lock (`readable_at_once`).
+    pub fn write_sees_less(&self) -> bool {
         // SAFETY: catalog lookups of the registered table (described, so it exists), as the caller.
         let applies = unsafe { pg_sys::check_enable_rls(self.relid, pg_sys::InvalidOid, false) };
-        applies == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32
+        if applies != pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32 {
+            return false;
+        }
+        // SAFETY: the table is locked, so its relcache entry and policy list stay valid until closed
+        // here; the list (NIL when there is none) holds RowSecurityPolicy pointers.
+        unsafe {
+            let relation = pg_sys::RelationIdGetRelation(self.relid);
+            let desc = (*relation).rd_rsdesc;
+            let policies = match desc.is_null() || (*desc).policies.is_null() {
+                true => 0,
+                false => (*(*desc).policies).length as usize,
+            };
+            let one_command = (0..policies).any(|n| {
+                let policy = (*(*(*desc).policies).elements.add(n)).ptr_value
+                    as *const pg_sys::RowSecurityPolicy;
+                [pg_sys::ACL_SELECT_CHR, pg_sys::ACL_UPDATE_CHR].contains(&((*policy).polcmd as u8))
+            });
+            pg_sys::RelationClose(relation);
+            one_command
+        }
     }
 
     /// Whether task `id` has a row the caller may see in a snapshot taken now (with a transaction
