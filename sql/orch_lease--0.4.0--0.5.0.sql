@@ -215,6 +215,30 @@ BEGIN
         '[]'), true);
 END
 $keep$;
+-- Red team 2, G12 (part 1 of 2, the end of this file has part 2): the functions dropped and created
+-- again just below give orch_lease's own roles their EXECUTE as a fresh install does, which undid a site's
+-- REVOKE of it. Kept here: the function names on which a site took away a grant 0.4.0 made to
+-- orch_lease_actor or orch_lease_admin (its initial privilege, pg_init_privs, that the ACL lacks).
+DO $revoked$
+BEGIN
+    PERFORM pg_catalog.set_config('orch_lease_upgrade.revoked', coalesce((
+        SELECT pg_catalog.json_agg(pg_catalog.json_build_array(d.proname, d.rolname))::text FROM (
+        SELECT DISTINCT p.proname::text, r.rolname::text
+          FROM pg_catalog.pg_proc p
+          JOIN pg_catalog.pg_init_privs i
+            ON i.objoid OPERATOR(pg_catalog.=) p.oid
+           AND i.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+         CROSS JOIN LATERAL pg_catalog.aclexplode(i.initprivs) g
+          JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) g.grantee
+         WHERE p.pronamespace OPERATOR(pg_catalog.=) 'orch_lease'::pg_catalog.regnamespace
+           AND g.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'
+           AND r.rolname OPERATOR(pg_catalog.=) ANY (ARRAY['orch_lease_actor', 'orch_lease_admin']::pg_catalog.name[])
+           AND NOT EXISTS (SELECT FROM pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a
+                            WHERE a.grantee OPERATOR(pg_catalog.=) g.grantee
+                              AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE')) d (proname, rolname)),
+        '[]'), true);
+END
+$revoked$;
 DROP FUNCTION orch_lease.transition_lease_acquire(text, text, integer, text, text);
 DROP FUNCTION orch_lease.transition_lease_acquire_session(text, text, text);
 DROP FUNCTION orch_lease.transition_lease_release(text, bigint);
@@ -643,3 +667,47 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION orch_lease.transition_lease_metrics() IS
     'Counters (grants, refusals, releases, reclaims by kind, CAS outcomes) and gauges (leases by liveness, oldest live lease age, the kill-switch and when it last switched).';
+
+-- ---------------------------------------------------------------------------------------------------
+-- Red team 2, G4 (#27): the registry records the id column's number too. Swapping two columns' names
+-- (or registering again with another id column while leases were held) silently made every held lease
+-- another row's; a column renamed to the registered name is now refused at the next call. A table
+-- registered before keeps the column that has its id column's name now (what 0.4.0 keyed by).
+ALTER TABLE orch_lease.task_table ADD COLUMN id_attnum smallint;
+COMMENT ON COLUMN orch_lease.task_table.id_attnum IS
+    'The id column''s number when it was registered: a column renamed to its name is another column, and the table must be registered again.';
+UPDATE orch_lease.task_table t
+   SET id_attnum = a.attnum
+  FROM pg_catalog.pg_attribute a
+ WHERE a.attrelid = t.relid AND a.attname = t.id_column AND NOT a.attisdropped;
+
+-- ---------------------------------------------------------------------------------------------------
+-- Red team 2, G12 (part 2 of 2): the site's REVOKE carries over to the functions of the same name 0.5.0
+-- created again. Their initial privileges stay a fresh install's, so that pg_dump writes the REVOKE and a
+-- restore keeps it (a REVOKE run by an update script is recorded there too: put back).
+DO $revoked$
+DECLARE
+    kept json;
+    fn regprocedure;
+BEGIN
+    FOR kept IN SELECT pg_catalog.json_array_elements(
+                    pg_catalog.current_setting('orch_lease_upgrade.revoked')::json) LOOP
+        FOR fn IN SELECT p.oid FROM pg_catalog.pg_proc p
+                   WHERE p.pronamespace OPERATOR(pg_catalog.=) 'orch_lease'::pg_catalog.regnamespace
+                     AND p.proname OPERATOR(pg_catalog.=) (kept->>0)::pg_catalog.name
+                     AND EXISTS (SELECT FROM pg_catalog.aclexplode(p.proacl) a
+                                  WHERE a.grantee OPERATOR(pg_catalog.=) (kept->>1)::pg_catalog.regrole
+                                    AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE') LOOP
+            EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM %I', fn, kept->>1);
+            UPDATE pg_catalog.pg_init_privs i
+               SET initprivs = pg_catalog.array_append(i.initprivs,
+                       pg_catalog.makeaclitem((kept->>1)::pg_catalog.regrole, p.proowner, 'EXECUTE', false))
+              FROM pg_catalog.pg_proc p
+             WHERE p.oid OPERATOR(pg_catalog.=) fn
+               AND i.objoid OPERATOR(pg_catalog.=) fn
+               AND i.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+               AND i.objsubid OPERATOR(pg_catalog.=) 0;
+        END LOOP;
+    END LOOP;
+END
+$revoked$;
