@@ -46,8 +46,9 @@ SELECT pg_catalog.pg_extension_config_dump('orch_lease.task_table', '');
 /// one registered before (the others are left alone). The caller must own it; the id column must be
 /// unique by itself and its type must have an equality operator; the stage column may be text, varchar
 /// or an enum. From then on every work item of it is keyed by its id's canonical form, and acquire
-/// answers `not_found` for an id with no row, unless `rows_created_later`. A partition and its
-/// partitioned table are one set of rows: only one of them may be registered.
+/// answers `not_found` for an id with no row, unless `rows_created_later`. Only one table of an
+/// inheritance or partition family may be registered (`one_of_its_family`), and while leases on it are
+/// held its id column cannot change (another column, by name or by number).
 #[pg_extern(
     volatile,
     parallel_unsafe,
