@@ -58,7 +58,7 @@ for table in ptasks eu; do
     got=$(answer "SELECT outcome FROM orch_lease.update_task_stage_cas('7', 'queued', 'running', task_table => '$table')")
     [ "$got" = 55000 ] || red "CAS (7) on $table after ATTACH PARTITION: $got"
 done
-# The refusal names the other table and says what to do.
+# The refusal names the other table and says what to do (|| true: the error is the answer, checked next).
 got=$("$PSQL" -X -At -d "$db" -c "SELECT orch_lease.transition_lease_acquire('7', 'B', 1, 'b-boot', task_table => 'ptasks')" 2>&1 || true)
 [[ $got == *'shares its rows with the registered task table "public.eu"'* && $got == *HINT* ]] || red "the refusal: $got"
 # The holder of (eu, 7) can still end its lease.
