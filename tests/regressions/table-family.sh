@@ -67,18 +67,36 @@ got=$(answer "SELECT orch_lease.transition_lease_force_release('7', task_table =
 q -c "ALTER TABLE ptasks DETACH PARTITION eu" >/dev/null
 got=$(answer "SELECT outcome FROM orch_lease.transition_lease_acquire('7', 'B', 1, 'b-boot', task_table => 'eu')")
 [ "$got" = acquired ] || red "acquire (eu, 7) after DETACH: $got"
-# Two levels down, through an unregistered partition in between: ATTACH touches only the middle table
-# and the attached one, yet a session that described the top one before must see it too. One session,
-# the ATTACH made by another; (eu, 7) is held when the top table is asked for 7.
+# Levels apart, through unregistered partitioned tables in between: a session that described the top
+# table before must see that it now holds the rows of eu, registered, two levels down (ATTACH
+# invalidates the table attached to, the one attached and its partitions). One session, the ATTACH
+# made by another; (eu, 7) is held when the top table is asked for 7.
 q -c "CREATE TABLE world (id bigint PRIMARY KEY, stage text NOT NULL) PARTITION BY RANGE (id)" \
   -c "CREATE TABLE middle PARTITION OF world FOR VALUES FROM (0) TO (1000) PARTITION BY RANGE (id)" \
+  -c "CREATE TABLE sub (id bigint PRIMARY KEY, stage text NOT NULL) PARTITION BY RANGE (id)" \
+  -c "ALTER TABLE sub ATTACH PARTITION eu FOR VALUES FROM (0) TO (100)" \
   -c "SELECT orch_lease.unregister_task_table('ptasks')" \
   -c "SELECT orch_lease.register_task_table('world')" >/dev/null
 got=$("$PSQL" -X -At -v VERBOSITY=sqlstate -d "$db" 2>&1 <<SQL || true # the error is the answer, checked next
 SELECT outcome FROM orch_lease.transition_lease_acquire('8', 'A', 1, 'a-boot', task_table => 'world');
-\! "$PSQL" -X -q -d "$db" -c "ALTER TABLE middle ATTACH PARTITION eu FOR VALUES FROM (0) TO (100)"
+\! "$PSQL" -X -q -d "$db" -c "ALTER TABLE middle ATTACH PARTITION sub FOR VALUES FROM (0) TO (100)"
 SELECT outcome FROM orch_lease.transition_lease_acquire('7', 'A', 1, 'a-boot', task_table => 'world');
 SQL
 )
 [ "$(echo "$got" | tr '\n' ' ')" = "not_found ERROR:  55000 " ] || red "the top table, described before an ATTACH two levels down: $got"
+# The same with plain inheritance, where PostgreSQL invalidates only the two tables joined (neither of
+# them registered): a registered grandparent and a registered grandchild become one family.
+q -c "CREATE TABLE gp (id bigint PRIMARY KEY, stage text NOT NULL)" \
+  -c "CREATE TABLE p1 (PRIMARY KEY (id)) INHERITS (gp)" \
+  -c "CREATE TABLE p2 (id bigint PRIMARY KEY, stage text NOT NULL)" \
+  -c "CREATE TABLE gc (PRIMARY KEY (id)) INHERITS (p2)" \
+  -c "INSERT INTO gp VALUES (5, 'queued')" \
+  -c "SELECT orch_lease.register_task_table('gp')" -c "SELECT orch_lease.register_task_table('gc')" >/dev/null
+got=$("$PSQL" -X -At -v VERBOSITY=sqlstate -d "$db" 2>&1 <<SQL || true # the error is the answer, checked next
+SELECT outcome FROM orch_lease.transition_lease_acquire('5', 'A', 1, 'a-boot', task_table => 'gp');
+\! "$PSQL" -X -q -d "$db" -c "ALTER TABLE p2 INHERIT p1"
+SELECT outcome FROM orch_lease.transition_lease_acquire('5', 'B', 1, 'b-boot', task_table => 'gp');
+SQL
+)
+[ "$(echo "$got" | tr '\n' ' ')" = "acquired ERROR:  55000 " ] || red "the grandparent, described before an INHERIT two levels down: $got"
 echo "table-family: a table's work items are its own rows; a family with two registrations is refused at every call"
