@@ -1282,6 +1282,7 @@ fn describe_task_table(
     // A plain table's work items are its own rows: not its inheritance children's, which its unique
     // index does not cover and its bypass guard does not see (red team 2, G1). A partitioned table's
     // rows are its partitions'.
+    // SAFETY: a catalog cache look-up by oid, in the call's transaction; a dropped relation gives 0.
     let only = match unsafe { pg_sys::get_rel_relkind(relid) } as u8 {
         pg_sys::RELKIND_RELATION => "ONLY ",
         pg_sys::RELKIND_PARTITIONED_TABLE => "",
