@@ -86,7 +86,9 @@ for from in 0.1.0 0.2.0 0.3.0 0.4.0; do
         GRANT EXECUTE ON FUNCTION orch_lease.commit_stage_cas TO orch_lease_site_caller" >/dev/null
     # A site's REVOKE on orch_lease's own role, on a function 0.5.0 recreates: kept, and dumped (red team
     # 2, G12: the update gave it back).
-    [ "$from" != 0.4.0 ] || q "REVOKE EXECUTE ON FUNCTION orch_lease.transition_lease_liveness FROM orch_lease_actor" >/dev/null
+    # Its GRANT of one to them too (the update dropped it).
+    [ "$from" != 0.4.0 ] || q "REVOKE EXECUTE ON FUNCTION orch_lease.transition_lease_liveness FROM orch_lease_actor;
+        GRANT EXECUTE ON FUNCTION orch_lease.register_stage_graph TO orch_lease_actor" >/dev/null
     # A site's own view over the history: the update must not need its tables' columns unused (red3 F1).
     q "CREATE VIEW public.site_history AS SELECT event, work_item FROM orch_lease.lease_event" >/dev/null
     use_library target/releases/current.so
@@ -157,7 +159,12 @@ for from in 0.1.0 0.2.0 0.3.0 0.4.0; do
               "the update gave orch_lease_actor back the EXECUTE on liveness the site revoked"
         grep -Eq '^REVOKE ALL ON FUNCTION orch_lease\.transition_lease_liveness\(.*\) FROM orch_lease_actor;$' "target/dump-from-$from.sql" ||
             fail "pg_dump leaves out the site's REVOKE on liveness (target/dump-from-$from.sql)"
-        q "GRANT EXECUTE ON FUNCTION $liveness TO orch_lease_actor" >/dev/null
+        graph="orch_lease.register_stage_graph(text[],text[],regclass)"
+        check "SELECT has_function_privilege('orch_lease_actor', '$graph', 'EXECUTE')" t \
+              "the update dropped the site's GRANT of register_stage_graph to orch_lease_actor"
+        grep -Eq '^GRANT ALL ON FUNCTION orch_lease\.register_stage_graph\(.*\) TO orch_lease_actor;$' "target/dump-from-$from.sql" ||
+            fail "pg_dump leaves out the site's GRANT of register_stage_graph (target/dump-from-$from.sql)"
+        q "GRANT EXECUTE ON FUNCTION $liveness TO orch_lease_actor; REVOKE EXECUTE ON FUNCTION $graph FROM orch_lease_actor" >/dev/null
     fi
 
     # #29 item 15: a lease or boot from before 0.4.0 named no role, so any actor could end that lease with

@@ -217,28 +217,34 @@ END
 $keep$;
 -- Red team 2, G12 (part 1 of 2, the end of this file has part 2): the functions dropped and created
 -- again just below give orch_lease's own roles their EXECUTE as a fresh install does, which undid a site's
--- REVOKE of it. Kept here: the function names on which a site took away a grant 0.4.0 made to
--- orch_lease_actor or orch_lease_admin (its initial privilege, pg_init_privs, that the ACL lacks).
-DO $revoked$
+-- REVOKE of it (and dropped a site's GRANT of one to them). Kept here: where a site changed what 0.4.0
+-- gave orch_lease_actor or orch_lease_admin — the function's initial privilege (pg_init_privs) against
+-- its ACL — by function name, role and the statement that made the difference.
+DO $site$
 BEGIN
-    PERFORM pg_catalog.set_config('orch_lease_upgrade.revoked', coalesce((
-        SELECT pg_catalog.json_agg(pg_catalog.json_build_array(d.proname, d.rolname))::text FROM (
-        SELECT DISTINCT p.proname::text, r.rolname::text
+    PERFORM pg_catalog.set_config('orch_lease_upgrade.site_acl', coalesce((
+        SELECT pg_catalog.json_agg(pg_catalog.json_build_array(d.proname, d.rolname, d.statement))::text FROM (
+        SELECT DISTINCT p.proname::text, r.rolname::text,
+               CASE WHEN x.initial THEN 'REVOKE' ELSE 'GRANT' END
           FROM pg_catalog.pg_proc p
-          JOIN pg_catalog.pg_init_privs i
+          JOIN pg_catalog.pg_roles r
+            ON r.rolname OPERATOR(pg_catalog.=) ANY (ARRAY['orch_lease_actor', 'orch_lease_admin']::pg_catalog.name[])
+          LEFT JOIN pg_catalog.pg_init_privs i
             ON i.objoid OPERATOR(pg_catalog.=) p.oid
            AND i.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
-         CROSS JOIN LATERAL pg_catalog.aclexplode(i.initprivs) g
-          JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) g.grantee
+           AND i.objsubid OPERATOR(pg_catalog.=) 0
+         CROSS JOIN LATERAL (SELECT
+               EXISTS (SELECT FROM pg_catalog.aclexplode(i.initprivs) g
+                        WHERE g.grantee OPERATOR(pg_catalog.=) r.oid
+                          AND g.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE') AS initial,
+               EXISTS (SELECT FROM pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a
+                        WHERE a.grantee OPERATOR(pg_catalog.=) r.oid
+                          AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE') AS now) x
          WHERE p.pronamespace OPERATOR(pg_catalog.=) 'orch_lease'::pg_catalog.regnamespace
-           AND g.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'
-           AND r.rolname OPERATOR(pg_catalog.=) ANY (ARRAY['orch_lease_actor', 'orch_lease_admin']::pg_catalog.name[])
-           AND NOT EXISTS (SELECT FROM pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a
-                            WHERE a.grantee OPERATOR(pg_catalog.=) g.grantee
-                              AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE')) d (proname, rolname)),
+           AND x.initial IS DISTINCT FROM x.now) d (proname, rolname, statement)),
         '[]'), true);
 END
-$revoked$;
+$site$;
 DROP FUNCTION orch_lease.transition_lease_acquire(text, text, integer, text, text);
 DROP FUNCTION orch_lease.transition_lease_acquire_session(text, text, text);
 DROP FUNCTION orch_lease.transition_lease_release(text, bigint);
@@ -682,32 +688,37 @@ UPDATE orch_lease.task_table t
  WHERE a.attrelid = t.relid AND a.attname = t.id_column AND NOT a.attisdropped;
 
 -- ---------------------------------------------------------------------------------------------------
--- Red team 2, G12 (part 2 of 2): the site's REVOKE carries over to the functions of the same name 0.5.0
--- created again. Their initial privileges stay a fresh install's, so that pg_dump writes the REVOKE and a
--- restore keeps it (a REVOKE run by an update script is recorded there too: put back).
-DO $revoked$
+-- Red team 2, G12 (part 2 of 2): what a site changed of orch_lease's own roles' EXECUTE carries over to
+-- the functions of the same name 0.5.0 created again. Their initial privileges stay a fresh install's,
+-- so that pg_dump writes the site's statement and a restore keeps it (a GRANT or REVOKE run by an update
+-- script is recorded there too: undone).
+DO $site$
 DECLARE
     kept json;
     fn regprocedure;
+    owner oid;
+    item aclitem;
 BEGIN
     FOR kept IN SELECT pg_catalog.json_array_elements(
-                    pg_catalog.current_setting('orch_lease_upgrade.revoked')::json) LOOP
-        FOR fn IN SELECT p.oid FROM pg_catalog.pg_proc p
+                    pg_catalog.current_setting('orch_lease_upgrade.site_acl')::json) LOOP
+        FOR fn, owner IN SELECT p.oid, p.proowner FROM pg_catalog.pg_proc p
                    WHERE p.pronamespace OPERATOR(pg_catalog.=) 'orch_lease'::pg_catalog.regnamespace
                      AND p.proname OPERATOR(pg_catalog.=) (kept->>0)::pg_catalog.name
-                     AND EXISTS (SELECT FROM pg_catalog.aclexplode(p.proacl) a
+                     -- only where the new function differs from what the site made
+                     AND EXISTS (SELECT FROM pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a
                                   WHERE a.grantee OPERATOR(pg_catalog.=) (kept->>1)::pg_catalog.regrole
-                                    AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE') LOOP
-            EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM %I', fn, kept->>1);
+                                    AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE')
+                         OPERATOR(pg_catalog.=) (kept->>2 OPERATOR(pg_catalog.=) 'REVOKE') LOOP
+            EXECUTE pg_catalog.format('%s EXECUTE ON FUNCTION %s %s %I', kept->>2, fn,
+                                      CASE kept->>2 WHEN 'REVOKE' THEN 'FROM' ELSE 'TO' END, kept->>1);
+            item := pg_catalog.makeaclitem((kept->>1)::pg_catalog.regrole, owner, 'EXECUTE', false);
             UPDATE pg_catalog.pg_init_privs i
-               SET initprivs = pg_catalog.array_append(i.initprivs,
-                       pg_catalog.makeaclitem((kept->>1)::pg_catalog.regrole, p.proowner, 'EXECUTE', false))
-              FROM pg_catalog.pg_proc p
-             WHERE p.oid OPERATOR(pg_catalog.=) fn
-               AND i.objoid OPERATOR(pg_catalog.=) fn
+               SET initprivs = CASE kept->>2 WHEN 'REVOKE' THEN pg_catalog.array_append(i.initprivs, item)
+                                             ELSE pg_catalog.array_remove(i.initprivs, item) END
+             WHERE i.objoid OPERATOR(pg_catalog.=) fn
                AND i.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
                AND i.objsubid OPERATOR(pg_catalog.=) 0;
         END LOOP;
     END LOOP;
 END
-$revoked$;
+$site$;
