@@ -15,6 +15,12 @@ q() { "$PSQL" -X -v ON_ERROR_STOP=1 -At -d "$db" "$@"; }
 # || true: an error is the answer here (its SQLSTATE), checked next.
 answer() { "$PSQL" -X -v ON_ERROR_STOP=1 -v VERBOSITY=sqlstate -At -d "$db" -c "$1" 2>&1 | sed 's/^ERROR: *//' || true; }
 red() { echo "table-family: $*"; exit 1; }
+# ddl_between BEFORE DDL AFTER: BEFORE and AFTER in one session (what it cached in between counts), DDL
+# made by another session between them; the two answers (an error as its SQLSTATE) on one line.
+ddl_between() {
+    "$PSQL" -X -At -v VERBOSITY=sqlstate -d "$db" -c "$1" -c "\\! \"$PSQL\" -X -q -d $db -c \"$2\"" -c "$3" 2>&1 |
+        sed 's/^ERROR: *//' | tr '\n' ' ' | sed 's/ $//' || true # an error is the answer, checked by the caller
+}
 q -c "CREATE EXTENSION orch_lease" \
   -c "CREATE TABLE tasks (id bigint PRIMARY KEY, stage text NOT NULL)" \
   -c "CREATE TABLE tasks_child (PRIMARY KEY (id)) INHERITS (tasks)" \
@@ -77,13 +83,10 @@ q -c "CREATE TABLE world (id bigint PRIMARY KEY, stage text NOT NULL) PARTITION 
   -c "ALTER TABLE sub ATTACH PARTITION eu FOR VALUES FROM (0) TO (100)" \
   -c "SELECT orch_lease.unregister_task_table('ptasks')" \
   -c "SELECT orch_lease.register_task_table('world')" >/dev/null
-got=$("$PSQL" -X -At -v VERBOSITY=sqlstate -d "$db" 2>&1 <<SQL || true # the error is the answer, checked next
-SELECT outcome FROM orch_lease.transition_lease_acquire('8', 'A', 1, 'a-boot', task_table => 'world');
-\! "$PSQL" -X -q -d "$db" -c "ALTER TABLE middle ATTACH PARTITION sub FOR VALUES FROM (0) TO (100)"
-SELECT outcome FROM orch_lease.transition_lease_acquire('7', 'A', 1, 'a-boot', task_table => 'world');
-SQL
-)
-[ "$(echo "$got" | tr '\n' ' ')" = "not_found ERROR:  55000 " ] || red "the top table, described before an ATTACH two levels down: $got"
+got=$(ddl_between "SELECT outcome FROM orch_lease.transition_lease_acquire('8', 'A', 1, 'a-boot', task_table => 'world')" \
+                  "ALTER TABLE middle ATTACH PARTITION sub FOR VALUES FROM (0) TO (100)" \
+                  "SELECT outcome FROM orch_lease.transition_lease_acquire('7', 'A', 1, 'a-boot', task_table => 'world')")
+[ "$got" = "not_found 55000" ] || red "the top table, described before an ATTACH two levels down: $got"
 # The same with plain inheritance, where PostgreSQL invalidates only the two tables joined (neither of
 # them registered): a registered grandparent and a registered grandchild become one family.
 q -c "CREATE TABLE gp (id bigint PRIMARY KEY, stage text NOT NULL)" \
@@ -92,11 +95,8 @@ q -c "CREATE TABLE gp (id bigint PRIMARY KEY, stage text NOT NULL)" \
   -c "CREATE TABLE gc (PRIMARY KEY (id)) INHERITS (p2)" \
   -c "INSERT INTO gp VALUES (5, 'queued')" \
   -c "SELECT orch_lease.register_task_table('gp')" -c "SELECT orch_lease.register_task_table('gc')" >/dev/null
-got=$("$PSQL" -X -At -v VERBOSITY=sqlstate -d "$db" 2>&1 <<SQL || true # the error is the answer, checked next
-SELECT outcome FROM orch_lease.transition_lease_acquire('5', 'A', 1, 'a-boot', task_table => 'gp');
-\! "$PSQL" -X -q -d "$db" -c "ALTER TABLE p2 INHERIT p1"
-SELECT outcome FROM orch_lease.transition_lease_acquire('5', 'B', 1, 'b-boot', task_table => 'gp');
-SQL
-)
-[ "$(echo "$got" | tr '\n' ' ')" = "acquired ERROR:  55000 " ] || red "the grandparent, described before an INHERIT two levels down: $got"
+got=$(ddl_between "SELECT outcome FROM orch_lease.transition_lease_acquire('5', 'A', 1, 'a-boot', task_table => 'gp')" \
+                  "ALTER TABLE p2 INHERIT p1" \
+                  "SELECT outcome FROM orch_lease.transition_lease_acquire('5', 'B', 1, 'b-boot', task_table => 'gp')")
+[ "$got" = "acquired 55000" ] || red "the grandparent, described before an INHERIT two levels down: $got"
 echo "table-family: a table's work items are its own rows; a family with two registrations is refused at every call"
