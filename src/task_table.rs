@@ -495,12 +495,15 @@ fn lock_registry(mode: u32, limit_ms: i32, message: &str, hint: &str) {
 }
 
 /// `TaskTable::readable_at_once` of the relation `relid`, then of its indexes and partitions, each
-/// listed once its parent's lock is held (no partition attached or detached meanwhile).
-fn readable_at_once(relid: pg_sys::Oid) -> bool {
-    // SAFETY: a lock request by oid, which opens nothing; the lock is the transaction's.
-    let lock = |relid| unsafe {
-        pg_sys::ConditionalLockRelationOid(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE)
-    };
+/// listed once its parent's lock is held (no partition attached or detached meanwhile). With `keep`
+/// false (a partition, and what is below it) the locks are only looked at and let go: a read locks only
+/// the partition it finds the row in, and holding every partition's for the transaction would fill
+/// the lock table on a table of many partitions.
+fn readable_at_once(relid: pg_sys::Oid, keep: bool) -> bool {
+    let mode = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+    // SAFETY: lock requests by oid, which open nothing; a lock let go is one this call took.
+    let lock = |relid| unsafe { pg_sys::ConditionalLockRelationOid(relid, mode) };
+    let let_go = |relid| unsafe { pg_sys::UnlockRelationOid(relid, mode) };
     if !lock(relid) {
         return false;
     }
@@ -525,7 +528,19 @@ fn readable_at_once(relid: pg_sys::Oid) -> bool {
         pg_sys::RelationClose(relation);
         (indexes, partitions)
     };
-    indexes.into_iter().all(lock) && partitions.into_iter().all(readable_at_once)
+    let free = indexes.into_iter().all(|index| {
+        let free = lock(index);
+        if free && !keep {
+            let_go(index);
+        }
+        free
+    }) && partitions
+        .into_iter()
+        .all(|partition| readable_at_once(partition, false));
+    if !keep {
+        let_go(relid);
+    }
+    free
 }
 
 /// The oids of an OID list (none for NIL).
@@ -972,10 +987,10 @@ impl TaskTable {
     /// Takes the ACCESS SHARE lock that reading the table's rows needs, on it, a partitioned table's
     /// partitions and the indexes of each, if it is free at once: a lock that conflicts (DDL, `LOCK
     /// TABLE`, a `REINDEX` of one index, prepared or not) or one queued for it (a migration's ALTER
-    /// waiting behind a long reader) is not waited for (red team G14). Kept to the transaction's end,
-    /// as any read keeps them.
+    /// waiting behind a long reader) is not waited for (red team G14). The table's and its indexes'
+    /// are kept to the transaction's end, as any read keeps them; a partition's are looked at only.
     pub fn readable_at_once(&self) -> bool {
-        readable_at_once(self.relid)
+        readable_at_once(self.relid, true)
     }
 
     /// Whether the caller's write may find fewer rows than its read: row-level security applies to it,
