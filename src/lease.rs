@@ -273,45 +273,60 @@ fn request_lease(request: Request<'_>) -> PgHeapTuple<'static, AllocatedByRust> 
             stage: stage(stage_cas::read_stage).flatten(),
             ..Grant::new(true, outcome)
         };
+        // The task row is read with the table's lock, never waited for: acquire never waits (G14).
+        if (request.item.task.as_ref()).is_some_and(|(table, _)| !table.readable_at_once()) {
+            let busy = Grant::new(false, "busy");
+            owner::as_owner(|| record_grant(client, &request, &busy));
+            return busy;
+        }
         if !config::enabled() {
             return pass("disabled");
         }
         if !config::covers_scope(request.scope) {
             return pass("out_of_scope");
         }
-        // An id with no task row is no task (swapped arguments, a typo): no lease, no token drawn.
-        let rows_first = request
-            .item
-            .task
-            .as_ref()
-            .is_some_and(|(table, _)| !table.rows_created_later);
-        let decided = if rows_first && stage(stage_cas::read_stage).is_none() {
-            Grant::new(false, "not_found")
-        } else {
-            let role = owner::caller_name();
-            races::lost_race_as(
-                || {
-                    let decided = owner::as_owner(|| acquire(client, &request, &role));
-                    match decided.token {
-                        // A row changed after a transaction snapshot is `retry`: the grant is rolled
-                        // back with this attempt.
-                        Some(_) => Grant {
-                            stage: stage(stage_after_grant).flatten(),
-                            ..decided
-                        },
-                        None => decided,
-                    }
-                },
-                |lost| match lost {
-                    Lost::Locked => Grant::new(false, "busy"),
-                    Lost::Conflict => Grant::new(false, "retry"),
-                },
-            )
+        // An id with no task row the caller may write is no task (swapped arguments, a typo, another
+        // tenant's row): no lease, no token drawn.
+        let found = match &request.item.task {
+            Some((table, id)) if !table.rows_created_later => {
+                stage_cas::writable_row(client, table, *id)
+            }
+            _ => Ok(true),
+        };
+        let decided = match found {
+            Ok(false) => Grant::new(false, "not_found"),
+            Err(lost) => lost_grant(lost),
+            Ok(true) => {
+                let role = owner::caller_name();
+                races::lost_race_as(
+                    || {
+                        let decided = owner::as_owner(|| acquire(client, &request, &role));
+                        match decided.token {
+                            // A row changed after a transaction snapshot is `retry`: the grant is
+                            // rolled back with this attempt.
+                            Some(_) => Grant {
+                                stage: stage(stage_after_grant).flatten(),
+                                ..decided
+                            },
+                            None => decided,
+                        }
+                    },
+                    lost_grant,
+                )
+            }
         };
         owner::as_owner(|| record_grant(client, &request, &decided));
         decided
     })
     .into_row()
+}
+
+/// The refusal of an acquire that lost a race.
+fn lost_grant(lost: Lost) -> Grant {
+    match lost {
+        Lost::Locked => Grant::new(false, "busy"),
+        Lost::Conflict => Grant::new(false, "retry"),
+    }
 }
 
 /// The task's stage just after a grant. At READ COMMITTED the read's snapshot is taken after the grant,
