@@ -619,58 +619,8 @@ SELECT l.work_item,
     OR l.holder_role = CURRENT_USER;
 COMMENT ON VIEW orch_lease.transition_lease_status IS
     'Every held lease with its task table, owner, age and liveness (live; stale = boot superseded or session gone; unknown = boot never registered), whether orch_lease is on for the reader''s calls (the kill-switch), and whether the database session that registered the holder''s boot is gone (session_gone; NULL when none was recorded). Actors see their own role''s leases only.';
--- The metrics count not_held apart: OrchLeaseLostCommit watches lease_lost only.
-CREATE OR REPLACE FUNCTION orch_lease.transition_lease_metrics()
-RETURNS TABLE (metric text, label text, value double precision)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    -- Polling refusals are counted by sequences (0.5.0; those from before stay in event_count).
-    WITH counted AS (SELECT event, outcome, n FROM orch_lease.event_count
-                     UNION ALL
-                     SELECT 'refused', 'held', CASE WHEN is_called THEN last_value ELSE 0 END
-                       FROM orch_lease.refused_held_count
-                     UNION ALL
-                     SELECT 'refused', 'busy', CASE WHEN is_called THEN last_value ELSE 0 END
-                       FROM orch_lease.refused_busy_count),
-    series (metric, label, event, outcome) AS (VALUES
-        ('orch_lease_grants_total', 'acquired', 'acquired', NULL),
-        ('orch_lease_grants_total', 'reclaimed', 'reclaimed', 'reclaimed'),
-        ('orch_lease_refusals_total', 'held', 'refused', 'held'),
-        ('orch_lease_refusals_total', 'busy', 'refused', 'busy'),
-        ('orch_lease_refusals_total', 'superseded', 'refused', 'superseded'),
-        ('orch_lease_refusals_total', 'retry', 'refused', 'retry'),
-        ('orch_lease_refusals_total', 'not_found', 'refused', 'not_found'),
-        ('orch_lease_releases_total', 'released', 'released', NULL),
-        ('orch_lease_reclaims_total', 'stale', 'reclaimed', NULL),
-        ('orch_lease_reclaims_total', 'ceiling', 'reaped', NULL),
-        ('orch_lease_reclaims_total', 'manual', 'forced', NULL),
-        ('orch_lease_cas_total', 'applied', 'cas_applied', NULL),
-        ('orch_lease_cas_total', 'stage_mismatch', 'cas_lost', 'stage_mismatch'),
-        ('orch_lease_cas_total', 'lease_lost', 'cas_lost', 'lease_lost'),
-        ('orch_lease_cas_total', 'not_held', 'cas_lost', 'not_held'),
-        ('orch_lease_cas_total', 'not_found', 'cas_lost', 'not_found'),
-        ('orch_lease_cas_total', 'invalid_transition', 'cas_lost', 'invalid_transition'),
-        ('orch_lease_cas_total', 'retry', 'cas_lost', 'retry'))
-    SELECT s.metric, s.label, coalesce(sum(c.n), 0)::float8
-      FROM series s
-      LEFT JOIN counted c ON c.event = s.event AND c.outcome = coalesce(s.outcome, c.outcome)
-     GROUP BY s.metric, s.label
-    UNION ALL
-    SELECT 'orch_lease_leases', v.liveness, count(l.work_item)::float8
-      FROM (VALUES ('live'), ('stale'), ('unknown')) v (liveness)
-      LEFT JOIN orch_lease.transition_lease_status l ON l.liveness = v.liveness
-     GROUP BY v.liveness
-    UNION ALL
-    SELECT 'orch_lease_oldest_live_lease_age_seconds', '',
-           coalesce(max(age_s) FILTER (WHERE liveness = 'live'), 0)::float8
-      FROM orch_lease.transition_lease_status
-    UNION ALL
-    SELECT m.metric, '', m.value
-      FROM orch_lease.kill_switch() s,
-           LATERAL (VALUES ('orch_lease_enabled', s.enabled::integer::float8),
-                           ('orch_lease_enabled_changed_timestamp_seconds',
-                            coalesce(extract(epoch FROM s.changed_at), 0)::float8)) m (metric, value)
-     ORDER BY 1, 2
-$$;
+-- The metrics count not_held apart (OrchLeaseLostCommit watches lease_lost only): transition_lease_metrics
+-- is defined once below, with the counters of #26 (speed2).
 
 -- ---------------------------------------------------------------------------------------------------
 -- Issue #26, second round (speed2): the logical-move check is kept per backend. A write of the
