@@ -325,7 +325,8 @@ pub fn read_stage(client: &SpiClient<'_>, table: &TaskTable, id: Typed) -> Optio
 /// Has task `id` a row the caller may write? Read with the caller's privileges, and where its UPDATE
 /// policies may hide rows its SELECT ones show, as a write would find it (`current_stage`, only there:
 /// it takes a row lock to look): such a row is none, as for the CAS (red team G8). With a transaction
-/// snapshot that shows none, a row created since is a lost race (`retry`), never a final answer (G10).
+/// snapshot that shows none, a row created since is a lost race (`retry`), never a final answer (G10);
+/// one the snapshot shows but a write cannot find is not found (G16).
 pub fn writable_row(client: &SpiClient<'_>, table: &TaskTable, id: Typed) -> Result<bool, Lost> {
     let found = match table.write_sees_less() {
         false => read_stage(client, table, id).is_some(),
@@ -334,6 +335,11 @@ pub fn writable_row(client: &SpiClient<'_>, table: &TaskTable, id: Typed) -> Res
     // SAFETY: a plain global of the backend (the transaction's isolation level), read on its only thread.
     let snapshot = unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32;
     if !found && snapshot && table.has_row_now(id) {
+        // A row the snapshot's own plain read shows is one the caller may read but never write: not
+        // found, final (red team G16). Only a row new since the snapshot is a lost race.
+        if table.write_sees_less() && read_stage(client, table, id).is_some() {
+            return Ok(false);
+        }
         return Err(Lost::Conflict);
     }
     Ok(found)
