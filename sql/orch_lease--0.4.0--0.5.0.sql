@@ -751,18 +751,18 @@ UPDATE orch_lease.task_table t
 -- ---------------------------------------------------------------------------------------------------
 -- Red team 2, G12 (part 2 of 2): what a site changed of orch_lease's own roles' EXECUTE carries over to
 -- the functions of the same name 0.5.0 created again. Their initial privileges stay a fresh install's,
--- so that pg_dump writes the site's statement and a restore keeps it (a GRANT or REVOKE run by an update
--- script is recorded there too: undone).
+-- so that pg_dump writes the site's statements and a restore keeps them. A GRANT or REVOKE run by an
+-- update script records the function's whole ACL as its initial privileges, a third role's grant
+-- included (red team 3, G21): what was recorded before the replay (a fresh install's) is put back.
 DO $site$
 DECLARE
     kept json;
     fn regprocedure;
-    owner oid;
-    item aclitem;
+    fresh aclitem[];
 BEGIN
     FOR kept IN SELECT pg_catalog.json_array_elements(
                     pg_catalog.current_setting('orch_lease_upgrade.site_acl')::json) LOOP
-        FOR fn, owner IN SELECT p.oid, p.proowner FROM pg_catalog.pg_proc p
+        FOR fn IN SELECT p.oid FROM pg_catalog.pg_proc p
                    WHERE p.pronamespace OPERATOR(pg_catalog.=) 'orch_lease'::pg_catalog.regnamespace
                      AND p.proname OPERATOR(pg_catalog.=) (kept->>0)::pg_catalog.name
                      -- only where the new function differs from what the site made
@@ -770,15 +770,24 @@ BEGIN
                                   WHERE a.grantee OPERATOR(pg_catalog.=) (kept->>1)::pg_catalog.regrole
                                     AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE')
                          OPERATOR(pg_catalog.=) (kept->>2 OPERATOR(pg_catalog.=) 'REVOKE') LOOP
+            fresh := (SELECT i.initprivs FROM pg_catalog.pg_init_privs i
+                       WHERE i.objoid OPERATOR(pg_catalog.=) fn
+                         AND i.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+                         AND i.objsubid OPERATOR(pg_catalog.=) 0);
             EXECUTE pg_catalog.format('%s EXECUTE ON FUNCTION %s %s %I', kept->>2, fn,
                                       CASE kept->>2 WHEN 'REVOKE' THEN 'FROM' ELSE 'TO' END, kept->>1);
-            item := pg_catalog.makeaclitem((kept->>1)::pg_catalog.regrole, owner, 'EXECUTE', false);
-            UPDATE pg_catalog.pg_init_privs i
-               SET initprivs = CASE kept->>2 WHEN 'REVOKE' THEN pg_catalog.array_append(i.initprivs, item)
-                                             ELSE pg_catalog.array_remove(i.initprivs, item) END
+            -- no row before (a default ACL): none after
+            DELETE FROM pg_catalog.pg_init_privs i
              WHERE i.objoid OPERATOR(pg_catalog.=) fn
                AND i.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
-               AND i.objsubid OPERATOR(pg_catalog.=) 0;
+               AND i.objsubid OPERATOR(pg_catalog.=) 0
+               AND fresh IS NULL;
+            UPDATE pg_catalog.pg_init_privs i
+               SET initprivs = fresh
+             WHERE i.objoid OPERATOR(pg_catalog.=) fn
+               AND i.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+               AND i.objsubid OPERATOR(pg_catalog.=) 0
+               AND fresh IS NOT NULL;
         END LOOP;
     END LOOP;
 END
