@@ -792,3 +792,19 @@ BEGIN
     END LOOP;
 END
 $site$;
+
+-- ---------------------------------------------------------------------------------------------------
+-- Red team 3, G19: a dump and restore numbers a table's columns anew, without the dropped ones, so a
+-- registered id_attnum no longer matched and every call was refused "columns were renamed". The id
+-- column's place among the live columns, which a restore keeps, is recorded too: a smaller number at
+-- the same place is the same column (the library's same_column says why no other column can pass).
+ALTER TABLE orch_lease.task_table ADD COLUMN id_position smallint;
+COMMENT ON COLUMN orch_lease.task_table.id_position IS
+    'The id column''s place among the live columns when it was registered: a dump and restore (or a Citus shard) numbers columns anew but keeps their places.';
+UPDATE orch_lease.task_table t
+   SET id_position = (SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute a
+                       WHERE a.attrelid OPERATOR(pg_catalog.=) t.relid
+                         AND a.attnum OPERATOR(pg_catalog.>) 0
+                         AND a.attnum OPERATOR(pg_catalog.<=) t.id_attnum
+                         AND NOT a.attisdropped)
+ WHERE t.id_attnum IS NOT NULL;
