@@ -1581,11 +1581,13 @@ fn namespace_name(namespace: pg_sys::Oid) -> Option<String> {
 }
 
 /// Is the column numbered `attnum`, at `position` among the live columns, the one registered as
-/// `registered` at `registered_position`? Its own number, or (red team 3, G19) a smaller one at the same
-/// place: a dump and restore, or a Citus shard, numbers the columns anew without the dropped ones, which
-/// only lowers a number and keeps each live column's place. In the table registered no other column can
-/// pass: one created later has a larger number, and one that was before the id column (a smaller
-/// number) never moves up to its place (a drop moves columns down, an added column goes last).
+/// `registered` at `registered_position`? Its own number at its place or before (a drop of an earlier
+/// column moves it down), or (red team 3, G19) a smaller number at the same place: a dump and restore,
+/// or a Citus shard, numbers the columns anew without the dropped ones, which only lowers a number and
+/// keeps each live column's place. In the table registered no other column can pass: one created later
+/// has a larger number, and one before the id column never moves up to its place (a drop moves columns
+/// down, an added column goes last). In a restored copy the old number may be another column's: its
+/// place, after the id column's, refuses it.
 fn same_column(
     registered: Option<i16>,
     registered_position: Option<i16>,
@@ -1594,9 +1596,11 @@ fn same_column(
 ) -> bool {
     match (registered, registered_position) {
         (None, _) => true,
-        (Some(registered), _) if registered == attnum => true,
-        (Some(registered), Some(place)) => attnum < registered && position == place,
-        (Some(_), None) => false,
+        (Some(registered), None) => registered == attnum,
+        (Some(registered), Some(place)) => {
+            (attnum == registered && position <= place)
+                || (attnum < registered && position == place)
+        }
     }
 }
 
