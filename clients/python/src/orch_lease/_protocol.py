@@ -137,6 +137,30 @@ WRITE = (
 )
 HELD = "SELECT orch_lease.transition_lease_held(%s, %s, task_table => %s::regclass)"
 
+# A caller's connection (or pool) is used as it is, so it must answer as the actor's own would.
+NOT_AUTOCOMMIT = (
+    "orch_lease: the actor's connection must be in autocommit mode, each orch_lease call a transaction of "
+    "its own (join one on purpose with `with lease.connection.transaction():`): psycopg.connect(..., "
+    "autocommit=True), or ConnectionPool(..., kwargs={'autocommit': True})"
+)
+TOO_SMALL = (
+    "orch_lease: the actor keeps one connection of the pool for its life (its claim and the session that "
+    "registered its boot) and borrows one more per lease: a pool of max_size {} cannot lend that; give it "
+    "at least 2 (1 + the leases held at once)"
+)
+
+
+def usable(autocommit: bool) -> None:
+    """Refuses a connection of the caller's that is not in autocommit mode (ValueError)."""
+    if not autocommit:
+        raise ValueError(NOT_AUTOCOMMIT)
+
+
+def usable_pool(max_size: int) -> None:
+    """Refuses a pool that cannot lend the actor's connection and a lease's (ValueError)."""
+    if max_size < 2:
+        raise ValueError(TOO_SMALL.format(max_size))
+
 
 def _one(rows: list[Row] | None) -> Row:
     assert rows is not None and len(rows) == 1, rows
@@ -264,6 +288,11 @@ def commit(grant: Grant, expected: str, new: str, policy: RetryPolicy) -> Steps[
     return result
 
 
+def unclaim(instance: str) -> Steps[None]:
+    """Lets go of the instance's claim, on a connection that outlives the actor (the caller's)."""
+    yield Query(UNCLAIM, (instance,))
+
+
 def release(grant: Grant) -> Steps[bool]:
     """Ends the lease; False when it was no longer held (taken away, or a NULL-token grant)."""
     if grant.token is None:
@@ -322,17 +351,20 @@ class LeaseState:
 
 
 C = TypeVar("C")
+P = TypeVar("P")
 
 
-class ActorBase(Generic[C]):
-    """What sync.Actor and aio.AsyncActor share: their settings, the incarnation they run as, and their
-    connection C."""
+class ActorBase(Generic[C, P]):
+    """What sync.Actor and aio.AsyncActor share: their settings, the incarnation they run as, their
+    connection C, and what it came from: a conninfo string (the actor opens and closes it), a connection
+    of the caller's (used, never closed), or the caller's pool P (the actor's connection is taken from it
+    for the actor's life; each lease borrows one more)."""
 
     _conn: C | None = None
 
     def __init__(
         self,
-        conninfo: str,
+        conninfo: str | C | P,
         instance: str | None = None,
         *,
         owner: str = "actor",
@@ -342,9 +374,13 @@ class ActorBase(Generic[C]):
         prepare_threshold: int | None = 5,
         lock_timeout: float = 10.0,
     ) -> None:
-        self.conninfo, self.owner, self.retry, self.claim = conninfo, owner, retry, claim
+        self.source = conninfo
+        # the conninfo string, when the actor opens its connection itself
+        self.conninfo: str | None = conninfo if isinstance(conninfo, str) else None
+        self.owner, self.retry, self.claim = owner, retry, claim
         self.takeover = takeover
-        # psycopg's: after how many runs a statement is prepared on the server; None never (a pooler)
+        # psycopg's: after how many runs a statement is prepared on the server; None never (a pooler).
+        # Only for the connection the actor opens: a caller's keeps its own.
         self.prepare_threshold = prepare_threshold
         # how long start()'s recover waits for the instance's lock before RecoverBlocked
         self.lock_timeout = lock_timeout
@@ -375,3 +411,8 @@ class ActorBase(Generic[C]):
     def _forget(self, item: str | int, task_table: str | None) -> Steps[int]:
         assert self.boot_id is not None
         return forget(str(item), self.boot_id, self._held, task_table)
+
+    def _unclaim(self) -> Steps[None]:
+        """Lets go of the claim when the actor's connection outlives it (the caller's, or the pool's)."""
+        if self.claim and self.boot_id is not None and self.instance is not None:
+            yield from unclaim(self.instance)
