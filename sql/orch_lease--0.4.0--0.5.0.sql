@@ -112,74 +112,6 @@ REVOKE ALL ON FUNCTION orch_lease.kill_switch() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION orch_lease.kill_switch() TO orch_lease_actor, pg_monitor;
 COMMENT ON FUNCTION orch_lease.kill_switch() IS
     'The kill-switch as this session''s calls see it: enabled (both on), database_enabled (set_enabled), session_enabled (orch_lease.enabled), and the last switch.';
--- The status view shows it, the metrics count it.
-CREATE OR REPLACE VIEW orch_lease.transition_lease_status WITH (security_barrier) AS
-SELECT l.work_item,
-       l.owner,
-       l.owner_pid,
-       l.owner_boot_id,
-       b.instance,
-       CASE WHEN pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
-              OR pg_catalog.pg_has_role('pg_monitor', 'USAGE')
-              OR l.holder_role = CURRENT_USER THEN l.token END AS token,
-       l.scope,
-       l.acquired_at,
-       round(extract(epoch FROM clock_timestamp() - l.acquired_at), 3) AS age_s,
-       coalesce(orch_lease.boot_liveness(l.owner_boot_id), 'unknown') AS liveness,
-       l.holder_role,
-       (SELECT s.enabled FROM orch_lease.kill_switch() s) AS enabled
-  FROM orch_lease.transition_lease l
-  LEFT JOIN orch_lease.boot b ON b.boot_id = l.owner_boot_id
- WHERE pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
-    OR pg_catalog.pg_has_role('pg_monitor', 'USAGE')
-    OR l.holder_role = CURRENT_USER;
-COMMENT ON VIEW orch_lease.transition_lease_status IS
-    'Every held lease with its owner, age and liveness (live; stale = boot superseded or session gone; unknown = boot never registered), and whether orch_lease is on for the reader''s calls (the kill-switch). Actors see their own role''s leases only.';
-
-CREATE OR REPLACE FUNCTION orch_lease.transition_lease_metrics()
-RETURNS TABLE (metric text, label text, value double precision)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    WITH counted AS (SELECT event, outcome, n FROM orch_lease.event_count),
-    series (metric, label, event, outcome) AS (VALUES
-        ('orch_lease_grants_total', 'acquired', 'acquired', NULL),
-        ('orch_lease_grants_total', 'reclaimed', 'reclaimed', 'reclaimed'),
-        ('orch_lease_refusals_total', 'held', 'refused', 'held'),
-        ('orch_lease_refusals_total', 'busy', 'refused', 'busy'),
-        ('orch_lease_refusals_total', 'superseded', 'refused', 'superseded'),
-        ('orch_lease_refusals_total', 'retry', 'refused', 'retry'),
-        ('orch_lease_releases_total', 'released', 'released', NULL),
-        ('orch_lease_reclaims_total', 'stale', 'reclaimed', NULL),
-        ('orch_lease_reclaims_total', 'ceiling', 'reaped', NULL),
-        ('orch_lease_reclaims_total', 'manual', 'forced', NULL),
-        ('orch_lease_cas_total', 'applied', 'cas_applied', NULL),
-        ('orch_lease_cas_total', 'stage_mismatch', 'cas_lost', 'stage_mismatch'),
-        ('orch_lease_cas_total', 'lease_lost', 'cas_lost', 'lease_lost'),
-        ('orch_lease_cas_total', 'not_found', 'cas_lost', 'not_found'),
-        ('orch_lease_cas_total', 'invalid_transition', 'cas_lost', 'invalid_transition'),
-        ('orch_lease_cas_total', 'retry', 'cas_lost', 'retry'))
-    SELECT s.metric, s.label, coalesce(sum(c.n), 0)::float8
-      FROM series s
-      LEFT JOIN counted c ON c.event = s.event AND c.outcome = coalesce(s.outcome, c.outcome)
-     GROUP BY s.metric, s.label
-    UNION ALL
-    SELECT 'orch_lease_leases', v.liveness, count(l.work_item)::float8
-      FROM (VALUES ('live'), ('stale'), ('unknown')) v (liveness)
-      LEFT JOIN orch_lease.transition_lease_status l ON l.liveness = v.liveness
-     GROUP BY v.liveness
-    UNION ALL
-    SELECT 'orch_lease_oldest_live_lease_age_seconds', '',
-           coalesce(max(age_s) FILTER (WHERE liveness = 'live'), 0)::float8
-      FROM orch_lease.transition_lease_status
-    UNION ALL
-    SELECT m.metric, '', m.value
-      FROM orch_lease.kill_switch() s,
-           LATERAL (VALUES ('orch_lease_enabled', s.enabled::integer::float8),
-                           ('orch_lease_enabled_changed_timestamp_seconds',
-                            coalesce(extract(epoch FROM s.changed_at), 0)::float8)) m (metric, value)
-     ORDER BY 1, 2
-$$;
-COMMENT ON FUNCTION orch_lease.transition_lease_metrics() IS
-    'Counters (grants, refusals, releases, reclaims by kind, CAS outcomes) and gauges (leases by liveness, oldest live lease age, the kill-switch and when it last switched).';
 
 -- ---------------------------------------------------------------------------------------------------
 -- Issue #26 (speed): the actor cycle in two round trips. An acquire answers the task's stage (read after
@@ -453,28 +385,7 @@ BEGIN
     END LOOP;
 END
 $regrant$;
--- The status view and the history show the table.
-CREATE OR REPLACE VIEW orch_lease.transition_lease_status WITH (security_barrier) AS
-SELECT l.work_item,
-       l.owner,
-       l.owner_pid,
-       l.owner_boot_id,
-       b.instance,
-       CASE WHEN pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
-              OR pg_catalog.pg_has_role('pg_monitor', 'USAGE')
-              OR l.holder_role = CURRENT_USER THEN l.token END AS token,
-       l.scope,
-       l.acquired_at,
-       round(extract(epoch FROM clock_timestamp() - l.acquired_at), 3) AS age_s,
-       coalesce(orch_lease.boot_liveness(l.owner_boot_id), 'unknown') AS liveness,
-       l.holder_role,
-       (SELECT s.enabled FROM orch_lease.kill_switch() s) AS enabled,
-       l.task_table
-  FROM orch_lease.transition_lease l
-  LEFT JOIN orch_lease.boot b ON b.boot_id = l.owner_boot_id
- WHERE pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
-    OR pg_catalog.pg_has_role('pg_monitor', 'USAGE')
-    OR l.holder_role = CURRENT_USER;
+-- The history shows the table (the status view shows it too: its one definition is below, #31).
 CREATE OR REPLACE VIEW orch_lease.lease_history WITH (security_barrier) AS
 SELECT e.event_id, e.at, e.event, e.work_item, e.old_owner,
        CASE WHEN pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
@@ -487,8 +398,6 @@ SELECT e.event_id, e.at, e.event, e.work_item, e.old_owner,
  WHERE pg_catalog.pg_has_role('orch_lease_admin', 'USAGE')
     OR pg_catalog.pg_has_role('pg_monitor', 'USAGE')
     OR e.by_role = CURRENT_USER;
-COMMENT ON VIEW orch_lease.transition_lease_status IS
-    'Every held lease with its task table, owner, age and liveness (live; stale = boot superseded or session gone; unknown = boot never registered), and whether orch_lease is on for the reader''s calls (the kill-switch). Actors see their own role''s leases only.';
 
 -- ---------------------------------------------------------------------------------------------------
 -- #29 item 3 (trust-c): a move by logical replication carries rows, not sequences. A generation drawn at
@@ -732,3 +641,5 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
                             coalesce(extract(epoch FROM s.changed_at), 0)::float8)) m (metric, value)
      ORDER BY 1, 2
 $$;
+COMMENT ON FUNCTION orch_lease.transition_lease_metrics() IS
+    'Counters (grants, refusals, releases, reclaims by kind, CAS outcomes) and gauges (leases by liveness, oldest live lease age, the kill-switch and when it last switched).';
