@@ -29,7 +29,7 @@ from .outcomes import (
 )
 from .sync import Actor, Lease, Listener
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 __all__ = [
     "AcquireOutcome",
     "Actor",
