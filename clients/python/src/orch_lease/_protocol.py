@@ -12,7 +12,7 @@ import socket
 import uuid
 from collections.abc import Collection, Generator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import psycopg
 
@@ -24,12 +24,10 @@ from .outcomes import (
     Grant,
     InstanceInUse,
     LeaseEnded,
-    LeaseBusy,
-    LeaseHeld,
     RecoverBlocked,
     RecoveredLease,
+    Refused,
     Superseded,
-    TaskNotFound,
 )
 
 log = logging.getLogger("orch_lease")
@@ -89,6 +87,11 @@ SLOTS = 64
 # A named instance is tried for about a second: the session of a process that just ended (a restart)
 # holds its claim until the server has noticed it is gone.
 CLAIM_TRIES, CLAIM_PAUSE = 10, 0.1
+# `lease()`, which raises LeaseNotAcquired instead of giving a Refused outcome, is deprecated (0.5.0).
+DEPRECATED_LEASE = (
+    "lease() is deprecated: use try_lease(), which gives a Refused outcome (false) instead of raising "
+    "LeaseNotAcquired; lease() goes in 0.6.0"
+)
 # What every login reads in pg_stat_activity.application_name: not the instance (issue #34). Who may read
 # orch_lease.boot finds a backend's instance there (registered_session).
 APPLICATION_NAME = "SELECT pg_catalog.set_config('application_name', 'orch_lease', false)"
@@ -228,10 +231,10 @@ def register(
 def acquire(
     item: str, owner: str, pid: int, boot_id: str, scope: str | None, policy: RetryPolicy,
     task_table: str | None = None,
-) -> Steps[Grant]:
+) -> Steps[Grant | Refused]:
     """Acquires `item`, retrying `busy` / `retry` with jitter; returns a grant that lets the effect go
-    ahead (with the task's stage, read after the grant: no read of its own is needed), raises for every
-    other outcome."""
+    ahead (with the task's stage, read after the grant: no read of its own is needed), or the Refused
+    outcome (held, busy, not_found). Raises Superseded: no outcome of an item, the process must stop."""
     for attempt in range(policy.attempts):
         acquired, outcome, *rest = _one((yield Query(ACQUIRE, (item, owner, pid, boot_id, scope, task_table))))
         token, holder, holder_pid, holder_boot_id, held_since, stage = rest
@@ -244,13 +247,11 @@ def acquire(
         if attempt + 1 < policy.attempts:
             yield policy.pause(attempt)
     else:
-        raise LeaseBusy(grant, policy.attempts)
+        return Refused(grant, policy.attempts)
     if grant.outcome is AcquireOutcome.SUPERSEDED:
         raise Superseded(grant)
-    if grant.outcome is AcquireOutcome.HELD:
-        raise LeaseHeld(grant)
-    if grant.outcome is AcquireOutcome.NOT_FOUND:
-        raise TaskNotFound(grant)
+    if grant.outcome in (AcquireOutcome.HELD, AcquireOutcome.NOT_FOUND):
+        return Refused(grant, attempt + 1)
     if grant.outcome is AcquireOutcome.RECLAIMED:
         log.warning(
             "%s: reclaimed from %s (boot %s), a dead holder",
@@ -326,6 +327,10 @@ class LeaseState:
         self._open = value
         if self.token is not None:
             (self._held.add if value else self._held.discard)(self.token)
+
+    def __bool__(self) -> Literal[True]:
+        """True, where a Refused outcome is false: `if not lease:` tells them apart (for mypy too)."""
+        return True
 
     @property
     def item(self) -> str:
@@ -403,7 +408,7 @@ class ActorBase(Generic[C, P]):
         )
         return self.recovered
 
-    def _acquire(self, item: str | int, scope: str | None, task_table: str | None) -> Steps[Grant]:
+    def _acquire(self, item: str | int, scope: str | None, task_table: str | None) -> Steps[Grant | Refused]:
         if self.boot_id is None:
             raise RuntimeError("start the actor first")
         return acquire(str(item), self.owner, self.pid, self.boot_id, scope, self.retry, task_table)

@@ -4,6 +4,7 @@ driven with an AsyncConnection and asyncio.sleep."""
 from __future__ import annotations
 
 import asyncio
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
@@ -13,7 +14,7 @@ from psycopg.rows import tuple_row
 
 from . import _protocol as p
 from .events import AlertEvent, ListenerBase, printable
-from .outcomes import CommitResult, Grant, RecoveredLease
+from .outcomes import CommitResult, Grant, RecoveredLease, Refused
 
 if TYPE_CHECKING:  # psycopg_pool is optional (orch-lease[pool])
     from psycopg_pool import AsyncConnectionPool
@@ -51,7 +52,7 @@ async def _drive(conn: AsyncConnection, steps: p.Steps[p.T]) -> p.T:
 
 class AsyncActor(p.ActorBase[AsyncConnection, "AsyncConnectionPool[Any]"]):
     """sync.Actor for asyncio: `async with AsyncActor(conninfo) as actor:` then
-    `async with actor.lease(item) as lease:`. Same rules, same exceptions; a connection of the caller's
+    `async with actor.try_lease(item) as lease:`. Same rules, same outcomes; a connection of the caller's
     is a psycopg.AsyncConnection, a pool a psycopg_pool.AsyncConnectionPool."""
 
     async def start(self) -> list[RecoveredLease]:
@@ -103,10 +104,22 @@ class AsyncActor(p.ActorBase[AsyncConnection, "AsyncConnectionPool[Any]"]):
     async def _run(self, steps: p.Steps[p.T]) -> p.T:
         return await _drive(self.connection, steps)
 
-    def lease(self, item: str | int, *, scope: str | None = None, task_table: str | None = None) -> AsyncLeaseBlock:
+    def try_lease(
+        self, item: str | int, *, scope: str | None = None, task_table: str | None = None
+    ) -> AsyncLeaseBlock:
+        """As Actor.try_lease: `async with actor.try_lease(item) as lease:` a lease or a Refused outcome."""
         return AsyncLeaseBlock(self, item, scope, task_table)
 
-    async def _grant(self, conn: AsyncConnection, item: str | int, scope: str | None, task_table: str | None) -> Grant:
+    def lease(
+        self, item: str | int, *, scope: str | None = None, task_table: str | None = None
+    ) -> RaisingLeaseBlock:
+        """Deprecated (0.5.0, goes in 0.6.0): try_lease, raising LeaseNotAcquired for a refusal."""
+        warnings.warn(p.DEPRECATED_LEASE, DeprecationWarning, stacklevel=2)
+        return RaisingLeaseBlock(self, item, scope, task_table)
+
+    async def _grant(
+        self, conn: AsyncConnection, item: str | int, scope: str | None, task_table: str | None
+    ) -> Grant | Refused:
         """Acquires on `conn`; when cancelled the answer may be lost with a lease in it: releases that
         lease, shielded from a second cancellation, before the cancellation goes on."""
         try:
@@ -163,34 +176,50 @@ class AsyncLease(p.LeaseState):
 
 
 class AsyncLeaseBlock:
-    """`async with actor.lease(item) as lease:` acquires on entry and releases what is left open on exit;
-    with a pool it holds a connection of the pool in between."""
+    """`async with actor.try_lease(item) as lease:` acquires on entry (a lease, or a Refused outcome) and
+    releases what is left open on exit; with a pool it holds a connection of the pool in between."""
 
     def __init__(self, actor: AsyncActor, item: str | int, scope: str | None, task_table: str | None) -> None:
         self._actor, self._item, self._scope, self._task_table = actor, item, scope, task_table
         self._lease: AsyncLease | None = None
         self._lent: AbstractAsyncContextManager[AsyncConnection] | None = None
 
-    async def __aenter__(self) -> AsyncLease:
+    async def __aenter__(self) -> AsyncLease | Refused:
         self._lent = self._actor._lease_connection()
         conn = await self._lent.__aenter__()
         try:
             p.usable(conn.autocommit)
-            self._lease = AsyncLease(self._actor, conn, await self._actor._grant(conn, self._item, self._scope, self._task_table))
+            answer = await self._actor._grant(conn, self._item, self._scope, self._task_table)
         except BaseException as error:
             await self._lent.__aexit__(type(error), error, error.__traceback__)
             raise
+        if isinstance(answer, Refused):
+            return answer
+        self._lease = AsyncLease(self._actor, conn, answer)
         return self._lease
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> None:
-        assert self._lease is not None and self._lent is not None
+        assert self._lent is not None
         try:
-            if kind is not None:
+            if self._lease is None:
+                pass
+            elif kind is not None:
                 await self._lease.abandon()
             elif self._lease.open:
                 await self._lease.release()
         finally:
             await self._lent.__aexit__(kind, error, trace)
+
+
+class RaisingLeaseBlock(AsyncLeaseBlock):
+    """The deprecated `lease()`: raises the Refused outcome's LeaseNotAcquired instead of entering."""
+
+    async def __aenter__(self) -> AsyncLease:
+        lease = await super().__aenter__()
+        if isinstance(lease, Refused):
+            await self.__aexit__(None, None, None)
+            raise lease.error()
+        return lease
 
 
 class AsyncListener(ListenerBase):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
@@ -12,7 +13,7 @@ from psycopg.rows import tuple_row
 
 from . import _protocol as p
 from .events import AlertEvent, ListenerBase, printable
-from .outcomes import CommitResult, Grant, RecoveredLease
+from .outcomes import CommitResult, Grant, RecoveredLease, Refused
 
 if TYPE_CHECKING:  # psycopg_pool is optional (orch-lease[pool]): needed only by who passes a pool
     from psycopg_pool import ConnectionPool
@@ -117,7 +118,7 @@ class Actor(p.ActorBase[Connection, "ConnectionPool[Any]"]):
     def _run(self, steps: p.Steps[p.T]) -> p.T:
         return _drive(self.connection, steps)
 
-    def _grant(self, conn: Connection, item: str | int, scope: str | None, task_table: str | None) -> Grant:
+    def _grant(self, conn: Connection, item: str | int, scope: str | None, task_table: str | None) -> Grant | Refused:
         """Acquires on `conn`; when interrupted (KeyboardInterrupt) the answer may be lost with a lease in
         it: releases that lease before the interruption goes on."""
         try:
@@ -131,15 +132,22 @@ class Actor(p.ActorBase[Connection, "ConnectionPool[Any]"]):
             raise
 
     @contextmanager
-    def lease(self, item: str | int, *, scope: str | None = None, task_table: str | None = None) -> Iterator[Lease]:
+    def try_lease(
+        self, item: str | int, *, scope: str | None = None, task_table: str | None = None
+    ) -> Iterator[Lease | Refused]:
         """Acquires `item` of `task_table` (a registered table's name; None: the only one registered, 0.5.0)
-        for the block. Raises LeaseHeld, LeaseBusy (both LeaseNotAcquired) or
-        Superseded instead of entering it without the lease. A lease the block neither committed nor
-        released is released when the block ends, normally or by an exception. With a pool the block
-        holds a connection of the pool (`lease.connection`) until it ends."""
+        for the block: a Lease, or the Refused outcome (false: held, busy after every attempt, not_found),
+        so `if not lease: continue` before the effect. Raises Superseded (the process must stop) and
+        database errors. A lease the block neither committed nor released is released when the block
+        ends, normally or by an exception. With a pool the block holds a connection of the pool
+        (`lease.connection`) until it ends."""
         with self._lease_connection() as conn:
             p.usable(conn.autocommit)
-            lease = Lease(self, conn, self._grant(conn, item, scope, task_table))
+            answer = self._grant(conn, item, scope, task_table)
+            if isinstance(answer, Refused):
+                yield answer
+                return
+            lease = Lease(self, conn, answer)
             try:
                 yield lease
             except BaseException:
@@ -147,6 +155,16 @@ class Actor(p.ActorBase[Connection, "ConnectionPool[Any]"]):
                 raise
             if lease.open:
                 lease.release()
+
+    @contextmanager
+    def lease(self, item: str | int, *, scope: str | None = None, task_table: str | None = None) -> Iterator[Lease]:
+        """Deprecated (0.5.0, goes in 0.6.0): try_lease, raising the Refused outcome's LeaseHeld,
+        LeaseBusy or TaskNotFound (LeaseNotAcquired) instead of entering the block."""
+        warnings.warn(p.DEPRECATED_LEASE, DeprecationWarning, stacklevel=3)
+        with self.try_lease(item, scope=scope, task_table=task_table) as lease:
+            if isinstance(lease, Refused):
+                raise lease.error()
+            yield lease
 
     def _lease_connection(self) -> AbstractContextManager[Connection]:
         """The actor's connection, or with a pool one borrowed from it."""
