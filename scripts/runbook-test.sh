@@ -35,6 +35,11 @@ stuck=$(grep -m1 "^SELECT orch_lease.transition_lease_force_release('PR-130'" do
 q "SELECT outcome FROM orch_lease.transition_lease_acquire('PR-130', 'monitor', 4242, 'monitor-boot-8')" >/dev/null
 check "$stuck" f "section 2's force_release with the token seen earlier spares a re-acquired lease"
 check "SELECT count(*) FROM orch_lease.transition_lease WHERE work_item = 'PR-130'" 1 "the re-acquired lease survived"
+# Section 6 describes the payload a takeover announces: the version it names is the one the server sends.
+sent=$(psql -X -q -t -A -c "LISTEN orch_lease" -c "SELECT orch_lease.transition_lease_force_release('PR-130')" 2>&1 |
+       grep -o '"version":[0-9]*' | head -n 1 | cut -d: -f2 || true) # || true: no payload is checked next
+named=$(sed -n '/^## 6\./,/^## 7\./p' docs/runbook.md | grep -o 'payload format version [0-9]*' | head -n 1 | awk '{ print $NF }')
+assert "section 6 describes payload version '$named', the server sends '$sent'" [ "$named" = "${sent:-none}" ]
 
 # The README's tour, pasted into psql in a database where leases were granted before (its tokens are not 1, 2).
 SUITE=README
@@ -53,6 +58,20 @@ done
 check "SELECT string_agg(rolname, ' ' ORDER BY rolname) FROM pg_roles
         WHERE rolname IN ('orchestrator', 'worker', 'oncall') AND rolcanlogin" "oncall orchestrator worker" \
       "the roles recipe made its three login roles"
+
+# README's object table and operations.md's least-privilege table name every function a role may call:
+# every function of the schema but the trigger functions and what only the extension's owner executes.
+SUITE=functions
+functions=$(q "SELECT string_agg(DISTINCT proname, ' ') FROM pg_catalog.pg_proc
+                WHERE pronamespace = 'orch_lease'::regnamespace AND prorettype <> 'trigger'::regtype
+                  AND (has_function_privilege('orch_lease_admin', oid, 'EXECUTE')
+                       OR has_function_privilege('pg_monitor', oid, 'EXECUTE'))")
+objects=$(sed -n '/^| object | what it does |$/,/^$/p' README.md)
+privileges=$(sed -n '/^## Least privilege$/,/^## /p' docs/operations.md)
+for function in $functions; do
+    assert "README's object table does not name $function" grep -qF "\`$function(" <<< "$objects"
+    assert "operations.md's least-privilege table does not name $function" grep -qF "\`$function\`" <<< "$privileges"
+done
 
 # docs/sql-reference.md, Settings: a non-superuser's SET of the kill-switch before the library is loaded
 # is a placeholder that the first call takes back (with a WARNING); with the library preloaded, 42501.
