@@ -203,7 +203,7 @@ diff -u "$work/expected.series" "$work/incident-deprecated.series" ||
     fail "postgres_exporter's scrape after the incident differs from the expected series (diff above)"
 passed=$((passed + 1))
 # query-exporter's own labels: every orch_lease series names the database entry and the server.
-unlabelled=$(grep '^orch_lease' "$work/incident.txt" | grep -cv "database=\"orch_lease\".*server=\"127.0.0.1:$PGPORT\"" || true)
+unlabelled=$(grep '^orch_lease' "$work/incident.txt" | grep -cv "database=\"orch_lease\".*server=\"127.0.0.1:$PGPORT\"" || true) # || true: grep -c exits 1 on 0, checked next
 [ "$unlabelled" = 0 ] || fail "$unlabelled orch_lease series of query-exporter lack database=\"orch_lease\" or server"
 
 age=$(grep '^orch_lease_oldest_live_lease_age_seconds' "$work/incident.txt" | awk '{ print $2 }')
@@ -256,6 +256,7 @@ passed=$((passed + 1))
 # counts each failed query (and keeps the last values it read: alert on its queries_total{status="error"}).
 q "REVOKE pg_monitor FROM orch_lease_exporter"
 scrape revoked
+# || true: grep -c exits 1 on 0 errors, which the comparison with 10 fails
 [ "$(grep -c '^queries_total{.*status="error"}' "$work/revoked.txt" || true)" = 10 ] ||
     fail "query-exporter did not count its 10 queries failing without pg_monitor"
 scrape revoked-deprecated "$exporter_port"

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import one
+from conftest import leases, one
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
@@ -19,10 +19,6 @@ from orch_lease import AcquireOutcome, AsyncActor, Actor, CasOutcome, InstanceIn
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 CLAIMS = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s"
-
-
-def leases(admin: Conn) -> int:
-    return int(one(admin, "SELECT count(*) FROM orch_lease.transition_lease"))
 
 
 def gone(admin: Conn, pid: int, timeout: float = 5.0) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import one
+from conftest import leases, one
 
 from orch_lease import (
     AcquireOutcome,
@@ -29,10 +29,6 @@ from orch_lease import (
 )
 
 Conn = psycopg.Connection[tuple[Any, ...]]
-
-
-def leases(admin: Conn) -> int:
-    return int(one(admin, "SELECT count(*) FROM orch_lease.transition_lease"))
 
 
 def test_refusals_are_outcomes_not_exceptions(dsn: str, admin: Conn) -> None:
