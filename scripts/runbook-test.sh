@@ -41,6 +41,29 @@ sent=$(psql -X -q -t -A -c "LISTEN orch_lease" -c "SELECT orch_lease.transition_
 named=$(sed -n '/^## 6\./,/^## 7\./p' docs/runbook.md | grep -o 'payload format version [0-9]*' | head -n 1 | awk '{ print $NF }')
 assert "section 6 describes payload version '$named', the server sends '$sent'" [ "$named" = "${sent:-none}" ]
 
+# The preamble: a member of pg_monitor runs the queries of sections 1 and 7, all but the one-item
+# transition_lease_liveness (42501), which the page says is not its.
+q "DROP ROLE IF EXISTS runbook_monitor; CREATE ROLE runbook_monitor LOGIN IN ROLE pg_monitor" >/dev/null
+rm -f target/runbook-monitor-*.sql
+for section in 1 7; do
+    sed -n "/^## $section\./,/^## $((section + 1))\./p" docs/runbook.md |
+        awk -v out="target/runbook-monitor-$section" '/^```sql$/ { n++; on = 1; next } /^```$/ { on = 0; next }
+                                                      on { print > (out "-" n ".sql") }'
+done
+monitored=0
+for snippet in target/runbook-monitor-*.sql; do
+    if grep -q transition_lease_liveness "$snippet"; then
+        # || true: the refusal is the answer, checked next
+        answer=$(psql -X -q -U runbook_monitor -v VERBOSITY=verbose -f "$snippet" 2>&1 | head -n 1 || true)
+        assert "pg_monitor's $snippet: got '$answer', wanted 42501" matches "$answer" "*ERROR:  42501:*"
+    else
+        assert "pg_monitor cannot run $snippet" psql -X -q -U runbook_monitor -v ON_ERROR_STOP=1 -f "$snippet" -o /dev/null
+    fi
+    monitored=$((monitored + 1))
+done
+assert "sections 1 and 7 have no sql snippets" [ "$monitored" -ge 5 ]
+q "DROP ROLE runbook_monitor" >/dev/null
+
 # The README's tour, pasted into psql in a database where leases were granted before (its tokens are not 1, 2).
 SUITE=README
 new_database orch_lease_tour
