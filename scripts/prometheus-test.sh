@@ -282,6 +282,18 @@ grep -q '^orch_lease_instance_leases{actor_instance="(others)",liveness="live"} 
     fail "no (others) series for the instances past the 20th"
 passed=$((passed + 1))
 
+# query-exporter keeps every series it has seen until its `expiration`: the per-instance and per-table
+# gauges, present only while leases are held, must be gone 30 s after the last scrape that saw them (or a
+# stale lease's alert would outlive the lease), while the always-present families stay, at 0.
+q "DELETE FROM orch_lease.transition_lease" >/dev/null
+scrape released
+grep -q '^orch_lease_table_leases' "$work/released.series" || fail "the per-table series went before their expiration"
+sleep 31
+scrape expired
+! grep -q '^orch_lease_\(instance\|table\)_' "$work/expired.series" || fail "query-exporter kept the series of released leases past 30 s"
+grep -qx 'orch_lease_leases{liveness="live"} 0' "$work/expired.series" || fail "orch_lease_leases{liveness=\"live\"} is not 0 once every lease is gone"
+passed=$((passed + 1))
+
 # The dashboard and the rules name only series the exporter emits, in valid PromQL.
 grep -ho 'orch_lease_[a-z_]*' "$contrib/alerts.yaml" "$contrib/grafana/orch_lease.json" | sort -u > "$work/referenced"
 [ -s "$work/referenced" ] || fail "no orch_lease series referenced"
