@@ -51,6 +51,17 @@ def test_a_connection_of_the_callers_is_used_and_kept(dsn: str, admin: Conn) -> 
     assert leases(admin) == 0
 
 
+def test_a_failed_start_leaves_no_claim_on_the_callers_connection(dsn: str, admin: Conn) -> None:
+    # the claim is taken, then recover refuses (55006: the instance's live boot was registered by a
+    # session still connected): the caller's connection must not keep the claim
+    admin.execute("SELECT count(*) FROM orch_lease.transition_lease_recover('elsewhere', 'mine', 1)")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        with pytest.raises(InstanceInUse, match="still connected"):
+            Actor(conn, "mine").start()
+        assert one(admin, CLAIMS, (conn.info.backend_pid,)) == 0, "the failed start's claim outlived it"
+        assert not conn.closed
+
+
 def test_a_connection_not_in_autocommit_is_refused(dsn: str, admin: Conn) -> None:
     with psycopg.connect(dsn) as conn:
         with pytest.raises(ValueError, match="autocommit"):

@@ -171,15 +171,17 @@ def _one(rows: list[Row] | None) -> Row:
 
 
 def start(
-    owner: str, instance: str | None, pid: int, claim: bool, takeover: bool, lock_timeout: float
+    owner: str, instance: str | None, pid: int, claim: bool, takeover: bool, lock_timeout: float,
+    claimed: list[str],
 ) -> Steps[tuple[str, str, list[RecoveredLease]]]:
     """Claims the instance (the first free `<owner>-<host>-<slot>` when None), registers a fresh boot id
     with recover (or takeover) and returns (instance, boot id, the leases of earlier incarnations it
-    gave back)."""
+    gave back). `claimed` holds the names whose claim the connection holds, also when start fails."""
     if instance is not None:
         if claim:
             for _ in range(CLAIM_TRIES):
                 if _one((yield Query(CLAIM, (instance,))))[0]:
+                    claimed.append(instance)
                     break
                 yield Pause(CLAIM_PAUSE)
             else:
@@ -193,12 +195,14 @@ def start(
         candidate = f"{owner}-{socket.gethostname()}-{slot}"
         if not _one((yield Query(CLAIM, (candidate,))))[0]:
             continue
+        claimed.append(candidate)
         try:
             boot_id, recovered = yield from register(candidate, pid, takeover, lock_timeout)
         except psycopg.errors.InsufficientPrivilege:
             # another role registered this name: it is that role's instance, not a slot of ours
             log.info("instance %s belongs to another role; trying the next slot", candidate)
             yield Query(UNCLAIM, (candidate,))
+            claimed.remove(candidate)
             continue
         return candidate, boot_id, recovered
     raise InstanceInUse(f"all {SLOTS} instance slots of {owner} on this host are in use or other roles'")
@@ -289,9 +293,11 @@ def commit(grant: Grant, expected: str, new: str, policy: RetryPolicy) -> Steps[
     return result
 
 
-def unclaim(instance: str) -> Steps[None]:
-    """Lets go of the instance's claim, on a connection that outlives the actor (the caller's)."""
-    yield Query(UNCLAIM, (instance,))
+def unclaim(claimed: list[str]) -> Steps[None]:
+    """Lets go of every claim in `claimed`, on a connection that outlives the actor (the caller's)."""
+    while claimed:
+        yield Query(UNCLAIM, (claimed[-1],))
+        claimed.pop()
 
 
 def release(grant: Grant) -> Steps[bool]:
@@ -394,6 +400,8 @@ class ActorBase(Generic[C, P]):
         self.boot_id: str | None = None
         self.recovered: list[RecoveredLease] = []
         self._held: set[int] = set()
+        # the instance names whose claim (a session advisory lock) the actor's connection holds
+        self._claimed: list[str] = []
 
     @property
     def connection(self) -> C:
@@ -404,7 +412,7 @@ class ActorBase(Generic[C, P]):
 
     def _start(self) -> Steps[list[RecoveredLease]]:
         self.instance, self.boot_id, self.recovered = yield from start(
-            self.owner, self.instance, self.pid, self.claim, self.takeover, self.lock_timeout
+            self.owner, self.instance, self.pid, self.claim, self.takeover, self.lock_timeout, self._claimed
         )
         return self.recovered
 
@@ -418,6 +426,6 @@ class ActorBase(Generic[C, P]):
         return forget(str(item), self.boot_id, self._held, task_table)
 
     def _unclaim(self) -> Steps[None]:
-        """Lets go of the claim when the actor's connection outlives it (the caller's, or the pool's)."""
-        if self.claim and self.boot_id is not None and self.instance is not None:
-            yield from unclaim(self.instance)
+        """Lets go of the claims the actor's connection holds when it outlives the actor (the caller's):
+        the instance's, or one a failed start() took."""
+        return unclaim(self._claimed)

@@ -89,6 +89,7 @@ class AsyncActor(p.ActorBase[AsyncConnection, "AsyncConnectionPool[Any]"]):
                     p.log.error("%s: could not let go of the instance's claim: %s", printable(self.instance), error)
         else:
             await conn.close()
+            self._claimed.clear()  # with the connection
             if not isinstance(source, str):
                 await source.putconn(conn)  # closed: the pool drops it
         self._conn = None

@@ -103,6 +103,7 @@ class Actor(p.ActorBase[Connection, "ConnectionPool[Any]"]):
                     p.log.error("%s: could not let go of the instance's claim: %s", printable(self.instance), error)
         else:
             conn.close()
+            self._claimed.clear()  # with the connection
             if not isinstance(source, str):
                 source.putconn(conn)  # closed: the pool drops it
         self._conn = None
