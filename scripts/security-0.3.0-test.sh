@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The security regression tests of 0.3.0's holes (harness/tests/security.rs, numbered 1 to 13b) run against
+# The security regression tests of 0.3.0's holes (harness/tests/security/, numbered 1 to 13b) run against
 # 0.3.0's own build, where each must fail: "14 red on 0.3.0" (docs/reliability.md, README.md, CHANGELOG.md)
 # is measured here, not remembered. 0.3.0's library is the upgrade test's (scripts/releases.sh builds it
 # once), its install script the frozen sql/orch_lease--0.3.0.sql; every test database is created with
@@ -11,25 +11,27 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT_DIR"
 SUITE=security-0.3.0
-# The tests of the 0.3.0 holes, in the file's order (1 … 12, 13a, 13b).
+# The tests of the 0.3.0 holes, in the order of their numbers (1 … 12, 13a, 13b), each as module::name (the
+# module is the file of harness/tests/security/ that holds it).
 TESTS=(
-    the_bypass_guard_lends_the_extension_owner_s_rights_to_nobody
-    takeovers_of_leases_with_huge_control_character_names_are_announced_cut
-    one_task_is_one_lease_however_its_id_is_spelled
-    a_cas_that_times_out_on_the_row_lock_says_retry_and_keeps_the_lease
-    another_actor_s_token_is_neither_readable_nor_usable
-    a_dumped_and_restored_database_grants_new_larger_tokens
-    an_actor_recovers_its_own_instance_and_no_other
-    a_commit_with_the_kill_switch_off_also_ends_the_lease
-    a_terminal_stage_is_left_by_no_cas
-    register_task_table_wants_the_owner_and_a_unique_id
-    recover_and_reap_refuse_a_transaction_snapshot
-    a_misspelt_orch_lease_setting_is_an_error
-    a_serialization_failure_inside_acquire_is_retry_not_busy
-    a_cas_on_a_row_updated_after_the_snapshot_is_retry
+    rights::the_bypass_guard_lends_the_extension_owner_s_rights_to_nobody
+    history::takeovers_of_leases_with_huge_control_character_names_are_announced_cut
+    keys::one_task_is_one_lease_however_its_id_is_spelled
+    transactions::a_cas_that_times_out_on_the_row_lock_says_retry_and_keeps_the_lease
+    rights::another_actor_s_token_is_neither_readable_nor_usable
+    history::a_dumped_and_restored_database_grants_new_larger_tokens
+    rights::an_actor_recovers_its_own_instance_and_no_other
+    stages::a_commit_with_the_kill_switch_off_also_ends_the_lease
+    stages::a_terminal_stage_is_left_by_no_cas
+    rights::register_task_table_wants_the_owner_and_a_unique_id
+    transactions::recover_and_reap_refuse_a_transaction_snapshot
+    keys::a_misspelt_orch_lease_setting_is_an_error
+    transactions::a_serialization_failure_inside_acquire_is_retry_not_busy
+    transactions::a_cas_on_a_row_updated_after_the_snapshot_is_retry
 )
 for name in "${TESTS[@]}"; do
-    grep -q "^fn $name()" harness/tests/security.rs || fail "harness/tests/security.rs has no test $name"
+    file=harness/tests/security/${name%%::*}.rs
+    grep -q "^fn ${name#*::}()" "$file" || fail "$file has no test ${name#*::}"
 done
 
 lock_take

@@ -83,10 +83,13 @@ unsafe extern "C-unwind" fn check_retention(
     _source: pgrx::pg_sys::GucSource::Type,
 ) -> bool {
     use pgrx::pg_sys::{self, PgTryBuilder};
+    // SAFETY: PostgreSQL's GUC machinery passes a valid pointer to the proposed value (a C string or
+    // NULL), alive for the hook's call.
     let text = unsafe { *value };
     if text.is_null() {
         return true;
     }
+    // SAFETY: interval_in on that non-NULL C string, alive for the call; its ERROR is caught below.
     let interval = PgTryBuilder::new(|| unsafe {
         pgrx::direct_function_call::<pgrx::datum::Interval>(
             pg_sys::interval_in,
@@ -104,6 +107,8 @@ unsafe extern "C-unwind" fn check_retention(
         Some(interval) if interval.is_negative() => c"It must not be negative.",
         Some(_) => return true,
     };
+    // SAFETY: what GUC_check_errdetail does: a copy palloc'd in the hook's memory context, which the
+    // GUC machinery reads when it reports the failed check.
     unsafe { pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(problem.as_ptr()) };
     false
 }
@@ -112,11 +117,13 @@ unsafe extern "C-unwind" fn check_retention(
 /// silently ignored placeholder.
 #[cfg(feature = "pg14")]
 fn reserve_prefix() {
+    // SAFETY: from _PG_init, after the settings are defined; the name is a static C string.
     unsafe { pgrx::pg_sys::EmitWarningsOnPlaceholders(c"orch_lease".as_ptr()) }
 }
 
 #[cfg(not(feature = "pg14"))]
 fn reserve_prefix() {
+    // SAFETY: from _PG_init, after the settings are defined; the name is a static C string.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"orch_lease".as_ptr()) }
 }
 

@@ -92,6 +92,8 @@ pub fn keeping_context<R>(statement: impl FnOnce() -> R) -> R {
         callback: Some(note_passing),
         arg: null_mut(),
     };
+    // SAFETY: `callback` lives in this frame; `_pop`, made next and dropped before it, takes it off the
+    // stack again on return or while unwinding.
     unsafe { pg_sys::error_context_stack = &mut callback };
     let _pop = Pop(&mut callback);
     statement()

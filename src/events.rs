@@ -255,6 +255,7 @@ thread_local! {
 /// (docs/scale-out.md). Citus is a shared_preload_library: its settings exist in every session it may
 /// run in. A look-up of one setting, far cheaper than the statement it saves.
 fn one_statement() -> bool {
+    // SAFETY: a look-up of a setting by a static name; the value (or NULL) is only tested for NULL.
     unsafe { pg_sys::GetConfigOption(c"citus.shard_count".as_ptr(), true, false) }.is_null()
 }
 
@@ -313,8 +314,7 @@ fn shard() -> i32 {
 /// the shard expression's other branch), as while a prepared transaction holds the slot. Only there
 /// does a count take a subtransaction (and, as it writes, a subtransaction id of its own).
 fn counting(run: impl Fn(Option<i32>)) {
-    let snapshot_per_transaction =
-        unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32;
+    let snapshot_per_transaction = races::one_snapshot();
     if !snapshot_per_transaction || !prepared_transactions() {
         return run(Some(shard()));
     }
@@ -330,6 +330,8 @@ fn counting(run: impl Fn(Option<i32>)) {
 
 /// Whether this server can prepare transactions (`max_prepared_transactions` above 0, set at start).
 fn prepared_transactions() -> bool {
+    // SAFETY: a look-up of a setting by a static name; the value is the GUC's own string (or NULL),
+    // valid until the setting changes, and read at once.
     let setting =
         unsafe { pg_sys::GetConfigOption(c"max_prepared_transactions".as_ptr(), false, false) };
     !setting.is_null() && unsafe { std::ffi::CStr::from_ptr(setting) }.to_bytes() != b"0"

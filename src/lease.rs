@@ -244,6 +244,7 @@ fn transition_lease_acquire_session(
     request_lease(Request {
         item: task_table::item("work_item", work_item, task_table),
         owner: errors::required("owner", owner),
+        // SAFETY: a plain global of the backend, set at its start, read on its only thread.
         owner_pid: unsafe { pg_sys::MyProcPid },
         boot_id: recovery::this_session_boot_id(),
         scope: errors::optional("scope", scope),
@@ -321,9 +322,9 @@ fn stage_after_grant(
     table: &TaskTable,
     id: Typed,
 ) -> Option<Option<String>> {
-    match unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32 {
-        true => stage_cas::read_stage(client, table, id),
-        false => stage_cas::current_stage(client, table, id),
+    match races::one_snapshot() {
+        false => stage_cas::read_stage(client, table, id),
+        true => stage_cas::current_stage(client, table, id),
     }
 }
 
@@ -528,7 +529,7 @@ fn snapshot_current(
     item: &Item,
     token: Option<i64>,
 ) -> Result<(), Box<CaughtError>> {
-    if unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32 {
+    if !races::one_snapshot() {
         return Ok(());
     }
     let (key, table) = (item.key.as_str(), TableArg(item.table));

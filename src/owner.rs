@@ -50,6 +50,7 @@ pub fn as_owner<R>(body: impl FnOnce() -> R) -> R {
     }
     let _restore = RestoreCaller(CALLER.replace(Some(CALLER.get().unwrap_or(caller))));
     let result = body();
+    // SAFETY: undoes the switch above, as fmgr_security_definer does after the call.
     unsafe {
         pg_sys::SetUserIdAndSecContext(caller, context);
         pg_sys::AtEOXact_GUC(true, nest_level);
@@ -61,6 +62,7 @@ pub fn as_owner<R>(body: impl FnOnce() -> R) -> R {
 pub fn caller() -> pg_sys::Oid {
     CALLER
         .get()
+        // SAFETY: a plain read of the backend's current user.
         .unwrap_or_else(|| unsafe { pg_sys::GetUserId() })
 }
 
@@ -71,6 +73,7 @@ pub fn caller_name() -> String {
 
 /// A role's name (roles are recorded by name: oids do not survive a dump and restore).
 pub fn role_name(role: pg_sys::Oid) -> String {
+    // SAFETY: a catalog cache look-up (a missing role raises); the palloc'd name is copied at once.
     let name = unsafe { pg_sys::GetUserNameFromId(role, false) };
     unsafe { std::ffi::CStr::from_ptr(name) }
         .to_string_lossy()
@@ -79,6 +82,7 @@ pub fn role_name(role: pg_sys::Oid) -> String {
 
 /// Is the caller a member of `role` (directly or not)? False when the role does not exist.
 pub fn caller_is_member_of(role: &std::ffi::CStr) -> bool {
+    // SAFETY: catalog cache look-ups by a name borrowed for the call and by role oids.
     let oid = unsafe { pg_sys::get_role_oid(role.as_ptr(), true) };
     oid != pg_sys::InvalidOid && unsafe { pg_sys::has_privs_of_role(caller(), oid) }
 }
@@ -87,6 +91,7 @@ pub fn caller_is_member_of(role: &std::ffi::CStr) -> bool {
 /// named `orch_lease`, which every statement names, must be the extension's own and owned by that role:
 /// a schema someone else created beforehand, or swapped in by a rename, is refused.
 fn extension_owner() -> pg_sys::Oid {
+    // SAFETY: a catalog cache look-up by a static name; missing is InvalidOid.
     let named = unsafe { pg_sys::get_namespace_oid(c"orch_lease".as_ptr(), true) };
     // The fast path: the same schema as last time, still owned by the same role. A dropped and created
     // again extension has a new schema (it is the extension's member), so it takes the slow path.
@@ -95,6 +100,7 @@ fn extension_owner() -> pg_sys::Oid {
             return owner;
         }
     }
+    // SAFETY: a catalog look-up by a static name; missing is InvalidOid.
     let extension = unsafe { pg_sys::get_extension_oid(c"orch_lease".as_ptr(), true) };
     let (owner, schema, version) = read_extension(extension);
     // An update script of an earlier release may call this library while ALTER EXTENSION … UPDATE
@@ -145,6 +151,7 @@ fn read_extension(extension: pg_sys::Oid) -> (pg_sys::Oid, pg_sys::Oid, String) 
 
 /// The owner of a schema, from the catalog cache.
 fn schema_owner(schema: pg_sys::Oid) -> Option<pg_sys::Oid> {
+    // SAFETY: a pinned catalog cache tuple, NULL-checked, read as a pg_namespace row and released.
     unsafe {
         let tuple = pg_sys::SearchSysCache1(
             pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,

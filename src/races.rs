@@ -73,6 +73,7 @@ fn in_subtransaction<R>(body: impl FnOnce() -> R, keep: bool) -> Result<R, Box<C
         pg_sys::MemoryContextSwitchTo(context);
         pg_sys::CurrentResourceOwner = owner;
     };
+    // SAFETY: as above; `end` closes it on every path, the error's included.
     unsafe {
         pg_sys::BeginInternalSubTransaction(std::ptr::null());
         pg_sys::MemoryContextSwitchTo(context);
@@ -88,6 +89,14 @@ fn in_subtransaction<R>(body: impl FnOnce() -> R, keep: bool) -> Result<R, Box<C
             Err(Box::new(error))
         })
         .execute()
+}
+
+/// Does this transaction keep one snapshot (REPEATABLE READ, SERIALIZABLE)? Then a row committed after
+/// that snapshot is not seen, and what depends on it is refused or a `retry`.
+pub fn one_snapshot() -> bool {
+    // SAFETY: a plain global of the backend (the transaction's isolation level), read on its only thread.
+    let level = unsafe { pg_sys::XactIsoLevel };
+    level >= pg_sys::XACT_REPEATABLE_READ as i32
 }
 
 /// The longest orch_lease waits for a lock another transaction holds where waiting is allowed (recover,
@@ -124,6 +133,7 @@ pub fn bounded_lock_wait<R>(body: impl FnOnce() -> R) -> R {
         nest
     };
     let result = body();
+    // SAFETY: pops the GUC nest level pushed above, as fmgr does after the call.
     unsafe { pg_sys::AtEOXact_GUC(true, nest) };
     result
 }

@@ -94,6 +94,7 @@ fn transition_lease_hand_over(instance: Option<&str>, to_role: Option<&str>) -> 
     let instance = boot_name("instance", instance);
     let to_role = errors::required("to_role", to_role);
     let name = std::ffi::CString::new(to_role).unwrap_or_default();
+    // SAFETY: a catalog cache look-up by a C string that outlives the call; missing is InvalidOid.
     if unsafe { pg_sys::get_role_oid(name.as_ptr(), true) } == pg_sys::InvalidOid {
         errors::raise(
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
@@ -329,6 +330,7 @@ fn refuse_a_twin(client: &SpiClient<'_>, instance: &str, session: &str) {
                 )),
             );
         }
+        // SAFETY: a plain sleep; no pointer, no state.
         unsafe { pg_sys::pg_usleep(5_000) };
         check_for_interrupts!();
     }
@@ -481,7 +483,7 @@ pub fn refuse_foreign_boot(client: &SpiClient<'_>, boot_id: &str, role: &str) ->
 /// Recover and the reaper must see every lease committed until now, which a transaction snapshot
 /// (REPEATABLE READ, SERIALIZABLE) taken earlier does not: there they refuse.
 fn read_committed_only(function: &str) {
-    if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
+    if races::one_snapshot() {
         errors::raise_hinted(
             PgSqlErrorCode::ERRCODE_INVALID_TRANSACTION_STATE,
             format!("orch_lease: {function} must run at READ COMMITTED"),
@@ -510,6 +512,7 @@ pub fn only_this_session(argument: &str, boot_id: &str) {
 
 /// The boot id that stands for this database session.
 pub fn this_session_boot_id() -> String {
+    // SAFETY: two plain globals of the backend, set at its start, read on its only thread.
     let (pid, started) = unsafe { (pg_sys::MyProcPid, pg_sys::MyStartTimestamp) };
     format!("{SESSION_BOOT}{pid}:{started}")
 }
@@ -523,6 +526,8 @@ pub fn this_session_boot_id() -> String {
 fn session_alive(boot_id: &str) -> Option<bool> {
     let (pid, started) = boot_id.strip_prefix(SESSION_BOOT)?.split_once(':')?;
     let (pid, started): (i32, i64) = (pid.parse().ok()?, started.parse().ok()?);
+    // SAFETY: the backend list is this backend's local copy (in its transaction's memory, taken by the
+    // first fetch after the clear); each entry is NULL-checked and read while that copy lives.
     Some(unsafe {
         pg_sys::pgstat_clear_backend_activity_snapshot();
         (1..=pg_sys::pgstat_fetch_stat_numbackends()).any(|backend| {

@@ -49,6 +49,7 @@ pub fn composite(
     // then its type has no relation any more, and the name is looked up again.
     let cached = TYPES
         .with(|types| types.borrow().get(type_name).copied())
+        // SAFETY: a catalog cache look-up by oid; a type gone since gives InvalidOid.
         .filter(|oid| unsafe { pg_sys::get_typ_typrelid(*oid) } != pg_sys::InvalidOid);
     let tupdesc = cached
         .and_then(PgTupleDesc::for_composite_type_by_oid)

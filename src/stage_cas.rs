@@ -340,7 +340,7 @@ pub fn current_stage(
         Err(error)
             if races::report_of(&error).sql_error_code()
                 == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE
-                && unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32 =>
+                && !races::one_snapshot() =>
         {
             read_stage(client, table, id)
         }

@@ -76,6 +76,8 @@ fn bypass_guard<'a>(
     let data = trigger.trigger_data();
     let column_text = |tuple: *mut pg_sys::HeapTupleData, column: &str| -> Option<String> {
         let name = CString::new(column).ok()?;
+        // SAFETY: the trigger's relation and tuples are PostgreSQL's, valid for the trigger call; the
+        // column name outlives the calls; SPI_getvalue's palloc'd text is copied at once.
         unsafe {
             let tupdesc = (*data.tg_relation).rd_att;
             let attnum = pg_sys::SPI_fnumber(tupdesc, name.as_ptr());
@@ -95,6 +97,7 @@ fn bypass_guard<'a>(
         return Ok(passes);
     }
     let task_id = column_text(data.tg_newtuple, id_column);
+    // SAFETY: the trigger's relation, open for the trigger call.
     let fired_on = unsafe { (*data.tg_relation).rd_id };
     if let (Some(key), Some(stage)) = (&task_id, &new_stage) {
         let cas_write = |relid| {
@@ -151,7 +154,7 @@ fn bypass_guard<'a>(
 /// partitioned table, or a partition registered by itself (red team of #29.10: mapping every partition
 /// to the topmost table refused the CAS on a registered partition).
 fn written_tables(relid: pg_sys::Oid) -> Vec<pg_sys::Oid> {
-    if !unsafe { pg_sys::get_rel_relispartition(relid) } {
+    if !is_partition(relid) {
         return vec![relid];
     }
     Spi::connect(|client| {
@@ -165,10 +168,16 @@ fn written_tables(relid: pg_sys::Oid) -> Vec<pg_sys::Oid> {
     })
 }
 
+/// Is the relation a partition?
+fn is_partition(relid: pg_sys::Oid) -> bool {
+    // SAFETY: a catalog cache look-up by oid, no pointer; a relation gone answers false.
+    unsafe { pg_sys::get_rel_relispartition(relid) }
+}
+
 /// The table a bypass is logged under: a partition's topmost partitioned table, the one registered
 /// when the task table is partitioned; the guard, cloned onto every partition, fires on the partition.
 fn registered_ancestor(relid: pg_sys::Oid) -> pg_sys::Oid {
-    if !unsafe { pg_sys::get_rel_relispartition(relid) } {
+    if !is_partition(relid) {
         return relid;
     }
     Spi::get_one_with_args::<pg_sys::Oid>(
@@ -317,6 +326,7 @@ fn register_stage_graph(
     // stored as that type writes it. Read by the base type: a domain's CHECK is the table owner's code,
     // which an admin registering the graph must not run.
     let table = task_table::task_table(task_table);
+    // SAFETY: a catalog cache look-up of the described (so existing) stage column's type.
     let stage_type = unsafe { pg_sys::getBaseType(table.stage_type) };
     let stage = |argument: &'static str, stage: &str| {
         errors::bounded_present(argument, Some(stage));

@@ -61,6 +61,8 @@ thread_local! {
 
 /// Registers the invalidation callback (once per backend, from `_PG_init`).
 pub fn init() {
+    // SAFETY: from _PG_init, once per backend; the callback is a function of this library, loaded for
+    // the backend's life, and touches thread-locals only.
     unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(invalidated), pg_sys::Datum::from(0)) };
 }
 
@@ -102,6 +104,8 @@ pub fn enabled() -> bool {
 /// Never raises for a missing table: the bypass guard calls this inside an application's own UPDATE,
 /// also between a library update and `ALTER EXTENSION orch_lease UPDATE`.
 fn read() -> Option<(pg_sys::Oid, State)> {
+    // SAFETY: catalog look-ups by static names; the table is opened under AccessShareLock and the
+    // snapshot registered before the scan, and the row is read while both are held, then released.
     unsafe {
         let extension = pg_sys::get_extension_oid(c"orch_lease".as_ptr(), true);
         let schema = pg_sys::get_namespace_oid(c"orch_lease".as_ptr(), true);
@@ -262,6 +266,7 @@ fn kill_switch_changed<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, std::convert::Infallible> {
     if let Ok(table) = trigger.relation() {
+        // SAFETY: queues an invalidation of the trigger's (open) relation, sent when this commits.
         unsafe { pg_sys::CacheInvalidateRelcacheByRelid(table.oid()) };
     }
     Ok(None)

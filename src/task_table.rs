@@ -76,6 +76,7 @@ fn register_task_table(
             format!("orch_lease: \"{qualified}\" is not a table"),
         );
     }
+    // SAFETY: a test of the oid's number against the catalogs' range; no pointer, no catalog read.
     if unsafe { pg_sys::IsCatalogRelationOid(table.oid()) } {
         errors::raise(
             PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
@@ -92,7 +93,7 @@ fn register_task_table(
     }
     let column = |argument: &str, column: &str| -> (i16, pg_sys::Oid) {
         let name = CString::new(column).expect("a name holds no NUL byte");
-        let attnum = unsafe { pg_sys::get_attnum(table.oid(), name.as_ptr()) };
+        let attnum = attnum(table.oid(), &name);
         if attnum <= 0 {
             errors::raise(
                 PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
@@ -101,6 +102,8 @@ fn register_task_table(
                 ),
             );
         }
+        // SAFETY: a catalog cache look-up of a column that exists (checked above), in this call's
+        // transaction.
         (attnum, unsafe { pg_sys::get_atttype(table.oid(), attnum) })
     };
     let (id_attnum, _) = column("id_column", &id_column);
@@ -115,7 +118,7 @@ fn register_task_table(
     // ended and the table unregistered.
     let forgotten: Vec<pg_sys::Oid> = registered
         .into_iter()
-        .filter(|relid| catalog_name(unsafe { pg_sys::get_rel_name(*relid) }).is_none())
+        .filter(|relid| rel_name(*relid).is_none())
         .filter(|relid| leases_on(*relid) == 0)
         .collect();
     // Every lease held on it now (committed since this transaction's snapshot too) must already be
@@ -248,7 +251,7 @@ COMMENT ON FUNCTION orch_lease.unregister_task_table(regclass) IS
 )]
 fn unregister_task_table(task_table: Option<TableArg>) {
     let relid = errors::present("task_table", task_table).0;
-    let exists = catalog_name(unsafe { pg_sys::get_rel_name(relid) }).is_some();
+    let exists = rel_name(relid).is_some();
     let shown = shown_name(relid);
     // A table dropped since it was registered has no owner left to ask: an admin removes it.
     if exists && !caller_owns(relid) {
@@ -343,19 +346,23 @@ impl FromDatum for TableArg {
     }
 }
 
+// SAFETY: a regclass argument is an oid, which from_datum reads as pgrx reads any Oid.
 unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for TableArg {
     unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
         let index = arg.index();
+        // SAFETY: pgrx hands the argument of the call being made; from_datum reads only its oid.
         unsafe { arg.unbox_arg_using_from_datum() }
             .unwrap_or_else(|| panic!("argument {index} must not be null"))
     }
 }
 
+// SAFETY: the oid goes back as the by-value regclass datum that RETURN_SQL declares.
 unsafe impl pgrx::callconv::BoxRet for TableArg {
     unsafe fn box_into<'fcx>(
         self,
         fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
     ) -> pgrx::datum::Datum<'fcx> {
+        // SAFETY: an oid is a by-value datum: nothing to keep alive past the call.
         unsafe { fcinfo.return_raw_datum(pg_sys::Datum::from(self.0)) }
     }
 }
@@ -370,6 +377,7 @@ impl IntoDatum for TableArg {
     }
 }
 
+// SAFETY: the SQL type declared, regclass, is the one whose datums TableArg reads and returns.
 unsafe impl SqlTranslatable for TableArg {
     const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(TableArg);
     const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
@@ -385,6 +393,7 @@ unsafe impl SqlTranslatable for TableArg {
 /// queue, where it would stop every call behind it: it tries, and gives up after `lock_timeout` (10 s
 /// when that is unset) with 55P03. Calls made meanwhile wait for the registering transaction's end.
 pub fn lock_out_calls() {
+    // SAFETY: a plain int GUC of the backend, read on its only thread.
     let limit_ms = match unsafe { pg_sys::LockTimeout } {
         0 => 10_000,
         set => set,
@@ -404,6 +413,8 @@ pub fn lock_out_calls() {
 fn lock_registry(mode: u32, limit_ms: i32, message: &str, hint: &str) {
     let registry = registry();
     let start = std::time::Instant::now();
+    // SAFETY: a lock on a relation that exists (`registry` found it), taken in this transaction and
+    // held until it ends; the call never waits.
     while !unsafe { pg_sys::ConditionalLockRelationOid(registry, mode as pg_sys::LOCKMODE) } {
         if start.elapsed().as_millis() >= limit_ms as u128 {
             errors::raise_hinted(
@@ -413,6 +424,7 @@ fn lock_registry(mode: u32, limit_ms: i32, message: &str, hint: &str) {
                 Some(format!("Waited {limit_ms} ms.")),
             );
         }
+        // SAFETY: a plain sleep; no pointer, no state.
         unsafe { pg_sys::pg_usleep(10_000) };
         pg_sys::check_for_interrupts!();
     }
@@ -420,8 +432,7 @@ fn lock_registry(mode: u32, limit_ms: i32, message: &str, hint: &str) {
 
 /// The registry table, `orch_lease.task_table`.
 fn registry() -> pg_sys::Oid {
-    let schema = unsafe { pg_sys::get_namespace_oid(c"orch_lease".as_ptr(), false) };
-    let relid = unsafe { pg_sys::get_relname_relid(c"task_table".as_ptr(), schema) };
+    let relid = own_relation(c"task_table");
     if relid == pg_sys::InvalidOid {
         errors::internal("missing relation", "orch_lease.task_table", "");
     }
@@ -437,6 +448,9 @@ fn read_latest<R>(
     mut row: impl FnMut(&dyn Fn(i32) -> Option<pg_sys::Datum>) -> R,
 ) -> Vec<R> {
     let sql_c = CString::new(sql).expect("SQL holds no NUL byte");
+    // SAFETY: inside Spi::connect, so SPI is connected and its results live until it returns; the
+    // statement's text outlives the plan, which is freed here; each tuple is read (and its datums
+    // passed to `row`) before the next SPI call can free the tuple table.
     Spi::connect(|_client| unsafe {
         let plan = pg_sys::SPI_prepare(sql_c.as_ptr(), 0, std::ptr::null_mut());
         if plan.is_null() {
@@ -473,6 +487,7 @@ fn read_latest<R>(
 
 /// A text column's value read by `read_latest`.
 fn text_of(datum: Option<pg_sys::Datum>) -> Option<String> {
+    // SAFETY: a non-NULL datum of a text column, alive in SPI's memory while `read_latest` maps its row.
     datum.and_then(|datum| unsafe { String::from_datum(datum, false) })
 }
 
@@ -518,13 +533,14 @@ impl IdType {
 /// is registered, and again whenever its description is renewed (after DDL on it).
 fn check_id_column(relid: pg_sys::Oid, attnum: i16, qualified: &str) -> IdType {
     let (mut id_type, mut typmod, mut collation) = (pg_sys::InvalidOid, 0, pg_sys::InvalidOid);
+    // SAFETY: a catalog cache look-up of a column that exists, writing three locals.
     unsafe {
         pg_sys::get_atttypetypmodcoll(relid, attnum, &mut id_type, &mut typmod, &mut collation)
     };
     let mut base_typmod = typmod;
+    // SAFETY: a catalog cache look-up of an existing type, writing a local.
     let base = unsafe { pg_sys::getBaseTypeAndTypmod(id_type, &mut base_typmod) };
-    let deterministic = collation == pg_sys::InvalidOid
-        || unsafe { pg_sys::get_collation_isdeterministic(collation) };
+    let deterministic = compares_bytes(collation);
     if !KEYABLE_IDS.contains(&base) || !deterministic {
         errors::raise_hinted(
             PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
@@ -576,17 +592,13 @@ fn check_id_column(relid: pg_sys::Oid, attnum: i16, qualified: &str) -> IdType {
 /// registered and whenever its description is renewed.
 fn check_stage_column(relid: pg_sys::Oid, attnum: i16, stage_column: &str, qualified: &str) {
     let (mut stage_type, mut typmod, mut collation) = (pg_sys::InvalidOid, 0, pg_sys::InvalidOid);
+    // SAFETY: a catalog cache look-up of a column that exists, writing three locals.
     unsafe {
         pg_sys::get_atttypetypmodcoll(relid, attnum, &mut stage_type, &mut typmod, &mut collation)
     };
-    let base = unsafe { pg_sys::getBaseType(stage_type) };
-    let deterministic = collation == pg_sys::InvalidOid
-        || unsafe { pg_sys::get_collation_isdeterministic(collation) };
-    if !(unsafe { pg_sys::type_is_enum(base) }
-        || base == pg_sys::TEXTOID
-        || base == pg_sys::VARCHAROID)
-        || !deterministic
-    {
+    let base = base_type(stage_type);
+    let deterministic = compares_bytes(collation);
+    if !(is_enum(base) || base == pg_sys::TEXTOID || base == pg_sys::VARCHAROID) || !deterministic {
         errors::raise(
             PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
             format!(
@@ -607,8 +619,8 @@ fn moved_label(
     terminal: &HashSet<String>,
     places: &HashMap<String, i32>,
 ) -> Option<String> {
-    let base = unsafe { pg_sys::getBaseType(stage_type) };
-    if !unsafe { pg_sys::type_is_enum(base) } {
+    let base = base_type(stage_type);
+    if !is_enum(base) {
         return None;
     }
     let labels: HashMap<String, i32> = Spi::connect(|client| {
@@ -638,8 +650,11 @@ fn moved_label(
 
 /// Does the caller own the table (or belong to the role that does)?
 pub fn caller_owns(relid: pg_sys::Oid) -> bool {
+    // SAFETY: an existing relation (register's argument, locked by pgrx; a registered table found by
+    // name just before), open until `table` drops, a missing one a panic; rd_rel is valid while open.
     let table = unsafe { PgRelation::open(relid) };
     let relowner = unsafe { (*table.rd_rel).relowner };
+    // SAFETY: a membership test of two role oids, read from the catalog caches.
     unsafe { pg_sys::has_privs_of_role(owner::caller(), relowner) }
 }
 
@@ -740,7 +755,8 @@ pub fn held_item(argument: &'static str, work_item: &str, table: Option<TableArg
 fn may_read_stage(table: &TaskTable) {
     let role = owner::caller();
     let column = CString::new(table.stage_column.as_str()).expect("a name holds no NUL byte");
-    let attnum = unsafe { pg_sys::get_attnum(table.relid, column.as_ptr()) };
+    let attnum = attnum(table.relid, &column);
+    // SAFETY: privilege checks of a described (so existing) table and column for a role oid.
     let allowed = unsafe {
         pg_sys::pg_class_aclcheck(table.relid, role, pg_sys::ACL_SELECT as pg_sys::AclMode)
             == pg_sys::AclResult::ACLCHECK_OK
@@ -772,6 +788,8 @@ pub fn forget_everywhere(relation: &str) {
         .ok()
         .flatten()
         .unwrap_or_else(|| errors::internal("missing relation", relation, ""));
+    // SAFETY: queues an invalidation of an existing relation (the regclass cast found it), sent to
+    // every backend when this transaction commits.
     unsafe { pg_sys::CacheInvalidateRelcacheByRelid(oid) };
 }
 
@@ -850,6 +868,8 @@ struct Cache {
 /// renamed column, a dropped table or index), a renamed schema or enum label and every registration
 /// invalidate them.
 pub fn init() {
+    // SAFETY: from _PG_init, once per backend; the callbacks are functions of this library, which
+    // stays loaded for the backend's life, and they touch thread-locals only.
     unsafe {
         pg_sys::CacheRegisterRelcacheCallback(Some(forget_task_table), pg_sys::Datum::from(0));
         // A renamed schema changes a task table's qualified name without touching its relcache entry.
@@ -976,9 +996,8 @@ fn not_registered(relid: pg_sys::Oid) -> ! {
 
 /// A table's name as messages show it: schema-qualified, or its oid once it is gone.
 fn shown_name(relid: pg_sys::Oid) -> String {
-    let name = catalog_name(unsafe { pg_sys::get_rel_name(relid) });
-    let schema =
-        catalog_name(unsafe { pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid)) });
+    let name = rel_name(relid);
+    let schema = rel_schema_name(relid);
     match (schema, name) {
         (Some(schema), Some(name)) => format!("{schema}.{name}"),
         _ => format!("oid {} (dropped)", relid.to_u32()),
@@ -1049,9 +1068,7 @@ struct Registration {
 fn read_registrations() -> Vec<Registration> {
     let has = |relation: &str, column: &CStr| {
         let relation = CString::new(relation).expect("a name holds no NUL byte");
-        let schema = unsafe { pg_sys::get_namespace_oid(c"orch_lease".as_ptr(), false) };
-        let relid = unsafe { pg_sys::get_relname_relid(relation.as_ptr(), schema) };
-        unsafe { pg_sys::get_attnum(relid, column.as_ptr()) > 0 }
+        attnum(own_relation(&relation), column) > 0
     };
     let recorded = match has("task_table", c"id_type") {
         true => "t.id_type::oid, t.id_typmod",
@@ -1098,6 +1115,7 @@ fn read_registrations() -> Vec<Registration> {
                     })
                 };
                 let texts = |column| -> Option<Vec<String>> {
+                    // SAFETY: a non-NULL text[] datum of this row, alive while `read_latest` maps it.
                     row(column).and_then(|datum| unsafe { Vec::from_datum(datum, false) })
                 };
                 let typmod = row(11).map(|datum| datum.value() as i32);
@@ -1119,6 +1137,7 @@ fn read_registrations() -> Vec<Registration> {
                         .into_iter()
                         .zip(
                             row(14)
+                                // SAFETY: as `texts`, an int4[] datum.
                                 .and_then(|datum| unsafe { Vec::<i32>::from_datum(datum, false) })
                                 .unwrap_or_default(),
                         )
@@ -1147,10 +1166,7 @@ fn describe_task_table(registration: &Registration) -> TaskTable {
     // Names and types come from the catalog caches; DDL on the task table invalidates this description,
     // so a renamed or dropped table or column is noticed at once.
     let reregister = "The task table changed since it was registered: call orch_lease.register_task_table again.";
-    let (Some(table), Some(schema)) = (catalog_name(unsafe { pg_sys::get_rel_name(relid) }), {
-        let namespace = unsafe { pg_sys::get_rel_namespace(relid) };
-        catalog_name(unsafe { pg_sys::get_namespace_name(namespace) })
-    }) else {
+    let (Some(table), Some(schema)) = (rel_name(relid), rel_schema_name(relid)) else {
         errors::raise_hinted(
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
             format!(
@@ -1165,7 +1181,8 @@ fn describe_task_table(registration: &Registration) -> TaskTable {
     };
     let column_type = |column: &str| {
         let name = CString::new(column).expect("a column name holds no NUL byte");
-        let attnum = unsafe { pg_sys::get_attnum(relid, name.as_ptr()) };
+        let attnum = attnum(relid, &name);
+        // SAFETY: a catalog cache look-up of a column that exists (attnum above 0).
         (attnum > 0).then(|| unsafe { pg_sys::get_atttype(relid, attnum) })
     };
     let (Some(id_type), Some(stage_type)) = (column_type(&id_column), column_type(&stage_column))
@@ -1180,13 +1197,13 @@ fn describe_task_table(registration: &Registration) -> TaskTable {
     let qualified = format!("{}.{}", quote_identifier(&schema), quote_identifier(&table));
     let stage_attnum = {
         let name = CString::new(stage_column.as_str()).expect("a column name holds no NUL byte");
-        unsafe { pg_sys::get_attnum(relid, name.as_ptr()) }
+        attnum(relid, &name)
     };
     check_stage_column(relid, stage_attnum, &stage_column, &qualified);
     let moved_label = moved_label(stage_type, &graph, &terminal, places);
     let id_attnum = {
         let name = CString::new(id_column.as_str()).expect("a column name holds no NUL byte");
-        unsafe { pg_sys::get_attnum(relid, name.as_ptr()) }
+        attnum(relid, &name)
     };
     let id_read = check_id_column(relid, id_attnum, &qualified);
     // Leases are keyed by the id type they were acquired under: another type (ALTER COLUMN … TYPE)
@@ -1236,6 +1253,8 @@ fn describe_task_table(registration: &Registration) -> TaskTable {
 
 /// The type's default equality operator, written `OPERATOR(schema.name)`.
 fn equality_operator(argument: &str, type_oid: pg_sys::Oid) -> String {
+    // SAFETY: the type cache entry of an existing type (never NULL: it raises instead), which lives in
+    // CacheMemoryContext for the backend's life; only its eq_opr is read.
     let entry = unsafe { pg_sys::lookup_type_cache(type_oid, pg_sys::TYPECACHE_EQ_OPR as i32) };
     let operator = unsafe { (*entry).eq_opr };
     if operator == pg_sys::InvalidOid {
@@ -1244,6 +1263,7 @@ fn equality_operator(argument: &str, type_oid: pg_sys::Oid) -> String {
             format!("orch_lease: {argument}: its type has no default equality operator"),
         );
     }
+    // SAFETY: a catalog cache look-up of an existing operator; the name is copied at once.
     let name = catalog_name(unsafe { pg_sys::get_opname(operator) }).unwrap_or_default();
     let schema = operator_schema(operator);
     format!("OPERATOR({}.{name})", quote_identifier(&schema))
@@ -1251,22 +1271,83 @@ fn equality_operator(argument: &str, type_oid: pg_sys::Oid) -> String {
 
 /// The schema an operator lives in.
 fn operator_schema(operator: pg_sys::Oid) -> String {
+    // SAFETY: a pinned catalog cache tuple, NULL checked, read while pinned and released below.
     let tuple = unsafe {
         pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::OPEROID as i32, operator.into())
     };
     if tuple.is_null() {
         errors::internal("missing operator", &operator.to_u32().to_string(), "");
     }
+    // SAFETY: the pinned tuple is a pg_operator row (OPEROID's cache).
     let namespace = unsafe {
         (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_operator>(tuple)).oprnamespace
     };
     unsafe { pg_sys::ReleaseSysCache(tuple) };
-    catalog_name(unsafe { pg_sys::get_namespace_name(namespace) }).unwrap_or_default()
+    namespace_name(namespace).unwrap_or_default()
+}
+
+// The catalog look-ups made here several times, as safe functions. Each calls one lsyscache function,
+// in the transaction of the SQL call or trigger that needs it, with oids or names that outlive the
+// call; a missing object comes back as InvalidOid, 0 or NULL, which the callers check; an ERROR becomes
+// a Rust panic at pgrx's guard.
+
+/// A relation's name; None once it is dropped.
+fn rel_name(relid: pg_sys::Oid) -> Option<String> {
+    // SAFETY: as said above the block; the name is copied by `catalog_name`.
+    catalog_name(unsafe { pg_sys::get_rel_name(relid) })
+}
+
+/// The name of a relation's schema; None once the relation is dropped.
+fn rel_schema_name(relid: pg_sys::Oid) -> Option<String> {
+    // SAFETY: as said above the block; a dropped relation's schema is InvalidOid, whose name is None.
+    namespace_name(unsafe { pg_sys::get_rel_namespace(relid) })
+}
+
+/// A schema's name; None once it is dropped.
+fn namespace_name(namespace: pg_sys::Oid) -> Option<String> {
+    // SAFETY: as said above the block; the name is copied by `catalog_name`.
+    catalog_name(unsafe { pg_sys::get_namespace_name(namespace) })
+}
+
+/// The number of column `name` of `relid`: 0 or less when it has none.
+fn attnum(relid: pg_sys::Oid, name: &CStr) -> i16 {
+    // SAFETY: as said above the block; `name` is borrowed for the call.
+    unsafe { pg_sys::get_attnum(relid, name.as_ptr()) }
+}
+
+/// A relation of orch_lease's own schema (an error when the schema is missing; InvalidOid when the
+/// relation is).
+fn own_relation(name: &CStr) -> pg_sys::Oid {
+    // SAFETY: as said above the block; the names are borrowed for the calls.
+    unsafe {
+        let schema = pg_sys::get_namespace_oid(c"orch_lease".as_ptr(), false);
+        pg_sys::get_relname_relid(name.as_ptr(), schema)
+    }
+}
+
+/// The type under a domain (or the type itself).
+fn base_type(type_oid: pg_sys::Oid) -> pg_sys::Oid {
+    // SAFETY: as said above the block.
+    unsafe { pg_sys::getBaseType(type_oid) }
+}
+
+/// Is the type an enum?
+fn is_enum(type_oid: pg_sys::Oid) -> bool {
+    // SAFETY: as said above the block.
+    unsafe { pg_sys::type_is_enum(type_oid) }
+}
+
+/// Does a column of collation `collation` (InvalidOid: not collatable) compare byte for byte?
+fn compares_bytes(collation: pg_sys::Oid) -> bool {
+    // SAFETY: as said above the block; a collation a column has exists.
+    collation == pg_sys::InvalidOid || unsafe { pg_sys::get_collation_isdeterministic(collation) }
 }
 
 /// A name the catalog cache handed back (NULL when the object is gone).
 fn catalog_name(name: *mut std::ffi::c_char) -> Option<String> {
     (!name.is_null()).then(|| {
+        // SAFETY: a NUL-terminated name the catalog functions palloc'd in the current memory context,
+        // copied here before anything can free it.
         unsafe { CStr::from_ptr(name) }
             .to_string_lossy()
             .into_owned()
@@ -1278,6 +1359,8 @@ fn catalog_name(name: *mut std::ffi::c_char) -> Option<String> {
 /// with the type's SQLSTATE, naming `argument`.
 pub fn typed(argument: &'static str, text: &str, type_oid: pg_sys::Oid, typmod: i32) -> Typed {
     let text = CString::new(text).expect("PostgreSQL text holds no NUL byte");
+    // SAFETY: an existing type's input function (looked up by oid) called on a NUL-terminated text
+    // that outlives the call; the value is palloc'd in the function call's memory context.
     let datum = PgTryBuilder::new(|| unsafe {
         let (mut input, mut io_param) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
         pg_sys::getTypeInputInfo(type_oid, &mut input, &mut io_param);
@@ -1302,6 +1385,8 @@ pub fn output(value: Typed) -> String {
 /// The text of a datum of type `type_oid`, by the type's output function.
 pub fn datum_text(datum: pg_sys::Datum, type_oid: pg_sys::Oid) -> String {
     let (mut function, mut varlena) = (pg_sys::InvalidOid, false);
+    // SAFETY: `datum` is a value of `type_oid` (Typed, or a row of SPI's still alive); its output
+    // function returns a palloc'd C string, copied and freed here.
     unsafe {
         pg_sys::getTypeOutputInfo(type_oid, &mut function, &mut varlena);
         let text = pg_sys::OidOutputFunctionCall(function, datum);
