@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make demo`: installs orch_lease into a throwaway PostgreSQL cluster and replays the incident: five
 # actor processes (monitor, webhook, reconciler, job reaper, deploy finalizer) race to advance the same
-# tasks with the kill-switch off (the old behaviour), then on; then one actor crashes holding a lease and
-# its restart recovers it while a listener receives the alert. See harness/src/demo.rs.
+# tasks and jobs (two task tables, the same ids) with the kill-switch off (the old behaviour), then on;
+# then one actor crashes holding a lease and its restart recovers it while a listener receives the
+# alert. See harness/src/demo.rs.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 begin

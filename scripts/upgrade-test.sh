@@ -84,16 +84,24 @@ for from in 0.1.0 0.2.0 0.3.0 0.4.0; do
     # A site's own grant on a function 0.5.0 recreates with a task_table argument (#27): kept, and dumped.
     [ "$from" != 0.4.0 ] || q "DROP ROLE IF EXISTS orch_lease_site_caller; CREATE ROLE orch_lease_site_caller;
         GRANT EXECUTE ON FUNCTION orch_lease.commit_stage_cas TO orch_lease_site_caller" >/dev/null
+    # A site's REVOKE on orch_lease's own role, on a function 0.5.0 recreates: kept, and dumped (red team
+    # 2, G12: the update gave it back).
+    # Its GRANT of one to them too (the update dropped it).
+    [ "$from" != 0.4.0 ] || q "REVOKE EXECUTE ON FUNCTION orch_lease.transition_lease_liveness FROM orch_lease_actor;
+        GRANT EXECUTE ON FUNCTION orch_lease.register_stage_graph TO orch_lease_actor" >/dev/null
     # A site's own view over the history: the update must not need its tables' columns unused (red3 F1).
     q "CREATE VIEW public.site_history AS SELECT event, work_item FROM orch_lease.lease_event" >/dev/null
     use_library target/releases/current.so
     fingerprint=$(fingerprint_of "$from")
     before=$(q "$fingerprint")
     # Until the update, the old functions with the new library say what to do (not "column does not exist").
-    if stale=$(q "SELECT outcome FROM orch_lease.transition_lease_acquire('1', 'o', 1, 'b')" 2>&1) ||
-       ! grep -q "Run ALTER EXTENSION orch_lease UPDATE" <<<"$stale"; then
-        fail "a call before the update answered: $stale"
-    fi
+    # register_task_table too, whose 0.4.0 entry passes an argument fewer (red team 2, G9).
+    for call in "transition_lease_acquire('1', 'o', 1, 'b')" "register_task_table('tasks')"; do
+        if stale=$(q "SELECT orch_lease.$call" 2>&1) ||
+           ! grep -q "Run ALTER EXTENSION orch_lease UPDATE" <<<"$stale"; then
+            fail "$call before the update answered: $stale"
+        fi
+    done
     q "ALTER EXTENSION orch_lease UPDATE"
     check "$fingerprint" "$before" "leases, boots, events or stages changed"
     # #27: the one registered table stays registered, and its leases and stage graph are its own.
@@ -146,6 +154,17 @@ for from in 0.1.0 0.2.0 0.3.0 0.4.0; do
         grep -Eq '^GRANT ALL ON FUNCTION orch_lease\.commit_stage_cas\(.*\) TO orch_lease_site_caller;$' "target/dump-from-$from.sql" ||
             fail "pg_dump leaves out the site's own grant on commit_stage_cas (target/dump-from-$from.sql)"
         q "REVOKE EXECUTE ON FUNCTION orch_lease.commit_stage_cas(text,bigint,text,text,regclass) FROM orch_lease_site_caller" >/dev/null
+        liveness="orch_lease.transition_lease_liveness(text,regclass)"
+        check "SELECT has_function_privilege('orch_lease_actor', '$liveness', 'EXECUTE')" f \
+              "the update gave orch_lease_actor back the EXECUTE on liveness the site revoked"
+        grep -Eq '^REVOKE ALL ON FUNCTION orch_lease\.transition_lease_liveness\(.*\) FROM orch_lease_actor;$' "target/dump-from-$from.sql" ||
+            fail "pg_dump leaves out the site's REVOKE on liveness (target/dump-from-$from.sql)"
+        graph="orch_lease.register_stage_graph(text[],text[],regclass)"
+        check "SELECT has_function_privilege('orch_lease_actor', '$graph', 'EXECUTE')" t \
+              "the update dropped the site's GRANT of register_stage_graph to orch_lease_actor"
+        grep -Eq '^GRANT ALL ON FUNCTION orch_lease\.register_stage_graph\(.*\) TO orch_lease_actor;$' "target/dump-from-$from.sql" ||
+            fail "pg_dump leaves out the site's GRANT of register_stage_graph (target/dump-from-$from.sql)"
+        q "GRANT EXECUTE ON FUNCTION $liveness TO orch_lease_actor; REVOKE EXECUTE ON FUNCTION $graph FROM orch_lease_actor" >/dev/null
     fi
 
     # #29 item 15: a lease or boot from before 0.4.0 named no role, so any actor could end that lease with

@@ -215,6 +215,36 @@ BEGIN
         '[]'), true);
 END
 $keep$;
+-- Red team 2, G12 (part 1 of 2, the end of this file has part 2): the functions dropped and created
+-- again just below give orch_lease's own roles their EXECUTE as a fresh install does, which undid a site's
+-- REVOKE of it (and dropped a site's GRANT of one to them). Kept here: where a site changed what 0.4.0
+-- gave orch_lease_actor or orch_lease_admin — the function's initial privilege (pg_init_privs) against
+-- its ACL — by function name, role and the statement that made the difference.
+DO $site$
+BEGIN
+    PERFORM pg_catalog.set_config('orch_lease_upgrade.site_acl', coalesce((
+        SELECT pg_catalog.json_agg(pg_catalog.json_build_array(d.proname, d.rolname, d.statement))::text FROM (
+        SELECT DISTINCT p.proname::text, r.rolname::text,
+               CASE WHEN x.initial THEN 'REVOKE' ELSE 'GRANT' END
+          FROM pg_catalog.pg_proc p
+          JOIN pg_catalog.pg_roles r
+            ON r.rolname OPERATOR(pg_catalog.=) ANY (ARRAY['orch_lease_actor', 'orch_lease_admin']::pg_catalog.name[])
+          LEFT JOIN pg_catalog.pg_init_privs i
+            ON i.objoid OPERATOR(pg_catalog.=) p.oid
+           AND i.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+           AND i.objsubid OPERATOR(pg_catalog.=) 0
+         CROSS JOIN LATERAL (SELECT
+               EXISTS (SELECT FROM pg_catalog.aclexplode(i.initprivs) g
+                        WHERE g.grantee OPERATOR(pg_catalog.=) r.oid
+                          AND g.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE') AS initial,
+               EXISTS (SELECT FROM pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a
+                        WHERE a.grantee OPERATOR(pg_catalog.=) r.oid
+                          AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE') AS now) x
+         WHERE p.pronamespace OPERATOR(pg_catalog.=) 'orch_lease'::pg_catalog.regnamespace
+           AND x.initial IS DISTINCT FROM x.now) d (proname, rolname, statement)),
+        '[]'), true);
+END
+$site$;
 DROP FUNCTION orch_lease.transition_lease_acquire(text, text, integer, text, text);
 DROP FUNCTION orch_lease.transition_lease_acquire_session(text, text, text);
 DROP FUNCTION orch_lease.transition_lease_release(text, bigint);
@@ -643,3 +673,52 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION orch_lease.transition_lease_metrics() IS
     'Counters (grants, refusals, releases, reclaims by kind, CAS outcomes) and gauges (leases by liveness, oldest live lease age, the kill-switch and when it last switched).';
+
+-- ---------------------------------------------------------------------------------------------------
+-- Red team 2, G4 (#27): the registry records the id column's number too. Swapping two columns' names
+-- (or registering again with another id column while leases were held) silently made every held lease
+-- another row's; a column renamed to the registered name is now refused at the next call. A table
+-- registered before keeps the column that has its id column's name now (what 0.4.0 keyed by).
+ALTER TABLE orch_lease.task_table ADD COLUMN id_attnum smallint;
+COMMENT ON COLUMN orch_lease.task_table.id_attnum IS
+    'The id column''s number when it was registered: a column renamed to its name is another column, and the table must be registered again.';
+UPDATE orch_lease.task_table t
+   SET id_attnum = a.attnum
+  FROM pg_catalog.pg_attribute a
+ WHERE a.attrelid = t.relid AND a.attname = t.id_column AND NOT a.attisdropped;
+
+-- ---------------------------------------------------------------------------------------------------
+-- Red team 2, G12 (part 2 of 2): what a site changed of orch_lease's own roles' EXECUTE carries over to
+-- the functions of the same name 0.5.0 created again. Their initial privileges stay a fresh install's,
+-- so that pg_dump writes the site's statement and a restore keeps it (a GRANT or REVOKE run by an update
+-- script is recorded there too: undone).
+DO $site$
+DECLARE
+    kept json;
+    fn regprocedure;
+    owner oid;
+    item aclitem;
+BEGIN
+    FOR kept IN SELECT pg_catalog.json_array_elements(
+                    pg_catalog.current_setting('orch_lease_upgrade.site_acl')::json) LOOP
+        FOR fn, owner IN SELECT p.oid, p.proowner FROM pg_catalog.pg_proc p
+                   WHERE p.pronamespace OPERATOR(pg_catalog.=) 'orch_lease'::pg_catalog.regnamespace
+                     AND p.proname OPERATOR(pg_catalog.=) (kept->>0)::pg_catalog.name
+                     -- only where the new function differs from what the site made
+                     AND EXISTS (SELECT FROM pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a
+                                  WHERE a.grantee OPERATOR(pg_catalog.=) (kept->>1)::pg_catalog.regrole
+                                    AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE')
+                         OPERATOR(pg_catalog.=) (kept->>2 OPERATOR(pg_catalog.=) 'REVOKE') LOOP
+            EXECUTE pg_catalog.format('%s EXECUTE ON FUNCTION %s %s %I', kept->>2, fn,
+                                      CASE kept->>2 WHEN 'REVOKE' THEN 'FROM' ELSE 'TO' END, kept->>1);
+            item := pg_catalog.makeaclitem((kept->>1)::pg_catalog.regrole, owner, 'EXECUTE', false);
+            UPDATE pg_catalog.pg_init_privs i
+               SET initprivs = CASE kept->>2 WHEN 'REVOKE' THEN pg_catalog.array_append(i.initprivs, item)
+                                             ELSE pg_catalog.array_remove(i.initprivs, item) END
+             WHERE i.objoid OPERATOR(pg_catalog.=) fn
+               AND i.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+               AND i.objsubid OPERATOR(pg_catalog.=) 0;
+        END LOOP;
+    END LOOP;
+END
+$site$;

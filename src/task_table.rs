@@ -26,8 +26,11 @@ CREATE TABLE orch_lease.task_table (
     registered_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     id_type       regtype,
     id_typmod     integer,
-    rows_created_later boolean NOT NULL DEFAULT false
+    rows_created_later boolean NOT NULL DEFAULT false,
+    id_attnum     smallint
 );
+COMMENT ON COLUMN orch_lease.task_table.id_attnum IS
+    'The id column''s number when it was registered: a column renamed to its name is another column, and the table must be registered again.';
 COMMENT ON COLUMN orch_lease.task_table.rows_created_later IS
     'Whether a task''s row may be created after its lease is taken: acquire then grants on an id with no row (stage NULL) instead of answering not_found.';
 COMMENT ON COLUMN orch_lease.task_table.id_type IS
@@ -43,8 +46,9 @@ SELECT pg_catalog.pg_extension_config_dump('orch_lease.task_table', '');
 /// one registered before (the others are left alone). The caller must own it; the id column must be
 /// unique by itself and its type must have an equality operator; the stage column may be text, varchar
 /// or an enum. From then on every work item of it is keyed by its id's canonical form, and acquire
-/// answers `not_found` for an id with no row, unless `rows_created_later`. A partition and its
-/// partitioned table are one set of rows: only one of them may be registered.
+/// answers `not_found` for an id with no row, unless `rows_created_later`. Only one table of an
+/// inheritance or partition family may be registered (`one_of_its_family`), and while leases on it are
+/// held its id column cannot change (another column, by name or by number).
 #[pg_extern(
     volatile,
     parallel_unsafe,
@@ -63,10 +67,10 @@ fn register_task_table(
     task_table: Option<PgRelation>,
     id_column: Option<&CStr>,
     stage_column: Option<&CStr>,
-    rows_created_later: Option<bool>,
+    fcinfo: pg_sys::FunctionCallInfo,
 ) {
     let table = errors::present("task_table", task_table);
-    let rows_created_later = errors::present("rows_created_later", rows_created_later);
+    let rows_created_later = errors::present("rows_created_later", created_later(fcinfo));
     let id_column = errors::present("id_column", id_column).to_string_lossy();
     let stage_column = errors::present("stage_column", stage_column).to_string_lossy();
     let qualified = format!("{}.{}", table.namespace(), table.name());
@@ -111,8 +115,17 @@ fn register_task_table(
     check_stage_column(table.oid(), stage_attnum, &stage_column, &qualified);
     let id = check_id_column(table.oid(), id_attnum, &qualified);
     lock_out_calls();
-    let registered: Vec<pg_sys::Oid> = registrations().iter().map(|r| r.relid).collect();
+    let registrations = registrations();
+    let registered: Vec<pg_sys::Oid> = registrations.iter().map(|r| r.relid).collect();
     one_of_its_family(table.oid(), &qualified, &registered);
+    // The id column it had, by name and by number (a column renamed to its name is another one).
+    let before = registrations
+        .iter()
+        .find(|r| r.relid == table.oid())
+        .map(|r| (r.id_column.clone(), r.id_attnum));
+    let other_id_column = before.is_some_and(|(name, attnum)| {
+        name != id_column || attnum.is_some_and(|attnum| attnum != id_attnum)
+    });
     // A table dropped since it was registered is forgotten with its graph, unless a lease on it is
     // held: then its registration stays (calls naming no table are ambiguous) until that lease is
     // ended and the table unregistered.
@@ -135,7 +148,22 @@ fn register_task_table(
             |row| text_of(row(1)),
         )
     });
-    for item in held.into_iter().flatten() {
+    let held: Vec<String> = held.into_iter().flatten().collect();
+    // Another id column keys the same text to another row: every held lease would silently move to it
+    // (red team 2, G4).
+    if other_id_column && !held.is_empty() {
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!(
+                "orch_lease: {} lease(s) on \"{qualified}\" are held: its id column cannot change under them",
+                held.len()
+            ),
+            "A lease names a row by its id column: end the leases on the table (release, or \
+             transition_lease_force_release by the work item the status view shows), then register again.",
+            Some(format!("The id column is to be \"{id_column}\" (column {id_attnum}).")),
+        );
+    }
+    for item in held {
         // An id the new type cannot read is in the way too (55000, not the type's 22P02 naming an
         // argument the caller never passed); the look is rolled back whatever it finds.
         let keyed = races::probe(|| id.key("leased work item", &item)).map_err(|error| {
@@ -177,13 +205,13 @@ fn register_task_table(
             plans::run(
                 client,
                 "INSERT INTO orch_lease.task_table
-                        (relid, id_column, stage_column, id_type, id_typmod, rows_created_later)
-                 VALUES ($1, $2::name, $3::name, $4, $5, $6)
+                        (relid, id_column, stage_column, id_type, id_typmod, rows_created_later, id_attnum)
+                 VALUES ($1, $2::name, $3::name, $4, $5, $6, $7)
                  ON CONFLICT (relid) DO UPDATE
                     SET id_column = EXCLUDED.id_column,
                         stage_column = EXCLUDED.stage_column, registered_at = EXCLUDED.registered_at,
                         id_type = EXCLUDED.id_type, id_typmod = EXCLUDED.id_typmod,
-                        rows_created_later = EXCLUDED.rows_created_later",
+                        rows_created_later = EXCLUDED.rows_created_later, id_attnum = EXCLUDED.id_attnum",
                 &[
                     relid,
                     id_column.as_ref().into(),
@@ -191,6 +219,7 @@ fn register_task_table(
                     id_type,
                     id.column_typmod.into(),
                     rows_created_later.into(),
+                    id_attnum.into(),
                 ],
             );
             // Leases taken while no table was registered were keyed by their text: they are this
@@ -209,14 +238,45 @@ fn register_task_table(
     });
 }
 
-/// Refuses a table whose partitioned table or partition is registered: one row would be two work
-/// items, leased twice.
-fn one_of_its_family(relid: pg_sys::Oid, qualified: &str, registered: &[pg_sys::Oid]) {
+/// `rows_created_later`, the fourth argument, read from the call itself: called through 0.4.0's
+/// three-argument catalog entry (this library installed, `ALTER EXTENSION orch_lease UPDATE` not run
+/// yet), pgrx would fail with an internal message; the version check then says what to do (red team 2,
+/// G9).
+fn created_later(fcinfo: pg_sys::FunctionCallInfo) -> Option<bool> {
+    // SAFETY: fcinfo is the call's own, with nargs arguments.
+    let arg = unsafe {
+        let nargs = usize::try_from((*fcinfo).nargs).unwrap_or(0);
+        (nargs > 3).then(|| *(*fcinfo).args.as_ptr().add(3))
+    };
+    match arg {
+        Some(arg) => (!arg.isnull).then(|| arg.value.value() != 0),
+        None => owner::as_owner(|| errors::internal("no version check", "register_task_table", "")),
+    }
+}
+
+/// Refuses a table of an inheritance or partition family (its ancestors and descendants in
+/// pg_inherits, every level) another member of which is registered too: a partition's rows are its
+/// partitioned table's, and two registrations of one family would make one row two work items, leased
+/// twice. Checked at registration and whenever a description is renewed: ATTACH PARTITION and ALTER
+/// TABLE … INHERIT invalidate the tables they join, so a family made after registration is refused at
+/// the next call (red team 2, G2). The family, which the description's cache watches too.
+fn one_of_its_family(
+    relid: pg_sys::Oid,
+    qualified: &str,
+    registered: &[pg_sys::Oid],
+) -> Vec<pg_sys::Oid> {
     let family: Vec<pg_sys::Oid> = Spi::connect(|client| {
         plans::run(
             client,
-            "SELECT a.relid::pg_catalog.oid AS relid FROM pg_catalog.pg_partition_ancestors($1) a
-             UNION SELECT p.relid::pg_catalog.oid FROM pg_catalog.pg_partition_tree($1) p",
+            "WITH RECURSIVE up (relid) AS (
+                 SELECT inhparent FROM pg_catalog.pg_inherits WHERE inhrelid OPERATOR(pg_catalog.=) $1
+                 UNION SELECT i.inhparent FROM pg_catalog.pg_inherits i, up
+                        WHERE i.inhrelid OPERATOR(pg_catalog.=) up.relid),
+             down (relid) AS (
+                 SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent OPERATOR(pg_catalog.=) $1
+                 UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i, down
+                        WHERE i.inhparent OPERATOR(pg_catalog.=) down.relid)
+             SELECT relid FROM up UNION SELECT relid FROM down",
             &[relid.into()],
         )
         .map(|row| rows::column::<pg_sys::Oid>(&row, "relid"))
@@ -229,11 +289,13 @@ fn one_of_its_family(relid: pg_sys::Oid, qualified: &str, registered: &[pg_sys::
         errors::raise_hinted(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             format!("orch_lease: \"{qualified}\" shares its rows with the registered task table \"{registered}\""),
-            "A partition and its partitioned table are one set of rows: register only one of them \
-             (orch_lease.unregister_task_table removes a registration).",
+            "A table and its partitions or inheritance children are one family: register only one of \
+             them (orch_lease.unregister_task_table removes a registration; a lease held on it is ended \
+             with transition_lease_force_release). Until then every call on either is refused.",
             None,
         );
     }
+    family
 }
 
 /// Removes a table's registration, its stage graph and its bypass guard. Refused while a lease on one
@@ -554,12 +616,17 @@ fn check_id_column(relid: pg_sys::Oid, attnum: i16, qualified: &str) -> IdType {
         );
     }
     equality_operator("id_column", id_type);
+    // Only an index that enforces uniqueness now counts: not a deferrable one (duplicates until commit),
+    // nor one a failed CREATE UNIQUE INDEX CONCURRENTLY or REINDEX CONCURRENTLY left invalid — left so
+    // precisely because the ids are duplicated — nor one not ready for inserts or being dropped, which
+    // new rows bypass (red team 2, G11).
     let unique = owner::as_owner(|| {
         Spi::connect(|client| {
             let unique = plans::run(
                 client,
                 "SELECT EXISTS (SELECT FROM pg_catalog.pg_index i
                                  WHERE i.indrelid = $1 AND i.indisunique AND i.indimmediate
+                                   AND i.indisvalid AND i.indisready AND i.indislive
                                    AND i.indnkeyatts = 1 AND i.indkey[0] = $2
                                    AND i.indpred IS NULL AND i.indexprs IS NULL) AS unique",
                 &[relid.into(), attnum.into()],
@@ -1020,10 +1087,14 @@ fn describe(relid: pg_sys::Oid) -> Rc<TaskTable> {
         .iter()
         .find(|r| r.relid == relid)
         .unwrap_or_else(|| not_registered(relid));
-    let table = Rc::new(describe_task_table(registration));
+    let registered: Vec<pg_sys::Oid> = registrations.iter().map(|r| r.relid).collect();
+    let (table, family) = describe_task_table(registration, &registered);
+    let table = Rc::new(table);
     CACHE.with(|cached| {
         if let Some(cache) = cached.borrow_mut().as_mut() {
             cache.described.insert(relid, table.clone());
+            // A table joining the family anywhere (ATTACH to a partition of it) invalidates a member.
+            cache.sources.extend(family);
         }
     });
     table
@@ -1054,6 +1125,9 @@ struct Registration {
     sources: [pg_sys::Oid; 4],
     id_column: String,
     stage_column: String,
+    /// The id column's number when it was registered (None: registered before 0.5.0 recorded it, its
+    /// table gone at the update): a column renamed to its name is another column.
+    id_attnum: Option<i16>,
     /// The id column's type and modifier when it was registered (None: not recorded — a registration
     /// whose table was gone at the update to 0.5.0, or read by an update script of an earlier version,
     /// before 0.5.0's adds the columns — which keys by the type the column has, as 0.4.0 did).
@@ -1073,6 +1147,10 @@ fn read_registrations() -> Vec<Registration> {
     let recorded = match has("task_table", c"id_type") {
         true => "t.id_type::oid, t.id_typmod",
         false => "NULL::oid, NULL::integer",
+    };
+    let attnum = match has("task_table", c"id_attnum") {
+        true => "t.id_attnum",
+        false => "NULL::smallint",
     };
     // The stage graph is each table's since 0.5.0; an update script of an earlier version reads the one
     // graph there was.
@@ -1105,7 +1183,7 @@ fn read_registrations() -> Vec<Registration> {
                     (SELECT array_agg(s.from_stage {sorted}) FROM orch_lease.stage_transition s {its_own}),
                     (SELECT array_agg(s.to_stage {sorted}) FROM orch_lease.stage_transition s {its_own}),
                     ARRAY(SELECT s.stage FROM orch_lease.terminal_stage s {its_own}),
-                    {recorded}, {later}, {places}
+                    {recorded}, {later}, {places}, {attnum}
                FROM orch_lease.task_table t"
             ),
             |row| {
@@ -1124,6 +1202,7 @@ fn read_registrations() -> Vec<Registration> {
                     sources: [oid(1), oid(2), oid(5), oid(6)],
                     id_column: text_of(row(3)).unwrap_or_default(),
                     stage_column: text_of(row(4)).unwrap_or_default(),
+                    id_attnum: row(15).map(|datum| datum.value() as i16),
                     id_type: Some(oid(10))
                         .filter(|oid| *oid != pg_sys::InvalidOid)
                         .zip(typmod),
@@ -1148,11 +1227,16 @@ fn read_registrations() -> Vec<Registration> {
     })
 }
 
-fn describe_task_table(registration: &Registration) -> TaskTable {
+/// The description of a registered table, and its family (`one_of_its_family`).
+fn describe_task_table(
+    registration: &Registration,
+    registered: &[pg_sys::Oid],
+) -> (TaskTable, Vec<pg_sys::Oid>) {
     let Registration {
         relid,
         id_column,
         stage_column,
+        id_attnum: registered_id_attnum,
         id_type: registered_id_type,
         graph,
         terminal,
@@ -1195,6 +1279,21 @@ fn describe_task_table(registration: &Registration) -> TaskTable {
         );
     };
     let qualified = format!("{}.{}", quote_identifier(&schema), quote_identifier(&table));
+    // A plain table's work items are its own rows: not its inheritance children's, which its unique
+    // index does not cover and its bypass guard does not see (red team 2, G1). A partitioned table's
+    // rows are its partitions'.
+    // SAFETY: a catalog cache look-up by oid, in the call's transaction; a dropped relation gives 0.
+    let only = match unsafe { pg_sys::get_rel_relkind(relid) } as u8 {
+        pg_sys::RELKIND_RELATION => "ONLY ",
+        pg_sys::RELKIND_PARTITIONED_TABLE => "",
+        _ => errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            format!("orch_lease: the registered task table {qualified} is no longer a table"),
+            reregister,
+            None,
+        ),
+    };
+    let family = one_of_its_family(relid, &qualified, registered);
     let stage_attnum = {
         let name = CString::new(stage_column.as_str()).expect("a column name holds no NUL byte");
         attnum(relid, &name)
@@ -1205,6 +1304,17 @@ fn describe_task_table(registration: &Registration) -> TaskTable {
         let name = CString::new(id_column.as_str()).expect("a column name holds no NUL byte");
         attnum(relid, &name)
     };
+    // A column renamed to the registered name is another column: leases keyed by the one registered
+    // would mean its rows (red team 2, G4).
+    if registered_id_attnum.is_some_and(|registered| registered != id_attnum) {
+        errors::raise_hinted(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("orch_lease: the id column {id_column} of {qualified} is not the column registered (columns were renamed)"),
+            "Call orch_lease.register_task_table again; it is refused while leases on the table are \
+             held, which transition_lease_force_release ends by the work item the status view shows.",
+            None,
+        );
+    }
     let id_read = check_id_column(relid, id_attnum, &qualified);
     // Leases are keyed by the id type they were acquired under: another type (ALTER COLUMN … TYPE)
     // may key them otherwise, which registering again checks.
@@ -1227,17 +1337,17 @@ fn describe_task_table(registration: &Registration) -> TaskTable {
     // Operators spelled out with their schema: nothing in the caller's search_path stands in for them.
     let id_eq = equality_operator("id_column", id_type);
     let stage_eq = equality_operator("stage_column", stage_type);
-    TaskTable {
+    let table = TaskTable {
         relid,
         compare_and_set: format!(
-            "UPDATE {qualified} SET {stage} = $3 WHERE {id} {id_eq} $1 AND {stage} {stage_eq} $2 RETURNING true"
+            "UPDATE {only}{qualified} SET {stage} = $3 WHERE {id} {id_eq} $1 AND {stage} {stage_eq} $2 RETURNING true"
         ),
-        read_stage: format!("SELECT {stage} FROM {qualified} WHERE {id} {id_eq} $1"),
+        read_stage: format!("SELECT {stage} FROM {only}{qualified} WHERE {id} {id_eq} $1"),
         look_stage: format!(
-            "SELECT {stage} FROM {qualified} WHERE {id} {id_eq} $1 FOR SHARE NOWAIT"
+            "SELECT {stage} FROM {only}{qualified} WHERE {id} {id_eq} $1 FOR SHARE NOWAIT"
         ),
         unconditional: format!(
-            "UPDATE {qualified} SET {stage} = $2 WHERE {id} {id_eq} $1 RETURNING true"
+            "UPDATE {only}{qualified} SET {stage} = $2 WHERE {id} {id_eq} $1 RETURNING true"
         ),
         qualified,
         id_column,
@@ -1248,7 +1358,8 @@ fn describe_task_table(registration: &Registration) -> TaskTable {
         id: id_read,
         stage_type,
         rows_created_later,
-    }
+    };
+    (table, family)
 }
 
 /// The type's default equality operator, written `OPERATOR(schema.name)`.

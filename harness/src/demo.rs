@@ -30,8 +30,8 @@ fn kill_switch(db: &mut Client, on: bool) {
 fn status(db: &mut Client) {
     let rows = db
         .query(
-            "SELECT work_item, owner, owner_pid, token, liveness FROM orch_lease.transition_lease_status
-              ORDER BY work_item",
+            "SELECT task_table::text, work_item, owner, owner_pid, token, liveness
+               FROM orch_lease.transition_lease_status ORDER BY 1, 2",
             &[],
         )
         .expect("status view");
@@ -40,14 +40,24 @@ fn status(db: &mut Client) {
         println!("    (no lease held)");
     }
     for row in rows {
-        let (item, owner, pid, token, liveness): (String, String, i32, i64, String) =
-            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-        println!("    {item}  held by {owner} (pid {pid}, token {token}), liveness {liveness}");
+        let (table, item, owner, pid, token, liveness): (String, String, String, i32, i64, String) = (
+            row.get(0),
+            row.get(1),
+            row.get(2),
+            row.get(3),
+            row.get(4),
+            row.get(5),
+        );
+        println!(
+            "    {item} of {table}  held by {owner} (pid {pid}, token {token}), liveness {liveness}"
+        );
     }
 }
 
 const ITEMS: usize = 20;
 const EFFECT_MS: u64 = 20;
+/// The crash round's tasks: 3 ids in each of the race's two tables.
+const CRASH_ITEMS: i64 = 6;
 
 pub fn run(exe: &Path, dsn: &str) {
     let mut db = connect(dsn);
@@ -73,7 +83,10 @@ pub fn run(exe: &Path, dsn: &str) {
         "with orch_lease on every effect should run once"
     );
     assert!(alert.contains("\"event\":\"reclaimed\""), "{alert}");
-    assert_eq!(merged, 3, "the restarted actor finished the work");
+    assert_eq!(
+        merged, CRASH_ITEMS,
+        "the restarted actor finished the work, in both tables"
+    );
     heading("Summary");
     summary(&off, &on);
 }
@@ -138,8 +151,12 @@ fn crash_round(db: &mut Client, exe: &Path, dsn: &str) -> (String, i64) {
         .expect("the alert arrives");
     println!("  ALERT on channel orch_lease: {alert}");
     status(db);
-    let merged = count(db, "SELECT count(*) FROM demo_task WHERE stage = 'merged'");
-    println!("  tasks merged after the restart: {merged} of 3");
+    let merged = count(
+        db,
+        "SELECT (SELECT count(*) FROM demo_task WHERE stage = 'merged')
+              + (SELECT count(*) FROM demo_jobs_task WHERE stage = 'merged')",
+    );
+    println!("  tasks merged after the restart: {merged} of {CRASH_ITEMS} (3 tasks, 3 jobs)");
     (alert, merged)
 }
 

@@ -81,12 +81,10 @@ pub fn applied_commits(db: &mut Client) -> std::collections::HashSet<(String, i6
     .collect()
 }
 
-/// A fresh application task table `{prefix}_task` with `items` tasks in `queued`, a trigger-fed
-/// `{prefix}_history` of every stage change, registered with orch_lease; no lease left from before.
-/// `ORCH_LEASE_TASK_LAYOUT`, when set, is SQL run before the registration, with `{prefix}` standing for
-/// the prefix: how scripts/citus-test.sh distributes these tables over a Citus cluster.
+/// A fresh application task table `{prefix}_task` (see `add_task_table`), the only one registered with
+/// orch_lease; no lease left from before.
 pub fn create_tasks(client: &mut Client, prefix: &str, items: usize) {
-    // The race's calls name no table (#27): its table must be the only one registered. Every table is
+    // Calls that name no table (#27) need it to be the only one registered. Every table is
     // unregistered while it still exists: under Citus, the registry is a reference table whose rows
     // each node keys by its own oid of the table, reached by the table's name.
     client
@@ -108,6 +106,15 @@ pub fn create_tasks(client: &mut Client, prefix: &str, items: usize) {
             )
             .expect("unregister");
     }
+    add_task_table(client, prefix, items);
+}
+
+/// Another application task table `{prefix}_task` with `items` tasks in `queued` (ids `task-1`…), a
+/// trigger-fed `{prefix}_history` of every stage change, registered with orch_lease beside the others:
+/// calls must then name their table. `ORCH_LEASE_TASK_LAYOUT`, when set, is SQL run before the
+/// registration, with `{prefix}` standing for the prefix: how scripts/citus-test.sh distributes these
+/// tables over a Citus cluster.
+pub fn add_task_table(client: &mut Client, prefix: &str, items: usize) {
     client
         .batch_execute(&format!(
             "DROP TABLE IF EXISTS {prefix}_task, {prefix}_history;

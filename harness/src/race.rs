@@ -6,8 +6,10 @@
 //! recorded on its own autocommit statement, outside any lease or CAS transaction, with start and end
 //! marks. In `naive` mode an actor reads the stage and writes it with a bare UPDATE; in `lease` mode it
 //! acquires the transition lease, which answers the stage read after the grant, and commits with
-//! `commit_stage_cas`: two round trips.
-use crate::kit::{connect, count, create_tasks, now_ms, spawn, Mode};
+//! `commit_stage_cas`: two round trips. The tasks live in two registered tables (#27), `demo_task`
+//! and `demo_jobs_task`, with the same ids: every call names its table, and one effect per
+//! (table, id) is right.
+use crate::kit::{add_task_table, connect, count, create_tasks, now_ms, spawn, Mode};
 use postgres::Client;
 use std::path::Path;
 use std::process::Child;
@@ -22,16 +24,26 @@ pub const ACTORS: [(&str, &str); 5] = [
     ("deploy-finalizer", "merged"),
 ];
 
-/// Creates the application's side of the race: tasks with their history (see `create_tasks`), the
-/// effect log and the attempt log, all fresh.
+/// The race's task tables (the prefixes of `create_tasks`): tasks, and jobs with the same ids.
+pub const TABLES: [&str; 2] = ["demo", "demo_jobs"];
+
+/// A race table's task table and history table.
+fn tables(prefix: &str) -> (String, String) {
+    (format!("{prefix}_task"), format!("{prefix}_history"))
+}
+
+/// Creates the application's side of the race: `items` tasks in each of the two task tables with
+/// their history (see `create_tasks`), the effect log and the attempt log, all fresh.
 pub fn prepare(client: &mut Client, items: usize) {
-    create_tasks(client, "demo", items);
+    create_tasks(client, TABLES[0], items);
+    add_task_table(client, TABLES[1], items);
     client
         .batch_execute(
             "DROP TABLE IF EXISTS demo_effect, demo_attempt;
-             CREATE TABLE demo_effect (id bigserial PRIMARY KEY, task_id text, actor text, effect text,
-                                       started_at timestamptz DEFAULT clock_timestamp(), ended_at timestamptz);
-             CREATE TABLE demo_attempt (actor text, task_id text, outcome text);",
+             CREATE TABLE demo_effect (id bigserial PRIMARY KEY, task_table text, task_id text, actor text,
+                                       effect text, started_at timestamptz DEFAULT clock_timestamp(),
+                                       ended_at timestamptz);
+             CREATE TABLE demo_attempt (actor text, task_table text, task_id text, outcome text);",
         )
         .expect("demo logs");
 }
@@ -71,27 +83,38 @@ pub fn run_actor(plan: &ActorPlan) {
     std::thread::sleep(Duration::from_millis(wait as u64));
 
     for i in 1..=plan.items {
-        let task = format!("task-{i}");
-        let outcome = match plan.mode {
-            Mode::Naive => advance_naively(&mut db, plan, &task, target),
-            Mode::Lease => advance_with_lease(&mut db, plan, &task, target, pid, &boot_id),
-        };
-        db.execute(
-            "INSERT INTO demo_attempt VALUES ($1, $2, $3)",
-            &[&plan.role, &task, &outcome],
-        )
-        .expect("attempt log");
+        for prefix in TABLES {
+            let (table, _) = tables(prefix);
+            let task = Task {
+                table: &table,
+                id: &format!("task-{i}"),
+            };
+            let outcome = match plan.mode {
+                Mode::Naive => advance_naively(&mut db, plan, &task, target),
+                Mode::Lease => advance_with_lease(&mut db, plan, &task, target, pid, &boot_id),
+            };
+            db.execute(
+                "INSERT INTO demo_attempt VALUES ($1, $2, $3, $4)",
+                &[&plan.role, &task.table, &task.id, &outcome],
+            )
+            .expect("attempt log");
+        }
     }
 }
 
-fn stage_of(db: &mut Client, task: &str) -> String {
-    db.query_one("SELECT stage FROM demo_task WHERE id = $1", &[&task])
-        .expect("stage")
-        .get(0)
+/// A work item of the race: a task table (one of `TABLES`' task tables) and an id.
+struct Task<'a> {
+    table: &'a str,
+    id: &'a str,
+}
+
+fn stage_of(db: &mut Client, task: &Task) -> String {
+    let read = format!("SELECT stage FROM {} WHERE id = $1", task.table);
+    db.query_one(&read, &[&task.id]).expect("stage").get(0)
 }
 
 /// The irreversible effect: marked on its own autocommit statements, before and after.
-fn apply_effect(db: &mut Client, plan: &ActorPlan, task: &str, target: &str) {
+fn apply_effect(db: &mut Client, plan: &ActorPlan, task: &Task, target: &str) {
     let effect = if target == "merged" {
         "merge_pr"
     } else {
@@ -99,8 +122,9 @@ fn apply_effect(db: &mut Client, plan: &ActorPlan, task: &str, target: &str) {
     };
     let id: i64 = db
         .query_one(
-            "INSERT INTO demo_effect (task_id, actor, effect) VALUES ($1, $2, $3) RETURNING id",
-            &[&task, &plan.role, &effect],
+            "INSERT INTO demo_effect (task_table, task_id, actor, effect) VALUES ($1, $2, $3, $4)
+             RETURNING id",
+            &[&task.table, &task.id, &plan.role, &effect],
         )
         .expect("effect start")
         .get(0);
@@ -112,32 +136,31 @@ fn apply_effect(db: &mut Client, plan: &ActorPlan, task: &str, target: &str) {
     .expect("effect end");
 }
 
-fn advance_naively(db: &mut Client, plan: &ActorPlan, task: &str, target: &str) -> String {
+fn advance_naively(db: &mut Client, plan: &ActorPlan, task: &Task, target: &str) -> String {
     if stage_of(db, task) != "queued" {
         return "skipped".into();
     }
     apply_effect(db, plan, task, target);
-    db.execute(
-        "UPDATE demo_task SET stage = $2 WHERE id = $1",
-        &[&task, &target],
-    )
-    .expect("bare update");
+    let write = format!("UPDATE {} SET stage = $2 WHERE id = $1", task.table);
+    db.execute(&write, &[&task.id, &target])
+        .expect("bare update");
     "applied".into()
 }
 
 fn advance_with_lease(
     db: &mut Client,
     plan: &ActorPlan,
-    task: &str,
+    task: &Task,
     target: &str,
     pid: i32,
     boot_id: &str,
 ) -> String {
+    // Two tables are registered: every call names its work item's table.
     let grant = db
         .query_one(
             "SELECT acquired, outcome, token, stage
-               FROM orch_lease.transition_lease_acquire($1, $2, $3, $4)",
-            &[&task, &plan.role, &pid, &boot_id],
+               FROM orch_lease.transition_lease_acquire($1, $2, $3, $4, task_table => $5::text::regclass)",
+            &[&task.id, &plan.role, &pid, &boot_id, &task.table],
         )
         .expect("acquire");
     let (acquired, outcome, token, stage): (bool, String, Option<i64>, Option<String>) =
@@ -147,16 +170,16 @@ fn advance_with_lease(
     }
     if plan.crash_after_grant {
         println!(
-            "  {} (pid {pid}) was granted {task} (token {token:?}) and crashed before its merge",
-            plan.role
+            "  {} (pid {pid}) was granted {} of {} (token {token:?}) and crashed before its merge",
+            plan.role, task.id, task.table
         );
         std::process::exit(137);
     }
     // Under the lease, nobody else can be here: the stage the grant said is the one to move from.
     if stage.as_deref() != Some("queued") {
         db.execute(
-            "SELECT orch_lease.transition_lease_release($1, $2)",
-            &[&task, &token],
+            "SELECT orch_lease.transition_lease_release($1, $2, task_table => $3::text::regclass)",
+            &[&task.id, &token, &task.table],
         )
         .expect("release");
         return "skipped".into();
@@ -164,8 +187,9 @@ fn advance_with_lease(
     apply_effect(db, plan, task, target);
     let result = db
         .query_one(
-            "SELECT outcome FROM orch_lease.commit_stage_cas($1, $2, 'queued', $3)",
-            &[&task, &token, &target],
+            "SELECT outcome
+               FROM orch_lease.commit_stage_cas($1, $2, 'queued', $3, task_table => $4::text::regclass)",
+            &[&task.id, &token, &target, &task.table],
         )
         .expect("commit");
     result.get(0)
@@ -223,11 +247,13 @@ pub fn race_of(
     }
 }
 
-/// What the race left behind, measured from the database.
+/// What the race left behind, measured from the database. A task is a (table, id) pair.
 #[derive(Debug, Default)]
 pub struct Report {
     pub items: i64,
     pub effects: i64,
+    /// Per task table: (table, its tasks, effects applied on them).
+    pub per_table: Vec<(String, i64, i64)>,
     /// Tasks whose transition effect ran more than once.
     pub duplicated_items: i64,
     /// Pairs of effects on one task whose start–end intervals overlap (two owners inside at once).
@@ -241,6 +267,31 @@ pub struct Report {
 }
 
 pub fn report(db: &mut Client) -> Report {
+    // Every table's history, each row naming its task table.
+    let history = TABLES
+        .map(|prefix| {
+            let (table, history) = tables(prefix);
+            format!("SELECT '{table}' AS task_table, task_id, from_stage FROM {history}")
+        })
+        .join(" UNION ALL ");
+    let moves = TABLES
+        .map(|prefix| {
+            let (table, history) = tables(prefix);
+            format!("SELECT '{table}' AS task_table, task_id, to_stage FROM {history}")
+        })
+        .join(" UNION ALL ");
+    let per_table = TABLES
+        .iter()
+        .map(|prefix| {
+            let (table, _) = tables(prefix);
+            let tasks = count(db, &format!("SELECT count(*) FROM {table}"));
+            let effects = count(
+                db,
+                &format!("SELECT count(*) FROM demo_effect WHERE task_table = '{table}'"),
+            );
+            (table, tasks, effects)
+        })
+        .collect::<Vec<_>>();
     let per_actor = db
         .query(
             "SELECT a.actor,
@@ -256,28 +307,34 @@ pub fn report(db: &mut Client) -> Report {
         .map(|row| (row.get(0), row.get(1), row.get(2)))
         .collect();
     Report {
-        items: count(db, "SELECT count(*) FROM demo_task"),
+        items: per_table.iter().map(|(_, tasks, _)| tasks).sum(),
         effects: count(db, "SELECT count(*) FROM demo_effect"),
+        per_table,
         duplicated_items: count(
             db,
-            "SELECT count(*) FROM (SELECT task_id FROM demo_effect GROUP BY 1 HAVING count(*) > 1) d",
+            "SELECT count(*) FROM (SELECT FROM demo_effect GROUP BY task_table, task_id
+                                   HAVING count(*) > 1) d",
         ),
         overlapping_effects: count(
             db,
             "SELECT count(*) FROM demo_effect a JOIN demo_effect b
-                ON a.task_id = b.task_id AND a.id < b.id
+                ON a.task_table = b.task_table AND a.task_id = b.task_id AND a.id < b.id
                AND a.started_at < coalesce(b.ended_at, 'infinity') AND b.started_at < coalesce(a.ended_at, 'infinity')",
         ),
         contradictory_items: count(
             db,
-            "SELECT count(*) FROM (SELECT task_id FROM demo_history GROUP BY 1
-                HAVING count(*) > 1 OR count(DISTINCT to_stage) > 1) c",
+            &format!(
+                "SELECT count(*) FROM (SELECT FROM ({moves}) h GROUP BY task_table, task_id
+                    HAVING count(*) > 1 OR count(DISTINCT to_stage) > 1) c"
+            ),
         ),
         moved_once: count(
             db,
-            "SELECT count(*) FROM (SELECT task_id FROM demo_history WHERE from_stage = 'queued'
-                GROUP BY 1 HAVING count(*) = 1) m
-              WHERE NOT EXISTS (SELECT 1 FROM demo_history h WHERE h.task_id = m.task_id AND h.from_stage <> 'queued')",
+            &format!(
+                "WITH h AS ({history})
+                 SELECT count(*) FROM (SELECT task_table, task_id FROM h GROUP BY 1, 2
+                                        HAVING count(*) = 1 AND bool_and(from_stage = 'queued')) m"
+            ),
         ),
         per_actor,
     }
@@ -287,6 +344,10 @@ impl Report {
     /// Each transition's effect ran exactly once, and every task moved exactly once.
     pub fn exactly_once(&self) -> bool {
         self.effects == self.items
+            && self
+                .per_table
+                .iter()
+                .all(|(_, tasks, effects)| effects == tasks)
             && self.duplicated_items == 0
             && self.overlapping_effects == 0
             && self.contradictory_items == 0
@@ -294,9 +355,15 @@ impl Report {
     }
 
     pub fn print(&self, title: &str) {
+        let tables: Vec<String> = self
+            .per_table
+            .iter()
+            .map(|(table, tasks, _)| format!("{tasks} in {table}"))
+            .collect();
         println!(
-            "\n  {title}: {} tasks, {} actors racing on every one",
+            "\n  {title}: {} tasks ({}, the same ids), {} actors racing on every one",
             self.items,
+            tables.join(", "),
             self.per_actor.len()
         );
         println!("  {:<18} {:>8}  refused / skipped", "actor", "effects");
@@ -304,9 +371,12 @@ impl Report {
             println!("  {actor:<18} {effects:>8}  {refusals}");
         }
         println!(
-            "  effects applied            {:>5}  (one per task is right: {})",
+            "  effects applied            {:>5}  (one per (table, task) is right: {})",
             self.effects, self.items
         );
+        for (table, tasks, effects) in &self.per_table {
+            println!("    on {table:<23} {effects:>5}  (of {tasks})");
+        }
         println!(
             "  tasks with duplicate effects {:>3}",
             self.duplicated_items

@@ -27,11 +27,15 @@ fn the_lease_and_cas_close_the_duplicate_effect_race() {
     prepare(&mut db, 20);
     race(exe, &common::dsn(), Mode::Lease, 20, 20);
     let leased = report(&mut db);
-    assert_eq!(leased.effects, 20, "{leased:?}");
+    // Two tables, the same 20 ids in each (#27): one effect per (table, id).
+    assert_eq!(leased.effects, 40, "{leased:?}");
+    for (table, tasks, effects) in &leased.per_table {
+        assert_eq!((*tasks, *effects), (20, 20), "{table}: {leased:?}");
+    }
     assert_eq!(leased.duplicated_items, 0, "{leased:?}");
     assert_eq!(leased.overlapping_effects, 0, "{leased:?}");
     assert_eq!(leased.contradictory_items, 0, "{leased:?}");
-    assert_eq!(leased.moved_once, 20, "{leased:?}");
+    assert_eq!(leased.moved_once, 40, "{leased:?}");
     let leases: i64 = db
         .query_one("SELECT count(*) FROM orch_lease.transition_lease", &[])
         .unwrap()
