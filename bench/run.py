@@ -54,6 +54,7 @@ def prepare():
             INSERT INTO bench_task SELECT i, 'queued' FROM generate_series(0, %s) i;
             CREATE SEQUENCE raw_token;
             CREATE TABLE raw_lease (LIKE orch_lease.transition_lease INCLUDING ALL);
+            ALTER TABLE raw_lease ALTER COLUMN task_table SET DEFAULT 'bench_task'::regclass;
             CREATE TABLE raw_event (LIKE orch_lease.lease_event INCLUDING ALL);
             CREATE TABLE hot_guard (holders int, max_seen int, grants bigint);
             INSERT INTO hot_guard VALUES (0, 0, 0);
@@ -422,8 +423,8 @@ def write_report(ceiling, cycle, cas, hot, refusals, recover, scrape, scale, mem
         lines.append(f"| {n:,} | {rec:,.1f} | {dele:,.1f} | {ratio(rec, dele):.2f} | {logged:,.1f} | "
                      f"{ratio(rec, logged):.2f} |")
     lines += ["", "## 5. Metrics scrape against the size of the history", "",
-              "`transition_lease_metrics()` reads the running counts (`event_count`, a row per backend slot and",
-              "outcome), never the history; the last column is the count over the whole history that every",
+              "`transition_lease_metrics()` reads the running counts (a sequence per event and outcome since",
+              "0.5.0; before, `event_count`), never the history; the last column is the count over the whole history that every",
               "scrape made before 0.4.0 (median of 3).", "",
               "| history rows | scrape (ms) | count over the history (ms) |", "|---:|---:|---:|"]
     for size, ms, full in scrape:

@@ -34,11 +34,12 @@ BEGIN
         IF NOT pg_try_advisory_xact_lock(1869767528, hashtext(p_item)) THEN
             RETURN ROW(false, 'busy', NULL, NULL, NULL, NULL, NULL, NULL)::orch_lease.lease_grant;
         END IF;
-        SELECT l.* INTO held FROM orch_lease.transition_lease l WHERE l.work_item = p_item;
+        SELECT l.* INTO held FROM orch_lease.transition_lease l
+         WHERE l.task_table = 'bench_task'::regclass AND l.work_item = p_item;
         IF NOT FOUND THEN
-            INSERT INTO orch_lease.transition_lease (work_item, token, owner, owner_pid, owner_boot_id, scope)
-            VALUES (p_item, nextval('orch_lease.token_seq'), p_owner, p_pid, p_boot, p_scope)
-            ON CONFLICT (work_item) DO NOTHING RETURNING token INTO new_token;
+            INSERT INTO orch_lease.transition_lease (work_item, token, owner, owner_pid, owner_boot_id, scope, task_table)
+            VALUES (p_item, nextval('orch_lease.token_seq'), p_owner, p_pid, p_boot, p_scope, 'bench_task'::regclass)
+            ON CONFLICT (task_table, work_item) DO NOTHING RETURNING token INTO new_token;
             IF new_token IS NULL THEN
                 INSERT INTO twin.event (event, work_item, outcome, actor, by_role)
                 VALUES ('refused', p_item, 'busy', p_owner, current_user);
@@ -67,7 +68,8 @@ DECLARE
     current text;
 BEGIN
     BEGIN
-        DELETE FROM orch_lease.transition_lease WHERE work_item = p_item AND token = p_token;
+        DELETE FROM orch_lease.transition_lease
+         WHERE task_table = 'bench_task'::regclass AND work_item = p_item AND token = p_token;
         IF NOT FOUND THEN
             INSERT INTO twin.event (event, work_item, outcome, old_token, stage_from, stage_to, by_role)
             VALUES ('cas_lost', p_item, 'lease_lost', p_token, p_expected, p_new, current_user);

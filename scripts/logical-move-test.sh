@@ -47,6 +47,25 @@ held=$(as_actor "$publisher" "SELECT token FROM orch_lease.transition_lease_acqu
 last=$(on "$publisher" "SELECT last_value FROM orch_lease.token_seq")
 [ "$zombie" -lt "$last" ] && [ "$held" = "$last" ] || fail "old server: zombie $zombie, held $held, last $last"
 
+# A session on the subscriber that checked before the move keeps "not moved" (no read of the marks per
+# call): the move's rows must reach its next acquire all the same (the marks' trigger fires ALWAYS, in the
+# subscription's workers too). It acquires once (rolled back), waits for the old server's mark, asks again.
+warm=$CLUSTER_DIR/warm.out
+PGPORT=$subscriber psql -X -q -t -A -v VERBOSITY=sqlstate >"$warm" 2>&1 <<'SQL' &
+BEGIN; SET LOCAL ROLE actor;
+SELECT outcome FROM orch_lease.transition_lease_acquire('warm', 'w0', 1, 'boot-0');
+ROLLBACK;
+DO $$ BEGIN
+    FOR i IN 1..3000 LOOP
+        EXIT WHEN (SELECT count(*) FROM orch_lease.generation_mark) > 1;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END $$;
+SET ROLE actor;
+SELECT token FROM orch_lease.transition_lease_acquire('14', 'w2', 1, 'boot-2');
+SQL
+warm_session=$!
+
 # The move: every table of the database, orch_lease's with them.
 on "$publisher" "CREATE PUBLICATION move FOR ALL TABLES" >/dev/null
 on "$subscriber" "CREATE SUBSCRIPTION move CONNECTION 'host=$CLUSTER_DIR port=$publisher dbname=postgres user=postgres'
@@ -61,6 +80,10 @@ got=$(PGPORT=$subscriber await_answer "$rows" "$want" 100 0.1)
 [ "$got" = "$want" ] || fail "the subscriber holds leases/boots/events/max token $got, the publisher $want"
 ok "leases, boots and history carried as rows ($got); the token sequence is not: $(on "$subscriber" "SELECT last_value || ' called ' || is_called FROM orch_lease.token_seq")"
 
+wait "$warm_session" || true # its output is the verdict, checked below
+[ "$(head -n1 "$warm")" = acquired ] && [[ "$(tail -n1 "$warm")" == *55000* ]] ||
+    fail "a session that checked before the move answered: $(tr '\n' ' ' <"$warm")"
+ok "a session that acquired before the move is refused after it (55000): its kept check was invalidated"
 # On the subscriber: no grant, and a clear error (not 23505), while its tokens could go backwards.
 refused=$(answer "$subscriber" "SET ROLE actor; SELECT token FROM orch_lease.transition_lease_acquire('13', 'w2', 1, 'boot-2')")
 [[ "$refused" == 55000* ]] || fail "an acquire on the moved data answered: $refused"

@@ -35,7 +35,21 @@ stuck=$(grep -m1 "^SELECT orch_lease.transition_lease_force_release('PR-130'" do
 q "SELECT outcome FROM orch_lease.transition_lease_acquire('PR-130', 'monitor', 4242, 'monitor-boot-8')" >/dev/null
 check "$stuck" f "section 2's force_release with the token seen earlier spares a re-acquired lease"
 check "SELECT count(*) FROM orch_lease.transition_lease WHERE work_item = 'PR-130'" 1 "the re-acquired lease survived"
+# The same call with the new lease's token, while a registration is left prepared (section 10), which stops
+# every call that keys a work item: it ends the lease at once (red team 2, G13: it waited 5 s, then 55P03).
+# A failed check stops the script: the prepared transaction must not outlive it.
+trap 'q "ROLLBACK PREPARED '"'"'runbook_registration'"'"'" >/dev/null 2>&1 || true' EXIT # cleanup: gone already when the check passed
+q "BEGIN; SELECT orch_lease.register_stage_graph(ARRAY['queued -> merging']); PREPARE TRANSACTION 'runbook_registration'" >/dev/null
+token=$(q "SELECT token FROM orch_lease.transition_lease WHERE work_item = 'PR-130'")
+started=$(date +%s%N)
+PGOPTIONS="-c statement_timeout=3s" check "${stuck/, 1,/, $token,}" t "section 2's force_release under a prepared registration"
+took=$(( ($(date +%s%N) - started) / 1000000 ))
+q "ROLLBACK PREPARED 'runbook_registration'" >/dev/null
+trap - EXIT
+assert "section 2's force_release under a prepared registration took $took ms" [ "$took" -lt 1000 ]
+
 # Section 6 describes the payload a takeover announces: the version it names is the one the server sends.
+q "SELECT outcome FROM orch_lease.transition_lease_acquire('PR-130', 'monitor', 4242, 'monitor-boot-8')" >/dev/null
 sent=$(psql -X -q -t -A -c "LISTEN orch_lease" -c "SELECT orch_lease.transition_lease_force_release('PR-130')" 2>&1 |
        grep -o '"version":[0-9]*' | head -n 1 | cut -d: -f2 || true) # || true: no payload is checked next
 named=$(sed -n '/^## 6\./,/^## 7\./p' docs/runbook.md | grep -o 'payload format version [0-9]*' | head -n 1 | awk '{ print $NF }')

@@ -17,42 +17,7 @@ UPDATE orch_lease.task_table t
 -- #29 part B (trust-b): recover never hangs, prune keeps boots, squatting repair, legacy rows assigned.
 
 -- Prune keeps every boot: a boot forgotten was unknown again, and its zombie's acquires were granted.
-CREATE OR REPLACE FUNCTION orch_lease.transition_lease_prune(older_than interval DEFAULT NULL) RETURNS bigint
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    retention interval := coalesce(older_than,
-                                   current_setting('orch_lease.history_retention', true)::interval,
-                                   interval '7 days');
-    removed bigint;
-    cutoff timestamptz;
-BEGIN
-    IF retention < interval '0' THEN
-        RAISE EXCEPTION 'orch_lease: older_than must not be negative, not %', retention
-              USING ERRCODE = '22023';
-    END IF;
-    -- The cut-off is a value, not a volatile call inside the DELETEs: Citus refuses those (docs/scale-out.md).
-    cutoff := clock_timestamp() - retention;
-    WITH gone AS (DELETE FROM orch_lease.lease_event WHERE at < cutoff RETURNING 1)
-    SELECT count(*) INTO removed FROM gone;
-    -- Counts a transaction made in a row of its own (shard below 0: a prepared transaction held its
-    -- slot, or committed after its snapshot) join slot 0, so such rows do not pile up; the metrics' sums
-    -- do not move. Nothing waits: a row locked right now, or slot 0 while another prune folds into it
-    -- (its slot lock, class "cnts"), is left for the next prune.
-    IF pg_catalog.pg_try_advisory_xact_lock(1668183155, 0) THEN
-        WITH folded AS (
-            DELETE FROM orch_lease.event_count c
-             WHERE c.ctid = ANY (ARRAY(SELECT o.ctid FROM orch_lease.event_count o WHERE o.shard < 0
-                                         FOR UPDATE SKIP LOCKED))
-            RETURNING c.event, c.outcome, c.n)
-        INSERT INTO orch_lease.event_count AS c (event, outcome, shard, n)
-        SELECT f.event, f.outcome, 0, sum(f.n) FROM folded f GROUP BY f.event, f.outcome
-            ON CONFLICT (event, outcome, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
-    END IF;
-    RETURN removed;
-END
-$$;
-COMMENT ON FUNCTION orch_lease.transition_lease_prune(interval) IS
-    'Removes lease history older than older_than (default: orch_lease.history_retention) and folds counts made in transactions'' own rows into slot 0; returns how many events. Superseded boots are kept, so that their processes stay refused.';
+-- (Its one definition is in the speed2 section below, which also stops it folding count rows.)
 
 -- The admins' repair for squatting: every boot of an instance becomes a role's.
 CREATE  FUNCTION orch_lease."transition_lease_hand_over"(
@@ -619,18 +584,106 @@ SELECT l.work_item,
     OR l.holder_role = CURRENT_USER;
 COMMENT ON VIEW orch_lease.transition_lease_status IS
     'Every held lease with its task table, owner, age and liveness (live; stale = boot superseded or session gone; unknown = boot never registered), whether orch_lease is on for the reader''s calls (the kill-switch), and whether the database session that registered the holder''s boot is gone (session_gone; NULL when none was recorded). Actors see their own role''s leases only.';
--- The metrics count not_held apart: OrchLeaseLostCommit watches lease_lost only.
+-- The metrics count not_held apart (OrchLeaseLostCommit watches lease_lost only): transition_lease_metrics
+-- is defined once below, with the counters of #26 (speed2).
+
+-- ---------------------------------------------------------------------------------------------------
+-- Issue #26, second round (speed2): the logical-move check is kept per backend. A write of the
+-- generation marks (a subscription's apply or initial copy included: the triggers fire ALWAYS)
+-- invalidates it in every session, so an acquire no longer reads the marks on every call.
+CREATE TRIGGER generation_mark_changed AFTER INSERT OR UPDATE OR DELETE ON orch_lease.generation_mark
+    FOR EACH ROW EXECUTE FUNCTION orch_lease.kill_switch_changed();
+CREATE TRIGGER generation_mark_truncated AFTER TRUNCATE ON orch_lease.generation_mark
+    FOR EACH STATEMENT EXECUTE FUNCTION orch_lease.kill_switch_changed();
+ALTER TABLE orch_lease.generation_mark ENABLE ALWAYS TRIGGER generation_mark_changed;
+ALTER TABLE orch_lease.generation_mark ENABLE ALWAYS TRIGGER generation_mark_truncated;
+COMMENT ON FUNCTION orch_lease.kill_switch_changed() IS
+    'Trigger of orch_lease.kill_switch and orch_lease.generation_mark: a write of either reaches every session at its next call.';
+
+-- ---------------------------------------------------------------------------------------------------
+-- Issue #26, second round (speed2): counts that write nothing per event. Every (event, outcome) is
+-- counted by a sequence of its own, listed by the view orch_lease.event_counter (a view: logical
+-- replication copies no view rows onto a subscriber's own); refused/held and refused/busy keep the
+-- sequences of the first round. event_count's rows, one per backend slot, are gone: each sequence goes on
+-- from the sum the table held (refused/held and refused/busy: that sum added to what their sequences
+-- counted since), so no counter goes down across the update.
+CREATE VIEW orch_lease.event_counter AS
+SELECT v.event, v.outcome, v.sequence_name,
+       pg_catalog.to_regclass(pg_catalog.format('orch_lease.%I', v.sequence_name)) AS counter
+  FROM (VALUES
+        ('acquired', 'acquired', 'acquired_count'),
+        ('refused', 'held', 'refused_held_count'),
+        ('refused', 'busy', 'refused_busy_count'),
+        ('refused', 'superseded', 'refused_superseded_count'),
+        ('refused', 'retry', 'refused_retry_count'),
+        ('refused', 'not_found', 'refused_not_found_count'),
+        ('released', 'released', 'released_count'),
+        ('reclaimed', 'reclaimed', 'reclaimed_count'),
+        ('reclaimed', 'recovered', 'reclaimed_recovered_count'),
+        ('reclaimed', 'stale', 'reclaimed_stale_count'),
+        ('reaped', 'ceiling', 'reaped_ceiling_count'),
+        ('forced', 'forced', 'forced_count'),
+        ('cas_applied', 'applied', 'cas_applied_count'),
+        ('cas_lost', 'stage_mismatch', 'cas_lost_stage_mismatch_count'),
+        ('cas_lost', 'lease_lost', 'cas_lost_lease_lost_count'),
+        ('cas_lost', 'not_held', 'cas_lost_not_held_count'),
+        ('cas_lost', 'not_found', 'cas_lost_not_found_count'),
+        ('cas_lost', 'invalid_transition', 'cas_lost_invalid_transition_count'),
+        ('cas_lost', 'retry', 'cas_lost_retry_count'),
+        ('switched', 'on', 'switched_on_count'),
+        ('switched', 'off', 'switched_off_count')) v (event, outcome, sequence_name);
+COMMENT ON VIEW orch_lease.event_counter IS
+    'The sequence that counts each (event, outcome), whatever the history keeps; the metrics read them.';
+DO $$
+DECLARE
+    c record;
+BEGIN
+    FOR c IN SELECT * FROM orch_lease.event_counter LOOP
+        EXECUTE pg_catalog.format('CREATE SEQUENCE IF NOT EXISTS orch_lease.%I AS bigint', c.sequence_name);
+        EXECUTE pg_catalog.format('COMMENT ON SEQUENCE orch_lease.%I IS %L', c.sequence_name,
+            pg_catalog.format('How many %s events with outcome %s: not transactional (orch_lease.event_counter).',
+                              c.event, c.outcome));
+        EXECUTE pg_catalog.format('REVOKE ALL ON SEQUENCE orch_lease.%I FROM PUBLIC', c.sequence_name);
+        PERFORM pg_catalog.pg_extension_config_dump(pg_catalog.format('orch_lease.%I', c.sequence_name), '');
+    END LOOP;
+END
+$$;
+SELECT pg_catalog.setval(c.counter, s.n + coalesce(pg_catalog.pg_sequence_last_value(c.counter), 0))
+  FROM orch_lease.event_counter c
+  JOIN (SELECT e.event, e.outcome, sum(e.n)::bigint AS n FROM orch_lease.event_count e
+         GROUP BY e.event, e.outcome) s ON s.event = c.event AND s.outcome = c.outcome
+ WHERE s.n > 0;
+-- Out of the extension first, which also takes it off the tables pg_dump dumps (DROP alone would not).
+ALTER EXTENSION orch_lease DROP TABLE orch_lease.event_count;
+DROP TABLE orch_lease.event_count;
+GRANT SELECT ON orch_lease.event_counter TO orch_lease_admin;
+CREATE OR REPLACE FUNCTION orch_lease.transition_lease_prune(older_than interval DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    retention interval := coalesce(older_than,
+                                   current_setting('orch_lease.history_retention', true)::interval,
+                                   interval '7 days');
+    removed bigint;
+    cutoff timestamptz;
+BEGIN
+    IF retention < interval '0' THEN
+        RAISE EXCEPTION 'orch_lease: older_than must not be negative, not %', retention
+              USING ERRCODE = '22023';
+    END IF;
+    -- The cut-off is a value, not a volatile call inside the DELETEs: Citus refuses those (docs/scale-out.md).
+    cutoff := clock_timestamp() - retention;
+    WITH gone AS (DELETE FROM orch_lease.lease_event WHERE at < cutoff RETURNING 1)
+    SELECT count(*) INTO removed FROM gone;
+    RETURN removed;
+END
+$$;
+COMMENT ON FUNCTION orch_lease.transition_lease_prune(interval) IS
+    'Removes lease history older than older_than (default: orch_lease.history_retention); returns how many events. The counts are kept apart; superseded boots are kept, so that their processes stay refused.';
 CREATE OR REPLACE FUNCTION orch_lease.transition_lease_metrics()
 RETURNS TABLE (metric text, label text, value double precision)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    -- Polling refusals are counted by sequences (0.5.0; those from before stay in event_count).
-    WITH counted AS (SELECT event, outcome, n FROM orch_lease.event_count
-                     UNION ALL
-                     SELECT 'refused', 'held', CASE WHEN is_called THEN last_value ELSE 0 END
-                       FROM orch_lease.refused_held_count
-                     UNION ALL
-                     SELECT 'refused', 'busy', CASE WHEN is_called THEN last_value ELSE 0 END
-                       FROM orch_lease.refused_busy_count),
+    WITH counted AS (SELECT c.event, c.outcome, coalesce(pg_catalog.pg_sequence_last_value(c.counter), 0) AS n
+                       FROM orch_lease.event_counter c),
     series (metric, label, event, outcome) AS (VALUES
         ('orch_lease_grants_total', 'acquired', 'acquired', NULL),
         ('orch_lease_grants_total', 'reclaimed', 'reclaimed', 'reclaimed'),
@@ -673,6 +726,14 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION orch_lease.transition_lease_metrics() IS
     'Counters (grants, refusals, releases, reclaims by kind, CAS outcomes) and gauges (leases by liveness, oldest live lease age, the kill-switch and when it last switched).';
+
+-- ---------------------------------------------------------------------------------------------------
+-- Issue #26, second round (speed2): no index of the history by item over every event. Its inserts land
+-- on random pages (a full-page image per page after each checkpoint, on every grant and CAS); the CAS's
+-- look for a takeover by item and token has an index of the takeovers only.
+DROP INDEX orch_lease.lease_event_work_item;
+CREATE INDEX lease_event_takeover ON orch_lease.lease_event (work_item, old_token)
+    WHERE event IN ('reclaimed', 'reaped', 'forced');
 
 -- ---------------------------------------------------------------------------------------------------
 -- Red team 2, G4 (#27): the registry records the id column's number too. Swapping two columns' names

@@ -9,18 +9,19 @@
 //! bridge needs only `LISTEN orch_lease`. The statement that records it announces it: a history
 //! restored from a dump, or written by hand, announces nothing. Every event, recorded or not, is
 //! counted, and the metrics read the counts: a scrape costs the same whatever the history holds, and
-//! `transition_lease_prune` bounds the history without touching a count. The refusals of a polling
-//! fleet (`held`, `busy`) are counted by a sequence each, which writes nothing per call (`nextval` is
-//! WAL-logged once in 32 calls), so a refusal writes nothing; every other event is counted in
-//! `event_count` (one row per backend slot) by the statement that writes what it changed anyway.
+//! `transition_lease_prune` bounds the history without touching a count. A count is a sequence per
+//! (event, outcome) (`orch_lease.event_counter`), drawn by the statement that records the event: it
+//! writes nothing per call (`nextval` is WAL-logged once in 32 calls) and never waits, so a refusal
+//! writes nothing; it is not transactional (an event rolled back still counts).
 //!
 //! `Event` and `COLUMNS` are the one definition of a history row: every writer goes through `record`
 //! or `record_all`.
 use crate::config::{self, History};
-use crate::{error_context, owner, plans, races};
+use crate::rows::{column, nullable};
+use crate::{errors, owner, plans};
 use pgrx::prelude::*;
-use pgrx::spi::SpiClient;
-use pgrx::PgSqlErrorCode;
+use pgrx::spi::{SpiClient, SpiTupleTable};
+use std::cell::RefCell;
 
 extension_sql!(
     r#"
@@ -43,7 +44,13 @@ CREATE TABLE orch_lease.lease_event (
     by_role     name,
     task_table  regclass
 );
-CREATE INDEX lease_event_work_item ON orch_lease.lease_event (work_item, at);
+-- What each index serves: the key, the order of the history and logical replication's identity (prune
+-- deletes); the BRIN, prune's range of old events and a reader's look at a recent span; the takeovers by
+-- item and token, a CAS's tell of a lease taken away (lease_lost) from one never held (not_held). No
+-- index by item over every event (0.5.0): its inserts land on random pages, a full-page image per page
+-- after each checkpoint, on every grant and CAS; a reader's look at one item scans the span it names.
+CREATE INDEX lease_event_takeover ON orch_lease.lease_event (work_item, old_token)
+    WHERE event IN ('reclaimed', 'reaped', 'forced');
 CREATE INDEX lease_event_at ON orch_lease.lease_event USING brin (at);
 COMMENT ON TABLE orch_lease.lease_event IS
     'Lease history, append-only: grants, refusals, releases, takeovers (reclaimed, reaped, forced) and stage CAS outcomes.';
@@ -53,30 +60,55 @@ SELECT pg_catalog.pg_extension_config_dump('orch_lease.lease_event', '');
 -- Its identity sequence too: a restored history must go on numbering after the restored rows.
 SELECT pg_catalog.pg_extension_config_dump('orch_lease.lease_event_event_id_seq', '');
 
-CREATE TABLE orch_lease.event_count (
-    event   text NOT NULL,
-    outcome text NOT NULL,
-    n       bigint NOT NULL,
-    shard   integer NOT NULL,
-    PRIMARY KEY (event, outcome, shard)
-);
-COMMENT ON TABLE orch_lease.event_count IS
-    'Running counts of every lease event, whatever the history keeps: one row per (event, outcome, backend slot), so no two sessions ever update one row; the metrics add them up.';
-SELECT pg_catalog.pg_extension_config_dump('orch_lease.event_count', '');
-
--- The refusals of a polling fleet, counted without a write per call: not transactional (a refusal
--- rolled back still counts), and after a crash up to 32 ahead (what nextval logs in advance).
-CREATE SEQUENCE orch_lease.refused_held_count AS bigint;
-CREATE SEQUENCE orch_lease.refused_busy_count AS bigint;
-COMMENT ON SEQUENCE orch_lease.refused_held_count IS
-    'How many acquires were refused held, since 0.5.0 (before: in event_count): not transactional.';
-COMMENT ON SEQUENCE orch_lease.refused_busy_count IS
-    'How many acquires were refused busy, since 0.5.0 (before: in event_count): not transactional.';
-SELECT pg_catalog.pg_extension_config_dump('orch_lease.refused_held_count', '');
-SELECT pg_catalog.pg_extension_config_dump('orch_lease.refused_busy_count', '');
+-- The running counts: a sequence per (event, outcome), named by orch_lease.event_counter, drawn once per
+-- event (0.5.0; before, a row per backend slot in event_count). A count writes nothing per event
+-- (nextval is WAL-logged once in 32 calls) and never waits; it is not transactional (an event rolled
+-- back still counts) and after a crash it may be up to 32 ahead, as a Prometheus counter may. A view,
+-- not a table: logical replication (FOR ALL TABLES) would copy its rows onto the subscriber's own.
+CREATE VIEW orch_lease.event_counter AS
+SELECT v.event, v.outcome, v.sequence_name,
+       pg_catalog.to_regclass(pg_catalog.format('orch_lease.%I', v.sequence_name)) AS counter
+  FROM (VALUES
+        ('acquired', 'acquired', 'acquired_count'),
+        ('refused', 'held', 'refused_held_count'),
+        ('refused', 'busy', 'refused_busy_count'),
+        ('refused', 'superseded', 'refused_superseded_count'),
+        ('refused', 'retry', 'refused_retry_count'),
+        ('refused', 'not_found', 'refused_not_found_count'),
+        ('released', 'released', 'released_count'),
+        ('reclaimed', 'reclaimed', 'reclaimed_count'),
+        ('reclaimed', 'recovered', 'reclaimed_recovered_count'),
+        ('reclaimed', 'stale', 'reclaimed_stale_count'),
+        ('reaped', 'ceiling', 'reaped_ceiling_count'),
+        ('forced', 'forced', 'forced_count'),
+        ('cas_applied', 'applied', 'cas_applied_count'),
+        ('cas_lost', 'stage_mismatch', 'cas_lost_stage_mismatch_count'),
+        ('cas_lost', 'lease_lost', 'cas_lost_lease_lost_count'),
+        ('cas_lost', 'not_held', 'cas_lost_not_held_count'),
+        ('cas_lost', 'not_found', 'cas_lost_not_found_count'),
+        ('cas_lost', 'invalid_transition', 'cas_lost_invalid_transition_count'),
+        ('cas_lost', 'retry', 'cas_lost_retry_count'),
+        ('switched', 'on', 'switched_on_count'),
+        ('switched', 'off', 'switched_off_count')) v (event, outcome, sequence_name);
+COMMENT ON VIEW orch_lease.event_counter IS
+    'The sequence that counts each (event, outcome), whatever the history keeps; the metrics read them.';
+DO $$
+DECLARE
+    c record;
+BEGIN
+    FOR c IN SELECT * FROM orch_lease.event_counter LOOP
+        EXECUTE pg_catalog.format('CREATE SEQUENCE IF NOT EXISTS orch_lease.%I AS bigint', c.sequence_name);
+        EXECUTE pg_catalog.format('COMMENT ON SEQUENCE orch_lease.%I IS %L', c.sequence_name,
+            pg_catalog.format('How many %s events with outcome %s: not transactional (orch_lease.event_counter).',
+                              c.event, c.outcome));
+        EXECUTE pg_catalog.format('REVOKE ALL ON SEQUENCE orch_lease.%I FROM PUBLIC', c.sequence_name);
+        PERFORM pg_catalog.pg_extension_config_dump(pg_catalog.format('orch_lease.%I', c.sequence_name), '');
+    END LOOP;
+END
+$$;
 
 -- Bounded history: removes events older than `older_than` (default orch_lease.history_retention). The
--- counts live in event_count, which pruning leaves alone. Superseded boots stay, however old: a boot
+-- counts live in their sequences, which pruning leaves alone. Superseded boots stay, however old: a boot
 -- forgotten would be an unknown one, and its zombie's acquires granted again (#29 item 9).
 CREATE FUNCTION orch_lease.transition_lease_prune(older_than interval DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -95,25 +127,11 @@ BEGIN
     cutoff := clock_timestamp() - retention;
     WITH gone AS (DELETE FROM orch_lease.lease_event WHERE at < cutoff RETURNING 1)
     SELECT count(*) INTO removed FROM gone;
-    -- Counts a transaction made in a row of its own (shard below 0: a prepared transaction held its
-    -- slot, or committed after its snapshot) join slot 0, so such rows do not pile up; the metrics' sums
-    -- do not move. Nothing waits: a row locked right now, or slot 0 while another prune folds into it
-    -- (its slot lock, class "cnts"), is left for the next prune.
-    IF pg_catalog.pg_try_advisory_xact_lock(1668183155, 0) THEN
-        WITH folded AS (
-            DELETE FROM orch_lease.event_count c
-             WHERE c.ctid = ANY (ARRAY(SELECT o.ctid FROM orch_lease.event_count o WHERE o.shard < 0
-                                         FOR UPDATE SKIP LOCKED))
-            RETURNING c.event, c.outcome, c.n)
-        INSERT INTO orch_lease.event_count AS c (event, outcome, shard, n)
-        SELECT f.event, f.outcome, 0, sum(f.n) FROM folded f GROUP BY f.event, f.outcome
-            ON CONFLICT (event, outcome, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
-    END IF;
     RETURN removed;
 END
 $$;
 COMMENT ON FUNCTION orch_lease.transition_lease_prune(interval) IS
-    'Removes lease history older than older_than (default: orch_lease.history_retention) and folds counts made in transactions'' own rows into slot 0; returns how many events. Superseded boots are kept, so that their processes stay refused.';
+    'Removes lease history older than older_than (default: orch_lease.history_retention); returns how many events. The counts are kept apart; superseded boots are kept, so that their processes stay refused.';
 "#,
     name = "events",
     requires = ["lease_table", "boot_table"]
@@ -171,30 +189,86 @@ const CUT: [&str; 5] = [
     "reason",
 ];
 
-/// Adds each `(event, outcome)` of `source` to this backend's count, inserting the row the first time.
-/// Always through ON CONFLICT, whose look for the row takes no predicate lock: at SERIALIZABLE, counting
-/// must not make two callers' transactions conflict (a plain UPDATE's index scan did, and raised 40001 in
-/// the isolation specs).
+/// Draws one count of each `(event, outcome)` in `source`'s rows (one per event) from the sequence
+/// `orch_lease.event_counter` names for it; `counted` says how many were (`counted` checks them all).
 fn count(source: &str) -> String {
     format!(
-        "INSERT INTO orch_lease.event_count AS c (event, outcome, shard, n) {source}
-         ON CONFLICT (event, outcome, shard) DO UPDATE SET n = c.n + EXCLUDED.n"
+        "SELECT pg_catalog.count(pg_catalog.nextval(c.counter)) AS counted
+           FROM {source} LEFT JOIN orch_lease.event_counter c USING (event, outcome)"
     )
 }
 
-/// Advisory lock class ("cnts") of the backend slots' counter rows.
-const SLOT_LOCK_CLASS: i32 = 0x636e_7473;
+/// Raises unless every one of `events` was counted: a pair `event_counter` misses must fail its tests,
+/// never go uncounted.
+fn counted(rows: SpiTupleTable<'_>, events: &[Event<'_>]) {
+    let counted: i64 = column(&rows.first(), "counted");
+    if counted != events.len() as i64 {
+        let pairs: Vec<String> = events
+            .iter()
+            .map(|e| format!("{}/{}", e.event, e.outcome))
+            .collect();
+        errors::internal(
+            "cannot count",
+            &pairs.join(", "),
+            format!("{counted} counted"),
+        );
+    }
+}
 
-/// The shard a count goes to, from the parameters numbered `slot` (this backend's slot, `shard()`) and
-/// `class` (`SLOT_LOCK_CLASS`). The slot's row is used while this transaction holds the slot's advisory
-/// lock, never waited for: a prepared transaction that counted keeps that lock with its row locks, and
-/// a later session given the same slot then counts in a row of its own transaction (its xid, negated,
-/// which no other transaction can hold) instead of waiting for it.
-fn shard_of(slot: u8, class: u8) -> String {
-    format!(
-        "CASE WHEN pg_catalog.pg_try_advisory_xact_lock(${class}, ${slot}) THEN ${slot}
-              ELSE -(pg_catalog.txid_current() % 2147483647)::integer END"
+thread_local! {
+    /// The sequence counting each (event, outcome), as `event_counter` named it: kept for the backend
+    /// until an invalidation of one of them (DROP EXTENSION drops them) or of every relation.
+    static COUNTERS: RefCell<Vec<(String, String, pg_sys::Oid)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A relation cache invalidation: of a kept counter (DROP EXTENSION), or of every relation (InvalidOid).
+pub fn counters_invalidated(relid: pg_sys::Oid) {
+    COUNTERS.with(|counters| {
+        // Never borrowed across a statement: the borrow is free whenever PostgreSQL calls this.
+        if let Ok(mut counters) = counters.try_borrow_mut() {
+            if relid == pg_sys::InvalidOid || counters.iter().any(|(_, _, oid)| *oid == relid) {
+                counters.clear();
+            }
+        }
+    });
+}
+
+/// The sequence that counts `event`'s (event, outcome): looked up once per backend, so that counting
+/// one event is a bare `nextval`. A pair `event_counter` misses raises, never goes uncounted.
+fn counter(client: &SpiClient<'_>, event: &Event<'_>) -> pg_sys::Oid {
+    // SAFETY: what every lock acquisition does; one shared flag's read when nothing has arrived.
+    unsafe { pg_sys::AcceptInvalidationMessages() };
+    let kept = COUNTERS.with(|counters| {
+        counters
+            .borrow()
+            .iter()
+            .find(|(e, o, _)| e == event.event && o == event.outcome)
+            .map(|(_, _, oid)| *oid)
+    });
+    if let Some(oid) = kept {
+        return oid;
+    }
+    let found = plans::run(
+        client,
+        "SELECT c.counter::pg_catalog.oid AS counter FROM orch_lease.event_counter c
+          WHERE c.event = $1 AND c.outcome = $2",
+        &[event.event.into(), event.outcome.into()],
     )
+    .next()
+    .and_then(|row| nullable::<pg_sys::Oid>(&row, "counter"));
+    let Some(oid) = found else {
+        errors::internal(
+            "cannot count",
+            &format!("{}/{}", event.event, event.outcome),
+            "no counter in orch_lease.event_counter",
+        );
+    };
+    COUNTERS.with(|counters| {
+        counters
+            .borrow_mut()
+            .push((event.event.to_string(), event.outcome.to_string(), oid))
+    });
+    oid
 }
 
 /// The history row of one event, from parameters $1 to $14 (`COLUMNS`' order, `by_role` an oid).
@@ -220,32 +294,25 @@ fn insert_all() -> String {
 }
 
 thread_local! {
-    /// One event counted.
-    static COUNT_ONE: String = count(&format!("VALUES ($1, $2, {}, 1)", shard_of(3, 4)));
+    /// One event counted, by its counter ($1).
+    static COUNT_ONE: String = "SELECT pg_catalog.nextval($1::pg_catalog.regclass)".to_string();
     /// A routine event recorded, not announced.
     static INSERT_ONE: String = insert_one();
-    /// A routine event recorded and counted by one statement.
+    /// A routine event recorded and counted (its counter $15) by one statement.
     static RECORD_ONE: String = format!(
-        "WITH recorded AS ({}) {}",
-        insert_one(),
-        count(&format!("VALUES ($1, $2, {}, 1)", shard_of(15, 16)))
+        "WITH recorded AS ({}) SELECT pg_catalog.nextval($15::pg_catalog.regclass)",
+        insert_one()
     );
     /// Events counted, from arrays of their events and outcomes.
-    static COUNT_ALL: String = count(&format!(
-        "SELECT event, outcome, {}, count(*) FROM unnest($1::text[], $2::text[]) e (event, outcome)
-          GROUP BY event, outcome",
-        shard_of(3, 4)
-    ));
+    static COUNT_ALL: String = count("unnest($1::text[], $2::text[]) e (event, outcome)");
     /// Takeovers recorded and announced by one statement.
     static ANNOUNCE_ALL: String = format!("WITH {} {}", insert_all(), announce());
     /// Takeovers recorded, counted and announced by one statement.
     static RECORD_ALL: String = format!(
-        "WITH {}, counted AS ({}) {}",
+        "WITH {}, counted AS ({}), announced AS ({})
+         SELECT (SELECT counted FROM counted), (SELECT count(*) FROM announced) AS announced",
         insert_all(),
-        count(&format!(
-            "SELECT event, outcome, {}, count(*) FROM recorded GROUP BY event, outcome",
-            shard_of(15, 16)
-        )),
+        count("recorded e"),
         announce()
     );
 }
@@ -299,83 +366,26 @@ fn announce() -> String {
     )
 }
 
-/// This backend's slot in event_count: its PGPROC's number, which no other live session has, so
-/// counting never waits for another session's row lock (slot 0 holds counts from before 0.4.0).
-fn shard() -> i32 {
-    // SAFETY: MyProc points into ProcGlobal->allProcs in every backend that can run SQL.
-    let number = unsafe { pg_sys::MyProc.offset_from((*pg_sys::ProcGlobal).allProcs) };
-    number as i32 + 1
-}
-
-/// Runs a statement that counts in this backend's slot (`Some(shard())`). At REPEATABLE READ and above,
-/// with prepared transactions enabled, the slot's row may have been counted by a prepared transaction
-/// that committed after this transaction's snapshot: ON CONFLICT DO UPDATE on it raises 40001, which no
-/// contention of the caller's caused. The count then goes to a row of this transaction's own (`None`:
-/// the shard expression's other branch), as while a prepared transaction holds the slot. Only there
-/// does a count take a subtransaction (and, as it writes, a subtransaction id of its own).
-fn counting(run: impl Fn(Option<i32>)) {
-    let snapshot_per_transaction = races::one_snapshot();
-    if !snapshot_per_transaction || !prepared_transactions() {
-        return run(Some(shard()));
-    }
-    if let Err(error) = races::subtransaction(|| run(Some(shard()))) {
-        let code = races::report_of(&error).sql_error_code();
-        if code != PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE {
-            error.rethrow();
-        }
-        error_context::forget_passing();
-        run(None);
-    }
-}
-
-/// Whether this server can prepare transactions (`max_prepared_transactions` above 0, set at start).
-fn prepared_transactions() -> bool {
-    // SAFETY: a look-up of a setting by a static name; the value is the GUC's own string (or NULL),
-    // valid until the setting changes, and read at once.
-    let setting =
-        unsafe { pg_sys::GetConfigOption(c"max_prepared_transactions".as_ptr(), false, false) };
-    !setting.is_null() && unsafe { std::ffi::CStr::from_ptr(setting) }.to_bytes() != b"0"
-}
-
 /// Counts one event, and records it in the history if `orch_lease.history` keeps it (a takeover is
 /// also announced). Run as the extension's owner; `by_role` is the caller.
 pub fn record(client: &SpiClient<'_>, event: Event<'_>) {
     if ANNOUNCED.contains(&event.event) {
         return record_all(client, &[event]);
     }
-    if polling(&event) {
-        // Counted by its sequence: no row written, no transaction id taken (31 calls in 32).
-        let count = match event.outcome {
-            "held" => "SELECT nextval('orch_lease.refused_held_count')",
-            _ => "SELECT nextval('orch_lease.refused_busy_count')",
-        };
-        plans::run(client, count, &[]);
-        if recorded(&event) {
-            INSERT_ONE.with(|sql| plans::run(client, sql, &row_of(&event)));
-        }
+    let counter = counter(client, &event);
+    let count_one = || COUNT_ONE.with(|sql| plans::run(client, sql, &[counter.into()]));
+    if !recorded(&event) {
+        // A polling refusal (`held`, `busy`) ends here by default: nothing written.
+        count_one();
         return;
     }
-    let count_one = |slot: Option<i32>| {
-        let args = [
-            event.event.into(),
-            event.outcome.into(),
-            slot.into(),
-            SLOT_LOCK_CLASS.into(),
-        ];
-        COUNT_ONE.with(|sql| plans::run(client, sql, &args));
-    };
-    if !recorded(&event) {
-        return counting(count_one);
-    }
     if one_statement() {
-        counting(|slot| {
-            let mut args = row_of(&event);
-            args.extend([slot.into(), SLOT_LOCK_CLASS.into()]);
-            RECORD_ONE.with(|sql| plans::run(client, sql, &args));
-        });
+        let mut args = row_of(&event);
+        args.push(counter.into());
+        RECORD_ONE.with(|sql| plans::run(client, sql, &args));
     } else {
         INSERT_ONE.with(|sql| plans::run(client, sql, &row_of(&event)));
-        counting(count_one);
+        count_one();
     }
 }
 
@@ -437,21 +447,16 @@ pub fn record_all(client: &SpiClient<'_>, events: &[Event<'_>]) {
         ]
     };
     if one_statement() {
-        counting(|slot| {
-            let mut args = rows();
-            args.extend([slot.into(), SLOT_LOCK_CLASS.into()]);
-            RECORD_ALL.with(|sql| plans::run(client, sql, &args));
-        });
+        counted(
+            RECORD_ALL.with(|sql| plans::run(client, sql, &rows())),
+            events,
+        );
     } else {
         ANNOUNCE_ALL.with(|sql| plans::run(client, sql, &rows()));
-        counting(|slot| {
-            let args = [
-                text(events, |e| Some(e.event)).into(),
-                text(events, |e| Some(e.outcome)).into(),
-                slot.into(),
-                SLOT_LOCK_CLASS.into(),
-            ];
-            COUNT_ALL.with(|sql| plans::run(client, sql, &args));
-        });
+        let args = [
+            text(events, |e| Some(e.event)).into(),
+            text(events, |e| Some(e.outcome)).into(),
+        ];
+        counted(COUNT_ALL.with(|sql| plans::run(client, sql, &args)), events);
     }
 }

@@ -19,6 +19,7 @@ use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiHeapTupleData};
 use pgrx::{composite_type, AllocatedByRust, PgSqlErrorCode};
+use std::cell::Cell;
 
 extension_sql!(
     r#"
@@ -272,45 +273,60 @@ fn request_lease(request: Request<'_>) -> PgHeapTuple<'static, AllocatedByRust> 
             stage: stage(stage_cas::read_stage).flatten(),
             ..Grant::new(true, outcome)
         };
+        // The task row is read with the table's lock, never waited for: acquire never waits (G14).
+        if (request.item.task.as_ref()).is_some_and(|(table, _)| !table.readable_at_once()) {
+            let busy = Grant::new(false, "busy");
+            owner::as_owner(|| record_grant(client, &request, &busy));
+            return busy;
+        }
         if !config::enabled() {
             return pass("disabled");
         }
         if !config::covers_scope(request.scope) {
             return pass("out_of_scope");
         }
-        // An id with no task row is no task (swapped arguments, a typo): no lease, no token drawn.
-        let rows_first = request
-            .item
-            .task
-            .as_ref()
-            .is_some_and(|(table, _)| !table.rows_created_later);
-        let decided = if rows_first && stage(stage_cas::read_stage).is_none() {
-            Grant::new(false, "not_found")
-        } else {
-            let role = owner::caller_name();
-            races::lost_race_as(
-                || {
-                    let decided = owner::as_owner(|| acquire(client, &request, &role));
-                    match decided.token {
-                        // A row changed after a transaction snapshot is `retry`: the grant is rolled
-                        // back with this attempt.
-                        Some(_) => Grant {
-                            stage: stage(stage_after_grant).flatten(),
-                            ..decided
-                        },
-                        None => decided,
-                    }
-                },
-                |lost| match lost {
-                    Lost::Locked => Grant::new(false, "busy"),
-                    Lost::Conflict => Grant::new(false, "retry"),
-                },
-            )
+        // An id with no task row the caller may write is no task (swapped arguments, a typo, another
+        // tenant's row): no lease, no token drawn.
+        let found = match &request.item.task {
+            Some((table, id)) if !table.rows_created_later => {
+                stage_cas::writable_row(client, table, *id)
+            }
+            _ => Ok(true),
+        };
+        let decided = match found {
+            Ok(false) => Grant::new(false, "not_found"),
+            Err(lost) => lost_grant(lost),
+            Ok(true) => {
+                let role = owner::caller_name();
+                races::lost_race_as(
+                    || {
+                        let decided = owner::as_owner(|| acquire(client, &request, &role));
+                        match decided.token {
+                            // A row changed after a transaction snapshot is `retry`: the grant is
+                            // rolled back with this attempt.
+                            Some(_) => Grant {
+                                stage: stage(stage_after_grant).flatten(),
+                                ..decided
+                            },
+                            None => decided,
+                        }
+                    },
+                    lost_grant,
+                )
+            }
         };
         owner::as_owner(|| record_grant(client, &request, &decided));
         decided
     })
     .into_row()
+}
+
+/// The refusal of an acquire that lost a race.
+fn lost_grant(lost: Lost) -> Grant {
+    match lost {
+        Lost::Locked => Grant::new(false, "busy"),
+        Lost::Conflict => Grant::new(false, "retry"),
+    }
 }
 
 /// The task's stage just after a grant. At READ COMMITTED the read's snapshot is taken after the grant,
@@ -480,17 +496,53 @@ fn acquire(client: &SpiClient<'_>, request: &Request<'_>, role: &str) -> Grant {
     reclaim(client, request, role, holder)
 }
 
-/// Whether this database's leases came from another server (a logical-replication move, #29 item 3): a
-/// statement of its own, on local tables only (Citus cannot plan a local table beside a distributed one).
+thread_local! {
+    /// `generation_mark`, as the last check read it.
+    static MARK: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
+    /// Whether a check found this database's own generation only, and no write of `generation_mark` (its
+    /// trigger) nor an invalidation of every relation has come since.
+    static NOT_MOVED: Cell<bool> = const { Cell::new(false) };
+    /// Counts invalidations: a check that one overtook is used once, not kept.
+    static MARK_INVALIDATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A relation cache invalidation: of `generation_mark` (or any, before the first check read it), or of
+/// every relation (InvalidOid).
+pub fn mark_invalidated(relid: pg_sys::Oid) {
+    let mark = MARK.get();
+    if relid == pg_sys::InvalidOid || mark == pg_sys::InvalidOid || relid == mark {
+        NOT_MOVED.set(false);
+        MARK_INVALIDATIONS.set(MARK_INVALIDATIONS.get() + 1);
+    }
+}
+
+/// Whether this database's leases came from another server (a logical-replication move, #29 item 3).
+/// Read by a statement of its own, on local tables only (Citus cannot plan a local table beside a
+/// distributed one), and kept for the backend while it says "not moved": the marks change only by a
+/// write of `generation_mark`, whose trigger (enabled ALWAYS, so a subscription's apply and initial copy
+/// fire it too) invalidates the table's cache entry in every backend at commit. Only a fresh snapshot's
+/// answer is kept (READ COMMITTED): a transaction snapshot may be older than a move already committed.
 fn moved(client: &SpiClient<'_>) -> bool {
+    // SAFETY: what every lock acquisition does; one shared flag's read when nothing has arrived.
+    unsafe { pg_sys::AcceptInvalidationMessages() };
+    if NOT_MOVED.get() {
+        return false;
+    }
+    let before = MARK_INVALIDATIONS.get();
     let row = plans::run(
         client,
         "SELECT EXISTS (SELECT FROM orch_lease.generation_mark m
-                         WHERE m.generation <> (SELECT g.last_value FROM orch_lease.generation g)) AS moved",
+                         WHERE m.generation <> (SELECT g.last_value FROM orch_lease.generation g)) AS moved,
+                'orch_lease.generation_mark'::pg_catalog.regclass::pg_catalog.oid AS mark",
         &[],
     )
     .first();
-    column::<bool>(&row, "moved")
+    let moved = column::<bool>(&row, "moved");
+    if !moved && !races::one_snapshot() && MARK_INVALIDATIONS.get() == before {
+        MARK.set(column(&row, "mark"));
+        NOT_MOVED.set(true);
+    }
+    moved
 }
 
 /// No grant on moved data until an admin adopts it.
@@ -882,7 +934,8 @@ pub fn claim(client: &SpiClient<'_>, item: &Item, token: i64, how: Claim, role: 
     if let Err(error) = snapshot_current(client, item, None) {
         error.rethrow();
     }
-    // Tokens come from one sequence: (work item, token) names one lease whatever its table.
+    // Tokens come from one sequence: (work item, token) names one lease whatever its table. The
+    // takeovers' own index (lease_event_takeover) answers it: the predicate is the index's.
     let taken = plans::run(
         client,
         "SELECT FROM orch_lease.lease_event
@@ -1082,6 +1135,21 @@ pub fn reap(client: &SpiClient<'_>, ceiling_s: i32) -> Vec<Reaped> {
     events::record_all(client, &logged);
     reaped
 }
+
+extension_sql!(
+    r#"
+-- A write of the marks, however made (a subscription's apply or initial copy, adopt_moved_data, a
+-- superuser), reaches every session's next acquire: it invalidates the cached logical-move check (`moved`).
+CREATE TRIGGER generation_mark_changed AFTER INSERT OR UPDATE OR DELETE ON orch_lease.generation_mark
+    FOR EACH ROW EXECUTE FUNCTION orch_lease.kill_switch_changed();
+CREATE TRIGGER generation_mark_truncated AFTER TRUNCATE ON orch_lease.generation_mark
+    FOR EACH STATEMENT EXECUTE FUNCTION orch_lease.kill_switch_changed();
+ALTER TABLE orch_lease.generation_mark ENABLE ALWAYS TRIGGER generation_mark_changed;
+ALTER TABLE orch_lease.generation_mark ENABLE ALWAYS TRIGGER generation_mark_truncated;
+"#,
+    name = "generation_mark_trigger",
+    requires = ["lease_table", "kill_switch_comments"]
+);
 
 extension_sql!(
     r#"

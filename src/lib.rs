@@ -41,9 +41,23 @@ pub extern "C-unwind" fn _PG_init() {
     // SAFETY: the backend is single-threaded while a library loads.
     unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     config::init();
-    switch::init();
+    // SAFETY: from _PG_init, once per backend; the callback is a function of this library, loaded for
+    // the backend's life, and touches thread-locals only.
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(relcache_invalidated), pg_sys::Datum::from(0))
+    };
     task_table::init();
     error_context::init();
+}
+
+/// The library's one relation cache callback, for every cache it keeps: a backend has room for ten
+/// (PostgreSQL 15), and core and Citus take most of them (a callback more was FATAL under Citus).
+#[pg_guard]
+unsafe extern "C-unwind" fn relcache_invalidated(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    switch::invalidated(relid);
+    task_table::forget_task_table(relid);
+    lease::mark_invalidated(relid);
+    events::counters_invalidated(relid);
 }
 
 /// Required by `cargo pgrx test`.

@@ -80,7 +80,7 @@ GRANT EXECUTE ON FUNCTION
     orch_lease.adopt_moved_data(bigint)
     TO orch_lease_admin;
 GRANT SELECT ON
-    orch_lease.transition_lease, orch_lease.lease_event, orch_lease.event_count, orch_lease.bypass_log,
+    orch_lease.transition_lease, orch_lease.lease_event, orch_lease.event_counter, orch_lease.bypass_log,
     orch_lease.kill_switch
     TO orch_lease_admin;
 "#,

@@ -6,6 +6,7 @@
 //! to it, and writes it with the caller's own privileges, row-level security and triggers.
 use crate::events::{self, Event};
 use crate::lease::{self, Claim, Claimed};
+use crate::races::Lost;
 use crate::task_table::{self, Item, TableArg, TaskTable, Typed};
 use crate::{config, errors, owner, plans, races, rows};
 use pgrx::prelude::*;
@@ -319,6 +320,23 @@ fn compare_and_set(client: &SpiClient<'_>, write: &Write) -> Cas {
 /// read now with the caller's privileges.
 pub fn read_stage(client: &SpiClient<'_>, table: &TaskTable, id: Typed) -> Option<Option<String>> {
     stage_of(table, plans::run(client, &table.read_stage, &[id.arg()]))
+}
+
+/// Has task `id` a row the caller may write? Read with the caller's privileges, and where its UPDATE
+/// policies may hide rows its SELECT ones show, as a write would find it (`current_stage`, only there:
+/// it takes a row lock to look): such a row is none, as for the CAS (red team G8). With a transaction
+/// snapshot that shows none, a row created since is a lost race (`retry`), never a final answer (G10).
+pub fn writable_row(client: &SpiClient<'_>, table: &TaskTable, id: Typed) -> Result<bool, Lost> {
+    let found = match table.write_sees_less() {
+        false => read_stage(client, table, id).is_some(),
+        true => races::lost_race_as(|| Ok(current_stage(client, table, id).is_some()), Err)?,
+    };
+    // SAFETY: a plain global of the backend (the transaction's isolation level), read on its only thread.
+    let snapshot = unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32;
+    if !found && snapshot && table.has_row_now(id) {
+        return Err(Lost::Conflict);
+    }
+    Ok(found)
 }
 
 /// The stage of task `id` as a write would find the row, read under a row lock: the caller's UPDATE

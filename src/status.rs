@@ -50,19 +50,14 @@ SELECT e.event_id, e.at, e.event, e.work_item, e.old_owner,
 COMMENT ON VIEW orch_lease.lease_history IS
     'The lease history as the reader may see it: actors see the events their own role caused, without tokens.';
 
--- One query for a scraper: counters (the running counts of event_count, never going down, whatever the
--- history keeps: a scrape costs the same at any history size) and gauges.
+-- One query for a scraper: counters (the running counts, a sequence per event and outcome, never going
+-- down but by a crash's or a restore's reset, whatever the history keeps: a scrape costs the same at any
+-- history size) and gauges.
 CREATE FUNCTION orch_lease.transition_lease_metrics()
 RETURNS TABLE (metric text, label text, value double precision)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    -- Polling refusals are counted by sequences (0.5.0; those from before stay in event_count).
-    WITH counted AS (SELECT event, outcome, n FROM orch_lease.event_count
-                     UNION ALL
-                     SELECT 'refused', 'held', CASE WHEN is_called THEN last_value ELSE 0 END
-                       FROM orch_lease.refused_held_count
-                     UNION ALL
-                     SELECT 'refused', 'busy', CASE WHEN is_called THEN last_value ELSE 0 END
-                       FROM orch_lease.refused_busy_count),
+    WITH counted AS (SELECT c.event, c.outcome, coalesce(pg_catalog.pg_sequence_last_value(c.counter), 0) AS n
+                       FROM orch_lease.event_counter c),
     series (metric, label, event, outcome) AS (VALUES
         ('orch_lease_grants_total', 'acquired', 'acquired', NULL),
         ('orch_lease_grants_total', 'reclaimed', 'reclaimed', 'reclaimed'),

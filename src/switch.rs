@@ -59,16 +59,8 @@ thread_local! {
     static INVALIDATIONS: Cell<u64> = const { Cell::new(0) };
 }
 
-/// Registers the invalidation callback (once per backend, from `_PG_init`).
-pub fn init() {
-    // SAFETY: from _PG_init, once per backend; the callback is a function of this library, loaded for
-    // the backend's life, and touches thread-locals only.
-    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(invalidated), pg_sys::Datum::from(0)) };
-}
-
 /// A relation cache invalidation: of the switch's table, or of every relation (InvalidOid).
-#[pg_guard]
-unsafe extern "C-unwind" fn invalidated(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+pub fn invalidated(relid: pg_sys::Oid) {
     if relid == pg_sys::InvalidOid || relid == TABLE.get() {
         CACHED.with(|cached| cached.borrow_mut().take());
         INVALIDATIONS.set(INVALIDATIONS.get() + 1);
@@ -256,11 +248,12 @@ fn kill_switch() -> TableIterator<
 
 /// Any write of the switch's table, however made (`set_enabled`, or a superuser's own UPDATE, DELETE or
 /// TRUNCATE), reaches every session's next call: its commit invalidates the table's cache entry there.
+/// The same for `orch_lease.generation_mark` (`lease::moved`, the logical-move check kept per backend).
 #[pg_trigger(sql = r#"
 CREATE FUNCTION orch_lease.kill_switch_changed() RETURNS trigger
 LANGUAGE c AS 'MODULE_PATHNAME', 'kill_switch_changed_wrapper';
 COMMENT ON FUNCTION orch_lease.kill_switch_changed() IS
-    'Trigger of orch_lease.kill_switch: a write of the switch reaches every session at its next call.';
+    'Trigger of orch_lease.kill_switch and orch_lease.generation_mark: a write of either reaches every session at its next call.';
 "#)]
 fn kill_switch_changed<'a>(
     trigger: &'a PgTrigger<'a>,

@@ -145,6 +145,7 @@ fn register_task_table(
                      OR task_table OPERATOR(pg_catalog.=) 0::pg_catalog.oid",
                 oid = table.oid().to_u32()
             ),
+            &[],
             |row| text_of(row(1)),
         )
     });
@@ -373,6 +374,7 @@ fn leases_on(relid: pg_sys::Oid) -> i64 {
                   WHERE task_table OPERATOR(pg_catalog.=) {}::pg_catalog.oid",
                 relid.to_u32()
             ),
+            &[],
             |row| row(1).map_or(0, |datum| datum.value() as i64),
         )
     });
@@ -492,6 +494,68 @@ fn lock_registry(mode: u32, limit_ms: i32, message: &str, hint: &str) {
     }
 }
 
+/// `TaskTable::readable_at_once` of the relation `relid`, then of its indexes and partitions, each
+/// listed once its parent's lock is held (no partition attached or detached meanwhile). With `keep`
+/// false (a partition, and what is below it) the locks are only looked at and let go: a read locks only
+/// the partition it finds the row in, and holding every partition's for the transaction would fill
+/// the lock table on a table of many partitions.
+fn readable_at_once(relid: pg_sys::Oid, keep: bool) -> bool {
+    let mode = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+    // SAFETY: lock requests by oid, which open nothing; a lock let go is one this call took.
+    let lock = |relid| unsafe { pg_sys::ConditionalLockRelationOid(relid, mode) };
+    let let_go = |relid| unsafe { pg_sys::UnlockRelationOid(relid, mode) };
+    if !lock(relid) {
+        return false;
+    }
+    // SAFETY: `relid` is locked (above), so its relcache entry stays valid until closed here; the index
+    // list is a copy, and the partitions' oids are copied out of the relcache's descriptor before the
+    // close (an empty descriptor's array is not read).
+    let (indexes, partitions) = unsafe {
+        let relation = pg_sys::RelationIdGetRelation(relid);
+        let indexes = oids(pg_sys::RelationGetIndexList(relation));
+        let partitions = match (*(*relation).rd_rel).relkind
+            == pg_sys::RELKIND_PARTITIONED_TABLE as std::ffi::c_char
+        {
+            true => {
+                let parts = pg_sys::RelationGetPartitionDesc(relation, true);
+                match (*parts).nparts {
+                    0 => Vec::new(),
+                    n => std::slice::from_raw_parts((*parts).oids, n as usize).to_vec(),
+                }
+            }
+            false => Vec::new(),
+        };
+        pg_sys::RelationClose(relation);
+        (indexes, partitions)
+    };
+    let free = indexes.into_iter().all(|index| {
+        let free = lock(index);
+        if free && !keep {
+            let_go(index);
+        }
+        free
+    }) && partitions
+        .into_iter()
+        .all(|partition| readable_at_once(partition, false));
+    if !keep {
+        let_go(relid);
+    }
+    free
+}
+
+/// The oids of an OID list (none for NIL).
+///
+/// # Safety
+/// `list` is NIL or a valid `List` of oids.
+unsafe fn oids(list: *mut pg_sys::List) -> Vec<pg_sys::Oid> {
+    match list.is_null() {
+        true => Vec::new(),
+        false => (0..(*list).length as usize)
+            .map(|n| (*(*list).elements.add(n)).oid_value)
+            .collect(),
+    }
+}
+
 /// The registry table, `orch_lease.task_table`.
 fn registry() -> pg_sys::Oid {
     let relid = own_relation(c"task_table");
@@ -501,27 +565,42 @@ fn registry() -> pg_sys::Oid {
     relid
 }
 
-/// Runs a read-only statement of orch_lease's own on its own tables with a snapshot taken now, whatever
-/// the transaction's isolation level, and maps each row (its columns by number, from 1) with `row`.
-/// Registrations are configuration: a transaction keys by the one committed when it first keys
-/// (the registry lock then keeps it so), never by an older one its snapshot still shows.
+/// Runs a read-only statement with a snapshot taken now, whatever the transaction's isolation level,
+/// and maps each row (its columns by number, from 1) with `row`. Registrations are configuration: a
+/// transaction keys by the one committed when it first keys (the registry lock then keeps it so), never
+/// by an older one its snapshot still shows. A task row is looked for this way too (`has_row_now`).
 fn read_latest<R>(
     sql: &str,
+    args: &[DatumWithOid],
     mut row: impl FnMut(&dyn Fn(i32) -> Option<pg_sys::Datum>) -> R,
 ) -> Vec<R> {
     let sql_c = CString::new(sql).expect("SQL holds no NUL byte");
+    let mut types: Vec<pg_sys::Oid> = args.iter().map(DatumWithOid::oid).collect();
+    let mut values: Vec<pg_sys::Datum> = args
+        .iter()
+        .map(|arg| {
+            arg.datum()
+                .map_or(pg_sys::Datum::from(0), |d| d.sans_lifetime())
+        })
+        .collect();
+    let nulls: Vec<std::ffi::c_char> = args
+        .iter()
+        .map(|arg| if arg.datum().is_none() { b'n' } else { b' ' } as std::ffi::c_char)
+        .chain([0])
+        .collect();
     // SAFETY: inside Spi::connect, so SPI is connected and its results live until it returns; the
-    // statement's text outlives the plan, which is freed here; each tuple is read (and its datums
-    // passed to `row`) before the next SPI call can free the tuple table.
+    // statement's text and its arguments (types, values, nulls) outlive the plan, which is freed here;
+    // each tuple is read (and its datums passed to `row`) before the next SPI call can free the tuple
+    // table.
     Spi::connect(|_client| unsafe {
-        let plan = pg_sys::SPI_prepare(sql_c.as_ptr(), 0, std::ptr::null_mut());
+        let plan = pg_sys::SPI_prepare(sql_c.as_ptr(), args.len() as i32, types.as_mut_ptr());
         if plan.is_null() {
             errors::internal("cannot prepare", sql, pg_sys::SPI_result);
         }
         let status = pg_sys::SPI_execute_snapshot(
             plan,
-            std::ptr::null_mut(),
-            std::ptr::null(),
+            values.as_mut_ptr(),
+            nulls.as_ptr(),
             pg_sys::GetLatestSnapshot(),
             std::ptr::null_mut(),
             true,
@@ -792,24 +871,40 @@ pub fn item(argument: &'static str, work_item: &str, table: Option<TableArg>) ->
     }
 }
 
-/// The work item of a lease to end by hand: `work_item` itself when a lease of the table is held under
-/// exactly that text, otherwise its key. A lease keyed by earlier rules (a registration or an id type
-/// since changed, a table since dropped) stays endable by the work item and table the status view
-/// shows, and never ends the lease another spelling keys to. No privilege on the table is asked: this
-/// is the operators' (force_release, admins only).
+/// The work item of a lease to end by hand: `work_item` itself when a lease is held under exactly that
+/// text (of the table named; named none, of the one table that holds it), otherwise its key. Found
+/// before the registry is read, so that a registration left open or prepared, which holds the
+/// registry, never stops the on-call's last tool (red team G13). A lease keyed by earlier rules (a
+/// registration or an id type since changed, a table since dropped) stays endable by the work item and
+/// table the status view shows, and never ends the lease another spelling keys to. No privilege on the
+/// table is asked: this is the operators' (force_release, admins only).
 pub fn held_item(argument: &'static str, work_item: &str, table: Option<TableArg>) -> Item {
-    let relid = which(table);
-    let held = owner::as_owner(|| {
+    let held: Vec<pg_sys::Oid> = owner::as_owner(|| {
         Spi::connect(|client| {
-            !plans::run(
-                client,
-                "SELECT FROM orch_lease.transition_lease WHERE task_table = $1 AND work_item = $2",
-                &[TableArg(relid).into(), work_item.into()],
-            )
-            .is_empty()
+            let rows = match table {
+                Some(named) => plans::run(
+                    client,
+                    "SELECT task_table FROM orch_lease.transition_lease
+                      WHERE task_table = $1 AND work_item = $2",
+                    &[named.into(), work_item.into()],
+                ),
+                // No index on the text alone: a scan of the held leases, on call only.
+                None => plans::run(
+                    client,
+                    "SELECT task_table FROM orch_lease.transition_lease WHERE work_item = $1 LIMIT 2",
+                    &[work_item.into()],
+                ),
+            };
+            rows.filter_map(|row| row.get::<TableArg>(1).ok().flatten())
+                .map(|TableArg(relid)| relid)
+                .collect()
         })
     });
-    let key = match held || relid == pg_sys::InvalidOid {
+    if let [relid] = held.as_slice() {
+        return Item::leased(*relid, work_item.to_string());
+    }
+    let relid = which(table);
+    let key = match held.contains(&relid) || relid == pg_sys::InvalidOid {
         true => work_item.to_string(),
         false => describe(relid).id.key(argument, work_item),
     };
@@ -889,6 +984,50 @@ pub struct TaskTable {
 }
 
 impl TaskTable {
+    /// Takes the ACCESS SHARE lock that reading the table's rows needs, on it, a partitioned table's
+    /// partitions and the indexes of each, if it is free at once: a lock that conflicts (DDL, `LOCK
+    /// TABLE`, a `REINDEX` of one index, prepared or not) or one queued for it (a migration's ALTER
+    /// waiting behind a long reader) is not waited for (red team G14). The table's and its indexes'
+    /// are kept to the transaction's end, as any read keeps them; a partition's are looked at only.
+    pub fn readable_at_once(&self) -> bool {
+        readable_at_once(self.relid, true)
+    }
+
+    /// Whether the caller's write may find fewer rows than its read: row-level security applies to it,
+    /// and a policy of the table is for SELECT or for UPDATE alone ("read all, update own"). Policies
+    /// FOR ALL (and for INSERT or DELETE) hide the same rows from both. The caller holds the table's
+    /// lock (`readable_at_once`).
+    pub fn write_sees_less(&self) -> bool {
+        // SAFETY: catalog lookups of the registered table (described, so it exists), as the caller.
+        let applies = unsafe { pg_sys::check_enable_rls(self.relid, pg_sys::InvalidOid, false) };
+        if applies != pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32 {
+            return false;
+        }
+        // SAFETY: the table is locked, so its relcache entry and policy list stay valid until closed
+        // here; the list (NIL when there is none) holds RowSecurityPolicy pointers.
+        unsafe {
+            let relation = pg_sys::RelationIdGetRelation(self.relid);
+            let desc = (*relation).rd_rsdesc;
+            let policies = match desc.is_null() || (*desc).policies.is_null() {
+                true => 0,
+                false => (*(*desc).policies).length as usize,
+            };
+            let one_command = (0..policies).any(|n| {
+                let policy = (*(*(*desc).policies).elements.add(n)).ptr_value
+                    as *const pg_sys::RowSecurityPolicy;
+                [pg_sys::ACL_SELECT_CHR, pg_sys::ACL_UPDATE_CHR].contains(&((*policy).polcmd as u8))
+            });
+            pg_sys::RelationClose(relation);
+            one_command
+        }
+    }
+
+    /// Whether task `id` has a row the caller may see in a snapshot taken now (with a transaction
+    /// snapshot: one created after it too). Read with the caller's privileges.
+    pub fn has_row_now(&self, id: Typed) -> bool {
+        !read_latest(&self.read_stage, &[id.arg()], |_| ()).is_empty()
+    }
+
     /// May a CAS go from `expected` to `new`? Never out of a terminal stage; with a graph, only along it.
     /// Fails closed (55000) while a label the graph names was renamed: the graph no longer says what it
     /// said; registering it again is the repair, so only the CAS checks this, not the description.
@@ -932,13 +1071,12 @@ struct Cache {
 }
 
 /// Registers the callbacks that keep the cached descriptions honest: any DDL on a task table (a
-/// renamed column, a dropped table or index), a renamed schema or enum label and every registration
-/// invalidate them.
+/// renamed column, a dropped table or index; `forget_task_table`, called by the library's relcache
+/// callback), a renamed schema or enum label and every registration invalidate them.
 pub fn init() {
     // SAFETY: from _PG_init, once per backend; the callbacks are functions of this library, which
     // stays loaded for the backend's life, and they touch thread-locals only.
     unsafe {
-        pg_sys::CacheRegisterRelcacheCallback(Some(forget_task_table), pg_sys::Datum::from(0));
         // A renamed schema changes a task table's qualified name without touching its relcache entry.
         pg_sys::CacheRegisterSyscacheCallback(
             pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
@@ -958,8 +1096,8 @@ fn forget() {
     GENERATION.with(|generation| generation.set(generation.get() + 1));
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn forget_task_table(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+/// A relation cache invalidation (of `relid`, or of every relation: InvalidOid).
+pub fn forget_task_table(relid: pg_sys::Oid) {
     let concerned = CACHE.with(|cached| match cached.try_borrow() {
         Ok(cached) => match cached.as_ref() {
             Some(cache) => relid == pg_sys::InvalidOid || cache.sources.contains(&relid),
@@ -1186,6 +1324,7 @@ fn read_registrations() -> Vec<Registration> {
                     {recorded}, {later}, {places}, {attnum}
                FROM orch_lease.task_table t"
             ),
+            &[],
             |row| {
                 let oid = |column| {
                     row(column).map_or(pg_sys::InvalidOid, |datum| {

@@ -28,6 +28,7 @@ const GUARD: &str = "SELECT orch_lease.install_bypass_guard";
 const HELD: &str = "SELECT orch_lease.transition_lease_held";
 const SESSION: &str = "SELECT outcome FROM orch_lease.transition_lease_acquire_session";
 const SWITCH: &str = "SELECT orch_lease.set_enabled";
+const HAND: &str = "SELECT orch_lease.transition_lease_hand_over";
 
 fn cases() -> Vec<(String, Expect)> {
     let long = "x".repeat(1025);
@@ -137,6 +138,45 @@ fn cases() -> Vec<(String, Expect)> {
         c(
             format!("{TAKEOVER}('live-boot', 'orchestrator')"),
             Returns("0"),
+        ),
+        // transition_lease_hand_over (0.5.0): recover's checks of the instance; a role that exists. An
+        // instance with no boot changes nothing (0 boots handed over).
+        c(format!("{HAND}(NULL, 'postgres')"), Error("22004")),
+        c(format!("{HAND}('', 'postgres')"), Error("22023")),
+        c(format!("{HAND}(' \t\n ', 'postgres')"), Error("22023")),
+        c(format!("{HAND}('{long}', 'postgres')"), Error("22001")),
+        c(
+            format!("{HAND}(repeat('''', 257), 'postgres')"),
+            Error("22001"),
+        ),
+        c(
+            format!("{HAND}(repeat('''', 256), 'postgres')"),
+            Returns("0"),
+        ),
+        c(format!("{HAND}({controls}, 'postgres')"), Error("22001")),
+        c(
+            format!("{HAND}('no-such-instance', 'postgres')"),
+            Returns("0"),
+        ),
+        c(format!("{HAND}('orchestrator', NULL)"), Error("22004")),
+        c(format!("{HAND}('orchestrator', '')"), Error("22023")),
+        c(
+            format!("{HAND}('orchestrator', 'no_such_role')"),
+            Error("42704"),
+        ),
+        c(format!("{HAND}('orchestrator', 'PUBLIC')"), Error("42704")),
+        c(
+            format!("{HAND}('orchestrator', 'postgres''; DROP TABLE tasks; --')"),
+            Error("42704"),
+        ),
+        c(format!("{HAND}('orchestrator', {quotes})"), Error("42704")),
+        c(
+            format!("{HAND}('orchestrator', {controls})"),
+            Error("42704"),
+        ),
+        c(
+            format!("{HAND}('orchestrator', '{long_unicode}')"),
+            Error("22001"),
         ),
         // register_task_table
         c(format!("{REGISTER}(NULL)"), Error("22004")),
@@ -370,18 +410,19 @@ fn fingerprint(db: &mut Client, event_id: i64) -> String {
             // The running counts are checked apart (`counts`): a refusal counts its own outcome.
             let only_older = match table.as_str() {
                 "lease_event" => format!("WHERE t.event_id <= {event_id}"),
-                "event_count" => "WHERE false".to_string(),
                 _ => String::new(),
             };
             format!("SELECT '{table} ' || t::text AS r FROM orch_lease.{table} t {only_older}")
         })
         .collect();
     // The history's own id sequence moves with a refusal's row, which is checked row by row; the
-    // sequences that count polling refusals are counts (`counts`).
+    // sequences that count events are counts (`counts`).
     parts.push(
-        "SELECT 'sequence ' || sequencename || ' ' || coalesce(last_value::text, 'unused')
-           FROM pg_sequences WHERE schemaname = 'orch_lease'
-            AND sequencename NOT IN ('lease_event_event_id_seq', 'refused_held_count', 'refused_busy_count')"
+        "SELECT 'sequence ' || s.sequencename || ' ' || coalesce(s.last_value::text, 'unused')
+           FROM pg_sequences s WHERE s.schemaname = 'orch_lease'
+            AND s.sequencename <> 'lease_event_event_id_seq'
+            AND NOT EXISTS (SELECT FROM orch_lease.event_counter c
+                             WHERE c.counter = format('orch_lease.%I', s.sequencename)::regclass)"
             .into(),
     );
     parts.push(
@@ -432,16 +473,11 @@ fn own_row_only(expect: &Expect, added: &[(String, Option<String>)]) -> bool {
     }
 }
 
-/// The running counts (event_count, and the sequences of polling refusals) by event and outcome.
+/// The running counts (a sequence per event and outcome) by event and outcome.
 fn counts(db: &mut Client) -> std::collections::BTreeMap<(String, String), i64> {
     db.query(
-        "SELECT event, outcome, sum(n)::bigint
-           FROM (SELECT event, outcome, n FROM orch_lease.event_count
-                 UNION ALL SELECT 'refused', 'held', CASE WHEN is_called THEN last_value ELSE 0 END
-                             FROM orch_lease.refused_held_count
-                 UNION ALL SELECT 'refused', 'busy', CASE WHEN is_called THEN last_value ELSE 0 END
-                             FROM orch_lease.refused_busy_count) c
-          GROUP BY event, outcome",
+        "SELECT event, outcome, coalesce(pg_sequence_last_value(counter), 0)
+           FROM orch_lease.event_counter",
         &[],
     )
     .unwrap()
@@ -471,7 +507,7 @@ fn own_count_only(
 }
 
 /// Cases that reach orch_lease, and cases PostgreSQL's parser rejects before it runs.
-const REACHING_ORCH_LEASE: usize = 137;
+const REACHING_ORCH_LEASE: usize = 153;
 const REJECTED_BY_THE_PARSER: usize = 4;
 
 #[test]
@@ -804,4 +840,79 @@ fn acquire_answers_the_stage_as_the_caller_reads_it() {
         .unwrap()
         .get(0);
     assert_eq!(leases, 1, "only the actor's lease on PR-3");
+}
+
+/// Row-level security that lets every tenant read every row but update only its own (red team 2, G8):
+/// acquire's existence check applied the SELECT policies only, so tenant B was granted leases on tenant
+/// A's tasks, which it could never move (its CAS answers `not_found`) and A's actors got `held`. A row
+/// the caller may not update is `not_found`, as for the CAS, checked with the caller's own rights: the
+/// policies run as the caller, never as orch_lease's owner.
+#[test]
+fn a_row_the_caller_may_not_update_is_not_found() {
+    let dsn = common::fresh_database_with(
+        "hostile_update_own",
+        "CREATE TABLE tenant_tasks (id bigint PRIMARY KEY, stage text NOT NULL, tenant name NOT NULL);
+         INSERT INTO tenant_tasks VALUES (1, 'queued', 'hostile_tenant_a'), (2, 'queued', 'hostile_tenant_b');
+         SELECT orch_lease.register_task_table('tenant_tasks');
+         -- A policy function that notes that it ran, and whether with other rights than a tenant's, in
+         -- sequences (a look rolled back keeps them).
+         CREATE SEQUENCE policy_runs;
+         CREATE SEQUENCE runs_as_another;
+         GRANT USAGE ON SEQUENCE policy_runs, runs_as_another TO PUBLIC;
+         CREATE FUNCTION own_row(tenant name) RETURNS boolean LANGUAGE sql VOLATILE AS
+           'SELECT nextval(''policy_runs'');
+            SELECT nextval(''runs_as_another'') WHERE current_user NOT LIKE ''hostile_tenant_%'';
+            SELECT tenant = current_user';
+         ALTER TABLE tenant_tasks ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY read_all ON tenant_tasks FOR SELECT USING (true);
+         CREATE POLICY update_own ON tenant_tasks FOR UPDATE USING (own_row(tenant)) WITH CHECK (own_row(tenant));",
+    );
+    common::login_role("hostile_tenant_a", &["orch_lease_actor"]);
+    common::login_role("hostile_tenant_b", &["orch_lease_actor"]);
+    let mut admin = orch_lease_harness::connect(&dsn);
+    admin
+        .batch_execute("GRANT SELECT, UPDATE ON tenant_tasks TO hostile_tenant_a, hostile_tenant_b")
+        .unwrap();
+    let mut a = orch_lease_harness::connect(&common::dsn_as(&dsn, "hostile_tenant_a"));
+    let mut b = orch_lease_harness::connect(&common::dsn_as(&dsn, "hostile_tenant_b"));
+    let acquire = |db: &mut Client, item: &str| -> (String, Option<i64>) {
+        let row = db
+            .query_one(
+                "SELECT outcome, token FROM orch_lease.transition_lease_acquire_session($1, 'w')",
+                &[&item],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    // B on A's task: no lease, no token.
+    assert_eq!(
+        acquire(&mut b, "1"),
+        ("not_found".into(), None),
+        "B acquire(A's 1)"
+    );
+    // Each tenant on its own task: granted; A's is A's, not held by B.
+    assert_eq!(acquire(&mut a, "1").0, "acquired", "A acquire(its own 1)");
+    assert_eq!(acquire(&mut b, "2").0, "acquired", "B acquire(its own 2)");
+    let leases: String = admin
+        .query_one(
+            "SELECT string_agg(work_item || ':' || holder_role, ' ' ORDER BY work_item)
+               FROM orch_lease.transition_lease",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(leases, "1:hostile_tenant_a 2:hostile_tenant_b");
+    // The UPDATE policy ran, and only ever with the callers' rights.
+    let runs: (bool, bool) = admin
+        .query_one(
+            "SELECT (SELECT is_called FROM policy_runs), (SELECT is_called FROM runs_as_another)",
+            &[],
+        )
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    assert_eq!(
+        runs,
+        (true, false),
+        "(the UPDATE policy ran, with another role's rights)"
+    );
 }

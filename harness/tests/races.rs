@@ -539,9 +539,9 @@ fn only_a_process_registering_itself_guards_its_instance() {
     assert!(recover(&mut again, "pod-0-again", "worker-0").is_empty());
 }
 
-/// The metrics' counters are exact with many sessions counting at once (each session counts in its own
-/// slot, so none waits for another), across prunes that empty the history meanwhile, and a grant rolled
-/// back is not counted.
+/// The metrics' counters are exact with many sessions counting at once (each draws from a sequence, so
+/// none waits for another), across prunes that empty the history meanwhile; a grant rolled back is
+/// counted too (the counters are not transactional, as pg_stat_statements' are not).
 #[test]
 fn counters_stay_exact_across_sessions_and_prunes() {
     let dsn = fresh_database("race_counts");
@@ -610,7 +610,7 @@ fn counters_stay_exact_across_sessions_and_prunes() {
         "the sessions contended: {seen:?}"
     );
     for (name, label, expected) in [
-        ("orch_lease_grants_total", "acquired", count("acquired")),
+        ("orch_lease_grants_total", "acquired", count("acquired") + 1),
         ("orch_lease_refusals_total", "held", count("held")),
         ("orch_lease_refusals_total", "busy", count("busy")),
         (
@@ -625,14 +625,6 @@ fn counters_stay_exact_across_sessions_and_prunes() {
             "{name}{{{label}}}: {seen:?}"
         );
     }
-    let slots: i64 = pruner
-        .query_one(
-            "SELECT count(DISTINCT shard) FROM orch_lease.event_count",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert!(slots >= sessions as i64, "one slot per session: {slots}");
 }
 
 /// The stage a grant says (0.5.0) is never older than the grant: at REPEATABLE READ, a task row changed

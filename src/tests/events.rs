@@ -35,12 +35,14 @@ mod tests {
         the_work()
     }
 
-    /// Every count gone: the rows, and the sequences that count polling refusals (which are not
-    /// transactional: restarting one is, and is undone with the test).
+    /// Every count gone: the sequences that count events are not transactional, but restarting one
+    /// is, and is undone with the test.
     fn forget_counts() {
-        run("TRUNCATE orch_lease.event_count");
-        run("ALTER SEQUENCE orch_lease.refused_held_count RESTART");
-        run("ALTER SEQUENCE orch_lease.refused_busy_count RESTART");
+        run("DO $$ DECLARE c regclass; BEGIN
+                 FOR c IN SELECT counter FROM orch_lease.event_counter LOOP
+                     EXECUTE format('ALTER SEQUENCE %s RESTART', c);
+                 END LOOP;
+             END $$");
     }
 
     fn the_work() -> i64 {

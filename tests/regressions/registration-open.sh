@@ -3,7 +3,9 @@
 # ACCESS EXCLUSIVE mode, and every call that keys a work item waited for it without bound (acquire, held,
 # the CAS, liveness, and the on-call force_release of a spelling that is not the exact key). Each must
 # give up within the bound (5 s, or the caller's shorter lock_timeout) with a clear 55P03 naming the open
-# registration. Runs in a database of its own; needs max_prepared_transactions > 0. Exit 1 = red.
+# registration. The on-call's force_release of a lease by the exact text it is held under needs no keying:
+# it answers at once, the table named or not (red team G13: it waited too, since #27). Runs in a database
+# of its own; needs max_prepared_transactions > 0. Exit 1 = red.
 set -euo pipefail
 PSQL=${PSQL:-psql}
 db=orch_lease_registration_open
@@ -13,9 +15,12 @@ trap '"$PSQL" -X -q -d "$db" -c "ROLLBACK PREPARED '"'"'f2_reg'"'"'" >/dev/null 
 q() { "$PSQL" -X -v ON_ERROR_STOP=1 -At -d "$db" "$@"; }
 q -c "CREATE EXTENSION orch_lease" \
   -c "CREATE TABLE tasks (id bigint PRIMARY KEY, stage text NOT NULL)" \
-  -c "INSERT INTO tasks VALUES (7, 'queued'), (9, 'queued')" \
+  -c "INSERT INTO tasks VALUES (7, 'queued'), (9, 'queued'), (11, 'queued'), (12, 'queued'), (13, 'queued')" \
   -c "SELECT orch_lease.register_task_table('tasks')" \
-  -c "SELECT token FROM orch_lease.transition_lease_acquire('7', 'w', 1, 'boot-w')" >/dev/null
+  -c "SELECT a.token FROM unnest(ARRAY['7', '11', '12']) id,
+             orch_lease.transition_lease_acquire(id, 'w', 1, 'boot-w') a" \
+  -c "SELECT count(*) FROM orch_lease.transition_lease_recover('boot-t', 'oncall')" \
+  -c "SELECT outcome FROM orch_lease.transition_lease_acquire('13', 't', 1, 'boot-t')" >/dev/null
 q -c "BEGIN" \
   -c "SELECT orch_lease.register_stage_graph(ARRAY['queued -> running'], ARRAY['done'])" \
   -c "PREPARE TRANSACTION 'f2_reg'" >/dev/null
@@ -34,6 +39,21 @@ for sql in "SELECT outcome FROM orch_lease.transition_lease_acquire('8', 'w', 1,
     esac
     [ "$ms" -lt 8000 ] || { echo "registration-open: $sql waited $ms ms"; exit 1; }
     echo "ok: $sql gave up after $ms ms with 55P03"
+done
+# The exact held text, as the status view shows it: ended at once (statement_timeout stops a wait).
+# So do the other on-call tools, which key nothing: takeover, recover, reap, hand_over.
+for sql in "SELECT orch_lease.transition_lease_force_release('11', NULL, 'incident')" \
+           "SELECT orch_lease.transition_lease_force_release('12', NULL, 'incident', task_table => 'tasks')" \
+           "SELECT count(*) = 1 FROM orch_lease.transition_lease_takeover('boot-t2', 'oncall')" \
+           "SELECT count(*) = 0 FROM orch_lease.transition_lease_recover('boot-t3', 'oncall')" \
+           "SELECT count(*) = 0 FROM orch_lease.transition_lease_reap(3600)" \
+           "SELECT orch_lease.transition_lease_hand_over('oncall', 'postgres') IS NOT NULL"; do
+    start=$(date +%s%N)
+    answer=$(PGOPTIONS="-c statement_timeout=15s" "$PSQL" -X -At -d "$db" -c "$sql" 2>&1 || true) # || true: checked next
+    ms=$(( ($(date +%s%N) - start) / 1000000 ))
+    [ "$answer" = t ] || { echo "registration-open: $sql answered after $ms ms: ${answer//$'\n'/ | }"; exit 1; }
+    [ "$ms" -lt 1000 ] || { echo "registration-open: $sql took $ms ms"; exit 1; }
+    echo "ok: $sql answered in $ms ms"
 done
 # The caller's shorter lock_timeout is the bound.
 start=$(date +%s%N)

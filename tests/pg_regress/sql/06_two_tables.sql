@@ -47,8 +47,13 @@ SELECT * FROM orch_lease.update_task_stage_cas('42', 'merged', 'queued', task_ta
 -- The history names the table (so do the announcements: docs/sql-reference.md, payload version 3).
 SELECT event, outcome, task_table, work_item FROM orch_lease.lease_history
  WHERE event IN ('acquired', 'cas_applied') ORDER BY event_id;
-SELECT orch_lease.transition_lease_force_release('42', reason => 'drill', task_table => 'tasks');
-SELECT event, task_table, work_item FROM orch_lease.lease_history WHERE event = 'forced';
+-- The on-call's release names the table the status view shows. Named none, it ends the one lease held
+-- under exactly that text (0.5.0: found before the registry is read), and is refused while two are.
+SELECT acquired FROM orch_lease.transition_lease_acquire('42', 'team-b', 2, 'boot-b', task_table => 'jobs');
+SELECT orch_lease.transition_lease_force_release('42', reason => 'drill');
+SELECT orch_lease.transition_lease_force_release('42', reason => 'drill', task_table => 'jobs');
+SELECT orch_lease.transition_lease_force_release('42', reason => 'drill');
+SELECT event, task_table, work_item FROM orch_lease.lease_history WHERE event = 'forced' ORDER BY event_id;
 
 -- A table that is not registered, and a view, are named in a clear error.
 CREATE TABLE deploys (id text PRIMARY KEY, stage text NOT NULL);
