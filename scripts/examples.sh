@@ -61,6 +61,22 @@ first_contact() {
     passed=$((passed + 1))
 }
 
+# A DSN without a user, run where $USER is unset (a container, cron, a systemd unit): node-postgres took
+# its user from $USER only, and connected as "undefined". The Node example falls back to the OS user, as
+# libpq does; here that user is a role of the cluster, and the boot it registers must be that role's.
+without_user() {
+    local os_user status=0
+    os_user=$(id -un)
+    q "DO \$\$ BEGIN CREATE ROLE \"$os_user\" LOGIN SUPERUSER; EXCEPTION WHEN duplicate_object THEN NULL; END \$\$" >/dev/null
+    env -u USER -u PGUSER -u PGPASSWORD ${actor[node]} "postgresql://127.0.0.1:$PGPORT/example_node" \
+        --instance node-no-user task-1 > "$work/node-no-user.out" 2>&1 || status=$?
+    cat "$work/node-no-user.out"
+    [ "$status" = 0 ] || fail "the Node example with \$USER unset and no user in its DSN failed: $status"
+    check "SELECT string_agg(registered_by, ',') FROM orch_lease.boot WHERE instance = 'node-no-user'" "$os_user" \
+          "with \$USER unset the Node example connected as the OS user"
+    passed=$((passed + 1))
+}
+
 passed=0
 for lang in python node rust; do
     SUITE="example $lang"
@@ -97,5 +113,6 @@ for lang in python node rust; do
     grep -q "reclaimed" "$work/$lang-listener.out" || fail "alert not received (after a payload that is not JSON)"
     passed=$((passed + 1))
     [ "$lang" = python ] || first_contact "$lang"
+    [ "$lang" != node ] || without_user
 done
 echo "examples: $passed passed, 0 failed"

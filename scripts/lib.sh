@@ -447,6 +447,8 @@ snippet_count() { grep -c '^```sql$' "$1"; }
 python_client_venv() {
     local venv=$ROOT_DIR/target/python-client/venv
     apt_ensure python3-venv >&2
+    # A venv that came with a target/ copied from another worktree runs (and installs into) that one's.
+    grep -qsF -- "-m venv $venv" "$venv/pyvenv.cfg" || rm -rf "$venv"
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2
     "$venv/bin/pip" install -q --disable-pip-version-check -r "$ROOT_DIR/clients/python/requirements-dev.txt" >&2
     echo "$venv/bin"

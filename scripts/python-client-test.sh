@@ -3,7 +3,8 @@
 # example, then its pytest suite against a throwaway cluster with the installed orch_lease (every outcome,
 # two processes racing, a SIGKILLed process recovered by its successor, the listeners receiving forced
 # releases and reconnecting, the alert bridge POSTing to a local HTTP server, the Python example run as a
-# newcomer would). From scripts/test.sh after install_debug; by hand:
+# newcomer would, an actor on a caller's connection and on a psycopg_pool pool, try_lease's Refused
+# outcomes and mypy refusing an unchecked one). From scripts/test.sh after install_debug; by hand:
 #   flock /tmp/orch_lease.lock bash -c '. scripts/lib.sh && install_debug && scripts/python-client-test.sh'
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"

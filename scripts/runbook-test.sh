@@ -48,6 +48,36 @@ q "ROLLBACK PREPARED 'runbook_registration'" >/dev/null
 trap - EXIT
 assert "section 2's force_release under a prepared registration took $took ms" [ "$took" -lt 1000 ]
 
+# Section 6 describes the payload a takeover announces: the version it names is the one the server sends.
+q "SELECT outcome FROM orch_lease.transition_lease_acquire('PR-130', 'monitor', 4242, 'monitor-boot-8')" >/dev/null
+sent=$(psql -X -q -t -A -c "LISTEN orch_lease" -c "SELECT orch_lease.transition_lease_force_release('PR-130')" 2>&1 |
+       grep -o '"version":[0-9]*' | head -n 1 | cut -d: -f2 || true) # || true: no payload is checked next
+named=$(sed -n '/^## 6\./,/^## 7\./p' docs/runbook.md | grep -o 'payload format version [0-9]*' | head -n 1 | awk '{ print $NF }')
+assert "section 6 describes payload version '$named', the server sends '$sent'" [ "$named" = "${sent:-none}" ]
+
+# The preamble: a member of pg_monitor runs the queries of sections 1 and 7, all but the one-item
+# transition_lease_liveness (42501), which the page says is not its.
+q "DROP ROLE IF EXISTS runbook_monitor; CREATE ROLE runbook_monitor LOGIN IN ROLE pg_monitor" >/dev/null
+rm -f target/runbook-monitor-*.sql
+for section in 1 7; do
+    sed -n "/^## $section\./,/^## $((section + 1))\./p" docs/runbook.md |
+        awk -v out="target/runbook-monitor-$section" '/^```sql$/ { n++; on = 1; next } /^```$/ { on = 0; next }
+                                                      on { print > (out "-" n ".sql") }'
+done
+monitored=0
+for snippet in target/runbook-monitor-*.sql; do
+    if grep -q transition_lease_liveness "$snippet"; then
+        # || true: the refusal is the answer, checked next
+        answer=$(psql -X -q -U runbook_monitor -v VERBOSITY=verbose -f "$snippet" 2>&1 | head -n 1 || true)
+        assert "pg_monitor's $snippet: got '$answer', wanted 42501" matches "$answer" "*ERROR:  42501:*"
+    else
+        assert "pg_monitor cannot run $snippet" psql -X -q -U runbook_monitor -v ON_ERROR_STOP=1 -f "$snippet" -o /dev/null
+    fi
+    monitored=$((monitored + 1))
+done
+assert "sections 1 and 7 have no sql snippets" [ "$monitored" -ge 5 ]
+q "DROP ROLE runbook_monitor" >/dev/null
+
 # The README's tour, pasted into psql in a database where leases were granted before (its tokens are not 1, 2).
 SUITE=README
 new_database orch_lease_tour
@@ -65,6 +95,20 @@ done
 check "SELECT string_agg(rolname, ' ' ORDER BY rolname) FROM pg_roles
         WHERE rolname IN ('orchestrator', 'worker', 'oncall') AND rolcanlogin" "oncall orchestrator worker" \
       "the roles recipe made its three login roles"
+
+# README's object table and operations.md's least-privilege table name every function a role may call:
+# every function of the schema but the trigger functions and what only the extension's owner executes.
+SUITE=functions
+functions=$(q "SELECT string_agg(DISTINCT proname, ' ') FROM pg_catalog.pg_proc
+                WHERE pronamespace = 'orch_lease'::regnamespace AND prorettype <> 'trigger'::regtype
+                  AND (has_function_privilege('orch_lease_admin', oid, 'EXECUTE')
+                       OR has_function_privilege('pg_monitor', oid, 'EXECUTE'))")
+objects=$(sed -n '/^| object | what it does |$/,/^$/p' README.md)
+privileges=$(sed -n '/^## Least privilege$/,/^## /p' docs/operations.md)
+for function in $functions; do
+    assert "README's object table does not name $function" grep -qF "\`$function(" <<< "$objects"
+    assert "operations.md's least-privilege table does not name $function" grep -qF "\`$function\`" <<< "$privileges"
+done
 
 # docs/sql-reference.md, Settings: a non-superuser's SET of the kill-switch before the library is loaded
 # is a placeholder that the first call takes back (with a WARNING); with the library preloaded, 42501.

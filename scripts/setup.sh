@@ -2,7 +2,7 @@
 # Installs what building and installing orch_lease needs, and only what is missing: Debian's PostgreSQL 15
 # with server headers, clang for bindgen, a pinned cargo-pgrx, and `cargo pgrx init` against the system
 # PostgreSQL. `scripts/setup.sh --test` also installs what the tests and the demo need (pg_cron, Node.js,
-# Python, sudo). It does not install Rust: it stops first, saying so, when cargo or rustc is missing or older
+# Python and its venv, sudo). It does not install Rust: it stops first, saying so, when cargo or rustc is missing or older
 # than $RUST_MIN. Safe to run any number of times.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -28,7 +28,7 @@ done
 packages=("postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" libclang-dev clang pkg-config
           libssl-dev build-essential) # libssl-dev and pkg-config: cargo install cargo-pgrx
 if [ "${1:-}" = --test ]; then
-    packages+=("postgresql-$PG_MAJOR-cron" python3)
+    packages+=("postgresql-$PG_MAJOR-cron" python3 python3-venv) # venv: the Python client, query-exporter
     is_root && packages+=(sudo) # cargo pgrx test --runas uses sudo
     command -v npm >/dev/null || packages+=(nodejs npm) # the Node.js example
 fi

@@ -87,8 +87,12 @@ for from in 0.1.0 0.2.0 0.3.0 0.4.0; do
     # A site's REVOKE on orch_lease's own role, on a function 0.5.0 recreates: kept, and dumped (red team
     # 2, G12: the update gave it back).
     # Its GRANT of one to them too (the update dropped it).
+    # A third role's grant on those two functions stays the site's, not an initial privilege (red team 3,
+    # G21: the replayed GRANT/REVOKE recorded the whole ACL there, so pg_dump left it out).
     [ "$from" != 0.4.0 ] || q "REVOKE EXECUTE ON FUNCTION orch_lease.transition_lease_liveness FROM orch_lease_actor;
-        GRANT EXECUTE ON FUNCTION orch_lease.register_stage_graph TO orch_lease_actor" >/dev/null
+        GRANT EXECUTE ON FUNCTION orch_lease.register_stage_graph TO orch_lease_actor;
+        GRANT EXECUTE ON FUNCTION orch_lease.transition_lease_liveness, orch_lease.register_stage_graph
+              TO orch_lease_site_caller" >/dev/null
     # A site's own view over the history: the update must not need its tables' columns unused (red3 F1).
     q "CREATE VIEW public.site_history AS SELECT event, work_item FROM orch_lease.lease_event" >/dev/null
     use_library target/releases/current.so
@@ -164,7 +168,21 @@ for from in 0.1.0 0.2.0 0.3.0 0.4.0; do
               "the update dropped the site's GRANT of register_stage_graph to orch_lease_actor"
         grep -Eq '^GRANT ALL ON FUNCTION orch_lease\.register_stage_graph\(.*\) TO orch_lease_actor;$' "target/dump-from-$from.sql" ||
             fail "pg_dump leaves out the site's GRANT of register_stage_graph (target/dump-from-$from.sql)"
-        q "GRANT EXECUTE ON FUNCTION $liveness TO orch_lease_actor; REVOKE EXECUTE ON FUNCTION $graph FROM orch_lease_actor" >/dev/null
+        for fn in transition_lease_liveness register_stage_graph; do
+            grep -Eq "^GRANT ALL ON FUNCTION orch_lease\.$fn\(.*\) TO orch_lease_site_caller;\$" "target/dump-from-$from.sql" ||
+                fail "pg_dump leaves out the site's grant of $fn to a third role (target/dump-from-$from.sql)"
+        done
+        # ... and a restore keeps them.
+        restored=orch_lease_restored_from_0_4_0
+        "$PG_BIN/dropdb" --if-exists "$restored" && "$PG_BIN/createdb" "$restored"
+        psql -X -q -v ON_ERROR_STOP=1 -d "$restored" -f "target/dump-from-$from.sql" >/dev/null ||
+            fail "the dump of the upgraded database did not restore (target/dump-from-$from.sql)"
+        PGDATABASE=$restored check "SELECT has_function_privilege('orch_lease_site_caller', '$liveness', 'EXECUTE')
+                                       AND has_function_privilege('orch_lease_site_caller', '$graph', 'EXECUTE')" t \
+              "after a dump and restore, the site's third role lost EXECUTE on liveness or register_stage_graph"
+        "$PG_BIN/dropdb" "$restored"
+        q "GRANT EXECUTE ON FUNCTION $liveness TO orch_lease_actor; REVOKE EXECUTE ON FUNCTION $graph FROM orch_lease_actor;
+           REVOKE EXECUTE ON FUNCTION $liveness, $graph FROM orch_lease_site_caller" >/dev/null
     fi
 
     # #29 item 15: a lease or boot from before 0.4.0 named no role, so any actor could end that lease with

@@ -17,42 +17,7 @@ UPDATE orch_lease.task_table t
 -- #29 part B (trust-b): recover never hangs, prune keeps boots, squatting repair, legacy rows assigned.
 
 -- Prune keeps every boot: a boot forgotten was unknown again, and its zombie's acquires were granted.
-CREATE OR REPLACE FUNCTION orch_lease.transition_lease_prune(older_than interval DEFAULT NULL) RETURNS bigint
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    retention interval := coalesce(older_than,
-                                   current_setting('orch_lease.history_retention', true)::interval,
-                                   interval '7 days');
-    removed bigint;
-    cutoff timestamptz;
-BEGIN
-    IF retention < interval '0' THEN
-        RAISE EXCEPTION 'orch_lease: older_than must not be negative, not %', retention
-              USING ERRCODE = '22023';
-    END IF;
-    -- The cut-off is a value, not a volatile call inside the DELETEs: Citus refuses those (docs/scale-out.md).
-    cutoff := clock_timestamp() - retention;
-    WITH gone AS (DELETE FROM orch_lease.lease_event WHERE at < cutoff RETURNING 1)
-    SELECT count(*) INTO removed FROM gone;
-    -- Counts a transaction made in a row of its own (shard below 0: a prepared transaction held its
-    -- slot, or committed after its snapshot) join slot 0, so such rows do not pile up; the metrics' sums
-    -- do not move. Nothing waits: a row locked right now, or slot 0 while another prune folds into it
-    -- (its slot lock, class "cnts"), is left for the next prune.
-    IF pg_catalog.pg_try_advisory_xact_lock(1668183155, 0) THEN
-        WITH folded AS (
-            DELETE FROM orch_lease.event_count c
-             WHERE c.ctid = ANY (ARRAY(SELECT o.ctid FROM orch_lease.event_count o WHERE o.shard < 0
-                                         FOR UPDATE SKIP LOCKED))
-            RETURNING c.event, c.outcome, c.n)
-        INSERT INTO orch_lease.event_count AS c (event, outcome, shard, n)
-        SELECT f.event, f.outcome, 0, sum(f.n) FROM folded f GROUP BY f.event, f.outcome
-            ON CONFLICT (event, outcome, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
-    END IF;
-    RETURN removed;
-END
-$$;
-COMMENT ON FUNCTION orch_lease.transition_lease_prune(interval) IS
-    'Removes lease history older than older_than (default: orch_lease.history_retention) and folds counts made in transactions'' own rows into slot 0; returns how many events. Superseded boots are kept, so that their processes stay refused.';
+-- (Its one definition is in the speed2 section below, which also stops it folding count rows.)
 
 -- The admins' repair for squatting: every boot of an instance becomes a role's.
 CREATE  FUNCTION orch_lease."transition_lease_hand_over"(
@@ -786,18 +751,18 @@ UPDATE orch_lease.task_table t
 -- ---------------------------------------------------------------------------------------------------
 -- Red team 2, G12 (part 2 of 2): what a site changed of orch_lease's own roles' EXECUTE carries over to
 -- the functions of the same name 0.5.0 created again. Their initial privileges stay a fresh install's,
--- so that pg_dump writes the site's statement and a restore keeps it (a GRANT or REVOKE run by an update
--- script is recorded there too: undone).
+-- so that pg_dump writes the site's statements and a restore keeps them. A GRANT or REVOKE run by an
+-- update script records the function's whole ACL as its initial privileges, a third role's grant
+-- included (red team 3, G21): what was recorded before the replay (a fresh install's) is put back.
 DO $site$
 DECLARE
     kept json;
     fn regprocedure;
-    owner oid;
-    item aclitem;
+    fresh aclitem[];
 BEGIN
     FOR kept IN SELECT pg_catalog.json_array_elements(
                     pg_catalog.current_setting('orch_lease_upgrade.site_acl')::json) LOOP
-        FOR fn, owner IN SELECT p.oid, p.proowner FROM pg_catalog.pg_proc p
+        FOR fn IN SELECT p.oid FROM pg_catalog.pg_proc p
                    WHERE p.pronamespace OPERATOR(pg_catalog.=) 'orch_lease'::pg_catalog.regnamespace
                      AND p.proname OPERATOR(pg_catalog.=) (kept->>0)::pg_catalog.name
                      -- only where the new function differs from what the site made
@@ -805,16 +770,41 @@ BEGIN
                                   WHERE a.grantee OPERATOR(pg_catalog.=) (kept->>1)::pg_catalog.regrole
                                     AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE')
                          OPERATOR(pg_catalog.=) (kept->>2 OPERATOR(pg_catalog.=) 'REVOKE') LOOP
+            fresh := (SELECT i.initprivs FROM pg_catalog.pg_init_privs i
+                       WHERE i.objoid OPERATOR(pg_catalog.=) fn
+                         AND i.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+                         AND i.objsubid OPERATOR(pg_catalog.=) 0);
             EXECUTE pg_catalog.format('%s EXECUTE ON FUNCTION %s %s %I', kept->>2, fn,
                                       CASE kept->>2 WHEN 'REVOKE' THEN 'FROM' ELSE 'TO' END, kept->>1);
-            item := pg_catalog.makeaclitem((kept->>1)::pg_catalog.regrole, owner, 'EXECUTE', false);
-            UPDATE pg_catalog.pg_init_privs i
-               SET initprivs = CASE kept->>2 WHEN 'REVOKE' THEN pg_catalog.array_append(i.initprivs, item)
-                                             ELSE pg_catalog.array_remove(i.initprivs, item) END
+            -- no row before (a default ACL): none after
+            DELETE FROM pg_catalog.pg_init_privs i
              WHERE i.objoid OPERATOR(pg_catalog.=) fn
                AND i.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
-               AND i.objsubid OPERATOR(pg_catalog.=) 0;
+               AND i.objsubid OPERATOR(pg_catalog.=) 0
+               AND fresh IS NULL;
+            UPDATE pg_catalog.pg_init_privs i
+               SET initprivs = fresh
+             WHERE i.objoid OPERATOR(pg_catalog.=) fn
+               AND i.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+               AND i.objsubid OPERATOR(pg_catalog.=) 0
+               AND fresh IS NOT NULL;
         END LOOP;
     END LOOP;
 END
 $site$;
+
+-- ---------------------------------------------------------------------------------------------------
+-- Red team 3, G19: a dump and restore numbers a table's columns anew, without the dropped ones, so a
+-- registered id_attnum no longer matched and every call was refused "columns were renamed". The id
+-- column's place among the live columns, which a restore keeps, is recorded too: a smaller number at
+-- the same place is the same column (the library's same_column says why no other column can pass).
+ALTER TABLE orch_lease.task_table ADD COLUMN id_position smallint;
+COMMENT ON COLUMN orch_lease.task_table.id_position IS
+    'The id column''s place among the live columns when it was registered: a dump and restore (or a Citus shard) numbers columns anew but keeps their places.';
+UPDATE orch_lease.task_table t
+   SET id_position = (SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute a
+                       WHERE a.attrelid OPERATOR(pg_catalog.=) t.relid
+                         AND a.attnum OPERATOR(pg_catalog.>) 0
+                         AND a.attnum OPERATOR(pg_catalog.<=) t.id_attnum
+                         AND NOT a.attisdropped)
+ WHERE t.id_attnum IS NOT NULL;

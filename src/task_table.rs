@@ -27,10 +27,13 @@ CREATE TABLE orch_lease.task_table (
     id_type       regtype,
     id_typmod     integer,
     rows_created_later boolean NOT NULL DEFAULT false,
-    id_attnum     smallint
+    id_attnum     smallint,
+    id_position   smallint
 );
 COMMENT ON COLUMN orch_lease.task_table.id_attnum IS
     'The id column''s number when it was registered: a column renamed to its name is another column, and the table must be registered again.';
+COMMENT ON COLUMN orch_lease.task_table.id_position IS
+    'The id column''s place among the live columns when it was registered: a dump and restore (or a Citus shard) numbers columns anew but keeps their places.';
 COMMENT ON COLUMN orch_lease.task_table.rows_created_later IS
     'Whether a task''s row may be created after its lease is taken: acquire then grants on an id with no row (stage NULL) instead of answering not_found.';
 COMMENT ON COLUMN orch_lease.task_table.id_type IS
@@ -122,9 +125,10 @@ fn register_task_table(
     let before = registrations
         .iter()
         .find(|r| r.relid == table.oid())
-        .map(|r| (r.id_column.clone(), r.id_attnum));
-    let other_id_column = before.is_some_and(|(name, attnum)| {
-        name != id_column || attnum.is_some_and(|attnum| attnum != id_attnum)
+        .map(|r| (r.id_column.clone(), r.id_attnum, r.id_position));
+    let id_position = live_position(table.oid(), id_attnum);
+    let other_id_column = before.is_some_and(|(name, attnum, position)| {
+        name != id_column || !same_column(attnum, position, id_attnum, id_position)
     });
     // A table dropped since it was registered is forgotten with its graph, unless a lease on it is
     // held: then its registration stays (calls naming no table are ambiguous) until that lease is
@@ -206,13 +210,15 @@ fn register_task_table(
             plans::run(
                 client,
                 "INSERT INTO orch_lease.task_table
-                        (relid, id_column, stage_column, id_type, id_typmod, rows_created_later, id_attnum)
-                 VALUES ($1, $2::name, $3::name, $4, $5, $6, $7)
+                        (relid, id_column, stage_column, id_type, id_typmod, rows_created_later, id_attnum,
+                         id_position)
+                 VALUES ($1, $2::name, $3::name, $4, $5, $6, $7, $8)
                  ON CONFLICT (relid) DO UPDATE
                     SET id_column = EXCLUDED.id_column,
                         stage_column = EXCLUDED.stage_column, registered_at = EXCLUDED.registered_at,
                         id_type = EXCLUDED.id_type, id_typmod = EXCLUDED.id_typmod,
-                        rows_created_later = EXCLUDED.rows_created_later, id_attnum = EXCLUDED.id_attnum",
+                        rows_created_later = EXCLUDED.rows_created_later, id_attnum = EXCLUDED.id_attnum,
+                        id_position = EXCLUDED.id_position",
                 &[
                     relid,
                     id_column.as_ref().into(),
@@ -221,6 +227,7 @@ fn register_task_table(
                     id.column_typmod.into(),
                     rows_created_later.into(),
                     id_attnum.into(),
+                    id_position.into(),
                 ],
             );
             // Leases taken while no table was registered were keyed by their text: they are this
@@ -1266,6 +1273,9 @@ struct Registration {
     /// The id column's number when it was registered (None: registered before 0.5.0 recorded it, its
     /// table gone at the update): a column renamed to its name is another column.
     id_attnum: Option<i16>,
+    /// Its place among the live columns then (None: registered before 0.5.0 recorded it, its table gone
+    /// at the update): what a dump and restore keeps of it.
+    id_position: Option<i16>,
     /// The id column's type and modifier when it was registered (None: not recorded — a registration
     /// whose table was gone at the update to 0.5.0, or read by an update script of an earlier version,
     /// before 0.5.0's adds the columns — which keys by the type the column has, as 0.4.0 did).
@@ -1288,6 +1298,10 @@ fn read_registrations() -> Vec<Registration> {
     };
     let attnum = match has("task_table", c"id_attnum") {
         true => "t.id_attnum",
+        false => "NULL::smallint",
+    };
+    let position = match has("task_table", c"id_position") {
+        true => "t.id_position",
         false => "NULL::smallint",
     };
     // The stage graph is each table's since 0.5.0; an update script of an earlier version reads the one
@@ -1321,7 +1335,7 @@ fn read_registrations() -> Vec<Registration> {
                     (SELECT array_agg(s.from_stage {sorted}) FROM orch_lease.stage_transition s {its_own}),
                     (SELECT array_agg(s.to_stage {sorted}) FROM orch_lease.stage_transition s {its_own}),
                     ARRAY(SELECT s.stage FROM orch_lease.terminal_stage s {its_own}),
-                    {recorded}, {later}, {places}, {attnum}
+                    {recorded}, {later}, {places}, {attnum}, {position}
                FROM orch_lease.task_table t"
             ),
             &[],
@@ -1342,6 +1356,7 @@ fn read_registrations() -> Vec<Registration> {
                     id_column: text_of(row(3)).unwrap_or_default(),
                     stage_column: text_of(row(4)).unwrap_or_default(),
                     id_attnum: row(15).map(|datum| datum.value() as i16),
+                    id_position: row(16).map(|datum| datum.value() as i16),
                     id_type: Some(oid(10))
                         .filter(|oid| *oid != pg_sys::InvalidOid)
                         .zip(typmod),
@@ -1376,6 +1391,7 @@ fn describe_task_table(
         id_column,
         stage_column,
         id_attnum: registered_id_attnum,
+        id_position: registered_id_position,
         id_type: registered_id_type,
         graph,
         terminal,
@@ -1444,8 +1460,13 @@ fn describe_task_table(
         attnum(relid, &name)
     };
     // A column renamed to the registered name is another column: leases keyed by the one registered
-    // would mean its rows (red team 2, G4).
-    if registered_id_attnum.is_some_and(|registered| registered != id_attnum) {
+    // would mean its rows (red team 2, G4). A restored table's columns are numbered anew (G19).
+    if !same_column(
+        *registered_id_attnum,
+        *registered_id_position,
+        id_attnum,
+        live_position(relid, id_attnum),
+    ) {
         errors::raise_hinted(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             format!("orch_lease: the id column {id_column} of {qualified} is not the column registered (columns were renamed)"),
@@ -1557,6 +1578,42 @@ fn rel_schema_name(relid: pg_sys::Oid) -> Option<String> {
 fn namespace_name(namespace: pg_sys::Oid) -> Option<String> {
     // SAFETY: as said above the block; the name is copied by `catalog_name`.
     catalog_name(unsafe { pg_sys::get_namespace_name(namespace) })
+}
+
+/// Is the column numbered `attnum`, at `position` among the live columns, the one registered as
+/// `registered` at `registered_position`? Its own number at its place or before (a drop of an earlier
+/// column moves it down), or (red team 3, G19) a smaller number at the same place: a dump and restore,
+/// or a Citus shard, numbers the columns anew without the dropped ones, which only lowers a number and
+/// keeps each live column's place. In the table registered no other column can pass: one created later
+/// has a larger number, and one before the id column never moves up to its place (a drop moves columns
+/// down, an added column goes last). In a restored copy the old number may be another column's: its
+/// place, after the id column's, refuses it.
+fn same_column(
+    registered: Option<i16>,
+    registered_position: Option<i16>,
+    attnum: i16,
+    position: i16,
+) -> bool {
+    match (registered, registered_position) {
+        (None, _) => true,
+        (Some(registered), None) => registered == attnum,
+        (Some(registered), Some(place)) => {
+            (attnum == registered && position <= place)
+                || (attnum < registered && position == place)
+        }
+    }
+}
+
+/// The place of column `attnum` of `relid` among its live columns (1 = first).
+fn live_position(relid: pg_sys::Oid, attnum: i16) -> i16 {
+    // SAFETY: an existing relation (registered, its name read just before), open until `table` drops.
+    let table = unsafe { PgRelation::open(relid) };
+    let live = table
+        .tuple_desc()
+        .iter()
+        .filter(|column| column.attnum > 0 && column.attnum <= attnum && !column.attisdropped)
+        .count();
+    i16::try_from(live).expect("a table has at most 1600 columns")
 }
 
 /// The number of column `name` of `relid`: 0 or less when it has none.

@@ -19,12 +19,12 @@ const { Client } = require('pg');
 const crypto = require('node:crypto');
 const os = require('node:os');
 
-// node-postgres takes the user a DSN leaves out from $USER, and fails without it (a container, cron, a
-// systemd unit): fall back to the OS user, as libpq does. A user in the DSN or $PGUSER still wins.
+// node-postgres takes the user a DSN leaves out from $PGUSER, then $USER, and fails without both (a
+// container, cron, a systemd unit): fall back to the OS user, as libpq does. A user in the DSN or $PGUSER
+// still wins. (Through $PGUSER: a `user` beside `connectionString` is overwritten by the DSN's empty one.)
 function connection(dsn) {
-  const config = { connectionString: dsn };
-  if (!process.env.PGUSER && !process.env.USER) config.user = os.userInfo().username;
-  return config;
+  if (!process.env.PGUSER && !process.env.USER) process.env.PGUSER = os.userInfo().username;
+  return { connectionString: dsn };
 }
 
 const FROM_STAGE = 'queued';

@@ -22,7 +22,7 @@ import time
 from collections import Counter
 
 import orch_lease
-from orch_lease import Actor, CasOutcome, LeaseNotAcquired
+from orch_lease import Actor, CasOutcome
 
 FROM_STAGE, TO_STAGE = "queued", "merged"
 
@@ -35,26 +35,25 @@ def merge_pull_request(actor: Actor, task: str) -> None:
 def advance(actor: Actor, task: str, task_table: str | None = None) -> str:
     """One attempt at one transition; what happened, for the summary. Whatever happens inside the block
     (a missing task, a failed effect, a lost race), leaving it releases a lease that was not committed."""
-    try:
-        with actor.lease(task, task_table=task_table) as lease:
-            # The stage the acquire read after the grant: the transition may already have been made.
-            # Two round trips a cycle: acquire, then (after the effect) commit.
-            if lease.grant.stage != FROM_STAGE:
-                return "already_done"
-            merge_pull_request(actor, task)
-            result = lease.commit(FROM_STAGE, TO_STAGE)
-            if result.outcome is CasOutcome.LEASE_LOST:
-                # Someone force-released or reclaimed our lease: nothing was written. Alert a human: the
-                # effect ran, the stage did not move.
-                print(f"{actor.instance}: lease on {task} lost after the effect; stage not written", file=sys.stderr)
-            elif result.outcome is CasOutcome.STAGE_MISMATCH:
-                print(f"{actor.instance}: {task} is already {result.current_stage}; nothing written", file=sys.stderr)
-            reclaimed = lease.grant.outcome is orch_lease.AcquireOutcome.RECLAIMED
-            return ("reclaimed+" if reclaimed else "") + result.outcome.value
-    except LeaseNotAcquired as refused:
-        # held: a live owner is doing it; busy / retry after every attempt: the next round; not_found:
-        # no task has this id (nothing was granted).
-        return refused.grant.outcome.value
+    with actor.try_lease(task, task_table=task_table) as lease:
+        if not lease:
+            # Refused, an outcome like the commit's: held (a live owner is doing it), busy / retry after
+            # every attempt (the next round), not_found (no task has this id). Nothing was granted.
+            return lease.outcome.value
+        # The stage the acquire read after the grant: the transition may already have been made.
+        # Two round trips a cycle: acquire, then (after the effect) commit.
+        if lease.grant.stage != FROM_STAGE:
+            return "already_done"
+        merge_pull_request(actor, task)
+        result = lease.commit(FROM_STAGE, TO_STAGE)
+        if result.outcome is CasOutcome.LEASE_LOST:
+            # Someone force-released or reclaimed our lease: nothing was written. Alert a human: the
+            # effect ran, the stage did not move.
+            print(f"{actor.instance}: lease on {task} lost after the effect; stage not written", file=sys.stderr)
+        elif result.outcome is CasOutcome.STAGE_MISMATCH:
+            print(f"{actor.instance}: {task} is already {result.current_stage}; nothing written", file=sys.stderr)
+        reclaimed = lease.grant.outcome is orch_lease.AcquireOutcome.RECLAIMED
+        return ("reclaimed+" if reclaimed else "") + result.outcome.value
 
 
 def run_actor(args: argparse.Namespace) -> int:

@@ -9,7 +9,8 @@ set -euo pipefail
 PSQL=${PSQL:-psql}
 db=orch_lease_id_column_moved
 "$PSQL" -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
-trap '"$PSQL" -X -q -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)"' EXIT
+restored=${db}_restored
+trap '"$PSQL" -X -q -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "DROP DATABASE IF EXISTS $restored WITH (FORCE)"' EXIT
 q() { "$PSQL" -X -v ON_ERROR_STOP=1 -At -d "$db" "$@"; }
 # || true: an error is the answer here (its SQLSTATE), checked next.
 answer() { "$PSQL" -X -v ON_ERROR_STOP=1 -v VERBOSITY=sqlstate -At -d "$db" -c "$1" 2>&1 | sed 's/^ERROR: *//' || true; }
@@ -40,4 +41,27 @@ got=$(answer "SELECT outcome FROM orch_lease.transition_lease_acquire('1042', 'B
 q -c "ALTER TABLE tasks RENAME COLUMN stage TO state" -c "SELECT orch_lease.register_task_table('tasks', 'id', 'state')" >/dev/null
 got=$(answer "SELECT outcome FROM orch_lease.update_task_stage_cas('1042', 'queued', 'running')")
 [ "$got" = applied ] || red "CAS after registering the renamed stage column: $got"
-echo "id-column-moved: a moved id column is refused, never followed by name"
+# Red team 3, G19: a dump and restore numbers the columns anew, without the dropped ones. A table whose
+# dropped column came before its id column must keep working after one, and a swap there is still refused.
+q -c "CREATE TABLE t2 (legacy int, id bigint PRIMARY KEY, ext bigint UNIQUE, stage text NOT NULL)" \
+  -c "ALTER TABLE t2 DROP COLUMN legacy" \
+  -c "INSERT INTO t2 (id, ext, stage) SELECT g, g + 1000, 'queued' FROM generate_series(1, 10) g" \
+  -c "SELECT orch_lease.register_task_table('t2')" >/dev/null
+got=$(answer "SELECT outcome FROM orch_lease.transition_lease_acquire('3', 'A', 1, 'a-boot', task_table => 't2')")
+[ "$got" = acquired ] || red "A acquires 3 of t2: $got"
+"$PSQL" -X -q -d postgres -c "DROP DATABASE IF EXISTS $restored" -c "CREATE DATABASE $restored"
+"$(dirname "$(command -v "$PSQL")")/pg_dump" -d "$db" | "$PSQL" -X -q -v ON_ERROR_STOP=1 -d "$restored" >/dev/null
+db=$restored
+got=$(answer "SELECT attnum FROM pg_attribute WHERE attrelid = 't2'::regclass AND attname = 'id'")
+[ "$got" = 1 ] || red "the restored t2's id column is numbered $got, not 1: the restore did not renumber it"
+got=$(answer "SELECT outcome FROM orch_lease.transition_lease_acquire('4', 'B', 1, 'b-boot', task_table => 't2')")
+[ "$got" = acquired ] || red "after a dump and restore, B acquires 4 of t2: $got"
+got=$(answer "SELECT outcome FROM orch_lease.transition_lease_acquire('3', 'B', 1, 'b-boot', task_table => 't2')")
+[ "$got" = held ] || red "after a dump and restore, B acquires 3 of t2 (A's): $got"
+got=$(answer "SELECT outcome FROM orch_lease.update_task_stage_cas('5', 'queued', 'running', task_table => 't2')")
+[ "$got" = applied ] || red "after a dump and restore, a CAS on 5 of t2: $got"
+# There ext is numbered 2, the number id had when registered: a swap with it is still refused.
+q -c "ALTER TABLE t2 RENAME COLUMN id TO old_id" -c "ALTER TABLE t2 RENAME COLUMN ext TO id" >/dev/null
+got=$(answer "SELECT outcome FROM orch_lease.transition_lease_acquire('1003', 'B', 1, 'b-boot', task_table => 't2')")
+[ "$got" = 55000 ] || red "after a dump and restore, B acquires 1003 (A's row) after a swap: $got"
+echo "id-column-moved: a moved id column is refused, never followed by name, and a restore keeps working"

@@ -65,6 +65,11 @@ def one(conn: psycopg.Connection[tuple[Any, ...]], sql: str, params: tuple[Any, 
     return row[0]
 
 
+def leases(admin: psycopg.Connection[tuple[Any, ...]]) -> int:
+    """How many leases are held now."""
+    return int(one(admin, "SELECT count(*) FROM orch_lease.transition_lease"))
+
+
 def login(admin: psycopg.Connection[tuple[Any, ...]], role: str, *member_of: str) -> str:
     """A login role of the cluster (made once: roles outlive the tests' databases); its conninfo to the
     admin's database."""

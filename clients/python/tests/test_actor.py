@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import HangingCommits, login, one
+from conftest import HangingCommits, leases, login, one
 from psycopg.conninfo import make_conninfo
 
 from orch_lease import _protocol
@@ -29,10 +29,6 @@ from orch_lease import (
 )
 
 Conn = psycopg.Connection[tuple[Any, ...]]
-
-
-def leases(admin: Conn) -> int:
-    return int(one(admin, "SELECT count(*) FROM orch_lease.transition_lease"))
 
 
 def test_acquired_then_applied_ends_the_lease(dsn: str, admin: Conn) -> None:

@@ -7,16 +7,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import HangingCommits, dead_incarnation, one
+from conftest import HangingCommits, dead_incarnation, leases, one
 from psycopg.conninfo import make_conninfo
 
 from orch_lease import AcquireOutcome, AsyncActor, CasOutcome, LeaseHeld, RetryPolicy
 
 Conn = psycopg.Connection[tuple[Any, ...]]
-
-
-def leases(admin: Conn) -> int:
-    return int(one(admin, "SELECT count(*) FROM orch_lease.transition_lease"))
 
 
 def test_async_actor_outcomes(dsn: str, admin: Conn) -> None:

@@ -11,25 +11,23 @@ from __future__ import annotations
 import sys
 import time
 
-from orch_lease import Actor, InstanceInUse, LeaseNotAcquired
+from orch_lease import Actor, InstanceInUse
 
 
 def advance(actor: Actor, at: float, items: list[str]) -> None:
     time.sleep(max(0.0, at - time.time()))  # racers start at once
     for item in items:
-        try:
-            with actor.lease(item) as lease:
-                if lease.grant.stage != "queued":  # the stage the acquire read after the grant
-                    continue
-                actor.connection.execute("INSERT INTO effect VALUES (%s, %s)", (item, actor.boot_id))
-                time.sleep(0.01)
-                lease.commit("queued", "merged")
-        except LeaseNotAcquired:
-            pass
+        with actor.try_lease(item) as lease:
+            if not lease or lease.grant.stage != "queued":  # refused, or the stage the acquire read
+                continue
+            lease.connection.execute("INSERT INTO effect VALUES (%s, %s)", (item, actor.boot_id))
+            time.sleep(0.01)
+            lease.commit("queued", "merged")
 
 
 def hold(dsn: str, instance: str, item: str) -> None:
-    with Actor(dsn, instance) as actor, actor.lease(item):
+    with Actor(dsn, instance) as actor, actor.try_lease(item) as lease:
+        assert lease, lease
         print("holding", flush=True)
         time.sleep(120)
 

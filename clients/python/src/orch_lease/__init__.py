@@ -2,10 +2,13 @@
 alert events of NOTIFY orch_lease.
 
     with Actor(conninfo) as actor:                 # a fresh boot, recover at start
-        with actor.lease(item) as lease:           # LeaseHeld / LeaseBusy / TaskNotFound / Superseded instead
-            if lease.grant.stage == "queued":      # the stage, read after the grant: no read of your own
+        with actor.try_lease(item) as lease:       # a Lease, or a Refused outcome (held, busy, not_found)
+            if lease and lease.grant.stage == "queued":   # the stage, read after the grant
                 ...                                # the effect
-                result = lease.commit("queued", "merged")
+                result = lease.commit("queued", "merged")   # a CommitResult: outcomes are values
+
+Exceptions are for what is no item's outcome: Superseded (stop the process), LeaseEnded, InstanceInUse,
+RecoverBlocked, and database errors.
 """
 
 from ._protocol import RetryPolicy
@@ -24,12 +27,13 @@ from .outcomes import (
     OrchLeaseError,
     RecoverBlocked,
     RecoveredLease,
+    Refused,
     Superseded,
     TaskNotFound,
 )
 from .sync import Actor, Lease, Listener
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 __all__ = [
     "AcquireOutcome",
     "Actor",
@@ -51,6 +55,7 @@ __all__ = [
     "OrchLeaseError",
     "RecoverBlocked",
     "RecoveredLease",
+    "Refused",
     "RetryPolicy",
     "Superseded",
     "TaskNotFound",

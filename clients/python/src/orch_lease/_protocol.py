@@ -12,7 +12,7 @@ import socket
 import uuid
 from collections.abc import Collection, Generator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import psycopg
 
@@ -24,12 +24,10 @@ from .outcomes import (
     Grant,
     InstanceInUse,
     LeaseEnded,
-    LeaseBusy,
-    LeaseHeld,
     RecoverBlocked,
     RecoveredLease,
+    Refused,
     Superseded,
-    TaskNotFound,
 )
 
 log = logging.getLogger("orch_lease")
@@ -89,6 +87,11 @@ SLOTS = 64
 # A named instance is tried for about a second: the session of a process that just ended (a restart)
 # holds its claim until the server has noticed it is gone.
 CLAIM_TRIES, CLAIM_PAUSE = 10, 0.1
+# `lease()`, which raises LeaseNotAcquired instead of giving a Refused outcome, is deprecated (0.5.0).
+DEPRECATED_LEASE = (
+    "lease() is deprecated: use try_lease(), which gives a Refused outcome (false) instead of raising "
+    "LeaseNotAcquired; lease() goes in 0.6.0"
+)
 # What every login reads in pg_stat_activity.application_name: not the instance (issue #34). Who may read
 # orch_lease.boot finds a backend's instance there (registered_session).
 APPLICATION_NAME = "SELECT pg_catalog.set_config('application_name', 'orch_lease', false)"
@@ -137,6 +140,30 @@ WRITE = (
 )
 HELD = "SELECT orch_lease.transition_lease_held(%s, %s, task_table => %s::regclass)"
 
+# A caller's connection (or pool) is used as it is, so it must answer as the actor's own would.
+NOT_AUTOCOMMIT = (
+    "orch_lease: the actor's connection must be in autocommit mode, each orch_lease call a transaction of "
+    "its own (join one on purpose with `with lease.connection.transaction():`): psycopg.connect(..., "
+    "autocommit=True), or ConnectionPool(..., kwargs={'autocommit': True})"
+)
+TOO_SMALL = (
+    "orch_lease: the actor keeps one connection of the pool for its life (its claim and the session that "
+    "registered its boot) and borrows one more per lease: a pool of max_size {} cannot lend that; give it "
+    "at least 2 (1 + the leases held at once)"
+)
+
+
+def usable(autocommit: bool) -> None:
+    """Refuses a connection of the caller's that is not in autocommit mode (ValueError)."""
+    if not autocommit:
+        raise ValueError(NOT_AUTOCOMMIT)
+
+
+def usable_pool(max_size: int) -> None:
+    """Refuses a pool that cannot lend the actor's connection and a lease's (ValueError)."""
+    if max_size < 2:
+        raise ValueError(TOO_SMALL.format(max_size))
+
 
 def _one(rows: list[Row] | None) -> Row:
     assert rows is not None and len(rows) == 1, rows
@@ -144,15 +171,17 @@ def _one(rows: list[Row] | None) -> Row:
 
 
 def start(
-    owner: str, instance: str | None, pid: int, claim: bool, takeover: bool, lock_timeout: float
+    owner: str, instance: str | None, pid: int, claim: bool, takeover: bool, lock_timeout: float,
+    claimed: list[str],
 ) -> Steps[tuple[str, str, list[RecoveredLease]]]:
     """Claims the instance (the first free `<owner>-<host>-<slot>` when None), registers a fresh boot id
     with recover (or takeover) and returns (instance, boot id, the leases of earlier incarnations it
-    gave back)."""
+    gave back). `claimed` holds the names whose claim the connection holds, also when start fails."""
     if instance is not None:
         if claim:
             for _ in range(CLAIM_TRIES):
                 if _one((yield Query(CLAIM, (instance,))))[0]:
+                    claimed.append(instance)
                     break
                 yield Pause(CLAIM_PAUSE)
             else:
@@ -166,12 +195,14 @@ def start(
         candidate = f"{owner}-{socket.gethostname()}-{slot}"
         if not _one((yield Query(CLAIM, (candidate,))))[0]:
             continue
+        claimed.append(candidate)
         try:
             boot_id, recovered = yield from register(candidate, pid, takeover, lock_timeout)
         except psycopg.errors.InsufficientPrivilege:
             # another role registered this name: it is that role's instance, not a slot of ours
             log.info("instance %s belongs to another role; trying the next slot", candidate)
             yield Query(UNCLAIM, (candidate,))
+            claimed.remove(candidate)
             continue
         return candidate, boot_id, recovered
     raise InstanceInUse(f"all {SLOTS} instance slots of {owner} on this host are in use or other roles'")
@@ -204,10 +235,10 @@ def register(
 def acquire(
     item: str, owner: str, pid: int, boot_id: str, scope: str | None, policy: RetryPolicy,
     task_table: str | None = None,
-) -> Steps[Grant]:
+) -> Steps[Grant | Refused]:
     """Acquires `item`, retrying `busy` / `retry` with jitter; returns a grant that lets the effect go
-    ahead (with the task's stage, read after the grant: no read of its own is needed), raises for every
-    other outcome."""
+    ahead (with the task's stage, read after the grant: no read of its own is needed), or the Refused
+    outcome (held, busy, not_found). Raises Superseded: no outcome of an item, the process must stop."""
     for attempt in range(policy.attempts):
         acquired, outcome, *rest = _one((yield Query(ACQUIRE, (item, owner, pid, boot_id, scope, task_table))))
         token, holder, holder_pid, holder_boot_id, held_since, stage = rest
@@ -220,13 +251,11 @@ def acquire(
         if attempt + 1 < policy.attempts:
             yield policy.pause(attempt)
     else:
-        raise LeaseBusy(grant, policy.attempts)
+        return Refused(grant, policy.attempts)
     if grant.outcome is AcquireOutcome.SUPERSEDED:
         raise Superseded(grant)
-    if grant.outcome is AcquireOutcome.HELD:
-        raise LeaseHeld(grant)
-    if grant.outcome is AcquireOutcome.NOT_FOUND:
-        raise TaskNotFound(grant)
+    if grant.outcome in (AcquireOutcome.HELD, AcquireOutcome.NOT_FOUND):
+        return Refused(grant, attempt + 1)
     if grant.outcome is AcquireOutcome.RECLAIMED:
         log.warning(
             "%s: reclaimed from %s (boot %s), a dead holder",
@@ -264,6 +293,13 @@ def commit(grant: Grant, expected: str, new: str, policy: RetryPolicy) -> Steps[
     return result
 
 
+def unclaim(claimed: list[str]) -> Steps[None]:
+    """Lets go of every claim in `claimed`, on a connection that outlives the actor (the caller's)."""
+    while claimed:
+        yield Query(UNCLAIM, (claimed[-1],))
+        claimed.pop()
+
+
 def release(grant: Grant) -> Steps[bool]:
     """Ends the lease; False when it was no longer held (taken away, or a NULL-token grant)."""
     if grant.token is None:
@@ -298,6 +334,10 @@ class LeaseState:
         if self.token is not None:
             (self._held.add if value else self._held.discard)(self.token)
 
+    def __bool__(self) -> Literal[True]:
+        """True, where a Refused outcome is false: `if not lease:` tells them apart (for mypy too)."""
+        return True
+
     @property
     def item(self) -> str:
         return self.grant.item
@@ -322,17 +362,20 @@ class LeaseState:
 
 
 C = TypeVar("C")
+P = TypeVar("P")
 
 
-class ActorBase(Generic[C]):
-    """What sync.Actor and aio.AsyncActor share: their settings, the incarnation they run as, and their
-    connection C."""
+class ActorBase(Generic[C, P]):
+    """What sync.Actor and aio.AsyncActor share: their settings, the incarnation they run as, their
+    connection C, and what it came from: a conninfo string (the actor opens and closes it), a connection
+    of the caller's (used, never closed), or the caller's pool P (the actor's connection is taken from it
+    for the actor's life; each lease borrows one more)."""
 
     _conn: C | None = None
 
     def __init__(
         self,
-        conninfo: str,
+        conninfo: str | C | P,
         instance: str | None = None,
         *,
         owner: str = "actor",
@@ -342,9 +385,13 @@ class ActorBase(Generic[C]):
         prepare_threshold: int | None = 5,
         lock_timeout: float = 10.0,
     ) -> None:
-        self.conninfo, self.owner, self.retry, self.claim = conninfo, owner, retry, claim
+        self.source = conninfo
+        # the conninfo string, when the actor opens its connection itself
+        self.conninfo: str | None = conninfo if isinstance(conninfo, str) else None
+        self.owner, self.retry, self.claim = owner, retry, claim
         self.takeover = takeover
-        # psycopg's: after how many runs a statement is prepared on the server; None never (a pooler)
+        # psycopg's: after how many runs a statement is prepared on the server; None never (a pooler).
+        # Only for the connection the actor opens: a caller's keeps its own.
         self.prepare_threshold = prepare_threshold
         # how long start()'s recover waits for the instance's lock before RecoverBlocked
         self.lock_timeout = lock_timeout
@@ -353,6 +400,8 @@ class ActorBase(Generic[C]):
         self.boot_id: str | None = None
         self.recovered: list[RecoveredLease] = []
         self._held: set[int] = set()
+        # the instance names whose claim (a session advisory lock) the actor's connection holds
+        self._claimed: list[str] = []
 
     @property
     def connection(self) -> C:
@@ -363,11 +412,11 @@ class ActorBase(Generic[C]):
 
     def _start(self) -> Steps[list[RecoveredLease]]:
         self.instance, self.boot_id, self.recovered = yield from start(
-            self.owner, self.instance, self.pid, self.claim, self.takeover, self.lock_timeout
+            self.owner, self.instance, self.pid, self.claim, self.takeover, self.lock_timeout, self._claimed
         )
         return self.recovered
 
-    def _acquire(self, item: str | int, scope: str | None, task_table: str | None) -> Steps[Grant]:
+    def _acquire(self, item: str | int, scope: str | None, task_table: str | None) -> Steps[Grant | Refused]:
         if self.boot_id is None:
             raise RuntimeError("start the actor first")
         return acquire(str(item), self.owner, self.pid, self.boot_id, scope, self.retry, task_table)
@@ -375,3 +424,8 @@ class ActorBase(Generic[C]):
     def _forget(self, item: str | int, task_table: str | None) -> Steps[int]:
         assert self.boot_id is not None
         return forget(str(item), self.boot_id, self._held, task_table)
+
+    def _unclaim(self) -> Steps[None]:
+        """Lets go of the claims the actor's connection holds when it outlives the actor (the caller's):
+        the instance's, or one a failed start() took."""
+        return unclaim(self._claimed)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 
 class AcquireOutcome(str, Enum):
@@ -67,6 +67,31 @@ class CommitResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Refused:
+    """What `try_lease` gives instead of a lease: the acquire granted nothing — `held` by a live owner,
+    still `busy` / `retry` after `attempts` calls, or `not_found` (no task has this id). It is false, and
+    has no commit: `if not lease: continue` before the effect (mypy --strict insists on it)."""
+
+    grant: Grant
+    attempts: int
+
+    @property
+    def outcome(self) -> AcquireOutcome:
+        return self.grant.outcome
+
+    def __bool__(self) -> Literal[False]:
+        return False
+
+    def error(self) -> LeaseNotAcquired:
+        """The exception `lease()` (deprecated) raises for it."""
+        if self.outcome is AcquireOutcome.HELD:
+            return LeaseHeld(self.grant)
+        if self.outcome is AcquireOutcome.NOT_FOUND:
+            return TaskNotFound(self.grant)
+        return LeaseBusy(self.grant, self.attempts)
+
+
+@dataclass(frozen=True, slots=True)
 class RecoveredLease:
     """A lease of an earlier incarnation of this instance that `transition_lease_recover` gave back."""
 
@@ -79,11 +104,14 @@ class RecoveredLease:
 
 
 class OrchLeaseError(Exception):
-    """Everything this client raises itself (database errors come through as psycopg's, SQLSTATE kept)."""
+    """Everything this client raises itself (database errors come through as psycopg's, SQLSTATE kept):
+    what no caller should go on from as if it were an item's outcome. Outcomes are returned (Refused,
+    CommitResult)."""
 
 
 class LeaseNotAcquired(OrchLeaseError):
-    """No lease: the block that would have done the effect did not run. Catch this to skip the item."""
+    """No lease: the block that would have done the effect did not run. Raised by the deprecated
+    `lease()` only (`try_lease()` gives a Refused instead)."""
 
     def __init__(self, grant: Grant, why: str) -> None:
         super().__init__(f"{grant.item}: {why}")
