@@ -879,7 +879,8 @@ pub fn item(argument: &'static str, work_item: &str, table: Option<TableArg>) ->
 }
 
 /// The work item of a lease to end by hand: `work_item` itself when a lease is held under exactly that
-/// text (of the table named; named none, of the one table that holds it), otherwise its key. Found
+/// text (of the table named; named none, of the one table whose leases are all that are held),
+/// otherwise its key. Found
 /// before the registry is read, so that a registration left open or prepared, which holds the
 /// registry, never stops the on-call's last tool (red team G13). A lease keyed by earlier rules (a
 /// registration or an id type since changed, a table since dropped) stays endable by the work item and
@@ -895,10 +896,16 @@ pub fn held_item(argument: &'static str, work_item: &str, table: Option<TableArg
                       WHERE task_table = $1 AND work_item = $2",
                     &[named.into(), work_item.into()],
                 ),
+                // Named none, only while every held lease is of one table: otherwise the text may
+                // spell another table's item, and ending this one would be a guess (red team G18).
                 // No index on the text alone: a scan of the held leases, on call only.
                 None => plans::run(
                     client,
-                    "SELECT task_table FROM orch_lease.transition_lease WHERE work_item = $1 LIMIT 2",
+                    "SELECT l.task_table FROM orch_lease.transition_lease l
+                      WHERE l.work_item OPERATOR(pg_catalog.=) $1
+                        AND NOT EXISTS (SELECT FROM orch_lease.transition_lease o
+                                         WHERE o.task_table OPERATOR(pg_catalog.<>) l.task_table)
+                      LIMIT 2",
                     &[work_item.into()],
                 ),
             };
