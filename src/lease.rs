@@ -268,10 +268,16 @@ fn request_lease(request: Request<'_>) -> PgHeapTuple<'static, AllocatedByRust> 
             let (table, id) = request.item.task.as_ref()?;
             look(client, table, *id)
         };
-        // Passing through, an actor still learns the stage it acts on.
-        let pass = |outcome| Grant {
-            stage: stage(stage_cas::read_stage).flatten(),
-            ..Grant::new(true, outcome)
+        // Passing through, an actor still learns the stage it acts on. Every read of the task table
+        // takes what locks it needs at once or answers `busy` (`races::at_once`, G17, G20).
+        let pass = |outcome| {
+            races::lost_race_as(
+                || Grant {
+                    stage: races::at_once(|| stage(stage_cas::read_stage)).flatten(),
+                    ..Grant::new(true, outcome)
+                },
+                lost_grant,
+            )
         };
         // The task row is read with the table's lock, never waited for: acquire never waits (G14).
         if (request.item.task.as_ref()).is_some_and(|(table, _)| !table.readable_at_once()) {
@@ -288,9 +294,10 @@ fn request_lease(request: Request<'_>) -> PgHeapTuple<'static, AllocatedByRust> 
         // An id with no task row the caller may write is no task (swapped arguments, a typo, another
         // tenant's row): no lease, no token drawn.
         let found = match &request.item.task {
-            Some((table, id)) if !table.rows_created_later => {
-                stage_cas::writable_row(client, table, *id)
-            }
+            Some((table, id)) if !table.rows_created_later => races::lost_race_as(
+                || races::at_once(|| stage_cas::writable_row(client, table, *id)),
+                Err,
+            ),
             _ => Ok(true),
         };
         let decided = match found {
@@ -305,7 +312,7 @@ fn request_lease(request: Request<'_>) -> PgHeapTuple<'static, AllocatedByRust> 
                             // A row changed after a transaction snapshot is `retry`: the grant is
                             // rolled back with this attempt.
                             Some(_) => Grant {
-                                stage: stage(stage_after_grant).flatten(),
+                                stage: races::at_once(|| stage(stage_after_grant)).flatten(),
                                 ..decided
                             },
                             None => decided,

@@ -113,10 +113,23 @@ pub fn lock_wait_ms() -> i32 {
     }
 }
 
-/// Runs `body` with `lock_timeout` at most `LOCK_WAIT_MS` (the caller's, when it is shorter), and puts
-/// the caller's back afterwards, as a function's `SET` clause would; an error's rollback does it too.
+/// Runs `body` with `lock_timeout` at most `LOCK_WAIT_MS` (the caller's, when it is shorter).
 pub fn bounded_lock_wait<R>(body: impl FnOnce() -> R) -> R {
-    let value = std::ffi::CString::new(lock_wait_ms().to_string()).unwrap_or_default();
+    with_lock_timeout(lock_wait_ms(), body)
+}
+
+/// Runs `body` with `lock_timeout` at its least (1 ms): for reads that must never wait, whatever lock
+/// they need — acquire's reads of the task table reach its row-level security policies' tables and its
+/// TOAST index, which a migration may hold (red team G17, G20). A lock not free gives up with 55P03,
+/// which `lost_race_as` answers as a lost race (`busy`).
+pub fn at_once<R>(body: impl FnOnce() -> R) -> R {
+    with_lock_timeout(1, body)
+}
+
+/// Runs `body` with `lock_timeout` = `ms`, and puts the caller's back afterwards, as a function's `SET`
+/// clause would; an error's rollback does it too.
+fn with_lock_timeout<R>(ms: i32, body: impl FnOnce() -> R) -> R {
+    let value = std::ffi::CString::new(ms.to_string()).unwrap_or_default();
     // SAFETY: the backend's own GUC stack, used as fmgr does for a function's SET clause.
     let nest = unsafe {
         let nest = pg_sys::NewGUCNestLevel();
