@@ -887,7 +887,7 @@ pub fn item(argument: &'static str, work_item: &str, table: Option<TableArg>) ->
 /// table the status view shows, and never ends the lease another spelling keys to. No privilege on the
 /// table is asked: this is the operators' (force_release, admins only).
 pub fn held_item(argument: &'static str, work_item: &str, table: Option<TableArg>) -> Item {
-    let held: Vec<pg_sys::Oid> = owner::as_owner(|| {
+    let (held, of_one_table) = owner::as_owner(|| {
         Spi::connect(|client| {
             let rows = match table {
                 Some(named) => plans::run(
@@ -896,25 +896,35 @@ pub fn held_item(argument: &'static str, work_item: &str, table: Option<TableArg
                       WHERE task_table = $1 AND work_item = $2",
                     &[named.into(), work_item.into()],
                 ),
-                // Named none, only while every held lease is of one table: otherwise the text may
-                // spell another table's item, and ending this one would be a guess (red team G18).
                 // No index on the text alone: a scan of the held leases, on call only.
                 None => plans::run(
                     client,
-                    "SELECT l.task_table FROM orch_lease.transition_lease l
-                      WHERE l.work_item OPERATOR(pg_catalog.=) $1
-                        AND NOT EXISTS (SELECT FROM orch_lease.transition_lease o
-                                         WHERE o.task_table OPERATOR(pg_catalog.<>) l.task_table)
-                      LIMIT 2",
+                    "SELECT task_table FROM orch_lease.transition_lease WHERE work_item = $1 LIMIT 2",
                     &[work_item.into()],
                 ),
             };
-            rows.filter_map(|row| row.get::<TableArg>(1).ok().flatten())
+            let held: Vec<pg_sys::Oid> = rows
+                .filter_map(|row| row.get::<TableArg>(1).ok().flatten())
                 .map(|TableArg(relid)| relid)
-                .collect()
+                .collect();
+            // Named none, the text is that lease's item only while every held lease is of its table:
+            // otherwise it may spell another table's item, and ending this one would be a guess (red
+            // team G18). A statement of its own: Citus cannot plan the self-join on the lease table.
+            let of_one_table = table.is_some()
+                || match held.as_slice() {
+                    [relid] => plans::run(
+                        client,
+                        "SELECT 1 FROM orch_lease.transition_lease
+                          WHERE task_table OPERATOR(pg_catalog.<>) $1 LIMIT 1",
+                        &[TableArg(*relid).into()],
+                    )
+                    .is_empty(),
+                    _ => false,
+                };
+            (held, of_one_table)
         })
     });
-    if let [relid] = held.as_slice() {
+    if let ([relid], true) = (held.as_slice(), of_one_table) {
         return Item::leased(*relid, work_item.to_string());
     }
     let relid = which(table);

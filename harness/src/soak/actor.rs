@@ -111,7 +111,7 @@ impl Actor {
                 });
             assert!(
                 code.starts_with("57") || code.starts_with("08") || relayed_by_citus,
-                "{}: unexpected database error: {}",
+                "{}: unexpected database error {code}: {}",
                 self.instance,
                 error
                     .as_db_error()
